@@ -1,0 +1,5 @@
+"""`python -m bigshuf` runs the same CLI as the `bigshuf` command."""
+from bigshuf.cli import main
+
+if __name__ == "__main__":
+    main()

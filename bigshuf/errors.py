@@ -1,0 +1,44 @@
+"""Exceptions that carry an exit status, so the CLI can report them as one line.
+
+Exit statuses follow Unix habit: 2 for bad usage or bad input (the user must change something),
+1 for a failure at run time (disk full, write error), 128+N when stopped by signal N.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+
+class BigshufError(Exception):
+    """Base class: a failure reported to the user as a single line, exit status 1."""
+
+    exit_code = 1
+
+
+class UsageError(BigshufError):
+    """Options that cannot work together or have bad values (exit 2)."""
+
+    exit_code = 2
+
+
+class InputError(BigshufError):
+    """Bad input data; names the file and, when known, the line (exit 2)."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, path: Optional[str] = None, line: Optional[int] = None):
+        self.path = path
+        self.line = line
+        self.reason = message
+        where = ""
+        if path is not None:
+            where = f"{path}:{line}: " if line is not None else f"{path}: "
+        super().__init__(where + message)
+
+
+class Interrupted(BigshufError):
+    """The run was stopped by a signal; everything written so far has been removed."""
+
+    def __init__(self, signum: int, name: str):
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by {name}; no output written, temporary files removed")

@@ -7,6 +7,7 @@ stderr with the exit status carried by the exception (see ``bigshuf.errors``); n
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from typing import Callable, Optional
 
@@ -44,6 +45,11 @@ def reports_errors(func: Callable) -> Callable:
         except OSError as exc:
             where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
             _fail(f"{exc.strerror or exc}{where}", 1)
+        except Exception as exc:  # a bug: say so in one line; BIGSHUF_DEBUG=1 shows the trace
+            if os.environ.get("BIGSHUF_DEBUG"):
+                raise
+            _fail(f"internal error: {type(exc).__name__}: {exc} "
+                  "(please report it; BIGSHUF_DEBUG=1 shows the traceback)", 1)
 
     return wrapper
 

@@ -1,0 +1,94 @@
+"""Classification metrics shared by ``bigshuf can`` and ``bigshuf threshold``, plus the
+cross-validation folds both use to estimate how much of a dev-set gain survives.
+
+Binary metrics are computed from counts (TP, FP) as numpy arrays, so the threshold sweep can
+evaluate every cut point at once. Multi-class metrics are computed from predictions.
+"""
+from __future__ import annotations
+
+from typing import List
+
+import numpy as np
+
+METRICS = ("accuracy", "f1", "mcc", "balanced-accuracy")
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den with 0/0 (and x/0) defined as 0: a metric over an empty set scores nothing."""
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    out = np.zeros(np.broadcast(num, den).shape)
+    np.divide(num, den, out=out, where=den != 0)
+    return out
+
+
+def binary_metric(metric: str, tp, fp, positives: int, negatives: int) -> np.ndarray:
+    """Value of ``metric`` for the binary confusion counts (vectorised over tp, fp).
+
+    F1 is the positive class's F1; MCC is 0 when undefined (a row or column of the
+    confusion matrix is empty), as is usual.
+    """
+    tp = np.asarray(tp, dtype=np.float64)
+    fp = np.asarray(fp, dtype=np.float64)
+    fn = positives - tp
+    tn = negatives - fp
+    if metric == "accuracy":
+        return (tp + tn) / max(positives + negatives, 1)
+    if metric == "f1":
+        return _ratio(2 * tp, 2 * tp + fp + fn)
+    if metric == "mcc":
+        den = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+        return _ratio(tp * tn - fp * fn, den)
+    if metric == "balanced-accuracy":
+        present = int(positives > 0) + int(negatives > 0)
+        return (_ratio(tp, positives) + _ratio(tn, negatives)) / max(present, 1)
+    raise ValueError(f"unknown metric {metric!r} (choose from {', '.join(METRICS)})")
+
+
+def multiclass_metric(metric: str, labels: np.ndarray, preds: np.ndarray, n_classes: int) -> float:
+    """Value of ``metric`` for integer predictions.
+
+    ``f1`` is the macro average and ``balanced-accuracy`` the mean recall, both over the classes
+    present in the gold labels; ``mcc`` is the multi-class (Gorodkin) MCC.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    preds = np.asarray(preds, dtype=np.int64)
+    n = labels.size
+    if n == 0:
+        return 0.0
+    hit = labels == preds
+    if metric == "accuracy":
+        return float(hit.mean())
+    true_n = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    pred_n = np.bincount(preds, minlength=n_classes).astype(np.float64)
+    tp = np.bincount(labels[hit], minlength=n_classes).astype(np.float64)
+    present = true_n > 0
+    if metric == "f1":
+        return float(_ratio(2 * tp, pred_n + true_n)[present].mean())
+    if metric == "balanced-accuracy":
+        return float((tp[present] / true_n[present]).mean())
+    if metric == "mcc":
+        correct = tp.sum()
+        num = correct * n - pred_n @ true_n
+        den = np.sqrt((n * n - pred_n @ pred_n) * (n * n - true_n @ true_n))
+        return float(_ratio(num, den))
+    raise ValueError(f"unknown metric {metric!r} (choose from {', '.join(METRICS)})")
+
+
+def cv_folds(labels: np.ndarray, folds: int, seed: int) -> List[np.ndarray]:
+    """Stratified folds: row indices of each held-out fold, classes dealt round-robin.
+
+    Stratifying keeps rare classes in every fold, which matters for the imbalanced data that
+    threshold tuning and CAN are used on.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    assignment = np.empty(labels.size, dtype=np.int64)
+    offset = 0
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        idx = idx[rng.permutation(idx.size)]
+        # continue the round-robin where the previous class stopped, so fold sizes stay even
+        assignment[idx] = (np.arange(idx.size) + offset) % folds
+        offset = (offset + idx.size) % folds
+    return [np.flatnonzero(assignment == f) for f in range(folds)]

@@ -1,0 +1,100 @@
+"""The planner: how a memory budget becomes block sizes, bucket counts and worker counts.
+
+Every size here derives from ``--memory`` (and the input size when known), never from the number
+of workers, so the output depends only on the input, the seed and the memory setting. Workers only
+decide how many blocks or units are processed at once, and are capped so that all of them together
+fit in the budget.
+
+Budget model (bytes held by the engine; the interpreter itself is the +64 MB allowance):
+
+* a scatter worker holds its block (C), the regrouped run (C, or nothing when runs live in RAM)
+  and per-record metadata (at most 42 bytes a record, with at most C/32 records a block);
+* a gather worker holds its unit (U), the permuted output (U) and 32 bytes a record;
+* the reader holds the block it is filling (C); the run index costs 32 bytes an entry.
+
+With C = U = M/16, three workers and the index share fit in M with room to spare.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+from bigshuf.errors import UsageError
+from bigshuf.gather import PERMUTE_BYTES_PER_RECORD
+from bigshuf.scatter import PARTITION_BYTES_PER_RECORD
+
+MIN_MEMORY = 1 << 20
+MIN_BLOCK = 64 << 10
+MAX_BLOCK = 256 << 20
+#: Buckets a level starts with. Many small buckets keep each bucket's permutation inside the CPU
+#: cache (measured sweet spot: 0.25-1 MB a bucket); more than a few thousand make the scatter's
+#: writes too spread out. A unit's buckets are permuted in one vectorised pass, so tiny buckets
+#: (small inputs) cost nothing extra.
+INITIAL_BUCKETS = 4096
+#: Records per block are capped at block_bytes / MIN_AVG_RECORD so metadata stays bounded even
+#: for a file of empty lines.
+MIN_AVG_RECORD = 32
+INDEX_BYTES_PER_ENTRY = 32
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Sizes derived from the memory budget."""
+
+    memory: int
+    block_bytes: int        # C: bytes a scatter block may hold (also the longest record)
+    block_records: int      # records a block may hold
+    unit_bytes: int         # U: bytes of buckets gathered at once
+    unit_records: int
+    index_entries: int      # (run, bucket) pieces the index may hold
+    max_workers: int        # workers that fit in the budget
+
+    @property
+    def worker_bytes(self) -> int:
+        """Peak bytes of one worker (scatter or gather, whichever is larger)."""
+        scatter = 2 * self.block_bytes + PARTITION_BYTES_PER_RECORD * self.block_records
+        gather = 2 * self.unit_bytes + PERMUTE_BYTES_PER_RECORD * self.unit_records
+        return max(scatter, gather)
+
+    def fixed_bytes(self) -> int:
+        """Bytes held whatever the workers do: the block being read and the index."""
+        return self.block_bytes + self.index_entries * INDEX_BYTES_PER_ENTRY
+
+    def workers(self, jobs: Optional[int]) -> int:
+        import os
+        jobs = jobs or os.cpu_count() or 1
+        return max(1, min(jobs, self.max_workers))
+
+    def memory_store_capacity(self, workers: int) -> int:
+        """Bytes of runs that can stay in RAM next to ``workers`` workers."""
+        return max(0, self.memory - self.fixed_bytes() - workers * self.worker_bytes)
+
+    def initial_buckets(self) -> int:
+        """Buckets a scatter level starts with: INITIAL_BUCKETS, or fewer if the index is small.
+
+        It does not depend on the input size, so a file and the same bytes on stdin shuffle
+        identically; the index halves the count (merging bucket pairs) as runs accumulate.
+        """
+        return _pow2_floor(max(1, min(INITIAL_BUCKETS, self.index_entries)))
+
+
+def _pow2_ceil(n: int) -> int:
+    return 1 << max(0, math.ceil(math.log2(max(1, n))))
+
+
+def _pow2_floor(n: int) -> int:
+    return 1 << max(0, int(math.floor(math.log2(max(1, n)))))
+
+
+def plan(memory: int) -> Geometry:
+    """Geometry for a memory budget of ``memory`` bytes."""
+    if memory < MIN_MEMORY:
+        raise UsageError(f"--memory must be at least 1M (got {memory:,} bytes)")
+    block = max(MIN_BLOCK, min(MAX_BLOCK, memory // 16))
+    records = max(1, block // MIN_AVG_RECORD)
+    entries = max(1024, memory // 16 // INDEX_BYTES_PER_ENTRY)
+    geo = Geometry(memory, block, records, block, records, entries, 1)
+    room = int(memory * 0.9) - geo.fixed_bytes()
+    workers = max(1, room // geo.worker_bytes)
+    return Geometry(memory, block, records, block, records, entries, int(workers))

@@ -1,0 +1,298 @@
+"""Reading records: opening inputs (files, stdin, compressed) and cutting them into blocks of
+whole records held as one byte buffer plus an array of record ends.
+
+A record is everything up to and including its terminator (newline, or NUL with -z). Bytes are
+never decoded. A final record without a terminator gets one, per input file, like shuf(1).
+"""
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+import os
+import stat
+import sys
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator, List, Optional, Sequence, Union
+
+import numpy as np
+
+from bigshuf.errors import InputError, UsageError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: Extensions handled transparently, for inputs and outputs.
+COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
+
+_SCAN_SLICE = 1 << 20  # bytes per terminator scan: bounds the temporary bool/int arrays
+
+
+def compression_of(path: str) -> Optional[str]:
+    """The compression suffix of ``path`` ('.gz', ...) or None."""
+    lower = str(path).lower()
+    for suffix in COMPRESSION_SUFFIXES:
+        if lower.endswith(suffix):
+            return suffix
+    return None
+
+
+def _zstd():
+    try:
+        import zstandard
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise UsageError(".zst files need the optional extra: pip install 'bigshuf[zstd]'") from None
+    return zstandard
+
+
+def display_name(path: PathLike) -> str:
+    return "<stdin>" if str(path) == "-" else str(path)
+
+
+@dataclass
+class Source:
+    """One input: its display name, an open binary stream, and its size when it is knowable."""
+
+    name: str
+    stream: BinaryIO
+    size: Optional[int]  # bytes of *record data* when known (uncompressed regular file)
+    compressed: bool
+    file_size: Optional[int]  # bytes on disk, for estimates
+
+    def close(self) -> None:
+        if self.stream is not sys.stdin.buffer:
+            try:
+                self.stream.close()
+            except OSError:
+                pass
+
+
+def check_input(path: PathLike) -> None:
+    """Fail early (exit 2) for a missing, directory or unreadable input."""
+    if str(path) == "-":
+        return
+    p = os.fspath(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise InputError("no such file", p) from None
+    except OSError as exc:
+        raise InputError(exc.strerror or str(exc), p) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError("is a directory", p)
+    if not os.access(p, os.R_OK):
+        raise InputError("permission denied", p)
+
+
+def open_input(path: PathLike) -> Source:
+    """Open ``path`` ('-' is stdin) for reading raw bytes, decompressing by extension."""
+    name = display_name(path)
+    if str(path) == "-":
+        raw = os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
+        return Source(name, raw, None, False, None)
+    check_input(path)
+    p = os.fspath(path)
+    try:
+        raw = open(p, "rb", buffering=0)
+    except OSError as exc:
+        raise InputError(exc.strerror or str(exc), p) from None
+    st = os.fstat(raw.fileno())
+    regular = stat.S_ISREG(st.st_mode)
+    suffix = compression_of(p)
+    if suffix is None:
+        return Source(name, raw, st.st_size if regular else None, False, st.st_size if regular else None)
+    buffered = io.BufferedReader(raw, 1 << 20)
+    if suffix == ".gz":
+        stream = gzip.GzipFile(fileobj=buffered, mode="rb")
+    elif suffix == ".bz2":
+        stream = bz2.BZ2File(buffered, "rb")
+    elif suffix == ".xz":
+        stream = lzma.LZMAFile(buffered, "rb")
+    else:
+        stream = _zstd().ZstdDecompressor().stream_reader(buffered, read_size=1 << 20)
+    return Source(name, stream, None, True, st.st_size if regular else None)  # type: ignore[arg-type]
+
+
+def read_fully(stream: BinaryIO, view: memoryview, name: str) -> int:
+    """Fill ``view`` from ``stream`` until it is full or the stream ends; return bytes read."""
+    got = 0
+    total = len(view)
+    while got < total:
+        try:
+            n = stream.readinto(view[got:])  # type: ignore[attr-defined]
+        except (OSError, EOFError, lzma.LZMAError, ValueError) as exc:
+            raise InputError(f"read error: {exc}", name) from None
+        except Exception as exc:  # zstd/gzip raise their own classes for corrupt data
+            raise InputError(f"read error: {exc}", name) from None
+        if not n:
+            break
+        got += n
+    return got
+
+
+def find_record_ends(data: np.ndarray, sep: int) -> np.ndarray:
+    """Positions just after each terminator in ``data`` (int64), scanned in slices so the
+    temporaries stay small."""
+    n = len(data)
+    if n <= _SCAN_SLICE:
+        return np.flatnonzero(data == sep) + 1
+    parts = []
+    for a in range(0, n, _SCAN_SLICE):
+        hits = np.flatnonzero(data[a:a + _SCAN_SLICE] == sep)
+        hits += a + 1
+        parts.append(hits)
+    return np.concatenate(parts)
+
+
+@dataclass
+class Block:
+    """Whole records: ``data[:nbytes]`` with record i spanning ``ends[i-1]:ends[i]``."""
+
+    index: int          # sequence number of the block in the stream (seeds its randomness)
+    data: np.ndarray    # uint8 buffer (may be larger than nbytes)
+    ends: np.ndarray    # int64 exclusive end of each record
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.ends[-1]) if len(self.ends) else 0
+
+    @property
+    def count(self) -> int:
+        return len(self.ends)
+
+
+class RecordReader:
+    """Streams whole records from several inputs as :class:`Block` objects.
+
+    ``capacity`` bounds the bytes of a block and therefore the longest record accepted;
+    ``max_records`` bounds the records per block so per-record metadata stays within budget.
+    With ``header``, the first record of the first input is set aside as :attr:`header` and the
+    first record of every other input is dropped (a warning names inputs whose header differs).
+    """
+
+    def __init__(self, inputs: Sequence[PathLike], sep: int = 10, header: bool = False,
+                 warn=None):
+        self.inputs = list(inputs)
+        self.sep = sep
+        self.want_header = header
+        self.header: Optional[bytes] = None
+        self.warn = warn or (lambda msg: None)
+        self.bytes_read = 0      # raw bytes consumed from the inputs (for progress)
+        self.records = 0
+        self.payload = 0         # bytes of records emitted (terminators included)
+        for path in self.inputs:
+            if not isinstance(path, Source):
+                check_input(path)
+        if sum(1 for p in self.inputs if not isinstance(p, Source) and str(p) == "-") > 1:
+            raise UsageError("stdin ('-') can be given only once")
+
+    def known_size(self) -> Optional[int]:
+        """Total input bytes if every input is an uncompressed regular file, else None."""
+        total = 0
+        for path in self.inputs:
+            if isinstance(path, Source):
+                if path.size is None:
+                    return None
+                total += path.size
+                continue
+            if str(path) == "-" or compression_of(str(path)):
+                return None
+            st = os.stat(os.fspath(path))
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            total += st.st_size
+        return total
+
+    def estimated_size(self) -> Optional[int]:
+        """Best guess of the total record bytes (compressed files count 4x their size)."""
+        total = 0
+        for path in self.inputs:
+            if isinstance(path, Source):
+                if path.size is None:
+                    return None
+                total += path.size
+                continue
+            if str(path) == "-":
+                return None
+            st = os.stat(os.fspath(path))
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            total += st.st_size * (4 if compression_of(str(path)) else 1)
+        return total
+
+    def blocks(self, capacity: int, max_records: Optional[int] = None) -> Iterator[Block]:
+        """Yield blocks of at most ``capacity`` bytes and ``max_records`` records."""
+        sep = self.sep
+        max_records = max_records or capacity
+        carry = np.empty(0, dtype=np.uint8)
+        index = 0
+        first_input = True
+        for path in self.inputs:
+            src = path if isinstance(path, Source) else open_input(path)
+            try:
+                file_records = 0
+                skip_header = self.want_header
+                eof = False
+                while not eof or len(carry):
+                    buf = np.empty(capacity, dtype=np.uint8)
+                    n = len(carry)
+                    buf[:n] = carry
+                    if not eof:
+                        got = read_fully(src.stream, memoryview(buf)[n:], src.name)
+                        self.bytes_read += got
+                        eof = n + got < capacity
+                        n += got
+                    if n == 0:
+                        break
+                    data = buf[:n]
+                    ends = find_record_ends(data, sep)
+                    if eof and (len(ends) == 0 or ends[-1] != n):
+                        # Final record without terminator: give it one, like shuf. (At end of
+                        # input n < capacity, so there is room.)
+                        buf[n] = sep
+                        n += 1
+                        data = buf[:n]
+                        ends = np.append(ends, n)
+                    if len(ends) == 0:
+                        raise InputError(
+                            f"line longer than {capacity:,} bytes, the longest this --memory "
+                            f"setting allows (raise --memory)", src.name, file_records + 1)
+                    if skip_header:
+                        skip_header = False
+                        first = bytes(data[:int(ends[0])])
+                        if first_input:
+                            self.header = first
+                        elif first != self.header:
+                            self.warn(f"{src.name}: first line differs from the header of "
+                                      f"{display_name(self.inputs[0])}; dropped anyway")
+                        file_records += 1
+                        data = data[int(ends[0]):]
+                        ends = ends[1:] - ends[0]
+                        if len(ends) == 0:
+                            carry = data.copy() if not eof else np.empty(0, np.uint8)
+                            continue
+                    if len(ends) > max_records:
+                        ends = ends[:max_records]
+                    used = int(ends[-1])
+                    carry = data[used:].copy() if used < len(data) else np.empty(0, np.uint8)
+                    file_records += len(ends)
+                    self.records += len(ends)
+                    self.payload += used
+                    yield Block(index, data[:used], ends)
+                    index += 1
+                    del buf, data
+            finally:
+                src.close()
+            first_input = False
+
+
+def read_all_lines(path: PathLike, sep: int = 10) -> List[bytes]:
+    """Every record of a (small) input as bytes objects, terminators included. For tests and
+    small tools only: the engine never holds one Python object per record."""
+    reader = RecordReader([path], sep)
+    out: List[bytes] = []
+    for block in reader.blocks(1 << 24):
+        starts = np.concatenate([[0], block.ends[:-1]])
+        raw = block.data.tobytes()
+        out.extend(raw[s:e] for s, e in zip(starts.tolist(), block.ends.tolist()))
+    return out

@@ -1,0 +1,53 @@
+"""Free-space check before any work starts, per file system."""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Dict, Optional
+
+from bigshuf.errors import BigshufError
+from bigshuf.records import compression_of
+from bigshuf.sizes import format_size
+
+#: Head-room kept free on each file system, on top of what the run needs.
+MARGIN = 1 << 20
+
+
+def free_bytes(directory: str) -> int:
+    st = os.statvfs(directory)
+    return st.f_bavail * st.f_frsize
+
+
+def _existing_dir(path: str) -> str:
+    d = os.path.abspath(path)
+    while not os.path.isdir(d):
+        d = os.path.dirname(d)
+    return d
+
+
+def check_free_space(size: Optional[int], output: Optional[str], temp_dir: Optional[str],
+                     memory_store: int, sharded: bool) -> None:
+    """Fail (exit 1) before reading anything if the temp or output file system cannot hold the
+    run. ``size`` is the (estimated) input size; unknown sizes (stdin) cannot be checked here,
+    and a full disk later is still reported cleanly."""
+    if not size:
+        return
+    need: Dict[int, int] = {}
+    where: Dict[int, str] = {}
+    if size > memory_store:
+        t = temp_dir or tempfile.gettempdir()
+        dev = os.stat(t).st_dev
+        need[dev] = need.get(dev, 0) + size
+        where[dev] = t
+    if output not in (None, "-"):
+        d = _existing_dir(os.path.dirname(os.path.abspath(output)) if not sharded or "{" in output
+                          else os.path.dirname(os.path.abspath(output)))
+        out_bytes = size if not compression_of(output) else size // 3
+        dev = os.stat(d).st_dev
+        need[dev] = need.get(dev, 0) + out_bytes
+        where.setdefault(dev, d)
+    for dev, n in need.items():
+        have = free_bytes(where[dev])
+        if have < n + MARGIN:
+            raise BigshufError(f"not enough free space in {where[dev]}: need {format_size(n)} "
+                               f"({n:,} bytes), {format_size(have)} available")

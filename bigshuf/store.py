@@ -1,0 +1,202 @@
+"""Where scattered runs live between the two phases: RAM for inputs that fit the budget, else one
+temporary file.
+
+Layout: each scattered block becomes one *run*, written contiguously; inside a run the records are
+grouped by bucket (bucket 0 first). The :class:`RunIndex` keeps, per run and bucket, the bytes and
+records of that piece, so bucket k of run r starts at ``run_offset[r] + sum(bytes[r, :k])``.
+One descriptor, one file, any number of buckets (terashuf keeps a descriptor per run and fails past
+``ulimit -n``). The file is unlinked right after it is created: it disappears with the process,
+even on SIGKILL, and a vanished temp directory cannot hurt a running shuffle.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+import threading
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from bigshuf.errors import BigshufError, UsageError
+
+IOV_MAX = 512  # stay well below the kernel's 1024 per preadv/pwritev call
+
+
+def describe_os_error(exc: OSError, what: str) -> BigshufError:
+    """A one-line runtime error for a failed write/read on temporary or output storage."""
+    if exc.errno == errno.ENOSPC:
+        reason = "no space left on device"
+    elif exc.errno == errno.EFBIG:
+        reason = "file too large (file-size limit reached)"
+    elif exc.errno == errno.EDQUOT:
+        reason = "disk quota exceeded"
+    else:
+        reason = exc.strerror or str(exc)
+    return BigshufError(f"{what}: {reason}")
+
+
+class Store:
+    """Random-access byte storage for runs."""
+
+    kind = "abstract"
+
+    def write(self, offset: int, data: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def read_into(self, offset: int, views: Sequence[np.ndarray]) -> None:
+        """Fill ``views`` in order from the bytes starting at ``offset``."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class MemoryStore(Store):
+    """Runs kept in one preallocated buffer: no temporary files for inputs that fit."""
+
+    kind = "memory"
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.buf = np.empty(capacity, dtype=np.uint8)
+
+    def write(self, offset: int, data: np.ndarray) -> None:
+        self.buf[offset:offset + len(data)] = data
+
+    def read_into(self, offset: int, views: Sequence[np.ndarray]) -> None:
+        for v in views:
+            n = len(v)
+            v[:] = self.buf[offset:offset + n]
+            offset += n
+
+    def close(self) -> None:
+        self.buf = np.empty(0, dtype=np.uint8)
+
+
+class FileStore(Store):
+    """Runs in one unlinked temporary file, accessed with pwrite/preadv from any thread."""
+
+    kind = "file"
+
+    def __init__(self, directory: Optional[str]):
+        directory = directory or tempfile.gettempdir()
+        self.directory = directory
+        if not os.path.isdir(directory):
+            raise UsageError(f"temporary directory does not exist: {directory}")
+        try:
+            fd, path = tempfile.mkstemp(prefix=".bigshuf-", suffix=".runs", dir=directory)
+        except OSError as exc:
+            raise describe_os_error(exc, f"cannot create a temporary file in {directory}") from None
+        try:
+            os.unlink(path)
+        except OSError:
+            os.close(fd)
+            raise
+        self.fd = fd
+        self._lock = threading.Lock()
+
+    def write(self, offset: int, data: np.ndarray) -> None:
+        view = memoryview(data)
+        try:
+            while len(view):
+                n = os.pwrite(self.fd, view, offset)
+                view = view[n:]
+                offset += n
+        except OSError as exc:
+            raise describe_os_error(exc, f"writing temporary data in {self.directory}") from None
+
+    def read_into(self, offset: int, views: Sequence[np.ndarray]) -> None:
+        mvs = [memoryview(v) for v in views if len(v)]
+        try:
+            for i in range(0, len(mvs), IOV_MAX):
+                batch = mvs[i:i + IOV_MAX]
+                want = sum(len(m) for m in batch)
+                got = os.preadv(self.fd, batch, offset)
+                if got != want:  # short read: finish piece by piece
+                    self._read_slow(batch, offset, got)
+                offset += want
+        except OSError as exc:
+            raise describe_os_error(exc, f"reading temporary data in {self.directory}") from None
+
+    def _read_slow(self, batch: List[memoryview], offset: int, done: int) -> None:
+        pos = offset
+        for m in batch:
+            n = len(m)
+            if done >= n:
+                done -= n
+                pos += n
+                continue
+            m = m[done:]
+            pos += done
+            done = 0
+            while len(m):
+                k = os.preadv(self.fd, [m], pos)
+                if k <= 0:
+                    raise BigshufError(f"temporary file in {self.directory} was truncated")
+                m = m[k:]
+                pos += k
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class RunIndex:
+    """Bytes and records of each (run, bucket) piece.
+
+    The number of buckets can be halved while scattering (adjacent buckets merged) so the index
+    stays within its memory share however long an input of unknown size turns out to be. Merging
+    buckets 2j and 2j+1 is the same as having drawn bucket j with probability 2/K: still a uniform,
+    independent bucket choice per record, decided by the input length only, so uniformity holds.
+    """
+
+    def __init__(self, buckets: int, max_entries: int, fixed: bool = False):
+        self.buckets = buckets
+        self.max_entries = max(max_entries, 1)
+        self.fixed = fixed
+        self.offsets: List[int] = []
+        self.bytes: List[Optional[np.ndarray]] = []
+        self.counts: List[Optional[np.ndarray]] = []
+        self.end = 0  # bytes allocated in the store
+
+    def allocate(self, nbytes: int) -> Tuple[int, int, int]:
+        """Reserve a run of ``nbytes``; returns (run number, store offset, buckets to draw)."""
+        run = len(self.offsets)
+        if not self.fixed:
+            while self.buckets > 2 and (run + 1) * self.buckets > self.max_entries:
+                self._halve()
+        self.offsets.append(self.end)
+        self.bytes.append(None)
+        self.counts.append(None)
+        self.end += nbytes
+        return run, self.offsets[-1], self.buckets
+
+    def _halve(self) -> None:
+        self.buckets = (self.buckets + 1) // 2
+        for r in range(len(self.bytes)):
+            if self.bytes[r] is not None:
+                self.bytes[r] = _merge_pairs(self.bytes[r], self.buckets)
+                self.counts[r] = _merge_pairs(self.counts[r], self.buckets)
+
+    def record(self, run: int, nbytes: np.ndarray, counts: np.ndarray) -> None:
+        """Store the piece sizes of a finished run (drawn with possibly more buckets)."""
+        while len(nbytes) > self.buckets:
+            nbytes = _merge_pairs(nbytes, (len(nbytes) + 1) // 2)
+            counts = _merge_pairs(counts, (len(counts) + 1) // 2)
+        self.bytes[run] = nbytes
+        self.counts[run] = counts
+
+    def matrices(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(run offsets [R], bytes [R, K], records [R, K]) once every run is recorded."""
+        k = self.buckets
+        b = np.array([x for x in self.bytes], dtype=np.int64).reshape(-1, k)
+        c = np.array([x for x in self.counts], dtype=np.int64).reshape(-1, k)
+        return np.array(self.offsets, dtype=np.int64), b, c
+
+
+def _merge_pairs(a: np.ndarray, half: int) -> np.ndarray:
+    if len(a) % 2:
+        a = np.append(a, 0)
+    return a.reshape(half, 2).sum(axis=1)

@@ -1,6 +1,155 @@
-"""Sampling (-n N): a uniform random sample of N records, in random order."""
+"""Sampling (``-n N``): a uniform random sample of N records, written in uniformly random order.
+
+When N records fit in the budget, one pass of reservoir sampling (Algorithm R, vectorised over
+blocks: record i, counted from 0, draws j uniform in [0, i] and replaces slot j if j < N), then a
+uniform permutation of the reservoir. The brief suggested Algorithm L, which draws fewer random
+numbers; vectorised R draws one integer per record (a few ns each, far below the cost of reading
+the record) and needs no Python loop per accepted record, so it is the faster choice here, and
+exact: every N-subset is equally likely.
+
+Otherwise the caller shuffles the whole input and stops after N records.
+"""
 from __future__ import annotations
 
+from typing import Optional
 
-def try_reservoir(reader, output, sample, geo, seed, sep, stats, progress=None, size=None) -> bool:
-    return False
+import numpy as np
+
+from bigshuf.errors import BigshufError
+from bigshuf.plan import Geometry
+from bigshuf.progress import Progress
+from bigshuf.records import RecordReader
+from bigshuf.segments import gather_records
+from bigshuf.sizes import format_size
+from bigshuf.writing import Sink
+
+#: Bytes of bookkeeping a reservoir slot costs (start and length).
+SLOT_BYTES = 16
+
+
+def reservoir_fits(sample: int, geo: Geometry) -> bool:
+    """Can N slots (and records of a typical ~32 bytes) live in half the budget?"""
+    return sample * (SLOT_BYTES + 32) <= geo.memory // 2
+
+
+class _Reservoir:
+    """N slots over one byte buffer; replaced records leave garbage, compacted when it piles up."""
+
+    def __init__(self, size: int, budget: int):
+        self.size = size
+        self.budget = budget
+        self.start = np.zeros(size, dtype=np.int64)
+        self.length = np.zeros(size, dtype=np.int64)
+        self.data = np.empty(min(budget, 1 << 20), dtype=np.uint8)
+        self.used = 0
+        self.live = 0
+        self.filled = 0
+
+    def put(self, slots: np.ndarray, src: np.ndarray, starts: np.ndarray,
+            lengths: np.ndarray) -> bool:
+        """Store records (src[starts:starts+lengths]) into ``slots`` (distinct). False if the
+        reservoir no longer fits in its budget."""
+        need = int(lengths.sum())
+        self.live += need - int(self.length[slots].sum())
+        if self.used + need > len(self.data):
+            # Slots being replaced still count until overwritten; compaction copies them once.
+            if not self._make_room(need):
+                return False
+        self.start[slots] = self.used + np.cumsum(lengths) - lengths
+        self.length[slots] = lengths
+        self.used = gather_records(src, starts, lengths, self.data, self.used)
+        return True
+
+    def _make_room(self, need: int) -> bool:
+        """Drop garbage (and grow, within budget) so ``need`` more bytes fit."""
+        if self.live > self.budget:
+            return False
+        capacity = min(self.budget, max(2 * self.live, 1 << 20))
+        self._compact(capacity)
+        return self.used + need <= len(self.data)
+
+    def _compact(self, capacity: int) -> None:
+        new = np.empty(capacity, dtype=np.uint8)
+        k = self.filled
+        end = gather_records(self.data, self.start[:k], self.length[:k], new, 0)
+        self.start[:k] = np.cumsum(self.length[:k]) - self.length[:k]
+        self.data = new
+        self.used = end
+
+
+def try_reservoir(reader: RecordReader, output: Optional[str], sample: int, geo: Geometry,
+                  seed: int, sep: int, stats, progress: Optional[bool] = None,
+                  size: Optional[int] = None, shards: Optional[int] = None,
+                  lines_per_shard: Optional[int] = None) -> bool:
+    """Sample by reservoir if it fits; returns False (nothing consumed from files, nothing
+    written) when the caller should shuffle-and-truncate instead."""
+    from bigshuf.shuffle import _rng
+
+    if not reservoir_fits(sample, geo):
+        return False
+    # Compaction holds the old and the new buffer at once: each gets half of what is left.
+    budget = (geo.memory // 2 - sample * SLOT_BYTES) // 2
+    res = _Reservoir(sample, budget)
+    prog = Progress(progress, size, first="sample", second="write")
+    seen = 0
+    try:
+        for block in reader.blocks(geo.block_bytes, geo.block_records):
+            n = block.count
+            ends = block.ends
+            starts = np.empty(n, dtype=np.int64)
+            starts[0] = 0
+            starts[1:] = ends[:-1]
+            lengths = ends - starts
+            idx = np.arange(seen, seen + n)
+            fill = idx < sample
+            rng = _rng(seed, (3, block.index))
+            # Algorithm R: record i draws j in [0, i]; it enters slot j if j < N.
+            j = np.where(fill, idx, 0)
+            rest = ~fill
+            if rest.any():
+                j[rest] = rng.integers(0, idx[rest] + 1)
+            take = np.flatnonzero(j < sample)
+            if len(take):
+                slots = j[take]
+                # Several records of one block may hit one slot: the last one wins.
+                rev = slots[::-1]
+                _, first_rev = np.unique(rev, return_index=True)
+                keep = np.sort(len(slots) - 1 - first_rev)
+                sel = take[keep]
+                ok = res.put(slots[keep], block.data, starts[sel], lengths[sel])
+                if not ok:
+                    return _overflow(reader, sample, geo)
+            seen += n
+            res.filled = min(sample, seen)
+            prog.scattered(reader.bytes_read)
+        k = res.filled
+        perm = _rng(seed, (4,)).permutation(k)
+        out = np.empty(int(res.length[:k].sum()), dtype=np.uint8)
+        gather_records(res.data, res.start[:k][perm], res.length[:k][perm], out, 0)
+        res.data = np.empty(0, dtype=np.uint8)
+        sink = Sink(output, sep, k, shards=shards, lines_per_shard=lines_per_shard,
+                    header=reader.header)
+        sink.open()
+        try:
+            sink.write(out, k)
+            sink.finish()
+        except BaseException:
+            sink.abort()
+            raise
+    finally:
+        prog.close()
+    stats.records = reader.records
+    stats.bytes = reader.payload
+    stats.records_out = k
+    stats.store = "reservoir"
+    stats.outputs = [p for p in sink.paths if p]
+    return True
+
+
+def _overflow(reader: RecordReader, sample: int, geo: Geometry) -> bool:
+    """The sample's records are longer than expected: restart from the files on disk with the
+    shuffle-and-truncate method, or fail cleanly for a stream that cannot be read twice."""
+    if all(str(p) != "-" for p in reader.inputs):
+        return False
+    raise BigshufError(f"-n {sample:,}: the sampled lines of this input need more than "
+                       f"{format_size(geo.memory // 2)}; raise --memory")

@@ -341,10 +341,11 @@ def shuffle(inputs: Sequence[PathLike], output: Optional[str] = None, *,
 
     if sample is not None and buckets is None:
         from bigshuf.sampling import try_reservoir
-        done = try_reservoir(reader, output, sample, geo, seed, sep, stats,
-                             progress=progress, size=size)
-        if done:
-            return stats
+        with _signals_raise():
+            if try_reservoir(reader, output, sample, geo, seed, sep, stats, progress=progress,
+                             size=size, shards=shards, lines_per_shard=lines_per_shard):
+                return stats
+        reader = RecordReader(inputs, sep, header=header, warn=warn)
 
     prog = Progress(progress, size)
     engine = Engine(geo, workers, seed, sep, temp_dir, prog, stats)

@@ -1,0 +1,435 @@
+"""Decision-threshold search (``bigshuf threshold``), tuned on dev data and applied to test data.
+
+Binary (one score per row, or two probabilities: the score is p[positive]): rows with
+score >= cut are positive. The metric only changes where the cut crosses an observed score, so
+one sort and one sweep over all distinct scores evaluates every possible cut: the exact global
+optimum in O(n log n). The reported cut is the midpoint between the two neighbouring distinct
+scores (the extremes: just above the highest score, or the lowest score). Among equally good
+cuts the one nearest the usual rule (0.5 for probabilities, 0 for other scores) is kept.
+
+Multi-class: a weight vector t > 0, predicting argmax_j p_j * t_j (the blog's fix for class
+imbalance). Coordinate ascent with an exact line search: with all other weights fixed, row i
+predicts class c exactly when t_c > max_{j != c}(p_ij t_j) / p_ic, so the metric is a step
+function of t_c with those n breakpoints; sorting them and updating the confusion counts
+incrementally evaluates every interval at once, and t_c moves to the midpoint of the best one.
+Rounds repeat until no weight improves the metric. Unlike Powell's method (which the blog used),
+this cannot stall on the plateaus of the step function inside a coordinate.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from bigshuf.errors import InputError, UsageError
+from bigshuf.metrics import METRICS, binary_metric, cv_folds, multiclass_metric, percent
+from bigshuf.predictions import (Layout, PredictionFile, PredictionWriter, read_json, read_predictions,
+                                 write_json)
+
+_TIE = 1e-12  # metric values closer than this are equal (they are ratios of small integers)
+
+
+# -- binary ----------------------------------------------------------------------------------
+
+def default_cut(scores: np.ndarray) -> float:
+    """The usual decision rule: 0.5 for probabilities, 0 for other scores (logits, margins)."""
+    return 0.5 if scores.size and scores.min() >= 0 and scores.max() <= 1 else 0.0
+
+
+def find_threshold(scores: np.ndarray, labels: np.ndarray, metric: str = "accuracy") -> Tuple[float, float]:
+    """The cut maximising ``metric`` when rows with score >= cut are predicted positive.
+
+    ``labels`` are booleans (or 0/1). Returns (cut, metric value). Exact, O(n log n).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    if scores.size == 0:
+        raise UsageError("threshold search needs at least one row")
+    order = np.argsort(-scores, kind="stable")
+    s, yy = scores[order], y[order]
+    last = np.flatnonzero(np.r_[s[1:] != s[:-1], True])  # last row of each distinct score
+    positives = int(y.sum())
+    tp = np.r_[0, np.cumsum(yy)[last]]                  # candidate g: the top g distinct scores positive
+    fp = np.r_[0, last + 1] - tp
+    values = binary_metric(metric, tp, fp, positives, y.size - positives)
+    distinct = s[last]                                  # descending
+    cuts = np.empty(len(values))
+    cuts[0] = np.nextafter(distinct[0], np.inf)
+    cuts[-1] = distinct[-1]
+    if len(distinct) > 1:
+        cuts[1:-1] = _midpoints(distinct[1:], distinct[:-1])
+    best = np.flatnonzero(values >= values.max() - _TIE)
+    pick = best[np.argmin(np.abs(cuts[best] - default_cut(scores)))]
+    return float(cuts[pick]), float(values[pick])
+
+
+def _midpoints(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Midpoints of (low, high) that stay strictly above low, so ``>= cut`` separates them."""
+    mid = low + (high - low) / 2
+    return np.where(mid > low, mid, high)
+
+
+# -- multi-class -----------------------------------------------------------------------------
+
+def _top_two(weighted: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    rows = np.arange(len(weighted))
+    first = weighted.argmax(axis=1)
+    v1 = weighted[rows, first]
+    masked = weighted.copy()
+    masked[rows, first] = -np.inf
+    second = masked.argmax(axis=1)
+    return first, v1, second, masked[rows, second]
+
+
+def _group_before(keys: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """For each position, the sum of ``weights`` at earlier positions with the same key."""
+    order = np.argsort(keys, kind="stable")
+    k, w = keys[order], weights[order]
+    before = np.cumsum(w) - w
+    start = np.searchsorted(k, k, side="left")
+    out = np.empty(len(keys), dtype=np.float64)
+    out[order] = before - before[start]
+    return out
+
+
+def _f1(tp, pred_n, true_n):
+    tp, den = np.broadcast_arrays(np.asarray(tp, float), np.asarray(pred_n + true_n, float))
+    out = np.zeros(tp.shape)
+    np.divide(2 * tp, den, out=out, where=den != 0)
+    return out
+
+
+def _coordinate_values(metric: str, y: np.ndarray, base_pred: np.ndarray, c: int, seq: np.ndarray,
+                       other: np.ndarray, m: int) -> np.ndarray:
+    """Metric after each prefix of ``seq`` (rows in breakpoint order) switches from ``other``
+    to class ``c``, starting from predictions ``base_pred``; element 0 is the start."""
+    n = y.size
+    true_n = np.bincount(y, minlength=m).astype(np.float64)
+    pred_n = np.bincount(base_pred, minlength=m).astype(np.float64)
+    tp = np.bincount(y[base_pred == y], minlength=m).astype(np.float64)
+    ys, os = y[seq], other[seq]
+    gain = (ys == c).astype(np.float64)   # the row becomes correct
+    loss = (ys == os).astype(np.float64)  # the row stops being correct
+    if metric == "accuracy":
+        return (tp.sum() + np.r_[0, np.cumsum(gain - loss)]) / n
+    present = true_n > 0
+    n_present = max(int(present.sum()), 1)
+    if metric == "balanced-accuracy":
+        inv = np.divide(1.0, true_n, out=np.zeros(m), where=present)
+        start = (tp * inv).sum()
+        return (start + np.r_[0, np.cumsum(gain * inv[c] - loss * inv[os])]) / n_present
+    steps = np.arange(len(seq), dtype=np.float64)       # rows switched before this one
+    moved = _group_before(os, np.ones(len(seq)))        # earlier switches out of the same class
+    if metric == "f1":
+        lost = _group_before(os, loss)                  # earlier correct rows lost by that class
+        tp_o, pred_o = tp[os] - lost, pred_n[os] - moved
+        delta = (_f1(tp_o - loss, pred_o - 1, true_n[os]) - _f1(tp_o, pred_o, true_n[os])) * present[os]
+        others = (_f1(tp, pred_n, true_n) * present).sum() - _f1(tp[c], pred_n[c], true_n[c]) * present[c]
+        f1_c = _f1(tp[c] + np.r_[0, np.cumsum(gain)], pred_n[c] + np.r_[0, steps + 1], true_n[c]) * present[c]
+        return (others + np.r_[0, np.cumsum(delta)] + f1_c) / n_present
+    if metric == "mcc":
+        correct = tp.sum() + np.r_[0, np.cumsum(gain - loss)]
+        pt = pred_n @ true_n + np.r_[0, np.cumsum(true_n[c] - true_n[os])]
+        pp = pred_n @ pred_n + np.r_[0, np.cumsum(2 * (pred_n[c] + steps) + 1 - 2 * (pred_n[os] - moved) + 1)]
+        den = np.sqrt(np.maximum(n * n - pp, 0) * (n * n - true_n @ true_n))
+        num = correct * n - pt
+        return np.divide(num, den, out=np.zeros(num.shape), where=den > 0)
+    raise UsageError(f"unknown metric {metric!r} (choose from {', '.join(METRICS)})")
+
+
+def _line_search(probs: np.ndarray, y: np.ndarray, t: np.ndarray, c: int, metric: str,
+                 current: float) -> Optional[float]:
+    """The best value for t[c] with the other weights fixed, or None if none beats ``current``."""
+    m = probs.shape[1]
+    weighted = probs * t
+    first, v1, second, v2 = _top_two(weighted)
+    is_c = first == c
+    other = np.where(is_c, second, first)
+    other_val = np.where(is_c, v2, v1)
+    pc = probs[:, c]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        beta = np.where(pc > 0, other_val / pc, np.inf)
+    always = (beta <= 0) & (pc > 0)
+    base_pred = np.where(always, c, other)
+    movable = np.flatnonzero((beta > 0) & np.isfinite(beta))
+    if movable.size == 0:
+        return None
+    seq = movable[np.argsort(beta[movable], kind="stable")]
+    values = _coordinate_values(metric, y, base_pred, c, seq, other, m)
+    bs = beta[seq]
+    ends = np.flatnonzero(np.r_[bs[1:] != bs[:-1], True])  # the last row of each distinct breakpoint
+    candidates = np.r_[values[0], values[ends + 1]]
+    best = candidates.max()
+    if best <= current + _TIE:
+        return None
+    breaks = bs[ends]
+    # interval g lies between breaks[g-1] and breaks[g]; pick the best one nearest the current t_c
+    now = np.searchsorted(breaks, t[c])
+    good = np.flatnonzero(candidates >= best - _TIE)
+    g = int(good[np.argmin(np.abs(good - now))])
+    if g == 0:
+        return float(breaks[0] / 2)
+    if g == len(breaks):
+        return float(breaks[-1] * 2)
+    return float(_midpoints(breaks[g - 1:g], breaks[g:g + 1])[0])
+
+
+def find_class_weights(probs: np.ndarray, labels: np.ndarray, metric: str = "accuracy", *,
+                       max_rounds: int = 50) -> Tuple[np.ndarray, float]:
+    """Weights t (max 1) maximising ``metric`` of argmax(p * t); returns (t, metric value).
+
+    Coordinate ascent with exact line searches, started from t = 1 (plain argmax) and from the
+    inverse class frequencies; the better end point wins.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    m = probs.shape[1]
+    if metric not in METRICS:
+        raise UsageError(f"unknown metric {metric!r} (choose from {', '.join(METRICS)})")
+    freq = np.bincount(y, minlength=m).astype(np.float64)
+    starts = [np.ones(m), 1.0 / np.maximum(freq, 1.0)]
+    best_t, best_v = None, -np.inf
+    for t in starts:
+        t = t / t.max()
+        value = multiclass_metric(metric, y, (probs * t).argmax(axis=1), m)
+        for _ in range(max_rounds):
+            improved = False
+            for c in range(m):
+                new = _line_search(probs, y, t, c, metric, value)
+                if new is None:
+                    continue
+                trial = t.copy()
+                trial[c] = new
+                v = multiclass_metric(metric, y, (probs * trial).argmax(axis=1), m)
+                if v > value + _TIE:  # recheck: rounding at a breakpoint must not lose ground
+                    t, value, improved = trial, v, True
+            t = t / t.max()
+            if not improved:
+                break
+        if value > best_v + _TIE:
+            best_t, best_v = t, value
+    return best_t, float(best_v)
+
+
+# -- params ----------------------------------------------------------------------------------
+
+def _binary_scores(values: np.ndarray, layout: Layout, positive: int) -> np.ndarray:
+    if layout.scalar:
+        return values
+    if layout.width != 2:
+        raise UsageError(f"a binary cut needs one score or two probabilities per row, not {layout.width}")
+    return values[:, positive]
+
+
+def apply_threshold(params: Dict[str, Any], values: np.ndarray, layout: Optional[Layout] = None) -> np.ndarray:
+    """Predicted class indices for ``values`` (scores, or probability rows) under ``params``."""
+    values = np.asarray(values, dtype=np.float64)
+    if params.get("mode") == "binary":
+        positive = int(params.get("positive", 1))
+        lay = layout or Layout("jsonl", width=1 if values.ndim == 1 else values.shape[1], scalar=values.ndim == 1)
+        scores = _binary_scores(values, lay, positive)
+        return np.where(scores >= float(params["cut"]), positive, 1 - positive)
+    weights = np.asarray(params["weights"], dtype=np.float64)
+    if values.ndim != 2 or values.shape[1] != weights.size:
+        width = values.shape[1] if values.ndim == 2 else 1
+        raise UsageError(f"the params have {weights.size} class weights, the rows have {width} values")
+    return (values * weights).argmax(axis=1)
+
+
+def load_threshold_params(path: str) -> Dict[str, Any]:
+    """Read a params file written by ``bigshuf threshold --save-params``."""
+    obj = read_json(path, "threshold params file")
+    if obj.get("bigshuf") not in (None, "threshold"):
+        raise InputError(f"is a {obj.get('bigshuf')} params file, not a threshold one", path)
+    if obj.get("mode") == "binary" and isinstance(obj.get("cut"), (int, float)):
+        return obj
+    weights = obj.get("weights")
+    if obj.get("mode") == "multiclass" and isinstance(weights, list) and weights and \
+            all(isinstance(w, (int, float)) and w >= 0 for w in weights):
+        return obj
+    raise InputError("not a threshold params file (needs mode binary with a cut, or multiclass "
+                     "with non-negative weights)", path)
+
+
+def _resolve_positive(positive: Any, layout: Layout, label_map) -> int:
+    if positive is None:
+        return 1
+    if isinstance(positive, str) and layout.classes and positive in layout.classes:
+        return layout.classes.index(positive)
+    try:
+        index = int(positive)
+    except (TypeError, ValueError):
+        raise UsageError(f"--positive {positive!r} is not a class name or index") from None
+    if index not in (0, 1):
+        raise UsageError("--positive must be class 0 or 1 in binary data")
+    return index
+
+
+class _Scorer:
+    """Fits params on labelled rows and measures the metric, for both modes."""
+
+    def __init__(self, metric: str, layout: Layout, positive: int):
+        self.metric, self.layout, self.positive = metric, layout, positive
+        self.binary = layout.scalar or layout.width == 2
+        self.m = layout.n_classes
+
+    def fit(self, values: np.ndarray, labels: np.ndarray) -> Dict[str, Any]:
+        if self.binary:
+            scores = _binary_scores(values, self.layout, self.positive)
+            cut, _ = find_threshold(scores, labels == self.positive, self.metric)
+            return {"mode": "binary", "cut": cut, "positive": self.positive}
+        weights, _ = find_class_weights(values, labels, self.metric)
+        return {"mode": "multiclass", "weights": weights.tolist()}
+
+    def baseline(self, values: np.ndarray) -> np.ndarray:
+        """Predictions of the usual rule: argmax, or score >= 0.5 (0 for non-probability scores)."""
+        if self.layout.scalar:
+            return np.where(values >= default_cut(values), self.positive, 1 - self.positive)
+        return values.argmax(axis=1)
+
+    def score(self, labels: np.ndarray, preds: np.ndarray) -> float:
+        if self.binary:
+            y, p = labels == self.positive, preds == self.positive
+            tp, fp = int((y & p).sum()), int((~y & p).sum())
+            return float(binary_metric(self.metric, tp, fp, int(y.sum()), int((~y).sum())))
+        return multiclass_metric(self.metric, labels, preds, self.m)
+
+
+def threshold(input: str, output: Optional[str] = None, *, metric: str = "accuracy",
+              params: Optional[str] = None, save_params: Optional[str] = None, positive: Any = None,
+              folds: int = 5, seed: int = 0, report: Optional[str] = None, pred_key: str = "pred",
+              **read_options: Any) -> Dict[str, Any]:
+    """Search (or, with ``params``, apply) a decision threshold; returns the report as a dict.
+
+    Search mode needs gold labels on every row: it finds the best binary cut or multi-class
+    weights for ``metric``, estimates by ``folds``-fold cross-validation how much of the dev gain
+    survives on held-out rows, saves the params to ``save_params``, and writes the decided rows to
+    ``output`` only if one is given. The found params are in ``result["params"]``.
+
+    Apply mode (``params``): streams ``input`` and writes every row with the predicted class under
+    ``pred_key`` to ``output`` (None or ``-``: stdout); labelled rows are scored before/after.
+    """
+    if metric not in METRICS:
+        raise UsageError(f"unknown metric {metric!r} (choose from {', '.join(METRICS)})")
+    result: Dict[str, Any] = {"command": "threshold", "input": "<stdin>" if input == "-" else input,
+                              "metric": metric}
+    if params:
+        result.update(_apply_params(input, output, load_threshold_params(params), metric, pred_key, read_options))
+        result["params_file"] = params
+        if report:
+            write_json(report, result)
+        return result
+    data = read_predictions(input, **read_options)
+    missing = np.flatnonzero(data.labels < 0)
+    if missing.size:
+        raise InputError("no gold label on this row (the search needs labelled rows)", data.path,
+                         int(data.lines[missing[0]]))
+    pos = _resolve_positive(positive, data.layout, None)
+    scorer = _Scorer(metric, data.layout, pos)
+    found = scorer.fit(data.values, data.labels)
+    before = scorer.score(data.labels, scorer.baseline(data.values))
+    after = scorer.score(data.labels, apply_threshold(found, data.values, data.layout))
+    found.update({"bigshuf": "threshold", "version": 1, "metric": metric, "classes": data.classes})
+    result.update(mode=found["mode"], rows=len(data.values), params=found,
+                  dev={"before": before, "after": after, "gain": after - before})
+    if folds >= 2:
+        result["cv"] = _cross_validate(scorer, data.values, data.labels, folds, seed)
+        found["cv"] = result["cv"]
+    found["dev"] = result["dev"]
+    if save_params:
+        write_json(save_params, found)
+    if output is not None:
+        with PredictionFile(input if input != "-" else _rewrite_stdin(data), **read_options) as pf:
+            _write_decisions(pf, found, output, pred_key)
+    if report:
+        write_json(report, result)
+    return result
+
+
+def _rewrite_stdin(data) -> str:  # pragma: no cover - guarded by the CLI
+    raise UsageError("with input from stdin, search mode cannot also write rows; "
+                     "save the params and apply them in a second run")
+
+
+def _cross_validate(scorer: _Scorer, values: np.ndarray, labels: np.ndarray, folds: int, seed: int) -> Dict[str, Any]:
+    """Pooled held-out metric of params fitted on the other folds, versus the usual rule."""
+    n = len(labels)
+    folds = min(folds, n)
+    held_preds = np.empty(n, dtype=np.int64)
+    for held in cv_folds(labels, folds, seed):
+        if held.size == 0:
+            continue
+        train = np.setdiff1d(np.arange(n), held)
+        fitted = scorer.fit(values[train], labels[train])
+        held_preds[held] = apply_threshold(fitted, values[held], scorer.layout)
+    before = scorer.score(labels, scorer.baseline(values))
+    after = scorer.score(labels, held_preds)
+    return {"folds": folds, "before": before, "after": after, "gain": after - before}
+
+
+def _write_decisions(pf: PredictionFile, params: Dict[str, Any], output: Optional[str], pred_key: str,
+                     scorer: Optional[_Scorer] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stream ``pf``, write rows with decisions; return (labels, baseline preds, new preds)."""
+    labels, base, preds = [], [], []
+    with PredictionWriter(output, pf, pred_key=pred_key, vectors=False) as writer:
+        for chunk in pf.chunks():
+            p = apply_threshold(params, chunk.values, pf.layout)
+            writer.write(chunk, p)
+            labels.append(chunk.labels)
+            preds.append(p)
+            if scorer is not None:
+                base.append(scorer.baseline(chunk.values))
+    cat = lambda parts: np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)  # noqa: E731
+    return cat(labels), cat(base), cat(preds)
+
+
+def _apply_params(input: str, output: Optional[str], params: Dict[str, Any], metric: str, pred_key: str,
+                  read_options: Dict[str, Any]) -> Dict[str, Any]:
+    with PredictionFile(input, **read_options) as pf:
+        lay = pf.layout
+        if params["mode"] == "binary" and not (lay.scalar or lay.width == 2):
+            raise UsageError(f"the params hold a binary cut, but {pf.name} has {lay.width} classes")
+        if params["mode"] == "multiclass" and (lay.scalar or lay.width != len(params["weights"])):
+            raise UsageError(f"the params hold {len(params['weights'])} class weights, "
+                             f"but {pf.name} has {lay.n_classes} classes")
+        saved = params.get("classes")
+        if saved and lay.classes and list(saved) != lay.classes:
+            raise UsageError(f"the params were found for classes {saved}, but {pf.name} has {lay.classes}")
+        scorer = _Scorer(metric, lay, int(params.get("positive", 1)))
+        labels, base, preds = _write_decisions(pf, params, output, pred_key, scorer)
+    out: Dict[str, Any] = {"mode": params["mode"], "rows": len(preds), "params": params,
+                           "decisions": np.bincount(preds, minlength=lay.n_classes).tolist()}
+    has = labels >= 0
+    if has.any():
+        b = scorer.score(labels[has], base[has])
+        a = scorer.score(labels[has], preds[has])
+        out["applied"] = {"labelled": int(has.sum()), "before": b, "after": a, "gain": a - b}
+    return out
+
+
+def format_threshold_report(result: Dict[str, Any]) -> str:
+    """The human-readable report ``bigshuf threshold`` prints on stderr."""
+    p = result["params"]
+    metric = result["metric"]
+    if p["mode"] == "binary":
+        what = f"binary cut {p['cut']:.6g} (class {p.get('positive', 1)} when score >= cut)"
+    else:
+        shown = ", ".join(f"{w:.3g}" for w in p["weights"][:8]) + (", ..." if len(p["weights"]) > 8 else "")
+        what = f"class weights [{shown}] (argmax of p * t)"
+    lines = [f"{result['rows']} rows, {what}"]
+    dev = result.get("dev")
+    if dev:
+        lines.append(f"{metric} on these rows: {percent(dev['before'])} -> {percent(dev['after'])} "
+                     f"({100 * dev['gain']:+.2f} points; usual rule -> tuned)")
+    cv = result.get("cv")
+    if cv:
+        survive = ""
+        if dev and dev["gain"] > 0:
+            survive = f"; {max(cv['gain'], 0) / dev['gain']:.0%} of the gain survives"
+        lines.append(f"{cv['folds']}-fold cross-validated: {percent(cv['before'])} -> {percent(cv['after'])} "
+                     f"({100 * cv['gain']:+.2f} points held out{survive})")
+    applied = result.get("applied")
+    if applied:
+        lines.append(f"{metric} on the {applied['labelled']} labelled rows: {percent(applied['before'])} -> "
+                     f"{percent(applied['after'])} ({100 * applied['gain']:+.2f} points)")
+    return "\n".join(lines)

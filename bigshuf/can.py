@@ -34,7 +34,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from bigshuf.errors import InputError, UsageError
-from bigshuf.metrics import cv_folds
+from bigshuf.metrics import cv_folds, percent
 from bigshuf.predictions import (LabelMap, PredictionFile, PredictionWriter, read_json,
                                  read_label_file, write_json)
 
@@ -721,13 +721,12 @@ def _apply(pf: PredictionFile, model: CanModel, p: CanParams, output: Optional[s
 def _tune(pf: PredictionFile, result: Dict[str, Any], prior_spec: Any, folds: int,
           grid: Dict[str, Sequence[float]], max_reference: int, seed: int,
           progress: Optional[bool]) -> CanParams:
-    chunks = list(pf.chunks())
-    probs = _normalised(np.concatenate([c.values for c in chunks]))
-    labels = np.concatenate([c.labels for c in chunks])
+    data = pf.read_all()
+    probs, labels = _normalised(data.values), data.labels
     missing = np.flatnonzero(labels < 0)
     if missing.size:
-        line = int(np.concatenate([c.lines for c in chunks])[missing[0]])
-        raise InputError("no gold label on this row (--tune needs labelled rows)", pf.name, line)
+        raise InputError("no gold label on this row (--tune needs labelled rows)", pf.name,
+                         int(data.lines[missing[0]]))
     if isinstance(prior_spec, str) and prior_spec.strip().lower() == "reference":
         prior_arg: Any = "labels"
         source = f"label frequencies of the {len(labels)} tuning rows (per fold in cross-validation)"
@@ -759,30 +758,26 @@ def _finish_report(result: Dict[str, Any], report: Optional[str]) -> None:
         write_json(report, result)
 
 
-def _pct(x: Optional[float]) -> str:
-    return "   -  " if x is None else f"{100 * x:6.2f}"
-
-
 def format_can_report(result: Dict[str, Any]) -> str:
     """The human-readable report ``bigshuf can`` prints on stderr."""
     lines = []
     tune = result.get("tune")
     if tune:
         lines.append(f"tuning on {tune['rows']} labelled rows, {tune['grid_points']} grid points "
-                     f"(accuracy without CAN {_pct(tune['baseline']).strip()}%)")
+                     f"(accuracy without CAN {percent(tune['baseline'])})")
         lines.append("   tau  alpha  iters  k  uncertain  accuracy    gain")
         for r in tune["top"]:
             lines.append(f"  {r['tau']:4.2f}  {r['alpha']:5.1f}  {r['iterations']:5d}  {r['k']:1d}  "
-                         f"{r['uncertain']:9d}    {_pct(r['accuracy'])}  {100 * (r['accuracy'] - tune['baseline']):+6.2f}")
+                         f"{r['uncertain']:9d}    {percent(r['accuracy'], 8)}  {100 * (r['accuracy'] - tune['baseline']):+6.2f}")
         b = tune["best"]
         lines.append(f"best: tau={b['tau']} alpha={b['alpha']} iterations={b['iterations']} k={b['k']}: "
-                     f"{_pct(tune['baseline']).strip()}% -> {_pct(tune['accuracy']).strip()}% "
+                     f"{percent(tune['baseline'])} -> {percent(tune['accuracy'])} "
                      f"({100 * tune['gain']:+.2f} points on the tuning rows)")
         cv = tune.get("cv")
         if cv:
             verdict = "the gain holds up" if cv["gain"] > 0 else "no real gain: do not use CAN here"
-            lines.append(f"{cv['folds']}-fold cross-validated: {_pct(cv['accuracy_before']).strip()}% -> "
-                         f"{_pct(cv['accuracy_after']).strip()}% ({100 * cv['gain']:+.2f} points held out; {verdict})")
+            lines.append(f"{cv['folds']}-fold cross-validated: {percent(cv['accuracy_before'])} -> "
+                         f"{percent(cv['accuracy_after'])} ({100 * cv['gain']:+.2f} points held out; {verdict})")
     if "rows" in result:
         p = result["params"]
         ref = result["reference"]
@@ -801,7 +796,7 @@ def format_can_report(result: Dict[str, Any]) -> str:
         lines.append("accuracy      rows   before    after")
         for g in ("overall", "confident", "uncertain"):
             a = acc[g]
-            lines.append(f"  {g:<9} {a['rows']:7d}   {_pct(a['before'])}%  {_pct(a['after'])}%")
+            lines.append(f"  {g:<9} {a['rows']:7d}   {percent(a['before'], 8)} {percent(a['after'], 8)}")
     for note in result.get("notes", ()):
         lines.append(f"note: {note}")
     return "\n".join(lines)

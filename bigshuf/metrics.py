@@ -6,7 +6,7 @@ evaluate every cut point at once. Multi-class metrics are computed from predicti
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 
@@ -92,3 +92,9 @@ def cv_folds(labels: np.ndarray, folds: int, seed: int) -> List[np.ndarray]:
         assignment[idx] = (np.arange(idx.size) + offset) % folds
         offset = (offset + idx.size) % folds
     return [np.flatnonzero(assignment == f) for f in range(folds)]
+
+
+def percent(value: Optional[float], width: int = 0) -> str:
+    """``0.6052`` -> ``60.52%`` (right-aligned to ``width``); ``None`` -> ``-``."""
+    text = "-" if value is None else f"{100 * value:.2f}%"
+    return text.rjust(width)

@@ -422,6 +422,16 @@ class PredictionFile:
         return lay
 
     # -- reading -----------------------------------------------------------------------------
+    def read_all(self) -> Predictions:
+        """One pass into memory: all values, labels and line numbers."""
+        chunks = list(self.chunks())
+        return Predictions(
+            values=np.concatenate([c.values for c in chunks]),
+            labels=np.concatenate([c.labels for c in chunks]),
+            layout=self.layout, path=self.name,
+            lines=np.concatenate([c.lines for c in chunks]),
+        )
+
     def _csv_rows(self, delimiter: str) -> Iterator[Tuple[int, List[str]]]:
         with open(self.path, encoding="utf-8", newline="") as f:
             reader = csv.reader(f, delimiter=delimiter)
@@ -624,13 +634,7 @@ def _spool_stdin() -> str:
 def read_predictions(path: str, **options: Any) -> Predictions:
     """Read a whole prediction file into memory (options as for ``PredictionFile``)."""
     with PredictionFile(path, **options) as pf:
-        chunks = list(pf.chunks())
-        return Predictions(
-            values=np.concatenate([c.values for c in chunks]),
-            labels=np.concatenate([c.labels for c in chunks]),
-            layout=pf.layout, path=pf.name,
-            lines=np.concatenate([c.lines for c in chunks]),
-        )
+        return pf.read_all()
 
 
 # -- output ----------------------------------------------------------------------------------

@@ -23,8 +23,7 @@ import numpy as np
 
 from bigshuf.errors import InputError, UsageError
 from bigshuf.metrics import METRICS, binary_metric, cv_folds, multiclass_metric, percent
-from bigshuf.predictions import (Layout, PredictionFile, PredictionWriter, read_json, read_predictions,
-                                 write_json)
+from bigshuf.predictions import Layout, PredictionFile, PredictionWriter, read_json, write_json
 
 _TIE = 1e-12  # metric values closer than this are equal (they are ratios of small integers)
 
@@ -174,12 +173,37 @@ def _line_search(probs: np.ndarray, y: np.ndarray, t: np.ndarray, c: int, metric
     return float(_midpoints(breaks[g - 1:g], breaks[g:g + 1])[0])
 
 
+def _ascend(probs: np.ndarray, y: np.ndarray, t: np.ndarray, metric: str, max_rounds: int
+            ) -> Tuple[np.ndarray, float]:
+    """Coordinate ascent from ``t`` until no single weight can improve the metric."""
+    m = probs.shape[1]
+    t = t / t.max()
+    value = multiclass_metric(metric, y, (probs * t).argmax(axis=1), m)
+    for _ in range(max_rounds):
+        improved = False
+        for c in range(m):
+            new = _line_search(probs, y, t, c, metric, value)
+            if new is None:
+                continue
+            trial = t.copy()
+            trial[c] = new
+            v = multiclass_metric(metric, y, (probs * trial).argmax(axis=1), m)
+            if v > value + _TIE:  # recheck: rounding at a breakpoint must not lose ground
+                t, value, improved = trial, v, True
+        t = t / t.max()
+        if not improved:
+            break
+    return t, value
+
+
 def find_class_weights(probs: np.ndarray, labels: np.ndarray, metric: str = "accuracy", *,
-                       max_rounds: int = 50) -> Tuple[np.ndarray, float]:
+                       max_rounds: int = 50, restarts: int = 8, seed: int = 0) -> Tuple[np.ndarray, float]:
     """Weights t (max 1) maximising ``metric`` of argmax(p * t); returns (t, metric value).
 
-    Coordinate ascent with exact line searches, started from t = 1 (plain argmax) and from the
-    inverse class frequencies; the better end point wins.
+    Coordinate ascent with exact line searches from t = 1 (plain argmax), the inverse class
+    frequencies and the inverse mean probabilities; then ``restarts`` seeded random
+    perturbations of the best point (basin hopping), since a step function has local optima
+    that no single-coordinate move escapes. The best end point wins.
     """
     probs = np.asarray(probs, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
@@ -187,25 +211,16 @@ def find_class_weights(probs: np.ndarray, labels: np.ndarray, metric: str = "acc
     if metric not in METRICS:
         raise UsageError(f"unknown metric {metric!r} (choose from {', '.join(METRICS)})")
     freq = np.bincount(y, minlength=m).astype(np.float64)
-    starts = [np.ones(m), 1.0 / np.maximum(freq, 1.0)]
-    best_t, best_v = None, -np.inf
+    mean_p = probs.mean(axis=0)
+    starts = [np.ones(m), 1.0 / np.maximum(freq, 1.0), 1.0 / np.maximum(mean_p, 1e-12)]
+    best_t, best_v = np.ones(m), -np.inf
     for t in starts:
-        t = t / t.max()
-        value = multiclass_metric(metric, y, (probs * t).argmax(axis=1), m)
-        for _ in range(max_rounds):
-            improved = False
-            for c in range(m):
-                new = _line_search(probs, y, t, c, metric, value)
-                if new is None:
-                    continue
-                trial = t.copy()
-                trial[c] = new
-                v = multiclass_metric(metric, y, (probs * trial).argmax(axis=1), m)
-                if v > value + _TIE:  # recheck: rounding at a breakpoint must not lose ground
-                    t, value, improved = trial, v, True
-            t = t / t.max()
-            if not improved:
-                break
+        t, value = _ascend(probs, y, t, metric, max_rounds)
+        if value > best_v + _TIE:
+            best_t, best_v = t, value
+    rng = np.random.default_rng(seed)
+    for _ in range(restarts):
+        t, value = _ascend(probs, y, best_t * np.exp(rng.normal(0.0, 0.5, m)), metric, max_rounds)
         if value > best_v + _TIE:
             best_t, best_v = t, value
     return best_t, float(best_v)
@@ -251,7 +266,7 @@ def load_threshold_params(path: str) -> Dict[str, Any]:
                      "with non-negative weights)", path)
 
 
-def _resolve_positive(positive: Any, layout: Layout, label_map) -> int:
+def _resolve_positive(positive: Any, layout: Layout) -> int:
     if positive is None:
         return 1
     if isinstance(positive, str) and layout.classes and positive in layout.classes:
@@ -319,36 +334,30 @@ def threshold(input: str, output: Optional[str] = None, *, metric: str = "accura
         if report:
             write_json(report, result)
         return result
-    data = read_predictions(input, **read_options)
-    missing = np.flatnonzero(data.labels < 0)
-    if missing.size:
-        raise InputError("no gold label on this row (the search needs labelled rows)", data.path,
-                         int(data.lines[missing[0]]))
-    pos = _resolve_positive(positive, data.layout, None)
-    scorer = _Scorer(metric, data.layout, pos)
-    found = scorer.fit(data.values, data.labels)
-    before = scorer.score(data.labels, scorer.baseline(data.values))
-    after = scorer.score(data.labels, apply_threshold(found, data.values, data.layout))
-    found.update({"bigshuf": "threshold", "version": 1, "metric": metric, "classes": data.classes})
-    result.update(mode=found["mode"], rows=len(data.values), params=found,
-                  dev={"before": before, "after": after, "gain": after - before})
-    if folds >= 2:
-        result["cv"] = _cross_validate(scorer, data.values, data.labels, folds, seed)
-        found["cv"] = result["cv"]
-    found["dev"] = result["dev"]
-    if save_params:
-        write_json(save_params, found)
-    if output is not None:
-        with PredictionFile(input if input != "-" else _rewrite_stdin(data), **read_options) as pf:
+    with PredictionFile(input, **read_options) as pf:
+        data = pf.read_all()
+        missing = np.flatnonzero(data.labels < 0)
+        if missing.size:
+            raise InputError("no gold label on this row (the search needs labelled rows)", data.path,
+                             int(data.lines[missing[0]]))
+        scorer = _Scorer(metric, data.layout, _resolve_positive(positive, data.layout))
+        found = scorer.fit(data.values, data.labels)
+        before = scorer.score(data.labels, scorer.baseline(data.values))
+        after = scorer.score(data.labels, apply_threshold(found, data.values, data.layout))
+        found.update({"bigshuf": "threshold", "version": 1, "metric": metric, "classes": data.classes})
+        result.update(mode=found["mode"], rows=len(data.values), params=found,
+                      dev={"before": before, "after": after, "gain": after - before})
+        if folds >= 2:
+            result["cv"] = _cross_validate(scorer, data.values, data.labels, folds, seed)
+            found["cv"] = result["cv"]
+        found["dev"] = result["dev"]
+        if save_params:
+            write_json(save_params, found)
+        if output is not None:
             _write_decisions(pf, found, output, pred_key)
     if report:
         write_json(report, result)
     return result
-
-
-def _rewrite_stdin(data) -> str:  # pragma: no cover - guarded by the CLI
-    raise UsageError("with input from stdin, search mode cannot also write rows; "
-                     "save the params and apply them in a second run")
 
 
 def _cross_validate(scorer: _Scorer, values: np.ndarray, labels: np.ndarray, folds: int, seed: int) -> Dict[str, Any]:

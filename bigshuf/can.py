@@ -800,3 +800,14 @@ def format_can_report(result: Dict[str, Any]) -> str:
     for note in result.get("notes", ()):
         lines.append(f"note: {note}")
     return "\n".join(lines)
+
+
+class _CallableModule(type(sys)):
+    """``bigshuf.can`` names both this module and the ``can`` command function: importing the
+    module rebinds the package attribute, so the module itself runs ``can()`` when called."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Dict[str, Any]:
+        return can(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -317,6 +317,8 @@ def shuffle(inputs: Sequence[PathLike], output: Optional[str] = None, *,
         raise UsageError("--shards must be at least 1")
     if lines_per_shard is not None and lines_per_shard < 1:
         raise UsageError("--lines-per-shard must be at least 1")
+    if (shards or lines_per_shard) and (output in (None, "-") or hasattr(output, "write")):
+        raise UsageError("sharded output needs -o/--output (the shard name pattern)")
     if buckets is not None and buckets < 1:
         raise UsageError("--buckets must be at least 1")
     if sample is not None and sample < 0:
@@ -337,7 +339,7 @@ def shuffle(inputs: Sequence[PathLike], output: Optional[str] = None, *,
     size = reader.known_size()
     _check_output_target(output, shards or lines_per_shard)
     check_free_space(size if size is not None else reader.estimated_size(), output,
-                     temp_dir, geo.memory_store_capacity(workers), bool(shards or lines_per_shard))
+                     temp_dir, geo.memory_store_capacity(workers))
 
     if sample is not None and buckets is None:
         from bigshuf.sampling import try_reservoir
@@ -373,7 +375,7 @@ def shuffle(inputs: Sequence[PathLike], output: Optional[str] = None, *,
             engine.close()
             sink.finish()
             stats.records_out = sink.done
-            stats.outputs = [p for p in sink.paths if p]
+            stats.outputs = [p for p in sink.paths if isinstance(p, str)]
             stats.gather_seconds = time.perf_counter() - t1
         except BaseException as exc:
             engine.close()
@@ -387,17 +389,18 @@ def shuffle(inputs: Sequence[PathLike], output: Optional[str] = None, *,
     return stats
 
 
-def _check_output_target(output: Optional[str], sharded: bool) -> None:
-    if output in (None, "-"):
+def _check_output_target(output, sharded: bool) -> None:
+    """Usage errors (exit 2) for an output that cannot be written, before any work."""
+    if output in (None, "-") or hasattr(output, "write"):
         return
-    target = output if not sharded or "{" not in output else os.path.dirname(output) or "."
-    d = os.path.dirname(os.path.abspath(target)) if not os.path.isdir(target) or not sharded else target
+    out = os.fspath(output)
+    d = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(d):
         raise UsageError(f"output directory does not exist: {d}")
     if not os.access(d, os.W_OK | os.X_OK):
         raise UsageError(f"output directory is not writable: {d}")
-    if not sharded and os.path.isdir(output):
-        raise UsageError(f"output is a directory: {output}")
+    if not sharded and os.path.isdir(out):
+        raise UsageError(f"output is a directory: {out}")
 
 
 def _stderr_warn(message: str) -> None:

@@ -58,9 +58,10 @@ class Source:
     size: Optional[int]  # bytes of *record data* when known (uncompressed regular file)
     compressed: bool
     file_size: Optional[int]  # bytes on disk, for estimates
+    owned: bool = True        # close the stream when done (not for caller-provided streams)
 
     def close(self) -> None:
-        if self.stream is not sys.stdin.buffer:
+        if self.owned:
             try:
                 self.stream.close()
             except OSError:
@@ -113,6 +114,31 @@ def open_input(path: PathLike) -> Source:
     return Source(name, stream, None, True, st.st_size if regular else None)  # type: ignore[arg-type]
 
 
+def _as_source(item) -> Source:
+    """A path, an open binary stream or a Source, as a Source."""
+    if isinstance(item, Source):
+        return item
+    if hasattr(item, "readinto") or hasattr(item, "read"):
+        name = getattr(item, "name", None)
+        name = name if isinstance(name, str) else "<stream>"
+        stream = item if hasattr(item, "readinto") else _ReadintoAdapter(item)
+        return Source(name, stream, None, False, None, owned=False)
+    return open_input(item)
+
+
+class _ReadintoAdapter:
+    """Gives a stream with only read() a readinto()."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def readinto(self, view) -> int:
+        data = self.stream.read(len(view))
+        n = len(data)
+        view[:n] = data
+        return n
+
+
 def read_fully(stream: BinaryIO, view: memoryview, name: str) -> int:
     """Fill ``view`` from ``stream`` until it is full or the stream ends; return bytes read."""
     got = 0
@@ -142,6 +168,10 @@ def find_record_ends(data: np.ndarray, sep: int) -> np.ndarray:
         hits += a + 1
         parts.append(hits)
     return np.concatenate(parts)
+
+
+def _is_path(item) -> bool:
+    return isinstance(item, (str, bytes, os.PathLike))
 
 
 @dataclass
@@ -181,17 +211,17 @@ class RecordReader:
         self.records = 0
         self.payload = 0         # bytes of records emitted (terminators included)
         for path in self.inputs:
-            if not isinstance(path, Source):
+            if _is_path(path):
                 check_input(path)
-        if sum(1 for p in self.inputs if not isinstance(p, Source) and str(p) == "-") > 1:
+        if sum(1 for p in self.inputs if _is_path(p) and str(p) == "-") > 1:
             raise UsageError("stdin ('-') can be given only once")
 
     def known_size(self) -> Optional[int]:
         """Total input bytes if every input is an uncompressed regular file, else None."""
         total = 0
         for path in self.inputs:
-            if isinstance(path, Source):
-                if path.size is None:
+            if not _is_path(path):
+                if not isinstance(path, Source) or path.size is None:
                     return None
                 total += path.size
                 continue
@@ -207,8 +237,8 @@ class RecordReader:
         """Best guess of the total record bytes (compressed files count 4x their size)."""
         total = 0
         for path in self.inputs:
-            if isinstance(path, Source):
-                if path.size is None:
+            if not _is_path(path):
+                if not isinstance(path, Source) or path.size is None:
                     return None
                 total += path.size
                 continue
@@ -228,7 +258,7 @@ class RecordReader:
         index = 0
         first_input = True
         for path in self.inputs:
-            src = path if isinstance(path, Source) else open_input(path)
+            src = _as_source(path)
             try:
                 file_records = 0
                 skip_header = self.want_header
@@ -263,8 +293,8 @@ class RecordReader:
                         if first_input:
                             self.header = first
                         elif first != self.header:
-                            self.warn(f"{src.name}: first line differs from the header of "
-                                      f"{display_name(self.inputs[0])}; dropped anyway")
+                            self.warn(f"{src.name}: first line differs from the header of the "
+                                      f"first input; dropped anyway")
                         file_records += 1
                         data = data[int(ends[0]):]
                         ends = ends[1:] - ends[0]

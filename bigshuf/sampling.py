@@ -83,7 +83,7 @@ def try_reservoir(reader: RecordReader, output: Optional[str], sample: int, geo:
                   lines_per_shard: Optional[int] = None) -> bool:
     """Sample by reservoir if it fits; returns False (nothing consumed from files, nothing
     written) when the caller should shuffle-and-truncate instead."""
-    from bigshuf.shuffle import _rng
+    from bigshuf.engine import _rng
 
     if not reservoir_fits(sample, geo):
         return False
@@ -142,7 +142,7 @@ def try_reservoir(reader: RecordReader, output: Optional[str], sample: int, geo:
     stats.bytes = reader.payload
     stats.records_out = k
     stats.store = "reservoir"
-    stats.outputs = [p for p in sink.paths if p]
+    stats.outputs = [p for p in sink.paths if isinstance(p, str)]
     return True
 
 

@@ -26,7 +26,7 @@ def _existing_dir(path: str) -> str:
 
 
 def check_free_space(size: Optional[int], output: Optional[str], temp_dir: Optional[str],
-                     memory_store: int, sharded: bool) -> None:
+                     memory_store: int) -> None:
     """Fail (exit 1) before reading anything if the temp or output file system cannot hold the
     run. ``size`` is the (estimated) input size; unknown sizes (stdin) cannot be checked here,
     and a full disk later is still reported cleanly."""
@@ -39,9 +39,8 @@ def check_free_space(size: Optional[int], output: Optional[str], temp_dir: Optio
         dev = os.stat(t).st_dev
         need[dev] = need.get(dev, 0) + size
         where[dev] = t
-    if output not in (None, "-"):
-        d = _existing_dir(os.path.dirname(os.path.abspath(output)) if not sharded or "{" in output
-                          else os.path.dirname(os.path.abspath(output)))
+    if output not in (None, "-") and not hasattr(output, "write"):
+        d = _existing_dir(os.path.dirname(os.path.abspath(output)))
         out_bytes = size if not compression_of(output) else size // 3
         dev = os.stat(d).st_dev
         need[dev] = need.get(dev, 0) + out_bytes

@@ -160,39 +160,42 @@ class RunIndex:
         self.bytes: List[Optional[np.ndarray]] = []
         self.counts: List[Optional[np.ndarray]] = []
         self.end = 0  # bytes allocated in the store
+        self._lock = threading.Lock()  # workers record while the reader allocates
 
     def allocate(self, nbytes: int) -> Tuple[int, int, int]:
         """Reserve a run of ``nbytes``; returns (run number, store offset, buckets to draw)."""
-        run = len(self.offsets)
-        if not self.fixed:
-            while self.buckets > 2 and (run + 1) * self.buckets > self.max_entries:
-                self._halve()
-        self.offsets.append(self.end)
-        self.bytes.append(None)
-        self.counts.append(None)
-        self.end += nbytes
-        return run, self.offsets[-1], self.buckets
+        with self._lock:
+            run = len(self.offsets)
+            if not self.fixed:
+                while self.buckets > 2 and (run + 1) * self.buckets > self.max_entries:
+                    self.buckets = (self.buckets + 1) // 2
+                for r in range(run):
+                    if self.bytes[r] is not None:
+                        self.bytes[r] = self._fit(self.bytes[r])
+                        self.counts[r] = self._fit(self.counts[r])
+            self.offsets.append(self.end)
+            self.bytes.append(None)
+            self.counts.append(None)
+            self.end += nbytes
+            return run, self.offsets[-1], self.buckets
 
-    def _halve(self) -> None:
-        self.buckets = (self.buckets + 1) // 2
-        for r in range(len(self.bytes)):
-            if self.bytes[r] is not None:
-                self.bytes[r] = _merge_pairs(self.bytes[r], self.buckets)
-                self.counts[r] = _merge_pairs(self.counts[r], self.buckets)
+    def _fit(self, row: np.ndarray) -> np.ndarray:
+        """Merge adjacent pairs until the row has the current number of buckets."""
+        while len(row) > self.buckets:
+            row = _merge_pairs(row, (len(row) + 1) // 2)
+        return row
 
     def record(self, run: int, nbytes: np.ndarray, counts: np.ndarray) -> None:
         """Store the piece sizes of a finished run (drawn with possibly more buckets)."""
-        while len(nbytes) > self.buckets:
-            nbytes = _merge_pairs(nbytes, (len(nbytes) + 1) // 2)
-            counts = _merge_pairs(counts, (len(counts) + 1) // 2)
-        self.bytes[run] = nbytes
-        self.counts[run] = counts
+        with self._lock:
+            self.bytes[run] = self._fit(nbytes)
+            self.counts[run] = self._fit(counts)
 
     def matrices(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(run offsets [R], bytes [R, K], records [R, K]) once every run is recorded."""
         k = self.buckets
-        b = np.array([x for x in self.bytes], dtype=np.int64).reshape(-1, k)
-        c = np.array([x for x in self.counts], dtype=np.int64).reshape(-1, k)
+        b = np.array([self._fit(x) for x in self.bytes], dtype=np.int64).reshape(-1, k)
+        c = np.array([self._fit(x) for x in self.counts], dtype=np.int64).reshape(-1, k)
         return np.array(self.offsets, dtype=np.int64), b, c
 
 

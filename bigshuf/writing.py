@@ -88,11 +88,17 @@ class _FdWriter:
 class OutputFile:
     """One destination: stdout or a file written atomically (temp name, then rename)."""
 
-    def __init__(self, path: Optional[str]):
-        self.path = path if path not in (None, "-") else None
+    def __init__(self, path):
         self.temp: Optional[str] = None
         self.compressor = None
         self.bytes_written = 0
+        if hasattr(path, "write"):  # a caller's binary stream: written in order, not closed
+            self.path = None
+            self.fd = -1
+            self.raw = path
+            self.stream = path
+            return
+        self.path = path if path not in (None, "-") else None
         if self.path is None:
             self.fd = sys.stdout.fileno()
             self.raw = _FdWriter(self.fd, "standard output")
@@ -237,7 +243,7 @@ class Sink:
         self.records_out = n
         self.header = header or b""
         if shards or lines_per_shard:
-            if output in (None, "-"):
+            if output in (None, "-") or hasattr(output, "write"):
                 raise UsageError("sharded output needs -o/--output (the shard name pattern)")
             if lines_per_shard:
                 count = max(1, -(-n // lines_per_shard))
@@ -249,12 +255,11 @@ class Sink:
                 per = [q + (1 if i < r else 0) for i in range(count)]
             self.paths: List[Optional[str]] = list(shard_paths(output, count))
             self.quota = per
+            if len({os.path.abspath(p) for p in self.paths}) < len(self.paths):
+                raise UsageError("shard names are not distinct")
         else:
             self.paths = [output]
             self.quota = [n]
-        if len({os.path.abspath(p) for p in self.paths if p not in (None, "-")}) < len(self.paths) \
-                and len(self.paths) > 1:
-            raise UsageError("shard names are not distinct")
         self.files: List[OutputFile] = []
         self.current = 0
         self.left_in_current = 0

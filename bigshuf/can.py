@@ -34,7 +34,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from bigshuf.errors import InputError, UsageError
-from bigshuf.metrics import cv_folds, percent
+from bigshuf.metrics import cv_folds, percent, survival
 from bigshuf.predictions import (LabelMap, PredictionFile, PredictionWriter, read_json,
                                  read_label_file, write_json)
 
@@ -775,9 +775,9 @@ def format_can_report(result: Dict[str, Any]) -> str:
                      f"({100 * tune['gain']:+.2f} points on the tuning rows)")
         cv = tune.get("cv")
         if cv:
-            verdict = "the gain holds up" if cv["gain"] > 0 else "no real gain: do not use CAN here"
             lines.append(f"{cv['folds']}-fold cross-validated: {percent(cv['accuracy_before'])} -> "
-                         f"{percent(cv['accuracy_after'])} ({100 * cv['gain']:+.2f} points held out; {verdict})")
+                         f"{percent(cv['accuracy_after'])} ({100 * cv['gain']:+.2f} points; "
+                         f"{survival(tune['gain'], cv['gain'])})")
     if "rows" in result:
         p = result["params"]
         ref = result["reference"]

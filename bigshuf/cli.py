@@ -285,9 +285,9 @@ def can(input, output, fmt, key, label_key, labels_file, classes, logits, pred_k
 @main.command()
 @click.argument("input", type=click.Path(allow_dash=True))
 @_prediction_io_options
-@click.option("--metric", type=click.Choice(["accuracy", "f1", "mcc", "balanced-accuracy"]),
-              default="accuracy", show_default=True,
-              help="What to maximise (multi-class: macro F1, multi-class MCC, mean recall).")
+@click.option("--metric", type=click.Choice(["accuracy", "f1", "mcc", "balanced-accuracy"]), default=None,
+              help="What to maximise (multi-class: macro F1, multi-class MCC, mean recall).  "
+                   "[default: accuracy; with --params, the metric saved there]")
 @click.option("--params", "params_file", type=click.Path(dir_okay=False), default=None,
               help="Apply a cut/weights saved by --save-params instead of searching.")
 @click.option("--save-params", type=click.Path(dir_okay=False), default=None,

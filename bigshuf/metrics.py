@@ -98,3 +98,12 @@ def percent(value: Optional[float], width: int = 0) -> str:
     """``0.6052`` -> ``60.52%`` (right-aligned to ``width``); ``None`` -> ``-``."""
     text = "-" if value is None else f"{100 * value:.2f}%"
     return text.rjust(width)
+
+
+def survival(dev_gain: float, cv_gain: float) -> str:
+    """How much of an in-sample gain survives cross-validation, in words."""
+    if cv_gain <= 0:
+        return "no gain survives on held-out rows: the tuned setting does not generalise"
+    if dev_gain <= 0:
+        return "gain only on held-out rows"
+    return f"{min(cv_gain / dev_gain, 1.0):.0%} of the gain survives on held-out rows"

@@ -588,7 +588,7 @@ class PredictionFile:
             neg = values < 0
             if neg.any():
                 i = int(np.flatnonzero(neg.any(axis=1))[0])
-                raise InputError(f"negative probability {values[i][neg[i]][0]!r} (use --logits for logits)",
+                raise InputError(f"negative probability {float(values[i][neg[i]][0])!r} (use --logits for logits)",
                                  self.name, int(lines[i]))
             zero = values.sum(axis=1) <= 0
             if zero.any():

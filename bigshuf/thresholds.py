@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from bigshuf.errors import InputError, UsageError
-from bigshuf.metrics import METRICS, binary_metric, cv_folds, multiclass_metric, percent
+from bigshuf.metrics import METRICS, binary_metric, cv_folds, multiclass_metric, percent, survival
 from bigshuf.predictions import Layout, PredictionFile, PredictionWriter, read_json, write_json
 
 _TIE = 1e-12  # metric values closer than this are equal (they are ratios of small integers)
@@ -310,7 +310,7 @@ class _Scorer:
         return multiclass_metric(self.metric, labels, preds, self.m)
 
 
-def threshold(input: str, output: Optional[str] = None, *, metric: str = "accuracy",
+def threshold(input: str, output: Optional[str] = None, *, metric: Optional[str] = None,
               params: Optional[str] = None, save_params: Optional[str] = None, positive: Any = None,
               folds: int = 5, seed: int = 0, report: Optional[str] = None, pred_key: str = "pred",
               **read_options: Any) -> Dict[str, Any]:
@@ -324,12 +324,15 @@ def threshold(input: str, output: Optional[str] = None, *, metric: str = "accura
     Apply mode (``params``): streams ``input`` and writes every row with the predicted class under
     ``pred_key`` to ``output`` (None or ``-``: stdout); labelled rows are scored before/after.
     """
+    saved = load_threshold_params(params) if params else None
+    if metric is None:  # applying: score with the metric the params were tuned for
+        metric = (saved or {}).get("metric", "accuracy")
     if metric not in METRICS:
         raise UsageError(f"unknown metric {metric!r} (choose from {', '.join(METRICS)})")
     result: Dict[str, Any] = {"command": "threshold", "input": "<stdin>" if input == "-" else input,
                               "metric": metric}
-    if params:
-        result.update(_apply_params(input, output, load_threshold_params(params), metric, pred_key, read_options))
+    if saved:
+        result.update(_apply_params(input, output, saved, metric, pred_key, read_options))
         result["params_file"] = params
         if report:
             write_json(report, result)
@@ -341,10 +344,10 @@ def threshold(input: str, output: Optional[str] = None, *, metric: str = "accura
             raise InputError("no gold label on this row (the search needs labelled rows)", data.path,
                              int(data.lines[missing[0]]))
         scorer = _Scorer(metric, data.layout, _resolve_positive(positive, data.layout))
-        found = scorer.fit(data.values, data.labels)
+        found = {"bigshuf": "threshold", "version": 1, "metric": metric, **scorer.fit(data.values, data.labels),
+                 "classes": data.classes}
         before = scorer.score(data.labels, scorer.baseline(data.values))
         after = scorer.score(data.labels, apply_threshold(found, data.values, data.layout))
-        found.update({"bigshuf": "threshold", "version": 1, "metric": metric, "classes": data.classes})
         result.update(mode=found["mode"], rows=len(data.values), params=found,
                       dev={"before": before, "after": after, "gain": after - before})
         if folds >= 2:
@@ -432,11 +435,8 @@ def format_threshold_report(result: Dict[str, Any]) -> str:
                      f"({100 * dev['gain']:+.2f} points; usual rule -> tuned)")
     cv = result.get("cv")
     if cv:
-        survive = ""
-        if dev and dev["gain"] > 0:
-            survive = f"; {max(cv['gain'], 0) / dev['gain']:.0%} of the gain survives"
         lines.append(f"{cv['folds']}-fold cross-validated: {percent(cv['before'])} -> {percent(cv['after'])} "
-                     f"({100 * cv['gain']:+.2f} points held out{survive})")
+                     f"({100 * cv['gain']:+.2f} points; {survival(dev['gain'], cv['gain'])})")
     applied = result.get("applied")
     if applied:
         lines.append(f"{metric} on the {applied['labelled']} labelled rows: {percent(applied['before'])} -> "

@@ -71,7 +71,26 @@ class SizeParam(click.ParamType):
 SIZE = SizeParam()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineErrorsGroup(click.Group):
+    """Click reports usage errors on several lines; we keep to one line on stderr, exit 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            _fail("aborted", 1)
+        except click.ClickException as exc:
+            msg = exc.format_message().replace("\n", " ")
+            ctx = getattr(exc, "ctx", None)
+            if ctx is not None:
+                msg += f" Try '{ctx.command_path} --help'."
+            _fail(msg, exc.exit_code)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=_OneLineErrorsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bigshuf")
 def main() -> None:
     """Shuffle huge line files exactly uniformly in bounded memory, and post-process

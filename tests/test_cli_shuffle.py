@@ -1,0 +1,120 @@
+"""The shuffle and verify commands end to end, in subprocesses: pipes, files, exit statuses and
+one-line errors."""
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import assert_clean_error, run_cli
+
+
+def test_stdin_to_stdout_and_dash(numbered):
+    src = numbered(1000)
+    data = src.read_bytes()
+    a = run_cli(["shuffle", "--seed", "3"], input=data)
+    b = run_cli(["shuffle", "-", "--seed", "3"], input=data)
+    c = run_cli(["shuffle", str(src), "--seed", "3"])
+    assert a.returncode == b.returncode == c.returncode == 0
+    assert a.stdout == b.stdout == c.stdout
+    assert sorted(a.stdout.splitlines()) == sorted(data.splitlines())
+    assert a.stderr == b""
+
+
+def test_file_to_file_many_inputs_and_python_m(tmp_path, numbered):
+    a = numbered(500, "a.txt")
+    b = numbered(700, "b.txt")
+    out = tmp_path / "out.txt"
+    p = run_cli(["shuffle", str(a), str(b), "-o", str(out), "-S", "1M", "--seed", "1",
+                 "-T", str(tmp_path), "-j", "2", "-v"])
+    assert p.returncode == 0, p.stderr
+    assert b"records" in p.stderr and p.stdout == b""
+    assert sorted(out.read_bytes().splitlines()) == sorted((a.read_bytes() + b.read_bytes()).splitlines())
+    v = run_cli(["verify", str(out), str(a), ])
+    assert v.returncode == 1 and b"DIFFERENT" in v.stdout
+    cat = tmp_path / "cat.txt"
+    cat.write_bytes(a.read_bytes() + b.read_bytes())
+    v = run_cli(["verify", str(cat), str(out)])
+    assert v.returncode == 0 and b"same multiset" in v.stdout, v.stdout
+
+
+def test_verify_detects_changes(tmp_path, numbered):
+    src = numbered(2000)
+    out = tmp_path / "o.txt.gz"
+    assert run_cli(["shuffle", str(src), "-o", str(out), "--seed", "1"]).returncode == 0
+    assert run_cli(["verify", str(src), str(out)]).returncode == 0
+    lines = gzip.decompress(out.read_bytes()).splitlines(keepends=True)
+    swapped = tmp_path / "swapped.txt"
+    swapped.write_bytes(b"".join(lines[:-1] + [lines[0]]))  # one line lost, one duplicated
+    p = run_cli(["verify", str(src), str(swapped)])
+    assert p.returncode == 1 and b"different contents" in p.stdout
+
+
+def test_sample_and_shards_from_cli(tmp_path, numbered):
+    src = numbered(1000)
+    p = run_cli(["shuffle", str(src), "-n", "10", "--seed", "2"])
+    assert p.returncode == 0 and len(p.stdout.splitlines()) == 10
+    p = run_cli(["shuffle", str(src), "--shards", "3", "-o", str(tmp_path / "s.txt"), "--seed", "2"])
+    assert p.returncode == 0, p.stderr
+    names = sorted(x.name for x in tmp_path.glob("s-*.txt"))
+    assert names == ["s-00000-of-00003.txt", "s-00001-of-00003.txt", "s-00002-of-00003.txt"]
+
+
+def test_broken_pipe_is_quiet(numbered):
+    src = numbered(200_000)
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    p = subprocess.run(f"{sys.executable} -m bigshuf shuffle {src} --seed 1 | head -n 2",
+                       shell=True, capture_output=True, env=env)
+    assert len(p.stdout.splitlines()) == 2
+    assert b"Traceback" not in p.stderr and b"Error" not in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["shuffle", "{missing}"], "no such file"),
+    (["shuffle", "{dir}"], "is a directory"),
+    (["shuffle", "{src}", "--memory", "12X"], "invalid size"),
+    (["shuffle", "{src}", "--memory", "100K"], "at least 1M"),
+    (["shuffle", "{src}", "--shards", "0", "-o", "{dir}/x"], "--shards"),
+    (["shuffle", "{src}", "--shards", "2"], "needs -o"),
+    (["shuffle", "{src}", "--shards", "2", "--lines-per-shard", "5", "-o", "{dir}/x"], "together"),
+    (["shuffle", "{src}", "-o", "{dir}/no/such/out.txt"], "does not exist"),
+    (["shuffle", "{src}", "-T", "{dir}/nope"], "does not exist"),
+    (["shuffle", "-", "-"], "only once"),
+    (["verify", "{src}", "{missing}"], "no such file"),
+    (["shuffle", "{src}", "--bogus"], "No such option"),
+    (["frobnicate"], "No such command"),
+])
+def test_usage_and_input_errors_exit_2_with_one_line(tmp_path, numbered, args, needle):
+    src = numbered(10)
+    fmt = dict(src=str(src), missing=str(tmp_path / "missing.txt"), dir=str(tmp_path))
+    p = run_cli([a.format(**fmt) for a in args], input=b"")
+    err = p.stderr.decode()
+    assert p.returncode == 2, err
+    assert "Traceback" not in err
+    assert needle in err, err
+
+
+def test_line_too_long_names_file_and_line(tmp_path):
+    p = tmp_path / "long.txt"
+    p.write_bytes(b"ok\n" * 5 + b"x" * (100 << 10) + b"\n")
+    proc = run_cli(["shuffle", str(p), "-S", "1M"])
+    assert_clean_error(proc, 2, f"{p}:6:", "raise --memory")
+
+
+def test_unreadable_input(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root can read any file")
+    p = tmp_path / "secret.txt"
+    p.write_bytes(b"x\n")
+    p.chmod(0)
+    assert_clean_error(run_cli(["shuffle", str(p)]), 2, "permission denied")
+
+
+def test_help_and_version():
+    p = run_cli(["shuffle", "--help"])
+    assert p.returncode == 0 and b"--memory" in p.stdout and b"--seed" in p.stdout
+    assert run_cli(["--version"]).returncode == 0

@@ -80,6 +80,7 @@ class Measurement:
     verify_ok: Optional[bool] = None
     walls: List[float] = field(default_factory=list)
     error: str = ""
+    max_load: float = 0.0  #: highest 1-min load average seen just before a run
     fd_targets: List[str] = field(default_factory=list)
 
 
@@ -181,6 +182,7 @@ def run_tool(tool: str, shape: str, inp: str, args: argparse.Namespace) -> Measu
             os.unlink(out)
         warm(inp)
         os.sync()
+        m.max_load = max(m.max_load, os.getloadavg()[0])
         log(f"[{shape}] {tool} run {rep + 1}/{args.repeat}: {shlex.join(cmd)}"
             + (f" < {stdin} > {stdout}" if stdin else ""))
         r = run_measured(cmd, stdin=stdin, stdout=stdout or None, env=env, cwd=REPO,
@@ -402,6 +404,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"Targets (issue 2, at --memory {format_size(args.memory)}: peak RSS ≤ memory + "
           f"{OVERHEAD_MIB} MiB; wall ≤ terashuf's at the same budget):")
     print("\n".join(targets(ms, args.memory)))
+    busy = max((m.max_load for m in ms), default=0.0)
+    if busy > 1.0:
+        # Other work on the machine inflates wall times (visible as wall >> CPU for the
+        # single-threaded tools); the comparison is then unreliable.
+        print(f"\nWARNING: 1-min load average before a run reached {busy:.1f} on "
+              f"{os.cpu_count()} CPUs: other processes were competing; re-run on an idle machine.")
+    else:
+        print(f"\nMachine idle enough: 1-min load average before every run ≤ {busy:.1f}.")
     if args.results:
         with open(args.results, "w") as f:
             json.dump({"size": size, "memory": args.memory, "seed": args.seed, "corpora": corpora,

@@ -49,7 +49,7 @@ GRID_ITERATIONS = (1, 2, 3, 4)
 GRID_TAUS = (0.5, 0.7, 0.8, 0.9, 0.95)
 GRID_KS = (2, 3, 5)
 SUBSAMPLES = ("uniform", "stratified")
-_BATCH_BYTES = 32 << 20  # per-batch working set of the correction factors
+_BATCH_BYTES = 64 << 20  # per-batch working set of the correction factors
 
 
 # -- the algorithm ---------------------------------------------------------------------------
@@ -149,33 +149,33 @@ class CanModel:
         per_row = 8 * (self.n_reference if self.iterations > 1 else 0) + 8 * 4 * max(m, 1)
         batch = max(1, self.batch_bytes // per_row)
         a = self.alpha
-        # x and y are raised to alpha each iteration, so their logs must stay below this for
-        # x**alpha and the products to stay finite and exact; rows that leave the range (only
-        # seen with tiny reference sets, large alpha and several iterations) are recomputed by
-        # the per-row definition.
+        # y is raised to alpha each iteration, so |log y| must stay below this for the powers
+        # and products to stay finite and exact. x needs no check of its own: 1/x = y @ Lbar.T
+        # is a weighted mean of y (rows of Lbar sum to 1), so x lies within y's range. Rows that
+        # leave the range (seen only with tiny reference sets, large alpha and several
+        # iterations) are recomputed by the per-row definition.
         log_limit = 600.0 / max(a, 1.0)
         risky = np.zeros(len(rows), dtype=bool)
         for start in range(0, len(rows), batch):
             sl = slice(start, start + batch)
             b = rows[sl]
-            x = y = None
+            xa = y = None  # xa = x**alpha, as the next iteration needs it
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 for t, (powered, sbar, nxt) in enumerate(self._steps):
                     if a != 1.0:
                         b = b ** a
                         if y is not None:
                             y = y ** a
-                            x = x ** a
                     # column sums of the stacked matrix [confident block; b]
-                    s = sbar + b if t == 0 else (x @ powered) * y + b
+                    s = sbar + b if t == 0 else (xa @ powered) * y + b
                     b = _row_normalise(b * _safe_div(self.prior, s))
                     if all_iterations:
                         outs[t][sl] = b
                     if nxt is not None:
                         ratio = _safe_div(sbar, s)
                         y = ratio if y is None else y * ratio
-                        x = _safe_div(np.ones(1), y @ nxt.T)
-                        risky[sl] |= _out_of_range(x, log_limit) | _out_of_range(y, log_limit)
+                        risky[sl] |= _out_of_range(y, log_limit)
+                        xa = _inverse_power(y @ nxt.T, a)
             risky[sl] |= ~np.isfinite(b).all(axis=1)
             if not all_iterations:
                 outs[0][sl] = b
@@ -188,9 +188,19 @@ class CanModel:
         return outs if all_iterations else outs[0]
 
 
+def _inverse_power(d: np.ndarray, alpha: float) -> np.ndarray:
+    """d**-alpha in one pass, 0 where d is 0 (an all-zero reference row stays zero)."""
+    out = np.zeros(d.shape)
+    if alpha == 1.0:
+        np.divide(1.0, d, out=out, where=d > 0)
+    else:
+        np.power(d, -alpha, out=out, where=d > 0)
+    return out
+
+
 def _out_of_range(factors: np.ndarray, log_limit: float) -> np.ndarray:
     """Rows with a non-finite factor, or a non-zero one whose |log| exceeds ``log_limit``.
-    (Exact zeros are legitimate: they mark all-zero rows or columns of the reference.)"""
+    (Exact zeros are legitimate: they mark all-zero columns of the reference.)"""
     nonzero = factors != 0
     logs = np.abs(np.log(np.where(nonzero, factors, 1.0)))
     return ~np.isfinite(logs).all(axis=1) | (logs > log_limit).any(axis=1)

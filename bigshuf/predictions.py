@@ -413,6 +413,10 @@ class PredictionFile:
                 what = f"columns starting with {key!r}" if key else "probability columns (prob_*, logit_*, ...)"
                 raise InputError(f"no {what} in the header; give --key PREFIX or a comma list of columns",
                                  self.name, 1)
+        if lay.label_column in cols:  # a column is either part of the vector or the label
+            if label_key is not None:
+                raise UsageError(f"column {label_key!r} cannot be both the label and a probability")
+            lay.label_column = lay.label_key = None
         lay.columns = cols
         lay.width = 1 if lay.scalar else len(cols)
         if not lay.scalar and prefix:

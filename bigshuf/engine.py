@@ -22,6 +22,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from bigshuf.buffers import BufferPool
 from bigshuf.errors import BigshufError, Interrupted, UsageError
 from bigshuf.gather import BucketReader, Unit, permute_buckets, plan_units
 from bigshuf.plan import Geometry, plan
@@ -130,14 +131,16 @@ class Engine:
         self.temp_dir = temp_dir
         self.progress = progress
         self.stats = stats
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bigshuf")
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bigshuf")
         self.cancel = threading.Event()
         self.stores: List[Store] = []
+        self.pool = BufferPool(geo.block_bytes)
 
     # -- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
         self.cancel.set()
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        self.pool.clear()
         for s in self.stores:
             s.close()
         self.stores.clear()
@@ -178,12 +181,15 @@ class Engine:
             if isinstance(dest, MemoryStore):
                 out = dest.buf[offset:offset + block.nbytes]
                 nbytes, counts = partition(block.data, block.ends, bucket_of, k, out)
+                self.pool.release(block.data)
             else:
-                out = np.empty(block.nbytes, dtype=np.uint8)
+                out = self.pool.get()[:block.nbytes]
                 nbytes, counts = partition(block.data, block.ends, bucket_of, k, out)
+                self.pool.release(block.data)
                 del bucket_of
                 self._check()
                 dest.write(offset, out)
+                self.pool.release(out)
             with lock:
                 index.record(run, nbytes, counts)
 
@@ -191,6 +197,7 @@ class Engine:
             self._check()
             on_block(block)
             if block.count == 0:
+                self.pool.release(block.data)
                 continue
             if isinstance(store, MemoryStore) and index.end + block.nbytes > store.capacity:
                 # Turned out larger than RAM allows: move the runs to a file and go on. The
@@ -199,7 +206,7 @@ class Engine:
                 store = self._spill(store, index.end)
             run, offset, k = index.allocate(block.nbytes)
             pending = self._wait_some(pending, self.workers)
-            pending.append(self.pool.submit(task, block, run, offset, k, store))
+            pending.append(self.executor.submit(task, block, run, offset, k, store))
             del block
         self._wait_some(pending, 1)
         offsets, b, c = index.matrices()
@@ -233,16 +240,18 @@ class Engine:
 
         def task(i: int, unit: Unit) -> None:
             self._check()
-            buf = np.empty(unit.nbytes, dtype=np.uint8)
+            buf = self.pool.get()[:unit.nbytes]
             starts = reader.read(unit.first, unit.last, buf)
-            out = np.empty(unit.nbytes, dtype=np.uint8)
+            out = self.pool.get()[:unit.nbytes]
             self._check()
             n = permute_buckets(buf, starts, self.sep, _rng(self.seed, path + (1, unit.first)), out)
+            self.pool.release(buf)
             del buf
             if n != unit.records:
                 raise BigshufError(f"internal error: bucket records {n} != index {unit.records}")
             if sink.positional:
                 sink.write_at(base_offset + unit.out_offset, out, n)
+                self.pool.release(out)
                 self.progress.gathered(unit.nbytes)
                 return
             with cond:
@@ -253,6 +262,7 @@ class Engine:
             try:
                 self._check()
                 sink.write(out, n)
+                self.pool.release(out)
                 self.progress.gathered(unit.nbytes)
             finally:
                 with cond:
@@ -271,7 +281,7 @@ class Engine:
                     turn[0] += 1
                 continue
             pending = self._wait_some(pending, self.workers)
-            pending.append(self.pool.submit(task, i, unit))
+            pending.append(self.executor.submit(task, i, unit))
         self._wait_some(pending, 1)
 
     def _rescatter(self, level: _Level, reader: BucketReader, unit: Unit, sink: Sink,
@@ -284,7 +294,7 @@ class Engine:
         src = Source(f"<bucket {k}>", stream, unit.nbytes, False, unit.nbytes)  # type: ignore[arg-type]
         sub_reader = RecordReader([src], self.sep)
         sub_path = path + (2, k)
-        blocks = sub_reader.blocks(self.geo.block_bytes, self.geo.block_records)
+        blocks = sub_reader.blocks(self.geo.block_bytes, self.geo.block_records, self.pool)
         sub = self.scatter(blocks, sub_path, unit.nbytes, None, lambda b: None)
         self.stats.levels = max(self.stats.levels, len(sub_path) // 2 + 1)
         try:
@@ -359,7 +369,7 @@ def shuffle(inputs: Sequence[PathLike], output: Optional[str] = None, *,
             def on_block(block: Block) -> None:
                 prog.scattered(reader.bytes_read)
 
-            blocks = reader.blocks(geo.block_bytes, geo.block_records)
+            blocks = reader.blocks(geo.block_bytes, geo.block_records, engine.pool)
             level = engine.scatter(blocks, (), size, buckets, on_block)
             stats.records = reader.records
             stats.bytes = reader.payload

@@ -250,8 +250,12 @@ class RecordReader:
             total += st.st_size * (4 if compression_of(str(path)) else 1)
         return total
 
-    def blocks(self, capacity: int, max_records: Optional[int] = None) -> Iterator[Block]:
-        """Yield blocks of at most ``capacity`` bytes and ``max_records`` records."""
+    def blocks(self, capacity: int, max_records: Optional[int] = None,
+               pool=None) -> Iterator[Block]:
+        """Yield blocks of at most ``capacity`` bytes and ``max_records`` records.
+
+        With a :class:`~bigshuf.buffers.BufferPool` of ``capacity``-byte buffers, each block's
+        buffer comes from it and the consumer releases it when done."""
         sep = self.sep
         max_records = max_records or capacity
         carry = np.empty(0, dtype=np.uint8)
@@ -264,7 +268,7 @@ class RecordReader:
                 skip_header = self.want_header
                 eof = False
                 while not eof or len(carry):
-                    buf = np.empty(capacity, dtype=np.uint8)
+                    buf = pool.get() if pool is not None else np.empty(capacity, dtype=np.uint8)
                     n = len(carry)
                     buf[:n] = carry
                     if not eof:
@@ -273,6 +277,8 @@ class RecordReader:
                         eof = n + got < capacity
                         n += got
                     if n == 0:
+                        if pool is not None:
+                            pool.release(buf)
                         break
                     data = buf[:n]
                     ends = find_record_ends(data, sep)
@@ -300,6 +306,8 @@ class RecordReader:
                         ends = ends[1:] - ends[0]
                         if len(ends) == 0:
                             carry = data.copy() if not eof else np.empty(0, np.uint8)
+                            if pool is not None:
+                                pool.release(buf)
                             continue
                     if len(ends) > max_records:
                         ends = ends[:max_records]

@@ -18,6 +18,10 @@ import numpy as np
 
 PIECE = 1 << 18
 BIG = PIECE // 4
+#: From this mean record length on, a loop of slice copies (one memcpy per record, ~0.3 us of
+#: interpreter each) beats the per-byte index: measured crossover ~200-250 bytes; at 1 KB the
+#: loop copies ~1.6 GB/s against ~0.5 GB/s. The loop keeps one piece's ints alive at a time.
+LOOP_MEAN = 256
 
 
 def _pieces(lengths: np.ndarray, ends: np.ndarray):
@@ -56,6 +60,14 @@ def gather_records(src: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
             dst[:] = src[s:s + size]
             continue
         s = starts[a:b]
+        if size >= LOOP_MEAN * (b - a):
+            ms = memoryview(src)
+            md = memoryview(dst)
+            o = 0
+            for s0, n in zip(s.tolist(), lengths[a:b].tolist()):
+                md[o:o + n] = ms[s0:s0 + n]
+                o += n
+            continue
         idx = np.ones(size, dtype=np.int64)
         idx[0] = s[0]
         # At the first byte of each following record, jump from the previous record's end.
@@ -85,6 +97,13 @@ def scatter_records(src: np.ndarray, src_pos: int, lengths: np.ndarray,
             out[d:d + size] = src[s0:s0 + size]
             continue
         d = dest[a:b]
+        if size >= LOOP_MEAN * (b - a):
+            ms = memoryview(src)
+            mo = memoryview(out)
+            for d0, n in zip(d.tolist(), lengths[a:b].tolist()):
+                mo[d0:d0 + n] = ms[s0:s0 + n]
+                s0 += n
+            continue
         idx = np.ones(size, dtype=np.int64)
         idx[0] = d[0]
         idx[ends[a:b - 1] - base] = d[1:] - (d[:-1] + lengths[a:b - 1]) + 1

@@ -89,6 +89,7 @@ class OutputFile:
     """One destination: stdout or a file written atomically (temp name, then rename)."""
 
     def __init__(self, path):
+        self._write_lock = threading.Lock()
         self.temp: Optional[str] = None
         self.compressor = None
         self.bytes_written = 0
@@ -148,10 +149,11 @@ class OutputFile:
     def write_at(self, offset: int, data: np.ndarray) -> None:
         view = memoryview(data)
         try:
-            while len(view):
-                n = os.pwrite(self.fd, view, offset)
-                view = view[n:]
-                offset += n
+            with self._write_lock:  # see FileStore.write: one writer at a time is faster
+                while len(view):
+                    n = os.pwrite(self.fd, view, offset)
+                    view = view[n:]
+                    offset += n
         except OSError as exc:
             raise describe_os_error(exc, f"writing {self.path}") from None
         self.bytes_written += len(data)

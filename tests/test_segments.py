@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from bigshuf import segments
@@ -14,9 +15,16 @@ def _layout(lengths):
     return ends - lengths, lengths
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.integers(1, 300), min_size=1, max_size=200), st.randoms(use_true_random=False))
-def test_gather_matches_reference(lengths, rnd):
+# Each kernel has two implementations (per-byte index, per-record slice copies), chosen by mean
+# record length; both are checked by forcing the choice.
+KERNELS = pytest.mark.parametrize("loop_mean", [1, 10**9], ids=["slice-loop", "byte-index"])
+
+
+@KERNELS
+@settings(max_examples=40, deadline=None)
+@given(lengths=st.lists(st.integers(1, 300), min_size=1, max_size=200), rnd=st.randoms(use_true_random=False))
+def test_gather_matches_reference(loop_mean, lengths, rnd):
+    segments.LOOP_MEAN = loop_mean
     starts, lengths = _layout(lengths)
     src = np.frombuffer(bytes(rnd.getrandbits(8) for _ in range(int(lengths.sum()))), np.uint8)
     order = list(range(len(lengths)))
@@ -28,9 +36,11 @@ def test_gather_matches_reference(lengths, rnd):
     assert out[3:end].tobytes() == expect
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.integers(1, 300), min_size=1, max_size=200), st.randoms(use_true_random=False))
-def test_scatter_matches_reference(lengths, rnd):
+@KERNELS
+@settings(max_examples=40, deadline=None)
+@given(lengths=st.lists(st.integers(1, 300), min_size=1, max_size=200), rnd=st.randoms(use_true_random=False))
+def test_scatter_matches_reference(loop_mean, lengths, rnd):
+    segments.LOOP_MEAN = loop_mean
     starts, lengths = _layout(lengths)
     total = int(lengths.sum())
     src = np.frombuffer(bytes(rnd.getrandbits(8) for _ in range(total)), np.uint8)
@@ -48,7 +58,16 @@ def test_scatter_matches_reference(lengths, rnd):
     assert out.tobytes() == expect
 
 
-def test_huge_records_are_copied_alone(monkeypatch):
+@pytest.fixture(autouse=True)
+def _restore_loop_mean():
+    saved = segments.LOOP_MEAN
+    yield
+    segments.LOOP_MEAN = saved
+
+
+@KERNELS
+def test_huge_records_are_copied_alone(monkeypatch, loop_mean):
+    segments.LOOP_MEAN = loop_mean
     # Shrink the piece size so "huge" records and piece boundaries are exercised cheaply.
     monkeypatch.setattr(segments, "PIECE", 64)
     monkeypatch.setattr(segments, "BIG", 16)

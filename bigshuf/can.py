@@ -167,7 +167,7 @@ class CanModel:
                         if y is not None:
                             y = y ** a
                     # column sums of the stacked matrix [confident block; b]
-                    s = sbar + b if t == 0 else (xa @ powered) * y
+                    s = sbar + b if t == 0 else (xa @ powered) * y + b
                     b = _row_normalise(b * _safe_div(self.prior, s))
                     if all_iterations:
                         outs[t][sl] = b

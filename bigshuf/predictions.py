@@ -473,15 +473,24 @@ class PredictionFile:
             yield self._finish(values, np.full(len(values), -1, dtype=np.int64), None, lines)
 
     def _jsonl_chunks(self, size: int) -> Iterator[Chunk]:
-        lay = self.layout
-        rows = _RowBuffer()
-        for lineno, text in _text_lines(self.path):
-            if not text.strip():
-                continue
+        def parse(text: str) -> Tuple[Any, Any, Any]:
             try:
-                obj = _loads(text, self.name, lineno)
-                vec, label = self._jsonl_fields(obj)
-                rows.add(obj, vec, self.label_map(label, self.name, lineno), lineno)
+                obj = json.loads(text)
+            except ValueError as exc:
+                raise _Row(f"invalid JSON: {getattr(exc, 'msg', exc)}") from None
+            return (obj, *self._jsonl_fields(obj))
+
+        lines = ((n, text) for n, text in _text_lines(self.path) if text.strip())
+        return self._buffered(lines, parse, size)
+
+    def _buffered(self, raw: Iterator[Tuple[int, Any]], parse, size: int) -> Iterator[Chunk]:
+        """Chunks of ``size`` rows from (line, raw row) pairs; ``parse`` gives (record, vector,
+        label) for a raw row or raises ``_Row``."""
+        rows = _RowBuffer()
+        for lineno, item in raw:
+            try:
+                record, vec, label = parse(item)
+                rows.add(record, vec, self.label_map(label, self.name, lineno), lineno)
             except InputError as exc:
                 self._row_error(rows, exc, lineno)
             if len(rows) >= size:
@@ -528,26 +537,18 @@ class PredictionFile:
 
     def _csv_chunks(self, size: int) -> Iterator[Chunk]:
         lay = self.layout
-        rows = _RowBuffer()
         n_fields = len(lay.header or ())
         cols = lay.columns or []
-        rows_iter = self._csv_rows(lay.delimiter)
-        next(rows_iter, None)  # header
-        for lineno, rec in rows_iter:
-            if not rec:
-                continue
-            try:
-                if len(rec) != n_fields:
-                    raise _Row(f"row has {len(rec)} fields, the header has {n_fields}")
-                vec = rec[cols[0]] if lay.scalar else [rec[i] for i in cols]
-                label = rec[lay.label_column] if lay.label_column is not None else None
-                rows.add(rec, vec, self.label_map(label, self.name, lineno), lineno)
-            except InputError as exc:
-                self._row_error(rows, exc, lineno)
-            if len(rows) >= size:
-                yield self._build(rows)
-        if len(rows):
-            yield self._build(rows)
+
+        def parse(rec: List[str]) -> Tuple[Any, Any, Any]:
+            if len(rec) != n_fields:
+                raise _Row(f"row has {len(rec)} fields, the header has {n_fields}")
+            vec = rec[cols[0]] if lay.scalar else [rec[i] for i in cols]
+            return rec, vec, rec[lay.label_column] if lay.label_column is not None else None
+
+        rows = self._csv_rows(lay.delimiter)
+        next(rows, None)  # header
+        return self._buffered(((n, rec) for n, rec in rows if rec), parse, size)
 
     def _row_error(self, rows: "_RowBuffer", exc: InputError, line: int) -> "NoReturn":  # type: ignore[name-defined]
         """Raise the error for row ``line`` -- after checking the rows buffered before it, so the

@@ -175,16 +175,19 @@ class Engine:
         pending: List[Future] = []
         lock = threading.Lock()
 
-        def task(block: Block, run: int, offset: int, k: int, dest: Store) -> None:
+        def task(block: Block, run: int, offset: int, dest: Store) -> None:
             self._check()
-            bucket_of = draw_buckets(_rng(self.seed, path + (0, run)), block.count, k)
+            # Keyed by (input, block within input): a block's draws do not depend on other
+            # inputs, so one task per input file (bigshuf.dask) reproduces them exactly.
+            rng = _rng(self.seed, path + (0, block.source, block.index))
+            bucket_of = draw_buckets(rng, block.count, k0)
             if isinstance(dest, MemoryStore):
                 out = dest.buf[offset:offset + block.nbytes]
-                nbytes, counts = partition(block.data, block.ends, bucket_of, k, out)
+                nbytes, counts = partition(block.data, block.ends, bucket_of, k0, out)
                 self.pool.release(block.data)
             else:
                 out = self.pool.get()[:block.nbytes]
-                nbytes, counts = partition(block.data, block.ends, bucket_of, k, out)
+                nbytes, counts = partition(block.data, block.ends, bucket_of, k0, out)
                 self.pool.release(block.data)
                 del bucket_of
                 self._check()
@@ -204,9 +207,9 @@ class Engine:
                 # layout is the same, so the output is the same as if we had started on disk.
                 pending = self._wait_some(pending, 1)
                 store = self._spill(store, index.end)
-            run, offset, k = index.allocate(block.nbytes)
+            run, offset = index.allocate(block.nbytes)
             pending = self._wait_some(pending, self.workers)
-            pending.append(self.executor.submit(task, block, run, offset, k, store))
+            pending.append(self.executor.submit(task, block, run, offset, store))
             del block
         self._wait_some(pending, 1)
         offsets, b, c = index.matrices()

@@ -178,9 +178,10 @@ def _is_path(item) -> bool:
 class Block:
     """Whole records: ``data[:nbytes]`` with record i spanning ``ends[i-1]:ends[i]``."""
 
-    index: int          # sequence number of the block in the stream (seeds its randomness)
+    index: int          # block number within its input (with ``source``, seeds its randomness)
     data: np.ndarray    # uint8 buffer (may be larger than nbytes)
     ends: np.ndarray    # int64 exclusive end of each record
+    source: int = 0     # which input the block comes from (blocks never span inputs)
 
     @property
     def nbytes(self) -> int:
@@ -259,9 +260,9 @@ class RecordReader:
         sep = self.sep
         max_records = max_records or capacity
         carry = np.empty(0, dtype=np.uint8)
-        index = 0
         first_input = True
-        for path in self.inputs:
+        for source, path in enumerate(self.inputs):
+            index = 0
             src = _as_source(path)
             try:
                 file_records = 0
@@ -316,7 +317,7 @@ class RecordReader:
                     file_records += len(ends)
                     self.records += len(ends)
                     self.payload += used
-                    yield Block(index, data[:used], ends)
+                    yield Block(index, data[:used], ends, source)
                     index += 1
                     del buf, data
             finally:

@@ -150,10 +150,13 @@ class FileStore(Store):
 class RunIndex:
     """Bytes and records of each (run, bucket) piece.
 
-    The number of buckets can be halved while scattering (adjacent buckets merged) so the index
-    stays within its memory share however long an input of unknown size turns out to be. Merging
-    buckets 2j and 2j+1 is the same as having drawn bucket j with probability 2/K: still a uniform,
-    independent bucket choice per record, decided by the input length only, so uniformity holds.
+    Every run is drawn and laid out with the level's initial bucket count K0. The index may halve
+    the number of buckets while scattering (adjacent buckets merged: they are adjacent in every
+    run) so it stays within its memory share however long an input of unknown size turns out to
+    be. Merging buckets 2j and 2j+1 is the same as having drawn bucket j with probability 2/K:
+    still a uniform, independent bucket choice per record, decided by the input length only, so
+    uniformity holds; and since the draws and layouts never change, the output depends only on
+    the final count, not on when the halvings happened.
     """
 
     def __init__(self, buckets: int, max_entries: int, fixed: bool = False):
@@ -166,8 +169,8 @@ class RunIndex:
         self.end = 0  # bytes allocated in the store
         self._lock = threading.Lock()  # workers record while the reader allocates
 
-    def allocate(self, nbytes: int) -> Tuple[int, int, int]:
-        """Reserve a run of ``nbytes``; returns (run number, store offset, buckets to draw)."""
+    def allocate(self, nbytes: int) -> Tuple[int, int]:
+        """Reserve a run of ``nbytes``; returns (run number, store offset)."""
         with self._lock:
             run = len(self.offsets)
             if not self.fixed:
@@ -181,7 +184,7 @@ class RunIndex:
             self.bytes.append(None)
             self.counts.append(None)
             self.end += nbytes
-            return run, self.offsets[-1], self.buckets
+            return run, self.offsets[-1]
 
     def _fit(self, row: np.ndarray) -> np.ndarray:
         """Merge adjacent pairs until the row has the current number of buckets."""

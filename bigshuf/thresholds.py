@@ -424,7 +424,9 @@ def format_threshold_report(result: Dict[str, Any]) -> str:
     p = result["params"]
     metric = result["metric"]
     if p["mode"] == "binary":
-        what = f"binary cut {p['cut']:.6g} (class {p.get('positive', 1)} when score >= cut)"
+        positive = p.get("positive", 1)
+        name = p["classes"][positive] if p.get("classes") else positive
+        what = f"binary cut {p['cut']:.6g} (class {name} when score >= cut)"
     else:
         shown = ", ".join(f"{w:.3g}" for w in p["weights"][:8]) + (", ..." if len(p["weights"]) > 8 else "")
         what = f"class weights [{shown}] (argmax of p * t)"

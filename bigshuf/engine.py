@@ -279,7 +279,8 @@ class Engine:
                 break
             if unit.oversized:
                 pending = self._wait_some(pending, 1)
-                self._rescatter(level, reader, unit, sink, path, base_offset)
+                self.rescatter(level.store, reader.pieces(unit.first), unit.nbytes, sink,
+                               path + (2, unit.first), base_offset + unit.out_offset)
                 with cond:
                     turn[0] += 1
                 continue
@@ -287,21 +288,18 @@ class Engine:
             pending.append(self.executor.submit(task, i, unit))
         self._wait_some(pending, 1)
 
-    def _rescatter(self, level: _Level, reader: BucketReader, unit: Unit, sink: Sink,
-                   path: SeedPath, base_offset: int) -> None:
-        """A bucket too big for memory: scatter it again into its own level, then gather it."""
-        k = unit.first
-        pieces = [(int(reader.piece_start[r, k]), int(level.piece_bytes[r, k]))
-                  for r in range(level.piece_bytes.shape[0]) if level.piece_bytes[r, k]]
-        stream = PiecesStream(level.store, pieces)
-        src = Source(f"<bucket {k}>", stream, unit.nbytes, False, unit.nbytes)  # type: ignore[arg-type]
+    def rescatter(self, store: Store, pieces: List[Tuple[int, int]], nbytes: int, sink: Sink,
+                  path: SeedPath, out_offset: int = 0) -> None:
+        """A bucket too big for memory (given as its pieces in ``store``): scatter it again
+        into its own level, then gather that level into ``sink``."""
+        stream = PiecesStream(store, pieces)
+        src = Source("<bucket>", stream, nbytes, False, nbytes)  # type: ignore[arg-type]
         sub_reader = RecordReader([src], self.sep)
-        sub_path = path + (2, k)
         blocks = sub_reader.blocks(self.geo.block_bytes, self.geo.block_records, self.pool)
-        sub = self.scatter(blocks, sub_path, unit.nbytes, None, lambda b: None)
-        self.stats.levels = max(self.stats.levels, len(sub_path) // 2 + 1)
+        sub = self.scatter(blocks, path, nbytes, None, lambda b: None)
+        self.stats.levels = max(self.stats.levels, len(path) // 2 + 1)
         try:
-            self.gather(sub, sink, sub_path, base_offset + unit.out_offset)
+            self.gather(sub, sink, path, out_offset)
         finally:
             sub.store.close()
             if sub.store in self.stores:

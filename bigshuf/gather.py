@@ -8,7 +8,7 @@ permuted here; the caller scatters it again (same argument, one level down).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List
+from typing import List, Tuple
 
 import numpy as np
 
@@ -78,21 +78,34 @@ class BucketReader:
     def read(self, first: int, last: int, out: np.ndarray) -> np.ndarray:
         """Fill ``out`` with buckets first..last-1, each bucket contiguous (runs in order).
         Returns the start of each bucket in ``out`` (length last-first+1)."""
-        sizes = self.piece_bytes[:, first:last]
-        totals = sizes.sum(axis=0)
-        bucket_start = np.zeros(len(totals) + 1, dtype=np.int64)
-        np.cumsum(totals, out=bucket_start[1:])
-        # Destination of piece (r, j): bucket j's start + bytes of runs before r in bucket j.
-        dest = np.cumsum(sizes, axis=0)
-        dest -= sizes
-        dest += bucket_start[None, :-1]
-        for r in range(sizes.shape[0]):
-            row = sizes[r]
-            if not row.any():
-                continue
-            views = [out[d:d + s] for d, s in zip(dest[r].tolist(), row.tolist())]
-            self.store.read_into(int(self.piece_start[r, first]), views)
-        return bucket_start
+        return read_buckets(self.store, self.piece_start[:, first:last],
+                            self.piece_bytes[:, first:last], out)
+
+    def pieces(self, bucket: int) -> List[Tuple[int, int]]:
+        """(store offset, bytes) of every non-empty piece of one bucket, in run order."""
+        col = self.piece_bytes[:, bucket]
+        return [(int(self.piece_start[r, bucket]), int(col[r])) for r in np.flatnonzero(col)]
+
+
+def read_buckets(store: Store, piece_start: np.ndarray, piece_bytes: np.ndarray,
+                 out: np.ndarray) -> np.ndarray:
+    """Read m consecutive buckets into ``out`` bucket-major, given the store offset and size of
+    each piece ([R, m] arrays: consecutive buckets are contiguous in each run, so this is one
+    vectored read per run). Returns the start of each bucket in ``out`` (length m+1)."""
+    totals = piece_bytes.sum(axis=0)
+    bucket_start = np.zeros(len(totals) + 1, dtype=np.int64)
+    np.cumsum(totals, out=bucket_start[1:])
+    # Destination of piece (r, j): bucket j's start + bytes of runs before r in bucket j.
+    dest = np.cumsum(piece_bytes, axis=0)
+    dest -= piece_bytes
+    dest += bucket_start[None, :-1]
+    for r in range(piece_bytes.shape[0]):
+        row = piece_bytes[r]
+        if not row.any():
+            continue
+        views = [out[d:d + n] for d, n in zip(dest[r].tolist(), row.tolist())]
+        store.read_into(int(piece_start[r, 0]), views)
+    return bucket_start
 
 
 def permute_buckets(buf: np.ndarray, bucket_start: np.ndarray, sep: int,

@@ -202,8 +202,9 @@ class RecordReader:
     """
 
     def __init__(self, inputs: Sequence[PathLike], sep: int = 10, header: bool = False,
-                 warn=None):
+                 warn=None, first_source: int = 0):
         self.inputs = list(inputs)
+        self.first_source = first_source  # number of the first input, for Block.source
         self.sep = sep
         self.want_header = header
         self.header: Optional[bytes] = None
@@ -261,7 +262,7 @@ class RecordReader:
         max_records = max_records or capacity
         carry = np.empty(0, dtype=np.uint8)
         first_input = True
-        for source, path in enumerate(self.inputs):
+        for source, path in enumerate(self.inputs, self.first_source):
             index = 0
             src = _as_source(path)
             try:

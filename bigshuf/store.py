@@ -187,10 +187,7 @@ class RunIndex:
             return run, self.offsets[-1]
 
     def _fit(self, row: np.ndarray) -> np.ndarray:
-        """Merge adjacent pairs until the row has the current number of buckets."""
-        while len(row) > self.buckets:
-            row = _merge_pairs(row, (len(row) + 1) // 2)
-        return row
+        return fit_row(row, self.buckets)
 
     def record(self, run: int, nbytes: np.ndarray, counts: np.ndarray) -> None:
         """Store the piece sizes of a finished run (drawn with possibly more buckets)."""
@@ -204,6 +201,21 @@ class RunIndex:
         b = np.array([self._fit(x) for x in self.bytes], dtype=np.int64).reshape(-1, k)
         c = np.array([self._fit(x) for x in self.counts], dtype=np.int64).reshape(-1, k)
         return np.array(self.offsets, dtype=np.int64), b, c
+
+
+def final_buckets(initial: int, runs: int, max_entries: int) -> int:
+    """The bucket count a level ends with after ``runs`` runs (what RunIndex's halving gives)."""
+    k = initial
+    while k > 2 and runs * k > max_entries:
+        k = (k + 1) // 2
+    return k
+
+
+def fit_row(row: np.ndarray, buckets: int) -> np.ndarray:
+    """Merge adjacent pairs until ``row`` has ``buckets`` entries."""
+    while len(row) > buckets:
+        row = _merge_pairs(row, (len(row) + 1) // 2)
+    return row
 
 
 def _merge_pairs(a: np.ndarray, half: int) -> np.ndarray:

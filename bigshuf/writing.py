@@ -85,6 +85,26 @@ class _FdWriter:
         pass
 
 
+def compressor_for(path: str, raw):
+    """A compressing writer over ``raw`` chosen by the extension of ``path``, or None.
+
+    Fixed settings (gzip level 6 with mtime 0 and the name without .gz, bzip2 9, xz preset 6,
+    zstd 3), so the same records always compress to the same bytes (the cluster engine relies on
+    it to match the local one)."""
+    suffix = compression_of(path)
+    if suffix == ".gz":
+        name = os.path.basename(path)[:-3]
+        return gzip.GzipFile(filename=name, mode="wb", fileobj=raw, compresslevel=6, mtime=0)
+    if suffix == ".bz2":
+        return bz2.BZ2File(raw, "wb", compresslevel=9)
+    if suffix == ".xz":
+        return lzma.LZMAFile(raw, "wb", preset=6)
+    if suffix == ".zst":
+        from bigshuf.records import _zstd
+        return _zstd().ZstdCompressor(level=3).stream_writer(raw, closefd=False)
+    return None
+
+
 class OutputFile:
     """One destination: stdout or a file written atomically (temp name, then rename)."""
 
@@ -117,20 +137,8 @@ class OutputFile:
         except OSError as exc:
             raise describe_os_error(exc, f"cannot create output in {d}") from None
         self.raw = _FdWriter(self.fd, self.path)
-        suffix = compression_of(self.path)
-        self.stream = self.raw
-        if suffix == ".gz":
-            name = os.path.basename(self.path)[:-3]
-            self.compressor = gzip.GzipFile(filename=name, mode="wb", fileobj=self.raw, compresslevel=6, mtime=0)
-        elif suffix == ".bz2":
-            self.compressor = bz2.BZ2File(self.raw, "wb", compresslevel=9)
-        elif suffix == ".xz":
-            self.compressor = lzma.LZMAFile(self.raw, "wb", preset=6)
-        elif suffix == ".zst":
-            from bigshuf.records import _zstd
-            self.compressor = _zstd().ZstdCompressor(level=3).stream_writer(self.raw, closefd=False)
-        if self.compressor is not None:
-            self.stream = self.compressor
+        self.compressor = compressor_for(self.path, self.raw)
+        self.stream = self.compressor if self.compressor is not None else self.raw
 
     @property
     def positional(self) -> bool:

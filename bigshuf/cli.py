@@ -110,7 +110,7 @@ def main() -> None:
               help="Random seed: the same seed, input and --memory give byte-identical output.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
               help="Worker threads (default: all cores). Does not change the output.")
-@click.option("-T", "--temp-dir", type=click.Path(file_okay=False), default=None,
+@click.option("-T", "--temp-dir", default=None, metavar="DIR",
               help="Directory for the temporary bucket file (default: $TMPDIR or /tmp).")
 @click.option("--buckets", type=click.IntRange(min=1), default=None,
               help="Force the number of buckets (for tests and tuning).")
@@ -126,15 +126,32 @@ def main() -> None:
 @click.option("--progress/--no-progress", default=None,
               help="Progress bars on stderr (default: only when stderr is a terminal).")
 @click.option("-v", "--verbose", is_flag=True, help="Print a summary (records, buckets, timings).")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Run on a Dask cluster (tcp://host:8786, or 'local[:N]' for N local worker "
+                   "processes); inputs, -o and --temp-dir may then be fsspec URLs (s3://...). "
+                   "Needs: pip install 'bigshuf[dask]'.")
 @reports_errors
 def shuffle(inputs, output, memory, seed, jobs, temp_dir, buckets, zero_terminated, header,
-            shards, lines_per_shard, sample, progress, verbose):
+            shards, lines_per_shard, sample, progress, verbose, scheduler):
     """Shuffle the lines of INPUTS (files, '-' for stdin; none means stdin) uniformly at random.
 
     Compressed inputs and outputs (.gz, .bz2, .xz, .zst) are handled by file extension.
     """
     from bigshuf.engine import shuffle as run_shuffle
 
+    if scheduler is not None:
+        if sample is not None:
+            raise UsageError("-n/--head-count is not available with --scheduler")
+        from bigshuf.cluster import shuffle_on_cluster
+
+        stats = shuffle_on_cluster(
+            list(inputs), output, scheduler=scheduler, memory=memory, seed=seed,
+            temp_dir=temp_dir, buckets=buckets, zero_terminated=zero_terminated, header=header,
+            shards=shards, lines_per_shard=lines_per_shard, progress=progress, jobs=jobs,
+            warn=lambda m: click.echo(f"bigshuf: warning: {m}", err=True))
+        if verbose:
+            click.echo(stats.summary(), err=True)
+        return
     stats = run_shuffle(
         list(inputs) or ["-"], output, memory=memory, seed=seed, jobs=jobs, temp_dir=temp_dir,
         buckets=buckets, zero_terminated=zero_terminated, header=header, shards=shards,

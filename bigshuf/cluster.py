@@ -1,0 +1,434 @@
+"""Scale-out: the same exact shuffle as a Dask task graph over shared (fsspec) storage.
+
+A thin layer over the local engine — the same planner, bucket draws, partition, unit plan,
+permutation and compressors — so for the same seed, inputs, ``--memory`` and ``--buckets`` the
+output is byte-identical to ``bigshuf shuffle`` on one machine:
+
+1. **scatter**: one task per input file (blocks never span files, and a block's randomness is
+   keyed by (file, block), so a task needs nothing from the others). It writes its runs to one
+   part file and its index rows to another, under the job's temp directory;
+2. the client merges the index to the final bucket count and plans units exactly like the local
+   engine;
+3. **gather**: one task per unit reads its buckets' pieces from the part files, permutes them and
+   writes the unit's shuffled bytes; a bucket too big for a unit is re-scattered inside its task
+   by the local engine (worker-local temp space);
+4. **publish**: one task per output file (shard) concatenates its units' bytes, cut at record
+   boundaries, and publishes the file under its final name only when complete.
+
+Every task writes to a name derived from its position in the plan, through a temporary name
+moved into place at the end, so a retried task (Dask retries failed tasks and reruns those lost
+with a worker) overwrites instead of duplicating. The job's temp directory is removed at the end
+and on failure.
+"""
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import tempfile
+import time
+from bisect import bisect_right
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from bigshuf.errors import BigshufError, InputError, UsageError
+from bigshuf.gather import Unit, permute_buckets, plan_units, read_buckets
+from bigshuf.plan import Geometry, plan
+from bigshuf.records import RecordReader, Source, compression_of, find_record_ends
+from bigshuf.scatter import draw_buckets, partition
+from bigshuf.sizes import parse_size
+from bigshuf.store import Store, final_buckets, fit_row
+from bigshuf.writing import Sink, compressor_for, shard_paths
+
+
+def _require():
+    try:
+        import fsspec  # noqa: F401
+        import distributed  # noqa: F401
+    except ImportError:
+        raise UsageError("--scheduler needs the optional extra: pip install 'bigshuf[dask]'") from None
+
+
+def _fs(url: str):
+    import fsspec
+    fs, path = fsspec.core.url_to_fs(url)
+    return fs, path
+
+
+def _join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/")] + list(parts))
+
+
+def expand_inputs(inputs: Sequence[str]) -> List[str]:
+    """fsspec URLs or paths; glob patterns expanded in sorted order (like a shell)."""
+    import fsspec
+    out: List[str] = []
+    for item in inputs:
+        if str(item) == "-":
+            raise UsageError("--scheduler reads files or URLs, not stdin")
+        fs, path = fsspec.core.url_to_fs(str(item))
+        protocol = item.split("://", 1)[0] + "://" if "://" in str(item) else ""
+        if any(c in path for c in "*?["):
+            matches = sorted(fs.glob(path))
+            if not matches:
+                raise InputError("no file matches this pattern", str(item))
+            out.extend(protocol + m if protocol and not m.startswith(protocol) else m for m in matches)
+            continue
+        if not fs.exists(path):
+            raise InputError("no such file", str(item))
+        if fs.isdir(path):
+            raise InputError("is a directory", str(item))
+        out.append(str(item))
+    return out
+
+
+def _put_atomic(fs, path: str, data_writer) -> None:
+    """Write a file through a temporary name and move it into place (retries overwrite)."""
+    tmp = f"{path}.tmp-{secrets.token_hex(4)}"
+    try:
+        with fs.open(tmp, "wb") as f:
+            data_writer(f)
+        fs.mv(tmp, path)
+    except BaseException:
+        try:
+            fs.rm(tmp)
+        except Exception:
+            pass
+        raise
+
+
+# -- tasks (run on workers; module-level so they pickle by reference) --------------------------
+
+def _scatter_task(source: int, url: str, job: str, seed: int, buckets: int, sep: int,
+                  header: bool, block_bytes: int, block_records: int) -> dict:
+    """Scatter one input file into runs: part file + index file. Returns its summary."""
+    import fsspec
+    from bigshuf.engine import _rng
+
+    fs, _ = _fs(job)
+    part = _join(job, "runs", f"{source:06d}.bin")
+    index = _join(job, "runs", f"{source:06d}.idx.npz")
+    sizes: List[int] = []
+    rows_b: List[np.ndarray] = []
+    rows_c: List[np.ndarray] = []
+    with fsspec.open(url, "rb", compression="infer") as stream:
+        reader = RecordReader([Source(url, stream, None, False, None, owned=False)], sep,
+                              header=header, first_source=source)
+
+        def write_runs(f) -> None:
+            out = np.empty(block_bytes, dtype=np.uint8)
+            for block in reader.blocks(block_bytes, block_records):
+                rng = _rng(seed, (0, block.source, block.index))
+                bucket_of = draw_buckets(rng, block.count, buckets)
+                b, c = partition(block.data, block.ends, bucket_of, buckets, out)
+                f.write(memoryview(out[:block.nbytes]))
+                sizes.append(block.nbytes)
+                rows_b.append(b)
+                rows_c.append(c)
+
+        _put_atomic(fs, part, write_runs)
+    k = buckets
+    mb = np.array(rows_b, dtype=np.int64).reshape(-1, k)
+    mc = np.array(rows_c, dtype=np.int64).reshape(-1, k)
+
+    def write_index(f) -> None:
+        buf = io.BytesIO()
+        np.savez(buf, bytes=mb, counts=mc, sizes=np.array(sizes, dtype=np.int64))
+        f.write(buf.getvalue())
+
+    _put_atomic(fs, index, write_index)
+    return dict(source=source, runs=len(sizes), nbytes=int(sum(sizes)),
+                records=int(mc.sum()), header=reader.header, read=reader.bytes_read)
+
+
+class PartsStore(Store):
+    """The runs of all part files as one address space: part f starts at ``bases[f]``."""
+
+    kind = "parts"
+
+    def __init__(self, paths: Sequence[str], bases: Sequence[int]):
+        self.paths = list(paths)
+        self.bases = list(bases)
+        self._open: Dict[int, object] = {}
+
+    def _file(self, i: int):
+        f = self._open.get(i)
+        if f is None:
+            fs, path = _fs(self.paths[i])
+            f = fs.open(path, "rb")
+            self._open[i] = f
+        return f
+
+    def read_into(self, offset: int, views) -> None:
+        i = bisect_right(self.bases, offset) - 1
+        f = self._file(i)
+        f.seek(offset - self.bases[i])
+        for v in views:
+            mv = memoryview(v)
+            got = 0
+            while got < len(mv):
+                data = f.read(len(mv) - got)
+                if not data:
+                    raise BigshufError(f"temporary part {self.paths[i]} is truncated")
+                mv[got:got + len(data)] = data
+                got += len(data)
+
+    def close(self) -> None:
+        for f in self._open.values():
+            try:
+                f.close()
+            except Exception:
+                pass
+        self._open.clear()
+
+
+def _unit_path(job: str, i: int) -> str:
+    return _join(job, "units", f"{i:08d}.bin")
+
+
+def _gather_task(i: int, unit: Unit, piece_start: np.ndarray, piece_bytes: np.ndarray,
+                 parts: List[str], bases: List[int], job: str, seed: int, sep: int,
+                 memory: int) -> int:
+    """Permute one unit (or re-scatter an oversized bucket) into its unit file."""
+    from bigshuf.engine import Engine, ShuffleStats, _rng
+    from bigshuf.progress import Progress
+
+    fs, _ = _fs(job)
+    store = PartsStore(parts, bases)
+    try:
+        if not unit.oversized:
+            buf = np.empty(unit.nbytes, dtype=np.uint8)
+            starts = read_buckets(store, piece_start, piece_bytes, buf)
+            out = np.empty(unit.nbytes, dtype=np.uint8)
+            n = permute_buckets(buf, starts, sep, _rng(seed, (1, unit.first)), out)
+            del buf
+            _put_atomic(fs, _unit_path(job, i), lambda f: f.write(memoryview(out)))
+            return n
+        geo = plan(memory)
+        pieces = [(int(piece_start[r, 0]), int(piece_bytes[r, 0]))
+                  for r in np.flatnonzero(piece_bytes[:, 0])]
+        engine = Engine(geo, 1, seed, sep, tempfile.gettempdir(), Progress(False, None),
+                        ShuffleStats(seed=seed))
+
+        def write(f) -> None:
+            sink = Sink(f, sep, unit.records)
+            sink.open()
+            engine.rescatter(store, pieces, unit.nbytes, sink, (2, unit.first))
+            sink.finish()
+
+        try:
+            _put_atomic(fs, _unit_path(job, i), write)
+        finally:
+            engine.close()
+        return unit.records
+    finally:
+        store.close()
+
+
+def _publish_task(dest: str, header: bytes, sep: int, pieces: List[Tuple[str, int, int]],
+                  records: int) -> int:
+    """Write one output file from unit files: for each (unit path, first record, end record),
+    that record range of the unit. Published under its name only once complete."""
+    fs, path = _fs(dest)
+
+    def write(f) -> None:
+        comp = compressor_for(path, f)
+        stream = comp if comp is not None else f
+        if header:
+            stream.write(header)
+        for upath, a, b in pieces:
+            ufs, up = _fs(upath)
+            data = np.frombuffer(ufs.cat_file(up), dtype=np.uint8)
+            if a == 0 and b == -1:
+                stream.write(memoryview(data))
+                continue
+            ends = find_record_ends(data, sep)
+            lo = 0 if a == 0 else int(ends[a - 1])
+            hi = int(ends[b - 1]) if b > 0 else 0
+            stream.write(memoryview(data[lo:hi]))
+        if comp is not None:
+            comp.close()
+
+    _put_atomic(fs, path, write)
+    return records
+
+
+# -- client side -----------------------------------------------------------------------------
+
+@dataclass
+class _Progress:
+    enabled: bool
+
+    def track(self, client, futures, desc: str):
+        """Wait for ``futures`` (re-raising the first error), with a bar of finished tasks."""
+        from distributed import as_completed
+        bar = None
+        if self.enabled:
+            from tqdm import tqdm
+            import sys
+            bar = tqdm(total=len(futures), desc=desc, unit="task", file=sys.stderr, leave=False)
+        results = {}
+        try:
+            for fut in as_completed(futures):
+                results[fut.key] = fut.result()
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        return [results[f.key] for f in futures]
+
+
+def _client(scheduler: str, workers: Optional[int]):
+    from distributed import Client, LocalCluster
+    if scheduler == "local" or scheduler.startswith("local:"):
+        n = int(scheduler.split(":", 1)[1]) if ":" in scheduler else (workers or os.cpu_count() or 1)
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+        return Client(cluster), cluster
+    return Client(scheduler), None
+
+
+def shuffle_on_cluster(inputs: Sequence[str], output: Optional[str], *, scheduler, memory="1G",
+                       seed: Optional[int] = None, temp_dir: Optional[str] = None,
+                       buckets: Optional[int] = None, zero_terminated: bool = False,
+                       header: bool = False, shards: Optional[int] = None,
+                       lines_per_shard: Optional[int] = None, progress: Optional[bool] = None,
+                       jobs: Optional[int] = None, warn=None):
+    """Run :func:`bigshuf.shuffle` on a Dask cluster. ``scheduler`` is a scheduler address,
+    a ``distributed.Client``, or ``"local"``/``"local:N"`` for a local cluster of N processes.
+    Inputs, output and ``temp_dir`` are paths or fsspec URLs; ``temp_dir`` must be storage every
+    worker can read and write."""
+    _require()
+    from bigshuf.engine import ShuffleStats
+    from bigshuf.progress import progress_enabled
+
+    if output in (None, "-"):
+        raise UsageError("--scheduler writes to -o/--output (a path or URL), not stdout")
+    geo = plan(parse_size(memory))
+    sep = 0 if zero_terminated else 10
+    seed = secrets.randbits(63) if seed is None else int(seed)
+    urls = expand_inputs(list(inputs))
+    k0 = buckets or geo.initial_buckets()
+    temp_root = temp_dir or tempfile.gettempdir()
+    job = _join(temp_root, f"bigshuf-{os.getpid()}-{secrets.token_hex(6)}")
+    fs_job, _ = _fs(job)
+    stats = ShuffleStats(seed=seed, store="cluster temp: " + temp_root)
+    prog = _Progress(progress_enabled(progress))
+    warn = warn or (lambda m: None)
+    own_client = not hasattr(scheduler, "submit")
+    client, cluster = _client(scheduler, jobs) if own_client else (scheduler, None)
+    try:
+        fs_job.makedirs(_join(job, "runs"), exist_ok=True)
+        fs_job.makedirs(_join(job, "units"), exist_ok=True)
+        t0 = time.perf_counter()
+        futs = [client.submit(_scatter_task, i, u, job, seed, k0, sep, header, geo.block_bytes,
+                              geo.block_records, key=f"bigshuf-scatter-{i}-{job[-12:]}",
+                              retries=3, pure=False)
+                for i, u in enumerate(urls)]
+        summaries = prog.track(client, futs, "scatter")
+        hdr = summaries[0]["header"] if header and summaries else None
+        for s in summaries[1:]:
+            if header and s["header"] != hdr:
+                warn(f"{urls[s['source']]}: first line differs from the header of the first input; dropped anyway")
+        runs = sum(s["runs"] for s in summaries)
+        k = k0 if buckets else final_buckets(k0, runs, geo.index_entries)
+        offsets, piece_bytes, piece_records, parts, bases = _load_index(job, summaries, k)
+        stats.records = sum(s["records"] for s in summaries)
+        stats.bytes = sum(s["nbytes"] for s in summaries)
+        stats.runs, stats.buckets, stats.levels = runs, k, 1
+        stats.scatter_seconds = time.perf_counter() - t0
+
+        t1 = time.perf_counter()
+        within = np.cumsum(piece_bytes, axis=1) - piece_bytes
+        piece_start = within + offsets[:, None]
+        units = plan_units(piece_bytes.sum(axis=0), piece_records.sum(axis=0), geo.unit_bytes,
+                           geo.unit_records)
+        futs = [client.submit(_gather_task, i, u, piece_start[:, u.first:u.last],
+                              piece_bytes[:, u.first:u.last], parts, bases, job, seed, sep,
+                              geo.memory, key=f"bigshuf-gather-{i}-{job[-12:]}", retries=3,
+                              pure=False)
+                for i, u in enumerate(units)]
+        prog.track(client, futs, "gather")
+        if any(u.oversized for u in units):
+            stats.levels = 2
+
+        # Output files: the shuffled stream (units in order) cut by record counts like Sink.
+        sink = Sink(output, sep, stats.records, shards=shards, lines_per_shard=lines_per_shard)
+        plans = _publish_plan(units, sink.quota, job)
+        futs = [client.submit(_publish_task, dest, hdr or b"", sep, pieces, n,
+                              key=f"bigshuf-publish-{j}-{job[-12:]}", retries=3, pure=False)
+                for j, (dest, (pieces, n)) in enumerate(zip(sink.paths, plans))]
+        prog.track(client, futs, "publish")
+        stats.records_out = stats.records
+        stats.outputs = list(sink.paths)
+        stats.gather_seconds = time.perf_counter() - t1
+        return stats
+    except BaseException as exc:
+        if isinstance(exc, (BigshufError, KeyboardInterrupt)):
+            raise
+        raise BigshufError(f"cluster run failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        try:
+            if fs_job.exists(job):
+                fs_job.rm(job, recursive=True)
+        except Exception:
+            pass
+        if own_client:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+
+
+def _load_index(job: str, summaries: List[dict], k: int):
+    """Read every scatter task's index rows, merged to ``k`` buckets, and lay the part files
+    out in one address space (part f at bases[f])."""
+    fs, _ = _fs(job)
+    offsets: List[int] = []
+    rows_b: List[np.ndarray] = []
+    rows_c: List[np.ndarray] = []
+    parts: List[str] = []
+    bases: List[int] = []
+    base = 0
+    for s in summaries:
+        src = s["source"]
+        parts.append(_join(job, "runs", f"{src:06d}.bin"))
+        bases.append(base)
+        with fs.open(_join(job, "runs", f"{src:06d}.idx.npz"), "rb") as f:
+            z = np.load(io.BytesIO(f.read()))
+            sizes, mb, mc = z["sizes"], z["bytes"], z["counts"]
+        pos = base
+        for r in range(len(sizes)):
+            offsets.append(pos)
+            rows_b.append(fit_row(mb[r], k))
+            rows_c.append(fit_row(mc[r], k))
+            pos += int(sizes[r])
+        base = pos
+    pb = np.array(rows_b, dtype=np.int64).reshape(-1, k)
+    pc = np.array(rows_c, dtype=np.int64).reshape(-1, k)
+    return np.array(offsets, dtype=np.int64), pb, pc, parts, bases
+
+
+def _publish_plan(units: List[Unit], quota: List[int], job: str):
+    """For each output file, the (unit file, first record, end record) pieces it is made of,
+    end -1 meaning the whole unit, and its record count."""
+    plans = []
+    u = 0
+    used = 0  # records of units[u] already assigned
+    for q in quota:
+        pieces = []
+        left = q
+        while left > 0 and u < len(units):
+            n = units[u].records - used
+            take = min(n, left)
+            whole = used == 0 and take == units[u].records
+            pieces.append((_unit_path(job, u), used, -1 if whole else used + take))
+            used += take
+            left -= take
+            if used == units[u].records:
+                u += 1
+                used = 0
+        plans.append((pieces, q))
+    return plans

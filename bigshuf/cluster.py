@@ -255,6 +255,51 @@ def _publish_task(dest: str, header: bytes, sep: int, pieces: List[Tuple[str, in
     return records
 
 
+# -- planning --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ClusterPlan:
+    """What a cluster run of an input of ``input_bytes`` will do (estimates before reading)."""
+
+    input_bytes: int
+    memory: int                 # per worker task
+    input_files: int
+    runs: int
+    buckets: int
+    bucket_bytes: int
+    scatter_tasks: int
+    gather_tasks: int
+    levels: int
+    shared_temp_bytes: int      # run parts + unit parts, on --temp-dir
+    worker_temp_bytes: int      # per re-scattering task, on the worker's local disk
+    index_bytes: int            # the merged index held by the client
+
+    @property
+    def largest_task_bytes(self) -> int:
+        return max(self.bucket_bytes if self.levels > 1 else 0,
+                   -(-self.input_bytes // max(1, self.input_files)), 0)
+
+
+def plan_cluster(input_bytes: int, memory: "int | str", input_files: int,
+                 buckets: Optional[int] = None) -> ClusterPlan:
+    """Estimate a run with the planner the engine uses (:func:`bigshuf.plan.plan`, the index
+    halving of :func:`bigshuf.store.final_buckets`, the unit size): runs ~ input / block size,
+    one scatter task per input file, one gather task per unit (or per oversized bucket)."""
+    geo: Geometry = plan(parse_size(memory))
+    per_file = -(-input_bytes // max(1, input_files))
+    runs = max(1, input_files * -(-per_file // geo.block_bytes))
+    k0 = buckets or geo.initial_buckets()
+    k = k0 if buckets else final_buckets(k0, runs, geo.index_entries)
+    bucket = -(-input_bytes // k)
+    oversized = bucket > geo.unit_bytes
+    gather = k if oversized else max(1, -(-input_bytes // geo.unit_bytes))
+    return ClusterPlan(
+        input_bytes=input_bytes, memory=geo.memory, input_files=input_files, runs=runs,
+        buckets=k, bucket_bytes=bucket, scatter_tasks=input_files, gather_tasks=gather,
+        levels=2 if oversized else 1, shared_temp_bytes=2 * input_bytes,
+        worker_temp_bytes=bucket if oversized else 0, index_bytes=runs * k * 32)
+
+
 # -- client side -----------------------------------------------------------------------------
 
 @dataclass

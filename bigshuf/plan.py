@@ -26,7 +26,7 @@ from bigshuf.scatter import PARTITION_BYTES_PER_RECORD
 
 MIN_MEMORY = 1 << 20
 MIN_BLOCK = 64 << 10
-MAX_BLOCK = 256 << 20
+MAX_BLOCK = 4 << 30
 #: Buckets a level starts with. Many small buckets keep each bucket's permutation inside the CPU
 #: cache (measured sweet spot: 0.25-1 MB a bucket); more than a few thousand make the scatter's
 #: writes too spread out. A unit's buckets are permuted in one vectorised pass, so tiny buckets

@@ -1,0 +1,139 @@
+"""The Dask layer (bigshuf.cluster) on a LocalCluster of 2 worker processes: byte-identical to the
+local engine, a clean temp directory, and a worker killed mid-run."""
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+distributed = pytest.importorskip("distributed")
+pytest.importorskip("fsspec")
+
+import bigshuf  # noqa: E402
+from bigshuf.cluster import shuffle_on_cluster  # noqa: E402
+from bigshuf.errors import InputError, UsageError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+    c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    """Three inputs, one gzip-compressed, with headers; ~2.5 MB in all."""
+    paths = []
+    for i in range(3):
+        data = b"id\ttext\n" + b"".join(b"%d-%d\t%s\n" % (i, j, b"x" * (j % 37)) for j in range(30_000))
+        p = tmp_path / (f"in{i}.tsv" + (".gz" if i == 1 else ""))
+        p.write_bytes(gzip.compress(data) if i == 1 else data)
+        paths.append(str(p))
+    return paths
+
+
+def _files(d: Path):
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+SETTINGS = [
+    dict(memory="64M"),                                     # one level, runs in RAM locally
+    dict(memory="1M", shards=3),                            # re-scattered buckets, shards
+    dict(memory="4M", lines_per_shard=40_000, header=True),  # header on every shard
+    dict(memory="4M", buckets=7),
+]
+
+
+@pytest.mark.parametrize("kw", SETTINGS, ids=["memory", "recursive-shards", "header", "buckets"])
+def test_identical_to_local_engine(client, inputs, tmp_path, kw):
+    local, remote, temp = tmp_path / "local", tmp_path / "remote", tmp_path / "temp"
+    for d in (local, remote, temp):
+        d.mkdir()
+    name = "out.tsv.gz"
+    bigshuf.shuffle(inputs, str(local / name), seed=3, progress=False, **kw)
+    stats = shuffle_on_cluster(inputs, str(remote / name), scheduler=client, seed=3,
+                               temp_dir=str(temp), progress=False, **kw)
+    assert _files(local) == _files(remote)
+    assert stats.records == 90_003 - (3 if kw.get("header") else 0)
+    assert list(temp.iterdir()) == []  # job directory removed
+
+
+def test_result_verifies_and_cli_works(inputs, tmp_path):
+    out = tmp_path / "out.txt"
+    from conftest import run_cli
+    p = run_cli(["shuffle", *inputs, "-o", str(out), "--scheduler", "local:2", "-T", str(tmp_path),
+                 "--seed", "1", "-S", "2M"], timeout=300)
+    assert p.returncode == 0, p.stderr
+    cat = tmp_path / "cat.txt"
+    cat.write_bytes(b"".join(gzip.decompress(Path(i).read_bytes()) if i.endswith(".gz")
+                             else Path(i).read_bytes() for i in inputs))
+    v = run_cli(["verify", str(cat), str(out)])
+    assert v.returncode == 0, v.stdout
+
+
+def test_glob_inputs_and_errors(client, inputs, tmp_path):
+    pattern = str(Path(inputs[0]).parent / "in*.tsv*")
+    a = tmp_path / "a.txt"
+    shuffle_on_cluster([pattern], str(a), scheduler=client, seed=1, temp_dir=str(tmp_path),
+                       progress=False)
+    b = tmp_path / "b.txt"
+    bigshuf.shuffle(sorted(inputs), str(b), seed=1, progress=False)
+    assert a.read_bytes() == b.read_bytes()
+    with pytest.raises(InputError):
+        shuffle_on_cluster([str(tmp_path / "nope*.txt")], str(a), scheduler=client)
+    with pytest.raises(UsageError):
+        shuffle_on_cluster(inputs, None, scheduler=client)
+
+
+def test_worker_killed_mid_run(client, tmp_path):
+    """SIGKILL a worker while units are being gathered: the nanny restarts it, Dask reruns the
+    lost tasks, and the output is still exactly the local engine's."""
+    paths = []
+    for i in range(6):
+        p = tmp_path / f"big{i}.txt"
+        p.write_bytes(b"".join(b"%d:%d %s\n" % (i, j, b"y" * (j % 50)) for j in range(60_000)))
+        paths.append(str(p))
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    out = tmp_path / "out.txt"
+    result = {}
+
+    def run():
+        try:
+            result["stats"] = shuffle_on_cluster(paths, str(out), scheduler=client, seed=8,
+                                                 memory="2M", temp_dir=str(temp), progress=False)
+        except BaseException as exc:  # reported below
+            result["error"] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+    deadline = time.time() + 120
+    # Wait until gathering has started (unit files appear), then kill one worker.
+    while time.time() < deadline and t.is_alive():
+        if any(temp.glob("bigshuf-*/units/*.bin")):
+            break
+        time.sleep(0.02)
+    assert t.is_alive(), "the run finished before a worker could be killed"
+    pids = client.run(os.getpid)
+    victim = sorted(pids.values())[0]
+    os.kill(victim, signal.SIGKILL)
+    t.join(300)
+    assert not t.is_alive()
+    print("worker killed mid-run;", "failed cleanly" if "error" in result else "completed")
+    expected = tmp_path / "expected.txt"
+    bigshuf.shuffle(paths, str(expected), seed=8, memory="2M", progress=False)
+    if "error" in result:  # failing cleanly is allowed: no output, no temp left
+        assert not out.exists()
+    else:
+        assert out.read_bytes() == expected.read_bytes()
+    assert list(temp.iterdir()) == []
+    client.wait_for_workers(2, timeout=60)

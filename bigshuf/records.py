@@ -18,7 +18,7 @@ from typing import BinaryIO, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
-from bigshuf.errors import InputError, UsageError
+from bigshuf.errors import BigshufError, InputError, UsageError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -146,6 +146,8 @@ def read_fully(stream: BinaryIO, view: memoryview, name: str) -> int:
     while got < total:
         try:
             n = stream.readinto(view[got:])  # type: ignore[attr-defined]
+        except BigshufError:
+            raise  # Interrupted: the SIGINT/SIGTERM handler ran during the read
         except (OSError, EOFError, lzma.LZMAError, ValueError) as exc:
             raise InputError(f"read error: {exc}", name) from None
         except Exception as exc:  # zstd/gzip raise their own classes for corrupt data

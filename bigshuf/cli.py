@@ -100,7 +100,7 @@ def main() -> None:
 # --- shuffle / verify -----------------------------------------------------------------------
 
 @main.command()
-@click.argument("inputs", nargs=-1, type=click.Path(dir_okay=True, allow_dash=True))
+@click.argument("inputs", nargs=-1, type=click.Path(dir_okay=True, allow_dash=True, readable=False))
 @click.option("-o", "--output", type=click.Path(allow_dash=True), default=None,
               help="Output file (default: stdout). With --shards/--lines-per-shard, the base name "
                    "of the shard files (see README, 'Sharded output').")

@@ -429,7 +429,14 @@ class _signals_raise:
         if threading.current_thread() is not threading.main_thread():
             return self
 
+        fired = []
+
         def handler(signum, frame):
+            # Only the first signal raises: a second one (Ctrl-C twice, SIGINT then SIGTERM)
+            # must not break into the cleanup the first started (or into threading internals).
+            if fired:
+                return
+            fired.append(signum)
             raise Interrupted(signum, signal.Signals(signum).name)
 
         for sig in (signal.SIGINT, signal.SIGTERM):

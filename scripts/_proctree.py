@@ -39,6 +39,7 @@ class RunResult:
     peak_tree_fds: int  #: max over samples of the summed open fds of the tree
     peak_tree_procs: int  #: max number of live processes seen in the tree
     samples: int
+    system_busy_s: float = 0.0  #: non-idle CPU time of the whole machine during the run
     stderr_tail: str = ""
     fd_targets: List[str] = field(default_factory=list)  #: fd targets at the fd peak
 
@@ -119,6 +120,15 @@ def _rss_hwm_kb(pid: int) -> Tuple[int, int]:
     return rss, hwm
 
 
+def system_busy_seconds() -> float:
+    """Non-idle CPU seconds of the whole machine since boot (all CPUs, from /proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal [guest guest_nice, already in user/nice]
+    busy = sum(fields[:8]) - fields[3] - fields[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 def _fds(pid: int) -> List[str]:
     """Targets of the open fds of ``pid`` (empty if gone)."""
     out = []
@@ -150,6 +160,7 @@ def run_measured(cmd: Sequence[str], *, stdin: Optional[str] = None, stdout: Opt
     ferr = open(stderr_path, "w+b") if stderr_path else tempfile.TemporaryFile()
     try:
         own_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        busy0 = system_busy_seconds()
         t0 = time.perf_counter()
         proc = subprocess.Popen(list(cmd), stdin=fin, stdout=fout, stderr=ferr,
                                 env=dict(env) if env is not None else None, cwd=cwd)
@@ -160,6 +171,7 @@ def run_measured(cmd: Sequence[str], *, stdin: Optional[str] = None, stdout: Opt
             pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 wall = time.perf_counter() - t0
+                busy = system_busy_seconds() - busy0
                 break
             pids = tree_pids(proc.pid)
             mem = [_rss_hwm_kb(p) for p in pids]
@@ -186,7 +198,7 @@ def run_measured(cmd: Sequence[str], *, stdin: Optional[str] = None, stdout: Opt
             peak_tree_rss_kb=peak_rss, peak_hwm_kb=peak_hwm,
             ru_maxrss_kb=ru.ru_maxrss if ru.ru_maxrss > own_peak else 0,
             launcher_maxrss_kb=own_peak, peak_tree_fds=peak_fds,
-            peak_tree_procs=peak_procs, samples=samples, stderr_tail=tail, fd_targets=fd_targets,
+            peak_tree_procs=peak_procs, samples=samples, system_busy_s=busy, stderr_tail=tail, fd_targets=fd_targets,
         )
     finally:
         for f in (fin, fout, ferr):

@@ -59,6 +59,8 @@ TOOLS = ("bigshuf", "shuf", "terashuf")
 MIB = 1 << 20
 #: Interpreter overhead allowed on top of --memory by issue 2's target.
 OVERHEAD_MIB = 64
+#: Average cores used by other processes during a run above which the table gets a warning.
+OTHER_CORES_WARN = 0.15
 
 
 @dataclass
@@ -80,7 +82,9 @@ class Measurement:
     verify_ok: Optional[bool] = None
     walls: List[float] = field(default_factory=list)
     error: str = ""
-    max_load: float = 0.0  #: highest 1-min load average seen just before a run
+    #: max over runs of (machine-wide busy CPU s - the tree's CPU s) / wall s: how many cores
+    #: other processes (and this harness's sampling) kept busy during the run.
+    other_cores: float = 0.0
     fd_targets: List[str] = field(default_factory=list)
 
 
@@ -176,13 +180,14 @@ def run_tool(tool: str, shape: str, inp: str, args: argparse.Namespace) -> Measu
     in_size = os.path.getsize(inp)
     results: List[RunResult] = []
     m = Measurement(shape, tool, "", ok=True)
+    if os.path.exists(out):
+        os.unlink(out)
     for rep in range(args.repeat):
         cmd, stdin, stdout, env, m.setting = tool_command(tool, args, inp, out, tmp)
         if os.path.exists(out):
             os.unlink(out)
         warm(inp)
         os.sync()
-        m.max_load = max(m.max_load, os.getloadavg()[0])
         log(f"[{shape}] {tool} run {rep + 1}/{args.repeat}: {shlex.join(cmd)}"
             + (f" < {stdin} > {stdout}" if stdin else ""))
         r = run_measured(cmd, stdin=stdin, stdout=stdout or None, env=env, cwd=REPO,
@@ -191,7 +196,9 @@ def run_tool(tool: str, shape: str, inp: str, args: argparse.Namespace) -> Measu
         log(f"    rc={r.returncode} wall={r.wall_s:.2f}s cpu={r.user_s + r.sys_s:.2f}s "
             f"tree-rss={r.peak_tree_rss_kb / 1024:.0f}MiB hwm={r.peak_hwm_kb / 1024:.0f}MiB "
             f"maxrss={r.ru_maxrss_kb / 1024:.0f}MiB "
-            f"fds={r.peak_tree_fds} samples={r.samples}")
+            f"fds={r.peak_tree_fds} samples={r.samples} "
+            f"other-cpu={r.system_busy_s - r.user_s - r.sys_s:.2f}s")
+        m.other_cores = max(m.other_cores, (r.system_busy_s - r.user_s - r.sys_s) / r.wall_s)
         results.append(r)
         if r.returncode != 0:
             m.ok = False
@@ -404,14 +411,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"Targets (issue 2, at --memory {format_size(args.memory)}: peak RSS ≤ memory + "
           f"{OVERHEAD_MIB} MiB; wall ≤ terashuf's at the same budget):")
     print("\n".join(targets(ms, args.memory)))
-    busy = max((m.max_load for m in ms), default=0.0)
-    if busy > 1.0:
+    busy = max((m.other_cores for m in ms), default=0.0)
+    if busy > OTHER_CORES_WARN:
         # Other work on the machine inflates wall times (visible as wall >> CPU for the
         # single-threaded tools); the comparison is then unreliable.
-        print(f"\nWARNING: 1-min load average before a run reached {busy:.1f} on "
-              f"{os.cpu_count()} CPUs: other processes were competing; re-run on an idle machine.")
+        print(f"\nWARNING: during some run other processes kept {busy:.2f} of {os.cpu_count()} CPUs "
+              f"busy on average (machine-wide busy CPU minus the measured tree's): wall times are "
+              f"inflated; re-run on an idle machine.")
     else:
-        print(f"\nMachine idle enough: 1-min load average before every run ≤ {busy:.1f}.")
+        print(f"\nMachine otherwise idle: other processes (incl. this harness's sampling) used at "
+              f"most {busy:.2f} CPUs on average during any run.")
     if args.results:
         with open(args.results, "w") as f:
             json.dump({"size": size, "memory": args.memory, "seed": args.seed, "corpora": corpora,

@@ -162,15 +162,24 @@ def read_label_file(path: str, label_map: LabelMap, label_key: Optional[str] = N
     return np.array(out, dtype=np.int64)
 
 
-def _text_lines(path: str) -> Iterator[Tuple[int, str]]:
-    """(line number, text) of a UTF-8 file, turning decoding errors into InputError."""
-    lineno = 0
-    with open(path, encoding="utf-8", newline="") as f:
-        try:
-            for lineno, text in enumerate(f, 1):
-                yield lineno, text
-        except UnicodeDecodeError:
-            raise InputError("not valid UTF-8 text", path, lineno + 1) from None
+def _is_utf8(text: str) -> bool:
+    """False if ``text`` holds bytes that were not UTF-8 (read with errors="surrogateescape", so
+    the bad line itself is found: a decoding error would come from an 8 KB read-ahead chunk)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _text_lines(path: str, name: Optional[str] = None, strict: bool = True) -> Iterator[Tuple[int, str]]:
+    """(line number, text) of a UTF-8 file; with ``strict``, a line that is not UTF-8 raises
+    InputError naming ``name`` (default ``path``) and that line."""
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+        for lineno, text in enumerate(f, 1):
+            if strict and not _is_utf8(text):
+                raise InputError("not valid UTF-8 text", name or path, lineno)
+            yield lineno, text
 
 
 def _loads(text: str, path: str, line: int) -> Any:
@@ -332,7 +341,7 @@ class PredictionFile:
         return lay
 
     def _detect_jsonl(self, key, label_key, logits) -> Layout:
-        for lineno, text in _text_lines(self.path):
+        for lineno, text in _text_lines(self.path, self.name):
             if text.strip():
                 first = _loads(text, self.name, lineno)
                 break
@@ -436,14 +445,14 @@ class PredictionFile:
             lines=np.concatenate([c.lines for c in chunks]),
         )
 
-    def _csv_rows(self, delimiter: str) -> Iterator[Tuple[int, List[str]]]:
-        with open(self.path, encoding="utf-8", newline="") as f:
+    def _csv_rows(self, delimiter: str, strict: bool = True) -> Iterator[Tuple[int, List[str]]]:
+        with open(self.path, encoding="utf-8", errors="surrogateescape", newline="") as f:
             reader = csv.reader(f, delimiter=delimiter)
             try:
                 for row in reader:
+                    if strict and not _is_utf8("".join(row)):
+                        raise InputError("not valid UTF-8 text", self.name, reader.line_num)
                     yield reader.line_num, row
-            except UnicodeDecodeError:
-                raise InputError("not valid UTF-8 text", self.name, reader.line_num + 1) from None
             except csv.Error as exc:
                 raise InputError(f"malformed {self.fmt.upper()}: {exc}", self.name, reader.line_num) from None
 
@@ -474,13 +483,15 @@ class PredictionFile:
 
     def _jsonl_chunks(self, size: int) -> Iterator[Chunk]:
         def parse(text: str) -> Tuple[Any, Any, Any]:
+            if not _is_utf8(text):  # checked here, so earlier bad rows are reported first
+                raise _Row("not valid UTF-8 text")
             try:
                 obj = json.loads(text)
             except ValueError as exc:
                 raise _Row(f"invalid JSON: {getattr(exc, 'msg', exc)}") from None
             return (obj, *self._jsonl_fields(obj))
 
-        lines = ((n, text) for n, text in _text_lines(self.path) if text.strip())
+        lines = ((n, text) for n, text in _text_lines(self.path, self.name, strict=False) if text.strip())
         return self._buffered(lines, parse, size)
 
     def _buffered(self, raw: Iterator[Tuple[int, Any]], parse, size: int) -> Iterator[Chunk]:
@@ -541,13 +552,15 @@ class PredictionFile:
         cols = lay.columns or []
 
         def parse(rec: List[str]) -> Tuple[Any, Any, Any]:
+            if not _is_utf8("".join(rec)):
+                raise _Row("not valid UTF-8 text")
             if len(rec) != n_fields:
                 raise _Row(f"row has {len(rec)} fields, the header has {n_fields}")
             vec = rec[cols[0]] if lay.scalar else [rec[i] for i in cols]
             return rec, vec, rec[lay.label_column] if lay.label_column is not None else None
 
-        rows = self._csv_rows(lay.delimiter)
-        next(rows, None)  # header
+        rows = self._csv_rows(lay.delimiter, strict=False)
+        next(rows, None)  # header (checked when the layout was detected)
         return self._buffered(((n, rec) for n, rec in rows if rec), parse, size)
 
     def _row_error(self, rows: "_RowBuffer", exc: InputError, line: int) -> "NoReturn":  # type: ignore[name-defined]

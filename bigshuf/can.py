@@ -687,6 +687,10 @@ def can(input: str, output: Optional[str] = None, *, reference: Optional[str] = 
             ref, ref_stats, ref_labels = _collect_reference(pf, chosen, max_reference, subsample, rng)
             ref_stats["source"] = f"{pf.name} (its own confident rows)"
         if prior_vec is None:
+            if prior_spec is None and reference and ref_labels is not None and (ref_labels >= 0).any():
+                # A separate labelled reference (dev) set: its label frequencies are the natural
+                # prior. Never the input's own labels: that would leak test labels.
+                prior_spec = "reference"
             prior_vec, source = resolve_prior(prior_spec, pf.label_map, ref_labels)
             if prior is None and saved and saved.get("prior") is not None:
                 source = f"saved in {params} ({saved.get('prior_source', 'given')})"
@@ -737,7 +741,10 @@ def _tune(pf: PredictionFile, result: Dict[str, Any], prior_spec: Any, folds: in
     if missing.size:
         raise InputError("no gold label on this row (--tune needs labelled rows)", pf.name,
                          int(data.lines[missing[0]]))
-    if isinstance(prior_spec, str) and prior_spec.strip().lower() == "reference":
+    # Without --prior, tuning uses the label frequencies of the tuning rows (per fold in
+    # cross-validation, so held-out labels never leak): a uniform prior would push an imbalanced
+    # dev set's uncertain rows towards rare classes, which is rarely what the user wants.
+    if prior_spec is None or (isinstance(prior_spec, str) and prior_spec.strip().lower() == "reference"):
         prior_arg: Any = "labels"
         source = f"label frequencies of the {len(labels)} tuning rows (per fold in cross-validation)"
         q = _frequencies(labels, pf.layout.width)

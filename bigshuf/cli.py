@@ -255,8 +255,9 @@ def _emit_params(params: dict) -> None:
               help="Gold labels of the --reference rows in a separate file.")
 @click.option("--prior", default=None,
               help="Class prior: a file of training labels (one a line, or JSONL), a file or string of "
-                   "weights (comma list or JSON), 'uniform' (default) or 'reference' (labels of the "
-                   "reference rows).")
+                   "weights (comma list or JSON), 'uniform' or 'reference' (labels of the reference "
+                   "rows). Default: label frequencies of the tuning rows with --tune, of a labelled "
+                   "--reference file, else uniform.")
 @click.option("--tau", type=click.FloatRange(0, 1), default=None,
               help="Rows with top-k uncertainty >= tau are adjusted.  [default: 0.9]")
 @click.option("--alpha", type=click.FloatRange(min=0, min_open=True), default=None,

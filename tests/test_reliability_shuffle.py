@@ -1,0 +1,552 @@
+"""Fault injection and bad inputs for ``bigshuf shuffle``, end to end in subprocesses.
+
+For every fault: a non-zero exit with a one-line message and no traceback, the destination absent
+or untouched (its old content kept), no temporary files left in the temp or destination directory,
+the input unchanged; then a retry succeeds and ``bigshuf verify`` proves the output holds exactly
+the input's lines. The README section "What happens if ..." summarises what these tests prove.
+
+Engine paths on small inputs (~2 MB, 300k lines; checked with -v on the retry): ``-S 64M`` keeps the
+runs in RAM, ``-S 4M`` puts them in the temporary file, ``-S 1M``/``-S 2M`` also re-scatter big buckets
+(several levels). Signals are sent while the process is frozen in the wanted phase (see faults.py).
+"""
+from __future__ import annotations
+
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from faults import (leftovers, limit, one_line_error, output_temps, run, sha256, spawn,
+                    stop_in_phase, fault_and_wait, tmpfs, unprivileged, verify_cli)
+
+OLD = b"old destination content\n"
+SMALL_LINES = 300_000
+
+
+def _numbered(path: Path, n: int = SMALL_LINES, start: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(b"%d\n" % i for i in range(start, start + n)))
+    return path
+
+
+@pytest.fixture
+def setup(tmp_path):
+    """Input (2 MB, 300k numbered lines), a destination holding old content, a temp dir."""
+    src = _numbered(tmp_path / "in" / "in.txt")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    dest = out_dir / "out.txt"
+    dest.write_bytes(OLD)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    return src, dest, temp
+
+
+@pytest.fixture(scope="module")
+def big_input(tmp_path_factory):
+    """32 MB of unique lines (scripts/gen_corpus.py), shared read-only by the signal tests."""
+    d = tmp_path_factory.mktemp("big")
+    path = d / "big.txt"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "gen_corpus.py"), "--shape", "short",
+                    "--numbered", "--size", "32M", "-o", str(path)], check=True, capture_output=True)
+    return path, sha256(path)
+
+
+def check_failed(proc, code, needles, *, src, src_hash, dest, old, dirs):
+    """The common promises after a fault."""
+    line = one_line_error(proc, code, *needles)
+    assert proc.stdout == b""
+    assert sha256(src) == src_hash, "the input was modified"
+    if old is None:
+        assert not dest.exists(), "a destination appeared"
+    else:
+        assert dest.read_bytes() == old, "the old destination was touched"
+    assert leftovers(*dirs) == [], "temporary files left behind"
+    return line
+
+
+def retry_ok(args, src, dest, dirs, store=None, stdin_data=None):
+    """Run again without the fault: success, the path under test was taken, verify passes."""
+    p = run([*args, "-v"], input=stdin_data)
+    err = p.stderr.decode(errors="replace")
+    assert p.returncode == 0, err
+    if store:
+        assert f"runs in {store}" in err, err
+    assert leftovers(*dirs) == []
+    verify_cli(src, dest)
+    return err
+
+
+# -- write failures -------------------------------------------------------------------------------
+
+def test_file_size_limit_on_temp_file_mid_scatter(setup):
+    src, dest, temp = setup
+    h = sha256(src)
+    args = ["shuffle", src, "-o", dest, "-S", "4M", "-T", temp, "--seed", "1"]
+    # The runs file reaches the limit half-way through the scatter; the output is never opened.
+    p = run(args, preexec=limit(resource.RLIMIT_FSIZE, src.stat().st_size // 2))
+    check_failed(p, 1, ["writing temporary data in", "file-size limit"], src=src, src_hash=h,
+                 dest=dest, old=OLD, dirs=[temp, dest.parent, src.parent])
+    retry_ok(args, src, dest, [temp, dest.parent], store="temporary file")
+
+
+@pytest.mark.parametrize("store", ["memory", "temporary file"])
+def test_file_size_limit_on_output_mid_gather(setup, store):
+    src, dest, temp = setup
+    if store == "memory":
+        args = ["shuffle", src, "-o", dest, "-S", "64M", "-T", temp, "--seed", "1"]
+        fsize = src.stat().st_size // 2
+    else:
+        # A 200 KB header line is written to the output but never to the runs file, so a limit
+        # between the two sizes lets the whole scatter through and stops the gather.
+        header = b"h" * (200 << 10) + b"\n"
+        src.write_bytes(header + src.read_bytes())
+        args = ["shuffle", src, "-o", dest, "-S", "4M", "-T", temp, "--seed", "1", "--header"]
+        fsize = src.stat().st_size - (100 << 10)
+    h = sha256(src)
+    p = run(args, preexec=limit(resource.RLIMIT_FSIZE, fsize))
+    check_failed(p, 1, [f"writing {dest}", "file-size limit"], src=src, src_hash=h, dest=dest,
+                 old=OLD, dirs=[temp, dest.parent, src.parent])
+    retry_ok(args, src, dest, [temp, dest.parent], store=store)
+
+
+def test_file_size_limit_when_output_is_the_input(tmp_path):
+    """Shuffling in place and failing half-way must leave the input (= destination) intact."""
+    src = _numbered(tmp_path / "data.txt")
+    copy = tmp_path / "copy.txt"
+    shutil.copyfile(src, copy)
+    h = sha256(src)
+    args = ["shuffle", src, "-o", src, "-S", "64M", "--seed", "1"]
+    p = run(args, preexec=limit(resource.RLIMIT_FSIZE, src.stat().st_size // 2))
+    check_failed(p, 1, [f"writing {src}", "file-size limit"], src=src, src_hash=h, dest=src,
+                 old=copy.read_bytes(), dirs=[tmp_path])
+    retry_ok(args, copy, src, [tmp_path], store="memory")
+    assert sha256(src) != h  # shuffled in place
+
+
+def test_read_only_temp_dir_mount(setup, tmp_path):
+    src, dest, temp = setup
+    h = sha256(src)
+    with tmpfs(tmp_path / "ro", "64m", readonly=True) as ro:
+        args = ["shuffle", src, "-o", dest, "-S", "4M", "--seed", "1"]
+        p = run([*args, "-T", ro])
+        check_failed(p, 1, [f"cannot create a temporary file in {ro}", "Read-only file system"],
+                     src=src, src_hash=h, dest=dest, old=OLD, dirs=[ro, dest.parent, src.parent])
+    retry_ok([*args, "-T", temp], src, dest, [temp, dest.parent], store="temporary file")
+
+
+def test_read_only_temp_dir_permissions(setup, tmp_path):
+    """A temp dir without write permission, as a user whose permissions are enforced."""
+    src, dest, temp = setup
+    h = sha256(src)
+    how = unprivileged(tmp_path)
+    temp.chmod(0o555)
+    try:
+        args = ["shuffle", src, "-o", dest, "-S", "4M", "-T", temp, "--seed", "1"]
+        p = run(args, prefix=how["prefix"], preexec=how["preexec"])
+        check_failed(p, 1, [f"cannot create a temporary file in {temp}", "Permission denied"],
+                     src=src, src_hash=h, dest=dest, old=OLD, dirs=[temp, dest.parent, src.parent])
+    finally:
+        temp.chmod(0o755)
+    retry_ok(args, src, dest, [temp, dest.parent], store="temporary file")
+
+
+def test_read_only_temp_dir_unused_when_input_fits_in_memory(setup, tmp_path):
+    src, dest, temp = setup
+    with tmpfs(tmp_path / "ro", "64m", readonly=True) as ro:
+        retry_ok(["shuffle", src, "-o", dest, "-S", "64M", "-T", ro], src, dest, [ro, dest.parent],
+                 store="memory")
+
+
+def test_temp_dir_missing_at_start(setup, tmp_path):
+    src, dest, temp = setup
+    h = sha256(src)
+    gone = tmp_path / "gone"
+    p = run(["shuffle", src, "-o", dest, "-S", "4M", "-T", gone])
+    check_failed(p, 2, [f"temporary directory does not exist: {gone}"], src=src, src_hash=h,
+                 dest=dest, old=OLD, dirs=[temp, dest.parent, src.parent])
+    assert not gone.exists()
+    retry_ok(["shuffle", src, "-o", dest, "-S", "4M", "-T", temp], src, dest, [temp, dest.parent],
+             store="temporary file")
+
+
+def test_temp_dir_removed_mid_scatter_single_level_completes(big_input, tmp_path):
+    """The runs file is unlinked as soon as it is created: deleting the temp dir under a running
+    one-level shuffle does not matter, and the run succeeds."""
+    src, h = big_input
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    dest = tmp_path / "out.txt"
+    args = ["shuffle", src, "-o", dest, "-S", "16M", "-T", temp, "--seed", "3", "-v"]
+    proc = spawn(args)
+    stop_in_phase(proc, "scatter", src, dest, temp, need_runs_file=True)
+    shutil.rmtree(temp)
+    p = fault_and_wait(proc, signal.SIGCONT)
+    err = p.stderr.decode()
+    assert p.returncode == 0, err
+    assert "1 level(s), runs in temporary file" in err
+    assert sha256(src) == h and leftovers(tmp_path) == []
+    verify_cli(src, dest)
+
+
+def test_temp_dir_removed_before_a_deeper_level_fails_cleanly(big_input, tmp_path):
+    """With several levels, a bucket re-scattered during the gather needs a new temporary file;
+    if the temp dir is gone by then the run stops with a one-line error (exit 2) and leaves
+    nothing behind."""
+    src, h = big_input
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    dest = out_dir / "out.txt"
+    dest.write_bytes(OLD)
+    args = ["shuffle", src, "-o", dest, "-S", "2M", "-T", temp, "--seed", "3"]
+    proc = spawn(args)
+    stop_in_phase(proc, "scatter", src, dest, temp, need_runs_file=True)
+    shutil.rmtree(temp)
+    p = fault_and_wait(proc, signal.SIGCONT)
+    check_failed(p, 2, [f"temporary directory does not exist: {temp}"], src=src, src_hash=h,
+                 dest=dest, old=OLD, dirs=[out_dir, src.parent])
+    temp.mkdir()
+    err = retry_ok(args, src, dest, [temp, out_dir], store="temporary file")
+    assert int(re.search(r"(\d+) level\(s\)", err).group(1)) >= 2, err
+
+
+def test_not_enough_free_space_for_temp_precheck(setup, tmp_path):
+    src, dest, temp = setup
+    h = sha256(src)
+    small = tmp_path / "small"
+    with tmpfs(small, "1m"):
+        args = ["shuffle", src, "-o", dest, "-S", "4M", "-T", small, "--seed", "1"]
+        p = run(args)
+        check_failed(p, 1, [f"not enough free space in {small}"], src=src, src_hash=h, dest=dest,
+                     old=OLD, dirs=[small, dest.parent, src.parent])
+        subprocess.run(["mount", "-o", "remount,size=16m", str(small)], check=True)
+        retry_ok(args, src, dest, [small, dest.parent], store="temporary file")
+
+
+def test_not_enough_free_space_for_output_precheck(setup, tmp_path):
+    src, dest, temp = setup
+    h = sha256(src)
+    small = tmp_path / "small"
+    with tmpfs(small, "1m"):
+        dest = small / "out.txt"
+        dest.write_bytes(OLD)
+        args = ["shuffle", src, "-o", dest, "-S", "64M", "-T", temp, "--seed", "1"]
+        p = run(args)
+        check_failed(p, 1, [f"not enough free space in {small}"], src=src, src_hash=h, dest=dest,
+                     old=OLD, dirs=[small, temp, src.parent])
+        subprocess.run(["mount", "-o", "remount,size=16m", str(small)], check=True)
+        retry_ok(args, src, dest, [small, temp], store="memory")
+
+
+def test_not_enough_free_space_precheck_in_process(setup, monkeypatch):
+    """The same precheck without a mount (works anywhere): free_bytes reports 1.5 MB."""
+    from click.testing import CliRunner
+
+    import bigshuf.space
+    from bigshuf.cli import main
+
+    src, dest, temp = setup
+    h = sha256(src)
+    monkeypatch.setattr(bigshuf.space, "free_bytes", lambda d: 3 << 19)
+    try:
+        runner = CliRunner(mix_stderr=False)  # click < 8.2
+    except TypeError:
+        runner = CliRunner()  # click >= 8.2 keeps stderr apart anyway
+    res = runner.invoke(main, ["shuffle", str(src), "-o", str(dest), "-S", "4M", "-T", str(temp)])
+    assert res.exit_code == 1, res.output
+    assert res.stderr.count("\n") == 1 and res.stderr.startswith(f"bigshuf: error: not enough free space in {temp}")
+    assert dest.read_bytes() == OLD and sha256(src) == h and leftovers(temp, dest.parent) == []
+
+
+def test_disk_full_mid_scatter_from_stdin(setup, tmp_path):
+    """stdin has no size, so no precheck: the temp file system fills up during the scatter."""
+    src, dest, temp = setup
+    data = src.read_bytes() + _numbered(tmp_path / "more.txt", 150_000, SMALL_LINES).read_bytes()
+    src.write_bytes(data)
+    h = sha256(src)
+    small = tmp_path / "small"
+    with tmpfs(small, "1m"):
+        args = ["shuffle", "-", "-o", dest, "-S", "4M", "-T", small, "--seed", "1"]
+        p = run(args, input=data)
+        check_failed(p, 1, [f"writing temporary data in {small}", "no space left on device"],
+                     src=src, src_hash=h, dest=dest, old=OLD, dirs=[small, dest.parent])
+        subprocess.run(["mount", "-o", "remount,size=16m", str(small)], check=True)
+        retry_ok(args, src, dest, [small, dest.parent], store="temporary file", stdin_data=data)
+
+
+def test_disk_full_mid_gather_from_stdin(setup, tmp_path):
+    src, dest, temp = setup
+    data = src.read_bytes()
+    h = sha256(src)
+    small = tmp_path / "small"
+    with tmpfs(small, "1m"):
+        dest = small / "out.txt"
+        dest.write_bytes(OLD)
+        args = ["shuffle", "-", "-o", dest, "-S", "64M", "-T", temp, "--seed", "1"]
+        p = run(args, input=data)
+        check_failed(p, 1, [f"writing {dest}", "no space left on device"], src=src, src_hash=h,
+                     dest=dest, old=OLD, dirs=[small, temp])
+        subprocess.run(["mount", "-o", "remount,size=16m", str(small)], check=True)
+        retry_ok(args, src, dest, [small, temp], store="memory", stdin_data=data)
+
+
+# -- signals --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("phase", ["scatter", "gather"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_mid_phase(big_input, tmp_path, sig, phase):
+    src, h = big_input
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    dest = out_dir / "out.txt"
+    dest.write_bytes(OLD)
+    args = ["shuffle", src, "-o", dest, "-S", "16M", "-T", temp, "--seed", "5"]
+    proc = spawn(args)
+    state = stop_in_phase(proc, phase, src, dest, temp, need_runs_file=True)
+    if phase == "gather":
+        assert state["output_temps"], state
+    p = fault_and_wait(proc, sig)
+    check_failed(p, 128 + sig, [f"interrupted by {signal.Signals(sig).name}"], src=src, src_hash=h,
+                 dest=dest, old=OLD, dirs=[temp, out_dir, src.parent])
+    retry_ok(args, src, dest, [temp, out_dir], store="temporary file")
+
+
+@pytest.mark.parametrize("phase", ["scatter", "gather"])
+def test_second_signal_during_cleanup_is_ignored(big_input, tmp_path, phase):
+    """Ctrl-C then SIGTERM (or Ctrl-C twice): both are pending when the process resumes, so the
+    second arrives while the first one's cleanup runs. The first decides the exit status."""
+    src, h = big_input
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    dest = out_dir / "out.txt"
+    dest.write_bytes(OLD)
+    args = ["shuffle", src, "-o", dest, "-S", "16M", "-T", temp, "--seed", "5"]
+    proc = spawn(args)
+    stop_in_phase(proc, phase, src, dest, temp, need_runs_file=True)
+    os.kill(proc.pid, signal.SIGINT)
+    p = fault_and_wait(proc, signal.SIGTERM)
+    check_failed(p, 130, ["interrupted by SIGINT"], src=src, src_hash=h, dest=dest, old=OLD,
+                 dirs=[temp, out_dir, src.parent])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_while_blocked_reading_a_slow_pipe(setup, sig):
+    """`producer | bigshuf shuffle` and Ctrl-C while bigshuf waits for the producer: the signal
+    lands inside the read of stdin (checked with /proc/PID/wchan), not between two blocks."""
+    src, dest, temp = setup
+    data = src.read_bytes()
+    args = ["shuffle", "-", "-o", dest, "-S", "4M", "-T", temp, "--seed", "1"]
+    proc = spawn(args, stdin=subprocess.PIPE)
+    proc.stdin.write(data)  # 2 MB: more than -S 4M keeps in RAM, so the runs file is in use
+    proc.stdin.flush()
+    wchan = f"/proc/{proc.pid}/task/{proc.pid}/wchan"
+    if not os.path.exists(wchan):
+        pytest.skip("no /proc/PID/wchan to see where the process waits")
+    for _ in range(20000):
+        with open(wchan) as f:
+            where = f.read()
+        if "pipe" in where:
+            break
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.005)
+    else:
+        raise AssertionError(f"main thread never blocked reading stdin (wchan {where!r})")
+    os.kill(proc.pid, sig)
+    out, err = proc.communicate(timeout=60)  # closes stdin too
+    p = subprocess.CompletedProcess(args, proc.returncode, out, err)
+    check_failed(p, 128 + sig, [f"interrupted by {signal.Signals(sig).name}"], src=src,
+                 src_hash=sha256(src), dest=dest, old=OLD, dirs=[temp, dest.parent])
+    retry_ok(args, src, dest, [temp, dest.parent], store="temporary file", stdin_data=data)
+
+
+def test_sigkill_mid_scatter_leaves_nothing(big_input, tmp_path):
+    src, h = big_input
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    dest = out_dir / "out.txt"
+    args = ["shuffle", src, "-o", dest, "-S", "16M", "-T", temp, "--seed", "5"]
+    proc = spawn(args)
+    stop_in_phase(proc, "scatter", src, dest, temp, need_runs_file=True)
+    p = fault_and_wait(proc, signal.SIGKILL)
+    assert p.returncode == -signal.SIGKILL
+    assert not dest.exists() and os.listdir(out_dir) == [] and os.listdir(temp) == []
+    assert sha256(src) == h
+    retry_ok(args, src, dest, [temp, out_dir], store="temporary file")
+
+
+def test_sigkill_mid_gather_leaves_only_the_temp_name_and_next_run_removes_it(big_input, tmp_path):
+    src, h = big_input
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    dest = out_dir / "out.txt"
+    dest.write_bytes(OLD)
+    args = ["shuffle", src, "-o", dest, "-S", "16M", "-T", temp, "--seed", "5"]
+    proc = spawn(args)
+    stop_in_phase(proc, "gather", src, dest, temp)
+    p = fault_and_wait(proc, signal.SIGKILL)
+    assert p.returncode == -signal.SIGKILL
+    assert dest.read_bytes() == OLD
+    stale = output_temps(dest)
+    assert len(stale) == 1 and re.search(rf"/\.out\.txt\.bigshuf-{proc.pid}-[0-9a-f]+\.tmp$", stale[0]), stale
+    assert sorted(os.listdir(out_dir)) == sorted(["out.txt", os.path.basename(stale[0])])
+    assert os.listdir(temp) == []  # the runs file was unlinked at creation
+    assert sha256(src) == h
+    retry_ok(args, src, dest, [temp, out_dir], store="temporary file")
+    assert not os.path.exists(stale[0]) and os.listdir(out_dir) == ["out.txt"]
+
+
+# -- descriptors ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("memory", ["4M", "1M"])
+def test_low_descriptor_limit_with_thousands_of_buckets(setup, memory):
+    src, dest, temp = setup
+    h = sha256(src)
+    args = ["shuffle", src, "-o", dest, "-S", memory, "-T", temp, "--buckets", "5000", "-v"]
+    p = run(args, preexec=limit(resource.RLIMIT_NOFILE, 32))
+    err = p.stderr.decode()
+    assert p.returncode == 0, err
+    assert "5000 buckets" in err and "runs in temporary file" in err, err
+    assert sha256(src) == h and leftovers(temp, dest.parent) == []
+    verify_cli(src, dest)
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+
+EDGE_INPUTS = {
+    "empty": (b"", []),
+    "one line": (b"only\n", [b"only\n"]),
+    "no final newline": (b"a\nb\nc", [b"a\n", b"b\n", b"c\n"]),
+    "only newlines": (b"\n" * 1000, [b"\n"] * 1000),
+    "CRLF": (b"".join(b"l%d\r\n" % i for i in range(1000)), [b"l%d\r\n" % i for i in range(1000)]),
+    "NUL bytes": (b"".join(b"\x00%d\x00x\n" % i for i in range(1000)) + b"\x00\x00\n",
+                  [b"\x00%d\x00x\n" % i for i in range(1000)] + [b"\x00\x00\n"]),
+    "invalid UTF-8": (b"\xff\xfe\n\xc3\x28\n\xed\xa0\x80\n\x80\n" * 50,
+                      [b"\xff\xfe\n", b"\xc3\x28\n", b"\xed\xa0\x80\n", b"\x80\n"] * 50),
+}
+
+
+@pytest.mark.parametrize("name", list(EDGE_INPUTS))
+def test_edge_case_inputs(tmp_path, name):
+    data, lines = EDGE_INPUTS[name]
+    src = tmp_path / "in.txt"
+    src.write_bytes(data)
+    dest = tmp_path / "out.txt"
+    p = run(["shuffle", src, "-o", dest, "--seed", "7"])
+    assert p.returncode == 0 and p.stderr == b"" and p.stdout == b"", p.stderr
+    out = dest.read_bytes()
+    assert sorted(out.splitlines(keepends=True)) == sorted(lines)
+    assert src.read_bytes() == data and leftovers(tmp_path) == []
+    verify_cli(src, dest)
+
+
+def test_zero_terminated_records_keep_newlines(tmp_path):
+    recs = [b"a\nb\x00", b"\r\n\x00", b"\x00", b"\xff\n\n\x00"] * 100
+    src = tmp_path / "in.bin"
+    src.write_bytes(b"".join(recs))
+    dest = tmp_path / "out.bin"
+    p = run(["shuffle", "-z", src, "-o", dest, "-S", "1M", "--seed", "2"])
+    assert p.returncode == 0, p.stderr
+    out = dest.read_bytes()
+    got = [r + b"\x00" for r in out.split(b"\x00")[:-1]]
+    assert sorted(got) == sorted(recs)
+
+
+def test_longest_line_accepted_and_one_byte_more_rejected(tmp_path):
+    from bigshuf.plan import plan
+    from bigshuf.sizes import parse_size
+
+    cap = plan(parse_size("1M")).block_bytes  # the longest record -S 1M allows, newline included
+    ok = tmp_path / "ok.txt"
+    ok.write_bytes(b"a\n" * 10 + b"x" * (cap - 1) + b"\n" + b"b\n" * 10)
+    dest = tmp_path / "out.txt"
+    p = run(["shuffle", ok, "-o", dest, "-S", "1M", "--seed", "1"])
+    assert p.returncode == 0, p.stderr
+    verify_cli(ok, dest)
+
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"a\n" * 10 + b"x" * cap + b"\n" + b"b\n" * 10)
+    dest.write_bytes(OLD)
+    h = sha256(bad)
+    p = run(["shuffle", bad, "-o", dest, "-S", "1M"])
+    check_failed(p, 2, [f"{bad}:11: line longer than {cap:,} bytes", "raise --memory"], src=bad,
+                 src_hash=h, dest=dest, old=OLD, dirs=[tmp_path])
+
+
+def test_huge_line_after_the_temp_file_is_in_use(setup, tmp_path):
+    """The bad line comes after 2 MB already scattered to the runs file: clean error, nothing left."""
+    src, dest, temp = setup
+    with open(src, "ab") as f:
+        f.write(b"y" * (1 << 20) + b"\n" + b"tail\n")
+    h = sha256(src)
+    p = run(["shuffle", src, "-o", dest, "-S", "1M", "-T", temp])
+    check_failed(p, 2, [f"{src}:{SMALL_LINES + 1}: line longer than", "raise --memory"], src=src,
+                 src_hash=h, dest=dest, old=OLD, dirs=[temp, dest.parent, src.parent])
+
+
+def test_huge_line_on_stdin(tmp_path):
+    dest = tmp_path / "out.txt"
+    dest.write_bytes(OLD)
+    data = b"x\n" * 1000 + b"z" * (200 << 10) + b"\n"
+    p = run(["shuffle", "-o", dest, "-S", "1M", "-T", tmp_path], input=data)
+    one_line_error(p, 2, "<stdin>:1001: line longer than", "raise --memory")
+    assert dest.read_bytes() == OLD and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("kind", ["directory", "missing", "missing second input"])
+def test_bad_input_paths(setup, tmp_path, kind):
+    src, dest, temp = setup
+    h = sha256(src)
+    if kind == "directory":
+        inputs, needle = [tmp_path / "in"], f"{tmp_path / 'in'}: is a directory"
+    elif kind == "missing":
+        inputs, needle = [tmp_path / "nope.txt"], f"{tmp_path / 'nope.txt'}: no such file"
+    else:
+        inputs, needle = [src, tmp_path / "nope.txt"], f"{tmp_path / 'nope.txt'}: no such file"
+    p = run(["shuffle", *inputs, "-o", dest, "-S", "4M", "-T", temp])
+    check_failed(p, 2, [needle], src=src, src_hash=h, dest=dest, old=OLD,
+                 dirs=[temp, dest.parent, src.parent])
+
+
+def test_unreadable_input(setup, tmp_path):
+    src, dest, temp = setup
+    how = unprivileged(tmp_path)
+    secret = tmp_path / "in" / "secret.txt"
+    secret.write_bytes(b"s\n")
+    h = sha256(secret)
+    secret.chmod(0)
+    p = run(["shuffle", src, secret, "-o", dest, "-T", temp], prefix=how["prefix"], preexec=how["preexec"])
+    check_failed(p, 2, [f"{secret}: permission denied"], src=secret, src_hash=h, dest=dest,
+                 old=OLD, dirs=[temp, dest.parent, src.parent])
+
+
+@pytest.mark.parametrize("memory", ["64M", "4M"])
+def test_output_is_an_input_shuffles_in_place(tmp_path, memory):
+    a = _numbered(tmp_path / "a.txt")
+    b = _numbered(tmp_path / "b.txt", 1000, SMALL_LINES)
+    both = tmp_path / "both.txt"
+    both.write_bytes(a.read_bytes() + b.read_bytes())
+    before = sha256(a)
+    p = run(["shuffle", a, b, "-o", a, "-S", memory, "-T", tmp_path, "--seed", "9", "-v"])
+    assert p.returncode == 0, p.stderr
+    store = "memory" if memory == "64M" else "temporary file"
+    assert f"runs in {store}" in p.stderr.decode()
+    assert sha256(a) != before and leftovers(tmp_path) == []
+    verify_cli(both, a)

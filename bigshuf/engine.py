@@ -363,7 +363,7 @@ def shuffle(inputs: Sequence[PathLike], output: Optional[str] = None, *,
     prog = Progress(progress, size)
     engine = Engine(geo, workers, seed, sep, temp_dir, prog, stats)
     sink: Optional[Sink] = None
-    with _signals_raise():
+    with _signals_raise() as signals:
         try:
             t0 = time.perf_counter()
 
@@ -384,6 +384,7 @@ def shuffle(inputs: Sequence[PathLike], output: Optional[str] = None, *,
             sink.open()
             engine.gather(level, sink, ())
             engine.close()
+            signals.defer()  # everything is written: only the renames are left, do them all
             sink.finish()
             stats.records_out = sink.done
             stats.outputs = [p for p in sink.paths if isinstance(p, str)]
@@ -426,6 +427,7 @@ class _signals_raise:
 
     def __enter__(self):
         self.saved = {}
+        self.deferred = False
         if threading.current_thread() is not threading.main_thread():
             return self
 
@@ -434,7 +436,7 @@ class _signals_raise:
         def handler(signum, frame):
             # Only the first signal raises: a second one (Ctrl-C twice, SIGINT then SIGTERM)
             # must not break into the cleanup the first started (or into threading internals).
-            if fired:
+            if fired or self.deferred:
                 return
             fired.append(signum)
             raise Interrupted(signum, signal.Signals(signum).name)
@@ -444,6 +446,11 @@ class _signals_raise:
         if hasattr(signal, "SIGXFSZ"):
             self.saved[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         return self
+
+    def defer(self) -> None:
+        """Ignore SIGINT/SIGTERM from now on: the outputs are complete and being renamed, and
+        a set of shards must not end half new, half old (the run then finishes, exit 0)."""
+        self.deferred = True
 
     def __exit__(self, *exc):
         for sig, old in self.saved.items():

@@ -27,7 +27,7 @@ from bigshuf.errors import BigshufError, Interrupted, UsageError
 from bigshuf.gather import BucketReader, Unit, permute_buckets, plan_units
 from bigshuf.plan import Geometry, plan
 from bigshuf.progress import Progress
-from bigshuf.records import Block, PathLike, RecordReader, Source
+from bigshuf.records import Block, PathLike, RecordReader, Source, read_fully
 from bigshuf.scatter import draw_buckets, partition
 from bigshuf.sizes import format_size, parse_size
 from bigshuf.space import check_free_space
@@ -133,6 +133,7 @@ class Engine:
         self.stats = stats
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bigshuf")
         self.cancel = threading.Event()
+        self.signalled = False  # set by the signal handler (a plain flag: it must take no lock)
         self.stores: List[Store] = []
         self.pool = BufferPool(geo.block_bytes)
 
@@ -146,12 +147,13 @@ class Engine:
         self.stores.clear()
 
     def _check(self) -> None:
-        if self.cancel.is_set():
+        if self.signalled or self.cancel.is_set():
             raise _Cancelled()
 
     def _wait_some(self, pending: List[Future], limit: int) -> List[Future]:
         """Wait until fewer than ``limit`` futures are pending; re-raise worker errors."""
         while len(pending) >= limit:
+            self._check()
             done, rest = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             for f in done:
                 f.result()
@@ -363,7 +365,7 @@ def shuffle(inputs: Sequence[PathLike], output: Optional[str] = None, *,
     prog = Progress(progress, size)
     engine = Engine(geo, workers, seed, sep, temp_dir, prog, stats)
     sink: Optional[Sink] = None
-    with _signals_raise() as signals:
+    with _signals_raise(engine) as signals:
         try:
             t0 = time.perf_counter()
 
@@ -393,6 +395,8 @@ def shuffle(inputs: Sequence[PathLike], output: Optional[str] = None, *,
             engine.close()
             if sink is not None:
                 sink.abort()
+            if signals.fired:  # whatever surfaced first (_Cancelled from a check), report the signal
+                raise signals.error() from None
             if isinstance(exc, _Cancelled):
                 raise BigshufError("stopped") from None
             raise
@@ -423,23 +427,33 @@ def _stderr_warn(message: str) -> None:
 class _signals_raise:
     """While active (main thread only), SIGINT/SIGTERM raise :class:`Interrupted` so cleanup
     runs; SIGXFSZ is ignored so a file-size limit surfaces as an EFBIG write error instead of
-    killing the process with a half-written file."""
+    killing the process with a half-written file.
+
+    With an ``engine``, the handler does not raise wherever the main thread happens to be: an
+    exception between a lock's acquire and the ``with`` block that releases it (threading and
+    executor internals) leaves the lock taken, and the cleanup then hangs. It sets
+    ``engine.signalled`` and the main loop stops at its next check (within 0.2 s); only a
+    blocking read of the input (a slow pipe) is interrupted on the spot."""
+
+    def __init__(self, engine: Optional["Engine"] = None):
+        self.engine = engine
 
     def __enter__(self):
         self.saved = {}
         self.deferred = False
+        self.fired: List[int] = []
         if threading.current_thread() is not threading.main_thread():
             return self
 
-        fired = []
-
         def handler(signum, frame):
-            # Only the first signal raises: a second one (Ctrl-C twice, SIGINT then SIGTERM)
-            # must not break into the cleanup the first started (or into threading internals).
-            if fired or self.deferred:
+            # Only the first signal counts: a second one (Ctrl-C twice, SIGINT then SIGTERM)
+            # must not break into the cleanup the first started.
+            if self.fired or self.deferred:
                 return
-            fired.append(signum)
-            raise Interrupted(signum, signal.Signals(signum).name)
+            self.fired.append(signum)
+            if self.engine is None or (frame is not None and frame.f_code is read_fully.__code__):
+                raise self.error()
+            self.engine.signalled = True
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.saved[sig] = signal.signal(sig, handler)
@@ -447,9 +461,15 @@ class _signals_raise:
             self.saved[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         return self
 
+    def error(self) -> Interrupted:
+        return Interrupted(self.fired[0], signal.Signals(self.fired[0]).name)
+
     def defer(self) -> None:
         """Ignore SIGINT/SIGTERM from now on: the outputs are complete and being renamed, and
-        a set of shards must not end half new, half old (the run then finishes, exit 0)."""
+        a set of shards must not end half new, half old (the run then finishes, exit 0).
+        Raises :class:`Interrupted` if a signal came before."""
+        if self.fired:
+            raise self.error()
         self.deferred = True
 
     def __exit__(self, *exc):

@@ -85,10 +85,13 @@ def unprivileged(probe_dir: Path) -> dict:
         return {"prefix": [], "preexec": None, "how": "not root"}
     if _UNPRIVILEGED is not None:
         return _UNPRIVILEGED
+    readable = probe_dir / "probe-readable"
+    readable.write_bytes(b"x\n")
     secret = probe_dir / "probe-unreadable"
     secret.write_bytes(b"x\n")
     secret.chmod(0)
-    code = f"import bigshuf; open({str(secret)!r}, 'rb')"
+    # The test's files must stay readable (as for the tests' own files), the 0-mode one not.
+    code = f"import bigshuf; open({str(readable)!r}, 'rb').read(); open({str(secret)!r}, 'rb')"
 
     def as_nobody() -> None:
         os.setgroups([])

@@ -158,18 +158,23 @@ def read_fully(stream: BinaryIO, view: memoryview, name: str) -> int:
     return got
 
 
-def find_record_ends(data: np.ndarray, sep: int) -> np.ndarray:
-    """Positions just after each terminator in ``data`` (int64), scanned in slices so the
-    temporaries stay small."""
+def find_record_ends(data: np.ndarray, sep: int, limit: Optional[int] = None) -> np.ndarray:
+    """Positions just after each terminator in ``data`` (int64), at most ``limit`` of them,
+    scanned in slices so the temporaries stay small."""
     n = len(data)
-    if n <= _SCAN_SLICE:
+    if n <= _SCAN_SLICE and limit is None:
         return np.flatnonzero(data == sep) + 1
     parts = []
+    found = 0
     for a in range(0, n, _SCAN_SLICE):
         hits = np.flatnonzero(data[a:a + _SCAN_SLICE] == sep)
         hits += a + 1
         parts.append(hits)
-    return np.concatenate(parts)
+        found += len(hits)
+        if limit is not None and found >= limit:
+            break
+    ends = np.concatenate(parts) if len(parts) != 1 else parts[0]
+    return ends[:limit].copy() if limit is not None and len(ends) > limit else ends
 
 
 def _is_path(item) -> bool:
@@ -271,22 +276,29 @@ class RecordReader:
                 file_records = 0
                 skip_header = self.want_header
                 eof = False
+                target = capacity
                 while not eof or len(carry):
                     buf = pool.get() if pool is not None else np.empty(capacity, dtype=np.uint8)
                     n = len(carry)
                     buf[:n] = carry
-                    if not eof:
-                        got = read_fully(src.stream, memoryview(buf)[n:], src.name)
+                    # Read up to `target` bytes; more (up to capacity) only while no record ends.
+                    want = max(target, n + (1 << 16))
+                    while not eof:
+                        want = min(capacity, want)
+                        got = read_fully(src.stream, memoryview(buf)[n:want], src.name)
                         self.bytes_read += got
-                        eof = n + got < capacity
+                        eof = n + got < want
                         n += got
+                        if eof or n == capacity or np.any(buf[len(carry):n] == sep):
+                            break
+                        want *= 2
                     if n == 0:
                         if pool is not None:
                             pool.release(buf)
                         break
                     data = buf[:n]
-                    ends = find_record_ends(data, sep)
-                    if eof and (len(ends) == 0 or ends[-1] != n):
+                    ends = find_record_ends(data, sep, max_records + 1)
+                    if eof and (len(ends) == 0 or ends[-1] != n) and len(ends) <= max_records:
                         # Final record without terminator: give it one, like shuf. (At end of
                         # input n < capacity, so there is room.)
                         buf[n] = sep
@@ -316,6 +328,11 @@ class RecordReader:
                     if len(ends) > max_records:
                         ends = ends[:max_records]
                     used = int(ends[-1])
+                    # Tiny records: read only about what max_records of them need next time, so
+                    # the unread tail (copied into the next buffer) stays small. Depends only on
+                    # the data, so blocks are the same for a file, a pipe or a cluster task.
+                    target = min(capacity, max(1 << 16, used * 5 // 4 + 1)) \
+                        if len(ends) == max_records else capacity
                     carry = data[used:].copy() if used < len(data) else np.empty(0, np.uint8)
                     file_records += len(ends)
                     self.records += len(ends)

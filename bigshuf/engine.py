@@ -31,7 +31,7 @@ from bigshuf.records import Block, PathLike, RecordReader, Source, read_fully
 from bigshuf.scatter import draw_buckets, partition
 from bigshuf.sizes import format_size, parse_size
 from bigshuf.space import check_free_space
-from bigshuf.store import FileStore, MemoryStore, RunIndex, Store
+from bigshuf.store import FileRegion, FileStore, MemoryStore, RunIndex, Store
 from bigshuf.writing import Sink
 
 SeedPath = Tuple[int, ...]
@@ -136,15 +136,20 @@ class Engine:
         self.signalled = False  # set by the signal handler (a plain flag: it must take no lock)
         self.stores: List[Store] = []
         self.pool = BufferPool(geo.block_bytes)
+        self.file: Optional[FileStore] = None   # the one temporary file, made when needed
+        self.file_top = 0                        # end of the regions of open levels
 
     # -- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
         self.cancel.set()
         self.executor.shutdown(wait=True, cancel_futures=True)
         self.pool.clear()
-        for s in self.stores:
+        for s in list(reversed(self.stores)):
             s.close()
         self.stores.clear()
+        if self.file is not None:
+            self.file.close()
+            self.file = None
 
     def _check(self) -> None:
         if self.signalled or self.cancel.is_set():
@@ -216,15 +221,27 @@ class Engine:
         self._wait_some(pending, 1)
         offsets, b, c = index.matrices()
         self.stats.runs += len(offsets)
+        if isinstance(store, FileRegion):
+            self.file_top = store.base + index.end  # nested levels go after this one
         return _Level(store, offsets, b, c)
 
-    def _new_file_store(self) -> FileStore:
-        store = FileStore(self.temp_dir)
-        self.stores.append(store)
+    def _new_file_store(self) -> FileRegion:
+        """A region at the end of the temporary file (created on first use, then shared by all
+        levels, so one descriptor and nothing to lose if the temp directory goes away)."""
+        if self.file is None:
+            self.file = FileStore(self.temp_dir)
+            self.file_top = 0
+        region = FileRegion(self.file, self.file_top, on_close=self._region_closed)
+        self.stores.append(region)
         self.stats.store = "temporary file"
-        return store
+        return region
 
-    def _spill(self, mem: MemoryStore, used: int) -> FileStore:
+    def _region_closed(self, region: FileRegion) -> None:
+        self.file_top = min(self.file_top, region.base)
+        if region in self.stores:
+            self.stores.remove(region)
+
+    def _spill(self, mem: MemoryStore, used: int) -> FileRegion:
         fs = self._new_file_store()
         step = self.geo.block_bytes
         for a in range(0, used, step):

@@ -141,10 +141,49 @@ class FileStore(Store):
                 m = m[k:]
                 pos += k
 
+    def truncate(self, size: int) -> None:
+        """Give back the disk space past ``size`` (a finished nested level)."""
+        with self._lock:
+            try:
+                os.ftruncate(self.fd, size)
+            except OSError:
+                pass  # only an optimisation: the space is reused by the next level anyway
+
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+class FileRegion(Store):
+    """The part of the run's one temporary file that belongs to one level, from ``base`` on.
+
+    Levels nest like a stack (a bucket is re-scattered while its parent level is kept), so a
+    level's region starts where its parent's runs end, and closing it truncates the file back
+    to its base: every level lives in the same, already open and unlinked, file.
+    """
+
+    kind = "file"
+
+    def __init__(self, file: FileStore, base: int, on_close=None):
+        self.file = file
+        self.base = base
+        self.on_close = on_close
+        self.closed = False
+
+    def write(self, offset: int, data: np.ndarray) -> None:
+        self.file.write(self.base + offset, data)
+
+    def read_into(self, offset: int, views: Sequence[np.ndarray]) -> None:
+        self.file.read_into(self.base + offset, views)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.file.fd >= 0:
+                self.file.truncate(self.base)
+            if self.on_close is not None:
+                self.on_close(self)
 
 
 class RunIndex:

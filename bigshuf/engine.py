@@ -373,9 +373,10 @@ def shuffle(inputs: Sequence[PathLike], output: Optional[str] = None, *,
 
     if sample is not None and buckets is None:
         from bigshuf.sampling import try_reservoir
-        with _signals_raise():
+        with _signals_raise() as signals:
             if try_reservoir(reader, output, sample, geo, seed, sep, stats, progress=progress,
-                             size=size, shards=shards, lines_per_shard=lines_per_shard):
+                             size=size, shards=shards, lines_per_shard=lines_per_shard,
+                             before_rename=signals.defer):
                 return stats
         reader = RecordReader(inputs, sep, header=header, warn=warn)
 

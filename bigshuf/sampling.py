@@ -80,9 +80,10 @@ class _Reservoir:
 def try_reservoir(reader: RecordReader, output: Optional[str], sample: int, geo: Geometry,
                   seed: int, sep: int, stats, progress: Optional[bool] = None,
                   size: Optional[int] = None, shards: Optional[int] = None,
-                  lines_per_shard: Optional[int] = None) -> bool:
+                  lines_per_shard: Optional[int] = None, before_rename=None) -> bool:
     """Sample by reservoir if it fits; returns False (nothing consumed from files, nothing
-    written) when the caller should shuffle-and-truncate instead."""
+    written) when the caller should shuffle-and-truncate instead. ``before_rename`` is called
+    once everything is written, before the outputs get their names (signal deferral)."""
     from bigshuf.engine import _rng
 
     if not reservoir_fits(sample, geo):
@@ -132,6 +133,8 @@ def try_reservoir(reader: RecordReader, output: Optional[str], sample: int, geo:
         sink.open()
         try:
             sink.write(out, k)
+            if before_rename is not None:
+                before_rename()
             sink.finish()
         except BaseException:
             sink.abort()

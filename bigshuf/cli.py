@@ -126,13 +126,15 @@ def main() -> None:
 @click.option("--progress/--no-progress", default=None,
               help="Progress bars on stderr (default: only when stderr is a terminal).")
 @click.option("-v", "--verbose", is_flag=True, help="Print a summary (records, buckets, timings).")
+@click.option("--fsync", is_flag=True,
+              help="Flush outputs to disk before renaming them into place (survives power loss).")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Run on a Dask cluster (tcp://host:8786, or 'local[:N]' for N local worker "
                    "processes); inputs, -o and --temp-dir may then be fsspec URLs (s3://...). "
                    "Needs: pip install 'bigshuf[dask]'.")
 @reports_errors
 def shuffle(inputs, output, memory, seed, jobs, temp_dir, buckets, zero_terminated, header,
-            shards, lines_per_shard, sample, progress, verbose, scheduler):
+            shards, lines_per_shard, sample, progress, verbose, fsync, scheduler):
     """Shuffle the lines of INPUTS (files, '-' for stdin; none means stdin) uniformly at random.
 
     Compressed inputs and outputs (.gz, .bz2, .xz, .zst) are handled by file extension.
@@ -155,7 +157,7 @@ def shuffle(inputs, output, memory, seed, jobs, temp_dir, buckets, zero_terminat
     stats = run_shuffle(
         list(inputs) or ["-"], output, memory=memory, seed=seed, jobs=jobs, temp_dir=temp_dir,
         buckets=buckets, zero_terminated=zero_terminated, header=header, shards=shards,
-        lines_per_shard=lines_per_shard, sample=sample, progress=progress,
+        lines_per_shard=lines_per_shard, sample=sample, progress=progress, fsync=fsync,
     )
     if verbose:
         click.echo(stats.summary(), err=True)

@@ -330,13 +330,14 @@ def shuffle(inputs: Sequence[PathLike], output: Optional[str] = None, *,
             temp_dir: Optional[str] = None, buckets: Optional[int] = None,
             zero_terminated: bool = False, header: bool = False, shards: Optional[int] = None,
             lines_per_shard: Optional[int] = None, sample: Optional[int] = None,
-            progress: Optional[bool] = None, warn: Optional[Callable[[str], None]] = None
-            ) -> ShuffleStats:
+            progress: Optional[bool] = None, warn: Optional[Callable[[str], None]] = None,
+            fsync: bool = False) -> ShuffleStats:
     """Shuffle the records of ``inputs`` (paths, '-' for stdin) into ``output`` (None or '-':
     stdout; with ``shards``/``lines_per_shard`` a shard name pattern).
 
     ``memory`` bounds the whole run; ``seed`` makes it reproducible; ``sample`` keeps only that
-    many records (a uniform sample in random order). Raises :class:`bigshuf.errors.BigshufError`
+    many records (a uniform sample in random order); ``fsync`` makes the outputs durable
+    before they are renamed into place. Raises :class:`bigshuf.errors.BigshufError`
     subclasses on failure, after removing every temporary file; the destination is then untouched.
     """
     mem = parse_size(memory)
@@ -376,7 +377,7 @@ def shuffle(inputs: Sequence[PathLike], output: Optional[str] = None, *,
         with _signals_raise() as signals:
             if try_reservoir(reader, output, sample, geo, seed, sep, stats, progress=progress,
                              size=size, shards=shards, lines_per_shard=lines_per_shard,
-                             before_rename=signals.defer):
+                             before_rename=signals.defer, durable=fsync):
                 return stats
         reader = RecordReader(inputs, sep, header=header, warn=warn)
 
@@ -400,7 +401,8 @@ def shuffle(inputs: Sequence[PathLike], output: Optional[str] = None, *,
             stats.scatter_seconds = t1 - t0
             prog.start_gather(stats.bytes if sample is None else None)
             sink = Sink(output, sep, stats.records, shards=shards,
-                        lines_per_shard=lines_per_shard, limit=sample, header=reader.header)
+                        lines_per_shard=lines_per_shard, limit=sample, header=reader.header,
+                        durable=fsync)
             sink.open()
             engine.gather(level, sink, ())
             engine.close()

@@ -80,7 +80,8 @@ class _Reservoir:
 def try_reservoir(reader: RecordReader, output: Optional[str], sample: int, geo: Geometry,
                   seed: int, sep: int, stats, progress: Optional[bool] = None,
                   size: Optional[int] = None, shards: Optional[int] = None,
-                  lines_per_shard: Optional[int] = None, before_rename=None) -> bool:
+                  lines_per_shard: Optional[int] = None, before_rename=None,
+                  durable: bool = False) -> bool:
     """Sample by reservoir if it fits; returns False (nothing consumed from files, nothing
     written) when the caller should shuffle-and-truncate instead. ``before_rename`` is called
     once everything is written, before the outputs get their names (signal deferral)."""
@@ -129,7 +130,7 @@ def try_reservoir(reader: RecordReader, output: Optional[str], sample: int, geo:
         gather_records(res.data, res.start[:k][perm], res.length[:k][perm], out, 0)
         res.data = np.empty(0, dtype=np.uint8)
         sink = Sink(output, sep, k, shards=shards, lines_per_shard=lines_per_shard,
-                    header=reader.header)
+                    header=reader.header, durable=durable)
         sink.open()
         try:
             sink.write(out, k)

@@ -175,11 +175,15 @@ class OutputFile:
                 raise describe_os_error(exc, f"writing {self.path}") from None
             self.compressor = None
 
-    def commit(self) -> None:
-        """Give the finished file its real name (replacing any old file atomically)."""
+    def commit(self, durable: bool = False) -> None:
+        """Give the finished file its real name (replacing any old file atomically). With
+        ``durable``, the data is fsynced first and the directory after, so the new name survives
+        a power loss with its full contents (not needed for a process crash: the rename is)."""
         if self.temp is None:
             return
         try:
+            if durable:
+                os.fsync(self.fd)
             if os.path.exists(self.path):
                 try:
                     os.chmod(self.temp, os.stat(self.path).st_mode & 0o7777)
@@ -188,6 +192,12 @@ class OutputFile:
             os.close(self.fd)
             self.fd = -1
             os.replace(self.temp, self.path)
+            if durable:
+                dfd = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
         except OSError as exc:
             raise describe_os_error(exc, f"renaming output to {self.path}") from None
         self.temp = None
@@ -246,8 +256,10 @@ class Sink:
 
     def __init__(self, output: Optional[str], sep: int, total_records: int,
                  shards: Optional[int] = None, lines_per_shard: Optional[int] = None,
-                 limit: Optional[int] = None, header: Optional[bytes] = None):
+                 limit: Optional[int] = None, header: Optional[bytes] = None,
+                 durable: bool = False):
         self.sep = sep
+        self.durable = durable
         self.limit = limit
         n = total_records if limit is None else min(limit, total_records)
         self.records_out = n
@@ -332,7 +344,7 @@ class Sink:
         for f in self.files:
             f.finish()
         for f in self.files:
-            f.commit()
+            f.commit(self.durable)
 
     def abort(self) -> None:
         for f in self.files:

@@ -263,7 +263,7 @@ class Engine:
         def task(i: int, unit: Unit) -> None:
             self._check()
             buf = self.pool.get()[:unit.nbytes]
-            starts = reader.read(unit.first, unit.last, buf)
+            starts = reader.read(unit.first, unit.last, buf, last_use=True)
             out = self.pool.get()[:unit.nbytes]
             self._check()
             n = permute_buckets(buf, starts, self.sep, _rng(self.seed, path + (1, unit.first)), out)

@@ -75,11 +75,17 @@ class BucketReader:
         within -= piece_bytes
         self.piece_start = within + run_offsets[:, None]     # [R, K] store offsets
 
-    def read(self, first: int, last: int, out: np.ndarray) -> np.ndarray:
+    def read(self, first: int, last: int, out: np.ndarray, last_use: bool = False) -> np.ndarray:
         """Fill ``out`` with buckets first..last-1, each bucket contiguous (runs in order).
-        Returns the start of each bucket in ``out`` (length last-first+1)."""
-        return read_buckets(self.store, self.piece_start[:, first:last],
-                            self.piece_bytes[:, first:last], out)
+        Returns the start of each bucket in ``out`` (length last-first+1). With ``last_use``,
+        the store may free what was read."""
+        starts = read_buckets(self.store, self.piece_start[:, first:last],
+                              self.piece_bytes[:, first:last], out)
+        if last_use:
+            spans = self.piece_bytes[:, first:last].sum(axis=1)
+            for r in np.flatnonzero(spans):
+                self.store.discard(int(self.piece_start[r, first]), int(spans[r]))
+        return starts
 
     def pieces(self, bucket: int) -> List[Tuple[int, int]]:
         """(store offset, bytes) of every non-empty piece of one bucket, in run order."""

@@ -227,23 +227,13 @@ class RecordReader:
 
     def known_size(self) -> Optional[int]:
         """Total input bytes if every input is an uncompressed regular file, else None."""
-        total = 0
-        for path in self.inputs:
-            if not _is_path(path):
-                if not isinstance(path, Source) or path.size is None:
-                    return None
-                total += path.size
-                continue
-            if str(path) == "-" or compression_of(str(path)):
-                return None
-            st = os.stat(os.fspath(path))
-            if not stat.S_ISREG(st.st_mode):
-                return None
-            total += st.st_size
-        return total
+        return self._total_size(compressed_factor=None)
 
     def estimated_size(self) -> Optional[int]:
         """Best guess of the total record bytes (compressed files count 4x their size)."""
+        return self._total_size(compressed_factor=4)
+
+    def _total_size(self, compressed_factor: Optional[int]) -> Optional[int]:
         total = 0
         for path in self.inputs:
             if not _is_path(path):
@@ -251,12 +241,13 @@ class RecordReader:
                     return None
                 total += path.size
                 continue
-            if str(path) == "-":
+            compressed = compression_of(str(path)) is not None
+            if str(path) == "-" or (compressed and compressed_factor is None):
                 return None
             st = os.stat(os.fspath(path))
             if not stat.S_ISREG(st.st_mode):
                 return None
-            total += st.st_size * (4 if compression_of(str(path)) else 1)
+            total += st.st_size * (compressed_factor if compressed else 1)
         return total
 
     def blocks(self, capacity: int, max_records: Optional[int] = None,

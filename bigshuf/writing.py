@@ -23,7 +23,7 @@ import numpy as np
 
 from bigshuf.errors import BigshufError, UsageError
 from bigshuf.records import COMPRESSION_SUFFIXES, compression_of, find_record_ends
-from bigshuf.store import describe_os_error
+from bigshuf.store import describe_os_error, pwrite_all
 
 _TEMP_RE = re.compile(r"\.bigshuf-(\d+)-[0-9a-f]+\.tmp$")
 
@@ -155,13 +155,9 @@ class OutputFile:
         self.bytes_written += len(data)
 
     def write_at(self, offset: int, data: np.ndarray) -> None:
-        view = memoryview(data)
         try:
             with self._write_lock:  # see FileStore.write: one writer at a time is faster
-                while len(view):
-                    n = os.pwrite(self.fd, view, offset)
-                    view = view[n:]
-                    offset += n
+                pwrite_all(self.fd, data, offset)
         except OSError as exc:
             raise describe_os_error(exc, f"writing {self.path}") from None
         self.bytes_written += len(data)

@@ -410,8 +410,8 @@ def test_signal_while_the_outputs_are_renamed_never_mixes_old_and_new_shards(tmp
     real_commit = bigshuf.writing.OutputFile.commit
     committed = []
 
-    def commit(self):
-        real_commit(self)
+    def commit(self, *args):
+        real_commit(self, *args)
         committed.append(self.path)
         if len(committed) == 1:
             os.kill(os.getpid(), sig)  # the handler runs as soon as this call returns

@@ -58,7 +58,10 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     """num / den with x/0 := 0 (a zero column or row sum means the column or row is all zero)."""
     num, den = np.broadcast_arrays(num, den)
     out = np.zeros(num.shape)
-    np.divide(num, den, out=out, where=den != 0)
+    # Extreme alpha/iterations can overflow the factored form; such rows come out non-finite
+    # and are recomputed with the per-row definition, so the warning would only be noise.
+    with np.errstate(over="ignore", invalid="ignore"):
+        np.divide(num, den, out=out, where=den != 0)
     return out
 
 

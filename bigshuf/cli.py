@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import Callable, Optional
+from typing import Callable, NoReturn
 
 import click
 
@@ -18,7 +18,7 @@ from bigshuf.errors import BigshufError, UsageError
 from bigshuf.sizes import parse_size
 
 
-def _fail(message: str, code: int) -> "NoReturn":  # type: ignore[name-defined]
+def _fail(message: str, code: int) -> NoReturn:
     click.echo(f"bigshuf: error: {message}", err=True)
     sys.exit(code)
 

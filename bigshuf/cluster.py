@@ -36,11 +36,11 @@ import numpy as np
 from bigshuf.errors import BigshufError, InputError, UsageError
 from bigshuf.gather import Unit, permute_buckets, plan_units, read_buckets
 from bigshuf.plan import Geometry, plan
-from bigshuf.records import RecordReader, Source, compression_of, find_record_ends
+from bigshuf.records import RecordReader, Source, find_record_ends
 from bigshuf.scatter import draw_buckets, partition
 from bigshuf.sizes import parse_size
 from bigshuf.store import Store, final_buckets, fit_row
-from bigshuf.writing import Sink, compressor_for, shard_paths
+from bigshuf.writing import Sink, compressor_for
 
 
 def _require():

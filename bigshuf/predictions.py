@@ -32,7 +32,7 @@ import shutil
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import IO, Any, Dict, Iterator, List, NoReturn, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -563,7 +563,7 @@ class PredictionFile:
         next(rows, None)  # header (checked when the layout was detected)
         return self._buffered(((n, rec) for n, rec in rows if rec), parse, size)
 
-    def _row_error(self, rows: "_RowBuffer", exc: InputError, line: int) -> "NoReturn":  # type: ignore[name-defined]
+    def _row_error(self, rows: "_RowBuffer", exc: InputError, line: int) -> NoReturn:
         """Raise the error for row ``line`` -- after checking the rows buffered before it, so the
         earliest bad row in the file is the one reported."""
         self._build(rows)

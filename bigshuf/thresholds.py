@@ -17,7 +17,7 @@ this cannot stall on the plateaus of the step function inside a coordinate.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 

@@ -17,12 +17,12 @@ import re
 import secrets
 import sys
 import threading
-from typing import BinaryIO, List, Optional
+from typing import List, Optional
 
 import numpy as np
 
-from bigshuf.errors import BigshufError, UsageError
-from bigshuf.records import COMPRESSION_SUFFIXES, compression_of, find_record_ends
+from bigshuf.errors import UsageError
+from bigshuf.records import compression_of, find_record_ends
 from bigshuf.store import describe_os_error, pwrite_all
 
 _TEMP_RE = re.compile(r"\.bigshuf-(\d+)-[0-9a-f]+\.tmp$")

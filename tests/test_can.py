@@ -270,7 +270,7 @@ def test_reference_file_and_cap(tmp_path):
     assert report["accuracy"] is None  # the test rows have no labels
     capped = can(src, str(tmp_path / "c.jsonl"), reference=ref, max_reference=20, subsample="stratified")
     assert capped["reference"]["used"] == 20 and capped["reference"]["subsample"] == "stratified"
-    again = can(src, str(tmp_path / "d.jsonl"), reference=ref, max_reference=20, subsample="stratified")
+    can(src, str(tmp_path / "d.jsonl"), reference=ref, max_reference=20, subsample="stratified")
     assert (tmp_path / "c.jsonl").read_text() == (tmp_path / "d.jsonl").read_text()  # seeded
 
 

@@ -55,6 +55,9 @@ class ShuffleStats:
     outputs: List[str] = field(default_factory=list)
 
     def summary(self) -> str:
+        if self.store == "reservoir":
+            return (f"bigshuf: {self.records:,} records ({format_size(self.bytes)}) -> "
+                    f"{self.records_out:,} sampled in one pass (reservoir); seed {self.seed}")
         return (f"bigshuf: {self.records:,} records ({format_size(self.bytes)}) -> "
                 f"{self.records_out:,} written; seed {self.seed}; {self.buckets} buckets, "
                 f"{self.runs} runs, {self.levels} level(s), runs in {self.store}; "

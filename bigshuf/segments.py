@@ -41,6 +41,18 @@ def _pieces(lengths: np.ndarray, ends: np.ndarray):
             a = b
 
 
+def _byte_index(pos: np.ndarray, lengths: np.ndarray, ends: np.ndarray, a: int, b: int,
+                base: int, size: int) -> np.ndarray:
+    """For records a..b-1 laid out back to back (from ``base``), the position of each of their
+    bytes when record i starts at ``pos[i - a]``: a cumulative sum of ones that jumps, at the
+    first byte of each record, from the previous record's end to the next record's start."""
+    idx = np.ones(size, dtype=np.int64)
+    idx[0] = pos[0]
+    idx[ends[a:b - 1] - base] = pos[1:] - (pos[:-1] + lengths[a:b - 1]) + 1
+    np.cumsum(idx, out=idx)
+    return idx
+
+
 def gather_records(src: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
                    out: np.ndarray, out_pos: int = 0) -> int:
     """Copy records ``src[starts[i] : starts[i]+lengths[i]]``, in order, contiguously into ``out``
@@ -68,12 +80,7 @@ def gather_records(src: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
                 md[o:o + n] = ms[s0:s0 + n]
                 o += n
             continue
-        idx = np.ones(size, dtype=np.int64)
-        idx[0] = s[0]
-        # At the first byte of each following record, jump from the previous record's end.
-        idx[ends[a:b - 1] - base] = s[1:] - (s[:-1] + lengths[a:b - 1]) + 1
-        np.cumsum(idx, out=idx)
-        np.take(src, idx, out=dst)
+        np.take(src, _byte_index(s, lengths, ends, a, b, base, size), out=dst)
     return out_pos + int(ends[-1])
 
 
@@ -104,8 +111,4 @@ def scatter_records(src: np.ndarray, src_pos: int, lengths: np.ndarray,
                 mo[d0:d0 + n] = ms[s0:s0 + n]
                 s0 += n
             continue
-        idx = np.ones(size, dtype=np.int64)
-        idx[0] = d[0]
-        idx[ends[a:b - 1] - base] = d[1:] - (d[:-1] + lengths[a:b - 1]) + 1
-        np.cumsum(idx, out=idx)
-        out[idx] = src[s0:s0 + size]
+        out[_byte_index(d, lengths, ends, a, b, base, size)] = src[s0:s0 + size]

@@ -37,16 +37,22 @@ def _numbered(path: Path, n: int = SMALL_LINES, start: int = 0) -> Path:
     return path
 
 
-@pytest.fixture
-def setup(tmp_path):
-    """Input (2 MB, 300k numbered lines), a destination holding old content, a temp dir."""
-    src = _numbered(tmp_path / "in" / "in.txt")
+def _work_dirs(tmp_path):
+    """A temp dir, an output dir, and a destination in it holding old content."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     dest = out_dir / "out.txt"
     dest.write_bytes(OLD)
-    temp = tmp_path / "tmp"
-    temp.mkdir()
+    return temp, out_dir, dest
+
+
+@pytest.fixture
+def setup(tmp_path):
+    """Input (2 MB, 300k numbered lines), a destination holding old content, a temp dir."""
+    src = _numbered(tmp_path / "in" / "in.txt")
+    temp, _, dest = _work_dirs(tmp_path)
     return src, dest, temp
 
 
@@ -286,12 +292,7 @@ def test_disk_full_mid_gather_from_stdin(setup, tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_mid_phase(big_input, tmp_path, sig, phase):
     src, h = big_input
-    temp = tmp_path / "tmp"
-    temp.mkdir()
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    dest = out_dir / "out.txt"
-    dest.write_bytes(OLD)
+    temp, out_dir, dest = _work_dirs(tmp_path)
     args = ["shuffle", src, "-o", dest, "-S", "16M", "-T", temp, "--seed", "5"]
     proc = spawn(args)
     state = stop_in_phase(proc, phase, src, dest, temp, need_runs_file=True)
@@ -308,12 +309,7 @@ def test_second_signal_during_cleanup_is_ignored(big_input, tmp_path, phase):
     """Ctrl-C then SIGTERM (or Ctrl-C twice): both are pending when the process resumes, so the
     second arrives while the first one's cleanup runs. The first decides the exit status."""
     src, h = big_input
-    temp = tmp_path / "tmp"
-    temp.mkdir()
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    dest = out_dir / "out.txt"
-    dest.write_bytes(OLD)
+    temp, out_dir, dest = _work_dirs(tmp_path)
     args = ["shuffle", src, "-o", dest, "-S", "16M", "-T", temp, "--seed", "5"]
     proc = spawn(args)
     stop_in_phase(proc, phase, src, dest, temp, need_runs_file=True)
@@ -461,12 +457,7 @@ def test_sigkill_mid_scatter_leaves_nothing(big_input, tmp_path):
 
 def test_sigkill_mid_gather_leaves_only_the_temp_name_and_next_run_removes_it(big_input, tmp_path):
     src, h = big_input
-    temp = tmp_path / "tmp"
-    temp.mkdir()
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    dest = out_dir / "out.txt"
-    dest.write_bytes(OLD)
+    temp, out_dir, dest = _work_dirs(tmp_path)
     args = ["shuffle", src, "-o", dest, "-S", "16M", "-T", temp, "--seed", "5"]
     proc = spawn(args)
     stop_in_phase(proc, "gather", src, dest, temp)

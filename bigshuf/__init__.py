@@ -1,35 +1,40 @@
 """bigshuf: exactly uniform shuffles of line files larger than memory, and classifier
 prediction post-processing (CAN, threshold search).
 
-The command-line tool is a thin layer over these functions; see README.md.
+The package has three parts: ``bigshuf.shuffler`` (the out-of-core line shuffle, verify and the
+Dask scale-out), ``bigshuf.predict`` (prediction files, CAN, thresholds, metrics) and
+``bigshuf.common`` (errors, sizes, signals, randomness, atomic outputs). The command-line tool
+is a thin layer over the functions exported here; see README.md.
 """
 from __future__ import annotations
 
+from importlib import import_module
+from typing import Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "shuffle", "verify", "fingerprint",
-           "can", "tune_can", "can_adjust", "CanModel", "uncertainty", "read_predictions",
-           "threshold", "find_threshold", "find_class_weights", "apply_threshold"]
+# Public name -> module that defines it. Imported on first use, so `bigshuf --help` and the
+# prediction commands do not pay for the engine (and the other way round).
+_EXPORTS = {
+    "shuffle": "bigshuf.shuffler.engine",
+    "verify": "bigshuf.shuffler.verify",
+    "fingerprint": "bigshuf.shuffler.verify",
+    "can": "bigshuf.predict.can",
+    "tune_can": "bigshuf.predict.can",
+    "can_adjust": "bigshuf.predict.can",
+    "CanModel": "bigshuf.predict.can",
+    "uncertainty": "bigshuf.predict.can",
+    "read_predictions": "bigshuf.predict.formats",
+    "threshold": "bigshuf.predict.thresholds",
+    "find_threshold": "bigshuf.predict.thresholds",
+    "find_class_weights": "bigshuf.predict.thresholds",
+    "apply_threshold": "bigshuf.predict.thresholds",
+}
+
+__all__ = ["__version__", *_EXPORTS]
 
 
-def __getattr__(name):
-    # Lazy imports keep `bigshuf --help` and the prediction commands from paying for the engine.
-    if name == "shuffle":
-        from bigshuf.engine import shuffle
-        return shuffle
-    if name in ("verify", "fingerprint"):
-        from bigshuf import fingerprints as _fp
-        return getattr(_fp, name)
-    if name in ("can", "tune_can", "can_adjust", "CanModel", "uncertainty"):
-        # importing bigshuf.can binds the package attribute `can` to the module; the module is
-        # callable (it runs can()), so bigshuf.can(...) works whichever was looked up first
-        import importlib
-        module = importlib.import_module("bigshuf.can")
-        return module if name == "can" else getattr(module, name)
-    if name == "read_predictions":
-        from bigshuf.predictions import read_predictions
-        return read_predictions
-    if name in ("threshold", "find_threshold", "find_class_weights", "apply_threshold"):
-        from bigshuf import thresholds as _thresholds
-        return getattr(_thresholds, name)
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'bigshuf' has no attribute {name!r}")

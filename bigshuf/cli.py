@@ -1,8 +1,8 @@
 """Command-line interface: parses options, calls the library, reports.
 
 Every command is a thin wrapper over a library function of the same name (``bigshuf.shuffle``,
-``bigshuf.verify``, ``bigshuf.can``, ``bigshuf.threshold``). Errors are reported as one line on
-stderr with the exit status carried by the exception (see ``bigshuf.errors``); no traceback.
+``bigshuf.verify``, ``bigshuf.predict.can``, ``bigshuf.threshold``). Errors are reported as one line on
+stderr with the exit status carried by the exception (see ``bigshuf.common.errors``); no traceback.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Callable, NoReturn
 import click
 
 from bigshuf import __version__
-from bigshuf.errors import BigshufError, UsageError
-from bigshuf.sizes import parse_size
+from bigshuf.common.errors import BigshufError, UsageError
+from bigshuf.common.sizes import parse_size
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -139,12 +139,12 @@ def shuffle(inputs, output, memory, seed, jobs, temp_dir, buckets, zero_terminat
 
     Compressed inputs and outputs (.gz, .bz2, .xz, .zst) are handled by file extension.
     """
-    from bigshuf.engine import shuffle as run_shuffle
+    from bigshuf.shuffler.engine import shuffle as run_shuffle
 
     if scheduler is not None:
         if sample is not None:
             raise UsageError("-n/--head-count is not available with --scheduler")
-        from bigshuf.cluster import shuffle_on_cluster
+        from bigshuf.shuffler.cluster import shuffle_on_cluster
 
         stats = shuffle_on_cluster(
             list(inputs), output, scheduler=scheduler, memory=memory, seed=seed,
@@ -174,7 +174,7 @@ def verify(first, second, zero_terminated, progress):
 
     Order-free: compares line counts and xxhash-based fingerprints, at disk speed.
     """
-    from bigshuf.fingerprints import verify as run_verify
+    from bigshuf.shuffler.verify import verify as run_verify
 
     result = run_verify(first, second, zero_terminated=zero_terminated, progress=progress)
     for fp in (result.first, result.second):
@@ -299,7 +299,7 @@ def can(input, output, fmt, key, label_key, labels_file, classes, logits, pred_k
     Rows keep all their fields; uncertain rows get the adjusted vector, every row gets the
     predicted class under --pred-key. See docs/predictions.md.
     """
-    from bigshuf.can import can as run_can, format_can_report
+    from bigshuf.predict.can import can as run_can, format_can_report
 
     if tune and params_file:
         raise UsageError("--tune searches the parameters; it cannot also read them with --params")
@@ -346,7 +346,7 @@ def threshold(input, output, fmt, key, label_key, labels_file, classes, logits, 
     Searching prints the params on stdout unless --save-params or -o is given; applying writes
     every row with the predicted class under --pred-key. See docs/predictions.md.
     """
-    from bigshuf.thresholds import format_threshold_report, threshold as run_threshold
+    from bigshuf.predict.thresholds import format_threshold_report, threshold as run_threshold
 
     if params_file and save_params:
         raise UsageError("--params applies saved params; --save-params saves searched ones: use one")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark: vectorised CAN (bigshuf.can.CanModel) against the per-row definition.
+"""Benchmark: vectorised CAN (bigshuf.predict.can.CanModel) against the per-row definition.
 
 Generates ROWS x CLASSES softmax predictions (seeded), splits them into confident and uncertain
 rows (tau 0.9, k 3), and times adjusting every uncertain row against all confident rows:
@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from bigshuf.can import CanModel, can_per_row, confident_mask
+from bigshuf.predict.can import CanModel, can_per_row, confident_mask
 
 
 def make_predictions(rows: int, classes: int, seed: int) -> np.ndarray:

@@ -70,7 +70,7 @@ def main() -> int:
     ap.add_argument("--shapes", default="short,json,empty,mixed,huge")
     ap.add_argument("--data-dir", default=None, help="where inputs are generated (default: a temp dir)")
     a = ap.parse_args()
-    from bigshuf.sizes import parse_size  # light import: no numpy
+    from bigshuf.common.sizes import parse_size  # light import: no numpy
 
     size = parse_size(a.size)
     data = Path(a.data_dir or tempfile.mkdtemp(prefix="bigshuf-mem-"))

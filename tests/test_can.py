@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bigshuf.can import (CanModel, _ReferenceSampler, can, can_adjust, can_matrix, can_per_row,
+from bigshuf.predict.can import (CanModel, _ReferenceSampler, can, can_adjust, can_matrix, can_per_row,
                          confident_mask, resolve_prior, tune_can, uncertainty)
-from bigshuf.errors import UsageError
-from bigshuf.predictions import LabelMap
+from bigshuf.common.errors import UsageError
+from bigshuf.predict.formats import LabelMap
 
 
 def reference_can(row, confident, prior, alpha, iterations):

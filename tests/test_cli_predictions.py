@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bigshuf.can import can_matrix
+from bigshuf.predict.can import can_matrix
 from bigshuf.cli import main
 from conftest import assert_clean_error, run_cli
 

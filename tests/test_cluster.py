@@ -1,4 +1,4 @@
-"""The Dask layer (bigshuf.cluster) on a LocalCluster of 2 worker processes: byte-identical to the
+"""The Dask layer (bigshuf.shuffler.cluster) on a LocalCluster of 2 worker processes: byte-identical to the
 local engine, a clean temp directory, and a worker killed mid-run."""
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ distributed = pytest.importorskip("distributed")
 pytest.importorskip("fsspec")
 
 import bigshuf  # noqa: E402
-from bigshuf.cluster import shuffle_on_cluster  # noqa: E402
-from bigshuf.errors import InputError, UsageError  # noqa: E402
+from bigshuf.shuffler.cluster import shuffle_on_cluster  # noqa: E402
+from bigshuf.common.errors import InputError, UsageError  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bigshuf.errors import InputError, UsageError
-from bigshuf.predictions import (PredictionFile, PredictionWriter, atomic_output, parse_classes,
+from bigshuf.common.errors import InputError, UsageError
+from bigshuf.predict.formats import (PredictionFile, PredictionWriter, atomic_output, parse_classes,
                                  read_predictions, softmax)
 
 

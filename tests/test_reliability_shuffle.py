@@ -238,12 +238,12 @@ def test_not_enough_free_space_precheck_in_process(setup, monkeypatch):
     """The same precheck without a mount (works anywhere): free_bytes reports 1.5 MB."""
     from click.testing import CliRunner
 
-    import bigshuf.space
+    import bigshuf.common.space
     from bigshuf.cli import main
 
     src, dest, temp = setup
     h = sha256(src)
-    monkeypatch.setattr(bigshuf.space, "free_bytes", lambda d: 3 << 19)
+    monkeypatch.setattr(bigshuf.common.space, "free_bytes", lambda d: 3 << 19)
     try:
         runner = CliRunner(mix_stderr=False)  # click < 8.2
     except TypeError:
@@ -378,16 +378,16 @@ def test_signal_while_the_outputs_are_renamed_never_mixes_old_and_new_shards(tmp
     """In-process, because the moment is too short to hit from outside: the signal arrives just
     after the first of four shards got its final name. The shards must end all old or all new
     (here: all new, the run is complete), never some of each."""
-    import bigshuf.writing
-    from bigshuf.engine import shuffle
-    from bigshuf.errors import Interrupted
+    import bigshuf.shuffler.writing
+    from bigshuf.shuffler.engine import shuffle
+    from bigshuf.common.errors import Interrupted
 
     src = _numbered(tmp_path / "in.txt", 20_000)
     pattern = str(tmp_path / "s.txt")
-    names = [Path(n) for n in bigshuf.writing.shard_paths(pattern, 4)]
+    names = [Path(n) for n in bigshuf.shuffler.writing.shard_paths(pattern, 4)]
     for n in names:
         n.write_bytes(OLD)
-    real_commit = bigshuf.writing.OutputFile.commit
+    real_commit = bigshuf.shuffler.writing.OutputFile.commit
     committed = []
 
     def commit(self, *args):
@@ -396,7 +396,7 @@ def test_signal_while_the_outputs_are_renamed_never_mixes_old_and_new_shards(tmp
         if len(committed) == 1:
             os.kill(os.getpid(), sig)  # the handler runs as soon as this call returns
 
-    monkeypatch.setattr(bigshuf.writing.OutputFile, "commit", commit)
+    monkeypatch.setattr(bigshuf.shuffler.writing.OutputFile, "commit", commit)
     try:
         shuffle([str(src)], pattern, shards=4, seed=1, memory="4M", temp_dir=str(tmp_path))
     except Interrupted:
@@ -530,8 +530,8 @@ def test_zero_terminated_records_keep_newlines(tmp_path):
 
 
 def test_longest_line_accepted_and_one_byte_more_rejected(tmp_path):
-    from bigshuf.plan import plan
-    from bigshuf.sizes import parse_size
+    from bigshuf.shuffler.plan import plan
+    from bigshuf.common.sizes import parse_size
 
     cap = plan(parse_size("1M")).block_bytes  # the longest record -S 1M allows, newline included
     ok = tmp_path / "ok.txt"

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from bigshuf import segments
-from bigshuf.segments import gather_records, scatter_records
+from bigshuf.shuffler import segments
+from bigshuf.shuffler.segments import gather_records, scatter_records
 
 
 def _layout(lengths):

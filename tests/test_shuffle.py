@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import bigshuf
-from bigshuf.errors import BigshufError, InputError, UsageError
-from bigshuf.writing import shard_paths
+from bigshuf.common.errors import BigshufError, InputError, UsageError
+from bigshuf.shuffler.writing import shard_paths
 
 
 def lines_of(data: bytes, sep: bytes = b"\n"):
@@ -239,7 +239,7 @@ def test_failed_run_leaves_no_output_and_old_file_intact(tmp_path, numbered, mon
     src = numbered(30_000)
     dst = tmp_path / "dst.txt"
     dst.write_bytes(b"old contents\n")
-    import bigshuf.gather as gather_mod
+    import bigshuf.shuffler.gather as gather_mod
 
     def boom(*a, **k):
         raise BigshufError("simulated failure")

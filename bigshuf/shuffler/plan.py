@@ -20,9 +20,9 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from bigshuf.errors import UsageError
-from bigshuf.gather import PERMUTE_BYTES_PER_RECORD
-from bigshuf.scatter import PARTITION_BYTES_PER_RECORD
+from bigshuf.common.errors import UsageError
+from bigshuf.shuffler.gather import PERMUTE_BYTES_PER_RECORD
+from bigshuf.shuffler.scatter import PARTITION_BYTES_PER_RECORD
 
 MIN_MEMORY = 1 << 20
 MIN_BLOCK = 64 << 10

@@ -33,9 +33,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from bigshuf.errors import InputError, UsageError
-from bigshuf.metrics import cv_folds, percent, survival
-from bigshuf.predictions import (LabelMap, PredictionFile, PredictionWriter, read_json,
+from bigshuf.common.errors import InputError, UsageError
+from bigshuf.predict.metrics import cv_folds, percent, survival
+from bigshuf.predict.formats import (LabelMap, PredictionFile, PredictionWriter, read_json,
                                  read_label_file, write_json)
 
 DEFAULT_TAU = 0.9
@@ -464,7 +464,7 @@ def _parse_weights(text: str) -> Any:
 def _weights_file(path: str) -> Any:
     """The weights in a JSON prior file, or None if the file is a list of labels."""
     import json
-    from bigshuf.predictions import _check_readable
+    from bigshuf.predict.formats import _check_readable
     _check_readable(path)
     with open(path, encoding="utf-8") as f:
         text = f.read()
@@ -820,14 +820,3 @@ def format_can_report(result: Dict[str, Any]) -> str:
     for note in result.get("notes", ()):
         lines.append(f"note: {note}")
     return "\n".join(lines)
-
-
-class _CallableModule(type(sys)):
-    """``bigshuf.can`` names both this module and the ``can`` command function: importing the
-    module rebinds the package attribute, so the module itself runs ``can()`` when called."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Dict[str, Any]:
-        return can(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -21,9 +21,9 @@ from typing import List, Optional
 
 import numpy as np
 
-from bigshuf.errors import UsageError
-from bigshuf.records import compression_of, find_record_ends
-from bigshuf.store import describe_os_error, pwrite_all
+from bigshuf.common.errors import UsageError
+from bigshuf.shuffler.records import compression_of, find_record_ends
+from bigshuf.shuffler.store import describe_os_error, pwrite_all
 
 _TEMP_RE = re.compile(r"\.bigshuf-(\d+)-[0-9a-f]+\.tmp$")
 
@@ -100,7 +100,7 @@ def compressor_for(path: str, raw):
     if suffix == ".xz":
         return lzma.LZMAFile(raw, "wb", preset=6)
     if suffix == ".zst":
-        from bigshuf.records import _zstd
+        from bigshuf.shuffler.records import _zstd
         return _zstd().ZstdCompressor(level=3).stream_writer(raw, closefd=False)
     return None
 

@@ -15,13 +15,13 @@ from typing import Optional
 
 import numpy as np
 
-from bigshuf.errors import BigshufError
-from bigshuf.plan import Geometry
-from bigshuf.progress import Progress
-from bigshuf.records import RecordReader
-from bigshuf.segments import gather_records
-from bigshuf.sizes import format_size
-from bigshuf.writing import Sink
+from bigshuf.common.errors import BigshufError
+from bigshuf.shuffler.plan import Geometry
+from bigshuf.common.progress import Progress
+from bigshuf.shuffler.records import RecordReader
+from bigshuf.shuffler.segments import gather_records
+from bigshuf.common.sizes import format_size
+from bigshuf.shuffler.writing import Sink
 
 #: Bytes of bookkeeping a reservoir slot costs (start and length).
 SLOT_BYTES = 16
@@ -85,7 +85,7 @@ def try_reservoir(reader: RecordReader, output: Optional[str], sample: int, geo:
     """Sample by reservoir if it fits; returns False (nothing consumed from files, nothing
     written) when the caller should shuffle-and-truncate instead. ``before_rename`` is called
     once everything is written, before the outputs get their names (signal deferral)."""
-    from bigshuf.engine import _rng
+    from bigshuf.shuffler.engine import _rng
 
     if not reservoir_fits(sample, geo):
         return False

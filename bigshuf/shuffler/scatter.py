@@ -9,7 +9,7 @@ from typing import Tuple
 
 import numpy as np
 
-from bigshuf.segments import scatter_records
+from bigshuf.shuffler.segments import scatter_records
 
 #: Bytes of per-record metadata the partition needs at its peak (ends, lengths, bucket ids,
 #: order, destinations): used by the planner to size blocks.

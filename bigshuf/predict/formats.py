@@ -36,7 +36,7 @@ from typing import IO, Any, Dict, Iterator, List, NoReturn, Optional, Sequence, 
 
 import numpy as np
 
-from bigshuf.errors import InputError, UsageError
+from bigshuf.common.errors import InputError, UsageError
 
 PRED_KEY = "pred"
 """Key (JSONL) or column (CSV) under which the predicted class is written."""

@@ -33,14 +33,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from bigshuf.errors import BigshufError, InputError, UsageError
-from bigshuf.gather import Unit, permute_buckets, plan_units, read_buckets
-from bigshuf.plan import Geometry, plan
-from bigshuf.records import RecordReader, Source, find_record_ends
-from bigshuf.scatter import draw_buckets, partition
-from bigshuf.sizes import parse_size
-from bigshuf.store import Store, final_buckets, fit_row
-from bigshuf.writing import Sink, compressor_for
+from bigshuf.common.errors import BigshufError, InputError, UsageError
+from bigshuf.shuffler.gather import Unit, permute_buckets, plan_units, read_buckets
+from bigshuf.shuffler.plan import Geometry, plan
+from bigshuf.shuffler.records import RecordReader, Source, find_record_ends
+from bigshuf.shuffler.scatter import draw_buckets, partition
+from bigshuf.common.sizes import parse_size
+from bigshuf.shuffler.store import Store, final_buckets, fit_row
+from bigshuf.shuffler.writing import Sink, compressor_for
 
 
 def _require():
@@ -105,7 +105,7 @@ def _scatter_task(source: int, url: str, job: str, seed: int, buckets: int, sep:
                   header: bool, block_bytes: int, block_records: int) -> dict:
     """Scatter one input file into runs: part file + index file. Returns its summary."""
     import fsspec
-    from bigshuf.engine import _rng
+    from bigshuf.shuffler.engine import _rng
 
     fs, _ = _fs(job)
     part = _join(job, "runs", f"{source:06d}.bin")
@@ -192,8 +192,8 @@ def _gather_task(i: int, unit: Unit, piece_start: np.ndarray, piece_bytes: np.nd
                  parts: List[str], bases: List[int], job: str, seed: int, sep: int,
                  memory: int) -> int:
     """Permute one unit (or re-scatter an oversized bucket) into its unit file."""
-    from bigshuf.engine import Engine, ShuffleStats, _rng
-    from bigshuf.progress import Progress
+    from bigshuf.shuffler.engine import Engine, ShuffleStats, _rng
+    from bigshuf.common.progress import Progress
 
     fs, _ = _fs(job)
     store = PartsStore(parts, bases)
@@ -282,8 +282,8 @@ class ClusterPlan:
 
 def plan_cluster(input_bytes: int, memory: "int | str", input_files: int,
                  buckets: Optional[int] = None) -> ClusterPlan:
-    """Estimate a run with the planner the engine uses (:func:`bigshuf.plan.plan`, the index
-    halving of :func:`bigshuf.store.final_buckets`, the unit size): runs ~ input / block size,
+    """Estimate a run with the planner the engine uses (:func:`bigshuf.shuffler.plan.plan`, the index
+    halving of :func:`bigshuf.shuffler.store.final_buckets`, the unit size): runs ~ input / block size,
     one scatter task per input file, one gather task per unit (or per oversized bucket)."""
     geo: Geometry = plan(parse_size(memory))
     per_file = -(-input_bytes // max(1, input_files))
@@ -347,8 +347,8 @@ def shuffle_on_cluster(inputs: Sequence[str], output: Optional[str], *, schedule
     Inputs, output and ``temp_dir`` are paths or fsspec URLs; ``temp_dir`` must be storage every
     worker can read and write."""
     _require()
-    from bigshuf.engine import ShuffleStats
-    from bigshuf.progress import progress_enabled
+    from bigshuf.shuffler.engine import ShuffleStats
+    from bigshuf.common.progress import progress_enabled
 
     if output in (None, "-"):
         raise UsageError("--scheduler writes to -o/--output (a path or URL), not stdout")

@@ -22,8 +22,8 @@ from typing import Optional
 import numpy as np
 import xxhash
 
-from bigshuf.progress import Progress
-from bigshuf.records import PathLike, RecordReader, display_name
+from bigshuf.common.progress import Progress
+from bigshuf.shuffler.records import PathLike, RecordReader, display_name
 
 LONG = 128
 SLICE_RECORDS = 16384

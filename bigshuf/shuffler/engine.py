@@ -22,17 +22,17 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from bigshuf.buffers import BufferPool
-from bigshuf.errors import BigshufError, Interrupted, UsageError
-from bigshuf.gather import BucketReader, Unit, permute_buckets, plan_units
-from bigshuf.plan import Geometry, plan
-from bigshuf.progress import Progress
-from bigshuf.records import Block, PathLike, RecordReader, Source, read_fully
-from bigshuf.scatter import draw_buckets, partition
-from bigshuf.sizes import format_size, parse_size
-from bigshuf.space import check_free_space
-from bigshuf.store import FileRegion, FileStore, MemoryStore, RunIndex, Store
-from bigshuf.writing import Sink
+from bigshuf.shuffler.buffers import BufferPool
+from bigshuf.common.errors import BigshufError, Interrupted, UsageError
+from bigshuf.shuffler.gather import BucketReader, Unit, permute_buckets, plan_units
+from bigshuf.shuffler.plan import Geometry, plan
+from bigshuf.common.progress import Progress
+from bigshuf.shuffler.records import Block, PathLike, RecordReader, Source, read_fully
+from bigshuf.shuffler.scatter import draw_buckets, partition
+from bigshuf.common.sizes import format_size, parse_size
+from bigshuf.common.space import check_free_space
+from bigshuf.shuffler.store import FileRegion, FileStore, MemoryStore, RunIndex, Store
+from bigshuf.shuffler.writing import Sink
 
 SeedPath = Tuple[int, ...]
 
@@ -340,7 +340,7 @@ def shuffle(inputs: Sequence[PathLike], output: Optional[str] = None, *,
 
     ``memory`` bounds the whole run; ``seed`` makes it reproducible; ``sample`` keeps only that
     many records (a uniform sample in random order); ``fsync`` makes the outputs durable
-    before they are renamed into place. Raises :class:`bigshuf.errors.BigshufError`
+    before they are renamed into place. Raises :class:`bigshuf.common.errors.BigshufError`
     subclasses on failure, after removing every temporary file; the destination is then untouched.
     """
     mem = parse_size(memory)
@@ -376,7 +376,7 @@ def shuffle(inputs: Sequence[PathLike], output: Optional[str] = None, *,
                      temp_dir, geo.memory_store_capacity(workers))
 
     if sample is not None and buckets is None:
-        from bigshuf.sampling import try_reservoir
+        from bigshuf.shuffler.sampling import try_reservoir
         with _signals_raise() as signals:
             if try_reservoir(reader, output, sample, geo, seed, sep, stats, progress=progress,
                              size=size, shards=shards, lines_per_shard=lines_per_shard,

@@ -5,9 +5,9 @@ import os
 import tempfile
 from typing import Dict, Optional
 
-from bigshuf.errors import BigshufError
-from bigshuf.records import compression_of
-from bigshuf.sizes import format_size
+from bigshuf.common.errors import BigshufError
+from bigshuf.shuffler.records import compression_of
+from bigshuf.common.sizes import format_size
 
 #: Head-room kept free on each file system, on top of what the run needs.
 MARGIN = 1 << 20

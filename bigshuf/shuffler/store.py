@@ -18,7 +18,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from bigshuf.errors import BigshufError, UsageError
+from bigshuf.common.errors import BigshufError, UsageError
 
 IOV_MAX = 512  # stay well below the kernel's 1024 per preadv/pwritev call
 

@@ -18,7 +18,7 @@ from typing import BinaryIO, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
-from bigshuf.errors import BigshufError, InputError, UsageError
+from bigshuf.common.errors import BigshufError, InputError, UsageError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -254,7 +254,7 @@ class RecordReader:
                pool=None) -> Iterator[Block]:
         """Yield blocks of at most ``capacity`` bytes and ``max_records`` records.
 
-        With a :class:`~bigshuf.buffers.BufferPool` of ``capacity``-byte buffers, each block's
+        With a :class:`~bigshuf.shuffler.buffers.BufferPool` of ``capacity``-byte buffers, each block's
         buffer comes from it and the consumer releases it when done."""
         sep = self.sep
         max_records = max_records or capacity

@@ -12,9 +12,9 @@ from typing import List, Tuple
 
 import numpy as np
 
-from bigshuf.records import find_record_ends
-from bigshuf.segments import gather_records
-from bigshuf.store import Store
+from bigshuf.shuffler.records import find_record_ends
+from bigshuf.shuffler.segments import gather_records
+from bigshuf.shuffler.store import Store
 
 #: Peak per-record metadata of a unit permutation (ends, permutation, starts, lengths).
 PERMUTE_BYTES_PER_RECORD = 48

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from bigshuf.errors import UsageError
+from bigshuf.common.errors import UsageError
 
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTPB]?)(?:I?B)?\s*$", re.IGNORECASE)

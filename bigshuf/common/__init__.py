@@ -1,0 +1,1 @@
+"""Pieces both products share: errors, sizes, progress bars, signals, randomness, outputs."""

@@ -1,0 +1,1 @@
+"""Post-processing of classifier predictions: file formats, CAN, threshold search, metrics."""

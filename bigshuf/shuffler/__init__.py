@@ -1,0 +1,1 @@
+"""The line shuffle: records -> scatter -> store -> gather -> writing, driven by the engine."""

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from bigshuf.common.errors import InputError, UsageError
-from bigshuf.predict.formats import (PredictionFile, PredictionWriter, atomic_output, parse_classes,
+from bigshuf.common.output import atomic_output
+from bigshuf.predict.formats import (PredictionFile, PredictionWriter, parse_classes,
                                  read_predictions, softmax)
 
 

@@ -34,9 +34,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from bigshuf.common.errors import InputError, UsageError
+from bigshuf.common.output import write_json
 from bigshuf.predict.metrics import cv_folds, percent, survival
 from bigshuf.predict.formats import (LabelMap, PredictionFile, PredictionWriter, read_json,
-                                 read_label_file, write_json)
+                                 read_label_file)
 
 DEFAULT_TAU = 0.9
 DEFAULT_ALPHA = 1.0

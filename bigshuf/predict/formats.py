@@ -32,11 +32,12 @@ import shutil
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from typing import IO, Any, Dict, Iterator, List, NoReturn, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, NoReturn, Optional, Sequence, Tuple
 
 import numpy as np
 
 from bigshuf.common.errors import InputError, UsageError
+from bigshuf.common.output import atomic_output, atomic_path
 
 PRED_KEY = "pred"
 """Key (JSONL) or column (CSV) under which the predicted class is written."""
@@ -653,63 +654,6 @@ def read_predictions(path: str, **options: Any) -> Predictions:
     """Read a whole prediction file into memory (options as for ``PredictionFile``)."""
     with PredictionFile(path, **options) as pf:
         return pf.read_all()
-
-
-# -- output ----------------------------------------------------------------------------------
-
-def _creation_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-@contextlib.contextmanager
-def atomic_path(dest: str) -> Iterator[str]:
-    """A temporary path beside ``dest``, renamed over it when the block succeeds and removed
-    when it fails, so ``dest`` is either complete or untouched."""
-    if os.path.isdir(dest):
-        raise UsageError(f"output {dest!r} is a directory")
-    directory = os.path.dirname(os.path.abspath(dest))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dest)}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        yield tmp
-        mode = os.stat(dest).st_mode & 0o7777 if os.path.exists(dest) else _creation_mode()
-        os.chmod(tmp, mode)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
-def atomic_output(dest: Optional[str]) -> Iterator[IO[bytes]]:
-    """A binary file for the output ``dest`` (``None`` or ``-`` is stdout).
-
-    A file destination is written atomically (``atomic_path``). Stdout output is held in a
-    spooled temporary file and copied out only on success, so a bad row late in the input
-    cannot leave a half-written stream in a pipeline.
-    """
-    if dest in (None, "-"):
-        with tempfile.SpooledTemporaryFile(max_size=32 << 20) as buf:
-            yield buf  # type: ignore[misc]
-            buf.seek(0)
-            out = sys.stdout.buffer
-            shutil.copyfileobj(buf, out, 1 << 20)
-            out.flush()
-        return
-    with atomic_path(dest) as tmp:
-        with open(tmp, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def write_json(dest: Optional[str], obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``dest`` (``-``/None: stdout), atomically."""
-    with atomic_output(dest) as f:
-        f.write((json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def read_json(path: str, what: str) -> Dict[str, Any]:

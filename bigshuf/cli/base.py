@@ -1,0 +1,99 @@
+"""Command-line interface: the group, error reporting and shared parameter types.
+
+Every command is a thin wrapper over a library function of the same name (``bigshuf.shuffle``,
+``bigshuf.verify``, ``bigshuf.predict.can``, ``bigshuf.threshold``). Errors are reported as one line on
+stderr with the exit status carried by the exception (see ``bigshuf.common.errors``); no traceback.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from typing import Callable, NoReturn
+
+import click
+
+from bigshuf import __version__
+from bigshuf.common.errors import BigshufError, UsageError
+from bigshuf.common.sizes import parse_size
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"bigshuf: error: {message}", err=True)
+    sys.exit(code)
+
+
+def reports_errors(func: Callable) -> Callable:
+    """Turn library exceptions into one-line messages with the right exit status."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except BigshufError as exc:
+            _fail(str(exc), exc.exit_code)
+        except BrokenPipeError:
+            # The reader went away (e.g. `bigshuf shuffle big.txt | head`): quiet, like coreutils.
+            try:
+                sys.stdout = None  # type: ignore[assignment]
+            finally:
+                sys.exit(141)
+        except KeyboardInterrupt:
+            _fail("interrupted; no output written, temporary files removed", 130)
+        except MemoryError:
+            _fail("out of memory; lower --memory or raise the process memory limit", 1)
+        except OSError as exc:
+            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            _fail(f"{exc.strerror or exc}{where}", 1)
+        except Exception as exc:  # a bug: say so in one line; BIGSHUF_DEBUG=1 shows the trace
+            if os.environ.get("BIGSHUF_DEBUG"):
+                raise
+            _fail(f"internal error: {type(exc).__name__}: {exc} "
+                  "(please report it; BIGSHUF_DEBUG=1 shows the traceback)", 1)
+
+    return wrapper
+
+
+class SizeParam(click.ParamType):
+    """A byte count such as 1G, 256M, 512K or 1000000."""
+
+    name = "SIZE"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(value)
+        except UsageError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+SIZE = SizeParam()
+
+
+class _OneLineErrorsGroup(click.Group):
+    """Click reports usage errors on several lines; we keep to one line on stderr, exit 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            _fail("aborted", 1)
+        except click.ClickException as exc:
+            msg = exc.format_message().replace("\n", " ")
+            ctx = getattr(exc, "ctx", None)
+            if ctx is not None:
+                msg += f" Try '{ctx.command_path} --help'."
+            _fail(msg, exc.exit_code)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=_OneLineErrorsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="bigshuf")
+def main() -> None:
+    """Shuffle huge line files exactly uniformly in bounded memory, and post-process
+    classifier predictions (CAN re-balancing, threshold search)."""
+
+

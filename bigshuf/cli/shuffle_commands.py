@@ -1,0 +1,100 @@
+"""`bigshuf shuffle` and `bigshuf verify`: parse options, call bigshuf.shuffler, report."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from bigshuf.cli.base import SIZE, main, reports_errors
+from bigshuf.common.errors import UsageError
+
+
+# --- shuffle / verify -----------------------------------------------------------------------
+
+@main.command()
+@click.argument("inputs", nargs=-1, type=click.Path(dir_okay=True, allow_dash=True, readable=False))
+@click.option("-o", "--output", type=click.Path(allow_dash=True), default=None,
+              help="Output file (default: stdout). With --shards/--lines-per-shard, the base name "
+                   "of the shard files (see README, 'Sharded output').")
+@click.option("-S", "--memory", type=SIZE, default="1G", show_default=True,
+              help="Memory budget for the whole run (K/M/G/T suffixes).")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Random seed: the same seed, input and --memory give byte-identical output.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+              help="Worker threads (default: all cores). Does not change the output.")
+@click.option("-T", "--temp-dir", default=None, metavar="DIR",
+              help="Directory for the temporary bucket file (default: $TMPDIR or /tmp).")
+@click.option("--buckets", type=click.IntRange(min=1), default=None,
+              help="Force the number of buckets (for tests and tuning).")
+@click.option("-z", "--zero-terminated", is_flag=True, help="Records end with NUL, not newline.")
+@click.option("--header", is_flag=True,
+              help="Keep the first line of the input on top (once, even with many inputs).")
+@click.option("--shards", type=click.IntRange(min=1), default=None,
+              help="Write N output files of near-equal line counts.")
+@click.option("--lines-per-shard", type=click.IntRange(min=1), default=None,
+              help="Write output files of L lines each (the last may be shorter).")
+@click.option("-n", "--head-count", "sample", type=click.IntRange(min=0), default=None,
+              help="Output at most N lines: a uniform random sample, in random order.")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bars on stderr (default: only when stderr is a terminal).")
+@click.option("-v", "--verbose", is_flag=True, help="Print a summary (records, buckets, timings).")
+@click.option("--fsync", is_flag=True,
+              help="Flush outputs to disk before renaming them into place (survives power loss).")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Run on a Dask cluster (tcp://host:8786, or 'local[:N]' for N local worker "
+                   "processes); inputs, -o and --temp-dir may then be fsspec URLs (s3://...). "
+                   "Needs: pip install 'bigshuf[dask]'.")
+@reports_errors
+def shuffle(inputs, output, memory, seed, jobs, temp_dir, buckets, zero_terminated, header,
+            shards, lines_per_shard, sample, progress, verbose, fsync, scheduler):
+    """Shuffle the lines of INPUTS (files, '-' for stdin; none means stdin) uniformly at random.
+
+    Compressed inputs and outputs (.gz, .bz2, .xz, .zst) are handled by file extension.
+    """
+    from bigshuf.shuffler.engine import shuffle as run_shuffle
+
+    if scheduler is not None:
+        if sample is not None:
+            raise UsageError("-n/--head-count is not available with --scheduler")
+        from bigshuf.shuffler.cluster import shuffle_on_cluster
+
+        stats = shuffle_on_cluster(
+            list(inputs), output, scheduler=scheduler, memory=memory, seed=seed,
+            temp_dir=temp_dir, buckets=buckets, zero_terminated=zero_terminated, header=header,
+            shards=shards, lines_per_shard=lines_per_shard, progress=progress, jobs=jobs,
+            warn=lambda m: click.echo(f"bigshuf: warning: {m}", err=True))
+        if verbose:
+            click.echo(stats.summary(), err=True)
+        return
+    stats = run_shuffle(
+        list(inputs) or ["-"], output, memory=memory, seed=seed, jobs=jobs, temp_dir=temp_dir,
+        buckets=buckets, zero_terminated=zero_terminated, header=header, shards=shards,
+        lines_per_shard=lines_per_shard, sample=sample, progress=progress, fsync=fsync,
+    )
+    if verbose:
+        click.echo(stats.summary(), err=True)
+
+
+@main.command()
+@click.argument("first", type=click.Path(allow_dash=True))
+@click.argument("second", type=click.Path(allow_dash=True))
+@click.option("-z", "--zero-terminated", is_flag=True, help="Records end with NUL, not newline.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars on stderr.")
+@reports_errors
+def verify(first, second, zero_terminated, progress):
+    """Exit 0 if FIRST and SECOND hold the same multiset of lines, 1 if not.
+
+    Order-free: compares line counts and xxhash-based fingerprints, at disk speed.
+    """
+    from bigshuf.shuffler.verify import verify as run_verify
+
+    result = run_verify(first, second, zero_terminated=zero_terminated, progress=progress)
+    for fp in (result.first, result.second):
+        click.echo(f"{fp.count:>14,d} lines  {fp.hexdigest}  {fp.path}")
+    if result.same:
+        click.echo("same multiset of lines")
+    else:
+        click.echo("DIFFERENT: " + result.difference())
+        sys.exit(1)
+
+

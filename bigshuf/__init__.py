@@ -16,8 +16,9 @@ __version__ = "0.1.0"
 # Public name -> module that defines it. Imported on first use, so `bigshuf --help` and the
 # prediction commands do not pay for the engine (and the other way round).
 _EXPORTS = {
-    "shuffle": "bigshuf.shuffler.engine",
+    "shuffle": "bigshuf.shuffler.run",
     "verify": "bigshuf.shuffler.verify",
+    "ShuffleOptions": "bigshuf.shuffler.options",
     "fingerprint": "bigshuf.shuffler.verify",
     "can": "bigshuf.predict.can",
     "tune_can": "bigshuf.predict.can",

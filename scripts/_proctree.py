@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
+
 @dataclass
 class RunResult:
     """What :func:`run_measured` observed for one command."""

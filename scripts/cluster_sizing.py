@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bigshuf.shuffler.cluster import plan_cluster  # noqa: E402
 from bigshuf.common.sizes import format_size, parse_size  # noqa: E402
+from bigshuf.shuffler.cluster import plan_cluster  # noqa: E402
 
 #: (input size, memory per worker task, input file size) rows of the README table.
 DEFAULT_ROWS = [("100G", "4G", "1G"), ("10T", "16G", "4G"), ("1P", "64G", "16G")]

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import pytest
-
 from conftest import REPO
 
 NOBODY = 65534

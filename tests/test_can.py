@@ -10,9 +10,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bigshuf.predict.can import (CanModel, _ReferenceSampler, can, can_adjust, can_matrix, can_per_row,
-                         confident_mask, resolve_prior, tune_can, uncertainty)
 from bigshuf.common.errors import UsageError
+from bigshuf.predict.can import (
+    CanModel,
+    _ReferenceSampler,
+    can,
+    can_adjust,
+    can_matrix,
+    can_per_row,
+    confident_mask,
+    resolve_prior,
+    tune_can,
+    uncertainty,
+)
 from bigshuf.predict.formats import LabelMap
 
 

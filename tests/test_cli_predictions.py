@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from bigshuf.predict.can import can_matrix
-from bigshuf.cli import main
 from conftest import assert_clean_error, run_cli
+
+from bigshuf.cli import main
+from bigshuf.predict.can import can_matrix
 
 
 def invoke(*args: str, input=None):

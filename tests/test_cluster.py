@@ -15,8 +15,8 @@ distributed = pytest.importorskip("distributed")
 pytest.importorskip("fsspec")
 
 import bigshuf  # noqa: E402
-from bigshuf.shuffler.cluster import shuffle_on_cluster  # noqa: E402
 from bigshuf.common.errors import InputError, UsageError  # noqa: E402
+from bigshuf.shuffler.run import shuffle as shuffle_on_cluster  # noqa: E402  (with scheduler=)
 
 
 @pytest.fixture(scope="module")

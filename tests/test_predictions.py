@@ -9,8 +9,13 @@ import pytest
 
 from bigshuf.common.errors import InputError, UsageError
 from bigshuf.common.output import atomic_output
-from bigshuf.predict.formats import (PredictionFile, PredictionWriter, parse_classes,
-                                 read_predictions, softmax)
+from bigshuf.predict.formats import (
+    PredictionFile,
+    PredictionWriter,
+    parse_classes,
+    read_predictions,
+    softmax,
+)
 
 
 def write(path: Path, text: str) -> str:

@@ -22,10 +22,21 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
-from faults import (leftovers, limit, one_line_error, output_temps, run, sha256, spawn,
-                    stop_in_phase, fault_and_wait, tmpfs, unprivileged, verify_cli)
+from faults import (
+    fault_and_wait,
+    leftovers,
+    limit,
+    one_line_error,
+    output_temps,
+    run,
+    sha256,
+    spawn,
+    stop_in_phase,
+    tmpfs,
+    unprivileged,
+    verify_cli,
+)
 
 OLD = b"old destination content\n"
 SMALL_LINES = 300_000
@@ -379,8 +390,8 @@ def test_signal_while_the_outputs_are_renamed_never_mixes_old_and_new_shards(tmp
     after the first of four shards got its final name. The shards must end all old or all new
     (here: all new, the run is complete), never some of each."""
     import bigshuf.shuffler.writing
-    from bigshuf.shuffler.engine import shuffle
     from bigshuf.common.errors import Interrupted
+    from bigshuf.shuffler.run import shuffle
 
     src = _numbered(tmp_path / "in.txt", 20_000)
     pattern = str(tmp_path / "s.txt")
@@ -530,8 +541,8 @@ def test_zero_terminated_records_keep_newlines(tmp_path):
 
 
 def test_longest_line_accepted_and_one_byte_more_rejected(tmp_path):
-    from bigshuf.shuffler.plan import plan
     from bigshuf.common.sizes import parse_size
+    from bigshuf.shuffler.plan import plan
 
     cap = plan(parse_size("1M")).block_bytes  # the longest record -S 1M allows, newline included
     ok = tmp_path / "ok.txt"

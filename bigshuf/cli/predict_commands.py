@@ -8,7 +8,6 @@ import click
 from bigshuf.cli.base import main, reports_errors
 from bigshuf.common.errors import UsageError
 
-
 # --- prediction commands (can, threshold) ---------------------------------------------------
 # (kept together below this line)
 
@@ -122,7 +121,8 @@ def can(input, output, fmt, key, label_key, labels_file, classes, logits, pred_k
     Rows keep all their fields; uncertain rows get the adjusted vector, every row gets the
     predicted class under --pred-key. See docs/predictions.md.
     """
-    from bigshuf.predict.can import can as run_can, format_can_report
+    from bigshuf.predict.can import can as run_can
+    from bigshuf.predict.can import format_can_report
 
     if tune and params_file:
         raise UsageError("--tune searches the parameters; it cannot also read them with --params")
@@ -169,7 +169,8 @@ def threshold(input, output, fmt, key, label_key, labels_file, classes, logits, 
     Searching prints the params on stdout unless --save-params or -o is given; applying writes
     every row with the predicted class under --pred-key. See docs/predictions.md.
     """
-    from bigshuf.predict.thresholds import format_threshold_report, threshold as run_threshold
+    from bigshuf.predict.thresholds import format_threshold_report
+    from bigshuf.predict.thresholds import threshold as run_threshold
 
     if params_file and save_params:
         raise UsageError("--params applies saved params; --save-params saves searched ones: use one")

@@ -6,34 +6,43 @@ import sys
 import click
 
 from bigshuf.cli.base import SIZE, main, reports_errors
-from bigshuf.common.errors import UsageError
+from bigshuf.shuffler.options import DEFAULT_MEMORY, ShuffleOptions
+
+SHUFFLE_EXAMPLES = """\b
+Examples:
+  bigshuf shuffle big.txt -o shuffled.txt            # whole file, 1G budget
+  bigshuf shuffle -S 256M --seed 7 a.txt b.txt.gz -o out.zst
+  zcat *.gz | bigshuf shuffle -n 1000                # uniform sample of 1000 lines
+  bigshuf shuffle corpus.jsonl --shards 64 -o 'train.jsonl.gz'
+Documentation: README.md of the project (also on PyPI as the package description).
+"""
 
 
 # --- shuffle / verify -----------------------------------------------------------------------
 
-@main.command()
+@main.command(epilog=SHUFFLE_EXAMPLES)
 @click.argument("inputs", nargs=-1, type=click.Path(dir_okay=True, allow_dash=True, readable=False))
 @click.option("-o", "--output", type=click.Path(allow_dash=True), default=None,
               help="Output file (default: stdout). With --shards/--lines-per-shard, the base name "
                    "of the shard files (see README, 'Sharded output').")
-@click.option("-S", "--memory", type=SIZE, default="1G", show_default=True,
+@click.option("-S", "--memory", type=SIZE, default=DEFAULT_MEMORY, show_default=True,
               help="Memory budget for the whole run (K/M/G/T suffixes).")
-@click.option("--seed", type=click.IntRange(min=0), default=None,
+@click.option("--seed", type=int, default=None,
               help="Random seed: the same seed, input and --memory give byte-identical output.")
-@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+@click.option("-j", "--jobs", type=int, default=None,
               help="Worker threads (default: all cores). Does not change the output.")
 @click.option("-T", "--temp-dir", default=None, metavar="DIR",
               help="Directory for the temporary bucket file (default: $TMPDIR or /tmp).")
-@click.option("--buckets", type=click.IntRange(min=1), default=None,
+@click.option("--buckets", type=int, default=None,
               help="Force the number of buckets (for tests and tuning).")
 @click.option("-z", "--zero-terminated", is_flag=True, help="Records end with NUL, not newline.")
 @click.option("--header", is_flag=True,
               help="Keep the first line of the input on top (once, even with many inputs).")
-@click.option("--shards", type=click.IntRange(min=1), default=None,
+@click.option("--shards", type=int, default=None,
               help="Write N output files of near-equal line counts.")
-@click.option("--lines-per-shard", type=click.IntRange(min=1), default=None,
+@click.option("--lines-per-shard", type=int, default=None,
               help="Write output files of L lines each (the last may be shorter).")
-@click.option("-n", "--head-count", "sample", type=click.IntRange(min=0), default=None,
+@click.option("-n", "--head-count", "sample", type=int, default=None,
               help="Output at most N lines: a uniform random sample, in random order.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bars on stderr (default: only when stderr is a terminal).")
@@ -43,34 +52,18 @@ from bigshuf.common.errors import UsageError
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Run on a Dask cluster (tcp://host:8786, or 'local[:N]' for N local worker "
                    "processes); inputs, -o and --temp-dir may then be fsspec URLs (s3://...). "
-                   "Needs: pip install 'bigshuf[dask]'.")
+                   "Needs the dask extra (README, 'Cluster').")
 @reports_errors
-def shuffle(inputs, output, memory, seed, jobs, temp_dir, buckets, zero_terminated, header,
-            shards, lines_per_shard, sample, progress, verbose, fsync, scheduler):
+def shuffle(inputs, verbose, **options):
     """Shuffle the lines of INPUTS (files, '-' for stdin; none means stdin) uniformly at random.
 
     Compressed inputs and outputs (.gz, .bz2, .xz, .zst) are handled by file extension.
     """
-    from bigshuf.shuffler.engine import shuffle as run_shuffle
+    from bigshuf.shuffler.run import run
 
-    if scheduler is not None:
-        if sample is not None:
-            raise UsageError("-n/--head-count is not available with --scheduler")
-        from bigshuf.shuffler.cluster import shuffle_on_cluster
-
-        stats = shuffle_on_cluster(
-            list(inputs), output, scheduler=scheduler, memory=memory, seed=seed,
-            temp_dir=temp_dir, buckets=buckets, zero_terminated=zero_terminated, header=header,
-            shards=shards, lines_per_shard=lines_per_shard, progress=progress, jobs=jobs,
-            warn=lambda m: click.echo(f"bigshuf: warning: {m}", err=True))
-        if verbose:
-            click.echo(stats.summary(), err=True)
-        return
-    stats = run_shuffle(
-        list(inputs) or ["-"], output, memory=memory, seed=seed, jobs=jobs, temp_dir=temp_dir,
-        buckets=buckets, zero_terminated=zero_terminated, header=header, shards=shards,
-        lines_per_shard=lines_per_shard, sample=sample, progress=progress, fsync=fsync,
-    )
+    opts = ShuffleOptions(inputs=list(inputs), **options,
+                          warn=lambda m: click.echo(f"bigshuf: warning: {m}", err=True))
+    stats = run(opts)
     if verbose:
         click.echo(stats.summary(), err=True)
 

@@ -42,3 +42,10 @@ class Interrupted(BigshufError):
         self.signum = signum
         self.exit_code = 128 + signum
         super().__init__(f"interrupted by {name}; no output written, temporary files removed")
+
+
+def warn_stderr(message: str) -> None:
+    """The default warning printer: one line on stderr, in the CLI's format."""
+    import sys
+
+    print(f"bigshuf: warning: {message}", file=sys.stderr)

@@ -69,3 +69,20 @@ def write_json(dest: Optional[str], obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``dest`` (``-``/None: stdout), atomically."""
     with atomic_output(dest) as f:
         f.write((json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def check_destination(output: Any, pattern: bool = False) -> None:
+    """Usage errors (exit 2) for an output that cannot be written, checked before any work.
+
+    ``output`` None, ``-`` or a stream is stdout or the caller's; ``pattern`` says the name is a
+    shard name pattern (its directory must exist; the name itself is not a file yet)."""
+    if output is None or output == "-" or hasattr(output, "write"):
+        return
+    out = os.fspath(output)
+    d = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(d):
+        raise UsageError(f"output directory does not exist: {d}")
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise UsageError(f"output directory is not writable: {d}")
+    if not pattern and os.path.isdir(out):
+        raise UsageError(f"output is a directory: {out}")

@@ -35,9 +35,14 @@ import numpy as np
 
 from bigshuf.common.errors import InputError, UsageError
 from bigshuf.common.output import write_json
+from bigshuf.predict.formats import (
+    LabelMap,
+    PredictionFile,
+    PredictionWriter,
+    read_json,
+    read_label_file,
+)
 from bigshuf.predict.metrics import cv_folds, percent, survival
-from bigshuf.predict.formats import (LabelMap, PredictionFile, PredictionWriter, read_json,
-                                 read_label_file)
 
 DEFAULT_TAU = 0.9
 DEFAULT_ALPHA = 1.0
@@ -465,6 +470,7 @@ def _parse_weights(text: str) -> Any:
 def _weights_file(path: str) -> Any:
     """The weights in a JSON prior file, or None if the file is a list of labels."""
     import json
+
     from bigshuf.predict.formats import _check_readable
     _check_readable(path)
     with open(path, encoding="utf-8") as f:

@@ -23,8 +23,15 @@ import numpy as np
 
 from bigshuf.common.errors import InputError, UsageError
 from bigshuf.common.output import write_json
-from bigshuf.predict.metrics import METRICS, binary_metric, cv_folds, multiclass_metric, percent, survival
 from bigshuf.predict.formats import Layout, PredictionFile, PredictionWriter, read_json
+from bigshuf.predict.metrics import (
+    METRICS,
+    binary_metric,
+    cv_folds,
+    multiclass_metric,
+    percent,
+    survival,
+)
 
 _TIE = 1e-12  # metric values closer than this are equal (they are ratios of small integers)
 

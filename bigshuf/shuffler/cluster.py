@@ -33,20 +33,23 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from bigshuf.common.errors import BigshufError, InputError, UsageError
+from bigshuf.common.errors import BigshufError, InputError, UsageError, warn_stderr
+from bigshuf.common.randomness import Streams, resolve_seed
+from bigshuf.common.sizes import parse_size
 from bigshuf.shuffler.gather import Unit, permute_buckets, plan_units, read_buckets
+from bigshuf.shuffler.options import ShuffleOptions
 from bigshuf.shuffler.plan import Geometry, plan
 from bigshuf.shuffler.records import RecordReader, Source, find_record_ends
 from bigshuf.shuffler.scatter import draw_buckets, partition
-from bigshuf.common.sizes import parse_size
+from bigshuf.shuffler.stats import ShuffleStats
 from bigshuf.shuffler.store import Store, final_buckets, fit_row
 from bigshuf.shuffler.writing import Sink, compressor_for
 
 
 def _require():
     try:
-        import fsspec  # noqa: F401
         import distributed  # noqa: F401
+        import fsspec  # noqa: F401
     except ImportError:
         raise UsageError("--scheduler needs the optional extra: pip install 'bigshuf[dask]'") from None
 
@@ -105,7 +108,6 @@ def _scatter_task(source: int, url: str, job: str, seed: int, buckets: int, sep:
                   header: bool, block_bytes: int, block_records: int) -> dict:
     """Scatter one input file into runs: part file + index file. Returns its summary."""
     import fsspec
-    from bigshuf.shuffler.engine import _rng
 
     fs, _ = _fs(job)
     part = _join(job, "runs", f"{source:06d}.bin")
@@ -120,7 +122,7 @@ def _scatter_task(source: int, url: str, job: str, seed: int, buckets: int, sep:
         def write_runs(f) -> None:
             out = np.empty(block_bytes, dtype=np.uint8)
             for block in reader.blocks(block_bytes, block_records):
-                rng = _rng(seed, (0, block.source, block.index))
+                rng = Streams(seed).scatter((), block.source, block.index)
                 bucket_of = draw_buckets(rng, block.count, buckets)
                 b, c = partition(block.data, block.ends, bucket_of, buckets, out)
                 f.write(memoryview(out[:block.nbytes]))
@@ -192,8 +194,8 @@ def _gather_task(i: int, unit: Unit, piece_start: np.ndarray, piece_bytes: np.nd
                  parts: List[str], bases: List[int], job: str, seed: int, sep: int,
                  memory: int) -> int:
     """Permute one unit (or re-scatter an oversized bucket) into its unit file."""
-    from bigshuf.shuffler.engine import Engine, ShuffleStats, _rng
     from bigshuf.common.progress import Progress
+    from bigshuf.shuffler.engine import Engine
 
     fs, _ = _fs(job)
     store = PartsStore(parts, bases)
@@ -202,20 +204,20 @@ def _gather_task(i: int, unit: Unit, piece_start: np.ndarray, piece_bytes: np.nd
             buf = np.empty(unit.nbytes, dtype=np.uint8)
             starts = read_buckets(store, piece_start, piece_bytes, buf)
             out = np.empty(unit.nbytes, dtype=np.uint8)
-            n = permute_buckets(buf, starts, sep, _rng(seed, (1, unit.first)), out)
+            n = permute_buckets(buf, starts, sep, Streams(seed).gather((), unit.first), out)
             del buf
             _put_atomic(fs, _unit_path(job, i), lambda f: f.write(memoryview(out)))
             return n
         geo = plan(memory)
         pieces = [(int(piece_start[r, 0]), int(piece_bytes[r, 0]))
                   for r in np.flatnonzero(piece_bytes[:, 0])]
-        engine = Engine(geo, 1, seed, sep, tempfile.gettempdir(), Progress(False, None),
+        engine = Engine(geo, 1, Streams(seed), sep, tempfile.gettempdir(), Progress(False, None),
                         ShuffleStats(seed=seed))
 
         def write(f) -> None:
             sink = Sink(f, sep, unit.records)
             sink.open()
-            engine.rescatter(store, pieces, unit.nbytes, sink, (2, unit.first))
+            engine.rescatter(store, pieces, unit.nbytes, sink, Streams.nested((), unit.first))
             sink.finish()
 
         try:
@@ -311,8 +313,9 @@ class _Progress:
         from distributed import as_completed
         bar = None
         if self.enabled:
-            from tqdm import tqdm
             import sys
+
+            from tqdm import tqdm
             bar = tqdm(total=len(futures), desc=desc, unit="task", file=sys.stderr, leave=False)
         results = {}
         try:
@@ -336,35 +339,30 @@ def _client(scheduler: str, workers: Optional[int]):
     return Client(scheduler), None
 
 
-def shuffle_on_cluster(inputs: Sequence[str], output: Optional[str], *, scheduler, memory="1G",
-                       seed: Optional[int] = None, temp_dir: Optional[str] = None,
-                       buckets: Optional[int] = None, zero_terminated: bool = False,
-                       header: bool = False, shards: Optional[int] = None,
-                       lines_per_shard: Optional[int] = None, progress: Optional[bool] = None,
-                       jobs: Optional[int] = None, warn=None):
-    """Run :func:`bigshuf.shuffle` on a Dask cluster. ``scheduler`` is a scheduler address,
-    a ``distributed.Client``, or ``"local"``/``"local:N"`` for a local cluster of N processes.
+def shuffle_on_cluster(opts: ShuffleOptions) -> ShuffleStats:
+    """Run a shuffle on a Dask cluster. ``opts.scheduler`` is a scheduler address, a
+    ``distributed.Client``, or ``"local"``/``"local:N"`` for a local cluster of N processes.
     Inputs, output and ``temp_dir`` are paths or fsspec URLs; ``temp_dir`` must be storage every
-    worker can read and write."""
+    worker can read and write. Same seed, inputs, memory and buckets: same bytes as the local
+    engine (the streams of bigshuf.common.randomness are keyed by data position only)."""
     _require()
-    from bigshuf.shuffler.engine import ShuffleStats
     from bigshuf.common.progress import progress_enabled
 
-    if output in (None, "-"):
-        raise UsageError("--scheduler writes to -o/--output (a path or URL), not stdout")
-    geo = plan(parse_size(memory))
-    sep = 0 if zero_terminated else 10
-    seed = secrets.randbits(63) if seed is None else int(seed)
-    urls = expand_inputs(list(inputs))
+    output, scheduler, buckets, header = opts.output, opts.scheduler, opts.buckets, opts.header
+    shards, lines_per_shard, temp_dir = opts.shards, opts.lines_per_shard, opts.temp_dir
+    geo = plan(opts.memory_bytes)
+    sep = opts.sep
+    seed = resolve_seed(opts.seed)
+    urls = expand_inputs(list(opts.inputs))
     k0 = buckets or geo.initial_buckets()
     temp_root = temp_dir or tempfile.gettempdir()
     job = _join(temp_root, f"bigshuf-{os.getpid()}-{secrets.token_hex(6)}")
     fs_job, _ = _fs(job)
     stats = ShuffleStats(seed=seed, store="cluster temp: " + temp_root)
-    prog = _Progress(progress_enabled(progress))
-    warn = warn or (lambda m: None)
+    prog = _Progress(progress_enabled(opts.progress))
+    warn = opts.warn or warn_stderr
     own_client = not hasattr(scheduler, "submit")
-    client, cluster = _client(scheduler, jobs) if own_client else (scheduler, None)
+    client, cluster = _client(scheduler, opts.jobs) if own_client else (scheduler, None)
     try:
         fs_job.makedirs(_join(job, "runs"), exist_ok=True)
         fs_job.makedirs(_join(job, "units"), exist_ok=True)

@@ -11,16 +11,19 @@ Otherwise the caller shuffles the whole input and stops after N records.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
 from bigshuf.common.errors import BigshufError
-from bigshuf.shuffler.plan import Geometry
 from bigshuf.common.progress import Progress
+from bigshuf.common.randomness import Streams
+from bigshuf.common.sizes import format_size
+from bigshuf.shuffler.options import ShuffleOptions
+from bigshuf.shuffler.plan import Geometry
 from bigshuf.shuffler.records import RecordReader
 from bigshuf.shuffler.segments import gather_records
-from bigshuf.common.sizes import format_size
+from bigshuf.shuffler.stats import ShuffleStats
 from bigshuf.shuffler.writing import Sink
 
 #: Bytes of bookkeeping a reservoir slot costs (start and length).
@@ -77,22 +80,21 @@ class _Reservoir:
         self.used = end
 
 
-def try_reservoir(reader: RecordReader, output: Optional[str], sample: int, geo: Geometry,
-                  seed: int, sep: int, stats, progress: Optional[bool] = None,
-                  size: Optional[int] = None, shards: Optional[int] = None,
-                  lines_per_shard: Optional[int] = None, before_rename=None,
-                  durable: bool = False) -> bool:
-    """Sample by reservoir if it fits; returns False (nothing consumed from files, nothing
-    written) when the caller should shuffle-and-truncate instead. ``before_rename`` is called
-    once everything is written, before the outputs get their names (signal deferral)."""
-    from bigshuf.shuffler.engine import _rng
-
+def try_reservoir(reader: RecordReader, opts: ShuffleOptions, geo: Geometry, streams: Streams,
+                  stats: ShuffleStats, size: Optional[int] = None,
+                  before_rename: Optional[Callable[[], None]] = None) -> bool:
+    """Sample ``opts.sample`` records by reservoir if they fit; returns False (nothing consumed
+    from files, nothing written) when the caller should shuffle-and-truncate instead.
+    ``before_rename`` is called once everything is written, before the outputs get their names
+    (signal deferral)."""
+    sample = opts.sample
+    assert sample is not None
     if not reservoir_fits(sample, geo):
         return False
     # Compaction holds the old and the new buffer at once: each gets half of what is left.
     budget = (geo.memory // 2 - sample * SLOT_BYTES) // 2
     res = _Reservoir(sample, budget)
-    prog = Progress(progress, size, first="sample", second="write")
+    prog = Progress(opts.progress, size, first="sample", second="write")
     seen = 0
     try:
         for block in reader.blocks(geo.block_bytes, geo.block_records):
@@ -104,7 +106,7 @@ def try_reservoir(reader: RecordReader, output: Optional[str], sample: int, geo:
             lengths = ends - starts
             idx = np.arange(seen, seen + n)
             fill = idx < sample
-            rng = _rng(seed, (3, block.index))
+            rng = streams.sample(block.source, block.index)
             # Algorithm R: record i draws j in [0, i]; it enters slot j if j < N.
             j = np.where(fill, idx, 0)
             rest = ~fill
@@ -125,12 +127,13 @@ def try_reservoir(reader: RecordReader, output: Optional[str], sample: int, geo:
             res.filled = min(sample, seen)
             prog.scattered(reader.bytes_read)
         k = res.filled
-        perm = _rng(seed, (4,)).permutation(k)
+        perm = streams.sample_order().permutation(k)
         out = np.empty(int(res.length[:k].sum()), dtype=np.uint8)
         gather_records(res.data, res.start[:k][perm], res.length[:k][perm], out, 0)
         res.data = np.empty(0, dtype=np.uint8)
-        sink = Sink(output, sep, k, shards=shards, lines_per_shard=lines_per_shard,
-                    header=reader.header, durable=durable)
+        sink = Sink(opts.output, opts.sep, k, shards=opts.shards,
+                    lines_per_shard=opts.lines_per_shard, header=reader.header,
+                    durable=opts.fsync)
         sink.open()
         try:
             sink.write(out, k)

@@ -11,6 +11,7 @@ even on SIGKILL, and a vanished temp directory cannot hurt a running shuffle.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import tempfile
 import threading
@@ -75,6 +76,10 @@ class MemoryStore(Store):
 
     def write(self, offset: int, data: np.ndarray) -> None:
         self.buf[offset:offset + len(data)] = data
+
+    def view(self, offset: int, nbytes: int) -> np.ndarray:
+        """Writable bytes of the buffer, so a block can be partitioned straight into place."""
+        return self.buf[offset:offset + nbytes]
 
     def read_into(self, offset: int, views: Sequence[np.ndarray]) -> None:
         for v in views:
@@ -328,3 +333,62 @@ def _merge_pairs(a: np.ndarray, half: int) -> np.ndarray:
     if len(a) % 2:
         a = np.append(a, 0)
     return a.reshape(half, 2).sum(axis=1)
+
+
+class TempSpace:
+    """The run's one temporary file, handed out as regions stacked like the levels using them.
+
+    Created on first use and shared by all levels (one descriptor, already unlinked, so a
+    vanished temp directory cannot stop a multi-level run). A level's region starts where the
+    open levels' data ends; closing it truncates the file back (see :class:`FileRegion`).
+    """
+
+    def __init__(self, directory: Optional[str]):
+        self.directory = directory
+        self.file: Optional[FileStore] = None
+        self.top = 0  # end of the data of the open levels
+
+    def region(self) -> "FileRegion":
+        if self.file is None:
+            self.file = FileStore(self.directory)
+            self.top = 0
+        return FileRegion(self.file, self.top, on_close=self._closed)
+
+    def filled(self, region: "FileRegion", used: int) -> None:
+        """``region`` holds ``used`` bytes: nested levels go after them."""
+        self.top = region.base + used
+
+    def _closed(self, region: "FileRegion") -> None:
+        self.top = min(self.top, region.base)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+class PiecesStream(io.RawIOBase):
+    """Reads a list of (offset, size) pieces of a store as one stream (re-scattering a bucket)."""
+
+    def __init__(self, store: Store, pieces: List[Tuple[int, int]]):
+        self.store = store
+        self.pieces = pieces
+        self.i = 0
+        self.pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        view = np.frombuffer(b, dtype=np.uint8)
+        done = 0
+        while done < len(view) and self.i < len(self.pieces):
+            off, size = self.pieces[self.i]
+            n = min(size - self.pos, len(view) - done)
+            self.store.read_into(off + self.pos, [view[done:done + n]])
+            done += n
+            self.pos += n
+            if self.pos == size:
+                self.i += 1
+                self.pos = 0
+        return done

@@ -1,0 +1,119 @@
+"""``bigshuf.shuffle``: options in, a shuffled output out, nothing left behind on failure.
+
+This is the one entry point the CLI and Python callers share: it validates the options (once,
+in :class:`ShuffleOptions`), runs the checks that need the file system before any work, picks
+the method (reservoir sample, local engine, or the Dask cluster) and owns the cleanup.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Optional, Sequence
+
+from bigshuf.common.errors import BigshufError, UsageError, warn_stderr
+from bigshuf.common.output import check_destination
+from bigshuf.common.progress import Progress
+from bigshuf.common.randomness import Streams, resolve_seed
+from bigshuf.common.signals import SignalGuard
+from bigshuf.common.space import check_free_space
+from bigshuf.shuffler.engine import Cancelled, Engine
+from bigshuf.shuffler.options import ShuffleOptions
+from bigshuf.shuffler.plan import Geometry, plan
+from bigshuf.shuffler.records import Block, RecordReader, read_fully
+from bigshuf.shuffler.stats import ShuffleStats
+from bigshuf.shuffler.writing import Sink
+
+
+def shuffle(inputs: Sequence[Any] = ("-",), output: Any = None, **options: Any) -> ShuffleStats:
+    """Shuffle the records of ``inputs`` (paths, '-' for stdin) into ``output`` (None or '-':
+    stdout; with ``shards``/``lines_per_shard`` a shard name pattern).
+
+    Keywords are the fields of :class:`~bigshuf.shuffler.options.ShuffleOptions`: ``memory``
+    bounds the whole run; ``seed`` makes it reproducible; ``sample`` keeps only that many records
+    (a uniform sample in random order); ``fsync`` makes the outputs durable before they are
+    renamed into place; ``scheduler`` runs it on a Dask cluster. Raises
+    :class:`bigshuf.common.errors.BigshufError` subclasses on failure, after removing every
+    temporary file; the destination is then untouched.
+    """
+    return run(ShuffleOptions.from_keywords(inputs, output, **options))
+
+
+def run(opts: ShuffleOptions) -> ShuffleStats:
+    """Run a validated shuffle (see :func:`shuffle`)."""
+    if opts.scheduler is not None:
+        from bigshuf.shuffler.cluster import shuffle_on_cluster
+
+        return shuffle_on_cluster(opts)
+    geo = plan(opts.memory_bytes)
+    seed = resolve_seed(opts.seed)
+    warn = opts.warn or warn_stderr
+    reader = RecordReader(opts.inputs, opts.sep, header=opts.header, warn=warn)
+    stats = ShuffleStats(seed=seed, workers=geo.workers(opts.jobs))
+    size = _preflight(opts, reader, geo, stats.workers)
+    if opts.sample is not None and opts.buckets is None:
+        from bigshuf.shuffler.sampling import try_reservoir
+
+        with SignalGuard() as signals:
+            if try_reservoir(reader, opts, geo, Streams(seed), stats, size, signals.defer):
+                return stats
+        reader = RecordReader(opts.inputs, opts.sep, header=opts.header, warn=warn)
+    return _run_engine(opts, reader, geo, Streams(seed), stats, size)
+
+
+def _preflight(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, workers: int
+               ) -> Optional[int]:
+    """Checks that need the file system, before any work; returns the input size if known."""
+    if opts.temp_dir is not None and not os.path.isdir(opts.temp_dir):
+        raise UsageError(f"temporary directory does not exist: {opts.temp_dir}")
+    size = reader.known_size()
+    check_destination(opts.output, pattern=opts.sharded)
+    check_free_space(size if size is not None else reader.estimated_size(),
+                     None if opts.to_stdout else opts.output, opts.temp_dir,
+                     geo.memory_store_capacity(workers))
+    return size
+
+
+def _run_engine(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, streams: Streams,
+                stats: ShuffleStats, size: Optional[int]) -> ShuffleStats:
+    """Scatter, gather, publish; on any failure or signal remove everything written."""
+    prog = Progress(opts.progress, size)
+    engine = Engine(geo, stats.workers, streams, opts.sep, opts.temp_dir, prog, stats)
+    sink: Optional[Sink] = None
+    with SignalGuard(stop=engine.stop, raise_in=[read_fully.__code__]) as signals:
+        try:
+            t0 = time.perf_counter()
+
+            def on_block(block: Block) -> None:
+                prog.scattered(reader.bytes_read)
+
+            blocks = reader.blocks(geo.block_bytes, geo.block_records, engine.pool)
+            level = engine.scatter(blocks, (), size, opts.buckets, on_block)
+            stats.records, stats.bytes = reader.records, reader.payload
+            stats.buckets = level.piece_bytes.shape[1]
+            stats.levels = max(stats.levels, 1)
+            t1 = time.perf_counter()
+            stats.scatter_seconds = t1 - t0
+            prog.start_gather(stats.bytes if opts.sample is None else None)
+            sink = Sink(opts.output, opts.sep, stats.records, shards=opts.shards,
+                        lines_per_shard=opts.lines_per_shard, limit=opts.sample,
+                        header=reader.header, durable=opts.fsync)
+            sink.open()
+            engine.gather(level, sink, ())
+            engine.close()
+            signals.defer()  # everything is written: only the renames are left, do them all
+            sink.finish()
+            stats.records_out = sink.done
+            stats.outputs = [p for p in sink.paths if isinstance(p, str)]
+            stats.gather_seconds = time.perf_counter() - t1
+        except BaseException as exc:
+            engine.close()
+            if sink is not None:
+                sink.abort()
+            if signals.fired:  # whatever surfaced first (Cancelled from a check), report the signal
+                raise signals.error() from None
+            if isinstance(exc, Cancelled):
+                raise BigshufError("stopped") from None
+            raise
+        finally:
+            prog.close()
+    return stats

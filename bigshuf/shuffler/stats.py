@@ -1,0 +1,35 @@
+"""What a shuffle did: counts, layout and timings; ``summary()`` is what ``-v`` prints."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List
+
+from bigshuf.common.sizes import format_size
+
+
+@dataclass
+class ShuffleStats:
+    """What a run did; ``summary()`` is what ``-v`` prints."""
+
+    records: int = 0
+    bytes: int = 0
+    records_out: int = 0
+    seed: int = 0
+    buckets: int = 0
+    runs: int = 0
+    levels: int = 0
+    store: str = "memory"
+    workers: int = 1
+    scatter_seconds: float = 0.0
+    gather_seconds: float = 0.0
+    outputs: List[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if self.store == "reservoir":
+            return (f"bigshuf: {self.records:,} records ({format_size(self.bytes)}) -> "
+                    f"{self.records_out:,} sampled in one pass (reservoir); seed {self.seed}")
+        return (f"bigshuf: {self.records:,} records ({format_size(self.bytes)}) -> "
+                f"{self.records_out:,} written; seed {self.seed}; {self.buckets} buckets, "
+                f"{self.runs} runs, {self.levels} level(s), runs in {self.store}; "
+                f"{self.workers} worker(s); scatter {self.scatter_seconds:.2f}s, "
+                f"gather {self.gather_seconds:.2f}s")

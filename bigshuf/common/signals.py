@@ -64,7 +64,6 @@ class SignalGuard:
             raise self.error()
         self.deferred = True
 
-    def __exit__(self, *exc: Any) -> bool:
+    def __exit__(self, *exc: Any) -> None:
         for sig, old in self.saved.items():
             signal.signal(sig, old)
-        return False

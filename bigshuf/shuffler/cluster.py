@@ -29,7 +29,7 @@ import tempfile
 import time
 from bisect import bisect_right
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -153,7 +153,7 @@ class PartsStore(Store):
     def __init__(self, paths: Sequence[str], bases: Sequence[int]):
         self.paths = list(paths)
         self.bases = list(bases)
-        self._open: Dict[int, object] = {}
+        self._open: Dict[int, Any] = {}
 
     def _file(self, i: int):
         f = self._open.get(i)
@@ -406,7 +406,7 @@ def shuffle_on_cluster(opts: ShuffleOptions) -> ShuffleStats:
                 for j, (dest, (pieces, n)) in enumerate(zip(sink.paths, plans))]
         prog.track(client, futs, "publish")
         stats.records_out = stats.records
-        stats.outputs = list(sink.paths)
+        stats.outputs = [p for p in sink.paths if p is not None]
         stats.gather_seconds = time.perf_counter() - t1
         return stats
     except BaseException as exc:

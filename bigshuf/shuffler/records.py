@@ -208,7 +208,7 @@ class RecordReader:
     first record of every other input is dropped (a warning names inputs whose header differs).
     """
 
-    def __init__(self, inputs: Sequence[PathLike], sep: int = 10, header: bool = False,
+    def __init__(self, inputs: Sequence[Union[PathLike, "Source"]], sep: int = 10, header: bool = False,
                  warn=None, first_source: int = 0):
         self.inputs = list(inputs)
         self.first_source = first_source  # number of the first input, for Block.source

@@ -288,9 +288,10 @@ class RunIndex:
                 while self.buckets > 2 and (run + 1) * self.buckets > self.max_entries:
                     self.buckets = (self.buckets + 1) // 2
                 for r in range(run):
-                    if self.bytes[r] is not None:
-                        self.bytes[r] = self._fit(self.bytes[r])
-                        self.counts[r] = self._fit(self.counts[r])
+                    row_bytes, row_counts = self.bytes[r], self.counts[r]
+                    if row_bytes is not None and row_counts is not None:
+                        self.bytes[r] = self._fit(row_bytes)
+                        self.counts[r] = self._fit(row_counts)
             self.offsets.append(self.end)
             self.bytes.append(None)
             self.counts.append(None)
@@ -309,8 +310,12 @@ class RunIndex:
     def matrices(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(run offsets [R], bytes [R, K], records [R, K]) once every run is recorded."""
         k = self.buckets
-        b = np.array([self._fit(x) for x in self.bytes], dtype=np.int64).reshape(-1, k)
-        c = np.array([self._fit(x) for x in self.counts], dtype=np.int64).reshape(-1, k)
+        rows_b = [x for x in self.bytes if x is not None]
+        rows_c = [x for x in self.counts if x is not None]
+        if len(rows_b) != len(self.offsets) or len(rows_c) != len(self.offsets):
+            raise BigshufError("internal error: a run was never recorded")
+        b = np.array([self._fit(x) for x in rows_b], dtype=np.int64).reshape(-1, k)
+        c = np.array([self._fit(x) for x in rows_c], dtype=np.int64).reshape(-1, k)
         return np.array(self.offsets, dtype=np.int64), b, c
 
 

@@ -268,12 +268,12 @@ class Sink:
                 per = [lines_per_shard] * count
                 per[-1] = n - lines_per_shard * (count - 1)
             else:
-                count = shards
+                count = int(shards or 1)
                 q, r = divmod(n, count)
                 per = [q + (1 if i < r else 0) for i in range(count)]
-            self.paths: List[Optional[str]] = list(shard_paths(output, count))
+            self.paths: List[Optional[str]] = list(shard_paths(os.fspath(output), count))
             self.quota = per
-            if len({os.path.abspath(p) for p in self.paths}) < len(self.paths):
+            if len({os.path.abspath(p) for p in self.paths if p}) < len(self.paths):
                 raise UsageError("shard names are not distinct")
         else:
             self.paths = [output]

@@ -1,39 +1,11 @@
-"""Shared fixtures: small generated inputs and a helper to run the real CLI in a subprocess."""
+"""Fixtures; the helpers themselves live in tests/helpers.py."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import List, Optional
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def run_cli(args: List[str], input: Optional[bytes] = None, cwd=None, env=None,
-            timeout: float = 120, **kw) -> subprocess.CompletedProcess:
-    """Run ``python -m bigshuf ARGS`` and capture its output (bytes)."""
-    e = dict(os.environ)
-    e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
-    e.pop("BIGSHUF_DEBUG", None)
-    if env:
-        e.update(env)
-    return subprocess.run([sys.executable, "-m", "bigshuf", *args], input=input,
-                          capture_output=True, cwd=cwd, env=e, timeout=timeout, **kw)
-
-
-def assert_clean_error(proc: subprocess.CompletedProcess, code: int, *needles: str) -> str:
-    """The process failed with ``code`` and one line of error text, no traceback."""
-    err = proc.stderr.decode("utf-8", "replace")
-    assert proc.returncode == code, (proc.returncode, err)
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    for n in needles:
-        assert n in err, (n, err)
-    return err
+from helpers import one_line_error as assert_clean_error  # noqa: F401  (older test modules)
+from helpers import run as run_cli  # noqa: F401
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The shuffle and verify commands end to end, in subprocesses: pipes, files, exit statuses and
+"""The shuffle and verify commands end to end (in-process; real processes where pipes matter): files, exit statuses and
 one-line errors."""
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import assert_clean_error, run_cli
+from helpers import invoke, one_line_error, run
 
 
 def test_stdin_to_stdout_and_dash(numbered):
     src = numbered(1000)
     data = src.read_bytes()
-    a = run_cli(["shuffle", "--seed", "3"], input=data)
-    b = run_cli(["shuffle", "-", "--seed", "3"], input=data)
-    c = run_cli(["shuffle", str(src), "--seed", "3"])
+    a = run(["shuffle", "--seed", "3"], input=data)  # real stdin/stdout descriptors
+    b = invoke(["shuffle", "-", "--seed", "3"], input=data)
+    c = invoke(["shuffle", str(src), "--seed", "3"])
     assert a.returncode == b.returncode == c.returncode == 0
     assert a.stdout == b.stdout == c.stdout
     assert sorted(a.stdout.splitlines()) == sorted(data.splitlines())
@@ -26,16 +26,16 @@ def test_file_to_file_many_inputs_and_python_m(tmp_path, numbered):
     a = numbered(500, "a.txt")
     b = numbered(700, "b.txt")
     out = tmp_path / "out.txt"
-    p = run_cli(["shuffle", str(a), str(b), "-o", str(out), "-S", "1M", "--seed", "1",
-                 "-T", str(tmp_path), "-j", "2", "-v"])
+    p = run(["shuffle", str(a), str(b), "-o", str(out), "-S", "1M", "--seed", "1",
+             "-T", str(tmp_path), "-j", "2", "-v"])  # a real `python -m bigshuf` once
     assert p.returncode == 0, p.stderr
     assert b"records" in p.stderr and p.stdout == b""
     assert sorted(out.read_bytes().splitlines()) == sorted((a.read_bytes() + b.read_bytes()).splitlines())
-    v = run_cli(["verify", str(out), str(a), ])
+    v = invoke(["verify", str(out), str(a), ])
     assert v.returncode == 1 and b"DIFFERENT" in v.stdout
     cat = tmp_path / "cat.txt"
     cat.write_bytes(a.read_bytes() + b.read_bytes())
-    v = run_cli(["verify", str(cat), str(out)])
+    v = invoke(["verify", str(cat), str(out)])
     assert v.returncode == 0 and b"same multiset" in v.stdout, v.stdout
 
 
@@ -53,27 +53,27 @@ def test_fsync_output_and_sample(tmp_path, numbered, monkeypatch):
     assert len(calls) == 2  # the file, then its directory
     bigshuf.shuffle([str(src)], str(out), seed=1, sample=10, fsync=True)
     assert len(out.read_bytes().splitlines()) == 10 and len(calls) == 4
-    p = run_cli(["shuffle", str(src), "-o", str(out), "--fsync", "--seed", "2"])
+    p = invoke(["shuffle", str(src), "-o", str(out), "--fsync", "--seed", "2"])
     assert p.returncode == 0 and len(out.read_bytes().splitlines()) == 3000
 
 
 def test_verify_detects_changes(tmp_path, numbered):
     src = numbered(2000)
     out = tmp_path / "o.txt.gz"
-    assert run_cli(["shuffle", str(src), "-o", str(out), "--seed", "1"]).returncode == 0
-    assert run_cli(["verify", str(src), str(out)]).returncode == 0
+    assert invoke(["shuffle", str(src), "-o", str(out), "--seed", "1"]).returncode == 0
+    assert invoke(["verify", str(src), str(out)]).returncode == 0
     lines = gzip.decompress(out.read_bytes()).splitlines(keepends=True)
     swapped = tmp_path / "swapped.txt"
     swapped.write_bytes(b"".join(lines[:-1] + [lines[0]]))  # one line lost, one duplicated
-    p = run_cli(["verify", str(src), str(swapped)])
+    p = invoke(["verify", str(src), str(swapped)])
     assert p.returncode == 1 and b"different contents" in p.stdout
 
 
 def test_sample_and_shards_from_cli(tmp_path, numbered):
     src = numbered(1000)
-    p = run_cli(["shuffle", str(src), "-n", "10", "--seed", "2"])
+    p = invoke(["shuffle", str(src), "-n", "10", "--seed", "2"])
     assert p.returncode == 0 and len(p.stdout.splitlines()) == 10
-    p = run_cli(["shuffle", str(src), "--shards", "3", "-o", str(tmp_path / "s.txt"), "--seed", "2"])
+    p = invoke(["shuffle", str(src), "--shards", "3", "-o", str(tmp_path / "s.txt"), "--seed", "2"])
     assert p.returncode == 0, p.stderr
     names = sorted(x.name for x in tmp_path.glob("s-*.txt"))
     assert names == ["s-00000-of-00003.txt", "s-00001-of-00003.txt", "s-00002-of-00003.txt"]
@@ -108,7 +108,7 @@ def test_broken_pipe_is_quiet(numbered):
 def test_usage_and_input_errors_exit_2_with_one_line(tmp_path, numbered, args, needle):
     src = numbered(10)
     fmt = dict(src=str(src), missing=str(tmp_path / "missing.txt"), dir=str(tmp_path))
-    p = run_cli([a.format(**fmt) for a in args], input=b"")
+    p = invoke([a.format(**fmt) for a in args], input=b"")
     err = p.stderr.decode()
     assert p.returncode == 2, err
     assert "Traceback" not in err
@@ -118,11 +118,11 @@ def test_usage_and_input_errors_exit_2_with_one_line(tmp_path, numbered, args, n
 def test_line_too_long_names_file_and_line(tmp_path):
     p = tmp_path / "long.txt"
     p.write_bytes(b"ok\n" * 5 + b"x" * (100 << 10) + b"\n")
-    proc = run_cli(["shuffle", str(p), "-S", "1M"])
-    assert_clean_error(proc, 2, f"{p}:6:", "raise --memory")
+    proc = invoke(["shuffle", str(p), "-S", "1M"])
+    one_line_error(proc, 2, f"{p}:6:", "raise --memory")
 
 
 def test_help_and_version():
-    p = run_cli(["shuffle", "--help"])
+    p = invoke(["shuffle", "--help"])
     assert p.returncode == 0 and b"--memory" in p.stdout and b"--seed" in p.stdout
-    assert run_cli(["--version"]).returncode == 0
+    assert invoke(["--version"]).returncode == 0

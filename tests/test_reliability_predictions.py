@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from faults import one_line_error, run, sha256
+from helpers import one_line_error, run, sha256
 
 OLD = b"old destination content\n"
 BOTH = ("can", "threshold")

@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO
-from faults import (
+from helpers import REPO
+from helpers import (
     fault_and_wait,
     leftovers,
     limit,
@@ -370,7 +370,7 @@ def test_signal_at_the_worst_moment_inside_threading_code(setup):
     SIGINTs before the handler stopped raising there). The moment is CPython-specific (3.11 runs
     the handler at the start of the __exit__ that would release the lock); other versions may
     not reach the hazard this way, but must pass too."""
-    from faults import cli_env
+    from helpers import cli_env
 
     src, dest, temp = setup
     h = sha256(src)

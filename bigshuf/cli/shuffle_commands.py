@@ -23,32 +23,39 @@ Documentation: README.md of the project (also on PyPI as the package description
 @main.command(epilog=SHUFFLE_EXAMPLES)
 @click.argument("inputs", nargs=-1, type=click.Path(dir_okay=True, allow_dash=True, readable=False))
 @click.option("-o", "--output", type=click.Path(allow_dash=True), default=None,
-              help="Output file (default: stdout). With --shards/--lines-per-shard, the base name "
-                   "of the shard files (see README, 'Sharded output').")
+              help="Output file (default: stdout). Written under a temporary name beside it and "
+                   "renamed at the end. With --shards/--lines-per-shard, the shard name pattern "
+                   "(README, 'Sharded output names').")
 @click.option("-S", "--memory", type=SIZE, default=DEFAULT_MEMORY, show_default=True,
-              help="Memory budget for the whole run (K/M/G/T suffixes).")
-@click.option("--seed", type=int, default=None,
-              help="Random seed: the same seed, input and --memory give byte-identical output.")
-@click.option("-j", "--jobs", type=int, default=None,
-              help="Worker threads (default: all cores). Does not change the output.")
+              help="Memory budget of the whole run, K/M/G/T suffixes (minimum 1M). Peak RSS stays "
+                   "within SIZE + ~64 MB of interpreter; the longest accepted line is SIZE/16.")
+@click.option("--seed", type=int, metavar="N", default=None,
+              help="Random seed: the same seed, input bytes and --memory give byte-identical output, "
+                   "whatever --jobs, from a file or stdin. Without it a random seed is drawn "
+                   "(-v prints it).")
+@click.option("-j", "--jobs", type=int, metavar="N", default=None,
+              help="Worker threads (default: all cores, capped so all workers fit in --memory). "
+                   "Does not change the output.")
 @click.option("-T", "--temp-dir", default=None, metavar="DIR",
-              help="Directory for the temporary bucket file (default: $TMPDIR or /tmp).")
-@click.option("--buckets", type=int, default=None,
-              help="Force the number of buckets (for tests and tuning).")
+              help="Directory for the one temporary file (default: $TMPDIR or /tmp).")
+@click.option("--buckets", type=int, metavar="K", default=None,
+              help="Force the number of buckets (testing, tuning); otherwise the planner decides.")
 @click.option("-z", "--zero-terminated", is_flag=True, help="Records end with NUL, not newline.")
 @click.option("--header", is_flag=True,
-              help="Keep the first line of the input on top (once, even with many inputs).")
-@click.option("--shards", type=int, default=None,
+              help="The first line of the first input stays on top (on every shard); the first line "
+                   "of every other input is dropped (a warning names those that differ).")
+@click.option("--shards", type=int, metavar="N", default=None,
               help="Write N output files of near-equal line counts.")
-@click.option("--lines-per-shard", type=int, default=None,
+@click.option("--lines-per-shard", type=int, metavar="L", default=None,
               help="Write output files of L lines each (the last may be shorter).")
-@click.option("-n", "--head-count", "sample", type=int, default=None,
-              help="Output at most N lines: a uniform random sample, in random order.")
+@click.option("-n", "--head-count", "sample", type=int, metavar="N", default=None,
+              help="Output a uniform random sample of N lines (all lines if fewer), in random order.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bars on stderr (default: only when stderr is a terminal).")
-@click.option("-v", "--verbose", is_flag=True, help="Print a summary (records, buckets, timings).")
+@click.option("-v", "--verbose", is_flag=True, help="A summary on stderr: records, seed, buckets, runs, levels, timings.")
 @click.option("--fsync", is_flag=True,
-              help="Flush outputs to disk before renaming them into place (survives power loss).")
+              help="Flush each output (and its directory) to disk around the final rename, so it "
+                   "survives a power loss; off by default, like sort and shuf.")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Run on a Dask cluster (tcp://host:8786, or 'local[:N]' for N local worker "
                    "processes); inputs, -o and --temp-dir may then be fsspec URLs (s3://...). "

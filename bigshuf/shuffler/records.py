@@ -12,12 +12,12 @@ import io
 import lzma
 import os
 import stat
-import sys
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
+from bigshuf.common import stdio
 from bigshuf.common.errors import BigshufError, InputError, UsageError
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -89,7 +89,10 @@ def open_input(path: PathLike) -> Source:
     """Open ``path`` ('-' is stdin) for reading raw bytes, decompressing by extension."""
     name = display_name(path)
     if str(path) == "-":
-        raw = os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=0)
+        fd, stream = stdio.stdin()
+        if fd is None:
+            return Source(name, stream, None, False, None, owned=False)  # type: ignore[arg-type]
+        raw = os.fdopen(os.dup(fd), "rb", buffering=0)
         return Source(name, raw, None, False, None)
     check_input(path)
     p = os.fspath(path)

@@ -15,12 +15,12 @@ import lzma
 import os
 import re
 import secrets
-import sys
 import threading
 from typing import List, Optional
 
 import numpy as np
 
+from bigshuf.common import stdio
 from bigshuf.common.errors import UsageError
 from bigshuf.shuffler.records import compression_of, find_record_ends
 from bigshuf.shuffler.store import describe_os_error, pwrite_all
@@ -121,7 +121,11 @@ class OutputFile:
             return
         self.path = path if path not in (None, "-") else None
         if self.path is None:
-            self.fd = sys.stdout.fileno()
+            fd, stream = stdio.stdout()
+            if fd is None:  # a replaced sys.stdout: written in order like a caller's stream
+                self.fd, self.raw, self.stream = -1, stream, stream
+                return
+            self.fd = fd
             self.raw = _FdWriter(self.fd, "standard output")
             self.stream = self.raw
             return

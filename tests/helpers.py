@@ -1,5 +1,6 @@
-"""Helpers for the reliability tests: running the CLI with faults injected (resource limits, signals
-at a chosen phase, fewer privileges, small or read-only file systems) and checking what it left.
+"""Test helpers: running the CLI in this process (``invoke``) or as a real process (``run``,
+``spawn``), injecting faults (resource limits, signals at a chosen phase, fewer privileges, small or
+read-only file systems) and checking what a run left behind.
 
 Phases are caught without any hook in bigshuf: the test polls ``/proc/PID`` until the process is in
 the wanted phase (scatter: the input is open and partly read, no output file yet; gather: the input
@@ -23,7 +24,9 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import pytest
-from conftest import REPO
+from click.testing import CliRunner
+
+REPO = Path(__file__).resolve().parent.parent
 
 NOBODY = 65534
 
@@ -50,9 +53,11 @@ def spawn(args: Sequence[str], *, prefix: Sequence[str] = (), preexec: Optional[
 
 
 def run(args: Sequence[str], *, prefix: Sequence[str] = (), preexec: Optional[Callable] = None,
-        input: Optional[bytes] = None, stdin=None, timeout: float = 120) -> subprocess.CompletedProcess:
+        input: Optional[bytes] = None, stdin=None, timeout: float = 120, cwd=None,
+        env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    """Run ``python -m bigshuf ARGS`` as a real process and capture its output (bytes)."""
     return subprocess.run(cli_argv(args, prefix), input=input, stdin=stdin, capture_output=True,
-                          env=cli_env(), preexec_fn=preexec, timeout=timeout)
+                          env=cli_env(env), preexec_fn=preexec, timeout=timeout, cwd=cwd)
 
 
 # -- resource limits ------------------------------------------------------------------------------
@@ -169,7 +174,8 @@ def output_temps(dest: Path) -> List[str]:
 
 
 def one_line_error(proc, code: int, *needles: str) -> str:
-    """Exit status ``code``, exactly one non-empty line on stderr, no traceback, nothing on stdout."""
+    """Exit status ``code``, exactly one non-empty line on stderr, no traceback. Works for a
+    subprocess (``run``) and for an in-process run (``invoke``)."""
     err = proc.stderr.decode("utf-8", "replace")
     assert proc.returncode == code, (proc.returncode, err)
     assert "Traceback" not in err, err
@@ -290,3 +296,29 @@ def fault_and_wait(proc: subprocess.Popen, sig: int, timeout: float = 120) -> su
         os.kill(proc.pid, signal.SIGCONT)
     out, err = proc.communicate(timeout=timeout)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+# -- in-process runs ------------------------------------------------------------------------------
+
+class Invoked:
+    """What ``invoke`` returns: the fields of a CompletedProcess (bytes), from an in-process run."""
+
+    def __init__(self, returncode: int, stdout: bytes, stderr: bytes):
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+def invoke(args: Sequence[str], input: Optional[bytes] = None) -> Invoked:
+    """Run ``bigshuf ARGS`` in this process with click's CliRunner (fast; use ``run`` when a real
+    process matters: signals, limits, descriptors, pipes)."""
+    from bigshuf.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args], input=input)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return Invoked(result.exit_code, result.stdout_bytes, result.stderr_bytes)
+
+
+def lines_of(data: bytes) -> List[bytes]:
+    return sorted(data.splitlines())

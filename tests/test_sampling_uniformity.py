@@ -1,0 +1,138 @@
+"""Statistics of every sampling mode (-n), with fixed seeds (alpha = 1e-4 per test).
+
+Each test counts, over many seeds, which subset of the input lines a run keeps (and in which
+order) and compares the counts with the uniform distribution by a chi-square test. The last
+tests apply mutations a real bug would make (one random stream reused by two inputs; a
+reservoir off by one) and check that the same statistics catch them.
+"""
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+from collections import Counter
+from typing import Callable, List, Sequence
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import bigshuf
+from bigshuf.common import randomness
+
+ALPHA = 1e-4
+
+
+def _sample(inputs: Callable[[], Sequence], n: int, seed: int, **kw) -> List[bytes]:
+    out = io.BytesIO()
+    bigshuf.shuffle(inputs(), out, seed=seed, sample=n, **kw)
+    return out.getvalue().splitlines()
+
+
+def _counts(inputs: Callable[[], Sequence], n: int, runs: int, ordered: bool = False, **kw) -> Counter:
+    c: Counter = Counter()
+    for seed in range(runs):
+        got = _sample(inputs, n, seed, **kw)
+        c[tuple(got) if ordered else frozenset(got)] += 1
+    return c
+
+
+def _p_uniform(counts: Counter, outcomes: int) -> float:
+    """Chi-square p-value of ``counts`` against ``outcomes`` equally likely outcomes (outcomes
+    never seen count as zeros)."""
+    observed = np.array(list(counts.values()) + [0] * (outcomes - len(counts)), dtype=float)
+    return stats.chisquare(observed).pvalue
+
+
+def _files(*sizes: int) -> Callable[[], list]:
+    """Several in-memory inputs of distinct lines (sizes as given)."""
+    datas, k = [], 0
+    for s in sizes:
+        datas.append(b"".join(b"L%d\n" % (k + i) for i in range(s)))
+        k += s
+    return lambda: [io.BytesIO(d) for d in datas]
+
+
+@pytest.mark.parametrize("sizes", [(4, 4), (2, 3, 3), (1, 7)], ids=["4+4", "2+3+3", "1+7"])
+def test_every_pair_equally_likely_over_several_inputs(sizes):
+    """-n 2 over 8 lines split over several inputs: 28 pairs, each 1/28 (the inputs reused one
+    stream before, and 3 of the 28 pairs never appeared)."""
+    counts = _counts(_files(*sizes), 2, 1400)
+    assert len(counts) == 28
+    assert _p_uniform(counts, 28) > ALPHA
+
+
+def test_order_of_the_sample_is_uniform_too():
+    counts = _counts(_files(3, 2), 2, 2000, ordered=True)
+    assert len(counts) == 20  # 5*4 ordered pairs
+    assert _p_uniform(counts, 20) > ALPHA
+
+
+def test_every_subset_of_four_lines_equally_likely_single_input():
+    """{a,b} etc.: 6 subsets of 2 of 4 lines. A reservoir keeping record i with k/i instead of
+    k/(i+1) never draws some of them."""
+    counts = _counts(_files(4), 2, 1200)
+    assert _p_uniform(counts, 6) > ALPHA and len(counts) == 6
+
+
+def test_reservoir_across_many_blocks_and_inputs_is_uniform():
+    """Inputs far larger than one block (so draws come from many block streams per input):
+    each line's inclusion frequency matches n/N (chi-square over lines)."""
+    sizes = (30000, 10000, 50000)  # ~630 KB: about ten 64 KB blocks at -S 1M
+    total, n, runs = sum(sizes), 50, 200
+    make = _files(*sizes)
+    hits: Counter = Counter()
+    for seed in range(runs):
+        hits.update(_sample(make, n, seed, memory="1M"))
+    observed = np.array([hits.get(b"L%d" % i, 0) for i in range(total)], dtype=float)
+    # Group lines into 90 bins of 1000 consecutive lines: expected n*runs/90 each.
+    binned = observed.reshape(90, -1).sum(axis=1)
+    assert stats.chisquare(binned).pvalue > ALPHA
+    assert observed.sum() == n * runs
+
+
+@pytest.mark.parametrize("codec", ["gz", "bz2"])
+def test_compressed_and_plain_inputs_mixed(tmp_path, codec):
+    a = tmp_path / "a.txt"
+    a.write_bytes(b"a\nb\nc\n")
+    b = tmp_path / f"b.txt.{codec}"
+    raw = b"d\ne\nf\n"
+    b.write_bytes(gzip.compress(raw) if codec == "gz" else bz2.compress(raw))
+    counts = _counts(lambda: [str(a), str(b)], 2, 1200)
+    assert len(counts) == 15 and _p_uniform(counts, 15) > ALPHA
+
+
+def test_stdin_last_line_without_newline_is_kept(monkeypatch):
+    from helpers import invoke
+
+    p = invoke(["shuffle", "--seed", "1"], input=b"a\nb\nc")
+    assert sorted(p.stdout.splitlines(keepends=True)) == [b"a\n", b"b\n", b"c\n"]
+    p = invoke(["shuffle", "-n", "3", "--seed", "1"], input=b"a\nb\nc")
+    assert sorted(p.stdout.splitlines(keepends=True)) == [b"a\n", b"b\n", b"c\n"]
+
+
+# -- mutations: the statistics above must catch them --------------------------------------------
+
+def test_mutation_one_stream_for_every_input_is_caught(monkeypatch):
+    """Keying the sample streams by block only (the old bug: inputs reuse the same draws)."""
+    monkeypatch.setattr(randomness.Streams, "sample",
+                        lambda self, source, block: randomness.stream(self.seed, (3, block)))
+    counts = _counts(_files(4, 4), 2, 1400)
+    assert len(counts) < 28 or _p_uniform(counts, 28) < ALPHA
+
+
+def test_mutation_reservoir_off_by_one_is_caught(monkeypatch):
+    """Record i (from 0) drawing j in [0, i) instead of [0, i]: kept with k/i, not k/(i+1)."""
+    real = randomness.Streams.sample
+
+    class OffByOne:
+        def __init__(self, rng):
+            self.rng = rng
+
+        def integers(self, low, high, *args, **kw):
+            return self.rng.integers(low, np.maximum(np.asarray(high) - 1, 1), *args, **kw)
+
+    monkeypatch.setattr(randomness.Streams, "sample",
+                        lambda self, source, block: OffByOne(real(self, source, block)))
+    counts = _counts(_files(4), 2, 1200)
+    assert len(counts) < 6 or _p_uniform(counts, 6) < ALPHA

@@ -128,12 +128,10 @@ def test_worker_killed_mid_run(client, tmp_path):
     os.kill(victim, signal.SIGKILL)
     t.join(300)
     assert not t.is_alive()
-    print("worker killed mid-run;", "failed cleanly" if "error" in result else "completed")
+    # Dask re-runs the lost tasks (retries=3): the run must complete, with the local bytes.
+    assert "error" not in result, result.get("error")
     expected = tmp_path / "expected.txt"
     bigshuf.shuffle(paths, str(expected), seed=8, memory="2M", progress=False)
-    if "error" in result:  # failing cleanly is allowed: no output, no temp left
-        assert not out.exists()
-    else:
-        assert out.read_bytes() == expected.read_bytes()
+    assert out.read_bytes() == expected.read_bytes()
     assert list(temp.iterdir()) == []
     client.wait_for_workers(2, timeout=60)

@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO
 from helpers import (
+    REPO,
     fault_and_wait,
     leftovers,
     limit,

@@ -97,3 +97,17 @@ def main() -> None:
     classifier predictions (CAN re-balancing, threshold search)."""
 
 
+
+
+@main.command()
+def readme() -> None:
+    """Print the full documentation (the README, shipped as the package description)."""
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    try:
+        text = metadata("bigshuf").get_payload()  # type: ignore[attr-defined]
+    except PackageNotFoundError:
+        text = None
+    if not text:
+        _fail("the documentation is not installed with this copy; see README.md in the source tree", 1)
+    click.echo_via_pager(text) if sys.stdout.isatty() else click.echo(text)

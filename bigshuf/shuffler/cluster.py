@@ -51,7 +51,7 @@ def _require():
         import distributed  # noqa: F401
         import fsspec  # noqa: F401
     except ImportError:
-        raise UsageError("--scheduler needs the optional extra: pip install 'bigshuf[dask]'") from None
+        raise UsageError("--scheduler needs Dask: python -m pip install 'bigshuf[dask]' (or '.[dask]' from the source tree)") from None
 
 
 def _fs(url: str):

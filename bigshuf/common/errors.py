@@ -5,6 +5,7 @@ Exit statuses follow Unix habit: 2 for bad usage or bad input (the user must cha
 """
 from __future__ import annotations
 
+import errno
 from typing import Optional
 
 
@@ -49,3 +50,16 @@ def warn_stderr(message: str) -> None:
     import sys
 
     print(f"bigshuf: warning: {message}", file=sys.stderr)
+
+
+def describe_os_error(exc: OSError, what: str) -> BigshufError:
+    """A one-line runtime error for a failed write/read on temporary or output storage."""
+    if exc.errno == errno.ENOSPC:
+        reason = "no space left on device"
+    elif exc.errno == errno.EFBIG:
+        reason = "file too large (file-size limit reached)"
+    elif exc.errno == errno.EDQUOT:
+        reason = "disk quota exceeded"
+    else:
+        reason = exc.strerror or str(exc)
+    return BigshufError(f"{what}: {reason}")

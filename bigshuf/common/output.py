@@ -1,19 +1,150 @@
-"""Atomic outputs: a destination is either complete or untouched.
+"""Outputs: a destination is either complete or untouched, and never replaced by something else.
 
 One layer for every command that writes files (shuffle outputs and shards, prediction rows,
-params and reports, cluster outputs), so the destination rules live in one place.
+params and reports, cluster outputs), so the destination rules live here only:
+
+- a **regular file** (or a name that does not exist yet) is written under a private temporary
+  name beside it (mode 0600, so shuffling a private file never exposes it) and renamed over it
+  at the end; the new file keeps the old one's mode (and owner and group where permitted). The
+  rename gives the name a new inode: other hard links to the old file keep the old contents.
+- a **symbolic link** is followed: its final target is replaced atomically, in the target's
+  directory; the link itself stays.
+- a **device, FIFO or socket**, ``/dev/stdout``, ``/dev/fd/N`` or ``/proc/self/fd/N`` (process
+  substitution ``>(cmd)``) is written through, like ``sort -o`` does: no temporary file and no
+  rename, so ``-o /dev/null`` never turns the device into a regular file. Such an output cannot
+  be taken back if the run fails later.
+- the temporary name is ``.NAME.bigshuf-RUN-SEQ.tmp`` (NAME shortened so the whole fits
+  NAME_MAX; RUN is the run's random token). A live run holds an exclusive ``flock`` on at least
+  one of its temporary files in every directory it writes to, until it has published or removed
+  them all. A later run writing NAME removes the temporary files of runs none of whose files is
+  locked (killed runs), never a live run's, whatever PID namespace that run is in. Cleanup and
+  publishing take an exclusive ``flock`` on the directory, so they never interleave.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import glob
 import json
 import os
+import re
+import secrets
 import shutil
+import stat
 import sys
 import tempfile
-from typing import IO, Any, Iterator, Optional
+from typing import IO, Any, Iterator, List, Optional, Sequence
 
-from bigshuf.common.errors import UsageError
+from bigshuf.common.errors import UsageError, describe_os_error
+
+NAME_MAX = 255
+_TOKEN_HEX = 12
+_SUFFIX_LEN = len(".bigshuf-") + _TOKEN_HEX + len("-1234567.tmp")
+_TEMP_RE = re.compile(r"\.bigshuf-([0-9a-f]+)-[0-9a-f]+\.tmp$")
+_FD_PATH = re.compile(r"^/(?:dev/fd|proc/self/fd|proc/%d/fd)/(\d+)$" % os.getpid())
+_STD_PATHS = {"/dev/stdout": 1, "/dev/stderr": 2}
+
+
+# -- what a destination is --------------------------------------------------------------------
+
+def inherited_fd(path: str) -> Optional[int]:
+    """The descriptor a path like /dev/stdout or /dev/fd/N names in this process, if any."""
+    p = os.path.normpath(path) if path.startswith("/") else path
+    if p in _STD_PATHS:
+        return _STD_PATHS[p]
+    m = _FD_PATH.match(p)
+    return int(m.group(1)) if m else None
+
+
+def is_write_through(path: str) -> bool:
+    """True if ``path`` must be written in place: an inherited descriptor, or (after following
+    links) an existing device, FIFO or socket."""
+    if inherited_fd(path) is not None:
+        return True
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+def check_destination(output: Any, pattern: bool = False) -> None:
+    """Usage errors (exit 2) for an output that cannot be written, checked before any work.
+
+    ``output`` None, ``-`` or a stream is stdout or the caller's; ``pattern`` says the name is a
+    shard name pattern (checked by the caller for each name it gives)."""
+    if output is None or output == "-" or hasattr(output, "write"):
+        return
+    out = os.fspath(output)
+    if out == "":
+        raise UsageError("the output name is empty")
+    if is_write_through(out):
+        return
+    if out.endswith(os.sep) or (not pattern and os.path.isdir(out)):
+        raise UsageError(f"output is a directory: {out}")
+    target = os.path.realpath(out)
+    d = os.path.dirname(target)
+    if not os.path.isdir(d):
+        raise UsageError(f"output directory does not exist: {os.path.dirname(os.path.abspath(out)) or d}")
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise UsageError(f"output directory is not writable: {d}")
+    name = os.path.basename(target)
+    if len(os.fsencode(name)) > NAME_MAX:
+        raise UsageError(f"output name is too long ({len(os.fsencode(name))} bytes, at most "
+                         f"{NAME_MAX}): {out}")
+
+
+# -- temporary names and their locks ------------------------------------------------------------
+
+def _temp_prefix(target: str) -> str:
+    d, base = os.path.split(target)
+    raw = os.fsencode(base)[: NAME_MAX - 1 - _SUFFIX_LEN]
+    return os.path.join(d, "." + os.fsdecode(raw).rstrip("\udcff") + ".bigshuf-")
+
+
+@contextlib.contextmanager
+def directory_lock(directory: str) -> Iterator[None]:
+    """An exclusive ``flock`` on a directory (cleanup and publishing of temporary names)."""
+    fd = os.open(directory or ".", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _locked(path: str) -> bool:
+    """Does some process hold a ``flock`` on ``path``? (A vanished file counts as not locked.)"""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def clean_stale_temps(dest: str) -> List[str]:
+    """Remove temporary files left beside ``dest`` by runs that were killed: those of runs none
+    of whose temporary files in that directory is locked. Returns the removed paths."""
+    prefix = _temp_prefix(os.path.realpath(dest))
+    directory = os.path.dirname(prefix)
+    removed: List[str] = []
+    with directory_lock(directory):
+        for path in glob.glob(glob.escape(prefix) + "*.tmp"):
+            m = _TEMP_RE.search(path)
+            run = glob.glob(os.path.join(glob.escape(directory), f".*.bigshuf-{m.group(1)}-*.tmp")) if m else [path]
+            if any(_locked(p) for p in run):
+                continue
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+                removed.append(path)
+    return removed
 
 
 def _creation_mode() -> int:
@@ -22,47 +153,231 @@ def _creation_mode() -> int:
     return 0o666 & ~umask
 
 
+class TempGroup:
+    """The temporary files of one run: one token, and one locked descriptor kept per directory
+    until the run has published or removed all of them (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.token = secrets.token_hex(_TOKEN_HEX // 2)
+        self.seq = 0
+        self.anchors: dict = {}
+
+    def new_name(self, target: str) -> str:
+        self.seq += 1
+        return f"{_temp_prefix(target)}{self.token}-{self.seq:x}.tmp"
+
+    def anchor(self, directory: str, fd: int) -> None:
+        if directory not in self.anchors:
+            self.anchors[directory] = os.dup(fd)
+
+    def release(self) -> None:
+        for fd in self.anchors.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.anchors.clear()
+
+
+class Destination:
+    """One output file: written in place (write-through) or atomically (temp, then rename).
+
+    ``fd`` is the descriptor to write; ``positional`` says whether ``pwrite`` at any offset
+    works (a temporary regular file). ``finish()`` publishes it, ``abort()`` takes it back."""
+
+    def __init__(self, path: str, group: Optional[TempGroup] = None):
+        self.path = path
+        self.temp: Optional[str] = None
+        self.target = path
+        self.owned_fd = True
+        self.own_group = group is None
+        self.group = group or TempGroup()
+        fd = inherited_fd(path)
+        if fd is not None:
+            self.fd = _dup(fd, path)
+        elif is_write_through(path):
+            self.fd = _open_through(path)
+        else:
+            self.target = os.path.realpath(path)
+            clean_stale_temps(self.target)
+            self.fd = self._create_temp()
+
+    @property
+    def atomic(self) -> bool:
+        return self.temp is not None
+
+    @property
+    def positional(self) -> bool:
+        return self.temp is not None
+
+    def _create_temp(self) -> int:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        temp = self.group.new_name(self.target)
+        try:
+            fd = os.open(temp, flags, 0o600)
+        except OSError as exc:
+            raise describe_os_error(exc, f"cannot create output in {os.path.dirname(temp)}") from None
+        fcntl.flock(fd, fcntl.LOCK_EX)  # marks the run live for clean_stale_temps
+        self.group.anchor(os.path.dirname(temp), fd)
+        self.temp = temp
+        return fd
+
+    def close_fd(self) -> None:
+        """Close the descriptor early (a finished shard): the temp file stays, still covered
+        by its group's lock in that directory."""
+        if self.fd >= 0 and self.owned_fd:
+            os.close(self.fd)
+        self.fd = -1
+
+    def commit(self, durable: bool = False) -> None:
+        """Give the finished file its real name. With ``durable``, data is fsynced before and the
+        directory after the rename, so it survives a power loss (a crash never needs it)."""
+        try:
+            if self.temp is None:
+                if durable and self.fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.fsync(self.fd)
+                self.close_fd()
+                return
+            self._finalise_temp(durable)
+            os.replace(self.temp, self.target)
+            self.temp = None
+            if durable:
+                _fsync_dir(os.path.dirname(self.target))
+        except OSError as exc:
+            raise describe_os_error(exc, f"renaming output to {self.path}") from None
+        finally:
+            self.close_fd()
+            if self.own_group:
+                self.group.release()
+
+    def _finalise_temp(self, durable: bool) -> None:
+        assert self.temp is not None
+        fd = self.fd if self.fd >= 0 else os.open(self.temp, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            try:
+                old = os.stat(self.target)
+            except FileNotFoundError:
+                os.fchmod(fd, _creation_mode())
+            else:
+                with contextlib.suppress(OSError):  # owner/group: only where permitted
+                    os.fchown(fd, old.st_uid, old.st_gid)
+                os.fchmod(fd, stat.S_IMODE(old.st_mode))
+            if durable:
+                os.fsync(fd)
+        finally:
+            if fd != self.fd:
+                os.close(fd)
+
+    def abort(self) -> None:
+        """Remove the temporary file; the destination is left as it was."""
+        with contextlib.suppress(OSError):
+            self.close_fd()
+        if self.temp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.temp)
+            self.temp = None
+        if self.own_group:
+            self.group.release()
+
+
+def _dup(fd: int, path: str) -> int:
+    try:
+        return os.dup(fd)
+    except OSError:
+        raise UsageError(f"{path}: descriptor {fd} is not open") from None
+
+
+def _open_through(path: str) -> int:
+    try:
+        mode = os.stat(path).st_mode
+        flags = os.O_WRONLY | os.O_CLOEXEC | (0 if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) else os.O_TRUNC)
+        return os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise UsageError(f"cannot write to {path}: no process is reading it (socket or FIFO)") from None
+        raise describe_os_error(exc, f"cannot open output {path}") from None
+
+
+def _fsync_dir(directory: str) -> None:
+    dfd = os.open(directory or ".", os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+@contextlib.contextmanager
+def publishing(dests: Sequence[Destination]) -> Iterator[None]:
+    """Hold an exclusive lock on every directory the destinations are renamed into, so two runs
+    publishing shard sets with the same names end with one run's whole set, never a mix."""
+    dirs = sorted({os.path.dirname(d.target) for d in dests if d.atomic})
+    with contextlib.ExitStack() as stack:
+        for d in dirs:
+            stack.enter_context(directory_lock(d))
+        yield
+
+
+# -- whole-file helpers (prediction rows, params, reports) ------------------------------------
+
 @contextlib.contextmanager
 def atomic_path(dest: str) -> Iterator[str]:
-    """A temporary path beside ``dest``, renamed over it when the block succeeds and removed
-    when it fails, so ``dest`` is either complete or untouched."""
-    if os.path.isdir(dest):
-        raise UsageError(f"output {dest!r} is a directory")
-    directory = os.path.dirname(os.path.abspath(dest))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dest)}.", suffix=".tmp", dir=directory)
-    os.close(fd)
+    """A temporary path to write ``dest`` through: renamed over it when the block succeeds,
+    removed when it fails (for writers that want a path, such as numpy.save). A write-through
+    destination gets a private temporary file, copied to it on success."""
+    check_destination(dest)
+    if is_write_through(dest):
+        fd, tmp = tempfile.mkstemp(prefix="bigshuf-", suffix=".tmp")
+        os.close(fd)
+        try:
+            yield tmp
+            with open(tmp, "rb") as src, open_output_stream(dest) as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        return
+    d = Destination(dest)
+    assert d.temp is not None
     try:
-        yield tmp
-        mode = os.stat(dest).st_mode & 0o7777 if os.path.exists(dest) else _creation_mode()
-        os.chmod(tmp, mode)
-        os.replace(tmp, dest)
+        yield d.temp
+        d.commit()
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        d.abort()
         raise
+
+
+@contextlib.contextmanager
+def open_output_stream(dest: str) -> Iterator[IO[bytes]]:
+    """A binary file object writing through to a non-regular destination."""
+    d = Destination(dest)
+    with os.fdopen(d.fd, "wb", closefd=False) as f:
+        yield f
+    d.commit()
 
 
 @contextlib.contextmanager
 def atomic_output(dest: Optional[str]) -> Iterator[IO[bytes]]:
     """A binary file for the output ``dest`` (``None`` or ``-`` is stdout).
 
-    A file destination is written atomically (``atomic_path``). Stdout output is held in a
-    spooled temporary file and copied out only on success, so a bad row late in the input
-    cannot leave a half-written stream in a pipeline.
+    A file destination is written atomically. Stdout and write-through destinations get the
+    output only on success (held in a spooled temporary file until then), so a bad row late in
+    the input cannot leave a half-written stream in a pipeline.
     """
-    if dest in (None, "-"):
+    if dest in (None, "-") or is_write_through(str(dest)):
         with tempfile.SpooledTemporaryFile(max_size=32 << 20) as buf:
             yield buf  # type: ignore[misc]
             buf.seek(0)
-            out = sys.stdout.buffer
-            shutil.copyfileobj(buf, out, 1 << 20)
-            out.flush()
+            if dest in (None, "-"):
+                out = sys.stdout.buffer
+                shutil.copyfileobj(buf, out, 1 << 20)
+                out.flush()
+            else:
+                with open_output_stream(str(dest)) as out:
+                    shutil.copyfileobj(buf, out, 1 << 20)
         return
-    with atomic_path(dest) as tmp:
+    with atomic_path(str(dest)) as tmp:
         with open(tmp, "wb") as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
 
 
 def write_json(dest: Optional[str], obj: Any) -> None:
@@ -71,18 +386,10 @@ def write_json(dest: Optional[str], obj: Any) -> None:
         f.write((json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
-def check_destination(output: Any, pattern: bool = False) -> None:
-    """Usage errors (exit 2) for an output that cannot be written, checked before any work.
-
-    ``output`` None, ``-`` or a stream is stdout or the caller's; ``pattern`` says the name is a
-    shard name pattern (its directory must exist; the name itself is not a file yet)."""
-    if output is None or output == "-" or hasattr(output, "write"):
-        return
-    out = os.fspath(output)
-    d = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(d):
-        raise UsageError(f"output directory does not exist: {d}")
-    if not os.access(d, os.W_OK | os.X_OK):
-        raise UsageError(f"output directory is not writable: {d}")
-    if not pattern and os.path.isdir(out):
-        raise UsageError(f"output is a directory: {out}")
+def pwrite_all(fd: int, data: Any, offset: int) -> None:
+    """``pwrite`` until every byte of ``data`` is written at ``offset``."""
+    view = memoryview(data).cast("B")
+    while len(view):
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n

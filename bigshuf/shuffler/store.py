@@ -10,7 +10,6 @@ even on SIGKILL, and a vanished temp directory cannot hurt a running shuffle.
 """
 from __future__ import annotations
 
-import errno
 import io
 import os
 import tempfile
@@ -19,31 +18,10 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from bigshuf.common.errors import BigshufError, UsageError
+from bigshuf.common.errors import BigshufError, UsageError, describe_os_error
+from bigshuf.common.output import pwrite_all
 
 IOV_MAX = 512  # stay well below the kernel's 1024 per preadv/pwritev call
-
-
-def describe_os_error(exc: OSError, what: str) -> BigshufError:
-    """A one-line runtime error for a failed write/read on temporary or output storage."""
-    if exc.errno == errno.ENOSPC:
-        reason = "no space left on device"
-    elif exc.errno == errno.EFBIG:
-        reason = "file too large (file-size limit reached)"
-    elif exc.errno == errno.EDQUOT:
-        reason = "disk quota exceeded"
-    else:
-        reason = exc.strerror or str(exc)
-    return BigshufError(f"{what}: {reason}")
-
-
-def pwrite_all(fd: int, data: np.ndarray, offset: int) -> None:
-    """Write all of ``data`` at ``offset`` (pwrite may write less than asked)."""
-    view = memoryview(data)
-    while len(view):
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset += n
 
 
 class Store:

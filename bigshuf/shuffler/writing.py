@@ -1,64 +1,26 @@
 """Writing the shuffled stream: stdout, one file, or shards; plain or compressed by extension.
 
-Every file is written under a temporary name beside its destination and renamed over it only
-when the whole run has succeeded, so a destination is never half-written: a failure or a signal
-leaves the old file (or none) in place. A SIGKILL can leave the temporary name
-(``.NAME.bigshuf-PID-XXXXXX.tmp``); the next run writing NAME removes those of dead processes.
-Shuffling a file onto itself works for the same reason.
+Files go through :mod:`bigshuf.common.output`: a regular file is written under a private
+temporary name and renamed over the destination only when the whole run has succeeded (so a
+failure or a signal leaves the old file, or none, and shuffling a file onto itself works);
+devices, FIFOs and inherited descriptors are written through. Shards are the shuffled stream cut
+in order, so only one is open at a time: memory and descriptors do not grow with their number.
 """
 from __future__ import annotations
 
 import bz2
-import glob
 import gzip
 import lzma
 import os
-import re
-import secrets
 import threading
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import numpy as np
 
 from bigshuf.common import stdio
-from bigshuf.common.errors import UsageError
+from bigshuf.common.errors import UsageError, describe_os_error
+from bigshuf.common.output import Destination, TempGroup, publishing, pwrite_all
 from bigshuf.shuffler.records import compression_of, find_record_ends
-from bigshuf.shuffler.store import describe_os_error, pwrite_all
-
-_TEMP_RE = re.compile(r"\.bigshuf-(\d+)-[0-9a-f]+\.tmp$")
-
-
-def _temp_name(dest: str) -> str:
-    d, base = os.path.split(os.path.abspath(dest))
-    return os.path.join(d, f".{base}.bigshuf-{os.getpid()}-{secrets.token_hex(4)}.tmp")
-
-
-def clean_stale_temps(dest: str) -> List[str]:
-    """Remove temporary files left beside ``dest`` by bigshuf runs that were killed."""
-    d, base = os.path.split(os.path.abspath(dest))
-    removed = []
-    for path in glob.glob(os.path.join(glob.escape(d), f".{glob.escape(base)}.bigshuf-*.tmp")):
-        m = _TEMP_RE.search(path)
-        if not m:
-            continue
-        pid = int(m.group(1))
-        if pid != os.getpid() and not _alive(pid):
-            try:
-                os.unlink(path)
-                removed.append(path)
-            except OSError:
-                pass
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class _FdWriter:
@@ -106,21 +68,19 @@ def compressor_for(path: str, raw):
 
 
 class OutputFile:
-    """One destination: stdout or a file written atomically (temp name, then rename)."""
+    """One destination: stdout, a caller's stream, or a path (see bigshuf.common.output for what
+    happens to files, links, devices and pipes), optionally compressed by its extension."""
 
-    def __init__(self, path):
+    def __init__(self, path: Any, group: Optional[TempGroup] = None):
         self._write_lock = threading.Lock()
-        self.temp: Optional[str] = None
+        self.dest: Optional[Destination] = None
         self.compressor = None
         self.bytes_written = 0
+        self.path: Optional[str] = None
         if hasattr(path, "write"):  # a caller's binary stream: written in order, not closed
-            self.path = None
-            self.fd = -1
-            self.raw = path
-            self.stream = path
+            self.fd, self.raw, self.stream = -1, path, path
             return
-        self.path = path if path not in (None, "-") else None
-        if self.path is None:
+        if path is None or path == "-":
             fd, stream = stdio.stdout()
             if fd is None:  # a replaced sys.stdout: written in order like a caller's stream
                 self.fd, self.raw, self.stream = -1, stream, stream
@@ -129,25 +89,17 @@ class OutputFile:
             self.raw = _FdWriter(self.fd, "standard output")
             self.stream = self.raw
             return
-        d = os.path.dirname(os.path.abspath(self.path))
-        if not os.path.isdir(d):
-            raise UsageError(f"output directory does not exist: {d}")
-        if os.path.isdir(self.path):
-            raise UsageError(f"output is a directory: {self.path}")
-        clean_stale_temps(self.path)
-        self.temp = _temp_name(self.path)
-        try:
-            self.fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-        except OSError as exc:
-            raise describe_os_error(exc, f"cannot create output in {d}") from None
+        self.path = os.fspath(path)
+        self.dest = Destination(self.path, group)
+        self.fd = self.dest.fd
         self.raw = _FdWriter(self.fd, self.path)
         self.compressor = compressor_for(self.path, self.raw)
         self.stream = self.compressor if self.compressor is not None else self.raw
 
     @property
     def positional(self) -> bool:
-        """True if bytes can be written at any offset (plain regular file)."""
-        return self.temp is not None and self.compressor is None
+        """True if bytes can be written at any offset (a plain file under a temporary name)."""
+        return self.dest is not None and self.dest.positional and self.compressor is None
 
     def write(self, data: np.ndarray) -> None:
         try:
@@ -167,7 +119,7 @@ class OutputFile:
         self.bytes_written += len(data)
 
     def finish(self) -> None:
-        """Flush compressors; the file still has its temporary name."""
+        """Flush the compressor; a file still has its temporary name."""
         if self.compressor is not None:
             try:
                 self.compressor.close()
@@ -175,48 +127,23 @@ class OutputFile:
                 raise describe_os_error(exc, f"writing {self.path}") from None
             self.compressor = None
 
+    def close(self) -> None:
+        """Finished and closed (a completed shard): frees its compressor and descriptor now,
+        so the memory and descriptors of a run do not grow with the number of shards."""
+        self.finish()
+        if self.dest is not None:
+            self.dest.close_fd()
+
     def commit(self, durable: bool = False) -> None:
-        """Give the finished file its real name (replacing any old file atomically). With
-        ``durable``, the data is fsynced first and the directory after, so the new name survives
-        a power loss with its full contents (not needed for a process crash: the rename is)."""
-        if self.temp is None:
-            return
-        try:
-            if durable:
-                os.fsync(self.fd)
-            if os.path.exists(self.path):
-                try:
-                    os.chmod(self.temp, os.stat(self.path).st_mode & 0o7777)
-                except OSError:
-                    pass
-            os.close(self.fd)
-            self.fd = -1
-            os.replace(self.temp, self.path)
-            if durable:
-                dfd = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
-                try:
-                    os.fsync(dfd)
-                finally:
-                    os.close(dfd)
-        except OSError as exc:
-            raise describe_os_error(exc, f"renaming output to {self.path}") from None
-        self.temp = None
+        """Give the finished file its real name (see Destination.commit)."""
+        if self.dest is not None:
+            self.dest.commit(durable)
 
     def abort(self) -> None:
         """Remove the temporary file; the destination is left as it was."""
-        if self.temp is None:
-            return
-        try:
-            if self.fd >= 0:
-                os.close(self.fd)
-        except OSError:
-            pass
-        self.fd = -1
-        try:
-            os.unlink(self.temp)
-        except OSError:
-            pass
-        self.temp = None
+        self.compressor = None
+        if self.dest is not None:
+            self.dest.abort()
 
 
 def shard_paths(pattern: str, count: int) -> List[str]:
@@ -265,8 +192,6 @@ class Sink:
         self.records_out = n
         self.header = header or b""
         if shards or lines_per_shard:
-            if output in (None, "-") or hasattr(output, "write"):
-                raise UsageError("sharded output needs -o/--output (the shard name pattern)")
             if lines_per_shard:
                 count = max(1, -(-n // lines_per_shard))
                 per = [lines_per_shard] * count
@@ -282,7 +207,8 @@ class Sink:
         else:
             self.paths = [output]
             self.quota = [n]
-        self.files: List[OutputFile] = []
+        self.files: List[OutputFile] = []  # opened so far; shards open one at a time, in order
+        self.group = TempGroup()
         self.current = 0
         self.left_in_current = 0
         self.done = 0                 # records written
@@ -290,16 +216,18 @@ class Sink:
         self.positional = False
 
     def open(self) -> None:
+        self._start_file(0)
+        self.positional = len(self.paths) == 1 and self.files[0].positional and self.limit is None
+
+    def _start_file(self, i: int) -> None:
+        """Open output ``i`` (closing the finished one before it) and write the header."""
+        if self.files:
+            self.files[-1].close()
         try:
-            for p in self.paths:
-                self.files.append(OutputFile(p))
+            self.files.append(OutputFile(self.paths[i], self.group))
         except BaseException:
             self.abort()
             raise
-        self.positional = len(self.files) == 1 and self.files[0].positional and self.limit is None
-        self._start_file(0)
-
-    def _start_file(self, i: int) -> None:
         self.current = i
         self.left_in_current = self.quota[i]
         if self.header:
@@ -320,7 +248,7 @@ class Sink:
         """Append the next ``records`` whole records of the stream, in order."""
         if self.full or records == 0:
             return
-        if len(self.files) == 1 and self.done + records <= self.records_out:
+        if len(self.paths) == 1 and self.done + records <= self.records_out:
             self.files[0].write(data)
             self.done += records
             return
@@ -336,16 +264,24 @@ class Sink:
                 i += take
                 self.done += take
                 self.left_in_current -= take
-            if self.left_in_current == 0 and self.current + 1 < len(self.files):
+            if self.left_in_current == 0 and self.current + 1 < len(self.paths):
                 self._start_file(self.current + 1)
 
     def finish(self) -> None:
-        """Flush every output and give each its final name."""
+        """Flush every output and give each its final name (shards nobody wrote to yet are
+        created now, empty but for the header). Two runs publishing the same names are
+        serialised by a directory lock, so a set of shards is never a mix of two runs."""
+        while len(self.files) < len(self.paths):
+            self._start_file(len(self.files))
         for f in self.files:
             f.finish()
-        for f in self.files:
-            f.commit(self.durable)
+        dests = [f.dest for f in self.files if f.dest is not None]
+        with publishing(dests):
+            for f in self.files:
+                f.commit(self.durable)
+        self.group.release()
 
     def abort(self) -> None:
         for f in self.files:
             f.abort()
+        self.group.release()

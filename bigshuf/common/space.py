@@ -6,6 +6,7 @@ import tempfile
 from typing import Dict, Optional
 
 from bigshuf.common.errors import BigshufError
+from bigshuf.common.output import is_write_through
 from bigshuf.common.sizes import format_size
 from bigshuf.shuffler.records import compression_of
 
@@ -39,7 +40,7 @@ def check_free_space(size: Optional[int], output: Optional[str], temp_dir: Optio
         dev = os.stat(t).st_dev
         need[dev] = need.get(dev, 0) + size
         where[dev] = t
-    if output not in (None, "-") and not hasattr(output, "write"):
+    if output not in (None, "-") and not hasattr(output, "write") and not is_write_through(output):
         d = _existing_dir(os.path.dirname(os.path.abspath(output)))
         out_bytes = size if not compression_of(output) else size // 3
         dev = os.stat(d).st_dev

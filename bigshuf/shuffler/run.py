@@ -21,7 +21,7 @@ from bigshuf.shuffler.options import ShuffleOptions
 from bigshuf.shuffler.plan import Geometry, plan
 from bigshuf.shuffler.records import Block, RecordReader, read_fully
 from bigshuf.shuffler.stats import ShuffleStats
-from bigshuf.shuffler.writing import Sink
+from bigshuf.shuffler.writing import Sink, check_shard_names
 
 
 def shuffle(inputs: Sequence[Any] = ("-",), output: Any = None, **options: Any) -> ShuffleStats:
@@ -67,6 +67,8 @@ def _preflight(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, worker
         raise UsageError(f"temporary directory does not exist: {opts.temp_dir}")
     size = reader.known_size()
     check_destination(opts.output, pattern=opts.sharded)
+    if opts.sharded:
+        check_shard_names(os.fspath(opts.output), opts.shards)
     check_free_space(size if size is not None else reader.estimated_size(),
                      None if opts.to_stdout else opts.output, opts.temp_dir,
                      geo.memory_store_capacity(workers))

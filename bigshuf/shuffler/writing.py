@@ -19,7 +19,7 @@ import numpy as np
 
 from bigshuf.common import stdio
 from bigshuf.common.errors import UsageError, describe_os_error
-from bigshuf.common.output import Destination, TempGroup, publishing, pwrite_all
+from bigshuf.common.output import Destination, TempGroup, check_destination, publishing, pwrite_all
 from bigshuf.shuffler.records import compression_of, find_record_ends
 
 
@@ -285,3 +285,15 @@ class Sink:
         for f in self.files:
             f.abort()
         self.group.release()
+
+
+def check_shard_names(pattern: str, shards: Optional[int]) -> None:
+    """Before any work: the pattern formats, and every directory it names is writable (with
+    --lines-per-shard the count is not known yet: the first two names stand for the rest)."""
+    names = shard_paths(pattern, shards or 2)
+    seen = set()
+    for name in names:
+        d = os.path.dirname(os.path.abspath(name))
+        if d not in seen:
+            seen.add(d)
+            check_destination(name)

@@ -1,0 +1,201 @@
+"""What -o does to what is already there (README, 'What happens if …'): devices, FIFOs and
+inherited descriptors are written through, links are followed, regular files are replaced
+atomically keeping their mode, names are checked before any work, and temporary files are
+private and cleaned only when no live run holds them."""
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from helpers import cli_env, invoke, one_line_error, run
+
+import bigshuf
+from bigshuf.common import output
+
+DATA = b"".join(b"%d\n" % i for i in range(2000))
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    p = tmp_path / "in.txt"
+    p.write_bytes(DATA)
+    return p
+
+
+def _same_lines(data: bytes) -> bool:
+    return sorted(data.splitlines()) == sorted(DATA.splitlines())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod needs root")
+def test_a_character_device_is_written_through_never_replaced(tmp_path, src):
+    null = tmp_path / "null"
+    os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    assert invoke(["shuffle", src, "-o", null]).returncode == 0
+    assert stat.S_ISCHR(os.lstat(null).st_mode)
+    assert invoke(["shuffle", src, "-o", "/dev/null"]).returncode == 0
+    assert stat.S_ISCHR(os.lstat("/dev/null").st_mode)
+    assert [n for n in os.listdir(tmp_path) if "bigshuf" in n] == []
+
+
+def test_a_fifo_is_written_through_to_its_reader(tmp_path, src):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got = {}
+    reader = threading.Thread(target=lambda: got.setdefault("data", fifo.read_bytes()))
+    reader.start()
+    assert invoke(["shuffle", src, "-o", fifo, "--seed", "1"]).returncode == 0
+    reader.join(10)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and _same_lines(got["data"])
+
+
+def test_dev_stdout_and_dev_fd_write_to_the_inherited_descriptor(tmp_path, src):
+    """`-o /dev/stdout > file` appends to what the shell opened, and `-o >(cmd)` feeds cmd."""
+    out = tmp_path / "out.txt"
+    out.write_bytes(b"kept\n")
+    with open(out, "ab") as f:
+        p = subprocess.run([sys.executable, "-m", "bigshuf", "shuffle", str(src), "-o", "/dev/stdout"],
+                           stdout=f, env=cli_env(), capture_output=False, stderr=subprocess.PIPE)
+    assert p.returncode == 0, p.stderr
+    data = out.read_bytes()
+    assert data.startswith(b"kept\n") and _same_lines(data[5:])
+    p = subprocess.run(["bash", "-c", f'"{sys.executable}" -m bigshuf shuffle "{src}" -o >(wc -l > "{tmp_path}/n"); wait'],
+                       env=cli_env(), capture_output=True)
+    assert p.returncode == 0 and p.stderr == b"", p.stderr
+    for _ in range(100):
+        if (tmp_path / "n").exists() and (tmp_path / "n").read_text().strip():
+            break
+        threading.Event().wait(0.05)
+    assert (tmp_path / "n").read_text().strip() == "2000"
+
+
+def test_a_symlink_is_followed_and_stays_a_link(tmp_path, src):
+    target_dir = tmp_path / "real"
+    target_dir.mkdir()
+    target = target_dir / "data.txt"
+    target.write_bytes(b"old\n")
+    link = tmp_path / "link.txt"
+    link.symlink_to(target)
+    assert invoke(["shuffle", src, "-o", link]).returncode == 0
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert _same_lines(target.read_bytes())
+    dangling = tmp_path / "dangling.txt"
+    dangling.symlink_to(target_dir / "new.txt")
+    assert invoke(["shuffle", src, "-o", dangling]).returncode == 0
+    assert dangling.is_symlink() and _same_lines((target_dir / "new.txt").read_bytes())
+
+
+def test_mode_kept_and_temp_private(tmp_path, src, monkeypatch):
+    src.chmod(0o600)
+    seen = []
+    real_replace = os.replace
+
+    def spy(a, b):
+        seen.append(stat.S_IMODE(os.stat(a).st_mode))
+        return real_replace(a, b)
+
+    created = []
+    real_open = os.open
+
+    def spy_open(path, flags, mode=0o777, *a, **k):
+        fd = real_open(path, flags, mode, *a, **k)
+        if ".bigshuf-" in str(path) and flags & os.O_CREAT:
+            created.append(stat.S_IMODE(os.fstat(fd).st_mode))
+        return fd
+
+    monkeypatch.setattr(os, "replace", spy)
+    monkeypatch.setattr(os, "open", spy_open)
+    bigshuf.shuffle([str(src)], str(src), seed=1)  # in place
+    assert created and all(m == 0o600 for m in created)  # private from the first byte
+    assert stat.S_IMODE(os.stat(src).st_mode) == 0o600 and seen == [0o600]
+    assert _same_lines(src.read_bytes())
+    other = tmp_path / "shared.txt"
+    other.write_bytes(b"x\n")
+    other.chmod(0o644)
+    bigshuf.shuffle([str(src)], str(other), seed=1)
+    assert stat.S_IMODE(os.stat(other).st_mode) == 0o644
+
+
+def test_a_hard_link_keeps_the_old_contents(tmp_path, src):
+    """Documented: the destination name gets a new file; other names of the old one keep it."""
+    dest = tmp_path / "d.txt"
+    dest.write_bytes(b"old\n")
+    os.link(dest, tmp_path / "other-name.txt")
+    bigshuf.shuffle([str(src)], str(dest), seed=1)
+    assert (tmp_path / "other-name.txt").read_bytes() == b"old\n" and _same_lines(dest.read_bytes())
+
+
+def test_names_up_to_name_max(tmp_path, src):
+    for n in (249, 255):
+        dest = tmp_path / ("x" * n)
+        assert invoke(["shuffle", src, "-o", dest]).returncode == 0
+        assert _same_lines(dest.read_bytes())
+    p = invoke(["shuffle", src, "-o", tmp_path / ("y" * 256)])
+    one_line_error(p, 2, "too long")
+
+
+@pytest.mark.parametrize("dest,needle", [
+    ("", "empty"),
+    ("{tmp}/newdir/", "directory"),
+    ("{tmp}/nodir/x.txt", "does not exist"),
+    ("{tmp}", "is a directory"),
+])
+def test_bad_names_rejected_before_any_work(tmp_path, src, dest, needle, monkeypatch):
+    p = invoke(["shuffle", src, "-o", dest.format(tmp=tmp_path)])
+    one_line_error(p, 2, needle)
+
+
+def test_shard_pattern_directories_checked_before_any_work(tmp_path, src, monkeypatch):
+    import bigshuf.shuffler.engine as engine
+
+    monkeypatch.setattr(engine.Engine, "scatter", lambda *a, **k: (_ for _ in ()).throw(AssertionError("worked")))
+    p = invoke(["shuffle", src, "--shards", "3", "-o", f"{tmp_path}/d{{index}}/x.txt"])
+    one_line_error(p, 2, "does not exist")
+    p = invoke(["shuffle", src, "--shards", "3", "-o", f"{tmp_path}/x{{nope}}.txt"])
+    one_line_error(p, 2, "shard pattern")
+
+
+def test_a_live_runs_temp_is_never_removed_a_dead_ones_is(tmp_path):
+    dest = tmp_path / "out.txt"
+    live = output.Destination(str(dest))        # a live run (any PID namespace): holds the lock
+    dead = output.Destination(str(dest))
+    dead_temp = dead.temp
+    os.close(dead.fd)                           # as if killed: lock gone, file left
+    dead.group.release()
+    removed = output.clean_stale_temps(str(dest))
+    assert removed == [dead_temp] and os.path.exists(live.temp)
+    live.abort()
+    assert os.listdir(tmp_path) == []
+
+
+def test_closed_shards_of_a_live_run_are_kept(tmp_path):
+    """A finished shard's descriptor is closed, but the run still holds its group's lock."""
+    group = output.TempGroup()
+    a = output.Destination(str(tmp_path / "a.txt"), group)
+    b = output.Destination(str(tmp_path / "b.txt"), group)
+    a.close_fd()
+    assert output.clean_stale_temps(str(tmp_path / "a.txt")) == []
+    a.commit()
+    b.commit()
+    group.release()
+    assert sorted(os.listdir(tmp_path)) == ["a.txt", "b.txt"]
+
+
+def test_two_sharded_runs_to_the_same_names_never_publish_a_mix(tmp_path, src):
+    pattern = str(tmp_path / "s.txt")
+    procs = [subprocess.Popen([sys.executable, "-m", "bigshuf", "shuffle", str(src), "--shards", "50",
+                               "-o", pattern, "--seed", str(seed)], env=cli_env(),
+                              stderr=subprocess.PIPE) for seed in (1, 2, 3)]
+    for p in procs:
+        assert p.wait(60) == 0, p.stderr.read()
+    got = b"".join((tmp_path / f"s-{i:05d}-of-00050.txt").read_bytes() for i in range(50))
+    expected = {}
+    for seed in (1, 2, 3):
+        r = run(["shuffle", str(src), "--seed", str(seed)])
+        expected[seed] = r.stdout
+    assert got in expected.values()
+    assert [n for n in os.listdir(tmp_path) if "bigshuf" in n] == []

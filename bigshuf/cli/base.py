@@ -9,18 +9,33 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import threading
 from typing import Callable, NoReturn
 
 import click
 
 from bigshuf import __version__
+from bigshuf.common import signals
 from bigshuf.common.errors import BigshufError, UsageError
 from bigshuf.common.sizes import parse_size
 
 
 def _fail(message: str, code: int) -> NoReturn:
     click.echo(f"bigshuf: error: {message}", err=True)
+    _exit(code)
+
+
+def _exit(code: int) -> NoReturn:
+    """Exit; without waiting for a worker thread still blocked in a write to a stalled reader
+    (the run has cleaned up already; such a thread would hold the interpreter's exit forever)."""
+    if _PROCESS[0] and threading.active_count() > 1:
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
+
+
+#: Set when the group runs as the process's command (args from sys.argv), not in CliRunner.
+_PROCESS = [False]
 
 
 def reports_errors(func: Callable) -> Callable:
@@ -77,6 +92,9 @@ class _OneLineErrorsGroup(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        if args is None:  # the real command line: this process is bigshuf
+            _PROCESS[0] = True
+            signals.own_process()
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.Abort:

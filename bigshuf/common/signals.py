@@ -1,35 +1,61 @@
-"""The signal policy of a run: SIGINT/SIGTERM end it cleanly, SIGXFSZ becomes an error.
+"""The signal policy of a run: stop cleanly on INT, TERM, HUP and USR1; never die half-written.
 
-While a :class:`SignalGuard` is active (main thread only), SIGINT and SIGTERM lead to
-:class:`~bigshuf.common.errors.Interrupted` (exit 130/143) after cleanup, and SIGXFSZ is ignored
-so that a file-size limit surfaces as an EFBIG write error instead of killing the process with a
-half-written file.
+While a :class:`SignalGuard` is active (main thread only):
 
-Where the exception is raised matters. An exception between a lock's acquire and the ``with``
-block that releases it (threading and executor internals) leaves the lock taken, and the cleanup
-then hangs. So with a ``stop`` callback the handler does not raise: it calls ``stop()`` (which
-must take no lock: set a flag) and the main loop stops at its next check. Only in functions
-listed in ``raise_in`` (a blocking read of a slow pipe) is it raised on the spot.
+- SIGINT, SIGTERM, SIGHUP and SIGUSR1 stop the run: everything written so far is removed and
+  :class:`~bigshuf.common.errors.Interrupted` reports it (exit 128 + the signal number). Only the
+  first one counts; later ones cannot break into the cleanup it started.
+- Once the outputs are complete and being renamed (:meth:`SignalGuard.defer`), they are ignored:
+  the run finishes and exits 0, and a set of shards never ends half old, half new.
+- SIGXFSZ is ignored, so a file-size limit surfaces as an EFBIG write error instead of killing
+  the process with a half-written file. SIGPIPE stays ignored (Python's default): writing to a
+  closed pipe raises BrokenPipeError, and the CLI exits quietly with 141 like ``shuf | head``.
+
+Where the exception is raised matters. Raised between a lock's acquire and the ``with`` block
+that releases it (inside threading or executor internals), it leaves the lock taken and the
+cleanup hangs. So when the main thread is inside those modules, the handler only calls ``stop()``
+(which sets a flag) and the run stops at its next check (within 0.2 s); anywhere else (a blocking
+``open`` of a FIFO, a read of a slow pipe, a write to a stalled reader) it raises at once.
+
+A process that *is* the command line (:func:`own_process`) keeps ignoring these signals after a
+run that published its outputs or was already stopped, until it exits: a late signal can then
+neither turn a success into a failure nor change the reported signal.
 """
 from __future__ import annotations
 
+import os
 import signal
 import threading
-from types import CodeType
-from typing import Any, Callable, Collection, Dict, List, Optional
+from types import FrameType
+from typing import Any, Callable, Dict, List, Optional
 
 from bigshuf.common.errors import Interrupted
 
-STOPPING = (signal.SIGINT, signal.SIGTERM)
+STOPPING = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1")
+                 if hasattr(signal, name))
+_INTERNALS = tuple(os.path.join(os.path.dirname(threading.__file__), name)
+                   for name in ("threading.py", "queue.py", os.path.join("concurrent", "futures")))
+_OWN_PROCESS = [False]
+
+
+def own_process() -> None:
+    """Declare that this process is the bigshuf command (see the module docstring)."""
+    _OWN_PROCESS[0] = True
+
+
+def _in_internals(frame: Optional[FrameType]) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(_INTERNALS):
+            return True
+        frame = frame.f_back
+    return False
 
 
 class SignalGuard:
     """Context manager installing the policy above; restores the old handlers on exit."""
 
-    def __init__(self, stop: Optional[Callable[[], None]] = None,
-                 raise_in: Collection[CodeType] = ()):
+    def __init__(self, stop: Optional[Callable[[], None]] = None):
         self.stop = stop
-        self.raise_in = frozenset(raise_in)
         self.saved: Dict[int, Any] = {}
         self.deferred = False
         self.fired: List[int] = []
@@ -43,27 +69,26 @@ class SignalGuard:
             self.saved[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         return self
 
-    def _handler(self, signum: int, frame: Any) -> None:
-        # Only the first signal counts: a second one (Ctrl-C twice, SIGINT then SIGTERM) must
-        # not break into the cleanup the first started.
+    def _handler(self, signum: int, frame: Optional[FrameType]) -> None:
         if self.fired or self.deferred:
             return
         self.fired.append(signum)
-        if self.stop is None or (frame is not None and frame.f_code in self.raise_in):
-            raise self.error()
-        self.stop()
+        if self.stop is not None and _in_internals(frame):
+            self.stop()
+            return
+        raise self.error()
 
     def error(self) -> Interrupted:
         return Interrupted(self.fired[0], signal.Signals(self.fired[0]).name)
 
     def defer(self) -> None:
-        """Ignore SIGINT/SIGTERM from now on: the outputs are complete and being renamed, and
-        a set of shards must not end half new, half old (the run then finishes, exit 0).
+        """Ignore the stopping signals from now on: the outputs are complete and being renamed.
         Raises :class:`Interrupted` if a signal came before."""
         if self.fired:
             raise self.error()
         self.deferred = True
 
     def __exit__(self, *exc: Any) -> None:
+        keep_ignoring = _OWN_PROCESS[0] and (self.deferred or bool(self.fired))
         for sig, old in self.saved.items():
-            signal.signal(sig, old)
+            signal.signal(sig, signal.SIG_IGN if keep_ignoring and sig in STOPPING else old)

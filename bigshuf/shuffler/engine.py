@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Set, Tuple
 
 import numpy as np
 
@@ -38,6 +38,9 @@ from bigshuf.shuffler.store import (
     TempSpace,
 )
 from bigshuf.shuffler.writing import Sink
+
+#: Seconds the cleanup waits for workers that do not stop (blocked writing to a stalled reader).
+STUCK_WAIT = 0.5
 
 
 class Cancelled(Exception):
@@ -83,6 +86,13 @@ class Engine:
         self.stores: List[Store] = []
         self.pool = BufferPool(geo.block_bytes)
         self.temp = TempSpace(temp_dir)
+        self.inflight: Set[Future] = set()
+
+    def _submit(self, fn: Callable[..., None], *args: object) -> Future:
+        future = self.executor.submit(fn, *args)
+        self.inflight.add(future)
+        future.add_done_callback(self.inflight.discard)
+        return future
 
     def stop(self) -> None:
         """Called from a signal handler: only sets a flag (see bigshuf.common.signals)."""
@@ -90,8 +100,12 @@ class Engine:
 
     # -- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
+        """Stop the workers and free everything. A worker blocked in a write to a stalled pipe
+        or FIFO cannot be interrupted: after STUCK_WAIT seconds the cleanup goes on without it
+        (the CLI then exits without waiting for it)."""
         self.cancel.set()
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        wait(list(self.inflight), timeout=STUCK_WAIT)
         self.pool.clear()
         for s in list(reversed(self.stores)):
             s.close()
@@ -163,7 +177,7 @@ class Engine:
                 store = self._spill(store, index.end)
             run, offset = index.allocate(block.nbytes)
             pending = self._wait_some(pending, self.workers)
-            pending.append(self.executor.submit(task, block, run, offset, store))
+            pending.append(self._submit(task, block, run, offset, store))
             del block
         self._wait_some(pending, 1)
         offsets, b, c = index.matrices()
@@ -247,7 +261,7 @@ class Engine:
                     turn[0] += 1
                 continue
             pending = self._wait_some(pending, self.workers)
-            pending.append(self.executor.submit(task, i, unit))
+            pending.append(self._submit(task, i, unit))
         self._wait_some(pending, 1)
 
     def rescatter(self, store: Store, pieces: List[Tuple[int, int]], nbytes: int, sink: Sink,

@@ -228,6 +228,19 @@ class RecordReader:
         if sum(1 for p in self.inputs if _is_path(p) and str(p) == "-") > 1:
             raise UsageError("stdin ('-') can be given only once")
 
+    def rereadable(self) -> bool:
+        """Can every input be read a second time? Only paths of regular files (links followed):
+        stdin, FIFOs, /dev/stdin, /proc/self/fd/N, ``<(cmd)`` and streams are read once."""
+        for path in self.inputs:
+            if not _is_path(path) or str(path) == "-":
+                return False
+            try:
+                if not stat.S_ISREG(os.stat(os.fspath(path)).st_mode):
+                    return False
+            except OSError:
+                return False
+        return True
+
     def known_size(self) -> Optional[int]:
         """Total input bytes if every input is an uncompressed regular file, else None."""
         return self._total_size(compressed_factor=None)

@@ -19,7 +19,7 @@ from bigshuf.common.space import check_free_space
 from bigshuf.shuffler.engine import Cancelled, Engine
 from bigshuf.shuffler.options import ShuffleOptions
 from bigshuf.shuffler.plan import Geometry, plan
-from bigshuf.shuffler.records import Block, RecordReader, read_fully
+from bigshuf.shuffler.records import Block, RecordReader
 from bigshuf.shuffler.stats import ShuffleStats
 from bigshuf.shuffler.writing import Sink, check_shard_names
 
@@ -81,7 +81,7 @@ def _run_engine(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, strea
     prog = Progress(opts.progress, size)
     engine = Engine(geo, stats.workers, streams, opts.sep, opts.temp_dir, prog, stats)
     sink: Optional[Sink] = None
-    with SignalGuard(stop=engine.stop, raise_in=[read_fully.__code__]) as signals:
+    with SignalGuard(stop=engine.stop) as signals:
         try:
             t0 = time.perf_counter()
 

@@ -156,7 +156,7 @@ def try_reservoir(reader: RecordReader, opts: ShuffleOptions, geo: Geometry, str
 def _overflow(reader: RecordReader, sample: int, geo: Geometry) -> bool:
     """The sample's records are longer than expected: restart from the files on disk with the
     shuffle-and-truncate method, or fail cleanly for a stream that cannot be read twice."""
-    if all(str(p) != "-" for p in reader.inputs):
+    if reader.rereadable():
         return False
     raise BigshufError(f"-n {sample:,}: the sampled lines of this input need more than "
                        f"{format_size(geo.memory // 2)}; raise --memory")

@@ -1,0 +1,139 @@
+"""Signals and read-once inputs, in real processes (README, 'What happens if …'):
+INT/TERM/HUP/USR1 end a run blocked anywhere within about a second, with cleanup and 128+N;
+a signal after the outputs are published changes nothing; paths that are not regular files
+are read once, in every mode."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import cli_env, leftovers, one_line_error, run, spawn
+
+
+def _wait(proc: subprocess.Popen, timeout: float = 10) -> subprocess.CompletedProcess:
+    out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _stopped_within(proc: subprocess.Popen, sig: int, seconds: float) -> subprocess.CompletedProcess:
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    p = _wait(proc, timeout=30)
+    assert time.monotonic() - t0 < seconds, f"took {time.monotonic() - t0:.2f}s to stop"
+    return p
+
+
+@pytest.fixture
+def numbers(tmp_path: Path) -> Path:
+    p = tmp_path / "in.txt"
+    p.write_bytes(b"".join(b"%d\n" % i for i in range(300_000)))
+    return p
+
+
+def test_sigterm_while_opening_a_fifo_nobody_writes(tmp_path):
+    fifo = tmp_path / "p"
+    os.mkfifo(fifo)
+    proc = spawn(["shuffle", fifo, "-o", tmp_path / "out.txt"])
+    time.sleep(0.5)  # blocked in open(2) on the FIFO
+    p = _stopped_within(proc, signal.SIGTERM, 1.5)
+    one_line_error(p, 143, "SIGTERM")
+    assert sorted(os.listdir(tmp_path)) == ["p"]
+
+
+def test_sigint_while_the_stdout_reader_stalls(numbers, tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "bigshuf", "shuffle", str(numbers), "-S", "4M"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+    proc.stdout.read(10)  # started writing; now nobody reads: the pipe fills and the writer blocks
+    time.sleep(0.8)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    while proc.poll() is None and time.monotonic() - t0 < 10:
+        time.sleep(0.02)
+    assert proc.returncode == 130 and time.monotonic() - t0 < 1.5
+    assert b"SIGINT" in proc.stderr.read()
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGHUP, 129), (signal.SIGUSR1, 138)], ids=["HUP", "USR1"])
+def test_hup_and_usr1_clean_up_like_term(numbers, tmp_path, sig, code):
+    fifo = tmp_path / "feed"
+    os.mkfifo(fifo)
+    dest = tmp_path / "out.txt"
+    proc = spawn(["shuffle", fifo, "-o", dest, "-T", tmp_path])
+    with open(fifo, "wb") as w:
+        w.write(numbers.read_bytes()[:100_000])  # part of the input: the run waits for more
+        w.flush()
+        time.sleep(0.3)
+        p = _stopped_within(proc, sig, 1.5)
+    one_line_error(p, code, signal.Signals(sig).name)
+    assert leftovers(tmp_path) == [] and not dest.exists()
+
+
+def test_int_then_term_reports_the_first(numbers, tmp_path):
+    fifo = tmp_path / "feed"
+    os.mkfifo(fifo)
+    proc = spawn(["shuffle", fifo, "-o", tmp_path / "out.txt"])
+    with open(fifo, "wb") as w:
+        w.write(b"a\nb\n")
+        w.flush()
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        p = _wait(proc)
+    one_line_error(p, 130, "SIGINT")
+
+
+_AFTER_PUBLISH = r"""
+import os, signal, sys
+import bigshuf.shuffler.writing as w
+real = w.Sink.finish
+SIG = int(sys.argv[1])
+def finish(self):
+    real(self)
+    os.kill(os.getpid(), SIG)  # the outputs have their names now
+w.Sink.finish = finish
+sys.argv = ["bigshuf", *sys.argv[2:]]
+from bigshuf.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["INT", "TERM", "HUP"])
+def test_a_signal_after_the_outputs_are_published_changes_nothing(numbers, tmp_path, sig):
+    dest = tmp_path / "out.txt"
+    p = subprocess.run([sys.executable, "-c", _AFTER_PUBLISH, str(int(sig)), "shuffle", str(numbers),
+                        "-o", str(dest), "-S", "4M"], capture_output=True, env=cli_env(), timeout=60)
+    assert p.returncode == 0 and p.stderr == b"", p.stderr
+    assert len(dest.read_bytes().splitlines()) == 300_000
+
+
+@pytest.mark.parametrize("how", ["dev-stdin", "fifo", "proc-fd"])
+def test_sample_of_a_read_once_input_never_reads_it_twice(tmp_path, how):
+    """-n whose sample outgrows the reservoir: a regular file is read again by the exact method;
+    a stream cannot be, so the run fails cleanly instead of sampling from a half-read input."""
+    data = b"".join(b"%06d %s\n" % (i, b"x" * 300) for i in range(20_000))  # ~6 MB
+    args = ["-n", "5000", "-S", "1M", "--seed", "1"]
+    if how == "fifo":
+        fifo = tmp_path / "p"
+        os.mkfifo(fifo)
+        proc = spawn(["shuffle", fifo, *args])
+        with open(fifo, "wb") as w:
+            try:
+                w.write(data)
+            except BrokenPipeError:
+                pass
+        p = _wait(proc, 60)
+    else:
+        path = "/dev/stdin" if how == "dev-stdin" else "/proc/self/fd/0"
+        p = run(["shuffle", path, *args], input=data)
+    if p.returncode == 0:  # allowed only if the sample is right
+        lines = p.stdout.splitlines()
+        assert len(lines) == 5000 and set(lines) <= set(data.splitlines())
+    else:
+        one_line_error(p, 1, "raise --memory")
+        assert p.stdout == b""

@@ -39,6 +39,8 @@ from bigshuf.shuffler.store import (
 )
 from bigshuf.shuffler.writing import Sink
 
+#: Blocks smaller than this are scattered by the main thread itself (no hand-off to a worker).
+INLINE_BYTES = 64 << 10
 #: Seconds the cleanup waits for workers that do not stop (blocked writing to a stalled reader).
 STUCK_WAIT = 0.5
 
@@ -176,8 +178,13 @@ class Engine:
                 pending = self._wait_some(pending, 1)
                 store = self._spill(store, index.end)
             run, offset = index.allocate(block.nbytes)
-            pending = self._wait_some(pending, self.workers)
-            pending.append(self._submit(task, block, run, offset, store))
+            if block.nbytes < INLINE_BYTES:
+                # A small block (many small input files) costs less than handing it to a
+                # worker thread and waiting for it: do it here. Same draws, same layout.
+                task(block, run, offset, store)
+            else:
+                pending = self._wait_some(pending, self.workers)
+                pending.append(self._submit(task, block, run, offset, store))
             del block
         self._wait_some(pending, 1)
         offsets, b, c = index.matrices()

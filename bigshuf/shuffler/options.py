@@ -57,6 +57,16 @@ class ShuffleOptions:
         if self.sample is not None:
             self.sample = _at_least(self.sample, 0, "-n")
         self._check_combinations()
+        self._check_budget()
+
+    def _check_budget(self) -> None:
+        """Rules that come from --memory: a forced bucket count must fit the run index."""
+        from bigshuf.shuffler.plan import plan
+
+        geo = plan(self.memory_bytes)
+        if self.buckets is not None and self.buckets > geo.index_entries:
+            raise UsageError(f"--buckets {self.buckets:,} needs more memory for its index: at most "
+                             f"{geo.index_entries:,} buckets with --memory {self.memory_bytes:,} bytes")
 
     def _check_combinations(self) -> None:
         if self.shards is not None and self.lines_per_shard is not None:

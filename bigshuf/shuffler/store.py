@@ -11,7 +11,9 @@ even on SIGKILL, and a vanished temp directory cannot hurt a running shuffle.
 from __future__ import annotations
 
 import io
+import mmap
 import os
+import sys
 import tempfile
 import threading
 from typing import List, Optional, Sequence, Tuple
@@ -43,6 +45,19 @@ class Store:
         pass
 
 
+#: mmap flag: reserve address space without committing memory (pages come as they are touched).
+MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000 if sys.platform.startswith("linux") else 0)
+
+
+def reserve(nbytes: int) -> np.ndarray:
+    """A zero-filled byte array whose memory is taken only as it is written: a budget of 100G
+    for five lines on stdin costs five lines, not a refused 100 GB allocation."""
+    if nbytes < (1 << 20) or not MAP_NORESERVE:
+        return np.empty(nbytes, dtype=np.uint8)
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE
+    return np.frombuffer(mmap.mmap(-1, nbytes, flags=flags), dtype=np.uint8)
+
+
 class MemoryStore(Store):
     """Runs kept in one preallocated buffer: no temporary files for inputs that fit."""
 
@@ -50,7 +65,7 @@ class MemoryStore(Store):
 
     def __init__(self, capacity: int):
         self.capacity = capacity
-        self.buf = np.empty(capacity, dtype=np.uint8)
+        self.buf = reserve(capacity)
 
     def write(self, offset: int, data: np.ndarray) -> None:
         self.buf[offset:offset + len(data)] = data
@@ -262,9 +277,11 @@ class RunIndex:
         """Reserve a run of ``nbytes``; returns (run number, store offset)."""
         with self._lock:
             run = len(self.offsets)
+            before = self.buckets
             if not self.fixed:
                 while self.buckets > 2 and (run + 1) * self.buckets > self.max_entries:
                     self.buckets = (self.buckets + 1) // 2
+            if self.buckets != before:  # only then: refitting every run each time is quadratic
                 for r in range(run):
                     row_bytes, row_counts = self.bytes[r], self.counts[r]
                     if row_bytes is not None and row_counts is not None:

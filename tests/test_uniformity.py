@@ -93,3 +93,41 @@ def test_equal_lines_are_not_grouped():
     mean = 1 + n  # 2*n*n/(2n) + 1
     var = (2 * n * n * (2 * n * n - 2 * n)) / ((2 * n) ** 2 * (2 * n - 1))
     assert abs(runs - mean) / var ** 0.5 < 4.5, runs
+
+
+def _perm_counts(outputs) -> np.ndarray:
+    perms = {p: i for i, p in enumerate(itertools.permutations(b"abcd"))}
+    counts = np.zeros(len(perms))
+    for out in outputs:
+        counts[perms[tuple(line[0] for line in out)]] += 1
+    return counts
+
+
+def test_header_mode_orders_the_rest_uniformly():
+    data = b"H\na\nb\nc\nd\n"
+    outs = []
+    for seed in range(1200):
+        out = shuffle_lines(data, seed=seed, header=True, buckets=2)
+        assert out[0] == b"H"
+        outs.append(out[1:])
+    counts = _perm_counts(outs)
+    assert stats.chisquare(counts).pvalue > ALPHA, counts
+
+
+def test_shards_cut_a_uniform_order(tmp_path):
+    """Shards (with a header on each) concatenated in order: every order of the records equally
+    likely, each shard holding its quota."""
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"H\na\nb\nc\nd\n")
+    pattern = str(tmp_path / "s.txt")
+    outs = []
+    for seed in range(1200):
+        bigshuf.shuffle([str(src)], pattern, seed=seed, shards=2, header=True, buckets=3)
+        lines = []
+        for i in range(2):
+            shard = (tmp_path / f"s-{i:05d}-of-00002.txt").read_bytes().split(b"\n")[:-1]
+            assert shard[0] == b"H" and len(shard) == 3
+            lines += shard[1:]
+        outs.append(lines)
+    counts = _perm_counts(outs)
+    assert stats.chisquare(counts).pvalue > ALPHA, counts

@@ -1,9 +1,13 @@
-"""Progress bars on stderr (tqdm): shown when stderr is a terminal, or when forced."""
+"""Progress bars on stderr (tqdm): shown when stderr is a terminal, or when forced.
+
+The one place bars are made: :func:`bar` for counted steps (tasks, grid points) and
+:class:`Progress` for the two byte-counted phases of a shuffle.
+"""
 from __future__ import annotations
 
 import sys
 import threading
-from typing import Optional
+from typing import Any, Optional
 
 
 def progress_enabled(flag: Optional[bool]) -> bool:
@@ -14,6 +18,23 @@ def progress_enabled(flag: Optional[bool]) -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def bar(total: Optional[int], desc: str, enabled: Optional[bool], unit: str = "it") -> Any:
+    """A tqdm bar on stderr (or a do-nothing one when disabled): ``update(n)``, ``close()``."""
+    if not progress_enabled(enabled):
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False)
 
 
 class Progress:

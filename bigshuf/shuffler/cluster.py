@@ -34,6 +34,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from bigshuf.common.errors import BigshufError, InputError, UsageError, warn_stderr
+from bigshuf.common.output import Destination
+from bigshuf.common.progress import bar
 from bigshuf.common.randomness import Streams, resolve_seed
 from bigshuf.common.sizes import parse_size
 from bigshuf.shuffler.gather import Unit, permute_buckets, plan_units, read_buckets
@@ -253,8 +255,30 @@ def _publish_task(dest: str, header: bytes, sep: int, pieces: List[Tuple[str, in
         if comp is not None:
             comp.close()
 
-    _put_atomic(fs, path, write)
+    _publish_file(fs, path, write)
     return records
+
+
+def _publish_file(fs, path: str, data_writer) -> None:
+    """A user-visible output: on the local file system through bigshuf.common.output (the same
+    rules as a local run: devices written through, links followed, mode kept, private temp);
+    elsewhere through a temporary name and a move."""
+    if "file" not in _protocols(fs):
+        _put_atomic(fs, path, data_writer)
+        return
+    dest = Destination(path)
+    try:
+        with os.fdopen(dest.fd, "wb", closefd=False) as f:
+            data_writer(f)
+        dest.commit()
+    except BaseException:
+        dest.abort()
+        raise
+
+
+def _protocols(fs) -> Tuple[str, ...]:
+    protocol = fs.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
 
 
 # -- planning --------------------------------------------------------------------------------
@@ -306,26 +330,22 @@ def plan_cluster(input_bytes: int, memory: "int | str", input_files: int,
 
 @dataclass
 class _Progress:
-    enabled: bool
+    """Waits for a phase's tasks with a bar of finished tasks."""
+
+    enabled: Optional[bool]
 
     def track(self, client, futures, desc: str):
         """Wait for ``futures`` (re-raising the first error), with a bar of finished tasks."""
         from distributed import as_completed
-        bar = None
-        if self.enabled:
-            import sys
 
-            from tqdm import tqdm
-            bar = tqdm(total=len(futures), desc=desc, unit="task", file=sys.stderr, leave=False)
+        tasks = bar(len(futures), desc, self.enabled, unit="task")
         results = {}
         try:
             for fut in as_completed(futures):
                 results[fut.key] = fut.result()
-                if bar is not None:
-                    bar.update(1)
+                tasks.update(1)
         finally:
-            if bar is not None:
-                bar.close()
+            tasks.close()
         return [results[f.key] for f in futures]
 
 
@@ -346,7 +366,6 @@ def shuffle_on_cluster(opts: ShuffleOptions) -> ShuffleStats:
     worker can read and write. Same seed, inputs, memory and buckets: same bytes as the local
     engine (the streams of bigshuf.common.randomness are keyed by data position only)."""
     _require()
-    from bigshuf.common.progress import progress_enabled
 
     output, scheduler, buckets, header = opts.output, opts.scheduler, opts.buckets, opts.header
     shards, lines_per_shard, temp_dir = opts.shards, opts.lines_per_shard, opts.temp_dir
@@ -359,7 +378,7 @@ def shuffle_on_cluster(opts: ShuffleOptions) -> ShuffleStats:
     job = _join(temp_root, f"bigshuf-{os.getpid()}-{secrets.token_hex(6)}")
     fs_job, _ = _fs(job)
     stats = ShuffleStats(seed=seed, store="cluster temp: " + temp_root)
-    prog = _Progress(progress_enabled(opts.progress))
+    prog = _Progress(opts.progress)
     warn = opts.warn or warn_stderr
     own_client = not hasattr(scheduler, "submit")
     client, cluster = _client(scheduler, opts.jobs) if own_client else (scheduler, None)

@@ -19,6 +19,7 @@ import numpy as np
 
 from bigshuf.common import stdio
 from bigshuf.common.errors import BigshufError, InputError, UsageError
+from bigshuf.common.inputs import check_readable
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -70,19 +71,7 @@ class Source:
 
 def check_input(path: PathLike) -> None:
     """Fail early (exit 2) for a missing, directory or unreadable input."""
-    if str(path) == "-":
-        return
-    p = os.fspath(path)
-    try:
-        st = os.stat(p)
-    except FileNotFoundError:
-        raise InputError("no such file", p) from None
-    except OSError as exc:
-        raise InputError(exc.strerror or str(exc), p) from None
-    if stat.S_ISDIR(st.st_mode):
-        raise InputError("is a directory", p)
-    if not os.access(p, os.R_OK):
-        raise InputError("permission denied", p)
+    check_readable(path)
 
 
 def open_input(path: PathLike) -> Source:

@@ -132,66 +132,69 @@ class Engine:
     def scatter(self, blocks: Iterator[Block], path: LevelPath, size: Optional[int],
                 buckets: Optional[int], on_block: Callable[[Block], None]) -> Level:
         """Scatter a stream of blocks into a new level (store + index)."""
-        geo = self.geo
-        k0 = buckets or geo.initial_buckets()
-        index = RunIndex(k0, geo.index_entries, fixed=buckets is not None)
-        mem_cap = geo.memory_store_capacity(self.workers)
-        store: Store
-        if size is not None and size > mem_cap:
-            store = self._new_file_store()
-        else:
-            store = MemoryStore(max(mem_cap if size is None else size, 0))
-            self.stores.append(store)
+        k0 = buckets or self.geo.initial_buckets()
+        job = _ScatterJob(path, k0, RunIndex(k0, self.geo.index_entries, fixed=buckets is not None))
+        store = self._level_store(size)
         pending: List[Future] = []
-        lock = threading.Lock()
-
-        def task(block: Block, run: int, offset: int, dest: Store) -> None:
-            self._check()
-            # Keyed by (input, block within input): a block's draws do not depend on other
-            # inputs, so one task per input file (the cluster) reproduces them exactly.
-            rng = self.streams.scatter(path, block.source, block.index)
-            bucket_of = draw_buckets(rng, block.count, k0)
-            if isinstance(dest, MemoryStore):
-                out = dest.view(offset, block.nbytes)
-                nbytes, counts = partition(block.data, block.ends, bucket_of, k0, out)
-                self.pool.release(block.data)
-            else:
-                out = self.pool.get()[:block.nbytes]
-                nbytes, counts = partition(block.data, block.ends, bucket_of, k0, out)
-                self.pool.release(block.data)
-                del bucket_of
-                self._check()
-                dest.write(offset, out)
-                self.pool.release(out)
-            with lock:
-                index.record(run, nbytes, counts)
-
         for block in blocks:
             self._check()
             on_block(block)
             if block.count == 0:
                 self.pool.release(block.data)
                 continue
-            if isinstance(store, MemoryStore) and index.end + block.nbytes > store.capacity:
+            if isinstance(store, MemoryStore) and job.index.end + block.nbytes > store.capacity:
                 # Turned out larger than RAM allows: move the runs to a file and go on. The
                 # layout is the same, so the output is the same as if we had started on disk.
                 pending = self._wait_some(pending, 1)
-                store = self._spill(store, index.end)
-            run, offset = index.allocate(block.nbytes)
-            if block.nbytes < INLINE_BYTES:
-                # A small block (many small input files) costs less than handing it to a
-                # worker thread and waiting for it: do it here. Same draws, same layout.
-                task(block, run, offset, store)
+                store = self._spill(store, job.index.end)
+            run, offset = job.index.allocate(block.nbytes)
+            if block.nbytes < INLINE_BYTES and block.count < self.geo.block_records:
+                # A small block that ends its input (many small input files) costs less than
+                # handing it to a worker and waiting for it: do it here. Same draws and layout.
+                self._scatter_block(job, block, run, offset, store)
             else:
                 pending = self._wait_some(pending, self.workers)
-                pending.append(self._submit(task, block, run, offset, store))
+                pending.append(self._submit(self._scatter_block, job, block, run, offset, store))
             del block
         self._wait_some(pending, 1)
-        offsets, b, c = index.matrices()
+        offsets, b, c = job.index.matrices()
         self.stats.runs += len(offsets)
         if isinstance(store, FileRegion):
-            self.temp.filled(store, index.end)  # nested levels go after this one
+            self.temp.filled(store, job.index.end)  # nested levels go after this one
         return Level(store, offsets, b, c)
+
+    def _level_store(self, size: Optional[int]) -> Store:
+        """RAM when the level (of ``size`` bytes, if known) fits next to the workers, else a
+        region of the temporary file."""
+        mem_cap = self.geo.memory_store_capacity(self.workers)
+        if size is not None and size > mem_cap:
+            return self._new_file_store()
+        store = MemoryStore(max(mem_cap if size is None else size, 0))
+        self.stores.append(store)
+        return store
+
+    def _scatter_block(self, job: "_ScatterJob", block: Block, run: int, offset: int,
+                       dest: Store) -> None:
+        """Draw a bucket for each record of ``block`` and lay the block out bucket by bucket
+        as run ``run`` at ``offset`` of ``dest``."""
+        self._check()
+        # Keyed by (input, block within input): a block's draws do not depend on other
+        # inputs, so one task per input file (the cluster) reproduces them exactly.
+        rng = self.streams.scatter(job.path, block.source, block.index)
+        bucket_of = draw_buckets(rng, block.count, job.k0)
+        if isinstance(dest, MemoryStore):
+            out = dest.view(offset, block.nbytes)
+            nbytes, counts = partition(block.data, block.ends, bucket_of, job.k0, out)
+            self.pool.release(block.data)
+        else:
+            out = self.pool.get()[:block.nbytes]
+            nbytes, counts = partition(block.data, block.ends, bucket_of, job.k0, out)
+            self.pool.release(block.data)
+            del bucket_of
+            self._check()
+            dest.write(offset, out)
+            self.pool.release(out)
+        job.index.record(run, nbytes, counts)
 
     def _new_file_store(self) -> FileRegion:
         """A region at the end of the run's temporary file."""
@@ -220,41 +223,7 @@ class Engine:
         geo = self.geo
         reader = BucketReader(level.store, level.run_offsets, level.piece_bytes)
         units = plan_units(level.bucket_bytes, level.bucket_records, geo.unit_bytes, geo.unit_records)
-        turn = [0]
-        cond = threading.Condition()
-
-        def task(i: int, unit: Unit) -> None:
-            self._check()
-            buf = self.pool.get()[:unit.nbytes]
-            starts = reader.read(unit.first, unit.last, buf, last_use=True)
-            out = self.pool.get()[:unit.nbytes]
-            self._check()
-            rng = self.streams.gather(path, unit.first)
-            n = permute_buckets(buf, starts, self.sep, rng, out)
-            self.pool.release(buf)
-            del buf
-            if n != unit.records:
-                raise BigshufError(f"internal error: bucket records {n} != index {unit.records}")
-            if sink.positional:
-                sink.write_at(base_offset + unit.out_offset, out, n)
-                self.pool.release(out)
-                self.progress.gathered(unit.nbytes)
-                return
-            with cond:
-                while turn[0] != i:
-                    if self.cancel.is_set():
-                        raise Cancelled()
-                    cond.wait(0.2)
-            try:
-                self._check()
-                sink.write(out, n)
-                self.pool.release(out)
-                self.progress.gathered(unit.nbytes)
-            finally:
-                with cond:
-                    turn[0] += 1
-                    cond.notify_all()
-
+        job = _GatherJob(path, reader, sink, base_offset)
         pending: List[Future] = []
         for i, unit in enumerate(units):
             self._check()
@@ -264,12 +233,36 @@ class Engine:
                 pending = self._wait_some(pending, 1)
                 self.rescatter(level.store, reader.pieces(unit.first), unit.nbytes, sink,
                                Streams.nested(path, unit.first), base_offset + unit.out_offset)
-                with cond:
-                    turn[0] += 1
+                job.next_turn()
                 continue
             pending = self._wait_some(pending, self.workers)
-            pending.append(self._submit(task, i, unit))
+            pending.append(self._submit(self._gather_unit, job, i, unit))
         self._wait_some(pending, 1)
+
+    def _gather_unit(self, job: "_GatherJob", i: int, unit: Unit) -> None:
+        """Read unit ``i``'s buckets, permute each, and hand them to the sink (at their offset,
+        or in turn when the sink takes a stream)."""
+        self._check()
+        buf = self.pool.get()[:unit.nbytes]
+        starts = job.reader.read(unit.first, unit.last, buf, last_use=True)
+        out = self.pool.get()[:unit.nbytes]
+        self._check()
+        n = permute_buckets(buf, starts, self.sep, self.streams.gather(job.path, unit.first), out)
+        self.pool.release(buf)
+        del buf
+        if n != unit.records:
+            raise BigshufError(f"internal error: bucket records {n} != index {unit.records}")
+        if job.sink.positional:
+            job.sink.write_at(job.base_offset + unit.out_offset, out, n)
+        else:
+            job.wait_turn(i, self.cancel)
+            try:
+                self._check()
+                job.sink.write(out, n)
+            finally:
+                job.next_turn()
+        self.pool.release(out)
+        self.progress.gathered(unit.nbytes)
 
     def rescatter(self, store: Store, pieces: List[Tuple[int, int]], nbytes: int, sink: Sink,
                   path: LevelPath, out_offset: int = 0) -> None:
@@ -285,3 +278,36 @@ class Engine:
             self.gather(sub, sink, path, out_offset)
         finally:
             self._drop(sub.store)
+
+
+@dataclass
+class _ScatterJob:
+    """What the blocks of one scatter level share."""
+
+    path: LevelPath
+    k0: int
+    index: RunIndex
+
+
+class _GatherJob:
+    """What the units of one gather share, and the turn that orders stream writes."""
+
+    def __init__(self, path: LevelPath, reader: BucketReader, sink: Sink, base_offset: int):
+        self.path = path
+        self.reader = reader
+        self.sink = sink
+        self.base_offset = base_offset
+        self.turn = 0
+        self.cond = threading.Condition()
+
+    def wait_turn(self, i: int, cancel: threading.Event) -> None:
+        with self.cond:
+            while self.turn != i:
+                if cancel.is_set():
+                    raise Cancelled()
+                self.cond.wait(0.2)
+
+    def next_turn(self) -> None:
+        with self.cond:
+            self.turn += 1
+            self.cond.notify_all()

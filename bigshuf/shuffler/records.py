@@ -6,9 +6,6 @@ never decoded. A final record without a terminator gets one, per input file, lik
 """
 from __future__ import annotations
 
-import bz2
-import gzip
-import io
 import lzma
 import os
 import stat
@@ -18,31 +15,16 @@ from typing import BinaryIO, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
+from bigshuf.common.codecs import (  # noqa: F401 - re-exported for older imports
+    COMPRESSION_SUFFIXES,
+    compression_of,
+    open_decompressed,
+)
 from bigshuf.common.errors import BigshufError, InputError, UsageError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-#: Extensions handled transparently, for inputs and outputs.
-COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
-
 _SCAN_SLICE = 1 << 20  # bytes per terminator scan: bounds the temporary bool/int arrays
-
-
-def compression_of(path: str) -> Optional[str]:
-    """The compression suffix of ``path`` ('.gz', ...) or None."""
-    lower = str(path).lower()
-    for suffix in COMPRESSION_SUFFIXES:
-        if lower.endswith(suffix):
-            return suffix
-    return None
-
-
-def _zstd():
-    try:
-        import zstandard
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise UsageError(".zst files need the optional extra: pip install 'bigshuf[zstd]'") from None
-    return zstandard
 
 
 def display_name(path: PathLike) -> str:
@@ -102,15 +84,7 @@ def open_input(path: PathLike) -> Source:
     suffix = compression_of(p)
     if suffix is None:
         return Source(name, raw, st.st_size if regular else None, False, st.st_size if regular else None)
-    buffered = io.BufferedReader(raw, 1 << 20)
-    if suffix == ".gz":
-        stream = gzip.GzipFile(fileobj=buffered, mode="rb")
-    elif suffix == ".bz2":
-        stream = bz2.BZ2File(buffered, "rb")
-    elif suffix == ".xz":
-        stream = lzma.LZMAFile(buffered, "rb")
-    else:
-        stream = _zstd().ZstdDecompressor().stream_reader(buffered, read_size=1 << 20)
+    stream = open_decompressed(raw, suffix, p)
     return Source(name, stream, None, True, st.st_size if regular else None)  # type: ignore[arg-type]
 
 

@@ -10,15 +10,14 @@ frame), hence the checks here.
 
 Speed: decompression runs in a background thread (the codecs release the GIL), so it overlaps the
 shuffle's own work; gzip goes through ISA-L (``isal``, ~3x zlib for decompression and ~5x for
-compression at its level 2), zstd output uses zstd's own worker threads. Outputs stay
-deterministic: the same records give the same compressed bytes whatever the number of workers
-(zstd's multi-threaded format does not depend on the thread count; ISA-L and bz2/xz are
-single-threaded). See README "Benchmarks" for the measurements behind these choices.
+compression at its level 2), and .gz and .zst outputs are compressed by two threads of the
+codec's own (ISA-L's pigz-like blocks, zstd's jobs), which run beside the gather workers
+instead of inside the ordered write. Outputs stay deterministic: the same records give the same
+compressed bytes whatever the number of threads or workers and however the writes are cut. See README "Benchmarks" for the measurements behind these choices.
 """
 from __future__ import annotations
 
 import io
-import os
 import queue
 import threading
 from typing import BinaryIO, Iterable, Optional
@@ -40,8 +39,10 @@ PREFETCH = 4
 ZSTD_LEVEL = 3
 ZSTD_THREADS = 2
 ZSTD_JOB = 1 << 20
-#: ISA-L gzip level for .gz outputs (0-3; 2 is its default, about zlib's level 6 in size).
+#: ISA-L gzip level for .gz outputs (0-3; 2 is its default, about zlib's level 6 in size), and
+#: its compressing threads (any number gives the same bytes).
 GZIP_LEVEL = 2
+GZIP_THREADS = 2
 
 
 def compression_of(path: str) -> Optional[str]:
@@ -372,10 +373,12 @@ def compressor_for(path: str, raw) -> Optional[BinaryIO]:
         return None
     check_codecs([path])
     if suffix == ".gz":
-        from isal import igzip
-        name = os.path.basename(path)[:-3]  # in the header, as gzip does
-        return _Rechunked(igzip.GzipFile(  # type: ignore[return-value]
-            filename=name, mode="wb", fileobj=raw, compresslevel=GZIP_LEVEL, mtime=0))
+        from isal import igzip_threaded
+        # Blocks of CHUNK bytes compressed by GZIP_THREADS threads, each with the previous
+        # block's last 32 KiB as dictionary: the bytes depend on the block size, not on the
+        # thread count.
+        return _Rechunked(igzip_threaded.open(  # type: ignore[return-value]
+            raw, "wb", compresslevel=GZIP_LEVEL, threads=GZIP_THREADS, block_size=_Rechunked.CHUNK))
     if suffix == ".bz2":
         import bz2
         return bz2.BZ2File(raw, "wb", compresslevel=9)  # type: ignore[return-value]

@@ -74,3 +74,17 @@ def test_partition_matches_reference(lengths, buckets, rnd):
     assert out.tobytes() == _reference(src, starts, lengths, order)
     assert nbytes.tolist() == [int(lengths[bucket_of == b].sum()) for b in range(buckets)]
     assert counts.tolist() == [int((bucket_of == b).sum()) for b in range(buckets)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(max_size=300), limit=st.integers(1, 20), slice_size=st.integers(1, 17))
+def test_cut_matches_reference(data, limit, slice_size):
+    """The reader's block cut: at most ``limit`` whole records, found by counting per slice."""
+    from bigshuf.shuffler import records
+    saved, records._SCAN_SLICE = records._SCAN_SLICE, slice_size
+    try:
+        buf = np.frombuffer(data.replace(b"x", b"\n"), np.uint8)
+        ends = [i + 1 for i, b in enumerate(buf.tolist()) if b == 10][:limit]
+        assert records._cut(buf, 10, limit) == (len(ends), ends[-1] if ends else 0)
+    finally:
+        records._SCAN_SLICE = saved

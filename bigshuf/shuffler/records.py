@@ -96,7 +96,7 @@ def _as_source(item) -> Source:
         name = getattr(item, "name", None)
         name = name if isinstance(name, str) else "<stream>"
         stream = item if hasattr(item, "readinto") else _ReadintoAdapter(item)
-        return Source(name, stream, None, False, None, owned=False)
+        return Source(name, stream, None, False, None, owned=False)  # type: ignore[arg-type]
     return open_input(item)
 
 
@@ -259,7 +259,7 @@ class RecordReader:
             st = os.stat(os.fspath(path))
             if not stat.S_ISREG(st.st_mode):
                 return None
-            total += st.st_size * (compressed_factor if compressed else 1)
+            total += st.st_size * ((compressed_factor or 1) if compressed else 1)
         return total
 
     def blocks(self, capacity: int, max_records: Optional[int] = None,
@@ -288,7 +288,8 @@ class RecordReader:
                     want = max(target, n + (1 << 16))
                     while not eof:
                         want = min(capacity, want)
-                        got = read_fully(src.stream, memoryview(buf)[n:want], src.name)
+                        view = memoryview(buf)  # type: ignore[arg-type]
+                        got = read_fully(src.stream, view[n:want], src.name)
                         self.bytes_read += got
                         eof = n + got < want
                         n += got

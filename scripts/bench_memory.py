@@ -60,6 +60,24 @@ with open(path, "wb") as f:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def _compressed(path: Path, codec: str) -> Path:
+    """``path`` compressed as .zst (level 3) or .gz (level 6), made once."""
+    if codec == "plain":
+        return path
+    out = Path(f"{path}.{codec}")
+    if not out.exists():
+        if codec == "zst":
+            import zstandard
+            with open(path, "rb") as f, open(out, "wb") as g:
+                zstandard.ZstdCompressor(level=3).copy_stream(f, g)
+        else:
+            import gzip
+            import shutil
+            with open(path, "rb") as f, gzip.open(out, "wb", compresslevel=6) as g:
+                shutil.copyfileobj(f, g, 1 << 20)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="200M", help="input size per shape (K/M/G)")
@@ -69,6 +87,9 @@ def main() -> int:
     ap.add_argument("--budgets", default="1M,16M,64M,256M,1G")
     ap.add_argument("--shapes", default="short,json,empty,mixed,huge")
     ap.add_argument("--data-dir", default=None, help="where inputs are generated (default: a temp dir)")
+    ap.add_argument("--codecs", default="plain",
+                    help="comma-separated of plain,zst,gz: also shuffle IN.zst -> OUT.zst etc. "
+                         "(decompressing and compressing threads count too)")
     a = ap.parse_args()
     from bigshuf.common.sizes import parse_size  # light import: no numpy
 
@@ -84,7 +105,6 @@ def main() -> int:
         if not src.exists():
             _gen(shape, size, src)
         for budget in a.budgets.split(","):
-            out = data / "out.txt"
             cut = min(size, a.max_ratio * parse_size(budget))
             run_src = src
             if cut < size:
@@ -92,19 +112,23 @@ def main() -> int:
                 if not run_src.exists():
                     with open(src, "rb") as f, open(run_src, "wb") as g:
                         g.write(f.read(cut))
-            r = run_measured([sys.executable, "-m", "bigshuf", "shuffle", str(run_src), "-o", str(out),
-                              "--memory", budget, "--seed", "1", "-T", str(data)], env=env)
-            bound_kb = parse_size(budget) // 1024 + ALLOWANCE_KB
-            ok = r.returncode == 0 and r.peak_rss_kb <= bound_kb
-            if r.returncode == 2 and shape == "huge":
-                ok, verdict = True, "line too long for this budget: clean exit 2"
-            else:
-                verdict = "ok" if ok else (f"FAILED exit {r.returncode}" if r.returncode else "OVER BOUND")
-            bad += not ok
-            rows.append(f"| {shape} | {run_src.stat().st_size / 2**20:.0f} MiB | {budget} | {r.wall_s:.1f} | "
-                        f"{r.peak_rss_kb / 1024:.0f} | {bound_kb / 1024:.0f} | {verdict} |")
-            print(rows[-1], flush=True)
-            out.unlink(missing_ok=True)
+            for codec in a.codecs.split(","):
+                suffix = "" if codec == "plain" else "." + codec
+                inp = _compressed(run_src, codec)
+                out = data / f"out.txt{suffix}"
+                r = run_measured([sys.executable, "-m", "bigshuf", "shuffle", str(inp), "-o", str(out),
+                                  "--memory", budget, "--seed", "1", "-T", str(data)], env=env)
+                bound_kb = parse_size(budget) // 1024 + ALLOWANCE_KB
+                ok = r.returncode == 0 and r.peak_rss_kb <= bound_kb
+                if r.returncode == 2 and shape == "huge":
+                    ok, verdict = True, "line too long for this budget: clean exit 2"
+                else:
+                    verdict = "ok" if ok else (f"FAILED exit {r.returncode}" if r.returncode else "OVER BOUND")
+                bad += not ok
+                rows.append(f"| {shape}{suffix} | {run_src.stat().st_size / 2**20:.0f} MiB | {budget} | "
+                            f"{r.wall_s:.1f} | {r.peak_rss_kb / 1024:.0f} | {bound_kb / 1024:.0f} | {verdict} |")
+                print(rows[-1], flush=True)
+                out.unlink(missing_ok=True)
     print()
     print("\n".join(rows))
     print(f"\n{'all within the bound' if not bad else f'{bad} run(s) failed or exceeded the bound'} "

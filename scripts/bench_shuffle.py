@@ -1,39 +1,42 @@
 #!/usr/bin/env python3
-"""Benchmark ``bigshuf shuffle`` against GNU ``shuf`` and (optionally) terashuf.
+"""Benchmark ``bigshuf shuffle`` side by side with GNU ``shuf``, terashuf and ``cp``.
 
 One run prints the whole comparison as a Markdown table. For each corpus shape (generated with
-``scripts/gen_corpus.py`` into ``--data-dir`` if missing, ~1 GB each by default) it times:
+``scripts/gen_corpus.py`` into ``--data-dir`` if missing, ~1 GB each by default) and each mode
+(``--modes plain,zst,gz``: the corpus as is, or compressed with ``zstd -3`` / ``gzip -6``) it times:
 
-* ``bigshuf``  -- ``python -m bigshuf shuffle IN -o OUT --memory M --seed S --temp-dir T``,
-  run with the interpreter running this script and this checkout first on PYTHONPATH
+* ``bigshuf``  -- ``python -m bigshuf shuffle IN -o OUT --memory M --seed S --temp-dir T``
+  (OUT with the input's compression suffix), with this checkout first on PYTHONPATH
   (``--bigshuf-cmd`` to use something else, e.g. ``bigshuf`` from PATH);
-* ``shuf``     -- GNU ``shuf -o OUT IN``, all in memory (no budget);
-* ``terashuf`` -- only with ``--terashuf PATH``: ``terashuf < IN > OUT`` with ``MEMORY`` set to
-  the same budget in GB (its unit), ``SEED`` and ``TMPDIR``. terashuf's MEMORY sizes only its
-  read buffer; its line-offset vector (8 bytes per buffered line) comes on top.
+* ``shuf``     -- GNU ``shuf -o OUT IN``, all in memory (no budget); compressed:
+  ``zstd -dc IN | shuf | zstd -3`` or ``gzip -dc IN | shuf | gzip -6``;
+* ``terashuf`` -- only with ``--terashuf PATH`` (skipped if absent): ``terashuf < IN > OUT`` with
+  ``MEMORY`` set to the same budget in GB, ``SEED`` and ``TMPDIR`` (compressed: the same pipes).
+  terashuf's MEMORY sizes only its read buffer; its line-offset vector comes on top;
+* ``cp``       -- plain mode only: ``cp IN OUT``, page cache to page cache, the machine's limit
+  for reading and writing the data once.
 
 Measured per run: wall time; user+sys CPU of the tree (wait4); peak RSS of the whole process
-tree (the child's and all descendants' VmRSS summed every ``--interval`` seconds, max over
-samples; also the exact wait4 ru_maxrss of the largest single process -- the reported peak is
-the larger of the two); peak open fds of the tree; output byte count == input byte count; and,
-with ``--verify``, ``bigshuf verify IN OUT``.
+tree (the VmRSS of the child and all descendants summed every ``--interval`` seconds, or the
+largest single-process high-water mark if larger); output size (plain: == input; with
+``--verify`` also the decompressed size and ``bigshuf verify IN OUT``).
 
-Fairness: before each run the input is read once (like ``cat IN > /dev/null``) so every tool
-starts with the input in the page cache (the page cache cannot be dropped portably without
-root), and ``sync`` flushes the previous run's dirty output pages so their write-back is not
-charged to the next tool. Outputs go to ``--out-dir`` and are deleted after each run unless
-``--keep``. With ``--repeat N``, wall and CPU come from the fastest run (``--stat min``, the
-default: least disturbed by other work) or are medians (``--stat median``); peak RSS and fds are
-the max over runs.
-
-Contention: the machine-wide busy CPU time (/proc/stat) minus the measured tree's CPU time,
-divided by wall time, is how many CPUs other processes (plus kernel write-back and this
-harness's sampling, ~0.05) kept busy during a run; the table shows it ("others CPUs") and warns
-when it exceeds 0.15. ``--wait-idle S`` waits up to S seconds before each run for a quiet second.
+Fairness. Every run starts with its input in the page cache (read once before) and after a
+``sync``. Tools run in *alternating rounds*: round i runs every tool once, the order rotated by
+i, and the table reports the *median* wall time with its min–max spread. The earlier version ran
+all repeats of one tool back to back and reported each tool's fastest run: on this shared 2-core
+VM, where other sessions' test suites come and go, a busy stretch could cover every run of one
+tool (GNU shuf then showed 15.4 s of wall *and CPU* against 5.8 s idle: contention for cores and
+memory bandwidth inflates CPU time too, and the fastest of five runs all inside that stretch was
+still slow), while the other tool was timed in a quiet one. Alternating rounds spread the noise
+over all tools; medians keep one lucky run from deciding. "others CPUs" (machine-wide busy CPU
+time from /proc/stat minus the tree's, per wall second) shows how busy the machine was;
+``--wait-idle S`` waits up to S seconds before each run for a quiet second.
 
 Example::
 
-    python scripts/bench_shuffle.py --terashuf /tmp/terashuf/terashuf --data-dir /tmp/bench
+    python scripts/bench_shuffle.py --data-dir /tmp/bench --modes plain,zst,gz \\
+        --terashuf /tmp/terashuf/terashuf --repeat 5
 """
 from __future__ import annotations
 
@@ -43,14 +46,13 @@ import json
 import os
 import platform
 import re
-import resource
 import shlex
 import shutil
 import statistics
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -62,7 +64,7 @@ from _proctree import RunResult, run_measured, system_busy_seconds  # noqa: E402
 # child's wait4 ru_maxrss starts at the launcher's own peak RSS, so the launcher must stay small.
 SHAPES = ("short", "json")
 
-TOOLS = ("bigshuf", "shuf", "terashuf")
+TOOLS = ("bigshuf", "shuf", "terashuf", "cp")
 MIB = 1 << 20
 #: Interpreter overhead allowed on top of --memory by issue 2's target.
 OVERHEAD_MIB = 64
@@ -78,6 +80,7 @@ class Measurement:
     tool: str
     setting: str
     ok: bool
+    mode: str = "plain"
     wall_s: float = float("nan")
     cpu_s: float = float("nan")
     peak_rss_mib: float = float("nan")
@@ -164,20 +167,50 @@ def bigshuf_env(args: argparse.Namespace) -> Dict[str, str]:
     return env
 
 
-def tool_command(tool: str, args: argparse.Namespace, inp: str, out: str, tmp: str):
-    """(argv, stdin path, stdout path, env, memory-setting label) for one tool run."""
+MODES = ("plain", "zst", "gz")
+#: How each mode's input is made from the plain corpus and how the peers read and write it.
+CODEC = {"zst": (["zstd", "-q", "-3", "-T1", "-c"], "zstd -dc", "zstd -q -3 -c"),
+         "gz": (["gzip", "-6", "-n", "-c"], "gzip -dc", "gzip -6 -n -c")}
+
+
+def ensure_compressed(plain: str, mode: str) -> str:
+    """``plain`` compressed for ``mode`` (zstd -3 or gzip -6, single-threaded), made if missing."""
+    if mode == "plain":
+        return plain
+    path = f"{plain}.{mode}"
+    if not os.path.exists(path):
+        log(f"compressing {path} ...")
+        with open(plain, "rb") as fin, open(path + ".part", "wb") as fout:
+            subprocess.run(CODEC[mode][0], stdin=fin, stdout=fout, check=True)
+        os.replace(path + ".part", path)
+    return path
+
+
+def tool_command(tool: str, mode: str, args: argparse.Namespace, inp: str, out: str, tmp: str):
+    """(argv, stdin path, stdout path, env, setting label) for one tool run. For compressed
+    modes the peers run as the usual shell pipeline (decompress | tool | compress)."""
     if tool == "bigshuf":
         cmd = bigshuf_base(args) + ["shuffle", inp, "-o", out, "--memory", format_size(args.memory),
                                     "--seed", str(args.seed), "--temp-dir", tmp]
         cmd += shlex.split(args.bigshuf_args)
         return cmd, None, None, bigshuf_env(args), f"--memory {format_size(args.memory)}"
+    if tool == "cp":
+        return ["cp", inp, out], None, None, dict(os.environ), "page cache to page cache"
     if tool == "shuf":
-        return [args.shuf, "-o", out, inp], None, None, dict(os.environ), "in memory (no limit)"
-    if tool == "terashuf":
+        core, env, label = shlex.quote(args.shuf), dict(os.environ), "in memory (no limit)"
+    elif tool == "terashuf":
         gb = f"{args.memory / (1 << 30):.6g}"
+        core, label = shlex.quote(args.terashuf), f"MEMORY={gb}"
         env = dict(os.environ, MEMORY=gb, SEED=str(args.seed), TMPDIR=tmp)
-        return [args.terashuf], inp, out, env, f"MEMORY={gb}"
-    raise ValueError(tool)
+    else:
+        raise ValueError(tool)
+    if mode == "plain" and tool == "shuf":
+        return [args.shuf, "-o", out, inp], None, None, env, label
+    if mode == "plain":
+        return [args.terashuf], inp, out, env, label
+    dec, enc = CODEC[mode][1], CODEC[mode][2]
+    pipe = f"{dec} {shlex.quote(inp)} | {core} | {enc}"
+    return ["bash", "-o", "pipefail", "-c", pipe], None, out, env, f"{dec} → {tool} → {enc}; " + label
 
 
 def others(r: RunResult) -> float:
@@ -202,73 +235,90 @@ def wait_idle(max_wait: float, threshold: float = 0.1) -> None:
         time.sleep(4.0)
 
 
-def run_tool(tool: str, shape: str, inp: str, args: argparse.Namespace) -> Measurement:
-    """Run ``tool`` ``--repeat`` times on ``inp`` and aggregate."""
-    out = os.path.join(args.out_dir, f"{os.path.basename(inp)}.{tool}.out")
-    tmp = os.path.join(args.temp_dir, f"{tool}-{shape}")
+def run_once(tool: str, mode: str, shape: str, inp: str, plain_size: int, rep: int,
+             args: argparse.Namespace) -> Tuple[RunResult, Optional[bool], Optional[bool], str]:
+    """One measured run: (result, output ok, verify ok, setting label). The output is deleted."""
+    suffix = "" if mode == "plain" else "." + mode
+    out = os.path.join(args.out_dir, f"{shape}.{tool}.out.txt{suffix}")
+    tmp = os.path.join(args.temp_dir, f"{tool}-{shape}-{mode}")
     os.makedirs(tmp, exist_ok=True)
-    in_size = os.path.getsize(inp)
-    results: List[RunResult] = []
-    m = Measurement(shape, tool, "", ok=True)
+    cmd, stdin, stdout, env, setting = tool_command(tool, mode, args, inp, out, tmp)
     if os.path.exists(out):
         os.unlink(out)
-    for rep in range(args.repeat):
-        cmd, stdin, stdout, env, m.setting = tool_command(tool, args, inp, out, tmp)
-        if os.path.exists(out):
-            os.unlink(out)
-        warm(inp)
-        os.sync()
-        if args.wait_idle:
-            wait_idle(args.wait_idle)
-        log(f"[{shape}] {tool} run {rep + 1}/{args.repeat}: {shlex.join(cmd)}"
-            + (f" < {stdin} > {stdout}" if stdin else ""))
-        r = run_measured(cmd, stdin=stdin, stdout=stdout or None, env=env, cwd=REPO,
-                         interval=args.interval, timeout=args.timeout,
-                         stderr_path=os.path.join(args.out_dir, f"{shape}.{tool}.stderr"))
-        log(f"    rc={r.returncode} wall={r.wall_s:.2f}s cpu={r.user_s + r.sys_s:.2f}s "
-            f"tree-rss={r.peak_tree_rss_kb / 1024:.0f}MiB hwm={r.peak_hwm_kb / 1024:.0f}MiB "
-            f"maxrss={r.ru_maxrss_kb / 1024:.0f}MiB "
-            f"fds={r.peak_tree_fds} samples={r.samples} "
-            f"other-cpu={r.system_busy_s - r.user_s - r.sys_s:.2f}s")
-        m.other_cores = max(m.other_cores, others(r))
-        results.append(r)
-        if r.returncode != 0:
-            m.ok = False
-            last = r.stderr_tail.strip().splitlines()
-            m.error = f"exit {r.returncode}" + (f": {last[-1][:200]}" if last else "")
-            log("    stderr: " + r.stderr_tail.strip()[-1500:])
-            break
-        out_size = os.path.getsize(out) if os.path.exists(out) else -1
-        m.output_ok = (m.output_ok is not False) and out_size == in_size
-        if out_size != in_size:
-            log(f"    OUTPUT SIZE MISMATCH: {out_size} != {in_size}")
-        if args.verify:
+    warm(inp)
+    os.sync()
+    if args.wait_idle:
+        wait_idle(args.wait_idle)
+    log(f"[{shape}/{mode} round {rep + 1}] {tool}: {shlex.join(cmd)}"
+        + (f" < {stdin}" if stdin else "") + (f" > {stdout}" if stdout else ""))
+    r = run_measured(cmd, stdin=stdin, stdout=stdout, env=env, cwd=REPO, interval=args.interval,
+                     timeout=args.timeout,
+                     stderr_path=os.path.join(args.out_dir, f"{shape}.{mode}.{tool}.stderr"))
+    log(f"    rc={r.returncode} wall={r.wall_s:.2f}s cpu={r.user_s + r.sys_s:.2f}s "
+        f"rss={r.peak_rss_kb / 1024:.0f}MiB other-cpus={others(r):.2f}")
+    output_ok = verify_ok = None
+    if r.returncode == 0:
+        size = os.path.getsize(out) if os.path.exists(out) else -1
+        if mode == "plain":
+            output_ok = size == plain_size
+        else:
+            r_size = subprocess.run(["bash", "-c", f"{CODEC[mode][1]} {shlex.quote(out)} | wc -c"],
+                                    capture_output=True, text=True) if args.verify else None
+            output_ok = size > 0 and (r_size is None or int(r_size.stdout) == plain_size)
+        if args.verify and tool != "cp":
             v = subprocess.run(bigshuf_base(args) + ["verify", inp, out], env=bigshuf_env(args),
                                cwd=REPO, capture_output=True, text=True)
-            ok = v.returncode == 0
-            m.verify_ok = (m.verify_ok is not False) and ok
-            log(f"    verify: {'ok' if ok else 'FAILED'} (exit {v.returncode}) "
-                f"{(v.stdout + v.stderr).strip()[-300:]}")
-        if not args.keep or rep + 1 < args.repeat:
-            os.unlink(out)
+            verify_ok = v.returncode == 0
+            log(f"    verify: exit {v.returncode} {(v.stdout + v.stderr).strip()[-200:]}")
+    if os.path.exists(out) and not args.keep:
+        os.unlink(out)
     shutil.rmtree(tmp, ignore_errors=True)
-    if results:
-        m.walls = [r.wall_s for r in results]
-        if args.stat == "min":
-            best = min(results, key=lambda r: r.wall_s)
-            m.wall_s, m.cpu_s = best.wall_s, best.user_s + best.sys_s
-            m.others_reported = others(best)
-        else:
-            m.wall_s = statistics.median(m.walls)
-            m.cpu_s = statistics.median(r.user_s + r.sys_s for r in results)
-            m.others_reported = statistics.median(others(r) for r in results)
-        m.tree_rss_mib = max(r.peak_tree_rss_kb for r in results) / 1024
-        m.maxrss_mib = max(r.peak_single_kb for r in results) / 1024
-        m.peak_rss_mib = max(r.peak_rss_kb for r in results) / 1024
-        m.peak_fds = max(r.peak_tree_fds for r in results)
-        m.peak_procs = max(r.peak_tree_procs for r in results)
-        m.fd_targets = max(results, key=lambda r: r.peak_tree_fds).fd_targets
-    return m
+    return r, output_ok, verify_ok, setting
+
+
+def aggregate(m: Measurement, results: List[RunResult]) -> None:
+    """Medians of wall and CPU (not the fastest run: a tool must not look better because its
+    runs happened to fall in a quiet moment), spread, and peaks as maxima over the runs."""
+    if not results:
+        return
+    m.walls = [r.wall_s for r in results]
+    m.wall_s = statistics.median(m.walls)
+    m.cpu_s = statistics.median(r.user_s + r.sys_s for r in results)
+    m.others_reported = statistics.median(others(r) for r in results)
+    m.other_cores = max(others(r) for r in results)
+    m.tree_rss_mib = max(r.peak_tree_rss_kb for r in results) / 1024
+    m.maxrss_mib = max(r.peak_single_kb for r in results) / 1024
+    m.peak_rss_mib = max(r.peak_rss_kb for r in results) / 1024
+    m.peak_fds = max(r.peak_tree_fds for r in results)
+    m.peak_procs = max(r.peak_tree_procs for r in results)
+
+
+def run_group(shape: str, mode: str, inp: str, plain_size: int, tools: List[str],
+              args: argparse.Namespace) -> List[Measurement]:
+    """All tools on one input, in alternating rounds: round i runs every tool once, in an
+    order rotated by i, so slow phases of the machine hit every tool alike."""
+    ms = {t: Measurement(shape, t, "", ok=True, mode=mode) for t in tools}
+    results: Dict[str, List[RunResult]] = {t: [] for t in tools}
+    for rep in range(args.repeat):
+        order = tools[rep % len(tools):] + tools[:rep % len(tools)]
+        for tool in order:
+            m = ms[tool]
+            if not m.ok:
+                continue
+            r, out_ok, ver_ok, m.setting = run_once(tool, mode, shape, inp, plain_size, rep, args)
+            if r.returncode != 0:
+                m.ok = False
+                last = r.stderr_tail.strip().splitlines()
+                m.error = f"exit {r.returncode}" + (f": {last[-1][:200]}" if last else "")
+                log("    stderr: " + r.stderr_tail.strip()[-1500:])
+                continue
+            results[tool].append(r)
+            m.output_ok = (m.output_ok is not False) and bool(out_ok)
+            if ver_ok is not None:
+                m.verify_ok = (m.verify_ok is not False) and ver_ok
+    for tool in tools:
+        aggregate(ms[tool], results[tool])
+    return [ms[t] for t in tools]
 
 
 def ratio(a: float, b: float) -> str:
@@ -279,57 +329,54 @@ def ratio(a: float, b: float) -> str:
 
 
 def markdown_table(ms: Sequence[Measurement], corpora: Dict[str, dict]) -> str:
-    """The comparison table."""
+    """The comparison table: one block of rows per (shape, mode)."""
     lines = [
-        "| shape | input | tool | memory setting | wall s | CPU s | peak RSS MiB | "
-        "max 1-proc RSS MiB | peak fds | output | wall vs bigshuf | RSS vs bigshuf | others CPUs |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+        "| shape | input | tool | setting | wall s (median) | min–max | CPU s | peak RSS MiB | "
+        "output | wall vs shuf | wall vs cp | RSS vs shuf | others CPUs |",
+        "|---|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
-    base = {m.shape: m for m in ms if m.tool == "bigshuf" and m.ok}
     for m in ms:
         c = corpora[m.shape]
-        inp = f"{c['bytes'] / (1 << 30):.2f} GiB, {c['lines'] / 1e6:.1f} M lines"
+        inp = (f"{c['bytes'] / (1 << 30):.2f} GiB, {c['lines'] / 1e6:.1f} M lines"
+               + ("" if m.mode == "plain" else f", .{m.mode} {c[m.mode] / (1 << 20):.0f} MiB"))
         if not m.ok:
-            lines.append(f"| {m.shape} | {inp} | {m.tool} | {m.setting} | FAILED | | | | | "
-                         f"{m.error.replace('|', '/')} | | | |")
+            lines.append(f"| {m.shape} | {inp} | {m.tool} | {m.setting} | FAILED | | | | "
+                         f"{m.error.replace('|', '/')} | | | | |")
             continue
-        check = "bytes ok" if m.output_ok else "SIZE MISMATCH"
+        check = "ok" if m.output_ok else "WRONG SIZE"
         if m.verify_ok is not None:
-            check += ", verify ok" if m.verify_ok else ", VERIFY FAILED"
-        b = base.get(m.shape)
+            check += ", verified" if m.verify_ok else ", VERIFY FAILED"
+        group = [x for x in ms if x.shape == m.shape and x.mode == m.mode and x.ok]
+        shuf = next((x for x in group if x.tool == "shuf"), None)
+        cp = next((x for x in group if x.tool == "cp"), None)
+        name = f"**{m.tool}**" if m.tool == "bigshuf" else m.tool
         lines.append(
-            f"| {m.shape} | {inp} | {m.tool} | {m.setting} | {m.wall_s:.1f} | {m.cpu_s:.1f} | "
-            f"{m.peak_rss_mib:.0f} | {m.maxrss_mib:.0f} | {m.peak_fds} | {check} | "
-            f"{ratio(m.wall_s, b.wall_s) if b else '–'} | "
-            f"{ratio(m.peak_rss_mib, b.peak_rss_mib) if b else '–'} | {m.others_reported:.2f} |")
+            f"| {m.shape} | {inp} | {name} | {m.setting} | {m.wall_s:.2f} | "
+            f"{min(m.walls):.2f}–{max(m.walls):.2f} | {m.cpu_s:.2f} | {m.peak_rss_mib:.0f} | "
+            f"{check} | {ratio(m.wall_s, shuf.wall_s) if shuf else '–'} | "
+            f"{ratio(m.wall_s, cp.wall_s) if cp else '–'} | "
+            f"{ratio(m.peak_rss_mib, shuf.peak_rss_mib) if shuf else '–'} | "
+            f"{m.others_reported:.2f} |")
     return "\n".join(lines)
 
 
 def targets(ms: Sequence[Measurement], memory: int) -> List[str]:
-    """Pass/fail lines for issue 2's targets, per shape."""
+    """Pass/fail per (shape, mode): bigshuf's median wall ≤ shuf's (or the shuf pipeline's),
+    peak RSS ≤ memory + 64 MiB."""
     limit = memory / MIB + OVERHEAD_MIB
     out = []
-    for shape in dict.fromkeys(m.shape for m in ms):
-        b = next((m for m in ms if m.shape == shape and m.tool == "bigshuf"), None)
-        t = next((m for m in ms if m.shape == shape and m.tool == "terashuf"), None)
-        if b is None:
-            out.append(f"- {shape}: bigshuf not run -- targets not checked")
+    for shape, mode in dict.fromkeys((m.shape, m.mode) for m in ms):
+        b = next((m for m in ms if (m.shape, m.mode, m.tool) == (shape, mode, "bigshuf")), None)
+        s = next((m for m in ms if (m.shape, m.mode, m.tool) == (shape, mode, "shuf")), None)
+        if b is None or not b.ok:
+            out.append(f"- {shape}/{mode}: bigshuf {'not run' if b is None else 'FAILED'}")
             continue
-        if not b.ok:
-            out.append(f"- {shape}: **FAIL** -- bigshuf failed ({b.error})")
-            continue
-        rss_ok = b.peak_rss_mib <= limit
-        parts = [f"peak RSS {b.peak_rss_mib:.0f} MiB ≤ {limit:.0f} MiB: {'PASS' if rss_ok else 'FAIL'}"]
-        ok = rss_ok and bool(b.output_ok) and b.verify_ok is not False
-        if t is not None and t.ok:
-            wall_ok = b.wall_s <= t.wall_s
-            ok = ok and wall_ok
-            parts.append(f"wall {b.wall_s:.1f} s ≤ terashuf {t.wall_s:.1f} s: "
-                         f"{'PASS' if wall_ok else 'FAIL'}")
-        else:
-            ok = False
-            parts.append("wall vs terashuf: not checked (no successful terashuf run)")
-        out.append(f"- {shape}: **{'PASS' if ok else 'FAIL'}** -- " + "; ".join(parts))
+        parts = [f"peak RSS {b.peak_rss_mib:.0f} MiB ≤ {limit:.0f}: "
+                 f"{'PASS' if b.peak_rss_mib <= limit else 'FAIL'}"]
+        if s is not None and s.ok:
+            parts.append(f"median wall {b.wall_s:.2f} s ≤ shuf {s.wall_s:.2f} s: "
+                         f"{'PASS' if b.wall_s <= s.wall_s else 'FAIL'}")
+        out.append(f"- {shape}/{mode}: " + "; ".join(parts))
     return out
 
 
@@ -367,24 +414,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--temp-dir", help="temp dir for bigshuf --temp-dir and terashuf TMPDIR "
                                        "(default: <out-dir>/tmp)")
     ap.add_argument("--shapes", default="short,json", help="comma-separated (default short,json)")
+    ap.add_argument("--modes", default="plain",
+                    help="comma-separated of plain,zst,gz (default plain): compressed modes "
+                         "shuffle IN.zst -> OUT.zst; peers run as decompress | tool | compress")
     ap.add_argument("--size", default="1G", help="corpus size per shape (default 1G)")
     ap.add_argument("--corpus-seed", type=int, default=0, help="gen_corpus seed (default 0)")
     ap.add_argument("--memory", default="256M", help="memory budget (default 256M)")
     ap.add_argument("--seed", type=int, default=1, help="shuffle seed (default 1)")
-    ap.add_argument("--tools", help="comma-separated subset of bigshuf,shuf,terashuf "
-                                    "(default: bigshuf,shuf, plus terashuf with --terashuf)")
-    ap.add_argument("--terashuf", metavar="PATH", help="terashuf binary (enables terashuf)")
+    ap.add_argument("--tools", help="comma-separated subset of bigshuf,shuf,terashuf,cp "
+                                    "(default: bigshuf,shuf,cp, plus terashuf with --terashuf; "
+                                    "cp only in plain mode)")
+    ap.add_argument("--terashuf", metavar="PATH",
+                    help="terashuf binary (enables terashuf; skipped if the file is absent)")
     ap.add_argument("--shuf", default="shuf", help="GNU shuf binary (default: shuf)")
     ap.add_argument("--bigshuf-cmd", help="command that runs bigshuf, e.g. 'bigshuf' "
                                           "(default: this interpreter -m bigshuf, this checkout)")
     ap.add_argument("--bigshuf-args", default="", help="extra args for bigshuf shuffle, e.g. '--jobs 2'")
-    ap.add_argument("--repeat", type=int, default=1,
-                    help="runs per tool and shape (default 1); RSS/fds = max over runs")
-    ap.add_argument("--stat", choices=("min", "median"), default="min",
-                    help="wall/CPU from the fastest run (default) or the median of the runs")
+    ap.add_argument("--repeat", type=int, default=5,
+                    help="alternating rounds (default 5): every tool runs once per round")
     ap.add_argument("--wait-idle", type=float, default=0, metavar="S",
                     help="before each run wait up to S s for the machine to be idle (default 0)")
-    ap.add_argument("--verify", action="store_true", help="check each output with bigshuf verify")
+    ap.add_argument("--verify", action="store_true",
+                    help="check each output with bigshuf verify (and decompressed sizes)")
     ap.add_argument("--keep", action="store_true", help="keep the outputs")
     ap.add_argument("--interval", type=float, default=0.01, help="RSS sampling period, s (default 0.01)")
     ap.add_argument("--timeout", type=float, default=None, help="kill a run after this many seconds")
@@ -397,74 +448,67 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as exc:
         ap.error(str(exc))
     shapes = [s for s in args.shapes.split(",") if s]
+    modes = [m for m in args.modes.split(",") if m]
     for s in shapes:
         if s not in SHAPES:
             ap.error(f"unknown shape {s!r}")
+    for mode in modes:
+        if mode not in MODES:
+            ap.error(f"unknown mode {mode!r}; choose from {MODES}")
+    if args.terashuf:
+        args.terashuf = os.path.abspath(args.terashuf)
+        if not os.access(args.terashuf, os.X_OK):
+            log(f"terashuf not found or not executable at {args.terashuf}: skipped")
+            args.terashuf = None
     if args.tools:
         tools = [t for t in args.tools.split(",") if t]
         bad = [t for t in tools if t not in TOOLS]
         if bad:
             ap.error(f"unknown tool(s) {bad}; choose from {TOOLS}")
         if "terashuf" in tools and not args.terashuf:
-            ap.error("--tools terashuf needs --terashuf PATH")
+            tools.remove("terashuf")
     else:
-        tools = ["bigshuf", "shuf"] + (["terashuf"] if args.terashuf else [])
-    if args.terashuf:
-        args.terashuf = os.path.abspath(args.terashuf)
-        if not os.access(args.terashuf, os.X_OK):
-            ap.error(f"not executable: {args.terashuf}")
+        tools = ["bigshuf", "shuf"] + (["terashuf"] if args.terashuf else []) + ["cp"]
     args.out_dir = args.out_dir or args.data_dir
     args.temp_dir = args.temp_dir or os.path.join(args.out_dir, "tmp")
     for d in (args.data_dir, args.out_dir, args.temp_dir):
         os.makedirs(d, exist_ok=True)
 
-    if args.verify:
-        # Fail early rather than report every output as unverified-as-different.
-        probe = os.path.join(args.out_dir, ".verify-probe.txt")
-        with open(probe, "wb") as f:
-            f.write(b"a\nb\n")
-        v = subprocess.run(bigshuf_base(args) + ["verify", probe, probe], env=bigshuf_env(args),
-                           cwd=REPO, capture_output=True, text=True)
-        os.unlink(probe)
-        if v.returncode != 0:
-            ap.error(f"--verify: `bigshuf verify` does not work here: {(v.stdout + v.stderr).strip()}")
-
     corpora: Dict[str, dict] = {}
     ms: List[Measurement] = []
     for shape in shapes:
         path = ensure_corpus(args.data_dir, shape, size, args.corpus_seed)
-        corpora[shape] = {"path": path, "bytes": os.path.getsize(path), "lines": count_lines(path)}
-        for tool in tools:
-            ms.append(run_tool(tool, shape, path, args))
+        c = corpora[shape] = {"path": path, "bytes": os.path.getsize(path),
+                              "lines": count_lines(path)}
+        for mode in modes:
+            inp = ensure_compressed(path, mode)
+            c[mode] = os.path.getsize(inp)
+            group = [t for t in tools if mode == "plain" or t != "cp"]
+            ms.extend(run_group(shape, mode, inp, c["bytes"], group, args))
 
     print(f"## Shuffle benchmark ({format_size(size)} per shape, budget "
           f"{format_size(args.memory)}, seed {args.seed})\n")
     print("\n".join(environment(args)) + "\n")
     print(markdown_table(ms, corpora) + "\n")
-    how = {"min": "fastest", "median": "median"}[args.stat]
-    print(f"Wall and CPU: {f'{how} of {args.repeat} runs' if args.repeat > 1 else '1 run'}; "
-          f"others CPUs: average CPUs used by other processes during that run (idle ≈ 0.05); "
-          f"CPU = user+sys of the tree (wait4). Peak RSS: max over runs of the larger of (a) the "
-          f"summed VmRSS of the process and all its descendants sampled every "
-          f"{args.interval * 1000:.0f} ms (shared pages count once per process) and (b) the "
-          f"largest single-process peak ('max 1-proc RSS': sampled VmHWM and wait4 ru_maxrss; "
-          f"the harness's own peak RSS, a floor for ru_maxrss, was "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB). MiB = 2^20 bytes. "
-          f"Each run starts with the input in the page cache (read once before) and after a sync. "
-          f"terashuf's MEMORY sizes only its read buffer (GB = 2^30 bytes).\n")
-    print(f"Targets (issue 2, at --memory {format_size(args.memory)}: peak RSS ≤ memory + "
-          f"{OVERHEAD_MIB} MiB; wall ≤ terashuf's at the same budget):")
+    print(f"Wall and CPU: median of {args.repeat} alternating rounds (each round runs every tool "
+          f"once, the order rotated each round), min–max the spread; CPU = user+sys of the tree "
+          f"(wait4). others CPUs: median over the runs of the CPUs used by other processes "
+          f"(idle ≈ 0.05). Peak RSS: max over runs of the whole process tree (summed VmRSS "
+          f"sampled every {args.interval * 1000:.0f} ms, or the largest single-process "
+          f"high-water mark if larger); MiB = 2^20 bytes. Every run starts with its input in "
+          f"the page cache and after a sync. cp: the same file copied through the page cache, "
+          f"the machine's limit for reading and writing it once.\n")
+    print(f"Targets (at --memory {format_size(args.memory)}: peak RSS ≤ memory + "
+          f"{OVERHEAD_MIB} MiB; median wall ≤ GNU shuf's):")
     print("\n".join(targets(ms, args.memory)))
     busy = max((m.others_reported for m in ms if m.ok), default=0.0)
     if busy > OTHER_CORES_WARN:
-        # Other work on the machine inflates wall times (visible as wall >> CPU for the
-        # single-threaded tools); the comparison is then unreliable.
-        print(f"\nWARNING: during a reported run other processes kept {busy:.2f} of {os.cpu_count()} CPUs "
-              f"busy on average (machine-wide busy CPU minus the measured tree's): wall times are "
-              f"inflated; re-run on an idle machine.")
+        print(f"\nWARNING: other processes kept up to {busy:.2f} of {os.cpu_count()} CPUs busy "
+              f"(median over a tool's runs): absolute times are inflated, the alternating rounds "
+              f"keep the comparison fair only on average; re-run on an idle machine.")
     else:
-        print(f"\nMachine otherwise idle: other processes (incl. this harness's sampling) used at "
-              f"most {busy:.2f} CPUs on average during the reported runs.")
+        print(f"\nMachine otherwise idle: other processes used at most {busy:.2f} CPUs "
+              f"(median over each tool's runs).")
     if args.results:
         with open(args.results, "w") as f:
             json.dump({"size": size, "memory": args.memory, "seed": args.seed, "corpora": corpora,

@@ -1,4 +1,4 @@
-"""The vectorised record copy kernels against a plain Python reference."""
+"""The window copy kernel against a plain Python reference."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bigshuf.shuffler import segments
-from bigshuf.shuffler.segments import gather_records, scatter_records
+from bigshuf.shuffler.scatter import partition
+from bigshuf.shuffler.segments import gather_records, window_width
 
 
 def _layout(lengths):
@@ -16,68 +17,74 @@ def _layout(lengths):
     return ends - lengths, lengths
 
 
-# Each kernel has two implementations (per-byte index, per-record slice copies), chosen by mean
-# record length; both are checked by forcing the choice.
-KERNELS = pytest.mark.parametrize("loop_mean", [1, 10**9], ids=["slice-loop", "byte-index"])
+def _reference(src, starts, lengths, order):
+    return b"".join(src[starts[i]:starts[i] + lengths[i]].tobytes() for i in order)
 
 
-@KERNELS
-@settings(max_examples=40, deadline=None)
-@given(lengths=st.lists(st.integers(1, 300), min_size=1, max_size=200), rnd=st.randoms(use_true_random=False))
-def test_gather_matches_reference(loop_mean, lengths, rnd):
-    segments.LOOP_MEAN = loop_mean
+@settings(max_examples=60, deadline=None)
+@given(lengths=st.lists(st.integers(0, 700), min_size=1, max_size=150),
+       gap=st.integers(0, 40), out_pos=st.integers(0, 9), rnd=st.randoms(use_true_random=False))
+def test_gather_matches_reference(lengths, gap, out_pos, rnd):
     starts, lengths = _layout(lengths)
-    src = np.frombuffer(bytes(rnd.getrandbits(8) for _ in range(int(lengths.sum()))), np.uint8)
+    starts = starts + np.arange(len(starts)) * gap  # records need not be back to back
+    size = int(starts[-1] + lengths[-1]) if len(starts) else 0
+    src = np.frombuffer(bytes(rnd.getrandbits(8) for _ in range(size)), np.uint8)
     order = list(range(len(lengths)))
     rnd.shuffle(order)
-    out = np.zeros(int(lengths.sum()) + 5, np.uint8)
-    end = gather_records(src, starts[order], lengths[order], out, 3)
-    expect = b"".join(src[starts[i]:starts[i] + lengths[i]].tobytes() for i in order)
-    assert end == 3 + len(expect)
-    assert out[3:end].tobytes() == expect
+    expect = _reference(src, starts, lengths, order)
+    sentinel = 0xAB
+    out = np.full(out_pos + len(expect) + 7, sentinel, np.uint8)
+    end = gather_records(src, starts[order], lengths[order], out, out_pos)
+    assert end == out_pos + len(expect)
+    assert out[out_pos:end].tobytes() == expect
+    # Nothing outside the destination range is touched, whatever the windows spill.
+    assert (out[:out_pos] == sentinel).all() and (out[end:] == sentinel).all()
 
 
-@KERNELS
-@settings(max_examples=40, deadline=None)
-@given(lengths=st.lists(st.integers(1, 300), min_size=1, max_size=200), rnd=st.randoms(use_true_random=False))
-def test_scatter_matches_reference(loop_mean, lengths, rnd):
-    segments.LOOP_MEAN = loop_mean
-    starts, lengths = _layout(lengths)
-    total = int(lengths.sum())
-    src = np.frombuffer(bytes(rnd.getrandbits(8) for _ in range(total)), np.uint8)
-    order = list(range(len(lengths)))
-    rnd.shuffle(order)
-    # destination of record i: its offset when records are laid out in `order`
-    dest = np.empty(len(lengths), np.int64)
-    pos = 0
-    for i in order:
-        dest[i] = pos
-        pos += lengths[i]
-    out = np.zeros(total, np.uint8)
-    scatter_records(src, 0, lengths, dest, out)
-    expect = b"".join(src[starts[i]:starts[i] + lengths[i]].tobytes() for i in order)
-    assert out.tobytes() == expect
-
-
-@pytest.fixture(autouse=True)
-def _restore_loop_mean():
-    saved = segments.LOOP_MEAN
-    yield
-    segments.LOOP_MEAN = saved
-
-
-@KERNELS
-def test_huge_records_are_copied_alone(monkeypatch, loop_mean):
-    segments.LOOP_MEAN = loop_mean
-    # Shrink the piece size so "huge" records and piece boundaries are exercised cheaply.
-    monkeypatch.setattr(segments, "PIECE", 64)
-    monkeypatch.setattr(segments, "BIG", 16)
-    rng = np.random.default_rng(0)
-    lengths = rng.choice([1, 3, 15, 16, 17, 40, 200], size=500)
+@pytest.mark.parametrize("mean", [1, 36, 200, 1000])
+def test_every_window_width_and_big_records(monkeypatch, mean):
+    monkeypatch.setattr(segments, "BIG", 300)       # records over 300 bytes: exact copies
+    monkeypatch.setattr(segments, "STEP_BYTES", 7 * 64)  # many steps
+    rng = np.random.default_rng(mean)
+    lengths = np.maximum(rng.poisson(mean, 400), 0)
+    lengths[::50] = 1000
     starts, lengths = _layout(lengths)
     src = rng.integers(0, 256, int(lengths.sum()), dtype=np.uint8)
     order = rng.permutation(len(lengths))
     out = np.empty_like(src)
-    gather_records(src, starts[order], lengths[order], out)
-    expect = b"".join(src[starts[i]:starts[i] + lengths[i]].tobytes() for i in order)
-    assert out.tobytes() == expect
+    assert gather_records(src, starts[order], lengths[order], out) == len(src)
+    assert out.tobytes() == _reference(src, starts, lengths, order)
+
+
+def test_window_width():
+    assert window_width(36) == 64 and window_width(1) == 16 and window_width(1000) == 256
+
+
+@settings(max_examples=40, deadline=None)
+@given(lengths=st.lists(st.integers(1, 300), min_size=1, max_size=200),
+       buckets=st.integers(1, 9), rnd=st.randoms(use_true_random=False))
+def test_partition_matches_reference(lengths, buckets, rnd):
+    starts, lengths = _layout(lengths)
+    ends = starts + lengths
+    src = np.frombuffer(bytes(rnd.getrandbits(8) for _ in range(int(ends[-1]))), np.uint8)
+    bucket_of = np.array([rnd.randrange(buckets) for _ in lengths], dtype=np.uint16)
+    out = np.zeros(len(src), np.uint8)
+    nbytes, counts = partition(src, ends, bucket_of, buckets, out)
+    order = [i for b in range(buckets) for i in range(len(lengths)) if bucket_of[i] == b]
+    assert out.tobytes() == _reference(src, starts, lengths, order)
+    assert nbytes.tolist() == [int(lengths[bucket_of == b].sum()) for b in range(buckets)]
+    assert counts.tolist() == [int((bucket_of == b).sum()) for b in range(buckets)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(max_size=300), limit=st.integers(1, 20), slice_size=st.integers(1, 17))
+def test_cut_matches_reference(data, limit, slice_size):
+    """The reader's block cut: at most ``limit`` whole records, found by counting per slice."""
+    from bigshuf.shuffler import records
+    saved, records._SCAN_SLICE = records._SCAN_SLICE, slice_size
+    try:
+        buf = np.frombuffer(data.replace(b"x", b"\n"), np.uint8)
+        ends = [i + 1 for i, b in enumerate(buf.tolist()) if b == 10][:limit]
+        assert records._cut(buf, 10, limit) == (len(ends), ends[-1] if ends else 0)
+    finally:
+        records._SCAN_SLICE = saved

@@ -16,7 +16,8 @@ from bigshuf.shuffler.records import find_record_ends
 from bigshuf.shuffler.segments import gather_records
 from bigshuf.shuffler.store import Store
 
-#: Peak per-record metadata of a unit permutation (ends, permutation, starts, lengths).
+#: Peak per-record metadata of a unit permutation (ends, permutation, bucket numbers and their
+#: sort; then starts, lengths and the copy's destinations).
 PERMUTE_BYTES_PER_RECORD = 48
 
 
@@ -139,12 +140,9 @@ def permute_buckets(buf: np.ndarray, bucket_start: np.ndarray, sep: int,
                               np.diff(first))
         perm = perm[np.argsort(bucket_of[perm], kind="stable")]
         del bucket_of
-    starts = np.empty(n, dtype=np.int64)
-    starts[0] = 0
-    starts[1:] = ends[:-1]
-    lengths = ends - starts
-    starts = starts[perm]
-    lengths = lengths[perm]
+    starts = ends[perm]
+    lengths = np.diff(ends, prepend=0)[perm]
     del perm, ends
+    starts -= lengths
     gather_records(buf, starts, lengths, out, 0)
     return n

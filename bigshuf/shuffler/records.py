@@ -6,44 +6,26 @@ never decoded. A final record without a terminator gets one, per input file, lik
 """
 from __future__ import annotations
 
-import bz2
-import gzip
-import io
 import lzma
 import os
 import stat
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator, List, Optional, Sequence, Union
+from typing import BinaryIO, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from bigshuf.common import stdio
+from bigshuf.common.codecs import (  # noqa: F401 - re-exported for older imports
+    COMPRESSION_SUFFIXES,
+    compression_of,
+    open_decompressed,
+)
 from bigshuf.common.errors import BigshufError, InputError, UsageError
 from bigshuf.common.inputs import check_readable
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-#: Extensions handled transparently, for inputs and outputs.
-COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
-
 _SCAN_SLICE = 1 << 20  # bytes per terminator scan: bounds the temporary bool/int arrays
-
-
-def compression_of(path: str) -> Optional[str]:
-    """The compression suffix of ``path`` ('.gz', ...) or None."""
-    lower = str(path).lower()
-    for suffix in COMPRESSION_SUFFIXES:
-        if lower.endswith(suffix):
-            return suffix
-    return None
-
-
-def _zstd():
-    try:
-        import zstandard
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise UsageError(".zst files need the optional extra: pip install 'bigshuf[zstd]'") from None
-    return zstandard
 
 
 def display_name(path: PathLike) -> str:
@@ -94,15 +76,7 @@ def open_input(path: PathLike) -> Source:
     suffix = compression_of(p)
     if suffix is None:
         return Source(name, raw, st.st_size if regular else None, False, st.st_size if regular else None)
-    buffered = io.BufferedReader(raw, 1 << 20)
-    if suffix == ".gz":
-        stream = gzip.GzipFile(fileobj=buffered, mode="rb")
-    elif suffix == ".bz2":
-        stream = bz2.BZ2File(buffered, "rb")
-    elif suffix == ".xz":
-        stream = lzma.LZMAFile(buffered, "rb")
-    else:
-        stream = _zstd().ZstdDecompressor().stream_reader(buffered, read_size=1 << 20)
+    stream = open_decompressed(raw, suffix, p)
     return Source(name, stream, None, True, st.st_size if regular else None)  # type: ignore[arg-type]
 
 
@@ -114,7 +88,7 @@ def _as_source(item) -> Source:
         name = getattr(item, "name", None)
         name = name if isinstance(name, str) else "<stream>"
         stream = item if hasattr(item, "readinto") else _ReadintoAdapter(item)
-        return Source(name, stream, None, False, None, owned=False)
+        return Source(name, stream, None, False, None, owned=False)  # type: ignore[arg-type]
     return open_input(item)
 
 
@@ -173,22 +147,60 @@ def _is_path(item) -> bool:
     return isinstance(item, (str, bytes, os.PathLike))
 
 
-@dataclass
 class Block:
-    """Whole records: ``data[:nbytes]`` with record i spanning ``ends[i-1]:ends[i]``."""
+    """Whole records: ``data`` with record i spanning ``ends[i-1]:ends[i]``.
 
-    index: int          # block number within its input (with ``source``, seeds its randomness)
-    data: np.ndarray    # uint8 buffer (may be larger than nbytes)
-    ends: np.ndarray    # int64 exclusive end of each record
-    source: int = 0     # which input the block comes from (blocks never span inputs)
+    The reader only counts the terminators of a block (cheap) to cut it; the positions are
+    found on first use of :attr:`ends`, in whichever worker thread processes the block, so the
+    full newline scan does not run in the one reading thread that feeds every worker."""
+
+    __slots__ = ("index", "data", "source", "sep", "_ends", "_count")
+
+    def __init__(self, index: int, data: np.ndarray, ends: Optional[np.ndarray] = None,
+                 source: int = 0, sep: int = 10, count: Optional[int] = None):
+        self.index = index      # block number within its input (with source, seeds randomness)
+        self.data = data        # uint8, exactly the block's records
+        self.source = source    # which input the block comes from (blocks never span inputs)
+        self.sep = sep
+        self._ends = ends
+        self._count = count if ends is None else len(ends)
+
+    @property
+    def ends(self) -> np.ndarray:
+        """int64 exclusive end of each record (found on first use)."""
+        if self._ends is None:
+            self._ends = find_record_ends(self.data, self.sep)
+        return self._ends
 
     @property
     def nbytes(self) -> int:
-        return int(self.ends[-1]) if len(self.ends) else 0
+        return len(self.data)
 
     @property
     def count(self) -> int:
-        return len(self.ends)
+        if self._count is None:
+            self._count = len(self.ends)
+        return self._count
+
+
+def _cut(data: np.ndarray, sep: int, max_records: int) -> Tuple[int, int]:
+    """(records, bytes) of the longest prefix of ``data`` made of at most ``max_records`` whole
+    records. Counts terminators per slice (no index arrays) and locates only the last one."""
+    counts: List[int] = []
+    found = 0
+    for a in range(0, len(data), _SCAN_SLICE):
+        piece = data[a:a + _SCAN_SLICE]
+        c = int(np.count_nonzero(piece == sep))
+        if found + c >= max_records:  # the max_records-th terminator is in this slice
+            hits = np.flatnonzero(piece == sep)
+            return max_records, a + int(hits[max_records - found - 1]) + 1
+        found += c
+        counts.append(c)
+    for i in range(len(counts) - 1, -1, -1):
+        if counts[i]:
+            a = i * _SCAN_SLICE
+            return found, a + int(np.flatnonzero(data[a:a + _SCAN_SLICE] == sep)[-1]) + 1
+    return 0, 0
 
 
 class RecordReader:
@@ -252,7 +264,7 @@ class RecordReader:
             st = os.stat(os.fspath(path))
             if not stat.S_ISREG(st.st_mode):
                 return None
-            total += st.st_size * (compressed_factor if compressed else 1)
+            total += st.st_size * ((compressed_factor or 1) if compressed else 1)
         return total
 
     def blocks(self, capacity: int, max_records: Optional[int] = None,
@@ -281,7 +293,8 @@ class RecordReader:
                     want = max(target, n + (1 << 16))
                     while not eof:
                         want = min(capacity, want)
-                        got = read_fully(src.stream, memoryview(buf)[n:want], src.name)
+                        view = memoryview(buf)  # type: ignore[arg-type]
+                        got = read_fully(src.stream, view[n:want], src.name)
                         self.bytes_read += got
                         eof = n + got < want
                         n += got
@@ -293,47 +306,47 @@ class RecordReader:
                             pool.release(buf)
                         break
                     data = buf[:n]
-                    ends = find_record_ends(data, sep, max_records + 1)
-                    if eof and (len(ends) == 0 or ends[-1] != n) and len(ends) <= max_records:
+                    count, used = _cut(data, sep, max_records + 1)
+                    if eof and used != n and count <= max_records:
                         # Final record without terminator: give it one, like shuf. (At end of
                         # input n < capacity, so there is room.)
                         buf[n] = sep
                         n += 1
                         data = buf[:n]
-                        ends = np.append(ends, n)
-                    if len(ends) == 0:
+                        count, used = count + 1, n
+                    if count == 0:
                         raise InputError(
                             f"line longer than {capacity:,} bytes, the longest this --memory "
                             f"setting allows (raise --memory)", src.name, file_records + 1)
                     if skip_header:
                         skip_header = False
-                        first = bytes(data[:int(ends[0])])
+                        first_end = _cut(data, sep, 1)[1]
+                        first = bytes(data[:first_end])
                         if first_input:
                             self.header = first
                         elif first != self.header:
                             self.warn(f"{src.name}: first line differs from the header of the "
                                       f"first input; dropped anyway")
                         file_records += 1
-                        data = data[int(ends[0]):]
-                        ends = ends[1:] - ends[0]
-                        if len(ends) == 0:
+                        data = data[first_end:]
+                        count, used = count - 1, used - first_end
+                        if count == 0:
                             carry = data.copy() if not eof else np.empty(0, np.uint8)
                             if pool is not None:
                                 pool.release(buf)
                             continue
-                    if len(ends) > max_records:
-                        ends = ends[:max_records]
-                    used = int(ends[-1])
+                    if count > max_records:
+                        count, used = _cut(data, sep, max_records)
                     # Tiny records: read only about what max_records of them need next time, so
                     # the unread tail (copied into the next buffer) stays small. Depends only on
                     # the data, so blocks are the same for a file, a pipe or a cluster task.
                     target = min(capacity, max(1 << 16, used * 5 // 4 + 1)) \
-                        if len(ends) == max_records else capacity
+                        if count == max_records else capacity
                     carry = data[used:].copy() if used < len(data) else np.empty(0, np.uint8)
-                    file_records += len(ends)
-                    self.records += len(ends)
+                    file_records += count
+                    self.records += count
                     self.payload += used
-                    yield Block(index, data[:used], ends, source)
+                    yield Block(index, data[:used], None, source, sep, count)
                     index += 1
                     del buf, data
             finally:

@@ -9,10 +9,10 @@ from typing import Tuple
 
 import numpy as np
 
-from bigshuf.shuffler.segments import scatter_records
+from bigshuf.shuffler.segments import gather_records
 
-#: Bytes of per-record metadata the partition needs at its peak (ends, lengths, bucket ids,
-#: order, destinations): used by the planner to size blocks.
+#: Bytes of per-record metadata the partition needs at its peak (ends, bucket ids, lengths, order,
+#: sorted starts and lengths, the copy's destinations): used by the planner to size blocks.
 PARTITION_BYTES_PER_RECORD = 42
 
 
@@ -33,24 +33,21 @@ def partition(data: np.ndarray, ends: np.ndarray, bucket_of: np.ndarray, buckets
     each bucket. Returns (bytes per bucket, records per bucket), both int64 arrays of length
     ``buckets``."""
     n = len(ends)
-    lengths = np.diff(ends, prepend=0)
     counts = np.bincount(bucket_of, minlength=buckets).astype(np.int64)
     if n == 0:
         return np.zeros(buckets, dtype=np.int64), counts
     if buckets == 1:
         out[:len(data)] = data
         return np.array([len(data)], dtype=np.int64), counts
+    lengths = np.diff(ends, prepend=0)
     nbytes = np.bincount(bucket_of, weights=lengths, minlength=buckets).astype(np.int64)
-    # Destination of each record: exclusive prefix sum of lengths in (bucket, input position)
-    # order. A stable sort on the small bucket numbers is a radix sort in numpy: cheap.
+    # Records in (bucket, input position) order: a stable sort on the small bucket numbers is
+    # a radix sort in numpy (cheap); the copy then reads forward through at most K streams
+    # and writes sequentially.
     order = np.argsort(bucket_of, kind="stable")
+    starts = ends[order]
     sorted_lengths = lengths[order]
-    dest_sorted = np.cumsum(sorted_lengths)
-    dest_sorted -= sorted_lengths
-    del sorted_lengths
-    dest = np.empty(n, dtype=np.int64)
-    dest[order] = dest_sorted
-    del order, dest_sorted
-    # Read the block sequentially, write into the bucket regions: local reads keep this fast.
-    scatter_records(data, 0, lengths, dest, out)
+    del order, lengths
+    starts -= sorted_lengths
+    gather_records(data, starts, sorted_lengths, out, 0)
     return nbytes, counts

@@ -1,114 +1,109 @@
-"""Copying variable-length records between byte buffers, vectorised.
+"""Copying variable-length records between byte buffers, vectorised with fixed-width windows.
 
-Records are never Python objects here: a record is a (start, length) pair in numpy arrays, and a
-copy of many records is done by building an index array with one entry per byte and letting numpy
-gather (``take``) or scatter (fancy assignment) in one call. The index for N bytes costs 8N bytes, so
-copies are done in *pieces* of about ``PIECE`` bytes: the index then stays in the CPU's L2 cache
-and its memory is bounded whatever the input. A record longer than ``BIG`` is copied on its own
-with a plain slice copy (memcpy), so one huge record never needs a huge index.
+Records are never Python objects here: a record is a (start, length) pair in numpy arrays. numpy
+has no "copy these N slices" primitive, but it copies fixed-size items fast, and a byte buffer can
+be *viewed* (no copy) as overlapping W-byte items, one starting at every byte
+(``np.ndarray(dtype=V<W>, strides=(1,))``). A record of length L <= W is then one item: read the
+W bytes at its start, write them at its destination. The W - L bytes too many land where the
+*next* record goes, and numpy's fancy assignment writes items in index order, so the next record
+overwrites them. A longer record is cut into W-byte chunks, the last one spilling the same way.
+Chunks too close to a buffer's end to have a whole window, and records longer than ``BIG``, are
+copied afterwards with exact slices (one memcpy each).
 
-Measured on the 2-core dev machine (numpy 2.x): ~300 MB/s for 40-byte records and ~500 MB/s for
-1 KB records when sources (or destinations) stay within a few MB, versus ~100 MB/s when a 40-byte
-record permutation reads from anywhere in 32 MB. Hence the callers keep every copy local: the
-scatter phase partitions one chunk at a time, the gather phase permutes one small bucket at a time.
+Measured on the 2-core dev machine, permuting 16 MB units: ~1.2 GB/s for ~36-byte records and ~7
+GB/s for ~1 KB records, against ~0.6 and ~3.5 GB/s for the per-byte index this replaced.
+pyarrow's ``compute.take`` on a zero-copy ``LargeBinaryArray`` was also measured (~1.5 and ~14
+GB/s), but importing it adds ~35 MB of RSS (its shared libraries), which alone breaks the memory
+bound at small budgets (``--memory 1M`` allows 65 MiB in all); see README "Benchmarks".
 """
 from __future__ import annotations
 
+from typing import List, Tuple
+
 import numpy as np
 
-PIECE = 1 << 18
-BIG = PIECE // 4
-#: From this mean record length on, a loop of slice copies (one memcpy per record, ~0.3 us of
-#: interpreter each) beats the per-byte index: measured crossover ~200-250 bytes; at 1 KB the
-#: loop copies ~1.6 GB/s against ~0.5 GB/s. The loop keeps one piece's ints alive at a time.
-LOOP_MEAN = 256
+#: Records longer than this are copied alone with a slice (memcpy), never cut into windows.
+BIG = 1 << 16
+#: Bytes of windows per vectorised step: bounds the gathered temporary (and ~40 bytes of index
+#: arrays per window) and keeps them in the CPU cache.
+STEP_BYTES = 4 << 20
 
 
-def _pieces(lengths: np.ndarray, ends: np.ndarray):
-    """Yield (a, b) record ranges of about PIECE bytes; a record longer than BIG is alone."""
-    n = len(lengths)
-    total = int(ends[-1]) if n else 0
-    cuts = np.searchsorted(ends, np.arange(PIECE, total, PIECE), side="right")
-    big = np.flatnonzero(lengths > BIG)
-    if len(big):
-        cuts = np.union1d(cuts, np.concatenate([big, big + 1]))
-    a = 0
-    for b in cuts.tolist() + [n]:
-        if b > n:
-            b = n
-        if b > a:
-            yield a, b
-            a = b
+def window_width(mean_length: float) -> int:
+    """The window W for records of this mean length. Short records: one window each, the
+    smallest power of two >= the mean (64 for ~36-byte lines); long ones: 256-byte chunks
+    (measured best for ~1 KB lines: fewer, larger items against bytes copied twice)."""
+    if mean_length > 128:
+        return 256
+    return max(16, 1 << int(np.ceil(np.log2(max(mean_length, 1.0)))))
 
 
-def _byte_index(pos: np.ndarray, lengths: np.ndarray, ends: np.ndarray, a: int, b: int,
-                base: int, size: int) -> np.ndarray:
-    """For records a..b-1 laid out back to back (from ``base``), the position of each of their
-    bytes when record i starts at ``pos[i - a]``: a cumulative sum of ones that jumps, at the
-    first byte of each record, from the previous record's end to the next record's start."""
-    idx = np.ones(size, dtype=np.int64)
-    idx[0] = pos[0]
-    idx[ends[a:b - 1] - base] = pos[1:] - (pos[:-1] + lengths[a:b - 1]) + 1
-    np.cumsum(idx, out=idx)
-    return idx
+def _windows(buf: np.ndarray, w: int) -> np.ndarray:
+    """``buf`` seen as len(buf)-w+1 overlapping w-byte items, item i starting at byte i."""
+    count = max(len(buf) - w + 1, 0)
+    return np.ndarray((count,), dtype=np.dtype((np.void, w)), buffer=buf, strides=(1,))
+
+
+def _chunks(starts: np.ndarray, dests: np.ndarray, lengths: np.ndarray,
+            w: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source, destination and length of every w-byte chunk of the records, in order."""
+    k = np.maximum((lengths + (w - 1)) // w, 1)
+    if int(k.max()) == 1:
+        return starts, dests, lengths
+    rec = np.repeat(np.arange(len(k)), k)
+    within = np.arange(len(rec), dtype=np.int64)
+    within -= np.repeat(np.cumsum(k) - k, k)
+    within *= w
+    return starts[rec] + within, dests[rec] + within, np.minimum(lengths[rec] - within, w)
+
+
+def copy_records(src: np.ndarray, starts: np.ndarray, lengths: np.ndarray, out: np.ndarray,
+                 dests: np.ndarray) -> None:
+    """Copy ``src[starts[i]:+lengths[i]]`` to ``out[dests[i]:+lengths[i]]`` for every i, where
+    the destinations are increasing and back to back (``dests[i+1] == dests[i] + lengths[i]``).
+    The sources may be anywhere in ``src``."""
+    n = len(starts)
+    if n == 0:
+        return
+    total = int(lengths.sum())
+    w = window_width(total / n)
+    src_win, out_win = _windows(src, w), _windows(out, w)
+    exact: List[Tuple[int, int, int]] = []
+    big = lengths > BIG
+    if big.any():
+        exact.extend(zip(starts[big].tolist(), dests[big].tolist(), lengths[big].tolist()))
+        small = ~big
+        starts, dests, lengths = starts[small], dests[small], lengths[small]
+    per_record = np.maximum((lengths + (w - 1)) // w, 1)
+    step = max(1, STEP_BYTES // w)
+    cuts = np.searchsorted(np.cumsum(per_record), np.arange(step, int(per_record.sum()), step))
+    for a, b in zip([0] + cuts.tolist(), cuts.tolist() + [len(starts)]):
+        if b <= a:
+            continue
+        s, d, ln = _chunks(starts[a:b], dests[a:b], lengths[a:b], w)
+        ok = (s < len(src_win)) & (d < len(out_win))
+        if not ok.all():
+            bad = ~ok
+            exact.extend(zip(s[bad].tolist(), d[bad].tolist(), ln[bad].tolist()))
+            s, d = s[ok], d[ok]
+        out_win[d] = src_win[s]
+    # Exact copies last: window copies may have spilled into their bytes, never the reverse.
+    for s0, d0, n0 in exact:
+        out[d0:d0 + n0] = src[s0:s0 + n0]
 
 
 def gather_records(src: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
                    out: np.ndarray, out_pos: int = 0) -> int:
     """Copy records ``src[starts[i] : starts[i]+lengths[i]]``, in order, contiguously into ``out``
     from ``out_pos``. Returns the position after the last byte written."""
-    n = len(starts)
-    if n == 0:
+    starts = np.asarray(starts, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if len(starts) == 0:
         return out_pos
-    starts = starts.astype(np.int64, copy=False)
-    lengths = lengths.astype(np.int64, copy=False)
-    ends = np.cumsum(lengths)
-    for a, b in _pieces(lengths, ends):
-        base = int(ends[a] - lengths[a])  # output offset of record a, relative to out_pos
-        size = int(ends[b - 1]) - base
-        dst = out[out_pos + base: out_pos + base + size]
-        if b - a == 1:
-            s = int(starts[a])
-            dst[:] = src[s:s + size]
-            continue
-        s = starts[a:b]
-        if size >= LOOP_MEAN * (b - a):
-            ms = memoryview(src)
-            md = memoryview(dst)
-            o = 0
-            for s0, n in zip(s.tolist(), lengths[a:b].tolist()):
-                md[o:o + n] = ms[s0:s0 + n]
-                o += n
-            continue
-        np.take(src, _byte_index(s, lengths, ends, a, b, base, size), out=dst)
-    return out_pos + int(ends[-1])
-
-
-def scatter_records(src: np.ndarray, src_pos: int, lengths: np.ndarray,
-                    dest: np.ndarray, out: np.ndarray) -> None:
-    """Copy consecutive records of ``src`` (the first at ``src_pos``, with the given lengths) to
-    ``out[dest[i] : dest[i]+lengths[i]]``. Reading sequentially keeps a partition local even when
-    the destinations are spread over many buckets."""
-    n = len(lengths)
-    if n == 0:
-        return
-    lengths = lengths.astype(np.int64, copy=False)
-    dest = dest.astype(np.int64, copy=False)
-    ends = np.cumsum(lengths)
-    for a, b in _pieces(lengths, ends):
-        base = int(ends[a] - lengths[a])
-        size = int(ends[b - 1]) - base
-        s0 = src_pos + base
-        if b - a == 1:
-            d = int(dest[a])
-            out[d:d + size] = src[s0:s0 + size]
-            continue
-        d = dest[a:b]
-        if size >= LOOP_MEAN * (b - a):
-            ms = memoryview(src)
-            mo = memoryview(out)
-            for d0, n in zip(d.tolist(), lengths[a:b].tolist()):
-                mo[d0:d0 + n] = ms[s0:s0 + n]
-                s0 += n
-            continue
-        out[_byte_index(d, lengths, ends, a, b, base, size)] = src[s0:s0 + size]
+    dests = np.cumsum(lengths)
+    end = out_pos + int(dests[-1])
+    dests -= lengths
+    if out_pos:
+        dests += out_pos
+    copy_records(src, starts, lengths, out[:end], dests)
+    return end

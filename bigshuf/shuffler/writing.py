@@ -8,9 +8,6 @@ in order, so only one is open at a time: memory and descriptors do not grow with
 """
 from __future__ import annotations
 
-import bz2
-import gzip
-import lzma
 import os
 import threading
 from typing import Any, List, Optional
@@ -18,9 +15,10 @@ from typing import Any, List, Optional
 import numpy as np
 
 from bigshuf.common import stdio
+from bigshuf.common.codecs import compression_of, compressor_for
 from bigshuf.common.errors import UsageError, describe_os_error
 from bigshuf.common.output import Destination, TempGroup, check_destination, publishing, pwrite_all
-from bigshuf.shuffler.records import compression_of, find_record_ends
+from bigshuf.shuffler.records import find_record_ends
 
 
 class _FdWriter:
@@ -45,26 +43,6 @@ class _FdWriter:
 
     def flush(self) -> None:
         pass
-
-
-def compressor_for(path: str, raw):
-    """A compressing writer over ``raw`` chosen by the extension of ``path``, or None.
-
-    Fixed settings (gzip level 6 with mtime 0 and the name without .gz, bzip2 9, xz preset 6,
-    zstd 3), so the same records always compress to the same bytes (the cluster engine relies on
-    it to match the local one)."""
-    suffix = compression_of(path)
-    if suffix == ".gz":
-        name = os.path.basename(path)[:-3]
-        return gzip.GzipFile(filename=name, mode="wb", fileobj=raw, compresslevel=6, mtime=0)
-    if suffix == ".bz2":
-        return bz2.BZ2File(raw, "wb", compresslevel=9)
-    if suffix == ".xz":
-        return lzma.LZMAFile(raw, "wb", preset=6)
-    if suffix == ".zst":
-        from bigshuf.shuffler.records import _zstd
-        return _zstd().ZstdCompressor(level=3).stream_writer(raw, closefd=False)
-    return None
 
 
 class OutputFile:

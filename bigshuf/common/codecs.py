@@ -1,0 +1,396 @@
+"""Compressed inputs and outputs, chosen by file extension (.gz .bz2 .xz .zst).
+
+Reading is *strict*, the same for every codec: a compressed input must end exactly at the end of
+a complete stream (several concatenated streams are fine, as ``zcat`` and ``zstd -d`` read them).
+A truncated or corrupt stream, or trailing bytes that are not another complete stream, is an
+:class:`InputError` naming the file (exit 2) -- never a shorter shuffle. An empty file holds no
+records. Python's own readers are lenient in places (bz2 and xz ignore trailing garbage,
+zstandard's stream reader stops quietly inside a truncated frame and, by default, after the first
+frame), hence the checks here.
+
+Speed: decompression runs in a background thread (the codecs release the GIL), so it overlaps the
+shuffle's own work; gzip goes through ISA-L (``isal``, ~3x zlib for decompression and ~5x for
+compression at its level 2), and .gz and .zst outputs are compressed by two threads of the
+codec's own (ISA-L's pigz-like blocks, zstd's jobs), which run beside the gather workers
+instead of inside the ordered write. Outputs stay deterministic: the same records give the same
+compressed bytes whatever the number of threads or workers and however the writes are cut. See README "Benchmarks" for the measurements behind these choices.
+"""
+from __future__ import annotations
+
+import io
+import queue
+import threading
+from typing import BinaryIO, Iterable, Optional
+
+from bigshuf.common.errors import InputError, UsageError
+
+#: Extensions handled transparently, for inputs and outputs.
+COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
+#: (module to import, what to install) per suffix, checked before any work.
+_MODULES = {".gz": ("isal.igzip", "isal"), ".bz2": ("bz2", "a Python built with bz2"),
+            ".xz": ("lzma", "a Python built with lzma"), ".zst": ("zstandard", "zstandard")}
+#: Bytes of compressed input per read, and of decompressed output per prefetched chunk.
+READ_SIZE = 1 << 20
+#: Decompressed chunks the background thread may hold ahead of the reader.
+PREFETCH = 4
+#: zstd level and worker threads for .zst outputs. Any threads >= 1 gives the same bytes. Jobs
+#: of 1 MiB keep zstd's buffers to ~10 MB (its default, 8 MiB jobs at level 3, adds ~50 MB of
+#: RSS, which breaks the memory bound at small --memory).
+ZSTD_LEVEL = 3
+ZSTD_THREADS = 2
+ZSTD_JOB = 1 << 20
+#: ISA-L gzip level for .gz outputs (0-3; 2 is its default, about zlib's level 6 in size), and
+#: its compressing threads (any number gives the same bytes).
+GZIP_LEVEL = 2
+GZIP_THREADS = 2
+
+
+def compression_of(path: str) -> Optional[str]:
+    """The compression suffix of ``path`` ('.gz', ...) or None."""
+    lower = str(path).lower()
+    for suffix in COMPRESSION_SUFFIXES:
+        if lower.endswith(suffix):
+            return suffix
+    return None
+
+
+def check_codecs(paths: Iterable[object]) -> None:
+    """Raise :class:`UsageError` (exit 2) if a codec that ``paths`` (inputs or outputs, by
+    extension) need cannot be loaded. Call before any work."""
+    import importlib
+
+    for path in paths:
+        if not isinstance(path, str):
+            continue
+        suffix = compression_of(path)
+        if suffix is None:
+            continue
+        module, what = _MODULES[suffix]
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise UsageError(f"{path}: {suffix} files need {what} (pip install '{what}')") \
+                from None
+
+
+def open_decompressed(raw: BinaryIO, suffix: str, name: str) -> BinaryIO:
+    """A binary stream of the decompressed bytes of ``raw`` (strict, see the module doc), read
+    ahead by a background thread."""
+    check_codecs([name if compression_of(name) == suffix else "x" + suffix])
+    reader = _ZstdReader(raw, name) if suffix == ".zst" else _StrictReader(raw, suffix, name)
+    return _Prefetcher(reader, name)  # type: ignore[return-value]
+
+
+def _decompressor(suffix: str):
+    """A fresh one-stream decompressor with the bz2/lzma interface: ``decompress(data,
+    max_length)``, ``needs_input``, ``eof``, ``unused_data``."""
+    if suffix == ".gz":
+        from isal import isal_zlib
+        return _ZlibLike(isal_zlib.decompressobj(wbits=31))
+    if suffix == ".bz2":
+        import bz2
+        return bz2.BZ2Decompressor()
+    import lzma
+    return lzma.LZMADecompressor()
+
+
+class _ZlibLike:
+    """zlib's decompressobj behind the bz2/lzma interface (unconsumed input kept inside)."""
+
+    def __init__(self, d):
+        self.d = d
+        self.tail = b""
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        out = self.d.decompress(self.tail + data if self.tail else data, max_length)
+        self.tail = self.d.unconsumed_tail
+        return out
+
+    @property
+    def needs_input(self) -> bool:
+        return not self.tail
+
+    @property
+    def eof(self) -> bool:
+        return self.d.eof
+
+    @property
+    def unused_data(self) -> bytes:
+        return self.d.unused_data
+
+
+class _StrictReader:
+    """Concatenated gz, bz2 or xz streams; errors for truncation, corruption, trailing bytes."""
+
+    def __init__(self, raw: BinaryIO, suffix: str, name: str):
+        self.raw = raw
+        self.suffix = suffix
+        self.name = name
+        self.d = _decompressor(suffix)
+        self.fed = False   # the current decompressor got input (a stream has begun)
+        self.streams = 0   # complete streams read so far
+        self.done = False
+
+    def _fail(self, why: str) -> InputError:
+        return InputError(f"corrupt {self.suffix} data: {why}", self.name)
+
+    def read_chunk(self, size: int) -> bytes:
+        """Up to ``size`` decompressed bytes; b'' only at the end of the last stream."""
+        while not self.done:
+            data = b""
+            if self.d.eof:
+                data = self.d.unused_data
+                self.streams += 1
+                self.d = _decompressor(self.suffix)  # next concatenated stream, if any
+                self.fed = False
+            if not data and self.d.needs_input:
+                data = self.raw.read(READ_SIZE)
+                if not data:
+                    self.done = True
+                    if self.fed and not self.d.eof:
+                        raise self._fail("trailing bytes after the compressed data" if self.streams
+                                         else "truncated (ended before the end-of-stream marker)")
+                    return b""
+            self.fed = True
+            try:
+                out = self.d.decompress(data, size)
+            except Exception as exc:  # zlib.error, OSError (bz2), LZMAError
+                raise self._fail(f"{exc} (or trailing garbage after the last stream)") from None
+            if out:
+                return out
+        return b""
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+class _ZstdFrames:
+    """Follows zstd frame and block headers through the compressed bytes (a few bytes of
+    parsing per 128 KiB block), to know at the end of input whether the last frame was
+    complete: zstandard's stream reader just stops inside a truncated frame."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.hdr = bytearray()
+        self.skip = 0
+        self.state = "frame"
+        self.checksum = False
+
+    def complete(self) -> bool:
+        return self.state == "frame" and not self.hdr and not self.skip
+
+    def feed(self, data: bytes) -> None:
+        view, i, n = memoryview(data), 0, len(data)
+        while i < n:
+            if self.skip:
+                k = min(self.skip, n - i)
+                self.skip -= k
+                i += k
+                continue
+            need = self._need()
+            k = min(need - len(self.hdr), n - i)
+            self.hdr += view[i:i + k]
+            i += k
+            if len(self.hdr) == need and need == self._need():
+                self._advance()
+
+    def _need(self) -> int:
+        h = self.hdr
+        if self.state == "block":
+            return 3
+        if len(h) < 4:
+            return 4
+        magic = int.from_bytes(h[:4], "little")
+        if magic & 0xFFFFFFF0 == 0x184D2A50:  # skippable frame: magic, 4-byte size, payload
+            return 8
+        if magic != 0xFD2FB528:
+            raise InputError("corrupt .zst data: not a zstd frame (trailing garbage?)",
+                             self.name)
+        if len(h) < 5:
+            return 5
+        fhd = h[4]
+        single = (fhd >> 5) & 1
+        fcs = (1 if single else 0, 2, 4, 8)[fhd >> 6]
+        return 5 + (0 if single else 1) + (0, 1, 2, 4)[fhd & 3] + fcs
+
+    def _advance(self) -> None:
+        h, self.hdr = bytes(self.hdr), bytearray()
+        if self.state == "block":
+            bh = int.from_bytes(h, "little")
+            kind = (bh >> 1) & 3
+            if kind == 3:
+                raise InputError("corrupt .zst data: reserved block type", self.name)
+            self.skip = 1 if kind == 1 else bh >> 3
+            if bh & 1:  # last block of the frame, then its checksum if any
+                self.skip += 4 * self.checksum
+                self.state = "frame"
+        elif len(h) == 8 and int.from_bytes(h[:4], "little") & 0xFFFFFFF0 == 0x184D2A50:
+            self.skip = int.from_bytes(h[4:], "little")
+        else:
+            self.checksum = bool((h[4] >> 2) & 1)
+            self.state = "block"
+
+
+class _ZstdReader:
+    """All frames of a .zst input through zstandard's stream reader (bounded output per read,
+    unlike its decompressobj), with :class:`_ZstdFrames` watching the bytes it consumes."""
+
+    def __init__(self, raw: BinaryIO, name: str):
+        import zstandard
+
+        self.raw = raw
+        self.name = name
+        self.frames = _ZstdFrames(name)
+        self.reader = zstandard.ZstdDecompressor().stream_reader(
+            self, read_size=READ_SIZE, read_across_frames=True)  # type: ignore[arg-type]
+
+    def read(self, size: int = -1) -> bytes:
+        """The compressed bytes, for zstandard (which calls this)."""
+        data = self.raw.read(size)
+        self.frames.feed(data)
+        return data
+
+    def read_chunk(self, size: int) -> bytes:
+        try:
+            out = self.reader.read(size)
+        except InputError:
+            raise
+        except Exception as exc:  # zstandard.ZstdError
+            raise InputError(f"corrupt .zst data: {exc}", self.name) from None
+        if not out and not self.frames.complete():
+            raise InputError("corrupt .zst data: truncated (ended inside a frame)", self.name)
+        return out
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+class _Prefetcher(io.RawIOBase):
+    """Runs a reader's ``read_chunk`` in a background thread, ``PREFETCH`` chunks ahead, and
+    passes its errors on to the consumer."""
+
+    def __init__(self, reader: "_StrictReader | _ZstdReader", name: str):
+        self.reader = reader
+        self.name = name
+        self.q: "queue.Queue[object]" = queue.Queue(PREFETCH)
+        self.stop = threading.Event()
+        self.buf = memoryview(b"")
+        self.eof = False
+        self.thread = threading.Thread(target=self._run, name="bigshuf-decompress", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        item: object
+        while not self.stop.is_set():
+            try:
+                item = self.reader.read_chunk(READ_SIZE)
+            except BaseException as exc:  # handed to the reading thread
+                item = exc
+            while not self.stop.is_set():
+                try:
+                    self.q.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if not isinstance(item, bytes) or not item:
+                return
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while not self.buf and not self.eof:
+            try:
+                item = self.q.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if isinstance(item, BaseException):
+                self.eof = True
+                raise item
+            assert isinstance(item, bytes)
+            if not item:
+                self.eof = True
+            self.buf = memoryview(item)
+        n = min(len(b), len(self.buf))
+        b[:n] = self.buf[:n]
+        self.buf = self.buf[n:]
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self.stop.set()
+            self.thread.join()
+            self.reader.close()
+        super().close()
+
+
+class _Rechunked:
+    """Feeds a compressor pieces of exactly ``CHUNK`` bytes (the last one shorter), so the
+    compressed bytes depend only on the data, not on how callers cut their writes: ISA-L's
+    output does depend on it (the cluster engine writes in other pieces than the local one)."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.pending = bytearray()
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        total = len(view)
+        if self.pending:
+            k = min(self.CHUNK - len(self.pending), len(view))
+            self.pending += view[:k]
+            view = view[k:]
+            if len(self.pending) < self.CHUNK:
+                return total
+            self.inner.write(self.pending)
+            self.pending = bytearray()
+        while len(view) >= self.CHUNK:
+            self.inner.write(view[:self.CHUNK])
+            view = view[self.CHUNK:]
+        self.pending += view
+        return total
+
+    def flush(self) -> None:
+        """Nothing: a compressor flush would add a sync point, changing the bytes."""
+
+    def close(self) -> None:
+        if self.pending:
+            self.inner.write(self.pending)
+            self.pending = bytearray()
+        self.inner.close()
+
+
+def compressor_for(path: str, raw) -> Optional[BinaryIO]:
+    """A compressing writer over ``raw`` chosen by the extension of ``path``, or None.
+
+    Deterministic: fixed levels, no timestamps or names in headers, and zstd's multi-threaded
+    format (the same bytes for any number of zstd threads), so the same records always
+    compress to the same bytes (the cluster engine relies on it)."""
+    suffix = compression_of(path)
+    if suffix is None:
+        return None
+    check_codecs([path])
+    if suffix == ".gz":
+        from isal import igzip_threaded
+        # Blocks of CHUNK bytes compressed by GZIP_THREADS threads, each with the previous
+        # block's last 32 KiB as dictionary: the bytes depend on the block size, not on the
+        # thread count.
+        return _Rechunked(igzip_threaded.open(  # type: ignore[return-value]
+            raw, "wb", compresslevel=GZIP_LEVEL, threads=GZIP_THREADS, block_size=_Rechunked.CHUNK))
+    if suffix == ".bz2":
+        import bz2
+        return bz2.BZ2File(raw, "wb", compresslevel=9)  # type: ignore[return-value]
+    if suffix == ".xz":
+        import lzma
+        return lzma.LZMAFile(raw, "wb")  # type: ignore[return-value]
+    import zstandard
+    params = zstandard.ZstdCompressionParameters.from_level(
+        ZSTD_LEVEL, threads=ZSTD_THREADS, job_size=ZSTD_JOB)
+    cctx = zstandard.ZstdCompressor(compression_params=params)
+    return _Rechunked(cctx.stream_writer(raw, closefd=False))  # type: ignore[return-value]
+
+
+__all__ = ["COMPRESSION_SUFFIXES", "compression_of", "check_codecs", "open_decompressed",
+           "compressor_for"]

@@ -1,0 +1,129 @@
+"""Compressed inputs are read strictly (truncation, corruption, trailing bytes are input errors),
+outputs are deterministic, and a missing codec is reported before any work."""
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+import subprocess
+import sys
+
+import pytest
+import zstandard
+
+import bigshuf
+from bigshuf.common import codecs
+from bigshuf.common.codecs import _ZstdFrames, check_codecs, compressor_for
+from bigshuf.common.errors import InputError, UsageError
+from bigshuf.shuffler.records import read_all_lines
+
+SEQ = b"".join(b"%d\n" % i for i in range(1, 1_000_001))  # `seq 1000000`
+SMALL = b"".join(b"line %d\n" % i for i in range(5000))
+
+COMPRESS = {
+    ".gz": lambda d: gzip.compress(d, mtime=0),
+    ".bz2": bz2.compress,
+    ".xz": lzma.compress,
+    ".zst": lambda d: zstandard.ZstdCompressor(level=3, write_checksum=True).compress(d),
+}
+SUFFIXES = pytest.mark.parametrize("suffix", list(COMPRESS))
+
+
+def _write(tmp_path, name: str, data: bytes) -> str:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path)
+
+
+def _shuffle_error(path: str) -> InputError:
+    with pytest.raises(InputError) as info:
+        bigshuf.shuffle([path], io.BytesIO(), memory="16M", seed=1)
+    assert info.value.path == path
+    return info.value
+
+
+@SUFFIXES
+def test_whole_and_concatenated_streams(tmp_path, suffix):
+    one = COMPRESS[suffix](SMALL)
+    path = _write(tmp_path, "in.txt" + suffix, one + one)
+    assert sorted(read_all_lines(path)) == sorted(SMALL.splitlines(keepends=True) * 2)
+
+
+@SUFFIXES
+def test_empty_file_holds_no_records(tmp_path, suffix):
+    assert read_all_lines(_write(tmp_path, "e.txt" + suffix, b"")) == []
+
+
+@SUFFIXES
+def test_truncation_is_an_input_error(tmp_path, suffix):
+    data = COMPRESS[suffix](SEQ)
+    for cut in (len(data) // 2, len(data) - 1, 3):
+        path = _write(tmp_path, f"t{cut}.txt{suffix}", data[:cut])
+        assert "truncated" in str(_shuffle_error(path)) or suffix == ".zst" and cut == 3
+
+
+@SUFFIXES
+def test_corruption_is_an_input_error(tmp_path, suffix):
+    data = bytearray(COMPRESS[suffix](SEQ))
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(64)
+    _shuffle_error(_write(tmp_path, "c.txt" + suffix, bytes(data)))
+
+
+@SUFFIXES
+@pytest.mark.parametrize("tail", [b"garbage\n", b"\0" * 16, b"x" * 5000])
+def test_trailing_bytes_are_an_input_error(tmp_path, suffix, tail):
+    path = _write(tmp_path, "g.txt" + suffix, COMPRESS[suffix](SMALL) + tail)
+    _shuffle_error(path)
+
+
+def test_truncated_zst_cli_exit_2_and_verify(tmp_path):
+    """Issue 8: `seq 1000000 | zstd` cut at 150000 bytes used to give 352 915 lines, exit 0."""
+    data = zstandard.ZstdCompressor(level=3).compress(SEQ)
+    path = _write(tmp_path, "t.zst", data[:150_000])
+    full = _write(tmp_path, "s.txt", SEQ)
+    for args in (["shuffle", path, "-o", str(tmp_path / "o")], ["verify", full, path]):
+        r = subprocess.run([sys.executable, "-m", "bigshuf", *args], capture_output=True, text=True)
+        assert r.returncode == 2, r.stderr
+        assert path in r.stderr and "truncated" in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_zstd_frame_walker_byte_by_byte():
+    skippable = (0x184D2A53).to_bytes(4, "little") + (3).to_bytes(4, "little") + b"abc"
+    frame = zstandard.ZstdCompressor(write_checksum=True, write_content_size=False).compress(SMALL)
+    data = skippable + frame + frame
+    walker = _ZstdFrames("x")
+    for i in range(len(data)):
+        walker.feed(data[i:i + 1])
+        assert walker.complete() == (i + 1 in (len(skippable), len(skippable) + len(frame),
+                                               len(data)))
+
+
+def test_missing_codec_is_a_usage_error_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "zstandard", None)  # import fails
+    src = _write(tmp_path, "in.txt", SMALL)
+    with pytest.raises(UsageError, match="zstandard"):
+        check_codecs([src, str(tmp_path / "out.zst")])
+    check_codecs([src, "out.gz", "out.bz2", "out.xz"])  # the others load
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".zst"])
+def test_compressed_output_is_deterministic(tmp_path, suffix, monkeypatch):
+    """The same bytes for any number of codec threads (>= 1) and however the writes are cut."""
+    outs = set()
+    for threads, step in ((1, 1 << 20), (2, 77_777), (4, 3 << 20)):  # and any write sizes
+        monkeypatch.setattr(codecs, "ZSTD_THREADS", threads)
+        monkeypatch.setattr(codecs, "GZIP_THREADS", threads)
+        raw = io.BytesIO()
+        w = compressor_for("x.txt" + suffix, raw)
+        for i in range(0, len(SEQ), step):
+            w.write(SEQ[i:i + step])
+        w.close()
+        outs.add(raw.getvalue())
+    assert len(outs) == 1
+    data = outs.pop()
+    plain = gzip.decompress(data) if suffix == ".gz" else \
+        zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True).read()
+    assert plain == SEQ

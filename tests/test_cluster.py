@@ -135,3 +135,17 @@ def test_worker_killed_mid_run(client, tmp_path):
     assert out.read_bytes() == expected.read_bytes()
     assert list(temp.iterdir()) == []
     client.wait_for_workers(2, timeout=60)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod needs root")
+def test_cluster_output_to_a_device_is_written_through(client, inputs, tmp_path):
+    """The cluster publishes local outputs through the same layer as a local run: a device
+    given to -o is written through, never replaced by a regular file."""
+    import stat
+
+    null = tmp_path / "null"
+    os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    shuffle_on_cluster(inputs, str(null), scheduler=client, seed=1, temp_dir=str(temp), progress=False)
+    assert stat.S_ISCHR(os.lstat(null).st_mode)

@@ -362,8 +362,22 @@ class _Rechunked:
         self.inner.close()
 
 
-def compressor_for(path: str, raw) -> Optional[BinaryIO]:
+#: Encoder memory of xz presets 0-6 (liblzma's figures): the preset is the largest whose
+#: encoder fits a sixteenth of --memory (like one block), so a .xz output stays in the budget.
+XZ_ENCODER_BYTES = (3 << 20, 9 << 20, 17 << 20, 32 << 20, 48 << 20, 94 << 20, 94 << 20)
+
+
+def xz_preset(memory: Optional[int]) -> int:
+    """The xz preset for a memory budget (6, xz's default, without one)."""
+    if memory is None:
+        return 6
+    room = max(memory // 16, XZ_ENCODER_BYTES[0])
+    return max(p for p, need in enumerate(XZ_ENCODER_BYTES) if need <= room)
+
+
+def compressor_for(path: str, raw, memory: Optional[int] = None) -> Optional[BinaryIO]:
     """A compressing writer over ``raw`` chosen by the extension of ``path``, or None.
+    ``memory`` (the run's budget) bounds the encoder's memory where the codec has a choice (xz).
 
     Deterministic: fixed levels, no timestamps or names in headers, and zstd's multi-threaded
     format (the same bytes for any number of zstd threads), so the same records always
@@ -384,7 +398,7 @@ def compressor_for(path: str, raw) -> Optional[BinaryIO]:
         return bz2.BZ2File(raw, "wb", compresslevel=9)  # type: ignore[return-value]
     if suffix == ".xz":
         import lzma
-        return lzma.LZMAFile(raw, "wb")  # type: ignore[return-value]
+        return lzma.LZMAFile(raw, "wb", preset=xz_preset(memory))  # type: ignore[return-value]
     import zstandard
     params = zstandard.ZstdCompressionParameters.from_level(
         ZSTD_LEVEL, threads=ZSTD_THREADS, job_size=ZSTD_JOB)

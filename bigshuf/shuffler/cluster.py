@@ -232,13 +232,13 @@ def _gather_task(i: int, unit: Unit, piece_start: np.ndarray, piece_bytes: np.nd
 
 
 def _publish_task(dest: str, header: bytes, sep: int, pieces: List[Tuple[str, int, int]],
-                  records: int) -> int:
+                  records: int, memory: int) -> int:
     """Write one output file from unit files: for each (unit path, first record, end record),
     that record range of the unit. Published under its name only once complete."""
     fs, path = _fs(dest)
 
     def write(f) -> None:
-        comp = compressor_for(path, f)
+        comp = compressor_for(path, f, memory)
         stream = comp if comp is not None else f
         if header:
             stream.write(header)
@@ -420,7 +420,7 @@ def shuffle_on_cluster(opts: ShuffleOptions) -> ShuffleStats:
         # Output files: the shuffled stream (units in order) cut by record counts like Sink.
         sink = Sink(output, sep, stats.records, shards=shards, lines_per_shard=lines_per_shard)
         plans = _publish_plan(units, sink.quota, job)
-        futs = [client.submit(_publish_task, dest, hdr or b"", sep, pieces, n,
+        futs = [client.submit(_publish_task, dest, hdr or b"", sep, pieces, n, geo.memory,
                               key=f"bigshuf-publish-{j}-{job[-12:]}", retries=3, pure=False)
                 for j, (dest, (pieces, n)) in enumerate(zip(sink.paths, plans))]
         prog.track(client, futs, "publish")

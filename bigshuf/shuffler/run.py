@@ -98,7 +98,7 @@ def _run_engine(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, strea
             prog.start_gather(stats.bytes if opts.sample is None else None)
             sink = Sink(opts.output, opts.sep, stats.records, shards=opts.shards,
                         lines_per_shard=opts.lines_per_shard, limit=opts.sample,
-                        header=reader.header, durable=opts.fsync)
+                        header=reader.header, durable=opts.fsync, memory=opts.memory_bytes)
             sink.open()
             engine.gather(level, sink, ())
             engine.close()

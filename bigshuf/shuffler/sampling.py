@@ -133,7 +133,7 @@ def try_reservoir(reader: RecordReader, opts: ShuffleOptions, geo: Geometry, str
         res.data = np.empty(0, dtype=np.uint8)
         sink = Sink(opts.output, opts.sep, k, shards=opts.shards,
                     lines_per_shard=opts.lines_per_shard, header=reader.header,
-                    durable=opts.fsync)
+                    durable=opts.fsync, memory=opts.memory_bytes)
         sink.open()
         try:
             sink.write(out, k)

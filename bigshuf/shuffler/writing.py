@@ -49,7 +49,7 @@ class OutputFile:
     """One destination: stdout, a caller's stream, or a path (see bigshuf.common.output for what
     happens to files, links, devices and pipes), optionally compressed by its extension."""
 
-    def __init__(self, path: Any, group: Optional[TempGroup] = None):
+    def __init__(self, path: Any, group: Optional[TempGroup] = None, memory: Optional[int] = None):
         self._write_lock = threading.Lock()
         self.dest: Optional[Destination] = None
         self.compressor = None
@@ -71,7 +71,7 @@ class OutputFile:
         self.dest = Destination(self.path, group)
         self.fd = self.dest.fd
         self.raw = _FdWriter(self.fd, self.path)
-        self.compressor = compressor_for(self.path, self.raw)
+        self.compressor = compressor_for(self.path, self.raw, memory)
         self.stream = self.compressor if self.compressor is not None else self.raw
 
     @property
@@ -103,7 +103,10 @@ class OutputFile:
                 self.compressor.close()
             except OSError as exc:
                 raise describe_os_error(exc, f"writing {self.path}") from None
+            # Drop every reference: a closed compressor can keep its buffers and threads
+            # until collected, and finished shards must not add up.
             self.compressor = None
+            self.stream = self.raw
 
     def close(self) -> None:
         """Finished and closed (a completed shard): frees its compressor and descriptor now,
@@ -162,8 +165,9 @@ class Sink:
     def __init__(self, output: Optional[str], sep: int, total_records: int,
                  shards: Optional[int] = None, lines_per_shard: Optional[int] = None,
                  limit: Optional[int] = None, header: Optional[bytes] = None,
-                 durable: bool = False):
+                 durable: bool = False, memory: Optional[int] = None):
         self.sep = sep
+        self.memory = memory  # the run's budget: bounds the compressor's memory
         self.durable = durable
         self.limit = limit
         n = total_records if limit is None else min(limit, total_records)
@@ -202,7 +206,7 @@ class Sink:
         if self.files:
             self.files[-1].close()
         try:
-            self.files.append(OutputFile(self.paths[i], self.group))
+            self.files.append(OutputFile(self.paths[i], self.group, self.memory))
         except BaseException:
             self.abort()
             raise

@@ -1,0 +1,48 @@
+"""The memory bound holds for every option (README, 'What happens if …'): compressed shards,
+huge --memory on tiny inputs, forced bucket counts. Peak RSS is measured on real processes."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from helpers import cli_env, invoke, one_line_error
+
+from bigshuf.common.codecs import xz_preset
+
+MIB = 1 << 20
+
+
+def _peak_rss_mib(args, input=None) -> float:
+    """Peak RSS of one `python -m bigshuf ARGS` run, via a wrapper measuring its only child."""
+    code = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:]); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(p.returncode)")
+    p = subprocess.run([sys.executable, "-c", code, sys.executable, "-m", "bigshuf", *map(str, args)],
+                       input=input, capture_output=True, env=cli_env(), timeout=120)
+    assert p.returncode == 0, p.stderr
+    return int(p.stdout.split()[-1]) / 1024
+
+
+@pytest.mark.parametrize("ext", ["bz2", "xz", "gz", "zst"])
+def test_compressed_shards_stay_within_the_budget(tmp_path, ext):
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"".join(b"%d\n" % i for i in range(400_000)))
+    rss = _peak_rss_mib(["shuffle", src, "-S", "16M", "--shards", "100", "-o", tmp_path / f"x.txt.{ext}"])
+    assert rss <= 16 + 64, rss
+
+
+def test_a_huge_budget_on_five_lines_takes_what_five_lines_take():
+    rss = _peak_rss_mib(["shuffle", "-S", "100G"], input=b"a\nb\nc\nd\ne\n")
+    assert rss <= 100, rss
+
+
+def test_xz_encoder_sized_by_the_budget():
+    assert xz_preset(None) == 6
+    assert xz_preset(16 * MIB) == 0 and xz_preset(1 << 30) == 4 and xz_preset(2 << 30) == 6
+
+
+def test_forced_buckets_must_fit_the_index(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"a\n" * 1000)
+    one_line_error(invoke(["shuffle", src, "--buckets", "20000000", "-S", "16M"]), 2, "--buckets")
+

@@ -46,3 +46,15 @@ def test_forced_buckets_must_fit_the_index(tmp_path):
     src.write_bytes(b"a\n" * 1000)
     one_line_error(invoke(["shuffle", src, "--buckets", "20000000", "-S", "16M"]), 2, "--buckets")
 
+
+
+def test_a_missing_codec_is_reported_before_any_work(tmp_path, monkeypatch):
+    """Checked before reading anything: no scatter, no temporary file, exit 2."""
+    import bigshuf.shuffler.engine as engine
+
+    monkeypatch.setitem(sys.modules, "zstandard", None)  # import zstandard -> ImportError
+    monkeypatch.setattr(engine.Engine, "scatter", lambda *a, **k: (_ for _ in ()).throw(AssertionError("worked")))
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"a\n")
+    one_line_error(invoke(["shuffle", src, "-o", tmp_path / "out.zst"]), 2, "zstandard")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]

@@ -10,6 +10,7 @@ import os
 import time
 from typing import Any, Optional, Sequence
 
+from bigshuf.common.codecs import check_codecs
 from bigshuf.common.errors import BigshufError, UsageError, warn_stderr
 from bigshuf.common.output import check_destination
 from bigshuf.common.progress import Progress
@@ -66,6 +67,7 @@ def _preflight(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, worker
     if opts.temp_dir is not None and not os.path.isdir(opts.temp_dir):
         raise UsageError(f"temporary directory does not exist: {opts.temp_dir}")
     size = reader.known_size()
+    check_codecs([*opts.input_names(), opts.output if isinstance(opts.output, str) else None])
     check_destination(opts.output, pattern=opts.sharded)
     if opts.sharded:
         check_shard_names(os.fspath(opts.output), opts.shards)

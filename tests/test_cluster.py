@@ -149,3 +149,13 @@ def test_cluster_output_to_a_device_is_written_through(client, inputs, tmp_path)
     temp.mkdir()
     shuffle_on_cluster(inputs, str(null), scheduler=client, seed=1, temp_dir=str(temp), progress=False)
     assert stat.S_ISCHR(os.lstat(null).st_mode)
+
+
+def test_cluster_refuses_stdin_before_starting(tmp_path):
+    """No input argument means stdin, which a cluster cannot read: refused (it once wrote an
+    empty output and exited 0)."""
+    from helpers import invoke, one_line_error
+
+    p = invoke(["shuffle", "--scheduler", "local:1", "-o", tmp_path / "o.txt"], input=b"a\nb\n")
+    one_line_error(p, 2, "not stdin")
+    assert not (tmp_path / "o.txt").exists()

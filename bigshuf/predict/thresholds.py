@@ -21,10 +21,9 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from bigshuf.common.errors import InputError, UsageError
-from bigshuf.common.output import write_json
-from bigshuf.predict.metrics import METRICS, binary_metric, cv_folds, multiclass_metric, percent, survival
-from bigshuf.predict.formats import Layout, PredictionFile, PredictionWriter, read_json
+from bigshuf.common.errors import UsageError
+from bigshuf.predict.formats import Layout
+from bigshuf.predict.metrics import METRICS, binary_metric, multiclass_metric
 
 _TIE = 1e-12  # metric values closer than this are equal (they are ratios of small integers)
 
@@ -36,11 +35,9 @@ def default_cut(scores: np.ndarray) -> float:
     return 0.5 if scores.size and scores.min() >= 0 and scores.max() <= 1 else 0.0
 
 
-def find_threshold(scores: np.ndarray, labels: np.ndarray, metric: str = "accuracy") -> Tuple[float, float]:
-    """The cut maximising ``metric`` when rows with score >= cut are predicted positive.
-
-    ``labels`` are booleans (or 0/1). Returns (cut, metric value). Exact, O(n log n).
-    """
+def sweep(scores: np.ndarray, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every distinct cut of ``scores`` and its confusion counts: (cuts, tp, fp), candidate g
+    predicting the top g distinct scores positive (g = 0: nothing positive). O(n log n)."""
     scores = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels).astype(bool)
     if scores.size == 0:
@@ -48,18 +45,34 @@ def find_threshold(scores: np.ndarray, labels: np.ndarray, metric: str = "accura
     order = np.argsort(-scores, kind="stable")
     s, yy = scores[order], y[order]
     last = np.flatnonzero(np.r_[s[1:] != s[:-1], True])  # last row of each distinct score
-    positives = int(y.sum())
-    tp = np.r_[0, np.cumsum(yy)[last]]                  # candidate g: the top g distinct scores positive
+    tp = np.r_[0, np.cumsum(yy)[last]]
     fp = np.r_[0, last + 1] - tp
-    values = binary_metric(metric, tp, fp, positives, y.size - positives)
     distinct = s[last]                                  # descending
-    cuts = np.empty(len(values))
+    cuts = np.empty(len(tp))
     cuts[0] = np.nextafter(distinct[0], np.inf)
     cuts[-1] = distinct[-1]
     if len(distinct) > 1:
         cuts[1:-1] = _midpoints(distinct[1:], distinct[:-1])
+    return cuts, tp, fp
+
+
+def best_cut(cuts: np.ndarray, values: np.ndarray, near: float) -> int:
+    """Index of the best value; among ties (within _TIE) the cut nearest ``near``."""
     best = np.flatnonzero(values >= values.max() - _TIE)
-    pick = best[np.argmin(np.abs(cuts[best] - default_cut(scores)))]
+    return int(best[np.argmin(np.abs(cuts[best] - near))])
+
+
+def find_threshold(scores: np.ndarray, labels: np.ndarray, metric: str = "accuracy") -> Tuple[float, float]:
+    """The cut maximising ``metric`` when rows with score >= cut are predicted positive.
+
+    ``labels`` are booleans (or 0/1). Returns (cut, metric value). Exact, O(n log n).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    cuts, tp, fp = sweep(scores, y)
+    positives = int(y.sum())
+    values = binary_metric(metric, tp, fp, positives, y.size - positives)
+    pick = best_cut(cuts, values, default_cut(scores))
     return float(cuts[pick]), float(values[pick])
 
 
@@ -227,9 +240,8 @@ def find_class_weights(probs: np.ndarray, labels: np.ndarray, metric: str = "acc
     return best_t, float(best_v)
 
 
-# -- params ----------------------------------------------------------------------------------
-
-def _binary_scores(values: np.ndarray, layout: Layout, positive: int) -> np.ndarray:
+def binary_scores(values: np.ndarray, layout: Layout, positive: int) -> np.ndarray:
+    """The score of each row: the value itself, or p[positive] of a 2-class probability row."""
     if layout.scalar:
         return values
     if layout.width != 2:
@@ -243,205 +255,10 @@ def apply_threshold(params: Dict[str, Any], values: np.ndarray, layout: Optional
     if params.get("mode") == "binary":
         positive = int(params.get("positive", 1))
         lay = layout or Layout("jsonl", width=1 if values.ndim == 1 else values.shape[1], scalar=values.ndim == 1)
-        scores = _binary_scores(values, lay, positive)
+        scores = binary_scores(values, lay, positive)
         return np.where(scores >= float(params["cut"]), positive, 1 - positive)
     weights = np.asarray(params["weights"], dtype=np.float64)
     if values.ndim != 2 or values.shape[1] != weights.size:
         width = values.shape[1] if values.ndim == 2 else 1
         raise UsageError(f"the params have {weights.size} class weights, the rows have {width} values")
     return (values * weights).argmax(axis=1)
-
-
-def load_threshold_params(path: str) -> Dict[str, Any]:
-    """Read a params file written by ``bigshuf threshold --save-params``."""
-    obj = read_json(path, "threshold params file")
-    if obj.get("bigshuf") not in (None, "threshold"):
-        raise InputError(f"is a {obj.get('bigshuf')} params file, not a threshold one", path)
-    if obj.get("mode") == "binary" and isinstance(obj.get("cut"), (int, float)):
-        return obj
-    weights = obj.get("weights")
-    if obj.get("mode") == "multiclass" and isinstance(weights, list) and weights and \
-            all(isinstance(w, (int, float)) and w >= 0 for w in weights):
-        return obj
-    raise InputError("not a threshold params file (needs mode binary with a cut, or multiclass "
-                     "with non-negative weights)", path)
-
-
-def _resolve_positive(positive: Any, layout: Layout) -> int:
-    if positive is None:
-        return 1
-    if isinstance(positive, str) and layout.classes and positive in layout.classes:
-        return layout.classes.index(positive)
-    try:
-        index = int(positive)
-    except (TypeError, ValueError):
-        raise UsageError(f"--positive {positive!r} is not a class name or index") from None
-    if index not in (0, 1):
-        raise UsageError("--positive must be class 0 or 1 in binary data")
-    return index
-
-
-class _Scorer:
-    """Fits params on labelled rows and measures the metric, for both modes."""
-
-    def __init__(self, metric: str, layout: Layout, positive: int):
-        self.metric, self.layout, self.positive = metric, layout, positive
-        self.binary = layout.scalar or layout.width == 2
-        self.m = layout.n_classes
-
-    def fit(self, values: np.ndarray, labels: np.ndarray) -> Dict[str, Any]:
-        if self.binary:
-            scores = _binary_scores(values, self.layout, self.positive)
-            cut, _ = find_threshold(scores, labels == self.positive, self.metric)
-            return {"mode": "binary", "cut": cut, "positive": self.positive}
-        weights, _ = find_class_weights(values, labels, self.metric)
-        return {"mode": "multiclass", "weights": weights.tolist()}
-
-    def baseline(self, values: np.ndarray) -> np.ndarray:
-        """Predictions of the usual rule: argmax, or score >= 0.5 (0 for non-probability scores)."""
-        if self.layout.scalar:
-            return np.where(values >= default_cut(values), self.positive, 1 - self.positive)
-        return values.argmax(axis=1)
-
-    def score(self, labels: np.ndarray, preds: np.ndarray) -> float:
-        if self.binary:
-            y, p = labels == self.positive, preds == self.positive
-            tp, fp = int((y & p).sum()), int((~y & p).sum())
-            return float(binary_metric(self.metric, tp, fp, int(y.sum()), int((~y).sum())))
-        return multiclass_metric(self.metric, labels, preds, self.m)
-
-
-def threshold(input: str, output: Optional[str] = None, *, metric: Optional[str] = None,
-              params: Optional[str] = None, save_params: Optional[str] = None, positive: Any = None,
-              folds: int = 5, seed: int = 0, report: Optional[str] = None, pred_key: str = "pred",
-              **read_options: Any) -> Dict[str, Any]:
-    """Search (or, with ``params``, apply) a decision threshold; returns the report as a dict.
-
-    Search mode needs gold labels on every row: it finds the best binary cut or multi-class
-    weights for ``metric``, estimates by ``folds``-fold cross-validation how much of the dev gain
-    survives on held-out rows, saves the params to ``save_params``, and writes the decided rows to
-    ``output`` only if one is given. The found params are in ``result["params"]``.
-
-    Apply mode (``params``): streams ``input`` and writes every row with the predicted class under
-    ``pred_key`` to ``output`` (None or ``-``: stdout); labelled rows are scored before/after.
-    """
-    saved = load_threshold_params(params) if params else None
-    if metric is None:  # applying: score with the metric the params were tuned for
-        metric = (saved or {}).get("metric", "accuracy")
-    if metric not in METRICS:
-        raise UsageError(f"unknown metric {metric!r} (choose from {', '.join(METRICS)})")
-    result: Dict[str, Any] = {"command": "threshold", "input": "<stdin>" if input == "-" else input,
-                              "metric": metric}
-    if saved:
-        result.update(_apply_params(input, output, saved, metric, pred_key, read_options))
-        result["params_file"] = params
-        if report:
-            write_json(report, result)
-        return result
-    with PredictionFile(input, **read_options) as pf:
-        data = pf.read_all()
-        missing = np.flatnonzero(data.labels < 0)
-        if missing.size:
-            raise InputError("no gold label on this row (the search needs labelled rows)", data.path,
-                             int(data.lines[missing[0]]))
-        scorer = _Scorer(metric, data.layout, _resolve_positive(positive, data.layout))
-        found = {"bigshuf": "threshold", "version": 1, "metric": metric, **scorer.fit(data.values, data.labels),
-                 "classes": data.classes}
-        before = scorer.score(data.labels, scorer.baseline(data.values))
-        after = scorer.score(data.labels, apply_threshold(found, data.values, data.layout))
-        result.update(mode=found["mode"], rows=len(data.values), params=found,
-                      dev={"before": before, "after": after, "gain": after - before})
-        if folds >= 2:
-            result["cv"] = _cross_validate(scorer, data.values, data.labels, folds, seed)
-            found["cv"] = result["cv"]
-        found["dev"] = result["dev"]
-        if save_params:
-            write_json(save_params, found)
-        if output is not None:
-            _write_decisions(pf, found, output, pred_key)
-    if report:
-        write_json(report, result)
-    return result
-
-
-def _cross_validate(scorer: _Scorer, values: np.ndarray, labels: np.ndarray, folds: int, seed: int) -> Dict[str, Any]:
-    """Pooled held-out metric of params fitted on the other folds, versus the usual rule."""
-    n = len(labels)
-    folds = min(folds, n)
-    held_preds = np.empty(n, dtype=np.int64)
-    for held in cv_folds(labels, folds, seed):
-        if held.size == 0:
-            continue
-        train = np.setdiff1d(np.arange(n), held)
-        fitted = scorer.fit(values[train], labels[train])
-        held_preds[held] = apply_threshold(fitted, values[held], scorer.layout)
-    before = scorer.score(labels, scorer.baseline(values))
-    after = scorer.score(labels, held_preds)
-    return {"folds": folds, "before": before, "after": after, "gain": after - before}
-
-
-def _write_decisions(pf: PredictionFile, params: Dict[str, Any], output: Optional[str], pred_key: str,
-                     scorer: Optional[_Scorer] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stream ``pf``, write rows with decisions; return (labels, baseline preds, new preds)."""
-    labels, base, preds = [], [], []
-    with PredictionWriter(output, pf, pred_key=pred_key, vectors=False) as writer:
-        for chunk in pf.chunks():
-            p = apply_threshold(params, chunk.values, pf.layout)
-            writer.write(chunk, p)
-            labels.append(chunk.labels)
-            preds.append(p)
-            if scorer is not None:
-                base.append(scorer.baseline(chunk.values))
-    cat = lambda parts: np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)  # noqa: E731
-    return cat(labels), cat(base), cat(preds)
-
-
-def _apply_params(input: str, output: Optional[str], params: Dict[str, Any], metric: str, pred_key: str,
-                  read_options: Dict[str, Any]) -> Dict[str, Any]:
-    with PredictionFile(input, **read_options) as pf:
-        lay = pf.layout
-        if params["mode"] == "binary" and not (lay.scalar or lay.width == 2):
-            raise UsageError(f"the params hold a binary cut, but {pf.name} has {lay.width} classes")
-        if params["mode"] == "multiclass" and (lay.scalar or lay.width != len(params["weights"])):
-            raise UsageError(f"the params hold {len(params['weights'])} class weights, "
-                             f"but {pf.name} has {lay.n_classes} classes")
-        saved = params.get("classes")
-        if saved and lay.classes and list(saved) != lay.classes:
-            raise UsageError(f"the params were found for classes {saved}, but {pf.name} has {lay.classes}")
-        scorer = _Scorer(metric, lay, int(params.get("positive", 1)))
-        labels, base, preds = _write_decisions(pf, params, output, pred_key, scorer)
-    out: Dict[str, Any] = {"mode": params["mode"], "rows": len(preds), "params": params,
-                           "decisions": np.bincount(preds, minlength=lay.n_classes).tolist()}
-    has = labels >= 0
-    if has.any():
-        b = scorer.score(labels[has], base[has])
-        a = scorer.score(labels[has], preds[has])
-        out["applied"] = {"labelled": int(has.sum()), "before": b, "after": a, "gain": a - b}
-    return out
-
-
-def format_threshold_report(result: Dict[str, Any]) -> str:
-    """The human-readable report ``bigshuf threshold`` prints on stderr."""
-    p = result["params"]
-    metric = result["metric"]
-    if p["mode"] == "binary":
-        positive = p.get("positive", 1)
-        name = p["classes"][positive] if p.get("classes") else positive
-        what = f"binary cut {p['cut']:.6g} (class {name} when score >= cut)"
-    else:
-        shown = ", ".join(f"{w:.3g}" for w in p["weights"][:8]) + (", ..." if len(p["weights"]) > 8 else "")
-        what = f"class weights [{shown}] (argmax of p * t)"
-    lines = [f"{result['rows']} rows, {what}"]
-    dev = result.get("dev")
-    if dev:
-        lines.append(f"{metric} on these rows: {percent(dev['before'])} -> {percent(dev['after'])} "
-                     f"({100 * dev['gain']:+.2f} points; usual rule -> tuned)")
-    cv = result.get("cv")
-    if cv:
-        lines.append(f"{cv['folds']}-fold cross-validated: {percent(cv['before'])} -> {percent(cv['after'])} "
-                     f"({100 * cv['gain']:+.2f} points; {survival(dev['gain'], cv['gain'])})")
-    applied = result.get("applied")
-    if applied:
-        lines.append(f"{metric} on the {applied['labelled']} labelled rows: {percent(applied['before'])} -> "
-                     f"{percent(applied['after'])} ({100 * applied['gain']:+.2f} points)")
-    return "\n".join(lines)

@@ -293,7 +293,7 @@ def _apply(pf: PredictionFile, model: CanModel, p: CanParams, output: Optional[s
     acc = _Accuracy()
     rows = uncertain_n = changed_n = untouched = 0
     with PredictionWriter(output, pf, pred_key=pred_key) as writer:
-        for chunk in pf.chunks(1 << 15):
+        for chunk in pf.replay(1 << 15):
             probs = chunk.values / chunk.values.sum(axis=1, keepdims=True)
             uncertain = ~confident_mask(probs, p.tau, p.k, p.rule)
             out = probs.copy()

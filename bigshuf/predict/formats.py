@@ -226,6 +226,27 @@ def csv_rows(path: str, name: str, fmt: str, strict: bool = True) -> Iterator[Tu
             raise InputError(f"malformed {fmt.upper()}: {exc}", name, reader.line_num) from None
 
 
+def plain_csv(path: str) -> bool:
+    """True if the file has no quote and no carriage return: then every line is one record and
+    splitting it at the delimiter is exactly what the csv module would do, several times faster."""
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(1 << 20)
+            if not block:
+                return True
+            if b'"' in block or b"\r" in block:
+                return False
+
+
+def plain_lines(path: str) -> Iterator[Tuple[int, str]]:
+    """(line number, text without its newline) of a ``plain_csv`` file, blank lines skipped."""
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+        for lineno, line in enumerate(f, 1):
+            text = line[:-1] if line.endswith("\n") else line
+            if text:
+                yield lineno, text
+
+
 def detect_format(path: str, name: str, fmt: Optional[str]) -> str:
     """The format: ``fmt`` if given, else by the extension of ``name``, else sniffed."""
     if fmt and fmt != "auto":

@@ -38,6 +38,8 @@ from bigshuf.predict.formats import (
     load_npy,
     loads_json,
     parse_classes,
+    plain_csv,
+    plain_lines,
     softmax,
     text_lines,
 )
@@ -99,6 +101,7 @@ class Chunk:
     records: Optional[List[Any]]
     lines: np.ndarray
     targets: Optional[np.ndarray] = None
+    raw: Optional[List[bytes]] = None  # JSONL: each row's line as read (unchanged rows are copied)
 
     def __len__(self) -> int:
         return len(self.values)
@@ -137,8 +140,10 @@ class _RowBuffer:
         self.vectors: List[Any] = []
         self.labels: List[Any] = []
         self.lines: List[int] = []
+        self.raw: List[Any] = []
 
-    def add(self, record: Any, vector: Any, label: Any, line: int) -> None:
+    def add(self, record: Any, vector: Any, label: Any, line: int, raw: Any) -> None:
+        self.raw.append(raw)
         self.records.append(record)
         self.vectors.append(vector)
         self.labels.append(label)
@@ -184,6 +189,7 @@ class PredictionFile:
                  label_key: Optional[str] = None, classes: "str | Sequence[str] | None" = None,
                  logits: Optional[bool] = None, labels: Optional[str] = None, multi_label: bool = False):
         self._spool: Optional[str] = None
+        self._cache: Optional[_ValueCache] = None
         if path == "-":
             self.name = "<stdin>"
             self._spool = spool_stdin()
@@ -204,7 +210,13 @@ class PredictionFile:
             self.close()
             raise
 
+    def _drop_cache(self) -> None:
+        if self._cache is not None:
+            self._cache.file.close()
+            self._cache = None
+
     def close(self) -> None:
+        self._drop_cache()
         if self._spool:
             with contextlib.suppress(OSError):
                 os.unlink(self._spool)
@@ -232,15 +244,54 @@ class PredictionFile:
             targets=np.concatenate(targets) if targets else None,
         )
 
-    def chunks(self, size: int = CHUNK_ROWS) -> Iterator[Chunk]:
-        """Stream the file in chunks of ``size`` rows; each call is a new pass."""
+    def chunks(self, size: int = CHUNK_ROWS, *, cache: bool = False) -> Iterator[Chunk]:
+        """Stream the file in chunks of ``size`` rows; each call is a new pass. With ``cache``,
+        a JSONL or quote-free CSV file's checked values are kept (in an unlinked temporary
+        file) so that ``replay`` can pass over it again without parsing a number."""
         total = 0
         source = {"npy": self._npy_chunks, "jsonl": self._jsonl_chunks}.get(self.fmt, self._csv_chunks)
+        store = _ValueCache() if cache and self._replayable() else None
+        if cache:
+            self._drop_cache()
+            self._cache = store
         for chunk in source(size):
             if self._labels is not None:
                 self._attach_labels(chunk, total)
+            if store is not None:
+                store.add(chunk)
             total += len(chunk)
             yield chunk
+        self._check_total(total)
+        if store is not None:
+            store.complete = True
+
+    def replay(self, size: int = CHUNK_ROWS) -> Iterator[Chunk]:
+        """Another pass: from the cache of the last ``chunks(cache=True)`` pass if it completed
+        (values, labels and lines cached; records parsed only when a row is rewritten), else a
+        plain ``chunks`` pass."""
+        cache = self._cache
+        if cache is None or not cache.complete:
+            yield from self.chunks(size)
+            return
+        lines = self._raw_lines()
+        for values, labels, numbers, targets in cache.parts():
+            raw = [next(lines)[1] for _ in range(len(values))]
+            records = _LazyRecords(raw, self.fmt, self.layout.delimiter)
+            yield Chunk(values, labels, records, numbers, targets, raw)  # type: ignore[arg-type]
+
+    def _replayable(self) -> bool:
+        return self.fmt == "jsonl" or (self.fmt in ("csv", "tsv") and plain_csv(self.path))
+
+    def _raw_lines(self) -> Iterator[Tuple[int, Any]]:
+        if self.fmt == "jsonl":
+            with open(self.path, "rb") as f:
+                yield from ((n, raw) for n, raw in enumerate(f, 1) if not raw.isspace())
+            return
+        lines = plain_lines(self.path)
+        next(lines, None)  # header
+        yield from lines
+
+    def _check_total(self, total: int) -> None:
         if total == 0:
             raise InputError("empty file (no prediction rows)", self.name)
         if self._labels is not None and total != len(self._labels):
@@ -268,7 +319,19 @@ class PredictionFile:
             yield self._finish(values, np.full(len(values), -1, dtype=np.int64), None, lines)
 
     def _jsonl_chunks(self, size: int) -> Iterator[Chunk]:
+        lay = self.layout
+        key, width = lay.key, lay.width
+        plain = key is not None and not lay.dict_vector and not lay.scalar
+
         def parse(raw: bytes) -> Tuple[Any, Any, Any]:
+            if plain:  # the common shape, checked inline (the general path explains any problem)
+                try:
+                    obj = orjson.loads(raw)
+                    vec = obj[key]
+                    if type(vec) is list and len(vec) == width:
+                        return obj, vec, obj.get(lay.label_key) if lay.label_key else None
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    pass
             obj = parse_json_line(raw)
             return (obj, *self._jsonl_fields(obj))
 
@@ -289,7 +352,7 @@ class PredictionFile:
         for lineno, item in raw:
             try:
                 record, vec, label = parse(item)
-                rows.add(record, vec, convert(label, self.name, lineno), lineno)
+                rows.add(record, vec, convert(label, self.name, lineno), lineno, item)
             except InputError as exc:
                 self._row_error(rows, exc, lineno)
             if len(rows) >= size:
@@ -339,17 +402,24 @@ class PredictionFile:
         lay = self.layout
         n_fields = len(lay.header or ())
         cols = lay.columns or []
+        delimiter = lay.delimiter
+        span = slice(cols[0], cols[-1] + 1) if cols == list(range(cols[0], cols[-1] + 1)) else None
 
-        def parse(rec: List[str]) -> Tuple[Any, Any, Any]:
-            if not is_utf8("".join(rec)):
+        def parse(item: Any) -> Tuple[Any, Any, Any]:
+            rec = item.split(delimiter) if isinstance(item, str) else item
+            if not is_utf8(item if isinstance(item, str) else "".join(rec)):
                 raise _Row("not valid UTF-8 text")
             if len(rec) != n_fields:
                 raise _Row(f"row has {len(rec)} fields, the header has {n_fields}")
-            vec = rec[cols[0]] if lay.scalar else [rec[i] for i in cols]
+            vec: Any = rec[cols[0]] if lay.scalar else _csv_numbers(rec[span] if span else [rec[i] for i in cols])
             return rec, vec, rec[lay.label_column] if lay.label_column is not None else None
 
+        if plain_csv(self.path):  # lines are records: split them (kept as read, for writing)
+            lines = plain_lines(self.path)
+            next(lines, None)  # header (checked when the layout was detected)
+            return self._buffered(lines, parse, size)
         rows = csv_rows(self.path, self.name, self.fmt, strict=False)
-        next(rows, None)  # header (checked when the layout was detected)
+        next(rows, None)
         return self._buffered(((n, rec) for n, rec in rows if rec), parse, size)
 
     def _row_error(self, rows: _RowBuffer, exc: InputError, line: int) -> NoReturn:
@@ -370,6 +440,8 @@ class PredictionFile:
             chunk = self._finish(values, labels, rows.records, lines, targets)
         else:
             chunk = self._finish(values, np.array(rows.labels, dtype=np.int64), rows.records, lines)
+        if self.fmt == "jsonl" or (rows.raw and isinstance(rows.raw[0], str)):
+            chunk.raw = rows.raw
         rows.clear()
         return chunk
 
@@ -422,6 +494,73 @@ class PredictionFile:
             v = float(values[i][out[i]][0]) if values.ndim == 2 else float(values[i])
             raise InputError(f"probability {v!r} is outside [0, 1] (use --logits for logits)",
                              self.name, int(lines[i]))
+
+
+class _ValueCache:
+    """Checked values, labels, line numbers (and label sets) of one full pass, in an unlinked
+    temporary file: bounded memory, and a second pass needs no number parsing."""
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile()
+        self.shapes: List[Tuple[int, int, bool]] = []
+        self.complete = False
+
+    def add(self, chunk: Chunk) -> None:
+        width = chunk.values.shape[1] if chunk.values.ndim == 2 else 0
+        for arr in (chunk.values, chunk.labels, chunk.lines):
+            self.file.write(np.ascontiguousarray(arr).tobytes())
+        if chunk.targets is not None:
+            self.file.write(np.ascontiguousarray(chunk.targets).tobytes())
+        self.shapes.append((len(chunk), width, chunk.targets is not None))
+
+    def parts(self) -> Iterator[Tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray]]]:
+        self.file.seek(0)
+        for n, width, has_targets in self.shapes:
+            shape = (n, width) if width else (n,)
+            values = np.frombuffer(self.file.read(8 * n * max(width, 1)), dtype=np.float64).reshape(shape)
+            labels = np.frombuffer(self.file.read(8 * n), dtype=np.int64)
+            numbers = np.frombuffer(self.file.read(8 * n), dtype=np.int64)
+            targets = None
+            if has_targets:
+                targets = np.frombuffer(self.file.read(n * width), dtype=bool).reshape(n, width)
+            yield values.copy(), labels.copy(), numbers.copy(), targets
+
+
+class _LazyRecords:
+    """The records of replayed lines, parsed only when one is asked for (a row rewritten)."""
+
+    def __init__(self, raw: List[Any], fmt: str, delimiter: str):
+        self.raw, self.fmt, self.delimiter = raw, fmt, delimiter
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __getitem__(self, i: int) -> Any:
+        if self.fmt == "jsonl":
+            return parse_json_line(self.raw[i])
+        return self.raw[i].split(self.delimiter)
+
+    def __iter__(self) -> Iterator[Any]:
+        return (self[i] for i in range(len(self.raw)))
+
+
+def _csv_numbers(fields: List[str]) -> List[Any]:
+    """CSV fields as numbers: orjson reads a run of JSON numbers several times faster than
+    float() one by one (and rounds the same: correctly); anything else goes through float().
+    A field neither reads stays a string and is reported with its line when the chunk is built."""
+    try:
+        values = orjson.loads("[" + ",".join(fields) + "]")
+        if len(values) == len(fields) and set(map(type, values)) <= _NUMBER_TYPES:
+            return values
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return [float(v) for v in fields]
+    except ValueError:
+        return fields
+
+
+_NUMBER_TYPES = {float, int}
 
 
 def read_predictions(path: str, **options: Any) -> Predictions:

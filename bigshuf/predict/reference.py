@@ -72,7 +72,7 @@ def collect_reference(pf: PredictionFile, params: CanParams, cap: int, subsample
     sampler = ReferenceSampler(m, cap, rng)
     label_counts = np.zeros(m, dtype=np.int64)
     rows = 0
-    for chunk in pf.chunks():
+    for chunk in pf.chunks(cache=True):  # the pass that applies CAN can then replay it
         probs = chunk.values / chunk.values.sum(axis=1, keepdims=True)
         rows += len(probs)
         label_counts += np.bincount(chunk.labels[chunk.labels >= 0], minlength=m)

@@ -17,7 +17,7 @@ this cannot stall on the plateaus of the step function inside a coordinate.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from bigshuf.predict.formats import Layout
 from bigshuf.predict.metrics import METRICS, binary_metric, multiclass_metric
 
 _TIE = 1e-12  # metric values closer than this are equal (they are ratios of small integers)
+EXPLORE_ROWS = 16_384  # class-weight search: rows the basin hopping explores on before polishing
 
 
 # -- binary ----------------------------------------------------------------------------------
@@ -150,34 +151,101 @@ def _coordinate_values(metric: str, y: np.ndarray, base_pred: np.ndarray, c: int
     raise UsageError(f"unknown metric {metric!r} (choose from {', '.join(METRICS)})")
 
 
-def _line_search(probs: np.ndarray, y: np.ndarray, t: np.ndarray, c: int, metric: str,
-                 current: float) -> Optional[float]:
-    """The best value for t[c] with the other weights fixed, or None if none beats ``current``."""
-    m = probs.shape[1]
-    weighted = probs * t
-    first, v1, second, v2 = _top_two(weighted)
-    is_c = first == c
-    other = np.where(is_c, second, first)
-    other_val = np.where(is_c, v2, v1)
-    pc = probs[:, c]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        beta = np.where(pc > 0, other_val / pc, np.inf)
-    always = (beta <= 0) & (pc > 0)
-    base_pred = np.where(always, c, other)
-    movable = np.flatnonzero((beta > 0) & np.isfinite(beta))
-    if movable.size == 0:
-        return None
-    seq = movable[np.argsort(beta[movable], kind="stable")]
-    values = _coordinate_values(metric, y, base_pred, c, seq, other, m)
-    bs = beta[seq]
-    ends = np.flatnonzero(np.r_[bs[1:] != bs[:-1], True])  # the last row of each distinct breakpoint
-    candidates = np.r_[values[0], values[ends + 1]]
-    best = candidates.max()
-    if best <= current + _TIE:
-        return None
-    breaks = bs[ends]
-    # interval g lies between breaks[g-1] and breaks[g]; pick the best one nearest the current t_c
-    now = np.searchsorted(breaks, t[c])
+class _Ascent:
+    """Coordinate-ascent state: the weights, the weighted scores and each row's two best classes,
+    kept up to date as one weight changes (only rows where that class is or becomes one of the
+    two best are recomputed), so a line search costs O(n) plus one sort of its breakpoints."""
+
+    def __init__(self, probs: np.ndarray, y: np.ndarray, t: np.ndarray, metric: str):
+        self.probs, self.y, self.metric = probs, y, metric
+        self.m = probs.shape[1]
+        self.t = t / t.max()
+        self.w = probs * self.t
+        self.first, self.v1, self.second, self.v2 = _top_two(self.w)
+        self.value = multiclass_metric(metric, y, self.first, self.m)
+
+    def set(self, c: int, tc: float) -> None:
+        self.t[c] = tc
+        col = self.probs[:, c] * tc
+        self.w[:, c] = col
+        rows = np.flatnonzero((self.first == c) | (self.second == c) | (col >= self.v2))
+        if rows.size:
+            f, v1, s, v2 = _top_two(self.w[rows])
+            self.first[rows], self.v1[rows], self.second[rows], self.v2[rows] = f, v1, s, v2
+
+    def try_coordinate(self, c: int) -> bool:
+        """Move t[c] to the best point of its exact line search if that improves the metric."""
+        new = self._line_search(c)
+        if new is None:
+            return False
+        old = float(self.t[c])
+        self.set(c, new)
+        v = multiclass_metric(self.metric, self.y, self.first, self.m)
+        if v > self.value + _TIE:  # recheck: rounding at a breakpoint must not lose ground
+            self.value = v
+            return True
+        self.set(c, old)
+        return False
+
+    def _line_search(self, c: int) -> Optional[float]:
+        """The best value for t[c] with the other weights fixed, or None if none beats the current."""
+        is_c = self.first == c
+        other = np.where(is_c, self.second, self.first)
+        other_val = np.where(is_c, self.v2, self.v1)
+        pc = self.probs[:, c]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            beta = np.where(pc > 0, other_val / pc, np.inf)
+        always = (beta <= 0) & (pc > 0)
+        base_pred = np.where(always, c, other)
+        movable = (beta > 0) & np.isfinite(beta)
+        if not movable.any():
+            return None
+        if self.metric == "accuracy":
+            return self._accuracy_search(c, beta, movable, base_pred, other)
+        movable = np.flatnonzero(movable)
+        seq = movable[np.argsort(beta[movable])]  # ties: only group ends are read, any order works
+        values = _coordinate_values(self.metric, self.y, base_pred, c, seq, other, self.m)
+        bs = beta[seq]
+        ends = np.flatnonzero(np.r_[bs[1:] != bs[:-1], True])  # the last row of each distinct breakpoint
+        candidates = np.r_[values[0], values[ends + 1]]
+        best = candidates.max()
+        if best <= self.value + _TIE:
+            return None
+        return _interval_point(bs[ends], candidates, best, float(self.t[c]))
+
+
+    def _accuracy_search(self, c: int, beta: np.ndarray, movable: np.ndarray, base_pred: np.ndarray,
+                         other: np.ndarray) -> Optional[float]:
+        """The accuracy line search without a permutation: a row switching to c at its breakpoint
+        gains when its label is c and loses when its label is ``other``; any other row cannot
+        change the count. So accuracy only rises right after a gain breakpoint, and it is enough
+        to sort the gain and the loss breakpoints (values only) and count losses below each gain."""
+        y = self.y
+        gains = np.sort(beta[movable & (y == c)])
+        losses = np.sort(beta[movable & (y == other) & (y != c)])
+        if gains.size == 0:
+            return None
+        start = int((base_pred == y).sum())  # correct rows with t_c just above 0
+        # after the j-th gain breakpoint (all ties at that value included): gains, losses at or below
+        last = np.flatnonzero(np.r_[gains[1:] != gains[:-1], True])
+        points = gains[last]
+        counts = start + (last + 1) - np.searchsorted(losses, points, side="right")
+        n = len(y)
+        candidates = np.r_[start, counts] / n
+        best = candidates.max()
+        if best <= self.value + _TIE:
+            return None
+        breaks = np.unique(np.r_[points, losses])
+        values = np.full(len(breaks) + 1, -np.inf)
+        values[0] = start / n
+        values[np.searchsorted(breaks, points) + 1] = counts / n
+        return _interval_point(breaks, values, best, float(self.t[c]))
+
+
+def _interval_point(breaks: np.ndarray, candidates: np.ndarray, best: float, now_t: float) -> float:
+    """A point inside the best interval (interval g lies between breaks[g-1] and breaks[g]);
+    among equally good intervals the one nearest the current weight."""
+    now = np.searchsorted(breaks, now_t)
     good = np.flatnonzero(candidates >= best - _TIE)
     g = int(good[np.argmin(np.abs(good - now))])
     if g == 0:
@@ -189,55 +257,90 @@ def _line_search(probs: np.ndarray, y: np.ndarray, t: np.ndarray, c: int, metric
 
 def _ascend(probs: np.ndarray, y: np.ndarray, t: np.ndarray, metric: str, max_rounds: int
             ) -> Tuple[np.ndarray, float]:
-    """Coordinate ascent from ``t`` until no single weight can improve the metric."""
+    """Coordinate ascent from ``t`` until no single weight can improve the metric. A coordinate
+    is searched again only after some other weight has moved since its last search."""
+    state = _Ascent(probs, y, t.astype(np.float64), metric)
     m = probs.shape[1]
-    t = t / t.max()
-    value = multiclass_metric(metric, y, (probs * t).argmax(axis=1), m)
+    clean = np.zeros(m, dtype=bool)  # searched, and nothing moved since
     for _ in range(max_rounds):
         improved = False
         for c in range(m):
-            new = _line_search(probs, y, t, c, metric, value)
-            if new is None:
+            if clean[c]:
                 continue
-            trial = t.copy()
-            trial[c] = new
-            v = multiclass_metric(metric, y, (probs * trial).argmax(axis=1), m)
-            if v > value + _TIE:  # recheck: rounding at a breakpoint must not lose ground
-                t, value, improved = trial, v, True
-        t = t / t.max()
+            clean[c] = True
+            if state.try_coordinate(c):
+                clean[:] = False
+                clean[c] = True
+                improved = True
         if not improved:
             break
-    return t, value
+    return state.t / state.t.max(), float(state.value)
+
+
+def _starts(probs: np.ndarray, y: np.ndarray) -> List[np.ndarray]:
+    """t = 1 (plain argmax), the inverse class frequencies and the inverse mean probabilities."""
+    m = probs.shape[1]
+    freq = np.bincount(y, minlength=m).astype(np.float64)
+    return [np.ones(m), 1.0 / np.maximum(freq, 1.0), 1.0 / np.maximum(probs.mean(axis=0), 1e-12)]
+
+
+def _basin_hop(probs: np.ndarray, y: np.ndarray, metric: str, starts: List[np.ndarray], restarts: int,
+               max_rounds: int, rng: np.random.Generator) -> List[Tuple[float, np.ndarray]]:
+    """Ascents from ``starts``, then ``restarts`` random perturbations of the best point so far;
+    every end point as (value, weights), best first."""
+    ends = [(v, t) for v, t in (_ascend(probs, y, s, metric, max_rounds)[::-1] for s in starts)]
+    best_v, best_t = max(ends, key=lambda e: e[0])
+    for _ in range(restarts):
+        t, v = _ascend(probs, y, best_t * np.exp(rng.normal(0.0, 0.5, probs.shape[1])), metric, max_rounds)
+        ends.append((v, t))
+        if v > best_v + _TIE:
+            best_v, best_t = v, t
+    ends.sort(key=lambda e: -e[0])
+    return ends
 
 
 def find_class_weights(probs: np.ndarray, labels: np.ndarray, metric: str = "accuracy", *,
-                       max_rounds: int = 50, restarts: int = 8, seed: int = 0) -> Tuple[np.ndarray, float]:
+                       max_rounds: int = 50, restarts: int = 8, seed: int = 0,
+                       explore_rows: int = EXPLORE_ROWS, keep: int = 3) -> Tuple[np.ndarray, float]:
     """Weights t (max 1) maximising ``metric`` of argmax(p * t); returns (t, metric value).
 
-    Coordinate ascent with exact line searches from t = 1 (plain argmax), the inverse class
-    frequencies and the inverse mean probabilities; then ``restarts`` seeded random
-    perturbations of the best point (basin hopping), since a step function has local optima
-    that no single-coordinate move escapes. The best end point wins.
+    Coordinate ascent with exact line searches from three starts, then ``restarts`` seeded
+    random perturbations of the best point (basin hopping), since a step function has local
+    optima that no single-coordinate move escapes. With more than ``explore_rows`` rows, that
+    exploration runs on a seeded, label-stratified subsample of ``explore_rows`` rows, and the
+    ``keep`` best end points (plus the three starts) are then ascended on all rows, where the
+    best end point wins (0: explore on all rows).
     """
     probs = np.asarray(probs, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
-    m = probs.shape[1]
     if metric not in METRICS:
         raise UsageError(f"unknown metric {metric!r} (choose from {', '.join(METRICS)})")
-    freq = np.bincount(y, minlength=m).astype(np.float64)
-    mean_p = probs.mean(axis=0)
-    starts = [np.ones(m), 1.0 / np.maximum(freq, 1.0), 1.0 / np.maximum(mean_p, 1e-12)]
-    best_t, best_v = np.ones(m), -np.inf
-    for t in starts:
-        t, value = _ascend(probs, y, t, metric, max_rounds)
-        if value > best_v + _TIE:
-            best_t, best_v = t, value
     rng = np.random.default_rng(seed)
-    for _ in range(restarts):
-        t, value = _ascend(probs, y, best_t * np.exp(rng.normal(0.0, 0.5, m)), metric, max_rounds)
-        if value > best_v + _TIE:
-            best_t, best_v = t, value
+    n = len(y)
+    if not explore_rows or n <= explore_rows:
+        v, t = _basin_hop(probs, y, metric, _starts(probs, y), restarts, max_rounds, rng)[0]
+        return t, float(v)
+    sub = _stratified_subsample(y, explore_rows, rng)
+    ends = _basin_hop(probs[sub], y[sub], metric, _starts(probs[sub], y[sub]), restarts, max_rounds, rng)
+    best_t, best_v = np.ones(probs.shape[1]), -np.inf
+    for t in [t for _, t in ends[:keep]] + _starts(probs, y):
+        t, v = _ascend(probs, y, t, metric, max_rounds)
+        if v > best_v + _TIE:
+            best_t, best_v = t, v
     return best_t, float(best_v)
+
+
+def _stratified_subsample(y: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``size`` row indices, every class kept in proportion (at least one row each)."""
+    order = rng.permutation(len(y))
+    ranks = np.empty(len(y), dtype=np.int64)
+    sorted_y = y[order]
+    idx = np.argsort(sorted_y, kind="stable")
+    counts = np.bincount(y)
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    ranks[order[idx]] = np.arange(len(y)) - np.repeat(starts, counts)
+    quota = np.maximum(np.round(counts * size / len(y)), np.minimum(counts, 1))
+    return np.sort(np.flatnonzero(ranks < quota[y]))
 
 
 def binary_scores(values: np.ndarray, layout: Layout, positive: int) -> np.ndarray:

@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import orjson
@@ -78,14 +78,13 @@ class PredictionWriter:
             if lay.fmt in ("csv", "tsv"):
                 self._text = io.TextIOWrapper(self._out, encoding="utf-8", newline="")
                 self._stack.callback(self._text.detach)
-                self._csv = csv.writer(self._text, delimiter=lay.delimiter, lineterminator="\n")
                 header = list(lay.header or ())
                 if self.vectors and lay.logits:
                     header += [f"prob_{self.names.name(j)}" for j in range(lay.width)]
                 self._pred_col = header.index(self.pred_key) if self.pred_key in header else len(header)
                 if self._pred_col == len(header):
                     header.append(self.pred_key)
-                self._csv.writerow(header)
+                self._text.write(_csv_line(header, lay.delimiter) + "\n")
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -139,11 +138,26 @@ class PredictionWriter:
     def _write_jsonl(self, chunk: Chunk, names: List[Any], vectors: Optional[np.ndarray],
                      changed: np.ndarray) -> None:
         lay = self.layout
-        new_rows = vectors.tolist() if self.vectors and vectors is not None else None
+        new_vectors = self.vectors and vectors is not None
+        splice = chunk.raw is not None and lay.key is not None and not (self.vectors and lay.logits)
+        tail: Dict[Any, bytes] = {}
+        key = dump_json_line(self.pred_key)
         out = []
         for i in range(len(chunk)):
+            new = vectors[i] if new_vectors and changed[i] else None  # a numpy row: orjson writes it
+            if splice and new is None and key not in chunk.raw[i] and b"\\" not in chunk.raw[i]:  # type: ignore[index]
+                # an unchanged object without that key: its line as read, the class spliced in
+                # before the closing "}" (no backslash: no escaped spelling of the key either)
+                name = names[i]
+                end = tail.get(name) if not isinstance(name, list) else None
+                if end is None:
+                    end = b"," + key + b":" + dump_json_line(name) + b"}"
+                    if not isinstance(name, list):
+                        tail[name] = end
+                line = chunk.raw[i].rstrip()  # type: ignore[index]
+                out.append(line[:-1] + end)
+                continue
             rec = chunk.records[i] if chunk.records is not None else None
-            new = new_rows[i] if new_rows is not None and changed[i] else None
             if isinstance(rec, dict):
                 if self.vectors and lay.logits:
                     rec[PROBS_OUT_KEY] = new if new is not None else chunk.values[i]
@@ -174,28 +188,35 @@ class PredictionWriter:
 
     def _write_csv(self, chunk: Chunk, names: List[Any], vectors: Optional[np.ndarray],
                    changed: np.ndarray) -> None:
+        """Rows of a file without quotes (``chunk.raw`` holds its lines) are joined directly:
+        unchanged ones are copied as read with the class appended; any field that would need
+        quoting sends its row through the csv module."""
         lay = self.layout
         cols = lay.columns or []
-        new_rows = vectors.tolist() if self.vectors and vectors is not None else None
-        rows = []
+        delim = lay.delimiter
+        new_vectors = self.vectors and vectors is not None
+        out = []
         for i, rec in enumerate(chunk.records or ()):
-            row = list(rec)
-            if new_rows is not None:
-                if lay.logits:
-                    vec = new_rows[i] if changed[i] else chunk.values[i].tolist()
-                    row += [repr(v) for v in vec]
-                elif changed[i]:
-                    for c, v in zip(cols, new_rows[i]):
-                        row[c] = repr(v)
             name = names[i]
-            if isinstance(name, list):  # a multi-label decision
-                name = ";".join(map(str, name))
+            name = ";".join(map(str, name)) if isinstance(name, list) else str(name)  # multi-label: a;b
+            new = vectors[i] if new_vectors and changed[i] else None  # type: ignore[index]
+            if chunk.raw is not None and new is None and not (self.vectors and lay.logits) \
+                    and self._pred_col == len(rec) and _plain(name, delim):
+                out.append(chunk.raw[i] + delim + name)
+                continue
+            row = list(rec)
+            if self.vectors and lay.logits:
+                row += [repr(v) for v in (new if new is not None else chunk.values[i]).tolist()]
+            elif new is not None:
+                for c, v in zip(cols, new.tolist()):
+                    row[c] = repr(v)
             if self._pred_col == len(row):
                 row.append(name)
             else:
                 row[self._pred_col] = name
-            rows.append(row)
-        self._csv.writerows(rows)
+            out.append(delim.join(row) if all(_plain(f, delim) for f in row) else _csv_line(row, delim))
+        out.append("")
+        self._text.write("\n".join(out))
 
     def _finish_npy(self) -> None:
         extra = getattr(self, "_npy_extra", ())
@@ -209,3 +230,15 @@ class PredictionWriter:
             shutil.copyfileobj(self._raw, f, 1 << 20)
             f.flush()
             os.fsync(f.fileno())
+
+
+def _plain(field: str, delim: str) -> bool:
+    """A CSV field that needs no quoting."""
+    return delim not in field and '"' not in field and "\n" not in field and "\r" not in field
+
+
+def _csv_line(row: List[str], delim: str) -> str:
+    """One row formatted by the csv module (quoting as needed), without its line end."""
+    buf = io.StringIO()
+    csv.writer(buf, delimiter=delim, lineterminator="").writerow(row)
+    return buf.getvalue()

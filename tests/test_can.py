@@ -11,19 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bigshuf.common.errors import UsageError
-from bigshuf.predict.can import (
-    CanModel,
-    _ReferenceSampler,
-    can,
-    can_adjust,
-    can_matrix,
-    can_per_row,
-    confident_mask,
-    resolve_prior,
-    tune_can,
-    uncertainty,
-)
+from bigshuf.predict.can import CanModel, can_adjust, can_matrix, can_per_row, confident_mask, uncertainty
+from bigshuf.predict.can_command import can
 from bigshuf.predict.formats import LabelMap
+from bigshuf.predict.priors import resolve_prior
+from bigshuf.predict.reference import ReferenceSampler
+from bigshuf.predict.tune import tune_can
 
 
 def reference_can(row, confident, prior, alpha, iterations):
@@ -189,7 +182,7 @@ def test_resolve_prior_sources(tmp_path):
 def test_uniform_sampler_keeps_a_capped_subset_of_real_rows():
     rng = np.random.default_rng(0)
     rows = np.arange(1000, dtype=float).reshape(-1, 1) * np.ones((1, 2))
-    sampler = _ReferenceSampler(2, 100, np.random.default_rng(5))
+    sampler = ReferenceSampler(2, 100, np.random.default_rng(5))
     for start in range(0, 1000, 64):
         sampler.add(rows[start:start + 64])
     kept = sampler.uniform()
@@ -199,7 +192,7 @@ def test_uniform_sampler_keeps_a_capped_subset_of_real_rows():
 
 
 def test_stratified_plan_is_proportional():
-    sampler = _ReferenceSampler(3, 10, np.random.default_rng(0))
+    sampler = ReferenceSampler(3, 10, np.random.default_rng(0))
     probs = np.zeros((100, 3))
     probs[:70, 0] = probs[70:90, 1] = probs[90:, 2] = 1.0
     sampler.add(probs)
@@ -218,16 +211,17 @@ def imbalanced(n, m, seed):
     return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True), y, prior
 
 
-def test_tune_can_finds_best_grid_point_and_reports_cv():
+def test_exact_tune_finds_best_grid_point_and_reports_cv():
     probs, y, prior = imbalanced(300, 5, 0)
     res = tune_can(probs, y, prior, taus=[0.7, 0.9], alphas=[0.5, 1.0, 2.0], iterations=[1, 2], ks=[2, 3],
-                   folds=3, seed=0)
-    assert len(res.table) == 2 * 3 * 2 * 2
-    # the winner's accuracy is the best in the table and equals a direct run of can_matrix
+                   folds=3, seed=0, search="exact")
+    assert len(res.table) == 2 * 3 * 2 * (2 + 1)  # k 2 and 3 with the top-k rule, plus the any-k rule
+    # every grid point's accuracy is that of a direct run of can_matrix; the winner is the best
+    for row in res.table:
+        out, _ = can_matrix(probs, prior, tau=row["tau"], alpha=row["alpha"], iterations=row["iterations"],
+                            k=row["k"], rule=row["rule"])
+        assert row["accuracy"] == pytest.approx(float((out.argmax(axis=1) == y).mean()))
     assert res.accuracy == max(r["accuracy"] for r in res.table)
-    b = res.best
-    out, _ = can_matrix(probs, prior, tau=b.tau, alpha=b.alpha, iterations=b.iterations, k=b.k)
-    assert res.accuracy == pytest.approx(float((out.argmax(axis=1) == y).mean()))
     assert res.baseline == pytest.approx(float((probs.argmax(axis=1) == y).mean()))
     assert res.cv["folds"] == 3 and len(res.cv["chosen"]) == 3
     assert res.cv["accuracy_before"] == pytest.approx(res.baseline)
@@ -289,9 +283,9 @@ def test_tune_then_apply_saved_params(tmp_path):
     src = write_rows(tmp_path / "dev.jsonl", probs, y)
     params = tmp_path / "can.json"
     report = can(src, tune=True, save_params=str(params), prior=",".join(map(str, prior)), folds=2,
-                 grid={"taus": [0.8, 0.9], "alphas": [1.0, 2.0], "iterations": [1, 2], "ks": [3]})
+                 grid={"taus": [0.8, 0.9], "alphas": [1.0, 2.0], "iterations": [1, 2], "ks": [3]}, search="exact")
     saved = json.loads(params.read_text())
-    assert {k: saved[k] for k in ("tau", "alpha", "iterations", "k")} == report["tune"]["best"]
+    assert {k: saved[k] for k in ("tau", "alpha", "iterations", "k", "rule")} == report["tune"]["best"]
     np.testing.assert_allclose(saved["prior"], prior)
     applied = can(src, str(tmp_path / "out.jsonl"), params=str(params))
     assert applied["params"] == report["tune"]["best"]

@@ -81,7 +81,8 @@ def test_tune_save_then_apply_to_test_with_dev_reference(files):
     res = invoke("can", files["test"], "--params", str(params), "--reference", files["dev"], "-o", str(out))
     assert res.exit_code == 0, res.stderr
     expected, _ = can_matrix(files["test_probs"], saved["prior"], tau=saved["tau"], alpha=saved["alpha"],
-                             iterations=saved["iterations"], k=saved["k"], reference=files["dev_probs"])
+                             iterations=saved["iterations"], k=saved["k"], reference=files["dev_probs"],
+                             rule=saved["rule"])
     np.testing.assert_allclose([r["probs"] for r in read_rows(out)], expected, atol=1e-12)
 
 
@@ -186,7 +187,7 @@ def test_missing_file_and_directory(tmp_path):
     (["can", "{dev}", "--save-params", "x.json"], "--save-params needs --tune"),
     (["can", "{dev}", "--tune", "--params", "x.json"], "cannot also read them"),
     (["can", "{dev}", "--taus", "0.5"], "need --tune"),
-    (["can", "{dev}", "--tau", "1.5"], "--tau"),
+    (["can", "{dev}", "--tau", "1.5"], "tau must be between 0 and 1"),
     (["threshold", "{dev}", "--params", "a.json", "--save-params", "b.json"], "use one"),
     (["can", "{bin}"], "probability vector"),
 ])

@@ -9,13 +9,9 @@ import pytest
 
 from bigshuf.common.errors import InputError, UsageError
 from bigshuf.common.output import atomic_output
-from bigshuf.predict.formats import (
-    PredictionFile,
-    PredictionWriter,
-    parse_classes,
-    read_predictions,
-    softmax,
-)
+from bigshuf.predict.formats import parse_classes, softmax
+from bigshuf.predict.reading import PredictionFile, read_predictions
+from bigshuf.predict.writing import PredictionWriter
 
 
 def write(path: Path, text: str) -> str:

@@ -12,12 +12,8 @@ from scipy.optimize import minimize
 
 from bigshuf.common.errors import InputError, UsageError
 from bigshuf.predict.metrics import METRICS, binary_metric, cv_folds, multiclass_metric
-from bigshuf.predict.thresholds import (
-    apply_threshold,
-    find_class_weights,
-    find_threshold,
-    threshold,
-)
+from bigshuf.predict.threshold_command import threshold
+from bigshuf.predict.thresholds import apply_threshold, find_class_weights, find_threshold
 
 
 def metric_by_definition(metric, y, p):

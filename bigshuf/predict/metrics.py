@@ -6,14 +6,14 @@ evaluate every cut point at once. Multi-class metrics are computed from predicti
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import numpy as np
 
-METRICS = ("accuracy", "f1", "mcc", "balanced-accuracy")
+from bigshuf.predict.defaults import METRICS
 
 
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+def _ratio(num: Any, den: Any) -> np.ndarray:
     """num / den with 0/0 (and x/0) defined as 0: a metric over an empty set scores nothing."""
     num = np.asarray(num, dtype=np.float64)
     den = np.asarray(den, dtype=np.float64)

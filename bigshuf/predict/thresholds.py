@@ -17,23 +17,16 @@ this cannot stall on the plateaus of the step function inside a coordinate.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from bigshuf.common.errors import InputError, UsageError
-from bigshuf.common.output import write_json
-from bigshuf.predict.formats import Layout, PredictionFile, PredictionWriter, read_json
-from bigshuf.predict.metrics import (
-    METRICS,
-    binary_metric,
-    cv_folds,
-    multiclass_metric,
-    percent,
-    survival,
-)
+from bigshuf.common.errors import UsageError
+from bigshuf.predict.formats import Layout
+from bigshuf.predict.metrics import METRICS, binary_metric, multiclass_metric
 
 _TIE = 1e-12  # metric values closer than this are equal (they are ratios of small integers)
+EXPLORE_ROWS = 16_384  # class-weight search: rows the basin hopping explores on before polishing
 
 
 # -- binary ----------------------------------------------------------------------------------
@@ -43,11 +36,9 @@ def default_cut(scores: np.ndarray) -> float:
     return 0.5 if scores.size and scores.min() >= 0 and scores.max() <= 1 else 0.0
 
 
-def find_threshold(scores: np.ndarray, labels: np.ndarray, metric: str = "accuracy") -> Tuple[float, float]:
-    """The cut maximising ``metric`` when rows with score >= cut are predicted positive.
-
-    ``labels`` are booleans (or 0/1). Returns (cut, metric value). Exact, O(n log n).
-    """
+def sweep(scores: np.ndarray, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every distinct cut of ``scores`` and its confusion counts: (cuts, tp, fp), candidate g
+    predicting the top g distinct scores positive (g = 0: nothing positive). O(n log n)."""
     scores = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels).astype(bool)
     if scores.size == 0:
@@ -55,18 +46,34 @@ def find_threshold(scores: np.ndarray, labels: np.ndarray, metric: str = "accura
     order = np.argsort(-scores, kind="stable")
     s, yy = scores[order], y[order]
     last = np.flatnonzero(np.r_[s[1:] != s[:-1], True])  # last row of each distinct score
-    positives = int(y.sum())
-    tp = np.r_[0, np.cumsum(yy)[last]]                  # candidate g: the top g distinct scores positive
+    tp = np.r_[0, np.cumsum(yy)[last]]
     fp = np.r_[0, last + 1] - tp
-    values = binary_metric(metric, tp, fp, positives, y.size - positives)
     distinct = s[last]                                  # descending
-    cuts = np.empty(len(values))
+    cuts = np.empty(len(tp))
     cuts[0] = np.nextafter(distinct[0], np.inf)
     cuts[-1] = distinct[-1]
     if len(distinct) > 1:
         cuts[1:-1] = _midpoints(distinct[1:], distinct[:-1])
+    return cuts, tp, fp
+
+
+def best_cut(cuts: np.ndarray, values: np.ndarray, near: float) -> int:
+    """Index of the best value; among ties (within _TIE) the cut nearest ``near``."""
     best = np.flatnonzero(values >= values.max() - _TIE)
-    pick = best[np.argmin(np.abs(cuts[best] - default_cut(scores)))]
+    return int(best[np.argmin(np.abs(cuts[best] - near))])
+
+
+def find_threshold(scores: np.ndarray, labels: np.ndarray, metric: str = "accuracy") -> Tuple[float, float]:
+    """The cut maximising ``metric`` when rows with score >= cut are predicted positive.
+
+    ``labels`` are booleans (or 0/1). Returns (cut, metric value). Exact, O(n log n).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    cuts, tp, fp = sweep(scores, y)
+    positives = int(y.sum())
+    values = binary_metric(metric, tp, fp, positives, y.size - positives)
+    pick = best_cut(cuts, values, default_cut(scores))
     return float(cuts[pick]), float(values[pick])
 
 
@@ -144,34 +151,101 @@ def _coordinate_values(metric: str, y: np.ndarray, base_pred: np.ndarray, c: int
     raise UsageError(f"unknown metric {metric!r} (choose from {', '.join(METRICS)})")
 
 
-def _line_search(probs: np.ndarray, y: np.ndarray, t: np.ndarray, c: int, metric: str,
-                 current: float) -> Optional[float]:
-    """The best value for t[c] with the other weights fixed, or None if none beats ``current``."""
-    m = probs.shape[1]
-    weighted = probs * t
-    first, v1, second, v2 = _top_two(weighted)
-    is_c = first == c
-    other = np.where(is_c, second, first)
-    other_val = np.where(is_c, v2, v1)
-    pc = probs[:, c]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        beta = np.where(pc > 0, other_val / pc, np.inf)
-    always = (beta <= 0) & (pc > 0)
-    base_pred = np.where(always, c, other)
-    movable = np.flatnonzero((beta > 0) & np.isfinite(beta))
-    if movable.size == 0:
-        return None
-    seq = movable[np.argsort(beta[movable], kind="stable")]
-    values = _coordinate_values(metric, y, base_pred, c, seq, other, m)
-    bs = beta[seq]
-    ends = np.flatnonzero(np.r_[bs[1:] != bs[:-1], True])  # the last row of each distinct breakpoint
-    candidates = np.r_[values[0], values[ends + 1]]
-    best = candidates.max()
-    if best <= current + _TIE:
-        return None
-    breaks = bs[ends]
-    # interval g lies between breaks[g-1] and breaks[g]; pick the best one nearest the current t_c
-    now = np.searchsorted(breaks, t[c])
+class _Ascent:
+    """Coordinate-ascent state: the weights, the weighted scores and each row's two best classes,
+    kept up to date as one weight changes (only rows where that class is or becomes one of the
+    two best are recomputed), so a line search costs O(n) plus one sort of its breakpoints."""
+
+    def __init__(self, probs: np.ndarray, y: np.ndarray, t: np.ndarray, metric: str):
+        self.probs, self.y, self.metric = probs, y, metric
+        self.m = probs.shape[1]
+        self.t = t / t.max()
+        self.w = probs * self.t
+        self.first, self.v1, self.second, self.v2 = _top_two(self.w)
+        self.value = multiclass_metric(metric, y, self.first, self.m)
+
+    def set(self, c: int, tc: float) -> None:
+        self.t[c] = tc
+        col = self.probs[:, c] * tc
+        self.w[:, c] = col
+        rows = np.flatnonzero((self.first == c) | (self.second == c) | (col >= self.v2))
+        if rows.size:
+            f, v1, s, v2 = _top_two(self.w[rows])
+            self.first[rows], self.v1[rows], self.second[rows], self.v2[rows] = f, v1, s, v2
+
+    def try_coordinate(self, c: int) -> bool:
+        """Move t[c] to the best point of its exact line search if that improves the metric."""
+        new = self._line_search(c)
+        if new is None:
+            return False
+        old = float(self.t[c])
+        self.set(c, new)
+        v = multiclass_metric(self.metric, self.y, self.first, self.m)
+        if v > self.value + _TIE:  # recheck: rounding at a breakpoint must not lose ground
+            self.value = v
+            return True
+        self.set(c, old)
+        return False
+
+    def _line_search(self, c: int) -> Optional[float]:
+        """The best value for t[c] with the other weights fixed, or None if none beats the current."""
+        is_c = self.first == c
+        other = np.where(is_c, self.second, self.first)
+        other_val = np.where(is_c, self.v2, self.v1)
+        pc = self.probs[:, c]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            beta = np.where(pc > 0, other_val / pc, np.inf)
+        always = (beta <= 0) & (pc > 0)
+        base_pred = np.where(always, c, other)
+        movable = (beta > 0) & np.isfinite(beta)
+        if not movable.any():
+            return None
+        if self.metric == "accuracy":
+            return self._accuracy_search(c, beta, movable, base_pred, other)
+        movable = np.flatnonzero(movable)
+        seq = movable[np.argsort(beta[movable])]  # ties: only group ends are read, any order works
+        values = _coordinate_values(self.metric, self.y, base_pred, c, seq, other, self.m)
+        bs = beta[seq]
+        ends = np.flatnonzero(np.r_[bs[1:] != bs[:-1], True])  # the last row of each distinct breakpoint
+        candidates = np.r_[values[0], values[ends + 1]]
+        best = candidates.max()
+        if best <= self.value + _TIE:
+            return None
+        return _interval_point(bs[ends], candidates, best, float(self.t[c]))
+
+
+    def _accuracy_search(self, c: int, beta: np.ndarray, movable: np.ndarray, base_pred: np.ndarray,
+                         other: np.ndarray) -> Optional[float]:
+        """The accuracy line search without a permutation: a row switching to c at its breakpoint
+        gains when its label is c and loses when its label is ``other``; any other row cannot
+        change the count. So accuracy only rises right after a gain breakpoint, and it is enough
+        to sort the gain and the loss breakpoints (values only) and count losses below each gain."""
+        y = self.y
+        gains = np.sort(beta[movable & (y == c)])
+        losses = np.sort(beta[movable & (y == other) & (y != c)])
+        if gains.size == 0:
+            return None
+        start = int((base_pred == y).sum())  # correct rows with t_c just above 0
+        # after the j-th gain breakpoint (all ties at that value included): gains, losses at or below
+        last = np.flatnonzero(np.r_[gains[1:] != gains[:-1], True])
+        points = gains[last]
+        counts = start + (last + 1) - np.searchsorted(losses, points, side="right")
+        n = len(y)
+        candidates = np.r_[start, counts] / n
+        best = candidates.max()
+        if best <= self.value + _TIE:
+            return None
+        breaks = np.unique(np.r_[points, losses])
+        values = np.full(len(breaks) + 1, -np.inf)
+        values[0] = start / n
+        values[np.searchsorted(breaks, points) + 1] = counts / n
+        return _interval_point(breaks, values, best, float(self.t[c]))
+
+
+def _interval_point(breaks: np.ndarray, candidates: np.ndarray, best: float, now_t: float) -> float:
+    """A point inside the best interval (interval g lies between breaks[g-1] and breaks[g]);
+    among equally good intervals the one nearest the current weight."""
+    now = np.searchsorted(breaks, now_t)
     good = np.flatnonzero(candidates >= best - _TIE)
     g = int(good[np.argmin(np.abs(good - now))])
     if g == 0:
@@ -183,60 +257,94 @@ def _line_search(probs: np.ndarray, y: np.ndarray, t: np.ndarray, c: int, metric
 
 def _ascend(probs: np.ndarray, y: np.ndarray, t: np.ndarray, metric: str, max_rounds: int
             ) -> Tuple[np.ndarray, float]:
-    """Coordinate ascent from ``t`` until no single weight can improve the metric."""
+    """Coordinate ascent from ``t`` until no single weight can improve the metric. A coordinate
+    is searched again only after some other weight has moved since its last search."""
+    state = _Ascent(probs, y, t.astype(np.float64), metric)
     m = probs.shape[1]
-    t = t / t.max()
-    value = multiclass_metric(metric, y, (probs * t).argmax(axis=1), m)
+    clean = np.zeros(m, dtype=bool)  # searched, and nothing moved since
     for _ in range(max_rounds):
         improved = False
         for c in range(m):
-            new = _line_search(probs, y, t, c, metric, value)
-            if new is None:
+            if clean[c]:
                 continue
-            trial = t.copy()
-            trial[c] = new
-            v = multiclass_metric(metric, y, (probs * trial).argmax(axis=1), m)
-            if v > value + _TIE:  # recheck: rounding at a breakpoint must not lose ground
-                t, value, improved = trial, v, True
-        t = t / t.max()
+            clean[c] = True
+            if state.try_coordinate(c):
+                clean[:] = False
+                clean[c] = True
+                improved = True
         if not improved:
             break
-    return t, value
+    return state.t / state.t.max(), float(state.value)
+
+
+def _starts(probs: np.ndarray, y: np.ndarray) -> List[np.ndarray]:
+    """t = 1 (plain argmax), the inverse class frequencies and the inverse mean probabilities."""
+    m = probs.shape[1]
+    freq = np.bincount(y, minlength=m).astype(np.float64)
+    return [np.ones(m), 1.0 / np.maximum(freq, 1.0), 1.0 / np.maximum(probs.mean(axis=0), 1e-12)]
+
+
+def _basin_hop(probs: np.ndarray, y: np.ndarray, metric: str, starts: List[np.ndarray], restarts: int,
+               max_rounds: int, rng: np.random.Generator) -> List[Tuple[float, np.ndarray]]:
+    """Ascents from ``starts``, then ``restarts`` random perturbations of the best point so far;
+    every end point as (value, weights), best first."""
+    ends = [(v, t) for v, t in (_ascend(probs, y, s, metric, max_rounds)[::-1] for s in starts)]
+    best_v, best_t = max(ends, key=lambda e: e[0])
+    for _ in range(restarts):
+        t, v = _ascend(probs, y, best_t * np.exp(rng.normal(0.0, 0.5, probs.shape[1])), metric, max_rounds)
+        ends.append((v, t))
+        if v > best_v + _TIE:
+            best_v, best_t = v, t
+    ends.sort(key=lambda e: -e[0])
+    return ends
 
 
 def find_class_weights(probs: np.ndarray, labels: np.ndarray, metric: str = "accuracy", *,
-                       max_rounds: int = 50, restarts: int = 8, seed: int = 0) -> Tuple[np.ndarray, float]:
+                       max_rounds: int = 50, restarts: int = 8, seed: int = 0,
+                       explore_rows: int = EXPLORE_ROWS, keep: int = 3) -> Tuple[np.ndarray, float]:
     """Weights t (max 1) maximising ``metric`` of argmax(p * t); returns (t, metric value).
 
-    Coordinate ascent with exact line searches from t = 1 (plain argmax), the inverse class
-    frequencies and the inverse mean probabilities; then ``restarts`` seeded random
-    perturbations of the best point (basin hopping), since a step function has local optima
-    that no single-coordinate move escapes. The best end point wins.
+    Coordinate ascent with exact line searches from three starts, then ``restarts`` seeded
+    random perturbations of the best point (basin hopping), since a step function has local
+    optima that no single-coordinate move escapes. With more than ``explore_rows`` rows, that
+    exploration runs on a seeded, label-stratified subsample of ``explore_rows`` rows, and the
+    ``keep`` best end points (plus the three starts) are then ascended on all rows, where the
+    best end point wins (0: explore on all rows).
     """
     probs = np.asarray(probs, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
-    m = probs.shape[1]
     if metric not in METRICS:
         raise UsageError(f"unknown metric {metric!r} (choose from {', '.join(METRICS)})")
-    freq = np.bincount(y, minlength=m).astype(np.float64)
-    mean_p = probs.mean(axis=0)
-    starts = [np.ones(m), 1.0 / np.maximum(freq, 1.0), 1.0 / np.maximum(mean_p, 1e-12)]
-    best_t, best_v = np.ones(m), -np.inf
-    for t in starts:
-        t, value = _ascend(probs, y, t, metric, max_rounds)
-        if value > best_v + _TIE:
-            best_t, best_v = t, value
     rng = np.random.default_rng(seed)
-    for _ in range(restarts):
-        t, value = _ascend(probs, y, best_t * np.exp(rng.normal(0.0, 0.5, m)), metric, max_rounds)
-        if value > best_v + _TIE:
-            best_t, best_v = t, value
+    n = len(y)
+    if not explore_rows or n <= explore_rows:
+        v, t = _basin_hop(probs, y, metric, _starts(probs, y), restarts, max_rounds, rng)[0]
+        return t, float(v)
+    sub = _stratified_subsample(y, explore_rows, rng)
+    ends = _basin_hop(probs[sub], y[sub], metric, _starts(probs[sub], y[sub]), restarts, max_rounds, rng)
+    best_t, best_v = np.ones(probs.shape[1]), -np.inf
+    for t in [t for _, t in ends[:keep]] + _starts(probs, y):
+        t, v = _ascend(probs, y, t, metric, max_rounds)
+        if v > best_v + _TIE:
+            best_t, best_v = t, v
     return best_t, float(best_v)
 
 
-# -- params ----------------------------------------------------------------------------------
+def _stratified_subsample(y: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``size`` row indices, every class kept in proportion (at least one row each)."""
+    order = rng.permutation(len(y))
+    ranks = np.empty(len(y), dtype=np.int64)
+    sorted_y = y[order]
+    idx = np.argsort(sorted_y, kind="stable")
+    counts = np.bincount(y)
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    ranks[order[idx]] = np.arange(len(y)) - np.repeat(starts, counts)
+    quota = np.maximum(np.round(counts * size / len(y)), np.minimum(counts, 1))
+    return np.sort(np.flatnonzero(ranks < quota[y]))
 
-def _binary_scores(values: np.ndarray, layout: Layout, positive: int) -> np.ndarray:
+
+def binary_scores(values: np.ndarray, layout: Layout, positive: int) -> np.ndarray:
+    """The score of each row: the value itself, or p[positive] of a 2-class probability row."""
     if layout.scalar:
         return values
     if layout.width != 2:
@@ -250,205 +358,10 @@ def apply_threshold(params: Dict[str, Any], values: np.ndarray, layout: Optional
     if params.get("mode") == "binary":
         positive = int(params.get("positive", 1))
         lay = layout or Layout("jsonl", width=1 if values.ndim == 1 else values.shape[1], scalar=values.ndim == 1)
-        scores = _binary_scores(values, lay, positive)
+        scores = binary_scores(values, lay, positive)
         return np.where(scores >= float(params["cut"]), positive, 1 - positive)
     weights = np.asarray(params["weights"], dtype=np.float64)
     if values.ndim != 2 or values.shape[1] != weights.size:
         width = values.shape[1] if values.ndim == 2 else 1
         raise UsageError(f"the params have {weights.size} class weights, the rows have {width} values")
     return (values * weights).argmax(axis=1)
-
-
-def load_threshold_params(path: str) -> Dict[str, Any]:
-    """Read a params file written by ``bigshuf threshold --save-params``."""
-    obj = read_json(path, "threshold params file")
-    if obj.get("bigshuf") not in (None, "threshold"):
-        raise InputError(f"is a {obj.get('bigshuf')} params file, not a threshold one", path)
-    if obj.get("mode") == "binary" and isinstance(obj.get("cut"), (int, float)):
-        return obj
-    weights = obj.get("weights")
-    if obj.get("mode") == "multiclass" and isinstance(weights, list) and weights and \
-            all(isinstance(w, (int, float)) and w >= 0 for w in weights):
-        return obj
-    raise InputError("not a threshold params file (needs mode binary with a cut, or multiclass "
-                     "with non-negative weights)", path)
-
-
-def _resolve_positive(positive: Any, layout: Layout) -> int:
-    if positive is None:
-        return 1
-    if isinstance(positive, str) and layout.classes and positive in layout.classes:
-        return layout.classes.index(positive)
-    try:
-        index = int(positive)
-    except (TypeError, ValueError):
-        raise UsageError(f"--positive {positive!r} is not a class name or index") from None
-    if index not in (0, 1):
-        raise UsageError("--positive must be class 0 or 1 in binary data")
-    return index
-
-
-class _Scorer:
-    """Fits params on labelled rows and measures the metric, for both modes."""
-
-    def __init__(self, metric: str, layout: Layout, positive: int):
-        self.metric, self.layout, self.positive = metric, layout, positive
-        self.binary = layout.scalar or layout.width == 2
-        self.m = layout.n_classes
-
-    def fit(self, values: np.ndarray, labels: np.ndarray) -> Dict[str, Any]:
-        if self.binary:
-            scores = _binary_scores(values, self.layout, self.positive)
-            cut, _ = find_threshold(scores, labels == self.positive, self.metric)
-            return {"mode": "binary", "cut": cut, "positive": self.positive}
-        weights, _ = find_class_weights(values, labels, self.metric)
-        return {"mode": "multiclass", "weights": weights.tolist()}
-
-    def baseline(self, values: np.ndarray) -> np.ndarray:
-        """Predictions of the usual rule: argmax, or score >= 0.5 (0 for non-probability scores)."""
-        if self.layout.scalar:
-            return np.where(values >= default_cut(values), self.positive, 1 - self.positive)
-        return values.argmax(axis=1)
-
-    def score(self, labels: np.ndarray, preds: np.ndarray) -> float:
-        if self.binary:
-            y, p = labels == self.positive, preds == self.positive
-            tp, fp = int((y & p).sum()), int((~y & p).sum())
-            return float(binary_metric(self.metric, tp, fp, int(y.sum()), int((~y).sum())))
-        return multiclass_metric(self.metric, labels, preds, self.m)
-
-
-def threshold(input: str, output: Optional[str] = None, *, metric: Optional[str] = None,
-              params: Optional[str] = None, save_params: Optional[str] = None, positive: Any = None,
-              folds: int = 5, seed: int = 0, report: Optional[str] = None, pred_key: str = "pred",
-              **read_options: Any) -> Dict[str, Any]:
-    """Search (or, with ``params``, apply) a decision threshold; returns the report as a dict.
-
-    Search mode needs gold labels on every row: it finds the best binary cut or multi-class
-    weights for ``metric``, estimates by ``folds``-fold cross-validation how much of the dev gain
-    survives on held-out rows, saves the params to ``save_params``, and writes the decided rows to
-    ``output`` only if one is given. The found params are in ``result["params"]``.
-
-    Apply mode (``params``): streams ``input`` and writes every row with the predicted class under
-    ``pred_key`` to ``output`` (None or ``-``: stdout); labelled rows are scored before/after.
-    """
-    saved = load_threshold_params(params) if params else None
-    if metric is None:  # applying: score with the metric the params were tuned for
-        metric = (saved or {}).get("metric", "accuracy")
-    if metric not in METRICS:
-        raise UsageError(f"unknown metric {metric!r} (choose from {', '.join(METRICS)})")
-    result: Dict[str, Any] = {"command": "threshold", "input": "<stdin>" if input == "-" else input,
-                              "metric": metric}
-    if saved:
-        result.update(_apply_params(input, output, saved, metric, pred_key, read_options))
-        result["params_file"] = params
-        if report:
-            write_json(report, result)
-        return result
-    with PredictionFile(input, **read_options) as pf:
-        data = pf.read_all()
-        missing = np.flatnonzero(data.labels < 0)
-        if missing.size:
-            raise InputError("no gold label on this row (the search needs labelled rows)", data.path,
-                             int(data.lines[missing[0]]))
-        scorer = _Scorer(metric, data.layout, _resolve_positive(positive, data.layout))
-        found = {"bigshuf": "threshold", "version": 1, "metric": metric, **scorer.fit(data.values, data.labels),
-                 "classes": data.classes}
-        before = scorer.score(data.labels, scorer.baseline(data.values))
-        after = scorer.score(data.labels, apply_threshold(found, data.values, data.layout))
-        result.update(mode=found["mode"], rows=len(data.values), params=found,
-                      dev={"before": before, "after": after, "gain": after - before})
-        if folds >= 2:
-            result["cv"] = _cross_validate(scorer, data.values, data.labels, folds, seed)
-            found["cv"] = result["cv"]
-        found["dev"] = result["dev"]
-        if save_params:
-            write_json(save_params, found)
-        if output is not None:
-            _write_decisions(pf, found, output, pred_key)
-    if report:
-        write_json(report, result)
-    return result
-
-
-def _cross_validate(scorer: _Scorer, values: np.ndarray, labels: np.ndarray, folds: int, seed: int) -> Dict[str, Any]:
-    """Pooled held-out metric of params fitted on the other folds, versus the usual rule."""
-    n = len(labels)
-    folds = min(folds, n)
-    held_preds = np.empty(n, dtype=np.int64)
-    for held in cv_folds(labels, folds, seed):
-        if held.size == 0:
-            continue
-        train = np.setdiff1d(np.arange(n), held)
-        fitted = scorer.fit(values[train], labels[train])
-        held_preds[held] = apply_threshold(fitted, values[held], scorer.layout)
-    before = scorer.score(labels, scorer.baseline(values))
-    after = scorer.score(labels, held_preds)
-    return {"folds": folds, "before": before, "after": after, "gain": after - before}
-
-
-def _write_decisions(pf: PredictionFile, params: Dict[str, Any], output: Optional[str], pred_key: str,
-                     scorer: Optional[_Scorer] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stream ``pf``, write rows with decisions; return (labels, baseline preds, new preds)."""
-    labels, base, preds = [], [], []
-    with PredictionWriter(output, pf, pred_key=pred_key, vectors=False) as writer:
-        for chunk in pf.chunks():
-            p = apply_threshold(params, chunk.values, pf.layout)
-            writer.write(chunk, p)
-            labels.append(chunk.labels)
-            preds.append(p)
-            if scorer is not None:
-                base.append(scorer.baseline(chunk.values))
-    cat = lambda parts: np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)  # noqa: E731
-    return cat(labels), cat(base), cat(preds)
-
-
-def _apply_params(input: str, output: Optional[str], params: Dict[str, Any], metric: str, pred_key: str,
-                  read_options: Dict[str, Any]) -> Dict[str, Any]:
-    with PredictionFile(input, **read_options) as pf:
-        lay = pf.layout
-        if params["mode"] == "binary" and not (lay.scalar or lay.width == 2):
-            raise UsageError(f"the params hold a binary cut, but {pf.name} has {lay.width} classes")
-        if params["mode"] == "multiclass" and (lay.scalar or lay.width != len(params["weights"])):
-            raise UsageError(f"the params hold {len(params['weights'])} class weights, "
-                             f"but {pf.name} has {lay.n_classes} classes")
-        saved = params.get("classes")
-        if saved and lay.classes and list(saved) != lay.classes:
-            raise UsageError(f"the params were found for classes {saved}, but {pf.name} has {lay.classes}")
-        scorer = _Scorer(metric, lay, int(params.get("positive", 1)))
-        labels, base, preds = _write_decisions(pf, params, output, pred_key, scorer)
-    out: Dict[str, Any] = {"mode": params["mode"], "rows": len(preds), "params": params,
-                           "decisions": np.bincount(preds, minlength=lay.n_classes).tolist()}
-    has = labels >= 0
-    if has.any():
-        b = scorer.score(labels[has], base[has])
-        a = scorer.score(labels[has], preds[has])
-        out["applied"] = {"labelled": int(has.sum()), "before": b, "after": a, "gain": a - b}
-    return out
-
-
-def format_threshold_report(result: Dict[str, Any]) -> str:
-    """The human-readable report ``bigshuf threshold`` prints on stderr."""
-    p = result["params"]
-    metric = result["metric"]
-    if p["mode"] == "binary":
-        positive = p.get("positive", 1)
-        name = p["classes"][positive] if p.get("classes") else positive
-        what = f"binary cut {p['cut']:.6g} (class {name} when score >= cut)"
-    else:
-        shown = ", ".join(f"{w:.3g}" for w in p["weights"][:8]) + (", ..." if len(p["weights"]) > 8 else "")
-        what = f"class weights [{shown}] (argmax of p * t)"
-    lines = [f"{result['rows']} rows, {what}"]
-    dev = result.get("dev")
-    if dev:
-        lines.append(f"{metric} on these rows: {percent(dev['before'])} -> {percent(dev['after'])} "
-                     f"({100 * dev['gain']:+.2f} points; usual rule -> tuned)")
-    cv = result.get("cv")
-    if cv:
-        lines.append(f"{cv['folds']}-fold cross-validated: {percent(cv['before'])} -> {percent(cv['after'])} "
-                     f"({100 * cv['gain']:+.2f} points; {survival(dev['gain'], cv['gain'])})")
-    applied = result.get("applied")
-    if applied:
-        lines.append(f"{metric} on the {applied['labelled']} labelled rows: {percent(applied['before'])} -> "
-                     f"{percent(applied['after'])} ({100 * applied['gain']:+.2f} points)")
-    return "\n".join(lines)

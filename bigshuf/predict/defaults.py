@@ -1,0 +1,42 @@
+"""Defaults and choices of the prediction commands, in one place.
+
+The library modules, the options objects and the CLI's --help all read them from here (this
+module imports nothing heavy, so ``bigshuf --help`` does not load numpy).
+"""
+from __future__ import annotations
+
+# CAN (bigshuf can)
+DEFAULT_TAU = 0.9
+DEFAULT_ALPHA = 1.0
+DEFAULT_ITERATIONS = 1
+DEFAULT_K = 3
+RULES = ("top-k", "any-k")
+"""Uncertainty rules: ``top-k`` (the blog's: top-k entropy >= tau for the one given k) and
+``any-k`` (the official KMnP/can code's: top-j entropy >= tau for ANY j from 2 to the number
+of classes; k is then not used)."""
+DEFAULT_RULE = "top-k"
+DEFAULT_MAX_REFERENCE = 100_000
+SUBSAMPLES = ("uniform", "stratified")
+DEFAULT_SUBSAMPLE = "uniform"
+DEFAULT_FOLDS = 5
+
+# CAN tuning grid: the official code's alpha in {0.1 .. 0.9, 1 .. 9} and 1-4 iterations, a few
+# tau and k, and both uncertainty rules.
+GRID_ALPHAS = tuple(round(0.1 * i, 1) for i in range(1, 10)) + tuple(float(i) for i in range(1, 10))
+GRID_ITERATIONS = (1, 2, 3, 4)
+GRID_TAUS = (0.5, 0.7, 0.8, 0.9, 0.95)
+GRID_KS = (2, 3, 5)
+GRID_RULES = RULES
+SEARCHES = ("halving", "exhaustive", "exact")
+DEFAULT_SEARCH = "halving"
+
+# Thresholds (bigshuf threshold)
+METRICS = ("accuracy", "f1", "mcc", "balanced-accuracy")
+DEFAULT_METRIC = "accuracy"
+MULTILABEL_METRICS = ("f1", "macro-f1", "micro-f1", "accuracy", "mcc", "balanced-accuracy")
+DEFAULT_MULTILABEL_METRIC = "f1"
+
+# Files
+FORMATS = ("jsonl", "csv", "tsv", "npy")
+PRED_KEY = "pred"
+"""Key (JSONL) or column (CSV) under which the predicted class is written."""

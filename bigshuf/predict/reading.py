@@ -1,0 +1,580 @@
+"""Reading prediction files: streaming passes in chunks, checked row by row.
+
+Rows are read in chunks, so a pass over a file needs memory for one chunk only. Every bad row
+raises ``InputError`` naming the file and 1-based line (the row number for ``.npy``), and the
+earliest bad row in the file is the one reported.
+
+JSONL lines are parsed with orjson (about 3x the standard library on rows of 100 floats; see
+docs/predictions.md). A line orjson rejects is parsed again with the standard library, so
+``NaN``/``Infinity`` literals, numbers beyond 64 bits and invalid JSON get the same messages as
+before (a non-finite value is then reported by the value check).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, NoReturn, Optional, Sequence, Tuple
+
+import numpy as np
+import orjson
+
+from bigshuf.common.errors import InputError
+from bigshuf.predict.formats import (
+    CHUNK_ROWS,
+    LABEL_KEYS,
+    LabelMap,
+    Layout,
+    check_readable,
+    csv_rows,
+    detect_format,
+    detect_layout,
+    is_number,
+    is_utf8,
+    load_npy,
+    loads_json,
+    parse_classes,
+    plain_csv,
+    plain_lines,
+    softmax,
+    text_lines,
+)
+
+
+def read_label_file(path: str, label_map: LabelMap, label_key: Optional[str] = None,
+                    multi_label: bool = False) -> np.ndarray:
+    """Labels from a file: one label per line, JSONL objects with a label key, or a .npy array.
+
+    With ``multi_label``, each line holds a list of labels (a JSON array, or names/indices
+    separated by ``;``, ``|`` or spaces) and the result is an ``n x m`` boolean matrix."""
+    check_readable(path)
+    convert = label_map.many if multi_label else label_map
+    if path.lower().endswith(".npy"):
+        arr = load_npy(path)
+        if arr.ndim != (2 if multi_label else 1):
+            raise InputError(f"expected a {2 if multi_label else 1}-D array of labels, found shape {arr.shape}", path)
+        if multi_label:
+            return _label_matrix([np.flatnonzero(r).tolist() for r in arr], label_map, path)
+        return np.array([label_map(v.item(), path, i + 1) for i, v in enumerate(arr)], dtype=np.int64)
+    out: List[Any] = []
+    for lineno, text in text_lines(path):
+        text = text.strip()
+        if not text:
+            continue
+        value: Any = text
+        if text.startswith("{"):
+            obj = loads_json(text, path, lineno)
+            key = label_key or next((k for k in LABEL_KEYS if k in obj), None)
+            if key is None or key not in obj:
+                raise InputError(f"no label key ({label_key or '/'.join(LABEL_KEYS[:4])}) in object", path, lineno)
+            value = obj[key]
+        out.append(convert(value, path, lineno))
+    if not out:
+        raise InputError("empty file (no labels)", path)
+    if multi_label:
+        return _label_matrix(out, label_map, path)
+    return np.array(out, dtype=np.int64)
+
+
+def _label_matrix(sets: Sequence[Optional[List[int]]], label_map: LabelMap, path: str) -> np.ndarray:
+    """Label sets as an n x m boolean matrix (a missing set leaves its row all False)."""
+    out = np.zeros((len(sets), label_map.n_classes), dtype=bool)
+    for i, s in enumerate(sets):
+        if s:
+            out[i, s] = True
+    return out
+
+
+@dataclass
+class Chunk:
+    """A run of consecutive rows: values (probabilities after any softmax), labels (-1 when
+    missing), the parsed input records (for writing back) and their 1-based line numbers.
+    Multi-label files also carry ``targets``, the boolean ``n x m`` matrix of label sets (a row
+    with a label set has ``labels`` 1, an unlabelled row -1)."""
+
+    values: np.ndarray
+    labels: np.ndarray
+    records: Optional[List[Any]]
+    lines: np.ndarray
+    targets: Optional[np.ndarray] = None
+    raw: Optional[List[bytes]] = None  # JSONL: each row's line as read (unchanged rows are copied)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+@dataclass
+class Predictions:
+    """A whole prediction file in memory (for tuning and threshold search)."""
+
+    values: np.ndarray
+    labels: np.ndarray
+    layout: Layout
+    path: str
+    lines: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0, dtype=np.int64))
+    targets: Optional[np.ndarray] = None
+
+    @property
+    def classes(self) -> Optional[List[str]]:
+        return self.layout.classes
+
+    @property
+    def labelled(self) -> np.ndarray:
+        return self.labels >= 0
+
+
+class _Row(InputError):
+    """A problem with the current row; the reader adds the file and line."""
+
+
+class _RowBuffer:
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.records: List[Any] = []
+        self.vectors: List[Any] = []
+        self.labels: List[Any] = []
+        self.lines: List[int] = []
+        self.raw: List[Any] = []
+
+    def add(self, record: Any, vector: Any, label: Any, line: int, raw: Any) -> None:
+        self.raw.append(raw)
+        self.records.append(record)
+        self.vectors.append(vector)
+        self.labels.append(label)
+        self.lines.append(line)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+
+def spool_stdin() -> str:
+    """Copy standard input to a temporary file (so it can be read twice); returns its path."""
+    fd, path = tempfile.mkstemp(prefix="bigshuf-stdin-", suffix=".tmp")
+    with os.fdopen(fd, "wb") as out:
+        shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+    return path
+
+
+def parse_json_line(raw: bytes) -> Any:
+    """One JSONL line: orjson, else the standard library (NaN literals, huge integers, and the
+    same error messages as before). Raises ``_Row`` for bad text."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    text = raw.decode("utf-8", errors="surrogateescape")
+    if not is_utf8(text):
+        raise _Row("not valid UTF-8 text")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise _Row(f"invalid JSON: {getattr(exc, 'msg', exc)}") from None
+
+
+class PredictionFile:
+    """A prediction file opened for any number of streaming passes (``chunks()``).
+
+    ``-`` (stdin) is first copied to a temporary file, so it can be read twice like a file.
+    With ``multi_label``, gold labels are lists of classes and the values independent
+    probabilities in [0, 1] (sigmoid outputs), which are not renormalised.
+    """
+
+    def __init__(self, path: str, *, fmt: Optional[str] = None, key: Optional[str] = None,
+                 label_key: Optional[str] = None, classes: "str | Sequence[str] | None" = None,
+                 logits: Optional[bool] = None, labels: Optional[str] = None, multi_label: bool = False):
+        self._spool: Optional[str] = None
+        self._cache: Optional[_ValueCache] = None
+        if path == "-":
+            self.name = "<stdin>"
+            self._spool = spool_stdin()
+            self.path = self._spool
+        else:
+            self.name = path
+            self.path = path
+            check_readable(path)
+        try:
+            self.fmt = detect_format(self.path, self.name, fmt)
+            self.layout = detect_layout(self.path, self.name, self.fmt, key=key, label_key=label_key,
+                                        classes=parse_classes(classes), logits=logits)
+            self.layout.multi_label = multi_label
+            self.label_map = LabelMap(self.layout.n_classes, self.layout.classes)
+            self._labels = read_label_file(labels, self.label_map, multi_label=multi_label) if labels else None
+            self._labels_path = labels
+        except BaseException:
+            self.close()
+            raise
+
+    def _drop_cache(self) -> None:
+        if self._cache is not None:
+            self._cache.file.close()
+            self._cache = None
+
+    def close(self) -> None:
+        self._drop_cache()
+        if self._spool:
+            with contextlib.suppress(OSError):
+                os.unlink(self._spool)
+            self._spool = None
+
+    def __enter__(self) -> "PredictionFile":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @property
+    def classes(self) -> Optional[List[str]]:
+        return self.layout.classes
+
+    def read_all(self) -> Predictions:
+        """One pass into memory: all values, labels and line numbers."""
+        chunks = list(self.chunks())
+        targets = [c.targets for c in chunks if c.targets is not None]
+        return Predictions(
+            values=np.concatenate([c.values for c in chunks]),
+            labels=np.concatenate([c.labels for c in chunks]),
+            layout=self.layout, path=self.name,
+            lines=np.concatenate([c.lines for c in chunks]),
+            targets=np.concatenate(targets) if targets else None,
+        )
+
+    def chunks(self, size: int = CHUNK_ROWS, *, cache: bool = False) -> Iterator[Chunk]:
+        """Stream the file in chunks of ``size`` rows; each call is a new pass. With ``cache``,
+        a JSONL or quote-free CSV file's checked values are kept (in an unlinked temporary
+        file) so that ``replay`` can pass over it again without parsing a number."""
+        total = 0
+        source = {"npy": self._npy_chunks, "jsonl": self._jsonl_chunks}.get(self.fmt, self._csv_chunks)
+        store = _ValueCache() if cache and self._replayable() else None
+        if cache:
+            self._drop_cache()
+            self._cache = store
+        for chunk in source(size):
+            if self._labels is not None:
+                self._attach_labels(chunk, total)
+            if store is not None:
+                store.add(chunk)
+            total += len(chunk)
+            yield chunk
+        self._check_total(total)
+        if store is not None:
+            store.complete = True
+
+    def replay(self, size: int = CHUNK_ROWS) -> Iterator[Chunk]:
+        """Another pass: from the cache of the last ``chunks(cache=True)`` pass if it completed
+        (values, labels and lines cached; records parsed only when a row is rewritten), else a
+        plain ``chunks`` pass."""
+        cache = self._cache
+        if cache is None or not cache.complete:
+            yield from self.chunks(size)
+            return
+        lines = self._raw_lines()
+        for values, labels, numbers, targets in cache.parts():
+            raw = [next(lines)[1] for _ in range(len(values))]
+            records = _LazyRecords(raw, self.fmt, self.layout.delimiter)
+            yield Chunk(values, labels, records, numbers, targets, raw)  # type: ignore[arg-type]
+
+    def _replayable(self) -> bool:
+        return self.fmt == "jsonl" or (self.fmt in ("csv", "tsv") and plain_csv(self.path))
+
+    def _raw_lines(self) -> Iterator[Tuple[int, Any]]:
+        if self.fmt == "jsonl":
+            with open(self.path, "rb") as f:
+                yield from ((n, raw) for n, raw in enumerate(f, 1) if not raw.isspace())
+            return
+        lines = plain_lines(self.path)
+        next(lines, None)  # header
+        yield from lines
+
+    def _check_total(self, total: int) -> None:
+        if total == 0:
+            raise InputError("empty file (no prediction rows)", self.name)
+        if self._labels is not None and total != len(self._labels):
+            raise InputError(f"has {len(self._labels)} labels but {self.name} has {total} rows",
+                             self._labels_path)
+
+    def _attach_labels(self, chunk: Chunk, start: int) -> None:
+        """Labels from the separate label file override those in the rows."""
+        assert self._labels is not None
+        if start + len(chunk) > len(self._labels):
+            raise InputError(f"has {len(self._labels)} labels, fewer than the rows of {self.name}",
+                             self._labels_path)
+        part = self._labels[start:start + len(chunk)]
+        if self.layout.multi_label:
+            chunk.targets = part
+            chunk.labels = np.ones(len(chunk), dtype=np.int64)
+        else:
+            chunk.labels = part
+
+    def _npy_chunks(self, size: int) -> Iterator[Chunk]:
+        arr = load_npy(self.path)
+        for start in range(0, arr.shape[0], size):
+            values = np.array(arr[start:start + size], dtype=np.float64)
+            lines = np.arange(start + 1, start + 1 + len(values))
+            yield self._finish(values, np.full(len(values), -1, dtype=np.int64), None, lines)
+
+    def _jsonl_chunks(self, size: int) -> Iterator[Chunk]:
+        lay = self.layout
+        key, width = lay.key, lay.width
+        plain = key is not None and not lay.dict_vector and not lay.scalar
+
+        def parse(raw: bytes) -> Tuple[Any, Any, Any]:
+            if plain:  # the common shape, checked inline (the general path explains any problem)
+                try:
+                    obj = orjson.loads(raw)
+                    vec = obj[key]
+                    if type(vec) is list and len(vec) == width:
+                        return obj, vec, obj.get(lay.label_key) if lay.label_key else None
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    pass
+            obj = parse_json_line(raw)
+            return (obj, *self._jsonl_fields(obj))
+
+        def lines() -> Iterator[Tuple[int, bytes]]:
+            with open(self.path, "rb") as f:
+                for lineno, raw in enumerate(f, 1):
+                    if not raw.isspace():
+                        yield lineno, raw
+
+        return self._buffered(lines(), parse, size)
+
+    def _buffered(self, raw: Iterator[Tuple[int, Any]], parse: Callable[[Any], Tuple[Any, Any, Any]],
+                  size: int) -> Iterator[Chunk]:
+        """Chunks of ``size`` rows from (line, raw row) pairs; ``parse`` gives (record, vector,
+        label) for a raw row or raises ``_Row``."""
+        rows = _RowBuffer()
+        convert = self.label_map.many if self.layout.multi_label else self.label_map
+        for lineno, item in raw:
+            try:
+                record, vec, label = parse(item)
+                rows.add(record, vec, convert(label, self.name, lineno), lineno, item)
+            except InputError as exc:
+                self._row_error(rows, exc, lineno)
+            if len(rows) >= size:
+                yield self._build(rows)
+        if len(rows):
+            yield self._build(rows)
+
+    def _jsonl_fields(self, obj: Any) -> Tuple[Any, Any]:
+        lay = self.layout
+        if lay.key is None:
+            if lay.scalar:
+                if not is_number(obj):
+                    raise _Row("expected a number like the first row")
+            elif not isinstance(obj, list):
+                raise _Row("expected a JSON array like the first row")
+            vec = obj
+        elif not isinstance(obj, dict):
+            raise _Row("expected a JSON object like the first row")
+        else:
+            vec = self._jsonl_vector(obj)
+        if not lay.scalar and len(vec) != lay.width:
+            raise _Row(f"row has {len(vec)} values, but the first row has {lay.width}")
+        return vec, obj.get(lay.label_key) if lay.label_key else None
+
+    def _jsonl_vector(self, obj: Dict[str, Any]) -> Any:
+        lay = self.layout
+        if lay.key not in obj:
+            raise _Row(f"missing key {lay.key!r}")
+        vec = obj[lay.key]
+        if lay.dict_vector:
+            if not isinstance(vec, dict):
+                raise _Row(f"{lay.key!r} is not an object of class probabilities")
+            classes = lay.classes or []
+            if len(vec) != lay.width or any(c not in vec for c in classes):
+                missing = [c for c in classes if c not in vec]
+                raise _Row(f"class {missing[0]!r} is missing" if missing else
+                           f"row has {len(vec)} classes, expected {lay.width}")
+            vec = [vec[c] for c in classes]
+        elif lay.scalar:
+            if not is_number(vec):
+                raise _Row(f"value under {lay.key!r} is not a number")
+        elif not isinstance(vec, list):
+            raise _Row(f"value under {lay.key!r} is not a vector")
+        return vec
+
+    def _csv_chunks(self, size: int) -> Iterator[Chunk]:
+        lay = self.layout
+        n_fields = len(lay.header or ())
+        cols = lay.columns or []
+        delimiter = lay.delimiter
+        span = slice(cols[0], cols[-1] + 1) if cols == list(range(cols[0], cols[-1] + 1)) else None
+
+        def parse(item: Any) -> Tuple[Any, Any, Any]:
+            rec = item.split(delimiter) if isinstance(item, str) else item
+            if not is_utf8(item if isinstance(item, str) else "".join(rec)):
+                raise _Row("not valid UTF-8 text")
+            if len(rec) != n_fields:
+                raise _Row(f"row has {len(rec)} fields, the header has {n_fields}")
+            vec: Any = rec[cols[0]] if lay.scalar else _csv_numbers(rec[span] if span else [rec[i] for i in cols])
+            return rec, vec, rec[lay.label_column] if lay.label_column is not None else None
+
+        if plain_csv(self.path):  # lines are records: split them (kept as read, for writing)
+            lines = plain_lines(self.path)
+            next(lines, None)  # header (checked when the layout was detected)
+            return self._buffered(lines, parse, size)
+        rows = csv_rows(self.path, self.name, self.fmt, strict=False)
+        next(rows, None)
+        return self._buffered(((n, rec) for n, rec in rows if rec), parse, size)
+
+    def _row_error(self, rows: _RowBuffer, exc: InputError, line: int) -> NoReturn:
+        """Raise the error for row ``line`` -- after checking the rows buffered before it, so the
+        earliest bad row in the file is the one reported."""
+        self._build(rows)
+        if isinstance(exc, _Row):
+            raise InputError(exc.reason, self.name, line) from None
+        raise exc
+
+    def _build(self, rows: _RowBuffer) -> Chunk:
+        """Turn buffered rows into a checked chunk (and empty the buffer)."""
+        lines = np.array(rows.lines, dtype=np.int64)
+        values = self._values(rows)
+        if self.layout.multi_label:
+            targets = _label_matrix(rows.labels, self.label_map, self.name)
+            labels = np.array([-1 if s is None else 1 for s in rows.labels], dtype=np.int64)
+            chunk = self._finish(values, labels, rows.records, lines, targets)
+        else:
+            chunk = self._finish(values, np.array(rows.labels, dtype=np.int64), rows.records, lines)
+        if self.fmt == "jsonl" or (rows.raw and isinstance(rows.raw[0], str)):
+            chunk.raw = rows.raw
+        rows.clear()
+        return chunk
+
+    def _values(self, rows: _RowBuffer) -> np.ndarray:
+        """The buffered vectors as floats; the first row holding a non-number is reported."""
+        expected = 1 if self.layout.scalar else 2
+        try:
+            values = np.array(rows.vectors, dtype=np.float64)
+        except (ValueError, TypeError):
+            values = None
+        if values is not None and values.ndim == expected:
+            return values
+        for vec, line in zip(rows.vectors, rows.lines):
+            try:
+                ok = np.array(vec, dtype=np.float64).ndim == expected - 1
+            except (ValueError, TypeError):
+                ok = False
+            if not ok:
+                raise InputError("value is not a number", self.name, line)
+        return np.empty((0,) if self.layout.scalar else (0, self.layout.width))
+
+    def _finish(self, values: np.ndarray, labels: np.ndarray, records: Optional[List[Any]],
+                lines: np.ndarray, targets: Optional[np.ndarray] = None) -> Chunk:
+        """Check values (finite; probabilities non-negative, not all zero) and apply softmax."""
+        bad = ~np.isfinite(values)
+        if bad.any():
+            i = int(np.flatnonzero(bad.reshape(len(values), -1).any(axis=1))[0])
+            raise InputError("value is not a finite number (NaN or infinity)", self.name, int(lines[i]))
+        lay = self.layout
+        if lay.logits:
+            values = 1 / (1 + np.exp(-values)) if lay.multi_label else softmax(values)
+        elif lay.multi_label:
+            self._check_unit_interval(values, lines)
+        elif not lay.scalar:
+            neg = values < 0
+            if neg.any():
+                i = int(np.flatnonzero(neg.any(axis=1))[0])
+                raise InputError(f"negative probability {float(values[i][neg[i]][0])!r} (use --logits for logits)",
+                                 self.name, int(lines[i]))
+            zero = values.sum(axis=1) <= 0
+            if zero.any():
+                raise InputError("probabilities are all zero", self.name, int(lines[np.flatnonzero(zero)[0]]))
+        return Chunk(values, labels, records, lines, targets)
+
+    def _check_unit_interval(self, values: np.ndarray, lines: np.ndarray) -> None:
+        """Multi-label rows hold one independent probability per label."""
+        out = (values < 0) | (values > 1)
+        if out.any():
+            i = int(np.flatnonzero(out.reshape(len(values), -1).any(axis=1))[0])
+            v = float(values[i][out[i]][0]) if values.ndim == 2 else float(values[i])
+            raise InputError(f"probability {v!r} is outside [0, 1] (use --logits for logits)",
+                             self.name, int(lines[i]))
+
+
+class _ValueCache:
+    """Checked values, labels, line numbers (and label sets) of one full pass, in an unlinked
+    temporary file: bounded memory, and a second pass needs no number parsing."""
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile()
+        self.shapes: List[Tuple[int, int, bool]] = []
+        self.complete = False
+
+    def add(self, chunk: Chunk) -> None:
+        width = chunk.values.shape[1] if chunk.values.ndim == 2 else 0
+        for arr in (chunk.values, chunk.labels, chunk.lines):
+            self.file.write(np.ascontiguousarray(arr).tobytes())
+        if chunk.targets is not None:
+            self.file.write(np.ascontiguousarray(chunk.targets).tobytes())
+        self.shapes.append((len(chunk), width, chunk.targets is not None))
+
+    def parts(self) -> Iterator[Tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray]]]:
+        self.file.seek(0)
+        for n, width, has_targets in self.shapes:
+            shape = (n, width) if width else (n,)
+            values = np.frombuffer(self.file.read(8 * n * max(width, 1)), dtype=np.float64).reshape(shape)
+            labels = np.frombuffer(self.file.read(8 * n), dtype=np.int64)
+            numbers = np.frombuffer(self.file.read(8 * n), dtype=np.int64)
+            targets = None
+            if has_targets:
+                targets = np.frombuffer(self.file.read(n * width), dtype=bool).reshape(n, width)
+            yield values.copy(), labels.copy(), numbers.copy(), targets
+
+
+class _LazyRecords:
+    """The records of replayed lines, parsed only when one is asked for (a row rewritten)."""
+
+    def __init__(self, raw: List[Any], fmt: str, delimiter: str):
+        self.raw, self.fmt, self.delimiter = raw, fmt, delimiter
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __getitem__(self, i: int) -> Any:
+        if self.fmt == "jsonl":
+            return parse_json_line(self.raw[i])
+        return self.raw[i].split(self.delimiter)
+
+    def __iter__(self) -> Iterator[Any]:
+        return (self[i] for i in range(len(self.raw)))
+
+
+def _csv_numbers(fields: List[str]) -> List[Any]:
+    """CSV fields as numbers: orjson reads a run of JSON numbers several times faster than
+    float() one by one (and rounds the same: correctly); anything else goes through float().
+    A field neither reads stays a string and is reported with its line when the chunk is built."""
+    try:
+        values = orjson.loads("[" + ",".join(fields) + "]")
+        if len(values) == len(fields) and set(map(type, values)) <= _NUMBER_TYPES:
+            return values
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return [float(v) for v in fields]
+    except ValueError:
+        return fields
+
+
+_NUMBER_TYPES = {float, int}
+
+
+def read_predictions(path: str, **options: Any) -> Predictions:
+    """Read a whole prediction file into memory (options as for ``PredictionFile``)."""
+    with PredictionFile(path, **options) as pf:
+        return pf.read_all()
+
+
+def read_json(path: str, what: str) -> Dict[str, Any]:
+    """Read a JSON object (a params file), reporting problems as InputError."""
+    check_readable(path)
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    obj = loads_json(text, path, 1) if text.strip() else None
+    if not isinstance(obj, dict):
+        raise InputError(f"not a {what} (expected a JSON object)", path)
+    return obj

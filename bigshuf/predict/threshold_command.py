@@ -1,0 +1,326 @@
+"""``bigshuf threshold`` as a library call: options checked once, search or apply, cross-validation,
+and the report. Three modes share one shape: binary (a cut), multi-class (class weights) and
+multi-label (one cut per label).
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from bigshuf.common.errors import InputError, UsageError
+from bigshuf.common.output import write_json
+from bigshuf.predict.defaults import (
+    DEFAULT_FOLDS,
+    DEFAULT_METRIC,
+    DEFAULT_MULTILABEL_METRIC,
+    METRICS,
+    MULTILABEL_METRICS,
+    PRED_KEY,
+)
+from bigshuf.predict.formats import Layout
+from bigshuf.predict.metrics import binary_metric, cv_folds, multiclass_metric, percent, survival
+from bigshuf.predict.multilabel import apply_label_cuts, find_label_cuts, multilabel_metric
+from bigshuf.predict.reading import PredictionFile, Predictions, read_json
+from bigshuf.predict.thresholds import apply_threshold, binary_scores, default_cut, find_class_weights, find_threshold
+from bigshuf.predict.writing import PredictionWriter
+
+MODES = ("binary", "multiclass", "multilabel")
+
+
+@dataclass
+class ThresholdOptions:
+    """Everything ``bigshuf threshold`` takes, checked once by ``validate`` (the CLI only parses)."""
+
+    input: str
+    output: Optional[str] = None
+    metric: Optional[str] = None
+    params: Optional[str] = None
+    save_params: Optional[str] = None
+    positive: Any = None
+    multi_label: bool = False
+    folds: int = DEFAULT_FOLDS
+    seed: int = 0
+    report: Optional[str] = None
+    pred_key: str = PRED_KEY
+    fmt: Optional[str] = None
+    key: Optional[str] = None
+    label_key: Optional[str] = None
+    labels: Optional[str] = None
+    classes: Any = None
+    logits: Optional[bool] = None
+
+    def validate(self) -> "ThresholdOptions":
+        """Reject option values and combinations that cannot work (UsageError, exit 2)."""
+        if self.params and self.save_params:
+            raise UsageError("--params applies saved params; --save-params saves searched ones: use one")
+        if self.params and self.positive is not None:
+            raise UsageError("--positive is fixed by the params file")
+        if self.multi_label and self.positive is not None:
+            raise UsageError("--positive is for binary data, not --multi-label")
+        allowed = MULTILABEL_METRICS if self.multi_label else METRICS
+        if self.metric is not None and self.metric not in allowed:
+            raise UsageError(f"unknown metric {self.metric!r} (choose from {', '.join(allowed)})")
+        if self.folds < 0:
+            raise UsageError("--cv must be >= 0")
+        return self
+
+    def read_options(self) -> Dict[str, Any]:
+        return {"fmt": self.fmt, "key": self.key, "label_key": self.label_key, "labels": self.labels,
+                "classes": self.classes, "logits": self.logits, "multi_label": self.multi_label}
+
+
+def load_threshold_params(path: str) -> Dict[str, Any]:
+    """Read a params file written by ``bigshuf threshold --save-params``."""
+    obj = read_json(path, "threshold params file")
+    if obj.get("bigshuf") not in (None, "threshold"):
+        raise InputError(f"is a {obj.get('bigshuf')} params file, not a threshold one", path)
+    mode = obj.get("mode")
+    if mode == "binary" and isinstance(obj.get("cut"), (int, float)):
+        return obj
+    values = obj.get("weights" if mode == "multiclass" else "cuts")
+    if mode in ("multiclass", "multilabel") and isinstance(values, list) and values and \
+            all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in values):
+        return obj
+    raise InputError("not a threshold params file (needs mode binary with a cut, multiclass with non-negative "
+                     "weights, or multilabel with non-negative cuts)", path)
+
+
+def _resolve_positive(positive: Any, layout: Layout) -> int:
+    if positive is None:
+        return 1
+    if isinstance(positive, str) and layout.classes and positive in layout.classes:
+        return layout.classes.index(positive)
+    try:
+        index = int(positive)
+    except (TypeError, ValueError):
+        raise UsageError(f"--positive {positive!r} is not a class name or index") from None
+    if index not in (0, 1):
+        raise UsageError("--positive must be class 0 or 1 in binary data")
+    return index
+
+
+class _Scorer:
+    """Fits params on labelled rows and measures the metric, for every mode. ``y`` is the label
+    vector (binary, multi-class) or the boolean label matrix (multi-label)."""
+
+    def __init__(self, metric: str, layout: Layout, positive: int):
+        self.metric, self.layout, self.positive = metric, layout, positive
+        self.mode = "multilabel" if layout.multi_label else \
+            "binary" if layout.scalar or layout.width == 2 else "multiclass"
+        self.m = layout.n_classes
+
+    def fit(self, values: np.ndarray, y: np.ndarray) -> Dict[str, Any]:
+        if self.mode == "multilabel":
+            cuts, _ = find_label_cuts(values, y, self.metric)
+            return {"mode": "multilabel", "cuts": cuts.tolist()}
+        if self.mode == "binary":
+            scores = binary_scores(values, self.layout, self.positive)
+            cut, _ = find_threshold(scores, y == self.positive, self.metric)
+            return {"mode": "binary", "cut": cut, "positive": self.positive}
+        weights, _ = find_class_weights(values, y, self.metric)
+        return {"mode": "multiclass", "weights": weights.tolist()}
+
+    def decide(self, params: Dict[str, Any], values: np.ndarray) -> np.ndarray:
+        if params["mode"] == "multilabel":
+            return apply_label_cuts(params, values)
+        return apply_threshold(params, values, self.layout)
+
+    def baseline(self, values: np.ndarray) -> np.ndarray:
+        """The usual rule: argmax; score >= 0.5 (0 for non-probability scores); p >= 0.5 per label."""
+        if self.mode == "multilabel":
+            return values >= 0.5
+        if self.layout.scalar:
+            return np.where(values >= default_cut(values), self.positive, 1 - self.positive)
+        return values.argmax(axis=1)
+
+    def score(self, y: np.ndarray, preds: np.ndarray) -> float:
+        if self.mode == "multilabel":
+            return multilabel_metric(self.metric, y, preds)
+        if self.mode == "binary":
+            t, p = y == self.positive, preds == self.positive
+            tp, fp = int((t & p).sum()), int((~t & p).sum())
+            return float(binary_metric(self.metric, tp, fp, int(t.sum()), int((~t).sum())))
+        return multiclass_metric(self.metric, y, preds, self.m)
+
+
+def _gold(data: Predictions) -> np.ndarray:
+    return data.targets if data.targets is not None else data.labels
+
+
+def threshold(input: str, output: Optional[str] = None, **options: Any) -> Dict[str, Any]:
+    """Search (or, with ``params``, apply) a decision threshold; returns the report as a dict.
+
+    Keywords are the fields of ``ThresholdOptions``. Search mode needs gold labels on every row:
+    it finds the best binary cut, multi-class weights or (``multi_label``) per-label cuts for
+    ``metric``, estimates by ``folds``-fold cross-validation how much of the dev gain survives,
+    saves the params to ``save_params``, and writes the decided rows to ``output`` only if one
+    is given. Apply mode (``params``): streams ``input`` and writes every row with the decision
+    under ``pred_key`` to ``output`` (None or ``-``: stdout); labelled rows are scored.
+    """
+    return run_threshold(ThresholdOptions(input=input, output=output, **options))
+
+
+def run_threshold(opts: ThresholdOptions) -> Dict[str, Any]:
+    """``bigshuf threshold`` with validated options; returns the report as a dict."""
+    opts.validate()
+    saved = load_threshold_params(opts.params) if opts.params else None
+    if saved and (saved["mode"] == "multilabel") != opts.multi_label:
+        raise UsageError("the params hold per-label cuts: add --multi-label" if not opts.multi_label else
+                         f"the params hold a {saved['mode']} decision rule, not per-label cuts")
+    default = DEFAULT_MULTILABEL_METRIC if opts.multi_label else DEFAULT_METRIC
+    metric = opts.metric or (saved or {}).get("metric", default)  # applying: the metric tuned for
+    result: Dict[str, Any] = {"command": "threshold", "input": "<stdin>" if opts.input == "-" else opts.input,
+                              "metric": metric}
+    if saved:
+        result.update(_apply_params(opts, saved, metric))
+        result["params_file"] = opts.params
+    else:
+        result.update(_search(opts, metric))
+    if opts.report:
+        write_json(opts.report, result)
+    return result
+
+
+def _check_layout(pf: PredictionFile, multi_label: bool) -> None:
+    if multi_label and pf.layout.scalar:
+        raise UsageError(f"--multi-label needs one probability per label; {pf.name} has one score per row")
+
+
+def _search(opts: ThresholdOptions, metric: str) -> Dict[str, Any]:
+    with PredictionFile(opts.input, **opts.read_options()) as pf:
+        _check_layout(pf, opts.multi_label)
+        data = pf.read_all()
+        missing = np.flatnonzero(data.labels < 0)
+        if missing.size:
+            raise InputError("no gold label on this row (the search needs labelled rows)", data.path,
+                             int(data.lines[missing[0]]))
+        scorer = _Scorer(metric, data.layout, 1 if opts.multi_label else _resolve_positive(opts.positive, data.layout))
+        y = _gold(data)
+        found = {"bigshuf": "threshold", "version": 1, "metric": metric, **scorer.fit(data.values, y),
+                 "classes": data.classes}
+        before = scorer.score(y, scorer.baseline(data.values))
+        after = scorer.score(y, scorer.decide(found, data.values))
+        out: Dict[str, Any] = {"mode": found["mode"], "rows": len(data.values), "params": found,
+                               "dev": {"before": before, "after": after, "gain": after - before}}
+        if opts.folds >= 2:
+            out["cv"] = found["cv"] = _cross_validate(scorer, data.values, y, data.labels, opts.folds, opts.seed)
+        found["dev"] = out["dev"]
+        if opts.save_params:
+            write_json(opts.save_params, found)
+        if opts.output is not None:
+            _write_decisions(pf, found, opts.output, opts.pred_key, scorer)
+    return out
+
+
+def _cross_validate(scorer: _Scorer, values: np.ndarray, y: np.ndarray, strata: np.ndarray, folds: int,
+                    seed: int) -> Dict[str, Any]:
+    """Pooled held-out metric of params fitted on the other folds, versus the usual rule."""
+    n = len(values)
+    folds = min(folds, n)
+    held_preds = np.zeros(y.shape if scorer.mode == "multilabel" else n, dtype=y.dtype if scorer.mode == "multilabel"
+                          else np.int64)
+    key = _strata(y) if scorer.mode == "multilabel" else strata
+
+    def fit_fold(held: np.ndarray) -> None:
+        train = np.setdiff1d(np.arange(n), held)
+        held_preds[held] = scorer.decide(scorer.fit(values[train], y[train]), values[held])
+
+    # folds are independent and numpy releases the GIL in the heavy parts: two at a time
+    with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
+        list(pool.map(fit_fold, [held for held in cv_folds(key, folds, seed) if held.size]))
+    before = scorer.score(y, scorer.baseline(values))
+    after = scorer.score(y, held_preds)
+    return {"folds": folds, "before": before, "after": after, "gain": after - before}
+
+
+def _strata(targets: np.ndarray) -> np.ndarray:
+    """Multi-label rows are stratified by their rarest label (or 'no label'), so rare labels
+    reach every fold."""
+    counts = targets.sum(axis=0)
+    rank = np.where(targets, counts, np.iinfo(np.int64).max)
+    rarest = rank.argmin(axis=1)
+    return np.where(targets.any(axis=1), rarest, -1)
+
+
+def _write_decisions(pf: PredictionFile, params: Dict[str, Any], output: Optional[str], pred_key: str,
+                     scorer: _Scorer) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Stream ``pf``, write rows with decisions; return (gold, labelled, baseline, decisions)."""
+    parts: Dict[str, List[np.ndarray]] = {"gold": [], "labelled": [], "base": [], "preds": []}
+    with PredictionWriter(output, pf, pred_key=pred_key, vectors=False) as writer:
+        for chunk in pf.chunks(1 << 15):
+            p = scorer.decide(params, chunk.values)
+            writer.write(chunk, p)
+            parts["gold"].append(chunk.targets if chunk.targets is not None else chunk.labels)
+            parts["labelled"].append(chunk.labels >= 0)
+            parts["preds"].append(p)
+            parts["base"].append(scorer.baseline(chunk.values))
+    gold, labelled, base, preds = (np.concatenate(parts[k]) for k in ("gold", "labelled", "base", "preds"))
+    return gold, labelled, base, preds
+
+
+def _check_params_fit(params: Dict[str, Any], pf: PredictionFile) -> None:
+    lay = pf.layout
+    mode = params["mode"]
+    if mode == "binary" and not (lay.scalar or lay.width == 2):
+        raise UsageError(f"the params hold a binary cut, but {pf.name} has {lay.width} classes")
+    size = len(params.get("weights") or params.get("cuts") or ())
+    if mode in ("multiclass", "multilabel") and (lay.scalar or lay.width != size):
+        what = "class weights" if mode == "multiclass" else "label cuts"
+        raise UsageError(f"the params hold {size} {what}, but {pf.name} has {lay.n_classes} classes")
+    saved = params.get("classes")
+    if saved and lay.classes and list(saved) != lay.classes:
+        raise UsageError(f"the params were found for classes {saved}, but {pf.name} has {lay.classes}")
+
+
+def _apply_params(opts: ThresholdOptions, params: Dict[str, Any], metric: str) -> Dict[str, Any]:
+    with PredictionFile(opts.input, **opts.read_options()) as pf:
+        _check_layout(pf, opts.multi_label)
+        _check_params_fit(params, pf)
+        scorer = _Scorer(metric, pf.layout, int(params.get("positive", 1)))
+        gold, labelled, base, preds = _write_decisions(pf, params, opts.output, opts.pred_key, scorer)
+    lay = pf.layout
+    counts = preds.sum(axis=0) if preds.ndim == 2 else np.bincount(preds, minlength=lay.n_classes)
+    out: Dict[str, Any] = {"mode": params["mode"], "rows": len(preds), "params": params,
+                           "decisions": counts.tolist()}
+    has = np.flatnonzero(labelled)
+    if has.size:
+        b = scorer.score(gold[has], base[has])
+        a = scorer.score(gold[has], preds[has])
+        out["applied"] = {"labelled": int(has.size), "before": b, "after": a, "gain": a - b}
+    return out
+
+
+def format_threshold_report(result: Dict[str, Any]) -> str:
+    """The human-readable report ``bigshuf threshold`` prints on stderr."""
+    p = result["params"]
+    metric = result["metric"]
+    lines = [f"{result['rows']} rows, {_describe(p)}"]
+    dev = result.get("dev")
+    if dev:
+        lines.append(f"{metric} on these rows: {percent(dev['before'])} -> {percent(dev['after'])} "
+                     f"({100 * dev['gain']:+.2f} points; usual rule -> tuned)")
+    cv = result.get("cv")
+    if cv and dev:
+        lines.append(f"{cv['folds']}-fold cross-validated: {percent(cv['before'])} -> {percent(cv['after'])} "
+                     f"({100 * cv['gain']:+.2f} points; {survival(dev['gain'], cv['gain'])})")
+    applied = result.get("applied")
+    if applied:
+        lines.append(f"{metric} on the {applied['labelled']} labelled rows: {percent(applied['before'])} -> "
+                     f"{percent(applied['after'])} ({100 * applied['gain']:+.2f} points)")
+    return "\n".join(lines)
+
+
+def _describe(p: Dict[str, Any]) -> str:
+    if p["mode"] == "binary":
+        positive = p.get("positive", 1)
+        name = p["classes"][positive] if p.get("classes") else positive
+        return f"binary cut {p['cut']:.6g} (class {name} when score >= cut)"
+    values = p["weights"] if p["mode"] == "multiclass" else p["cuts"]
+    shown = ", ".join(f"{w:.3g}" for w in values[:8]) + (", ..." if len(values) > 8 else "")
+    if p["mode"] == "multiclass":
+        return f"class weights [{shown}] (argmax of p * t)"
+    return f"per-label cuts [{shown}] (label j when p_j >= cut_j)"

@@ -14,6 +14,13 @@ Examples:
   bigshuf shuffle -S 256M --seed 7 a.txt b.txt.gz -o out.zst
   zcat *.gz | bigshuf shuffle -n 1000                # uniform sample of 1000 lines
   bigshuf shuffle corpus.jsonl --shards 64 -o 'train.jsonl.gz'
+  bigshuf shuffle -e red green blue                  # shuffle the arguments (shuf -e)
+  bigshuf shuffle -i 1-10000000000 -n 5              # 5 distinct numbers of a range (shuf -i)
+  bigshuf shuffle -r -n 10 -i 1-6                    # ten dice throws (shuf -r)
+  bigshuf shuffle -r words.txt | head -5             # endless draws until the pipe closes
+  bigshuf shuffle big.txt --random-source key.bin    # randomness from a file's first 32 bytes
+  bigshuf shuffle corpus/*.jsonl --split train=0.98,valid=0.01,test=0.01 -o 'data/{split}.jsonl.gz'
+  bigshuf shuffle in.txt --split valid=10000,test=10000,train=rest -o '{split}.txt' --shards 4
 Documentation: README.md of the project (also on PyPI as the package description).
 """
 
@@ -22,10 +29,11 @@ Documentation: README.md of the project (also on PyPI as the package description
 
 @main.command(epilog=SHUFFLE_EXAMPLES)
 @click.argument("inputs", nargs=-1, type=click.Path(dir_okay=True, allow_dash=True, readable=False))
-@click.option("-o", "--output", type=click.Path(allow_dash=True), default=None,
+@click.option("-o", "--output", type=click.Path(allow_dash=True), multiple=True,
               help="Output file (default: stdout). Written under a temporary name beside it and "
                    "renamed at the end. With --shards/--lines-per-shard, the shard name pattern "
-                   "(README, 'Sharded output names').")
+                   "(README, 'Sharded output names'); with --split, contains {split}. Given twice: "
+                   "an error, like shuf.")
 @click.option("-S", "--memory", type=SIZE, default=DEFAULT_MEMORY, show_default=True,
               help="Memory budget of the whole run, K/M/G/T suffixes (minimum 1M). Peak RSS stays "
                    "within SIZE + ~64 MB of interpreter; the longest accepted line is SIZE/16.")
@@ -48,8 +56,29 @@ Documentation: README.md of the project (also on PyPI as the package description
               help="Write N output files of near-equal line counts.")
 @click.option("--lines-per-shard", type=int, metavar="L", default=None,
               help="Write output files of L lines each (the last may be shorter).")
-@click.option("-n", "--head-count", "sample", type=int, metavar="N", default=None,
-              help="Output a uniform random sample of N lines (all lines if fewer), in random order.")
+@click.option("-n", "--head-count", "sample", type=int, metavar="N", multiple=True,
+              help="Output a uniform random sample of N lines (all lines if fewer), in random order. "
+                   "Given several times, the smallest N wins (like shuf). With -r: N draws.")
+@click.option("-e", "--echo", is_flag=True,
+              help="Treat each INPUT as an input line, not a file name (shuf -e): "
+                   "'bigshuf shuffle -e a b c'.")
+@click.option("-i", "--input-range", metavar="LO-HI", multiple=True,
+              help="Shuffle the integers LO..HI instead of input files (shuf -i); -n K draws K "
+                   "distinct numbers without generating the range.")
+@click.option("-r", "--repeat", is_flag=True,
+              help="Sample with replacement (shuf -r): each output line is drawn independently and "
+                   "uniformly from all input lines. With -n N, N lines; without -n, endless, until "
+                   "the reader closes the pipe (exit 0). Input of any size, bounded memory.")
+@click.option("--random-source", metavar="FILE", multiple=True,
+              help="Take the randomness from FILE: its first 32 bytes are the seed, so the same file "
+                   "gives the same output (not shuf's output). A shorter file is an error. Not with "
+                   "--seed.")
+@click.option("--split", metavar="NAME=SIZE,...", default=None,
+              help="Cut the shuffled input into disjoint splits in one pass, e.g. "
+                   "train=0.98,valid=0.01,test=0.01 or valid=10000,test=10000,train=rest (sizes by "
+                   "largest remainder of the line count). Each split is a uniform random subset in "
+                   "random order, written to -o with {split} replaced by its name; --shards and "
+                   "--lines-per-shard apply to each split.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bars on stderr (default: only when stderr is a terminal).")
 @click.option("-v", "--verbose", is_flag=True, help="A summary on stderr: records, seed, buckets, runs, levels, timings.")
@@ -61,15 +90,16 @@ Documentation: README.md of the project (also on PyPI as the package description
                    "processes); inputs, -o and --temp-dir may then be fsspec URLs (s3://...). "
                    "Needs the dask extra (README, 'Cluster').")
 @reports_errors
-def shuffle(inputs, verbose, **options):
+def shuffle(inputs, verbose, echo, **options):
     """Shuffle the lines of INPUTS (files, '-' for stdin; none means stdin) uniformly at random.
 
     Compressed inputs and outputs (.gz, .bz2, .xz, .zst) are handled by file extension.
+    Accepts GNU shuf's options with shuf's meaning (README, 'bigshuf as shuf').
     """
     from bigshuf.shuffler.run import run
 
-    opts = ShuffleOptions(inputs=list(inputs), **options,
-                          warn=lambda m: click.echo(f"bigshuf: warning: {m}", err=True))
+    opts = ShuffleOptions(inputs=[] if echo else list(inputs), echo=list(inputs) if echo else None,
+                          **options, warn=lambda m: click.echo(f"bigshuf: warning: {m}", err=True))
     stats = run(opts)
     if verbose:
         click.echo(stats.summary(), err=True)

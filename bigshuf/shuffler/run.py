@@ -47,8 +47,13 @@ def run(opts: ShuffleOptions) -> ShuffleStats:
     geo = plan(opts.memory_bytes)
     seed = resolve_seed(opts.seed)
     warn = opts.warn or warn_stderr
-    reader = RecordReader(opts.inputs, opts.sep, header=opts.header, warn=warn)
     stats = ShuffleStats(seed=seed, workers=geo.workers(opts.jobs))
+    if opts.repeat or (opts.input_range is not None and opts.sample is not None):
+        from bigshuf.shuffler.repeat import run_direct  # -r, -i -n: no engine needed
+
+        if run_direct(opts, geo, Streams(seed), stats):
+            return stats
+    reader = RecordReader(opts.record_inputs(), opts.sep, header=opts.header, warn=warn)
     size = _preflight(opts, reader, geo, stats.workers)
     if opts.sample is not None and opts.buckets is None:
         from bigshuf.shuffler.sampling import try_reservoir
@@ -56,7 +61,7 @@ def run(opts: ShuffleOptions) -> ShuffleStats:
         with SignalGuard() as signals:
             if try_reservoir(reader, opts, geo, Streams(seed), stats, size, signals.defer):
                 return stats
-        reader = RecordReader(opts.inputs, opts.sep, header=opts.header, warn=warn)
+        reader = RecordReader(opts.record_inputs(), opts.sep, header=opts.header, warn=warn)
     return _run_engine(opts, reader, geo, Streams(seed), stats, size)
 
 
@@ -94,9 +99,14 @@ def _run_engine(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, strea
             t1 = time.perf_counter()
             stats.scatter_seconds = t1 - t0
             prog.start_gather(stats.bytes if opts.sample is None else None)
-            sink = Sink(opts.output, opts.sep, stats.records, shards=opts.shards,
-                        lines_per_shard=opts.lines_per_shard, limit=opts.sample,
-                        header=reader.header, durable=opts.fsync)
+            if opts.split is not None:  # --split: the stream cut into one Sink per split
+                from bigshuf.shuffler.split import SplitSink
+
+                sink = SplitSink(opts, stats.records, reader.header)
+            else:
+                sink = Sink(opts.output, opts.sep, stats.records, shards=opts.shards,
+                            lines_per_shard=opts.lines_per_shard, limit=opts.sample,
+                            header=reader.header, durable=opts.fsync)
             sink.open()
             engine.gather(level, sink, ())
             engine.close()

@@ -107,24 +107,32 @@ def shuffle(inputs, verbose, echo, **options):
 
 @main.command()
 @click.argument("first", type=click.Path(allow_dash=True))
-@click.argument("second", type=click.Path(allow_dash=True))
+@click.argument("others", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @click.option("-z", "--zero-terminated", is_flag=True, help="Records end with NUL, not newline.")
+@click.option("--header", is_flag=True,
+              help="Leave out the first line of every file (outputs of 'shuffle --header', which "
+                   "repeats the header on every shard and split).")
 @click.option("--progress/--no-progress", default=None, help="Progress bars on stderr.")
 @reports_errors
-def verify(first, second, zero_terminated, progress):
-    """Exit 0 if FIRST and SECOND hold the same multiset of lines, 1 if not.
+def verify(first, others, zero_terminated, header, progress):
+    """Exit 0 if FIRST holds the same multiset of lines as OTHERS together, 1 if not.
 
-    Order-free: compares line counts and xxhash-based fingerprints, at disk speed.
+    OTHERS is one file (a shuffle of FIRST) or several (its shards, or the splits of
+    'shuffle --split': 'bigshuf verify in.txt data/train.txt data/valid.txt data/test.txt').
+    Order-free: compares line counts and xxhash-based fingerprints, at disk speed; lines of any
+    length.
     """
     from bigshuf.shuffler.verify import verify as run_verify
 
-    result = run_verify(first, second, zero_terminated=zero_terminated, progress=progress)
-    for fp in (result.first, result.second):
+    result = run_verify(first, *others, zero_terminated=zero_terminated, progress=progress,
+                        header=header)
+    for fp in (result.first, *(result.parts or (result.second,))):
         click.echo(f"{fp.count:>14,d} lines  {fp.hexdigest}  {fp.path}")
+    if result.parts:
+        click.echo(f"{result.second.count:>14,d} lines  {result.second.hexdigest}  "
+                   f"(the {len(result.parts)} files together)")
     if result.same:
         click.echo("same multiset of lines")
     else:
         click.echo("DIFFERENT: " + result.difference())
         sys.exit(1)
-
-

@@ -27,7 +27,28 @@ Documentation: README.md of the project (also on PyPI as the package description
 
 # --- shuffle / verify -----------------------------------------------------------------------
 
-@main.command(epilog=SHUFFLE_EXAMPLES)
+class _LongPrefixCommand(click.Command):
+    """Accepts unambiguous prefixes of long options (``--rep``, ``--head=5``), as getopt_long
+    and so GNU shuf do; an ambiguous or unknown one is left for click to reject."""
+
+    def parse_args(self, ctx, args):
+        longs = [o for p in self.get_params(ctx) for o in (*p.opts, *p.secondary_opts)
+                 if o.startswith("--")]
+        out = []
+        for i, arg in enumerate(args):
+            if arg == "--":
+                out += args[i:]
+                break
+            name, eq, value = arg.partition("=")
+            if name.startswith("--") and name not in longs:
+                matches = [o for o in longs if o.startswith(name)]
+                if len(matches) == 1:
+                    arg = matches[0] + eq + value
+            out.append(arg)
+        return super().parse_args(ctx, out)
+
+
+@main.command(cls=_LongPrefixCommand, epilog=SHUFFLE_EXAMPLES)
 @click.argument("inputs", nargs=-1, type=click.Path(dir_okay=True, allow_dash=True, readable=False))
 @click.option("-o", "--output", type=click.Path(allow_dash=True), multiple=True,
               help="Output file (default: stdout). Written under a temporary name beside it and "

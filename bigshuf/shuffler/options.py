@@ -159,6 +159,12 @@ class ShuffleOptions:
         return int(self.memory)
 
     @property
+    def direct(self) -> bool:
+        """Runs without the engine: -r, -n 0 (reads nothing, like shuf) and -i LO-HI -n K."""
+        return self.repeat or self.sample == 0 or (self.input_range is not None
+                                                   and self.sample is not None)
+
+    @property
     def generated(self) -> bool:
         """The records come from -e arguments or an -i range, not from input files."""
         return self.echo is not None or self.input_range is not None

@@ -58,16 +58,19 @@ def draws(streams: Streams, count: int, total: Optional[int]) -> Iterator[np.nda
 
 def run_direct(opts: ShuffleOptions, geo: Geometry, streams: Streams, stats: ShuffleStats
                ) -> bool:
-    """-r, and -i LO-HI -n K: methods that need no engine. False: let the engine run."""
+    """-r, -n 0 and -i LO-HI -n K: methods that need no engine. False: let the engine run."""
     from bigshuf.common.errors import UsageError
     from bigshuf.common.output import check_destination
     from bigshuf.common.signals import SignalGuard
-    from bigshuf.shuffler.sources import sample_range
+    from bigshuf.shuffler.sources import sample_range, write_records
 
     if opts.temp_dir is not None and not os.path.isdir(opts.temp_dir):
         raise UsageError(f"temporary directory does not exist: {opts.temp_dir}")
     check_destination(opts.output, pattern=opts.sharded)
     with SignalGuard() as signals:
+        if opts.sample == 0:  # nothing to write: no input is opened or read (like shuf -n 0)
+            stats.outputs = write_records(opts, [], 0, signals.defer)
+            return True
         if opts.repeat:
             run_repeat(opts, geo, streams, stats, signals.defer)
             return True

@@ -48,8 +48,8 @@ def run(opts: ShuffleOptions) -> ShuffleStats:
     seed = resolve_seed(opts.seed)
     warn = opts.warn or warn_stderr
     stats = ShuffleStats(seed=seed, workers=geo.workers(opts.jobs))
-    if opts.repeat or (opts.input_range is not None and opts.sample is not None):
-        from bigshuf.shuffler.repeat import run_direct  # -r, -i -n: no engine needed
+    if opts.direct:
+        from bigshuf.shuffler.repeat import run_direct  # -r, -n 0, -i -n: no engine needed
 
         if run_direct(opts, geo, Streams(seed), stats):
             return stats

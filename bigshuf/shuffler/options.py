@@ -215,9 +215,9 @@ def _at_least(value: Any, low: int, flag: str) -> int:
 
 
 def _only_one(value: Any, message: str) -> Any:
-    """A value given once: a list or tuple (an option repeated on the command line) must hold at
-    most one item."""
-    if not isinstance(value, (list, tuple)):
+    """A value given once: a list or tuple of strings (an option repeated on the command line)
+    must hold at most one item. Other values (a (lo, hi) pair for -i) pass unchanged."""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         return value
     if len(value) > 1:
         raise UsageError(message)
@@ -309,7 +309,10 @@ def seed_from_random_source(path: Any) -> int:
     from bigshuf.common.errors import InputError
     from bigshuf.common.randomness import seed_from_bytes
 
+    from bigshuf.shuffler.records import check_input
+
     name = os.fspath(path)
+    check_input(name)  # missing, a directory, unreadable: the usual one-line input errors
     try:
         with open(name, "rb") as f:  # a pipe or a device may return less per read
             data = b""

@@ -21,8 +21,8 @@ from bigshuf.shuffler.writing import Sink
 
 #: Numbers formatted per chunk of a generated range (bounds the chunk's bytes to ~1.3 MB).
 RANGE_CHUNK = 1 << 16
-#: Candidates drawn by the first chunk of -i -n; chunk c draws RANGE_CHUNK << min(c, 10). Fixed
-#: sizes, so the offsets drawn depend only on the seed, never on --memory.
+#: -i -n K: chunk c of candidates holds (2K + 64) << min(c, 10) draws. Sizes depend on K only,
+#: so the offsets drawn depend on the seed and K, never on --memory.
 MAX_DOUBLINGS = 10
 #: Bytes of working memory one sampled offset may cost (candidates, unique, sorted copies).
 BYTES_PER_OFFSET = 64
@@ -111,7 +111,7 @@ def sample_offsets(count: int, k: int, streams: Streams, geo: Geometry) -> Optio
     parts: List[np.ndarray] = []
     got, chunk = 0, 0
     while got < k:
-        size = RANGE_CHUNK << min(chunk, MAX_DOUBLINGS)
+        size = (2 * k + 64) << min(chunk, MAX_DOUBLINGS)
         cand = streams.range_sample(chunk + 1).integers(0, count, size, dtype=np.uint64,
                                                         endpoint=False)
         values, first = np.unique(cand, return_index=True)

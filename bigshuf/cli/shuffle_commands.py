@@ -27,8 +27,14 @@ Documentation: README.md of the project (also on PyPI as the package description
 
 # --- shuffle / verify -----------------------------------------------------------------------
 
+#: GNU shuf's long options: a prefix that is ambiguous only because of bigshuf's own options
+#: (``--head`` is also ``--header``) means the shuf option, so shuf command lines keep working.
+SHUF_LONG_OPTIONS = ("--echo", "--input-range", "--head-count", "--output", "--random-source",
+                     "--repeat", "--zero-terminated", "--help")
+
+
 class _LongPrefixCommand(click.Command):
-    """Accepts unambiguous prefixes of long options (``--rep``, ``--head=5``), as getopt_long
+    """Accepts unambiguous prefixes of long options (``--rep``, ``--input=1-5``), as getopt_long
     and so GNU shuf do; an ambiguous or unknown one is left for click to reject."""
 
     def parse_args(self, ctx, args):
@@ -42,6 +48,8 @@ class _LongPrefixCommand(click.Command):
             name, eq, value = arg.partition("=")
             if name.startswith("--") and name not in longs:
                 matches = [o for o in longs if o.startswith(name)]
+                if len(matches) > 1:
+                    matches = [o for o in matches if o in SHUF_LONG_OPTIONS]
                 if len(matches) == 1:
                     arg = matches[0] + eq + value
             out.append(arg)

@@ -87,8 +87,8 @@ def _range(seed: int, spec, n=None) -> tuple:
 
 
 def test_range_permutation_all_orders_equally_likely():
-    """-i 1-3 through the engine, 360 seeds: each of the 6 orders ~60 times."""
-    counts = Counter(_range(s, "1-3") for s in range(360))
+    """-i 1-3 through the engine, 240 seeds: each of the 6 orders ~40 times."""
+    counts = Counter(_range(s, "1-3") for s in range(240))
     assert len(counts) == 6 and stats.chisquare(list(counts.values())).pvalue > ALPHA
 
 

@@ -185,7 +185,7 @@ def _order_p(member: np.ndarray, rank: np.ndarray) -> float:
 
 
 def test_split_membership_position_and_order_are_uniform(tmp_path):
-    member, rank = _split_runs(tmp_path, 200)
+    member, rank = _split_runs(tmp_path, 150)
     assert (np.stack([(member == j).sum(axis=1) for j in range(3)], axis=1) == SIZES).all()
     assert _membership_p(member) > ALPHA
     assert _position_p(member) > ALPHA
@@ -198,7 +198,7 @@ def test_mutations_of_split_are_caught(tmp_path, monkeypatch):
     inside a split follows input order."""
     monkeypatch.setattr(engine, "draw_buckets",
                         lambda rng, n, k: (np.arange(n) * k // max(n, 1)).astype(np.uint16))
-    member, rank = _split_runs(tmp_path, 100)
+    member, rank = _split_runs(tmp_path, 60)
     assert _position_p(member) < ALPHA
     monkeypatch.undo()
 
@@ -208,6 +208,6 @@ def test_mutations_of_split_are_caught(tmp_path, monkeypatch):
         return int(np.count_nonzero(buf[:total] == sep))
 
     monkeypatch.setattr(engine, "permute_buckets", keep_order)
-    member, rank = _split_runs(tmp_path, 100, buckets=2)
+    member, rank = _split_runs(tmp_path, 60, buckets=2)
     assert _order_p(member, rank) < ALPHA
-    assert Counter(member.ravel().tolist())[0] == 100 * SIZES[0]
+    assert Counter(member.ravel().tolist())[0] == 60 * SIZES[0]

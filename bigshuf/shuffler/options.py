@@ -308,7 +308,6 @@ def seed_from_random_source(path: Any) -> int:
     bigshuf.common.randomness)."""
     from bigshuf.common.errors import InputError
     from bigshuf.common.randomness import seed_from_bytes
-
     from bigshuf.shuffler.records import check_input
 
     name = os.fspath(path)

@@ -40,8 +40,9 @@ from bigshuf.shuffler.writing import Sink
 DRAW_CHUNK = 1 << 16
 #: Records an endless run claims to have in its Sink (it never gets there).
 ENDLESS = 1 << 62
-#: Bookkeeping bytes per draw in a round (index, order, start, length, inverse).
-DRAW_BYTES = 48
+#: Bookkeeping bytes per draw in a round: the index, its sorted copy, order and inverse, start
+#: and length, and the reordered start/length copies (8 bytes each), rounded up.
+DRAW_BYTES = 80
 
 
 def draws(streams: Streams, count: int, total: Optional[int]) -> Iterator[np.ndarray]:
@@ -233,12 +234,14 @@ def _file_lines(inputs: List[Any], opts: ShuffleOptions, geo: Geometry, streams:
         return
     pending: List[np.ndarray] = []
     have = 0
+    # Endless output (`| head -5`) starts after one chunk, not after a memory-full of draws.
+    target = DRAW_CHUNK if total is None else per_round
     for idx in draws(streams, count, total):
         pending.append(idx.astype(np.int64))
         have += len(idx)
-        if have >= per_round:
+        if have >= target:
             yield from _round(np.concatenate(pending), inputs, opts, geo)
-            pending, have = [], 0
+            pending, have, target = [], 0, per_round
     if pending:
         yield from _round(np.concatenate(pending), inputs, opts, geo)
 

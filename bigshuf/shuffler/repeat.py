@@ -95,6 +95,7 @@ def run_repeat(opts: ShuffleOptions, geo: Geometry, streams: Streams, stats: Shu
         else:
             inputs, spool = _rereadable(opts)
             count, payload, header = _count(inputs, opts, geo)
+            stats.bytes = payload
             per_round = max(1, (geo.memory // 4) // (payload // max(count, 1) + DRAW_BYTES))
             chunks = _file_lines(inputs, opts, geo, streams, count, total, per_round)
         stats.records = count

@@ -141,7 +141,7 @@ def sample_range(opts: ShuffleOptions, geo: Geometry, streams: Streams, stats: S
                                   before_rename)
     stats.records = count
     stats.records_out = len(offsets)
-    stats.store = "reservoir"
+    stats.store = "range"
     return True
 
 

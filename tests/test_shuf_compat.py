@@ -112,6 +112,10 @@ def test_repeat_with_count_can_exceed_the_input():
         assert invoke(["shuffle", *args], input=b"A\n").stdout == b""
     p = invoke(["shuffle", "-r", "-n", "50", "-e", "x", "y"])
     assert set(_lines(p.stdout)) == {b"x", b"y"} and len(_lines(p.stdout)) == 50
+    z = invoke(["shuffle", "-z", "-r", "-n", "4", "-e", "x", "y"]).stdout
+    assert len(z) == 8 and set(z.split(b"\0")[:-1]) <= {b"x", b"y"}
+    z = invoke(["shuffle", "-z", "-r", "-n", "4"], input=b"p\0q").stdout
+    assert len(z) == 8 and set(z.split(b"\0")[:-1]) <= {b"p", b"q"}
 
 
 @pytest.mark.parametrize("args,stdin", [

@@ -199,7 +199,7 @@ class _Window:
     def __init__(self, fd: int, start: int, end: int):
         self.fd, self.pos, self.end = fd, start, end
 
-    def readinto(self, view) -> int:
+    def readinto(self, view: Any) -> int:
         view = memoryview(view).cast("B")
         want = min(len(view), self.end - self.pos)
         if want <= 0:

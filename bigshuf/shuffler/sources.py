@@ -8,7 +8,7 @@ instant.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -36,7 +36,7 @@ class GeneratedStream:
         self._buf = b""
         self._pos = 0
 
-    def readinto(self, view) -> int:
+    def readinto(self, view: Any) -> int:
         view = memoryview(view).cast("B")
         n = 0
         while n < len(view):

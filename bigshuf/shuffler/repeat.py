@@ -110,15 +110,20 @@ def run_repeat(opts: ShuffleOptions, geo: Geometry, streams: Streams, stats: Shu
     return stats
 
 
-def _write(opts: ShuffleOptions, chunks: Iterator[bytes], total: Optional[int],
+#: What the draw generators yield: whole records (bytes or a uint8 array) and how many.
+Chunk = Tuple[Any, int]
+
+
+def _write(opts: ShuffleOptions, chunks: Iterator[Chunk], total: Optional[int],
            header: Optional[bytes], before_rename: Callable[[], None]) -> int:
     """Write the chunks; endless output ends quietly when the reader goes away."""
     sink = Sink(opts.output, opts.sep, ENDLESS if total is None else total, shards=opts.shards,
                 lines_per_shard=opts.lines_per_shard, header=header, durable=opts.fsync)
     sink.open()
     try:
-        for data in chunks:
-            sink.write(np.frombuffer(data, dtype=np.uint8), data.count(opts.sep))
+        for data, records in chunks:
+            sink.write(data if isinstance(data, np.ndarray) else np.frombuffer(data, np.uint8),
+                       records)
         before_rename()
         sink.finish()
     except BrokenPipeError:
@@ -133,20 +138,20 @@ def _write(opts: ShuffleOptions, chunks: Iterator[bytes], total: Optional[int],
 
 
 def _range_lines(lo: int, count: int, sep: int, streams: Streams, total: Optional[int]
-                 ) -> Iterator[bytes]:
+                 ) -> Iterator[Chunk]:
     if count == 0:
         return
     for idx in draws(streams, count, total):
-        yield format_numbers((idx + np.uint64(lo)).tolist(), sep)  # <= hi < 2**64: no overflow
+        yield format_numbers((idx + np.uint64(lo)).tolist(), sep), len(idx)  # <= hi: no overflow
 
 
 def _echo_lines(args: List[bytes], sep: int, streams: Streams, total: Optional[int]
-                ) -> Iterator[bytes]:
+                ) -> Iterator[Chunk]:
     term = bytes([sep])
     if not args:
         return
     for idx in draws(streams, len(args), total):
-        yield b"".join(args[i] + term for i in idx.tolist())
+        yield b"".join(args[i] + term for i in idx.tolist()), len(idx)
 
 
 # -- files -----------------------------------------------------------------------------------
@@ -229,7 +234,7 @@ def _count(inputs: List[Any], opts: ShuffleOptions, geo: Geometry) -> Tuple[int,
 
 
 def _file_lines(inputs: List[Any], opts: ShuffleOptions, geo: Geometry, streams: Streams,
-                count: int, total: Optional[int], per_round: int) -> Iterator[bytes]:
+                count: int, total: Optional[int], per_round: int) -> Iterator[Chunk]:
     """The drawn lines, in draw order, a round of ``per_round`` draws at a time."""
     if count == 0:
         return
@@ -248,7 +253,7 @@ def _file_lines(inputs: List[Any], opts: ShuffleOptions, geo: Geometry, streams:
 
 
 def _round(idx: np.ndarray, inputs: List[Any], opts: ShuffleOptions, geo: Geometry
-           ) -> Iterator[bytes]:
+           ) -> Iterator[Chunk]:
     """The lines of ``idx`` in that order; halves the round if they overflow the budget."""
     cap = geo.memory // 4
     got = _collect(idx, inputs, opts, geo, cap)
@@ -263,7 +268,8 @@ def _round(idx: np.ndarray, inputs: List[Any], opts: ShuffleOptions, geo: Geomet
     inverse[order] = np.arange(len(idx))
     out = np.empty(int(lengths.sum()), dtype=np.uint8)
     gather_records(data, starts[inverse], lengths[inverse], out, 0)
-    yield out.tobytes()
+    del data, starts, lengths, got
+    yield out, len(idx)
 
 
 def _collect(idx: np.ndarray, inputs: List[Any], opts: ShuffleOptions, geo: Geometry, cap: int

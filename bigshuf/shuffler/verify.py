@@ -13,9 +13,9 @@ h is computed without a Python object per record where that matters:
 * shorter records: XXH64's round function and avalanche, vectorised with numpy over all the
   short records of a block, eight bytes (one lane) at a time, seeded with the record length.
 
-Records of any length are accepted: the input is read in ``BLOCK``-byte chunks and a record that
-does not end within one is hashed incrementally with the same XXH3-64 (its digest equals the
-one-shot digest), so memory stays at a few blocks whatever the longest line. Fingerprints add up:
+Records of any length are accepted: the input is read into one ``BLOCK``-byte buffer and a record
+that does not end within half of it is hashed incrementally with the same XXH3-64 (its digest
+equals the one-shot digest), so memory stays at about two blocks a file whatever the longest line. Fingerprints add up:
 the fingerprint of several files is the sum of theirs, which is how ``verify IN SPLIT1 SPLIT2 ...``
 checks that splits (or shards) together hold exactly the input.
 """
@@ -191,18 +191,20 @@ class _Sums:
 def fingerprint(path: PathLike, zero_terminated: bool = False,
                 progress: Optional[Progress] = None, header: bool = False) -> Fingerprint:
     """Fingerprint the records of ``path`` ('-' for stdin; compressed files by extension), lines
-    of any length; with ``header`` its first line is left out."""
+    of any length; with ``header`` its first line is left out. Holds one BLOCK-byte buffer: a
+    record still unfinished after half of it is hashed as a stream (XXH3-64, as for any record
+    over LONG bytes, so the fingerprint does not depend on BLOCK)."""
     sep = 0 if zero_terminated else 10
     src = open_input(path)
     sums = _Sums(header)
-    buf = np.empty(2 * BLOCK, dtype=np.uint8)   # carried partial record + one fresh chunk
-    carry = 0
-    long_hash: Optional["xxhash.xxh3_64"] = None  # inside a record longer than BLOCK
+    buf = np.empty(BLOCK, dtype=np.uint8)
+    carry = 0                                     # unfinished record at the front of buf
+    long_hash: Optional["xxhash.xxh3_64"] = None  # inside a record longer than BLOCK / 2
     long_len = 0
     try:
         while True:
-            got = read_fully(src.stream, memoryview(buf)[carry:carry + BLOCK], src.name)
-            eof = got < BLOCK
+            got = read_fully(src.stream, memoryview(buf)[carry:], src.name)
+            eof = got < BLOCK - carry
             if progress is not None:
                 progress.gathered(got)
             n = carry + got
@@ -224,7 +226,7 @@ def fingerprint(path: PathLike, zero_terminated: bool = False,
             carry = _hash_block(buf, n, sep, eof, sums)
             if eof:
                 break
-            if carry >= BLOCK:  # no terminator in a whole block: hash this record as a stream
+            if carry >= BLOCK // 2:  # no terminator in half a block: hash this record as a stream
                 long_hash, long_len = xxhash.xxh3_64(), carry
                 long_hash.update(memoryview(buf)[:carry])
                 carry = 0
@@ -235,18 +237,16 @@ def fingerprint(path: PathLike, zero_terminated: bool = False,
 
 def _hash_block(buf: np.ndarray, n: int, sep: int, eof: bool, sums: _Sums) -> int:
     """Hash the whole records of ``buf[:n]`` (at end of input the tail too, given a
-    terminator); move the unfinished tail to the front and return its length."""
-    data = buf[:n]
-    ends = find_record_ends(data, sep)
+    terminator: there is room, as the last read was short); move the unfinished tail to the
+    front and return its length."""
+    if eof and n and buf[n - 1] != sep:
+        buf[n] = sep
+        n += 1
+    ends = find_record_ends(buf[:n], sep)
     done = int(ends[-1]) if len(ends) else 0
-    if eof and done < n:
-        tail = np.append(data[done:], np.uint8(sep))
-        data_all = np.concatenate([data[:done], tail])
-        ends = np.append(ends, len(data_all))
-        data, done = data_all, n
     if len(ends):
         starts = np.concatenate([[0], ends[:-1]])
-        sums.add(record_hashes(data[:int(ends[-1])], ends), ends - starts)
+        sums.add(record_hashes(buf[:done], ends), ends - starts)
     rest = n - done
     if rest > 0:
         buf[:rest] = buf[done:n]

@@ -33,7 +33,16 @@ SPLIT_FIELD = "{split}"
 
 @dataclass
 class ShuffleOptions:
-    """Everything that decides what a shuffle does. See ``bigshuf shuffle --help``."""
+    """Everything that decides what a shuffle does. See ``bigshuf shuffle --help``.
+
+    The shuf-compatible fields, from Python: ``echo`` a list of str/bytes lines (shuf -e);
+    ``input_range`` ``"LO-HI"`` or ``(lo, hi)`` (shuf -i); ``repeat`` True (shuf -r);
+    ``random_source`` a path whose first 32 bytes become ``seed``; ``split``
+    ``"train=0.98,valid=0.01,test=0.01"`` or a dict (counts, fractions, ``"rest"``), parsed into
+    a list of (name, kind, value). ``sample``, ``output``, ``input_range`` and ``random_source``
+    also take a tuple of strings (the option given several times on the command line): the
+    smallest ``sample`` wins, more than one of the others is an error, as in shuf.
+    """
 
     inputs: Sequence[Any] = field(default_factory=lambda: [STDIO])
     output: Any = None
@@ -139,6 +148,9 @@ class ShuffleOptions:
         if SPLIT_FIELD in os.path.dirname(os.fspath(self.output)):
             raise UsageError(f"with --split, {SPLIT_FIELD} goes in the file name of -o, not in "
                              f"its directory")
+        from bigshuf.shuffler.split import split_outputs
+
+        split_outputs(self, 0, [0] * len(self.split))  # name patterns, distinct names: now
 
     # -- derived ---------------------------------------------------------------------------
     @property

@@ -56,12 +56,16 @@ def split_pattern(output: str, name: str) -> str:
     return output.replace(SPLIT_FIELD, name)
 
 
-def split_outputs(opts: ShuffleOptions, total: int) -> Tuple[List[str], List[int]]:
+def split_outputs(opts: ShuffleOptions, total: int, sizes: Optional[List[int]] = None
+                  ) -> Tuple[List[str], List[int]]:
     """Every output file of a split run and its line count, in stream order (the cluster
-    publish step cuts the shuffled stream with these)."""
+    publish step cuts the shuffled stream with these). ``sizes`` overrides the split sizes
+    (the options check the names with empty splits, before the line count is known)."""
     paths: List[str] = []
     quota: List[int] = []
-    for (name, _, _), size in zip(opts.split, split_sizes(opts.split, total)):
+    if sizes is None:
+        sizes = split_sizes(opts.split, total)
+    for (name, _, _), size in zip(opts.split, sizes):
         sink = Sink(split_pattern(os.fspath(opts.output), name), opts.sep, size,
                     shards=opts.shards, lines_per_shard=opts.lines_per_shard)
         paths += [os.fspath(p) for p in sink.paths if p is not None]

@@ -50,6 +50,28 @@ def test_repeat_counts_multinomial_and_order_uniform_from_files_range_and_echo()
         assert k == 6 and p_counts > ALPHA and p_pairs > ALPHA, (kw, p_counts, p_pairs)
 
 
+def test_repeat_uniform_across_rounds_and_halved_rounds(tmp_path, monkeypatch):
+    """Five short lines and one of 60 KB with --memory 1M: 12 draws a round (500 passes over
+    the file for 6 000 draws), and a round drawing the long line 5 times or more overflows its
+    256 KB and is halved; counts and consecutive pairs stay uniform."""
+    src = tmp_path / "long.txt"
+    src.write_bytes(b"0\n1\n2\n3\n4\n5" + b"x" * 60_000 + b"\n")
+    halved = []
+    real = repeat._collect
+
+    def spy(*args):
+        got = real(*args)
+        halved.append(got is None)
+        return got
+
+    monkeypatch.setattr(repeat, "_collect", spy)
+    out = io.BytesIO()
+    bigshuf.shuffle([str(src)], out, seed=5, repeat=True, sample=6000, memory="1M")
+    assert any(halved)
+    p_counts, p_pairs, k = _repeat_p_values([line[:1] for line in out.getvalue().splitlines()])
+    assert k == 6 and p_counts > ALPHA and p_pairs > ALPHA
+
+
 def test_repeat_draws_are_independent_across_seeds():
     """The first draw over 1 200 seeds: uniform over the 6 lines (a stream shared between runs
     or a fixed first draw would fail)."""

@@ -11,10 +11,10 @@ Memory stays bounded whatever the input size and N:
 * ``-e ARG...``: the arguments are already in memory; an index picks one.
 * files: one pass counts the lines (stdin and streams are first copied to an unlinked file in
   ``--temp-dir``, since they must be read again). Then *rounds*: take the next B indices of the
-  sequence (B chosen so their lines fit in a quarter of ``--memory`` at the mean line length),
+  sequence (B chosen so their lines fill an eighth of ``--memory`` at the mean line length),
   read the input once collecting those lines in file order, and write them in draw order. Lines
-  that turn out longer than expected make a round split in two halves (recursively), so the
-  budget holds for any line lengths. The output is the draw sequence itself, so it does not
+  that turn out longer than expected (more than a quarter of ``--memory``) make a round split in
+  two halves (recursively), so the budget holds for any line lengths. The output is the draw sequence itself, so it does not
   depend on B, ``--memory`` or the input's block layout; a round re-reads the input, so N far
   beyond memory costs one input pass per round.
 """
@@ -36,8 +36,9 @@ from bigshuf.shuffler.sources import format_numbers
 from bigshuf.shuffler.stats import ShuffleStats
 from bigshuf.shuffler.writing import Sink
 
-#: Indices per draw chunk (part of the output contract: changing it changes -r outputs).
-DRAW_CHUNK = 1 << 16
+#: Indices per draw chunk (part of the output contract: changing it changes -r outputs). Small,
+#: so a chunk (8 bytes a draw) is a small part of even the smallest --memory.
+DRAW_CHUNK = 1 << 12
 #: Records an endless run claims to have in its Sink (it never gets there).
 ENDLESS = 1 << 62
 #: Bookkeeping bytes per draw in a round: the index, its sorted copy, order and inverse, start
@@ -96,7 +97,8 @@ def run_repeat(opts: ShuffleOptions, geo: Geometry, streams: Streams, stats: Shu
             inputs, spool = _rereadable(opts)
             count, payload, header = _count(inputs, opts, geo)
             stats.bytes = payload
-            per_round = max(1, (geo.memory // 4) // (payload // max(count, 1) + DRAW_BYTES))
+            # Half the round's byte cap at the mean line length, so a round rarely overflows.
+            per_round = max(1, (geo.memory // 8) // (payload // max(count, 1) + DRAW_BYTES))
             chunks = _file_lines(inputs, opts, geo, streams, count, total, per_round)
         stats.records = count
         if count == 0 and total != 0:
@@ -238,18 +240,16 @@ def _file_lines(inputs: List[Any], opts: ShuffleOptions, geo: Geometry, streams:
     """The drawn lines, in draw order, a round of ``per_round`` draws at a time."""
     if count == 0:
         return
-    pending: List[np.ndarray] = []
-    have = 0
+    pending = np.empty(0, dtype=np.int64)
     # Endless output (`| head -5`) starts after one chunk, not after a memory-full of draws.
     target = DRAW_CHUNK if total is None else per_round
     for idx in draws(streams, count, total):
-        pending.append(idx.astype(np.int64))
-        have += len(idx)
-        if have >= target:
-            yield from _round(np.concatenate(pending), inputs, opts, geo)
-            pending, have, target = [], 0, per_round
-    if pending:
-        yield from _round(np.concatenate(pending), inputs, opts, geo)
+        pending = np.concatenate([pending, idx.astype(np.int64)])
+        while len(pending) >= target:
+            yield from _round(pending[:target], inputs, opts, geo)
+            pending, target = pending[target:], per_round
+    if len(pending):
+        yield from _round(pending, inputs, opts, geo)
 
 
 def _round(idx: np.ndarray, inputs: List[Any], opts: ShuffleOptions, geo: Geometry

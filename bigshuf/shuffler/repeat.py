@@ -170,22 +170,39 @@ def _rereadable(opts: ShuffleOptions) -> Tuple[List[Any], Any]:
         if isinstance(item, (str, os.PathLike)) and os.fspath(item) != STDIO:
             streamed.append(item)
             continue
-        src = open_input(item) if isinstance(item, (str, os.PathLike)) else \
-            Source(getattr(item, "name", "<stream>") if isinstance(getattr(item, "name", None), str)
-                   else "<stream>", item, None, False, None, owned=False)
         start = spool.tell()
-        buf = memoryview(bytearray(1 << 20))
-        try:
-            while True:
-                got = read_fully(src.stream, buf, src.name)
-                if not got:
-                    break
-                spool.write(buf[:got])
-        finally:
-            src.close()
-        streamed.append(_SpoolPart(spool, start, spool.tell(), src.name))
+        name = _copy_into(spool, item)
+        streamed.append(_SpoolPart(spool, start, spool.tell(), name))
     spool.flush()
     return streamed, spool
+
+
+def _copy_into(spool: Any, item: Any) -> str:
+    """Append stdin ('-') or a caller's binary stream to ``spool``; returns its display name."""
+    if isinstance(item, (str, os.PathLike)):
+        src = open_input(item)
+        name, read = src.name, lambda view: read_fully(src.stream, view, src.name)
+    else:
+        src = None
+        name = item.name if isinstance(getattr(item, "name", None), str) else "<stream>"
+        read = (lambda view: read_fully(item, view, name)) if hasattr(item, "readinto") else \
+            (lambda view: _read_into(item, view))
+    buf = memoryview(bytearray(1 << 20))
+    try:
+        while True:
+            got = read(buf)
+            if not got:
+                return name
+            spool.write(buf[:got])
+    finally:
+        if src is not None:
+            src.close()
+
+
+def _read_into(stream: Any, view: memoryview) -> int:
+    data = stream.read(len(view))
+    view[:len(data)] = data
+    return len(data)
 
 
 class _SpoolPart:

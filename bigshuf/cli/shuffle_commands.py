@@ -14,18 +14,55 @@ Examples:
   bigshuf shuffle -S 256M --seed 7 a.txt b.txt.gz -o out.zst
   zcat *.gz | bigshuf shuffle -n 1000                # uniform sample of 1000 lines
   bigshuf shuffle corpus.jsonl --shards 64 -o 'train.jsonl.gz'
+  bigshuf shuffle -e red green blue                  # shuffle the arguments (shuf -e)
+  bigshuf shuffle -i 1-10000000000 -n 5              # 5 distinct numbers of a range (shuf -i)
+  bigshuf shuffle -r -n 10 -i 1-6                    # ten dice throws (shuf -r)
+  bigshuf shuffle -r words.txt | head -5             # endless draws until the pipe closes
+  bigshuf shuffle big.txt --random-source key.bin    # randomness from a file's first 32 bytes
+  bigshuf shuffle corpus/*.jsonl --split train=0.98,valid=0.01,test=0.01 -o 'data/{split}.jsonl.gz'
+  bigshuf shuffle in.txt --split valid=10000,test=10000,train=rest -o '{split}.txt' --shards 4
 Documentation: README.md of the project (also on PyPI as the package description).
 """
 
 
 # --- shuffle / verify -----------------------------------------------------------------------
 
-@main.command(epilog=SHUFFLE_EXAMPLES)
+#: GNU shuf's long options: a prefix that is ambiguous only because of bigshuf's own options
+#: (``--head`` is also ``--header``) means the shuf option, so shuf command lines keep working.
+SHUF_LONG_OPTIONS = ("--echo", "--input-range", "--head-count", "--output", "--random-source",
+                     "--repeat", "--zero-terminated", "--help")
+
+
+class _LongPrefixCommand(click.Command):
+    """Accepts unambiguous prefixes of long options (``--rep``, ``--input=1-5``), as getopt_long
+    and so GNU shuf do; an ambiguous or unknown one is left for click to reject."""
+
+    def parse_args(self, ctx, args):
+        longs = [o for p in self.get_params(ctx) for o in (*p.opts, *p.secondary_opts)
+                 if o.startswith("--")]
+        out = []
+        for i, arg in enumerate(args):
+            if arg == "--":
+                out += args[i:]
+                break
+            name, eq, value = arg.partition("=")
+            if name.startswith("--") and name not in longs:
+                matches = [o for o in longs if o.startswith(name)]
+                if len(matches) > 1:
+                    matches = [o for o in matches if o in SHUF_LONG_OPTIONS]
+                if len(matches) == 1:
+                    arg = matches[0] + eq + value
+            out.append(arg)
+        return super().parse_args(ctx, out)
+
+
+@main.command(cls=_LongPrefixCommand, epilog=SHUFFLE_EXAMPLES)
 @click.argument("inputs", nargs=-1, type=click.Path(dir_okay=True, allow_dash=True, readable=False))
-@click.option("-o", "--output", type=click.Path(allow_dash=True), default=None,
+@click.option("-o", "--output", type=click.Path(allow_dash=True), multiple=True,
               help="Output file (default: stdout). Written under a temporary name beside it and "
                    "renamed at the end. With --shards/--lines-per-shard, the shard name pattern "
-                   "(README, 'Sharded output names').")
+                   "(README, 'Sharded output names'); with --split, contains {split}. Given twice: "
+                   "an error, like shuf.")
 @click.option("-S", "--memory", type=SIZE, default=DEFAULT_MEMORY, show_default=True,
               help="Memory budget of the whole run, K/M/G/T suffixes (minimum 1M). Peak RSS stays "
                    "within SIZE + ~64 MB of interpreter; the longest accepted line is SIZE/16.")
@@ -48,8 +85,29 @@ Documentation: README.md of the project (also on PyPI as the package description
               help="Write N output files of near-equal line counts.")
 @click.option("--lines-per-shard", type=int, metavar="L", default=None,
               help="Write output files of L lines each (the last may be shorter).")
-@click.option("-n", "--head-count", "sample", type=int, metavar="N", default=None,
-              help="Output a uniform random sample of N lines (all lines if fewer), in random order.")
+@click.option("-n", "--head-count", "sample", type=int, metavar="N", multiple=True,
+              help="Output a uniform random sample of N lines (all lines if fewer), in random order. "
+                   "Given several times, the smallest N wins (like shuf). With -r: N draws.")
+@click.option("-e", "--echo", is_flag=True,
+              help="Treat each INPUT as an input line, not a file name (shuf -e): "
+                   "'bigshuf shuffle -e a b c'.")
+@click.option("-i", "--input-range", metavar="LO-HI", multiple=True,
+              help="Shuffle the integers LO..HI instead of input files (shuf -i); -n K draws K "
+                   "distinct numbers without generating the range.")
+@click.option("-r", "--repeat", is_flag=True,
+              help="Sample with replacement (shuf -r): each output line is drawn independently and "
+                   "uniformly from all input lines. With -n N, N lines; without -n, endless, until "
+                   "the reader closes the pipe (exit 0). Input of any size, bounded memory.")
+@click.option("--random-source", metavar="FILE", multiple=True,
+              help="Take the randomness from FILE: its first 32 bytes are the seed, so the same file "
+                   "gives the same output (not shuf's output). A shorter file is an error. Not with "
+                   "--seed.")
+@click.option("--split", metavar="NAME=SIZE,...", default=None,
+              help="Cut the shuffled input into disjoint splits in one pass, e.g. "
+                   "train=0.98,valid=0.01,test=0.01 or valid=10000,test=10000,train=rest (sizes by "
+                   "largest remainder of the line count). Each split is a uniform random subset in "
+                   "random order, written to -o with {split} replaced by its name; --shards and "
+                   "--lines-per-shard apply to each split.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bars on stderr (default: only when stderr is a terminal).")
 @click.option("-v", "--verbose", is_flag=True, help="A summary on stderr: records, seed, buckets, runs, levels, timings.")
@@ -61,15 +119,16 @@ Documentation: README.md of the project (also on PyPI as the package description
                    "processes); inputs, -o and --temp-dir may then be fsspec URLs (s3://...). "
                    "Needs the dask extra (README, 'Cluster').")
 @reports_errors
-def shuffle(inputs, verbose, **options):
+def shuffle(inputs, verbose, echo, **options):
     """Shuffle the lines of INPUTS (files, '-' for stdin; none means stdin) uniformly at random.
 
     Compressed inputs and outputs (.gz, .bz2, .xz, .zst) are handled by file extension.
+    Accepts GNU shuf's options with shuf's meaning (README, 'bigshuf as shuf').
     """
     from bigshuf.shuffler.run import run
 
-    opts = ShuffleOptions(inputs=list(inputs), **options,
-                          warn=lambda m: click.echo(f"bigshuf: warning: {m}", err=True))
+    opts = ShuffleOptions(inputs=[] if echo else list(inputs), echo=list(inputs) if echo else None,
+                          **options, warn=lambda m: click.echo(f"bigshuf: warning: {m}", err=True))
     stats = run(opts)
     if verbose:
         click.echo(stats.summary(), err=True)
@@ -77,24 +136,32 @@ def shuffle(inputs, verbose, **options):
 
 @main.command()
 @click.argument("first", type=click.Path(allow_dash=True))
-@click.argument("second", type=click.Path(allow_dash=True))
+@click.argument("others", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @click.option("-z", "--zero-terminated", is_flag=True, help="Records end with NUL, not newline.")
+@click.option("--header", is_flag=True,
+              help="Leave out the first line of every file (outputs of 'shuffle --header', which "
+                   "repeats the header on every shard and split).")
 @click.option("--progress/--no-progress", default=None, help="Progress bars on stderr.")
 @reports_errors
-def verify(first, second, zero_terminated, progress):
-    """Exit 0 if FIRST and SECOND hold the same multiset of lines, 1 if not.
+def verify(first, others, zero_terminated, header, progress):
+    """Exit 0 if FIRST holds the same multiset of lines as OTHERS together, 1 if not.
 
-    Order-free: compares line counts and xxhash-based fingerprints, at disk speed.
+    OTHERS is one file (a shuffle of FIRST) or several (its shards, or the splits of
+    'shuffle --split': 'bigshuf verify in.txt data/train.txt data/valid.txt data/test.txt').
+    Order-free: compares line counts and xxhash-based fingerprints, at disk speed; lines of any
+    length.
     """
     from bigshuf.shuffler.verify import verify as run_verify
 
-    result = run_verify(first, second, zero_terminated=zero_terminated, progress=progress)
-    for fp in (result.first, result.second):
+    result = run_verify(first, *others, zero_terminated=zero_terminated, progress=progress,
+                        header=header)
+    for fp in (result.first, *(result.parts or (result.second,))):
         click.echo(f"{fp.count:>14,d} lines  {fp.hexdigest}  {fp.path}")
+    if result.parts:
+        click.echo(f"{result.second.count:>14,d} lines  {result.second.hexdigest}  "
+                   f"(the {len(result.parts)} files together)")
     if result.same:
         click.echo("same multiset of lines")
     else:
         click.echo("DIFFERENT: " + result.difference())
         sys.exit(1)
-
-

@@ -10,7 +10,16 @@ a stream is ``PCG64(SeedSequence(seed, spawn_key=key))`` where ``key`` is
   inside a level appends ``(Purpose.NESTED, first bucket of its unit)``;
 - the coordinates locate the data: ``(source, block)`` for the input blocks of a scatter or a
   sample (``source`` = position of the input among all inputs, ``block`` = block number within
-  that input), ``(first bucket,)`` for a gather unit, ``()`` for a once-per-run draw.
+  that input), ``(first bucket,)`` for a gather unit, ``()`` for a once-per-run draw, and
+  ``(chunk,)`` for draws that read no input block (``-i -n``, ``-r``): the n-th fixed-size chunk
+  of draws, so their sequence does not depend on ``--memory`` or on how it is cut into rounds.
+  ``-e`` and ``-i`` records are one input (source 0) and use the scatter/gather/sample streams.
+
+The seed is ``--seed N``, a fresh random number, or, with ``--random-source FILE``, the first 32
+bytes of FILE read as a little-endian 256-bit number (:func:`seed_from_bytes`): the same file
+gives the same output, a file shorter than 32 bytes is an error, and bytes past the 32nd are
+never read (so ``/dev/urandom`` or an endless pipe work). This differs from GNU shuf, which
+consumes the file's bytes as it draws: the output for a given file is bigshuf's own, not shuf's.
 
 So a stream depends only on the seed and on the position of the data it handles, never on how
 many workers ran, in which order, or on which machine: the same seed and input give the same
@@ -37,6 +46,8 @@ class Purpose(IntEnum):
     NESTED = 2        # a bucket too big for a unit, scattered again: starts a level path
     SAMPLE = 3        # reservoir (-n) draws for one input block
     SAMPLE_ORDER = 4  # the order the reservoir is written in
+    RANGE_SAMPLE = 5  # -i LO-HI -n K: distinct offsets in the range, one chunk of draws
+    REPEAT_DRAW = 6   # -r: the indices of the lines drawn with replacement, one chunk of draws
 
 
 def new_seed() -> int:
@@ -47,6 +58,11 @@ def new_seed() -> int:
 def resolve_seed(seed: Optional[int]) -> int:
     """The run's seed: the given one, or a fresh one."""
     return new_seed() if seed is None else int(seed)
+
+
+def seed_from_bytes(data: bytes) -> int:
+    """The seed a --random-source file gives (its first 32 bytes, little-endian)."""
+    return int.from_bytes(data, "little")
 
 
 def stream(seed: int, key: Tuple[int, ...]) -> np.random.Generator:
@@ -76,6 +92,14 @@ class Streams:
 
     def sample_order(self) -> np.random.Generator:
         return stream(self.seed, (Purpose.SAMPLE_ORDER,))
+
+    def range_sample(self, chunk: int) -> np.random.Generator:
+        """-i -n: the ``chunk``-th batch of candidate offsets (one source: the range)."""
+        return stream(self.seed, (Purpose.RANGE_SAMPLE, chunk))
+
+    def repeat_draw(self, chunk: int) -> np.random.Generator:
+        """-r: the ``chunk``-th fixed-size batch of line indices drawn with replacement."""
+        return stream(self.seed, (Purpose.REPEAT_DRAW, chunk))
 
 
 def nesting_depth(level: LevelPath) -> int:

@@ -418,14 +418,20 @@ def shuffle_on_cluster(opts: ShuffleOptions) -> ShuffleStats:
             stats.levels = 2
 
         # Output files: the shuffled stream (units in order) cut by record counts like Sink.
-        sink = Sink(output, sep, stats.records, shards=shards, lines_per_shard=lines_per_shard)
-        plans = _publish_plan(units, sink.quota, job)
+        if opts.split is not None:  # --split: the same stream cut per split, then per shard
+            from bigshuf.shuffler.split import split_outputs
+
+            paths, quota = split_outputs(opts, stats.records)
+        else:
+            sink = Sink(output, sep, stats.records, shards=shards, lines_per_shard=lines_per_shard)
+            paths, quota = [p for p in sink.paths if p is not None], sink.quota
+        plans = _publish_plan(units, quota, job)
         futs = [client.submit(_publish_task, dest, hdr or b"", sep, pieces, n, geo.memory,
                               key=f"bigshuf-publish-{j}-{job[-12:]}", retries=3, pure=False)
-                for j, (dest, (pieces, n)) in enumerate(zip(sink.paths, plans))]
+                for j, (dest, (pieces, n)) in enumerate(zip(paths, plans))]
         prog.track(client, futs, "publish")
         stats.records_out = stats.records
-        stats.outputs = [p for p in sink.paths if p is not None]
+        stats.outputs = list(paths)
         stats.gather_seconds = time.perf_counter() - t1
         return stats
     except BaseException as exc:

@@ -10,8 +10,9 @@ any work, also once.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, List, Optional, Sequence, Union
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from bigshuf.common.errors import UsageError
 from bigshuf.common.sizes import parse_size
@@ -21,11 +22,27 @@ PathLike = Union[str, "os.PathLike[str]"]
 #: Defaults, shown in --help and the README from here.
 DEFAULT_MEMORY = "1G"
 STDIO = "-"
+#: Bytes of --random-source that make the seed (a 256-bit number: the contract in
+#: bigshuf.common.randomness); a shorter file is an error, like shuf's "end of file".
+RANDOM_SOURCE_BYTES = 32
+#: In --split, the split that gets whatever the others leave.
+SPLIT_REST = "rest"
+#: In -o with --split, replaced by each split's name.
+SPLIT_FIELD = "{split}"
 
 
 @dataclass
 class ShuffleOptions:
-    """Everything that decides what a shuffle does. See ``bigshuf shuffle --help``."""
+    """Everything that decides what a shuffle does. See ``bigshuf shuffle --help``.
+
+    The shuf-compatible fields, from Python: ``echo`` a list of str/bytes lines (shuf -e);
+    ``input_range`` ``"LO-HI"`` or ``(lo, hi)`` (shuf -i); ``repeat`` True (shuf -r);
+    ``random_source`` a path whose first 32 bytes become ``seed``; ``split``
+    ``"train=0.98,valid=0.01,test=0.01"`` or a dict (counts, fractions, ``"rest"``), parsed into
+    a list of (name, kind, value). ``sample``, ``output``, ``input_range`` and ``random_source``
+    also take a tuple of strings (the option given several times on the command line): the
+    smallest ``sample`` wins, more than one of the others is an error, as in shuf.
+    """
 
     inputs: Sequence[Any] = field(default_factory=lambda: [STDIO])
     output: Any = None
@@ -43,12 +60,31 @@ class ShuffleOptions:
     fsync: bool = False
     scheduler: Any = None
     warn: Optional[Callable[[str], None]] = None
+    echo: Optional[Sequence[Union[str, bytes]]] = None
+    input_range: Any = None
+    repeat: bool = False
+    random_source: Any = None
+    split: Any = None
 
     def __post_init__(self) -> None:
+        explicit_inputs = [p for p in self.inputs]
         self.inputs = list(self.inputs) or [STDIO]
         self.memory = parse_size(self.memory)
+        # Options given more than once (a tuple from the CLI): as GNU shuf treats them.
+        self.output = _only_one(self.output, "multiple output files specified")
+        self.random_source = _only_one(self.random_source, "multiple random sources specified")
+        self.input_range = _only_one(self.input_range, "multiple -i options specified")
+        if isinstance(self.sample, (list, tuple)):
+            self.sample = min((_at_least(v, 0, "-n") for v in self.sample), default=None)
         if self.seed is not None:
             self.seed = _at_least(self.seed, 0, "--seed")
+        self._check_generated(explicit_inputs)
+        if self.split is not None:
+            self.split = parse_split(self.split)
+        if self.random_source is not None:
+            if self.seed is not None:
+                raise UsageError("--seed and --random-source cannot be used together")
+            self.seed = seed_from_random_source(self.random_source)
         for name, flag in (("jobs", "--jobs"), ("buckets", "--buckets"), ("shards", "--shards"),
                            ("lines_per_shard", "--lines-per-shard")):
             value = getattr(self, name)
@@ -68,6 +104,27 @@ class ShuffleOptions:
             raise UsageError(f"--buckets {self.buckets:,} needs more memory for its index: at most "
                              f"{geo.index_entries:,} buckets with --memory {self.memory_bytes:,} bytes")
 
+    def _check_generated(self, explicit_inputs: Sequence[Any]) -> None:
+        """-e and -i replace the input files (shuf's rules and messages)."""
+        if self.echo is not None and self.input_range is not None:
+            raise UsageError("cannot combine -e and -i options")
+        if self.echo is None and self.input_range is None:
+            return
+        extra = [p for p in explicit_inputs if not (p == STDIO and len(explicit_inputs) == 1)]
+        if extra:
+            raise UsageError(f"extra operand {os.fspath(extra[0])!r} (-e/-i take no input files)"
+                             if isinstance(extra[0], (str, os.PathLike)) else
+                             "-e/-i take no input files")
+        if self.input_range is not None:
+            self.input_range = parse_range(self.input_range)
+        if self.echo is not None:
+            self.echo = [os.fsencode(a) if isinstance(a, str) else bytes(a) for a in self.echo]
+            term = bytes([self.sep])
+            for i, arg in enumerate(self.echo, 1):
+                if term in arg:
+                    what = "a NUL" if self.zero_terminated else "a newline (use -z)"
+                    raise UsageError(f"-e argument {i} contains {what}: a line cannot hold its terminator")
+
     def _check_combinations(self) -> None:
         if self.shards is not None and self.lines_per_shard is not None:
             raise UsageError("--shards and --lines-per-shard cannot be used together")
@@ -78,6 +135,32 @@ class ShuffleOptions:
                 raise UsageError("-n/--head-count is not available with --scheduler")
             if self.to_stdout:
                 raise UsageError("--scheduler writes to -o/--output (a path or URL), not stdout")
+            if self.repeat or self.generated:
+                raise UsageError("-r, -e and -i are not available with --scheduler")
+        if self.repeat:
+            if self.split is not None:
+                raise UsageError("--split and -r/--repeat cannot be used together")
+            if self.sample is None and not (self.to_stdout and not self.sharded):
+                raise UsageError("-r/--repeat without -n never ends: write to stdout (a pipe), "
+                                 "not -o or shards")
+        if self.split is not None:
+            self._check_split()
+
+    def _check_split(self) -> None:
+        if self.sample is not None:
+            raise UsageError("--split and -n/--head-count cannot be used together")
+        if self.to_stdout or not isinstance(self.output, (str, os.PathLike)):
+            raise UsageError(f"--split needs -o with {SPLIT_FIELD} in it, "
+                             f"e.g. -o 'data/{SPLIT_FIELD}.jsonl.gz'")
+        if SPLIT_FIELD not in os.fspath(self.output):
+            raise UsageError(f"with --split, -o must contain {SPLIT_FIELD} (each split's name "
+                             f"goes there), e.g. -o 'data/{SPLIT_FIELD}.jsonl.gz'")
+        if SPLIT_FIELD in os.path.dirname(os.fspath(self.output)):
+            raise UsageError(f"with --split, {SPLIT_FIELD} goes in the file name of -o, not in "
+                             f"its directory")
+        from bigshuf.shuffler.split import split_outputs
+
+        split_outputs(self, 0, [0] * len(self.split))  # name patterns, distinct names: now
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -96,6 +179,34 @@ class ShuffleOptions:
     @property
     def memory_bytes(self) -> int:
         return int(self.memory)
+
+    @property
+    def direct(self) -> bool:
+        """Runs without the engine: -r, -n 0 (reads nothing, like shuf) and -i LO-HI -n K."""
+        return self.repeat or self.sample == 0 or (self.input_range is not None
+                                                   and self.sample is not None)
+
+    @property
+    def generated(self) -> bool:
+        """The records come from -e arguments or an -i range, not from input files."""
+        return self.echo is not None or self.input_range is not None
+
+    @property
+    def echo_lines(self) -> List[bytes]:
+        """The -e arguments as bytes (normalised by the constructor)."""
+        return [a if isinstance(a, bytes) else os.fsencode(a) for a in self.echo or ()]
+
+    def record_inputs(self) -> List[Any]:
+        """What a RecordReader reads: the inputs, or a fresh stream of the -e/-i records (a new
+        one at every call, so a second pass reads them again)."""
+        if not self.generated:
+            return list(self.inputs)
+        from bigshuf.shuffler.sources import echo_source, range_source
+
+        if self.echo is not None:
+            return [echo_source(self.echo_lines, self.sep)]
+        lo, hi = self.input_range
+        return [range_source(lo, hi, self.sep)]
 
     @classmethod
     def from_keywords(cls, inputs: Sequence[Any], output: Any = None, **kw: Any) -> "ShuffleOptions":
@@ -123,3 +234,117 @@ def _at_least(value: Any, low: int, flag: str) -> int:
         word = "must not be negative" if low == 0 else f"must be at least {low}"
         raise UsageError(f"{flag} {word}")
     return value
+
+
+def _only_one(value: Any, message: str) -> Any:
+    """A value given once: a list or tuple of strings (an option repeated on the command line)
+    must hold at most one item. Other values (a (lo, hi) pair for -i) pass unchanged."""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        return value
+    if len(value) > 1:
+        raise UsageError(message)
+    return value[0] if value else None
+
+
+def parse_range(value: Any) -> Tuple[int, int]:
+    """``LO-HI`` (or a (lo, hi) pair) as two ints, 0 <= LO <= HI + 1 (HI = LO - 1 is empty)."""
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        lo, hi = value
+    else:
+        m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", str(value))
+        if not m:
+            raise UsageError(f"invalid input range: {str(value)!r} (expected LO-HI, e.g. 1-100)")
+        lo, hi = int(m.group(1)), int(m.group(2))
+    if isinstance(lo, bool) or isinstance(hi, bool) or not isinstance(lo, int) \
+            or not isinstance(hi, int) or lo < 0 or hi < lo - 1:
+        raise UsageError(f"invalid input range: {value!r}")
+    if hi >= 1 << 64:
+        raise UsageError(f"invalid input range: {value!r} (numbers up to 2**64-1)")
+    return lo, hi
+
+
+#: One split: (name, kind, value), kind "count" (an int), "fraction" (a float) or "rest".
+SplitPart = Tuple[str, str, Union[int, float, None]]
+
+
+def parse_split(value: Any) -> List[SplitPart]:
+    """``train=0.98,valid=0.01,test=0.01`` or ``valid=10000,test=10000,train=rest`` (or a
+    mapping of the same), as a list of parts. Fractions have a decimal point (or are 0/1 as
+    floats from Python); counts are whole numbers; at most one split is ``rest``."""
+    items: Sequence[Tuple[str, Any]]
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    else:
+        items = []
+        for piece in str(value).split(","):
+            name, eq, spec = piece.partition("=")
+            if not eq:
+                raise UsageError(f"--split: {piece.strip()!r} is not NAME=SIZE "
+                                 "(e.g. train=0.98,valid=0.01,test=0.01)")
+            items.append((name.strip(), spec.strip()))
+    parts = [_split_part(name, spec) for name, spec in items]
+    names = [p[0] for p in parts]
+    if len(parts) < 1 or len(set(names)) != len(names):
+        raise UsageError("--split needs distinct split names")
+    rests = sum(1 for p in parts if p[2] is None)
+    fractions = sum(split_value(p) for p in parts if p[1] == "fraction")
+    if rests > 1:
+        raise UsageError(f"--split: only one split can be '{SPLIT_REST}'")
+    if fractions > 1 + 1e-9:
+        raise UsageError(f"--split: the fractions add up to {fractions:g}, more than 1")
+    if not rests and any(p[1] == "count" for p in parts):
+        raise UsageError(f"--split with line counts needs one split '={SPLIT_REST}' (e.g. "
+                         f"valid=10000,test=10000,train={SPLIT_REST})")
+    if not rests and abs(fractions - 1) > 1e-9:
+        raise UsageError(f"--split: the fractions add up to {fractions:g}, not 1 (or make one "
+                         f"split '{SPLIT_REST}')")
+    return parts
+
+
+def split_value(part: SplitPart) -> float:
+    """The number of a split part (a count or a fraction; 0 for the rest)."""
+    return 0.0 if part[2] is None else float(part[2])
+
+
+def _split_part(name: str, spec: Any) -> SplitPart:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name or ""):
+        raise UsageError(f"--split: bad split name {name!r} (letters, digits, '_', '-', '.')")
+    if spec == SPLIT_REST:
+        return (name, "rest", None)
+    if isinstance(spec, bool):
+        raise UsageError(f"--split: bad size for {name}: {spec!r}")
+    if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
+        return (name, "count", int(spec))
+    try:
+        frac = float(spec)
+    except (TypeError, ValueError):
+        frac = -1.0
+    if not 0 <= frac <= 1:
+        raise UsageError(f"--split: bad size for {name}: {spec!r} (a fraction such as 0.01, a "
+                         f"line count such as 10000, or '{SPLIT_REST}')")
+    return (name, "fraction", frac)
+
+
+def seed_from_random_source(path: Any) -> int:
+    """The seed a --random-source file gives: its first RANDOM_SOURCE_BYTES bytes (see
+    bigshuf.common.randomness)."""
+    from bigshuf.common.errors import InputError
+    from bigshuf.common.randomness import seed_from_bytes
+    from bigshuf.shuffler.records import check_input
+
+    name = os.fspath(path)
+    check_input(name)  # missing, a directory, unreadable: the usual one-line input errors
+    try:
+        with open(name, "rb") as f:  # a pipe or a device may return less per read
+            data = b""
+            while len(data) < RANDOM_SOURCE_BYTES:
+                more = f.read(RANDOM_SOURCE_BYTES - len(data))
+                if not more:
+                    break
+                data += more
+    except OSError as exc:
+        raise InputError(exc.strerror or str(exc), name) from None
+    if len(data) < RANDOM_SOURCE_BYTES:
+        raise InputError(f"end of file: a --random-source must hold at least "
+                         f"{RANDOM_SOURCE_BYTES} bytes", name)
+    return seed_from_bytes(data)

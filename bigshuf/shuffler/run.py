@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 from bigshuf.common.codecs import check_codecs
 from bigshuf.common.errors import BigshufError, UsageError, warn_stderr
@@ -48,8 +48,13 @@ def run(opts: ShuffleOptions) -> ShuffleStats:
     geo = plan(opts.memory_bytes)
     seed = resolve_seed(opts.seed)
     warn = opts.warn or warn_stderr
-    reader = RecordReader(opts.inputs, opts.sep, header=opts.header, warn=warn)
     stats = ShuffleStats(seed=seed, workers=geo.workers(opts.jobs))
+    if opts.direct:
+        from bigshuf.shuffler.repeat import run_direct  # -r, -n 0, -i -n: no engine needed
+
+        if run_direct(opts, geo, Streams(seed), stats):
+            return stats
+    reader = RecordReader(opts.record_inputs(), opts.sep, header=opts.header, warn=warn)
     size = _preflight(opts, reader, geo, stats.workers)
     if opts.sample is not None and opts.buckets is None:
         from bigshuf.shuffler.sampling import try_reservoir
@@ -57,8 +62,17 @@ def run(opts: ShuffleOptions) -> ShuffleStats:
         with SignalGuard() as signals:
             if try_reservoir(reader, opts, geo, Streams(seed), stats, size, signals.defer):
                 return stats
-        reader = RecordReader(opts.inputs, opts.sep, header=opts.header, warn=warn)
+        reader = RecordReader(opts.record_inputs(), opts.sep, header=opts.header, warn=warn)
     return _run_engine(opts, reader, geo, Streams(seed), stats, size)
+
+
+def _output_names(opts: ShuffleOptions) -> List[Any]:
+    """-o, or with --split the name pattern of each split."""
+    if opts.split is None or opts.to_stdout:
+        return [opts.output]
+    from bigshuf.shuffler.split import split_pattern
+
+    return [split_pattern(os.fspath(opts.output), name) for name, _, _ in opts.split]
 
 
 def _preflight(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, workers: int
@@ -68,9 +82,10 @@ def _preflight(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, worker
         raise UsageError(f"temporary directory does not exist: {opts.temp_dir}")
     size = reader.known_size()
     check_codecs([*opts.input_names(), opts.output if isinstance(opts.output, str) else None])
-    check_destination(opts.output, pattern=opts.sharded)
-    if opts.sharded:
-        check_shard_names(os.fspath(opts.output), opts.shards)
+    for output in _output_names(opts):
+        check_destination(output, pattern=opts.sharded)
+        if opts.sharded:
+            check_shard_names(os.fspath(output), opts.shards)
     check_free_space(size if size is not None else reader.estimated_size(),
                      None if opts.to_stdout else opts.output, opts.temp_dir,
                      geo.memory_store_capacity(workers))
@@ -98,9 +113,12 @@ def _run_engine(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, strea
             t1 = time.perf_counter()
             stats.scatter_seconds = t1 - t0
             prog.start_gather(stats.bytes if opts.sample is None else None)
-            sink = Sink(opts.output, opts.sep, stats.records, shards=opts.shards,
-                        lines_per_shard=opts.lines_per_shard, limit=opts.sample,
-                        header=reader.header, durable=opts.fsync, memory=opts.memory_bytes)
+            if opts.split is not None:  # --split: the stream cut into one Sink per split
+                from bigshuf.shuffler.split import SplitSink
+
+                sink = SplitSink(opts, stats.records, reader.header)
+            else:
+                sink = Sink.for_options(opts, stats.records, reader.header, limit=opts.sample)
             sink.open()
             engine.gather(level, sink, ())
             engine.close()

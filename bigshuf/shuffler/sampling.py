@@ -131,9 +131,7 @@ def try_reservoir(reader: RecordReader, opts: ShuffleOptions, geo: Geometry, str
         out = np.empty(int(res.length[:k].sum()), dtype=np.uint8)
         gather_records(res.data, res.start[:k][perm], res.length[:k][perm], out, 0)
         res.data = np.empty(0, dtype=np.uint8)
-        sink = Sink(opts.output, opts.sep, k, shards=opts.shards,
-                    lines_per_shard=opts.lines_per_shard, header=reader.header,
-                    durable=opts.fsync, memory=opts.memory_bytes)
+        sink = Sink.for_options(opts, k, reader.header)
         sink.open()
         try:
             sink.write(out, k)

@@ -25,6 +25,11 @@ class ShuffleStats:
     outputs: List[str] = field(default_factory=list)
 
     def summary(self) -> str:
+        if self.store in ("repeat", "range"):  # -r, -i LO-HI -n K: no engine, no buckets
+            how = ("drawn with replacement (-r)" if self.store == "repeat"
+                   else "drawn from the range, which is never generated (-i -n)")
+            return (f"bigshuf: {self.records:,} records -> {self.records_out:,} {how}; "
+                    f"seed {self.seed}")
         if self.store == "reservoir":
             return (f"bigshuf: {self.records:,} records ({format_size(self.bytes)}) -> "
                     f"{self.records_out:,} sampled in one pass (reservoir); seed {self.seed}")

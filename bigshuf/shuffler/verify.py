@@ -12,18 +12,32 @@ h is computed without a Python object per record where that matters:
   costs little per byte at these lengths;
 * shorter records: XXH64's round function and avalanche, vectorised with numpy over all the
   short records of a block, eight bytes (one lane) at a time, seeded with the record length.
+
+Records of any length are accepted: the input is read into one ``BLOCK``-byte buffer and a record
+that does not end within half of it is hashed incrementally with the same XXH3-64 (its digest
+equals the one-shot digest), so memory stays at about two blocks a file whatever the longest line. Fingerprints add up:
+the fingerprint of several files is the sum of theirs, which is how ``verify IN SPLIT1 SPLIT2 ...``
+checks that splits (or shards) together hold exactly the input.
 """
 from __future__ import annotations
 
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import xxhash
 
+from bigshuf.common.errors import UsageError
 from bigshuf.common.progress import Progress
-from bigshuf.shuffler.records import PathLike, RecordReader, display_name
+from bigshuf.shuffler.records import (
+    PathLike,
+    RecordReader,
+    display_name,
+    find_record_ends,
+    open_input,
+    read_fully,
+)
 
 LONG = 128
 SLICE_RECORDS = 16384
@@ -122,7 +136,7 @@ def record_hashes(data: np.ndarray, ends: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Fingerprint:
-    """Record count and the two order-free sums of one input."""
+    """Record count and the two order-free sums of one input (or of several: see ``+``)."""
 
     path: str
     count: int
@@ -142,27 +156,110 @@ class Fingerprint:
     def same_multiset(self, other: "Fingerprint") -> bool:
         return (self.count, self.sum1, self.sum2) == (other.count, other.sum1, other.sum2)
 
+    def __add__(self, other: "Fingerprint") -> "Fingerprint":
+        """The fingerprint of both inputs together (their concatenation, in any order)."""
+        mask = (1 << 64) - 1
+        return Fingerprint(f"{self.path} + {other.path}", self.count + other.count,
+                           (self.sum1 + other.sum1) & mask, (self.sum2 + other.sum2) & mask,
+                           self.bytes + other.bytes)
+
+
+class _Sums:
+    """Running count and sums; with ``skip_first`` the first record is left out (--header)."""
+
+    def __init__(self, skip_first: bool):
+        self.skip = skip_first
+        self.count = 0
+        self.nbytes = 0
+        self.s1 = np.uint64(0)
+        self.s2 = np.uint64(0)
+
+    def add(self, hashes: np.ndarray, lengths: np.ndarray) -> None:
+        if self.skip and len(hashes):
+            self.skip = False
+            hashes, lengths = hashes[1:], lengths[1:]
+        with np.errstate(over="ignore"):
+            self.s1 += hashes.sum(dtype=np.uint64)
+            self.s2 += _avalanche(hashes ^ _P4).sum(dtype=np.uint64)
+        self.count += len(hashes)
+        self.nbytes += int(lengths.sum())
+
+    def add_long(self, digest: int, length: int) -> None:
+        self.add(np.array([digest], dtype=np.uint64), np.array([length], dtype=np.int64))
+
 
 def fingerprint(path: PathLike, zero_terminated: bool = False,
-                progress: Optional[Progress] = None) -> Fingerprint:
-    """Fingerprint the records of ``path`` ('-' for stdin; compressed files by extension)."""
-    reader = RecordReader([path], 0 if zero_terminated else 10)
-    s1 = np.uint64(0)
-    s2 = np.uint64(0)
-    with np.errstate(over="ignore"):
-        for block in reader.blocks(BLOCK):
-            h = record_hashes(block.data, block.ends)
-            s1 += h.sum(dtype=np.uint64)
-            s2 += _avalanche(h ^ _P4).sum(dtype=np.uint64)
+                progress: Optional[Progress] = None, header: bool = False) -> Fingerprint:
+    """Fingerprint the records of ``path`` ('-' for stdin; compressed files by extension), lines
+    of any length; with ``header`` its first line is left out. Holds one BLOCK-byte buffer: a
+    record still unfinished after half of it is hashed as a stream (XXH3-64, as for any record
+    over LONG bytes, so the fingerprint does not depend on BLOCK)."""
+    sep = 0 if zero_terminated else 10
+    src = open_input(path)
+    sums = _Sums(header)
+    buf = np.empty(BLOCK, dtype=np.uint8)
+    carry = 0                                     # unfinished record at the front of buf
+    long_hash: Optional["xxhash.xxh3_64"] = None  # inside a record longer than BLOCK / 2
+    long_len = 0
+    try:
+        while True:
+            got = read_fully(src.stream, memoryview(buf)[carry:], src.name)
+            eof = got < BLOCK - carry
             if progress is not None:
-                progress.gathered(block.nbytes)
-    return Fingerprint(display_name(path), reader.records, int(s1), int(s2), reader.payload)
+                progress.gathered(got)
+            n = carry + got
+            if long_hash is not None:
+                hits = np.flatnonzero(buf[:n] == sep)
+                cut = int(hits[0]) + 1 if len(hits) else n
+                long_hash.update(memoryview(buf)[:cut])
+                long_len += cut
+                if not len(hits) and not eof:
+                    carry = 0
+                    continue
+                if not len(hits):  # last record without terminator: it gets one, like the shuffle
+                    long_hash.update(bytes([sep]))
+                    long_len += 1
+                sums.add_long(long_hash.intdigest(), long_len)
+                long_hash = None
+                buf[:n - cut] = buf[cut:n]
+                n -= cut
+            carry = _hash_block(buf, n, sep, eof, sums)
+            if eof:
+                break
+            if carry >= BLOCK // 2:  # no terminator in half a block: hash this record as a stream
+                long_hash, long_len = xxhash.xxh3_64(), carry
+                long_hash.update(memoryview(buf)[:carry])
+                carry = 0
+    finally:
+        src.close()
+    return Fingerprint(display_name(path), sums.count, int(sums.s1), int(sums.s2), sums.nbytes)
+
+
+def _hash_block(buf: np.ndarray, n: int, sep: int, eof: bool, sums: _Sums) -> int:
+    """Hash the whole records of ``buf[:n]`` (at end of input the tail too, given a
+    terminator: there is room, as the last read was short); move the unfinished tail to the
+    front and return its length."""
+    if eof and n and buf[n - 1] != sep:
+        buf[n] = sep
+        n += 1
+    ends = find_record_ends(buf[:n], sep)
+    done = int(ends[-1]) if len(ends) else 0
+    if len(ends):
+        starts = np.concatenate([[0], ends[:-1]])
+        sums.add(record_hashes(buf[:done], ends), ends - starts)
+    rest = n - done
+    if rest > 0:
+        buf[:rest] = buf[done:n]
+    return rest
 
 
 @dataclass(frozen=True)
 class VerifyResult:
+    """``first`` against ``second`` (the sum of ``parts`` when several files were given)."""
+
     first: Fingerprint
     second: Fingerprint
+    parts: Tuple[Fingerprint, ...] = ()
 
     @property
     def same(self) -> bool:
@@ -170,37 +267,36 @@ class VerifyResult:
 
     def difference(self) -> str:
         a, b = self.first, self.second
+        other = f"the {len(self.parts)} others together" if self.parts else b.path
         if a.count != b.count:
-            return f"{a.path} has {a.count:,} lines, {b.path} has {b.count:,}"
+            return f"{a.path} has {a.count:,} lines, {other} {b.count:,}"
         return "same number of lines, but different contents (fingerprints differ)"
 
 
-def verify(first: PathLike, second: PathLike, zero_terminated: bool = False,
-           progress: Optional[bool] = None) -> VerifyResult:
-    """Do ``first`` and ``second`` hold the same multiset of records? Both are read at once
-    (one thread each: hashing and decompression release the GIL for much of the work)."""
-    # Open both first so a missing second file fails before the first is read.
-    RecordReader([first]), RecordReader([second])
+def verify(first: PathLike, second: PathLike, *more: PathLike, zero_terminated: bool = False,
+           progress: Optional[bool] = None, header: bool = False) -> VerifyResult:
+    """Does ``first`` hold the same multiset of records as ``second`` (and ``more``, together)?
+    E.g. an input against the files of a --split or of shards. Files are read two at a time
+    (hashing and decompression release the GIL for much of the work). With ``header``, the first
+    line of every file is left out."""
+    paths: List[PathLike] = [first, second, *more]
+    if sum(1 for p in paths if str(p) == "-") > 1:
+        raise UsageError("stdin ('-') can be given only once")
+    for p in paths:  # a missing file fails before any is read
+        RecordReader([p])
     prog = Progress(progress, None, first="verify")
-    results: list = [None, None]
-    errors: list = []
-
-    def run(i: int, path: PathLike) -> None:
-        try:
-            results[i] = fingerprint(path, zero_terminated, prog)
-        except BaseException as exc:  # re-raised in the caller's thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i, p), daemon=True)
-               for i, p in enumerate((first, second))]
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            while t.is_alive():
-                t.join(0.2)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            futures = [pool.submit(fingerprint, p, zero_terminated, prog, header) for p in paths]
+            prints = [f.result() for f in futures]
     finally:
         prog.close()
-    if errors:
-        raise errors[0]
-    return VerifyResult(results[0], results[1])
+    rest = _total(prints[1:])
+    return VerifyResult(prints[0], rest, tuple(prints[1:]) if more else ())
+
+
+def _total(prints: Sequence[Fingerprint]) -> Fingerprint:
+    total = prints[0]
+    for fp in prints[1:]:
+        total = total + fp
+    return total

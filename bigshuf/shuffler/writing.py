@@ -249,19 +249,37 @@ class Sink:
             if self.left_in_current == 0 and self.current + 1 < len(self.paths):
                 self._start_file(self.current + 1)
 
+    @classmethod
+    def for_options(cls, opts: Any, records: int, header: Optional[bytes] = None,
+                    output: Any = None, limit: Optional[int] = None) -> "Sink":
+        """The sink a run with options ``opts`` writes ``records`` records to (``output``
+        overrides ``opts.output``, e.g. one split's name)."""
+        return cls(opts.output if output is None else output, opts.sep, records,
+                   shards=opts.shards, lines_per_shard=opts.lines_per_shard, limit=limit,
+                   header=header, durable=opts.fsync, memory=opts.memory_bytes)
+
     def finish(self) -> None:
-        """Flush every output and give each its final name (shards nobody wrote to yet are
-        created now, empty but for the header). Two runs publishing the same names are
-        serialised by a directory lock, so a set of shards is never a mix of two runs."""
+        """Flush every output and give each its final name. Two runs publishing the same
+        names are serialised by a directory lock, so a set of shards is never a mix of two."""
+        self.complete()
+        with publishing(self.destinations()):
+            self.commit()
+        self.group.release()
+
+    def complete(self) -> None:
+        """Create the outputs nobody wrote to yet (empty but for the header) and flush all."""
         while len(self.files) < len(self.paths):
             self._start_file(len(self.files))
         for f in self.files:
             f.finish()
-        dests = [f.dest for f in self.files if f.dest is not None]
-        with publishing(dests):
-            for f in self.files:
-                f.commit(self.durable)
-        self.group.release()
+
+    def destinations(self) -> List[Destination]:
+        return [f.dest for f in self.files if f.dest is not None]
+
+    def commit(self) -> None:
+        """Rename every completed output into place (the caller holds the publishing lock)."""
+        for f in self.files:
+            f.commit(self.durable)
 
     def abort(self) -> None:
         for f in self.files:

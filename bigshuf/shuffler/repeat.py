@@ -1,0 +1,325 @@
+"""``-r/--repeat``: lines drawn independently and uniformly, with replacement (shuf -r).
+
+The draws are one endless sequence of line indices, fixed by the seed alone: chunk c of
+``DRAW_CHUNK`` indices comes from its own stream (``Purpose.REPEAT_DRAW``, key ``(c,)``), each
+uniform over the n lines of the input. ``-n N`` writes the first N; without ``-n`` the sequence
+never ends and the run stops quietly when the reader closes the pipe (``| head`` exits 0).
+
+Memory stays bounded whatever the input size and N:
+
+* ``-i LO-HI``: an index *is* the line (LO + index); nothing is read.
+* ``-e ARG...``: the arguments are already in memory; an index picks one.
+* files: one pass counts the lines (stdin and streams are first copied to an unlinked file in
+  ``--temp-dir``, since they must be read again). Then *rounds*: take the next B indices of the
+  sequence (B chosen so their lines fill an eighth of ``--memory`` at the mean line length),
+  read the input once collecting those lines in file order, and write them in draw order. Lines
+  that turn out longer than expected (more than a quarter of ``--memory``) make a round split in
+  two halves (recursively), so the budget holds for any line lengths. The output is the draw sequence itself, so it does not
+  depend on B, ``--memory`` or the input's block layout; a round re-reads the input, so N far
+  beyond memory costs one input pass per round.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, Callable, Iterator, List, Optional, Tuple
+
+import numpy as np
+
+from bigshuf.common.errors import InputError
+from bigshuf.common.randomness import Streams
+from bigshuf.shuffler.options import STDIO, ShuffleOptions
+from bigshuf.shuffler.plan import Geometry
+from bigshuf.shuffler.records import RecordReader, Source, open_input, read_fully
+from bigshuf.shuffler.segments import gather_records
+from bigshuf.shuffler.sources import format_numbers
+from bigshuf.shuffler.stats import ShuffleStats
+from bigshuf.shuffler.writing import Sink
+
+#: Indices per draw chunk (part of the output contract: changing it changes -r outputs). Small,
+#: so a chunk (8 bytes a draw) is a small part of even the smallest --memory.
+DRAW_CHUNK = 1 << 12
+#: Records an endless run claims to have in its Sink (it never gets there).
+ENDLESS = 1 << 62
+#: Bookkeeping bytes per draw in a round: the index, its sorted copy, order and inverse, start
+#: and length, and the reordered start/length copies (8 bytes each), rounded up.
+DRAW_BYTES = 80
+
+
+def draws(streams: Streams, count: int, total: Optional[int]) -> Iterator[np.ndarray]:
+    """The draw sequence in chunks (the last one cut so ``total`` indices come out in all)."""
+    chunk = 0
+    left = total
+    while left is None or left > 0:
+        size = DRAW_CHUNK if left is None else min(DRAW_CHUNK, left)
+        yield streams.repeat_draw(chunk).integers(0, count, DRAW_CHUNK, dtype=np.uint64)[:size]
+        chunk += 1
+        if left is not None:
+            left -= size
+
+
+def run_direct(opts: ShuffleOptions, geo: Geometry, streams: Streams, stats: ShuffleStats
+               ) -> bool:
+    """-r, -n 0 and -i LO-HI -n K: methods that need no engine. False: let the engine run."""
+    from bigshuf.common.errors import UsageError
+    from bigshuf.common.output import check_destination
+    from bigshuf.common.signals import SignalGuard
+    from bigshuf.shuffler.sources import sample_range, write_records
+
+    if opts.temp_dir is not None and not os.path.isdir(opts.temp_dir):
+        raise UsageError(f"temporary directory does not exist: {opts.temp_dir}")
+    check_destination(opts.output, pattern=opts.sharded)
+    with SignalGuard() as signals:
+        if opts.sample == 0:  # nothing to write: no input is opened or read (like shuf -n 0)
+            stats.outputs = write_records(opts, [], 0, signals.defer)
+            return True
+        if opts.repeat:
+            run_repeat(opts, geo, streams, stats, signals.defer)
+            return True
+        return sample_range(opts, geo, streams, stats, signals.defer)
+
+
+def run_repeat(opts: ShuffleOptions, geo: Geometry, streams: Streams, stats: ShuffleStats,
+               before_rename: Callable[[], None]) -> ShuffleStats:
+    """Write ``opts.sample`` draws (endless without it) to the outputs of ``opts``."""
+    total = opts.sample
+    header: Optional[bytes] = None
+    spool = None
+    try:
+        if opts.input_range is not None:
+            lo, hi = opts.input_range
+            count = hi - lo + 1
+            chunks = _range_lines(lo, count, opts.sep, streams, total)
+        elif opts.echo is not None:
+            count = len(opts.echo)
+            chunks = _echo_lines(opts.echo_lines, opts.sep, streams, total)
+        else:
+            inputs, spool = _rereadable(opts)
+            count, payload, header = _count(inputs, opts, geo)
+            stats.bytes = payload
+            # Half the round's byte cap at the mean line length, so a round rarely overflows.
+            per_round = max(1, (geo.memory // 8) // (payload // max(count, 1) + DRAW_BYTES))
+            chunks = _file_lines(inputs, opts, geo, streams, count, total, per_round)
+        stats.records = count
+        if count == 0 and total != 0:
+            raise InputError("no lines to repeat", ", ".join(opts.input_names())
+                             if not opts.generated else ("-e" if opts.echo is not None else "-i"))
+        stats.records_out = _write(opts, chunks, total, header, before_rename)
+    finally:
+        if spool is not None:
+            spool.close()
+    stats.store = "repeat"
+    return stats
+
+
+#: What the draw generators yield: whole records (bytes or a uint8 array) and how many.
+Chunk = Tuple[Any, int]
+
+
+def _write(opts: ShuffleOptions, chunks: Iterator[Chunk], total: Optional[int],
+           header: Optional[bytes], before_rename: Callable[[], None]) -> int:
+    """Write the chunks; endless output ends quietly when the reader goes away."""
+    sink = Sink.for_options(opts, ENDLESS if total is None else total, header)
+    sink.open()
+    try:
+        for data, records in chunks:
+            sink.write(data if isinstance(data, np.ndarray) else np.frombuffer(data, np.uint8),
+                       records)
+        before_rename()
+        sink.finish()
+    except BrokenPipeError:
+        if total is not None:
+            sink.abort()
+            raise
+        return sink.done  # `bigshuf shuffle -r x | head`: the reader has what it wanted
+    except BaseException:
+        sink.abort()
+        raise
+    return sink.done
+
+
+def _range_lines(lo: int, count: int, sep: int, streams: Streams, total: Optional[int]
+                 ) -> Iterator[Chunk]:
+    if count == 0:
+        return
+    for idx in draws(streams, count, total):
+        yield format_numbers((idx + np.uint64(lo)).tolist(), sep), len(idx)  # <= hi: no overflow
+
+
+def _echo_lines(args: List[bytes], sep: int, streams: Streams, total: Optional[int]
+                ) -> Iterator[Chunk]:
+    term = bytes([sep])
+    if not args:
+        return
+    for idx in draws(streams, len(args), total):
+        yield b"".join(args[i] + term for i in idx.tolist()), len(idx)
+
+
+# -- files -----------------------------------------------------------------------------------
+
+def _rereadable(opts: ShuffleOptions) -> Tuple[List[Any], Any]:
+    """Inputs that can be read several times: paths as they are; stdin (or a caller's stream)
+    copied once to an unlinked file in --temp-dir, returned as a factory-friendly path list
+    plus the spool file (the caller closes it)."""
+    if all(isinstance(p, (str, os.PathLike)) and os.fspath(p) != STDIO for p in opts.inputs):
+        return list(opts.inputs), None
+    spool = tempfile.TemporaryFile(dir=opts.temp_dir)
+    streamed: List[Any] = []
+    for item in opts.inputs:
+        if isinstance(item, (str, os.PathLike)) and os.fspath(item) != STDIO:
+            streamed.append(item)
+            continue
+        start = spool.tell()
+        name = _copy_into(spool, item)
+        streamed.append(_SpoolPart(spool, start, spool.tell(), name))
+    spool.flush()
+    return streamed, spool
+
+
+def _copy_into(spool: Any, item: Any) -> str:
+    """Append stdin ('-') or a caller's binary stream to ``spool``; returns its display name."""
+    if isinstance(item, (str, os.PathLike)):
+        src = open_input(item)
+        name, read = src.name, lambda view: read_fully(src.stream, view, src.name)
+    else:
+        src = None
+        name = item.name if isinstance(getattr(item, "name", None), str) else "<stream>"
+        read = (lambda view: read_fully(item, view, name)) if hasattr(item, "readinto") else \
+            (lambda view: _read_into(item, view))
+    buf = memoryview(bytearray(1 << 20))
+    try:
+        while True:
+            got = read(buf)
+            if not got:
+                return name
+            spool.write(buf[:got])
+    finally:
+        if src is not None:
+            src.close()
+
+
+def _read_into(stream: Any, view: memoryview) -> int:
+    data = stream.read(len(view))
+    view[:len(data)] = data
+    return len(data)
+
+
+class _SpoolPart:
+    """One spooled input inside the spool file: ``open()`` gives a fresh Source over it."""
+
+    def __init__(self, spool: Any, start: int, end: int, name: str):
+        self.spool, self.start, self.end, self.name = spool, start, end, name
+
+    def open(self) -> Source:
+        fd = os.dup(self.spool.fileno())
+        stream = _Window(fd, self.start, self.end)
+        return Source(self.name, stream, self.end - self.start, False, None)  # type: ignore[arg-type]
+
+
+class _Window:
+    """Reads bytes [start, end) of a descriptor with pread (its own position)."""
+
+    def __init__(self, fd: int, start: int, end: int):
+        self.fd, self.pos, self.end = fd, start, end
+
+    def readinto(self, view: Any) -> int:
+        view = memoryview(view).cast("B")
+        want = min(len(view), self.end - self.pos)
+        if want <= 0:
+            return 0
+        data = os.pread(self.fd, want, self.pos)
+        view[:len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _reader(inputs: List[Any], opts: ShuffleOptions) -> RecordReader:
+    items = [p.open() if isinstance(p, _SpoolPart) else p for p in inputs]
+    return RecordReader(items, opts.sep, header=opts.header, warn=opts.warn)
+
+
+def _count(inputs: List[Any], opts: ShuffleOptions, geo: Geometry) -> Tuple[int, int, Optional[bytes]]:
+    """Lines and bytes of the input (one pass), and the header line if --header."""
+    reader = _reader(inputs, opts)
+    for _ in reader.blocks(geo.block_bytes, geo.block_records):
+        pass
+    return reader.records, reader.payload, reader.header
+
+
+def _file_lines(inputs: List[Any], opts: ShuffleOptions, geo: Geometry, streams: Streams,
+                count: int, total: Optional[int], per_round: int) -> Iterator[Chunk]:
+    """The drawn lines, in draw order, a round of ``per_round`` draws at a time."""
+    if count == 0:
+        return
+    pending = np.empty(0, dtype=np.int64)
+    # Endless output (`| head -5`) starts after one chunk, not after a memory-full of draws.
+    target = DRAW_CHUNK if total is None else per_round
+    for idx in draws(streams, count, total):
+        pending = np.concatenate([pending, idx.astype(np.int64)])
+        while len(pending) >= target:
+            yield from _round(pending[:target], inputs, opts, geo)
+            pending, target = pending[target:], per_round
+    if len(pending):
+        yield from _round(pending, inputs, opts, geo)
+
+
+def _round(idx: np.ndarray, inputs: List[Any], opts: ShuffleOptions, geo: Geometry
+           ) -> Iterator[Chunk]:
+    """The lines of ``idx`` in that order; halves the round if they overflow the budget."""
+    cap = geo.memory // 4
+    got = _collect(idx, inputs, opts, geo, cap)
+    if got is None:
+        half = len(idx) // 2
+        yield from _round(idx[:half], inputs, opts, geo)
+        yield from _round(idx[half:], inputs, opts, geo)
+        return
+    data, starts, lengths = got
+    inverse = np.empty(len(idx), dtype=np.int64)
+    order = np.argsort(idx, kind="stable")
+    inverse[order] = np.arange(len(idx))
+    out = np.empty(int(lengths.sum()), dtype=np.uint8)
+    gather_records(data, starts[inverse], lengths[inverse], out, 0)
+    del data, starts, lengths, got
+    yield out, len(idx)
+
+
+def _collect(idx: np.ndarray, inputs: List[Any], opts: ShuffleOptions, geo: Geometry, cap: int
+             ) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """One pass: the lines of ``idx`` in sorted index order, packed in one buffer (None if they
+    need more than ``cap`` bytes and there is more than one)."""
+    wanted = np.sort(idx)
+    starts = np.empty(len(wanted), dtype=np.int64)
+    lengths = np.empty(len(wanted), dtype=np.int64)
+    data = np.empty(min(cap, 1 << 20), dtype=np.uint8)
+    used, i, first = 0, 0, 0
+    blocks: Any = _reader(inputs, opts).blocks(geo.block_bytes, geo.block_records)
+    try:
+        for block in blocks:
+            j = int(np.searchsorted(wanted, first + block.count, side="left"))
+            local = wanted[i:j] - first
+            first += block.count
+            if not len(local):
+                continue
+            ends = block.ends[local]
+            begins = np.where(local > 0, block.ends[np.maximum(local - 1, 0)], 0)
+            size = int((ends - begins).sum())
+            if used + size > len(data):
+                if used + size > cap and len(wanted) > 1:
+                    return None
+                grown = np.empty(max(used + size, min(cap, 2 * len(data))), dtype=np.uint8)
+                grown[:used] = data[:used]
+                data = grown
+            starts[i:j] = used + np.cumsum(ends - begins) - (ends - begins)
+            lengths[i:j] = ends - begins
+            used = gather_records(block.data, begins, ends - begins, data, used)
+            i = j
+            if i == len(wanted):
+                break
+    finally:
+        blocks.close()  # a generator: closes the input files now
+    return data, starts, lengths

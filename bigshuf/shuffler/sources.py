@@ -1,0 +1,162 @@
+"""Records that come from the command line, not from files: ``-e ARG...`` and ``-i LO-HI``.
+
+Both are offered to the engine as one input stream (source 0) of known size, generated on the
+fly, so a full shuffle of a range larger than memory is an ordinary engine run (scatter to the
+temporary file, gather) and memory stays bounded. ``-i LO-HI -n K`` never generates the range:
+it draws K distinct offsets directly (:func:`sample_range`), so ``-i 1-10000000000 -n 5`` is
+instant.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence
+
+import numpy as np
+
+from bigshuf.common.randomness import Streams
+from bigshuf.shuffler.options import ShuffleOptions
+from bigshuf.shuffler.plan import Geometry
+from bigshuf.shuffler.records import Source
+from bigshuf.shuffler.stats import ShuffleStats
+from bigshuf.shuffler.writing import Sink
+
+#: Numbers formatted per chunk of a generated range (bounds the chunk's bytes to ~1.3 MB).
+RANGE_CHUNK = 1 << 16
+#: -i -n K: chunk c of candidates holds (2K + 64) << min(c, 10) draws. Sizes depend on K only,
+#: so the offsets drawn depend on the seed and K, never on --memory.
+MAX_DOUBLINGS = 10
+#: Bytes of working memory one sampled offset may cost (candidates, unique, sorted copies).
+BYTES_PER_OFFSET = 64
+
+
+class GeneratedStream:
+    """A read-only binary stream over an iterator of byte chunks (``readinto`` only)."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self._chunks = chunks
+        self._buf = b""
+        self._pos = 0
+
+    def readinto(self, view: Any) -> int:
+        view = memoryview(view).cast("B")
+        n = 0
+        while n < len(view):
+            if self._pos == len(self._buf):
+                self._buf, self._pos = next(self._chunks, b""), 0
+                if not self._buf:
+                    break
+            take = min(len(view) - n, len(self._buf) - self._pos)
+            view[n:n + take] = self._buf[self._pos:self._pos + take]
+            n += take
+            self._pos += take
+        return n
+
+    def close(self) -> None:
+        self._chunks = iter(())
+
+
+def echo_source(args: Sequence[bytes], sep: int) -> Source:
+    """The -e arguments as one input of records (each argument plus the terminator)."""
+    term = bytes([sep])
+    size = sum(len(a) + 1 for a in args)
+    chunks = (b"".join(a + term for a in args[i:i + 4096]) for i in range(0, len(args), 4096))
+    return Source("<-e arguments>", GeneratedStream(chunks), size, False, size)  # type: ignore[arg-type]
+
+
+def range_bytes(lo: int, hi: int) -> int:
+    """Bytes of the decimal lines lo..hi, one terminator each."""
+    total, digits = 0, 1
+    while 10 ** (digits - 1) <= hi:
+        a, b = max(lo, 10 ** (digits - 1) if digits > 1 else 0), min(hi, 10 ** digits - 1)
+        if a <= b:
+            total += (b - a + 1) * (digits + 1)
+        digits += 1
+    return total
+
+
+def format_numbers(values: Sequence[int], sep: int) -> bytes:
+    """Decimal lines, each ended by ``sep``."""
+    if not len(values):
+        return b""
+    term = chr(sep)
+    return (term.join(map(str, values)) + term).encode("ascii")
+
+
+def range_source(lo: int, hi: int, sep: int) -> Source:
+    """The integers lo..hi as one input of decimal records, generated a chunk at a time."""
+    chunks = (format_numbers(range(a, min(a + RANGE_CHUNK, hi + 1)), sep)
+              for a in range(lo, hi + 1, RANGE_CHUNK))
+    size = range_bytes(lo, hi)
+    return Source(f"<-i {lo}-{hi}>", GeneratedStream(chunks), size, False, size)  # type: ignore[arg-type]
+
+
+# -- -i LO-HI -n K ---------------------------------------------------------------------------
+
+def sample_offsets(count: int, k: int, streams: Streams, geo: Geometry) -> Optional[np.ndarray]:
+    """K distinct offsets in [0, count) in uniformly random order, or None when they do not fit
+    in the budget (the caller then shuffles the range with the engine and keeps the first K).
+
+    K > count/2: the first K of a uniform permutation of all offsets. Otherwise the first K
+    distinct values of an endless i.i.d. uniform sequence (drawn in chunks, duplicates and
+    values already taken skipped): by symmetry every ordered K-tuple of distinct offsets is
+    equally likely, and the rejections cost little because at most half the range is taken.
+    """
+    k = min(k, count)
+    if 2 * k > count:
+        if count * BYTES_PER_OFFSET > geo.memory // 2:
+            return None
+        return streams.range_sample(0).permutation(count)[:k].astype(np.uint64)
+    if k * BYTES_PER_OFFSET > geo.memory // 2:
+        return None
+    taken = np.empty(0, dtype=np.uint64)      # sorted
+    parts: List[np.ndarray] = []
+    got, chunk = 0, 0
+    while got < k:
+        size = (2 * k + 64) << min(chunk, MAX_DOUBLINGS)
+        cand = streams.range_sample(chunk + 1).integers(0, count, size, dtype=np.uint64,
+                                                        endpoint=False)
+        values, first = np.unique(cand, return_index=True)
+        if len(taken):
+            pos = np.minimum(np.searchsorted(taken, values), len(taken) - 1)
+            fresh = taken[pos] != values
+            values, first = values[fresh], first[fresh]
+        new = values[np.argsort(first, kind="stable")][:k - got]
+        parts.append(new)
+        taken = np.union1d(taken, new).astype(np.uint64)
+        got += len(new)
+        chunk += 1
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.uint64)
+
+
+def sample_range(opts: ShuffleOptions, geo: Geometry, streams: Streams, stats: ShuffleStats,
+                 before_rename: Callable[[], None]) -> bool:
+    """-i LO-HI -n K without generating the range; False if the engine must do it instead."""
+    lo, hi = opts.input_range
+    assert opts.sample is not None
+    count = hi - lo + 1
+    offsets = sample_offsets(count, opts.sample, streams, geo)
+    if offsets is None:
+        return False
+    values = (offsets + np.uint64(lo)).tolist()  # <= hi < 2**64: no overflow
+    stats.outputs = write_records(opts, [format_numbers(values, opts.sep)], len(offsets),
+                                  before_rename)
+    stats.records = count
+    stats.records_out = len(offsets)
+    stats.store = "range"
+    return True
+
+
+def write_records(opts: ShuffleOptions, chunks: Iterable[bytes], records: int,
+                  before_rename: Callable[[], None], header: Optional[bytes] = None) -> List[str]:
+    """Write ``records`` whole records (given as byte chunks, in order) to the outputs of
+    ``opts``, atomically; returns the file names written."""
+    sink = Sink.for_options(opts, records, header)
+    sink.open()
+    try:
+        for data in chunks:
+            sink.write(np.frombuffer(data, dtype=np.uint8), data.count(opts.sep))
+        before_rename()
+        sink.finish()
+    except BaseException:
+        sink.abort()
+        raise
+    return [p for p in sink.paths if isinstance(p, str)]

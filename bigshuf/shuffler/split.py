@@ -1,0 +1,147 @@
+"""``--split train=0.98,valid=0.01,test=0.01``: one shuffle, cut into disjoint splits.
+
+The engine's output is a uniformly random permutation of the input lines. Cutting it into
+consecutive pieces of sizes s_1, s_2, ... therefore gives splits that are exactly uniform random
+subsets of those sizes, disjoint, together exactly the input, each in uniformly random order
+(any fixed assignment of positions to splits has that property under a uniform permutation).
+So a split run is an ordinary engine run whose writer routes the stream to one
+:class:`~bigshuf.shuffler.writing.Sink` per split, in order, the way shards are cut; no extra
+randomness is drawn. The sizes come from the true line count (known after the scatter) by the
+largest-remainder method, so they add up to it exactly. The cluster publish step cuts the same
+stream the same way (:func:`split_outputs`).
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from bigshuf.common.errors import InputError, UsageError
+from bigshuf.common.output import publishing
+from bigshuf.shuffler.options import SPLIT_FIELD, ShuffleOptions, SplitPart, split_value
+from bigshuf.shuffler.records import find_record_ends
+from bigshuf.shuffler.writing import Sink
+
+
+def split_sizes(parts: Sequence[SplitPart], total: int) -> List[int]:
+    """Lines per split: counts as given, fractions (and the rest) by largest remainder of their
+    share of ``total``; ties go to the split named first."""
+    fixed = sum(int(split_value(p)) for p in parts if p[1] == "count")
+    if fixed > total:
+        wanted = ", ".join(f"{n}={v}" for n, kind, v in parts if kind == "count")
+        raise InputError(f"--split {wanted} needs {fixed:,} lines; the input has {total:,}")
+    free = total - fixed
+    fractions = sum(split_value(p) for p in parts if p[1] == "fraction")
+    if fixed and fractions * total > free + 1e-6:
+        raise InputError(f"--split: {fixed:,} lines by count plus {fractions:g} of {total:,} "
+                         f"lines is more than the input has")
+    share = [split_value(p) * total if p[1] == "fraction" else
+             max(0.0, free - fractions * total) if p[1] == "rest" else 0.0
+             for p in parts]
+    scale = free / sum(share) if sum(share) > 0 else 0.0
+    share = [s * scale for s in share]  # exact floats can overshoot by an ulp; sum is `free`
+    sizes = [int(split_value(p)) if p[1] == "count" else math.floor(s)
+             for p, s in zip(parts, share)]
+    left = total - sum(sizes)
+    order = sorted((i for i, (_, kind, _) in enumerate(parts) if kind != "count"),
+                   key=lambda i: (-(share[i] - math.floor(share[i])), i))
+    for i in order[:left]:
+        sizes[i] += 1
+    return sizes
+
+
+def split_pattern(output: str, name: str) -> str:
+    """-o with ``{split}`` replaced by a split's name (other fields stay for shard names)."""
+    return output.replace(SPLIT_FIELD, name)
+
+
+def split_outputs(opts: ShuffleOptions, total: int, sizes: Optional[List[int]] = None
+                  ) -> Tuple[List[str], List[int]]:
+    """Every output file of a split run and its line count, in stream order (the cluster
+    publish step cuts the shuffled stream with these). ``sizes`` overrides the split sizes
+    (the options check the names with empty splits, before the line count is known)."""
+    paths: List[str] = []
+    quota: List[int] = []
+    if sizes is None:
+        sizes = split_sizes(opts.split, total)
+    for (name, _, _), size in zip(opts.split, sizes):
+        sink = Sink.for_options(opts, size, output=split_pattern(os.fspath(opts.output), name))
+        paths += [os.fspath(p) for p in sink.paths if p is not None]
+        quota += sink.quota
+    if len({os.path.abspath(p) for p in paths}) < len(paths):
+        raise UsageError(f"--split: the output names are not distinct (put {SPLIT_FIELD} in -o)")
+    return paths, quota
+
+
+class SplitSink(Sink):
+    """Routes the shuffled stream to one Sink per split: the first s_1 records to the first,
+    the next s_2 to the second, ... Sequential writes only (the engine serialises them)."""
+
+    def __init__(self, opts: ShuffleOptions, total_records: int, header: Optional[bytes] = None):
+        self.sep = opts.sep
+        self.durable = opts.fsync
+        self.limit = None
+        self.header = header or b""
+        self.records_out = total_records
+        split_outputs(opts, total_records)  # distinct names, checked before any file is made
+        sizes = split_sizes(opts.split, total_records)
+        self.sinks = [Sink.for_options(opts, size, header, split_pattern(os.fspath(opts.output), name))
+                      for (name, _, _), size in zip(opts.split, sizes)]
+        self.sizes = sizes
+        self.paths = [p for s in self.sinks for p in s.paths]
+        self.quota = [q for s in self.sinks for q in s.quota]
+        self.current = 0
+        self.done = 0
+        self.positional = False
+
+    def open(self) -> None:
+        try:
+            for s in self.sinks:
+                s.open()
+        except BaseException:
+            self.abort()
+            raise
+        self._skip_full()
+
+    def _skip_full(self) -> None:
+        while self.current < len(self.sinks) and self.sinks[self.current].full:
+            self.current += 1
+
+    def write(self, data: np.ndarray, records: int) -> None:
+        """Append the next ``records`` whole records, splitting them between sinks in order."""
+        ends: Optional[np.ndarray] = None
+        pos = i = 0
+        while i < records and self.current < len(self.sinks):
+            sink = self.sinks[self.current]
+            take = min(records - i, sink.records_out - sink.done)
+            if take == records - i and i == 0:
+                sink.write(data, take)
+            else:
+                if ends is None:
+                    ends = find_record_ends(data, self.sep)
+                end = int(ends[i + take - 1])
+                sink.write(data[pos:end], take)
+                pos = end
+            i += take
+            self.done += take
+            self._skip_full()
+
+    def write_at(self, offset: int, data: np.ndarray, records: int) -> None:
+        raise AssertionError("SplitSink takes sequential writes only")
+
+    def finish(self) -> None:
+        """Complete every file of every split, then give each its name, all under one
+        publishing lock (no split is published before all are complete)."""
+        for s in self.sinks:
+            s.complete()
+        with publishing([d for s in self.sinks for d in s.destinations()]):
+            for s in self.sinks:
+                s.commit()
+        for s in self.sinks:
+            s.group.release()
+
+    def abort(self) -> None:
+        for s in self.sinks:
+            s.abort()

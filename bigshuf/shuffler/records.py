@@ -10,7 +10,7 @@ import lzma
 import os
 import stat
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import BinaryIO, Iterator, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 
@@ -225,7 +225,7 @@ class RecordReader:
         self.payload = 0         # bytes of records emitted (terminators included)
         for path in self.inputs:
             if _is_path(path):
-                check_input(path)
+                check_input(cast(PathLike, path))
         if sum(1 for p in self.inputs if _is_path(p) and str(p) == "-") > 1:
             raise UsageError("stdin ('-') can be given only once")
 
@@ -236,7 +236,7 @@ class RecordReader:
             if not _is_path(path) or str(path) == "-":
                 return False
             try:
-                if not stat.S_ISREG(os.stat(os.fspath(path)).st_mode):
+                if not stat.S_ISREG(os.stat(os.fspath(cast(PathLike, path))).st_mode):
                     return False
             except OSError:
                 return False
@@ -261,7 +261,7 @@ class RecordReader:
             compressed = compression_of(str(path)) is not None
             if str(path) == "-" or (compressed and compressed_factor is None):
                 return None
-            st = os.stat(os.fspath(path))
+            st = os.stat(os.fspath(cast(PathLike, path)))
             if not stat.S_ISREG(st.st_mode):
                 return None
             total += st.st_size * ((compressed_factor or 1) if compressed else 1)

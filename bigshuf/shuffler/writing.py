@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, List, Optional
+from typing import Any, List, Optional, cast
 
 import numpy as np
 
@@ -182,7 +182,7 @@ class Sink:
                 count = int(shards or 1)
                 q, r = divmod(n, count)
                 per = [q + (1 if i < r else 0) for i in range(count)]
-            self.paths: List[Optional[str]] = list(shard_paths(os.fspath(output), count))
+            self.paths: List[Optional[str]] = list(shard_paths(os.fspath(cast(str, output)), count))
             self.quota = per
             if len({os.path.abspath(p) for p in self.paths if p}) < len(self.paths):
                 raise UsageError("shard names are not distinct")

@@ -21,7 +21,16 @@ Examples:
   bigshuf shuffle big.txt --random-source key.bin    # randomness from a file's first 32 bytes
   bigshuf shuffle corpus/*.jsonl --split train=0.98,valid=0.01,test=0.01 -o 'data/{split}.jsonl.gz'
   bigshuf shuffle in.txt --split valid=10000,test=10000,train=rest -o '{split}.txt' --shards 4
-Documentation: README.md of the project (also on PyPI as the package description).
+Full documentation: bigshuf readme
+"""
+
+VERIFY_EXAMPLES = """\b
+Examples:
+  bigshuf verify big.txt shuffled.txt                 # exit 0: same lines, any order
+  bigshuf verify big.txt out-*-of-00064.txt.gz        # the shards together
+  bigshuf verify in.txt data/train.txt data/valid.txt data/test.txt   # the splits together
+  bigshuf verify --header data.tsv shuffled.tsv       # outputs of 'shuffle --header'
+Full documentation: bigshuf readme
 """
 
 
@@ -134,7 +143,7 @@ def shuffle(inputs, verbose, echo, **options):
         click.echo(stats.summary(), err=True)
 
 
-@main.command()
+@main.command(epilog=VERIFY_EXAMPLES)
 @click.argument("first", type=click.Path(allow_dash=True))
 @click.argument("others", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @click.option("-z", "--zero-terminated", is_flag=True, help="Records end with NUL, not newline.")

@@ -28,6 +28,21 @@ def _stopped_within(proc: subprocess.Popen, sig: int, seconds: float) -> subproc
     return p
 
 
+def _wait_blocked_opening_a_fifo(pid: int, timeout: float = 20) -> None:
+    """Until the process sleeps in open(2) of a FIFO (kernel wait channel), however slow its
+    start-up on a loaded machine."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/wchan") as f:
+                if f.read().strip() in ("wait_for_partner", "fifo_open"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise AssertionError("the process never blocked opening the FIFO")
+
+
 @pytest.fixture
 def numbers(tmp_path: Path) -> Path:
     p = tmp_path / "in.txt"
@@ -39,7 +54,7 @@ def test_sigterm_while_opening_a_fifo_nobody_writes(tmp_path):
     fifo = tmp_path / "p"
     os.mkfifo(fifo)
     proc = spawn(["shuffle", fifo, "-o", tmp_path / "out.txt"])
-    time.sleep(0.5)  # blocked in open(2) on the FIFO
+    _wait_blocked_opening_a_fifo(proc.pid)
     p = _stopped_within(proc, signal.SIGTERM, 1.5)
     one_line_error(p, 143, "SIGTERM")
     assert sorted(os.listdir(tmp_path)) == ["p"]

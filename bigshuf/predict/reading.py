@@ -101,7 +101,7 @@ class Chunk:
     records: Optional[List[Any]]
     lines: np.ndarray
     targets: Optional[np.ndarray] = None
-    raw: Optional[List[bytes]] = None  # JSONL: each row's line as read (unchanged rows are copied)
+    raw: Optional[List[Any]] = None  # each row's line as read (JSONL bytes, plain CSV text), for copying
 
     def __len__(self) -> int:
         return len(self.values)

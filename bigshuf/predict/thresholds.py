@@ -202,8 +202,8 @@ class _Ascent:
             return None
         if self.metric == "accuracy":
             return self._accuracy_search(c, beta, movable, base_pred, other)
-        movable = np.flatnonzero(movable)
-        seq = movable[np.argsort(beta[movable])]  # ties: only group ends are read, any order works
+        rows = np.flatnonzero(movable)
+        seq = rows[np.argsort(beta[rows])]  # ties: only group ends are read, any order works
         values = _coordinate_values(self.metric, self.y, base_pred, c, seq, other, self.m)
         bs = beta[seq]
         ends = np.flatnonzero(np.r_[bs[1:] != bs[:-1], True])  # the last row of each distinct breakpoint

@@ -107,8 +107,9 @@ class LabelMap:
 
     def many(self, value: Any, path: str, line: int) -> Optional[List[int]]:
         """A multi-label row's label set as sorted class indices (None: unlabelled). A JSON
-        list, or text: a JSON list or labels separated by ``;``, ``|``, ``,`` or spaces."""
-        if value is None or value == "":
+        list, or text: a JSON list or labels separated by ``;``, ``|``, ``,`` or spaces (an
+        empty text is the empty set: a CSV row with no label)."""
+        if value is None:
             return None
         if isinstance(value, str):
             text = value.strip()

@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from typing import Any, Dict, List, Optional
@@ -28,6 +29,8 @@ from bigshuf.common.output import atomic_output, atomic_path
 from bigshuf.predict.defaults import PRED_KEY
 from bigshuf.predict.formats import PROBS_OUT_KEY
 from bigshuf.predict.reading import Chunk, PredictionFile
+
+_LONG_DIGITS = re.compile(rb"\d{20,}")
 
 
 def dump_json_line(rec: Any) -> bytes:
@@ -158,6 +161,8 @@ class PredictionWriter:
                 out.append(line[:-1] + end)
                 continue
             rec = chunk.records[i] if chunk.records is not None else None
+            if chunk.raw is not None and isinstance(rec, dict) and _LONG_DIGITS.search(chunk.raw[i]):
+                rec = json.loads(chunk.raw[i])  # orjson reads integers beyond 64 bits as floats
             if isinstance(rec, dict):
                 if self.vectors and lay.logits:
                     rec[PROBS_OUT_KEY] = new if new is not None else chunk.values[i]

@@ -32,7 +32,14 @@ from typing import Any, List, Literal, Optional, Sequence, Tuple, Union, overloa
 import numpy as np
 
 from bigshuf.common.errors import UsageError
-from bigshuf.predict.defaults import DEFAULT_ALPHA, DEFAULT_ITERATIONS, DEFAULT_K, DEFAULT_RULE, DEFAULT_TAU, RULES
+from bigshuf.predict.defaults import (
+    DEFAULT_ALPHA,
+    DEFAULT_ITERATIONS,
+    DEFAULT_K,
+    DEFAULT_RULE,
+    DEFAULT_TAU,
+    RULES,
+)
 
 Prior = Union[Sequence[float], np.ndarray, None]
 """A class prior: m non-negative weights (normalised here), or None for uniform."""

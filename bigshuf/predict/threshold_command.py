@@ -25,7 +25,13 @@ from bigshuf.predict.formats import Layout
 from bigshuf.predict.metrics import binary_metric, cv_folds, multiclass_metric, percent, survival
 from bigshuf.predict.multilabel import apply_label_cuts, find_label_cuts, multilabel_metric
 from bigshuf.predict.reading import PredictionFile, Predictions, read_json
-from bigshuf.predict.thresholds import apply_threshold, binary_scores, default_cut, find_class_weights, find_threshold
+from bigshuf.predict.thresholds import (
+    apply_threshold,
+    binary_scores,
+    default_cut,
+    find_class_weights,
+    find_threshold,
+)
 from bigshuf.predict.writing import PredictionWriter
 
 MODES = ("binary", "multiclass", "multilabel")

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import assert_clean_error, run_cli
+from conftest import run_cli
 
 from bigshuf.cli import main
+from bigshuf.common.errors import UsageError
 from bigshuf.predict.can import can_matrix
 
 
@@ -126,12 +127,12 @@ def test_subprocess_pipe_and_report(files):
     assert b"accuracy" in proc.stderr
 
 
-def test_subprocess_threshold_round_trip(files):
+def test_threshold_round_trip_scores_with_the_saved_metric(files):
     cut = files["dir"] / "cut.json"
-    assert run_cli(["threshold", files["bin"], "--metric", "mcc", "--save-params", str(cut), "-q"]).returncode == 0
-    proc = run_cli(["threshold", files["bin"], "--params", str(cut)])
-    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 200
-    assert b"mcc on the 200 labelled rows" in proc.stderr
+    assert invoke("threshold", files["bin"], "--metric", "mcc", "--save-params", str(cut), "-q").exit_code == 0
+    res = invoke("threshold", files["bin"], "--params", str(cut))
+    assert res.exit_code == 0 and len(res.stdout.splitlines()) == 200
+    assert "mcc on the 200 labelled rows" in res.stderr
 
 
 def test_csv_round_trip(files):
@@ -150,49 +151,96 @@ def test_csv_round_trip(files):
     assert [line.split(",")[-1] for line in lines[1:]] == ["abcde"[i] for i in expected.argmax(axis=1)]
 
 
-# -- errors -----------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("content,needle", [
-    ('{"probs": [0.5, 0.5]}\n{"probs": [0.5, 0.5\n', "bad.jsonl:2: invalid JSON"),
-    ('{"probs": [0.5, 0.5]}\n{"probs": [NaN, 0.5]}\n', "bad.jsonl:2: value is not a finite number"),
-    ('{"probs": [0.5, 0.5]}\n{"probs": [0.5, 0.5, 0.1]}\n', "bad.jsonl:2: row has 3 values"),
-    ('{"probs": [0.5, 0.5], "label": 7}\n', "bad.jsonl:1: label 7 is outside"),
-    ("", "bad.jsonl: empty file"),
-])
-def test_bad_input_one_line_exit_2_nothing_written(tmp_path, content, needle):
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text(content)
-    dest = tmp_path / "out.jsonl"
-    dest.write_text("keep me")
-    for command in (["can", str(bad), "-o", str(dest)], ["threshold", str(bad), "-o", str(dest)]):
-        proc = run_cli(command)
-        assert_clean_error(proc, 2, needle)
-        assert dest.read_text() == "keep me"
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "out.jsonl"]
-
-
-def test_bad_row_late_in_stdin_writes_nothing_to_stdout(tmp_path):
-    data = b'{"probs": [0.9, 0.1]}\n' * 5000 + b'{"probs": [-1, 2]}\n'
-    proc = run_cli(["can", "-"], input=data)
-    assert_clean_error(proc, 2, "<stdin>:5001: negative probability")
-    assert proc.stdout == b""
-
+# -- errors: options (bad rows: the table in test_reliability_predictions.py) ----------------------
 
 def test_missing_file_and_directory(tmp_path):
-    assert_clean_error(run_cli(["can", str(tmp_path / "none.jsonl")]), 2, "no such file")
-    assert_clean_error(run_cli(["threshold", str(tmp_path)]), 2, "is a directory")
+    res = invoke("can", str(tmp_path / "none.jsonl"))
+    assert res.exit_code == 2 and "none.jsonl: no such file" in res.stderr
+    res = invoke("threshold", str(tmp_path))
+    assert res.exit_code == 2 and "is a directory" in res.stderr
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["can", "{dev}", "--save-params", "x.json"], "--save-params needs --tune"),
-    (["can", "{dev}", "--tune", "--params", "x.json"], "cannot also read them"),
-    (["can", "{dev}", "--taus", "0.5"], "need --tune"),
-    (["can", "{dev}", "--tau", "1.5"], "tau must be between 0 and 1"),
-    (["threshold", "{dev}", "--params", "a.json", "--save-params", "b.json"], "use one"),
-    (["can", "{bin}"], "probability vector"),
-])
-def test_usage_errors_exit_2(files, args, needle):
-    args = [a.format(**files) for a in args]
-    proc = run_cli(args, cwd=files["dir"])
-    assert proc.returncode == 2, proc.stderr
-    assert needle.encode() in proc.stderr and b"Traceback" not in proc.stderr
+OPTION_CONFLICTS = [
+    ("can", {"save_params": "x.json"}, ["--save-params", "x.json"], "--save-params needs --tune"),
+    ("can", {"tune": True, "params": "x.json"}, ["--tune", "--params", "x.json"],
+     "--tune searches the parameters; it cannot also read them with --params"),
+    ("can", {"taus": [0.5]}, ["--taus", "0.5"], "need --tune (got --taus)"),
+    ("can", {"rules": ["any-k"]}, ["--rules", "any-k"], "need --tune (got --rules)"),
+    ("can", {"tau": 1.5}, ["--tau", "1.5"], "tau must be between 0 and 1, got 1.5"),
+    ("can", {"iterations": 0}, ["--iterations", "0"], "alpha must be > 0, iterations >= 1 and k >= 2"),
+    ("can", {"max_reference": -1}, ["--max-reference", "-1"], "--max-reference must be >= 0"),
+    ("threshold", {"params": "a.json", "save_params": "b.json"}, ["--params", "a.json", "--save-params", "b.json"],
+     "--params applies saved params; --save-params saves searched ones: use one"),
+    ("threshold", {"params": "a.json", "positive": "1"}, ["--params", "a.json", "--positive", "1"],
+     "--positive is fixed by the params file"),
+    ("threshold", {"multi_label": True, "positive": "1"}, ["--multi-label", "--positive", "1"],
+     "--positive is for binary data, not --multi-label"),
+    ("threshold", {"metric": "micro-f1"}, ["--metric", "micro-f1"], "unknown metric 'micro-f1'"),
+]
+
+
+@pytest.mark.parametrize("command,keywords,flags,message", OPTION_CONFLICTS)
+def test_option_rules_live_in_the_library_and_the_cli_says_the_same(files, command, keywords, flags, message):
+    import bigshuf
+
+    run = {"can": bigshuf.can, "threshold": bigshuf.threshold}[command]
+    res = invoke(command, files["dev"], *flags)
+    assert res.exit_code == 2, res.stderr
+    with pytest.raises(UsageError) as err:
+        run(files["dev"], **keywords)
+    assert message in str(err.value)
+    assert res.stderr == f"bigshuf: error: {err.value}\n"
+
+
+def test_scores_are_not_probability_vectors(files):
+    res = invoke("can", files["bin"])
+    assert res.exit_code == 2 and "probability vector" in res.stderr
+
+
+# -- what the user is told ----------------------------------------------------------------------------
+
+def test_default_prior_is_named_with_its_risk_on_stderr(files):
+    res = invoke("can", files["dev"], "-o", str(files["dir"] / "o.jsonl"))
+    assert res.exit_code == 0
+    warning = next(line for line in res.stderr.splitlines() if "uniform prior" in line)
+    assert warning.startswith("warning: no --prior given") and "--prior train_labels.txt" in warning
+    # -q keeps the warnings, drops the report
+    res = invoke("can", files["dev"], "-o", str(files["dir"] / "o.jsonl"), "-q")
+    assert "uniform prior" in res.stderr and "accuracy      rows" not in res.stderr
+    # with a prior there is no such warning
+    res = invoke("can", files["dev"], "-o", str(files["dir"] / "o.jsonl"), "--prior", files["train"])
+    assert "uniform prior" not in res.stderr
+
+
+def test_lowered_accuracy_is_the_first_line(tmp_path):
+    # confident rows all say class 0, uncertain ones lean to class 0 and are class 0: a prior
+    # that favours class 1 pushes them over, and accuracy drops
+    rows = [{"probs": [0.97, 0.02, 0.01], "label": 0}] * 40 + [{"probs": [0.4, 0.35, 0.25], "label": 0}] * 10
+    src = tmp_path / "p.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = invoke("can", str(src), "-o", str(tmp_path / "o.jsonl"), "--prior", "0.1,0.8,0.1")
+    assert res.exit_code == 0
+    first = res.stderr.splitlines()[0]
+    assert first.startswith("warning: CAN LOWERED ACCURACY on the 50 labelled rows: 100.00% -> ")
+    report = json.loads(json.dumps(bigshuf_can(str(src), str(tmp_path / "o.jsonl"), prior="0.1,0.8,0.1")))
+    assert report["lowered_accuracy"] is True and report["warnings"][0].startswith("CAN LOWERED ACCURACY")
+
+
+def test_small_reference_set_is_warned_about(files):
+    # 240 rows, 5 classes: far fewer confident rows than the official max(5 x classes, 1000)
+    res = invoke("can", files["dev"], "-o", str(files["dir"] / "o.jsonl"), "--prior", files["train"])
+    assert "max(5 x classes, 1000) = 1000" in res.stderr
+
+
+def test_any_k_rule_from_the_command_line(files):
+    out = files["dir"] / "fixed.jsonl"
+    res = invoke("can", files["dev"], "-o", str(out), "--prior", files["train"], "--uncertainty", "any-k", "-q")
+    assert res.exit_code == 0
+    expected, _ = can_matrix(files["dev_probs"], files["prior"], rule="any-k")
+    np.testing.assert_allclose([r["probs"] for r in read_rows(out)], expected, atol=1e-12)
+
+
+def bigshuf_can(*args, **kwargs):
+    import bigshuf
+
+    return bigshuf.can(*args, **kwargs)

@@ -133,70 +133,6 @@ def test_chunks_stream_in_order(tmp_path):
     assert np.concatenate([c.values[:, 0] for c in chunks]).tolist() == list(range(10))
 
 
-# -- bad input -----------------------------------------------------------------------------------
-
-BAD_ROWS = [
-    ('{"probs": [0.5, 0.5]}\n{"probs": [0.5, 0.5\n', 2, "invalid JSON"),
-    ('{"probs": [0.5, 0.5]}\n{"probs": [NaN, 0.5]}\n', 2, "finite"),
-    ('{"probs": [0.5, 0.5]}\n{"probs": [Infinity, 0.5]}\n', 2, "finite"),
-    ('{"probs": [0.5, 0.5]}\n{"probs": [0.5, -0.5]}\n', 2, "negative probability -0.5"),
-    ('{"probs": [0.5, 0.5]}\n\n{"probs": [0.2, 0.3, 0.5]}\n', 3, "3 values, but the first row has 2"),
-    ('{"probs": [0.5, 0.5], "label": 0}\n{"probs": [0.5, 0.5], "label": 2}\n', 2, "outside the class range"),
-    ('{"probs": [0.5, 0.5], "label": "dog"}\n', 1, "unknown label 'dog'"),
-    ('{"probs": [0.5, 0.5]}\n{"probs": [0, 0]}\n', 2, "all zero"),
-    ('{"probs": [0.5, 0.5]}\n{"probs": ["a", 0.5]}\n', 2, "not a number"),
-    ('{"probs": [0.5, 0.5]}\n{"other": 1}\n', 2, "missing key 'probs'"),
-    ('{"probs": [0.5, 0.5]}\n[0.5, 0.5]\n', 2, "expected a JSON object"),
-]
-
-
-@pytest.mark.parametrize("text,line,message", BAD_ROWS)
-def test_bad_rows_name_file_and_line(tmp_path, text, line, message):
-    path = write(tmp_path / "bad.jsonl", text)
-    with pytest.raises(InputError) as err:
-        read_predictions(path)
-    assert err.value.line == line and err.value.path == path
-    assert str(err.value).startswith(f"{path}:{line}: ")
-    assert message in str(err.value)
-
-
-def test_earliest_bad_row_wins_across_kinds(tmp_path):
-    # a NaN on line 2 comes before the width error on line 3, though widths are checked per row
-    path = write(tmp_path / "bad.jsonl", '{"probs": [1, 0]}\n{"probs": [NaN, 1]}\n{"probs": [1]}\n')
-    with pytest.raises(InputError) as err:
-        read_predictions(path)
-    assert err.value.line == 2
-
-
-def test_bad_csv_rows(tmp_path):
-    with pytest.raises(InputError, match=r"p.csv:3: row has 2 fields"):
-        read_predictions(write(tmp_path / "p.csv", "prob_a,prob_b,label\n0.5,0.5,0\n0.5,0.5\n"))
-    with pytest.raises(InputError, match=r"q.csv:2: value is not a number"):
-        read_predictions(write(tmp_path / "q.csv", "prob_a,prob_b\n0.5,x\n"))
-    with pytest.raises(InputError, match="no probability columns"):
-        read_predictions(write(tmp_path / "r.csv", "a,b\n1,2\n"))
-
-
-@pytest.mark.parametrize("content,message", [("", "empty file"), ("\n\n", "empty file")])
-def test_empty_files(tmp_path, content, message):
-    with pytest.raises(InputError, match=message):
-        read_predictions(write(tmp_path / "e.jsonl", content))
-    with pytest.raises(InputError, match="empty file"):
-        read_predictions(write(tmp_path / "e.csv", "prob_a,prob_b\n"))
-
-
-def test_missing_file_and_directory(tmp_path):
-    with pytest.raises(InputError, match="no such file"):
-        read_predictions(str(tmp_path / "nope.jsonl"))
-    with pytest.raises(InputError, match="is a directory"):
-        read_predictions(str(tmp_path))
-
-
-def test_npy_non_finite_reports_row(tmp_path):
-    np.save(tmp_path / "p.npy", np.array([[0.5, 0.5], [np.nan, 1.0]]))
-    with pytest.raises(InputError, match=r"p.npy:2: value is not a finite"):
-        read_predictions(str(tmp_path / "p.npy"))
-
 
 def test_class_names_of_wrong_count_are_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="3 class names"):
@@ -262,13 +198,3 @@ def test_atomic_output_leaves_destination_untouched_on_failure(tmp_path):
     with atomic_output(str(dest)) as f:
         f.write(b"new")
     assert dest.read_text() == "new"
-
-
-def test_bad_row_mid_file_writes_nothing(tmp_path):
-    src = write(tmp_path / "in.jsonl", '{"probs": [0.5, 0.5]}\n' * 5 + '{"probs": [NaN, 1]}\n')
-    dest = tmp_path / "out.jsonl"
-    with pytest.raises(InputError):
-        with PredictionFile(src) as pf, PredictionWriter(str(dest), pf, vectors=False) as w:
-            for chunk in pf.chunks(size=2):
-                w.write(chunk, np.zeros(len(chunk), dtype=int))
-    assert not dest.exists()

@@ -1,10 +1,14 @@
-"""Bad prediction files for ``bigshuf can`` and ``bigshuf threshold``, end to end in subprocesses.
+"""Bad prediction files for ``bigshuf can`` and ``bigshuf threshold``: the one table of bad rows.
 
 Every bad row kind (invalid JSON or UTF-8, NaN/inf, negative values, wrong width and rows of mixed
-width, unknown labels, labels outside the class range, non-numbers, empty files) in every format
-(JSONL, CSV/TSV, .npy, a separate label file, --reference, --prior, stdin) must give: exit 2, one
-line ``bigshuf: error: FILE:LINE: reason`` (just ``FILE: reason`` when the file has no rows at
-all), nothing on stdout, the ``-o`` destination untouched and no new file in its directory.
+width, unknown labels, labels outside the class range, non-numbers, empty files; multi-label:
+labels outside the range, probabilities outside [0, 1]) in every format (JSONL, CSV/TSV, .npy, a
+separate label file, --reference, --prior, stdin) must give: exit 2, one line
+``bigshuf: error: FILE:LINE: reason`` (just ``FILE: reason`` when the file has no rows at all),
+nothing on stdout, the ``-o`` destination untouched and no new file in its directory.
+
+The CLI runs in-process (click's CliRunner); one test runs a real process, to check that nothing
+at all reaches a real stdout.
 """
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import one_line_error, run, sha256
+from helpers import invoke as run
+from helpers import one_line_error, sha256
+from helpers import run as run_process
 
 OLD = b"old destination content\n"
 BOTH = ("can", "threshold")
@@ -34,6 +40,7 @@ def jsonl(*bad_rows, at=2):
     return ("\n".join(r if isinstance(r, str) else r.decode("latin-1") for r in rows) + "\n").encode("latin-1")
 
 
+ML_GOOD = b'{"probs": [0.9, 0.2, 0.7], "labels": [0, 2]}\n{"probs": [0.1, 0.8, 0.3], "labels": [1]}\n'
 HEADER = "id,prob_a,prob_b,prob_c,label\n"
 CSV_GOOD = ["1,0.7,0.2,0.1,a", "2,0.2,0.5,0.3,b", "3,0.1,0.3,0.6,c"]
 
@@ -89,6 +96,22 @@ CASES = [
     ("csv header only", "p.csv", HEADER.encode(), None, "empty file", BOTH, []),
     ("csv invalid UTF-8", "p.csv", csv(b"9,0.2,0.5,0.3,\xff"), 3, "not valid UTF-8", ("can",), []),
     ("tsv negative", "p.tsv", csv(b"9\t0.5\t-2\t0.3\tb", sep="\t"), 3, "negative probability -2.0", ("threshold",), []),
+    ("csv no probability columns", "p.csv", b"a,b\n1,2\n", 1, "no probability columns", BOTH, []),
+    ("csv quoted not a number", "p.csv", csv(b'9,"0.2",x,0.3,b'), 3, "value is not a number", ("threshold",), []),
+    ("bare array after an object", "p.jsonl", jsonl("[0.2, 0.5, 0.3]", at=3), 3, "expected a JSON object", ("can",), []),
+    # multi-label: label lists, one probability per label
+    ("multi-label label outside the range", "m.jsonl", ML_GOOD + b'{"probs": [0.2, 0.9, 0.1], "labels": [1, 3]}\n', 3,
+     "label 3 is outside the class range 0..2", ("threshold",), ["--multi-label"]),
+    ("multi-label probability above 1", "m.jsonl", ML_GOOD + b'{"probs": [0.2, 1.5, 0.1], "labels": [1]}\n', 3,
+     "probability 1.5 is outside [0, 1]", ("threshold",), ["--multi-label"]),
+    ("multi-label negative probability", "m.jsonl", ML_GOOD + b'{"probs": [-0.2, 0.5, 0.1], "labels": []}\n', 3,
+     "probability -0.2 is outside [0, 1]", ("threshold",), ["--multi-label"]),
+    ("multi-label unknown label name", "m.jsonl", ML_GOOD + b'{"probs": [0.2, 0.5, 0.1], "labels": ["zebra"]}\n', 3,
+     "unknown label 'zebra'", ("threshold",), ["--multi-label"]),
+    ("multi-label csv label outside the range", "m.csv", b"prob_a,prob_b,prob_c,labels\n0.1,0.9,0.2,b\n0.3,0.2,0.8,a;7\n",
+     3, "label 7 is outside the class range 0..2", ("threshold",), ["--multi-label"]),
+    ("multi-label NaN", "m.jsonl", ML_GOOD + b'{"probs": [NaN, 0.5, 0.1], "labels": [0]}\n', 3,
+     "not a finite number", ("threshold",), ["--multi-label"]),
 ]
 
 
@@ -186,8 +209,9 @@ def test_late_bad_row_to_file(tmp_path, late_bad, cmd):
 
 @pytest.mark.parametrize("cmd", BOTH)
 def test_late_bad_row_to_stdout_writes_nothing(late_bad, cmd):
+    """A real process: not a byte reaches the real stdout (output is held until complete)."""
     _, bad = late_bad
-    p = run([cmd, bad, "-q"])
+    p = run_process([cmd, bad, "-q"])
     check_rejected(p, str(bad), 9001, "not a finite number", None, None, [])
 
 

@@ -43,7 +43,8 @@ from bigshuf.predict.defaults import (
 
 Prior = Union[Sequence[float], np.ndarray, None]
 """A class prior: m non-negative weights (normalised here), or None for uniform."""
-_BATCH_BYTES = 64 << 20  # per-batch working set of the correction factors
+_BATCH_BYTES = 256 << 20  # per-batch working set of the correction factors (larger: faster BLAS)
+_TINY = np.finfo(np.float64).tiny
 
 
 # -- the algorithm ---------------------------------------------------------------------------
@@ -145,16 +146,17 @@ class CanModel:
         self.n_reference = reference.shape[0]
         self.fallback_rows = 0
         self.batch_bytes = batch_bytes
-        # Per iteration t: M_t = Lbar_{t-1}**alpha (needed for t >= 1), its column sums, and
-        # Lbar_t (needed to update x, except after the last iteration).
-        self._steps: List[Tuple[Optional[np.ndarray], np.ndarray, Optional[np.ndarray]]] = []
+        # Per iteration t: M_t = Lbar_{t-1}**alpha (needed for t >= 1), its column sums,
+        # Lbar_t (needed to update x, except after the last iteration), and Lbar_t's all-zero rows.
+        self._steps: List[Tuple[Optional[np.ndarray], np.ndarray, Optional[np.ndarray], np.ndarray]] = []
         lbar = reference
         for t in range(self.iterations):
             powered = lbar if self.alpha == 1.0 else lbar ** self.alpha
             sbar = powered.sum(axis=0)
             nxt = row_normalise(powered * safe_div(self.prior, sbar))
             last = t == self.iterations - 1
-            self._steps.append((powered if t > 0 else None, sbar, None if last else nxt))
+            dead = np.flatnonzero(nxt.sum(axis=1) == 0)
+            self._steps.append((powered if t > 0 else None, sbar, None if last else nxt, dead))
             lbar = nxt
 
     @overload
@@ -170,11 +172,30 @@ class CanModel:
         iterations (one trajectory gives them all; used by the tuner).
         """
         rows = np.asarray(rows, dtype=np.float64)
-        n_out = self.iterations if all_iterations else 1
-        outs = [np.empty_like(rows) for _ in range(n_out)]
+        outs = [np.empty_like(rows) for _ in range(self.iterations if all_iterations else 1)]
         m = rows.shape[1] if rows.ndim == 2 else 0
         per_row = 8 * (self.n_reference if self.iterations > 1 else 0) + 8 * 4 * max(m, 1)
         batch = max(1, self.batch_bytes // per_row)
+        # one buffer for the n-wide correction factors x of a batch, reused (no page faults
+        # from a fresh 64 MB array per batch and iteration)
+        buf = np.empty((min(batch, len(rows)), self.n_reference)) if self.iterations > 1 else None
+        risky = np.zeros(len(rows), dtype=bool)
+        for start in range(0, len(rows), batch):
+            sl = slice(start, start + batch)
+            trajectory = self._adjust_batch(rows[sl], buf, risky[sl])
+            for t, out in enumerate(outs):
+                out[sl] = trajectory[t if all_iterations else -1]
+        self.fallback_rows = int(risky.sum())
+        if self.fallback_rows:
+            exact = can_per_row(rows[risky], self.reference, self.prior, self.alpha, self.iterations,
+                                all_iterations=True)
+            for t, out in enumerate(outs):
+                out[risky] = exact[t if all_iterations else -1]
+        return outs if all_iterations else outs[0]
+
+    def _adjust_batch(self, b: np.ndarray, buf: Optional[np.ndarray], risky: np.ndarray) -> List[np.ndarray]:
+        """One batch through every iteration (the factored form, see the module docstring);
+        marks in ``risky`` the rows the per-row definition must redo."""
         a = self.alpha
         # y is raised to alpha each iteration, so |log y| must stay below this for the powers
         # and products to stay finite and exact. x needs no check of its own: 1/x = y @ Lbar.T
@@ -182,48 +203,42 @@ class CanModel:
         # leave the range (seen only with tiny reference sets, large alpha and several
         # iterations) are recomputed by the per-row definition.
         log_limit = 600.0 / max(a, 1.0)
-        risky = np.zeros(len(rows), dtype=bool)
-        for start in range(0, len(rows), batch):
-            sl = slice(start, start + batch)
-            b = rows[sl]
-            xa: Any = None  # x**alpha, as the next iteration needs it
-            y: Any = None
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                for t, (powered, sbar, nxt) in enumerate(self._steps):
-                    if a != 1.0:
-                        b = b ** a
-                        if y is not None:
-                            y = y ** a
-                    # column sums of the stacked matrix [confident block; b]
-                    s = sbar + b if t == 0 else (xa @ powered) * y + b
-                    b = row_normalise(b * safe_div(self.prior, s))
-                    if all_iterations:
-                        outs[t][sl] = b
-                    if nxt is not None:
-                        ratio = safe_div(sbar, s)
-                        y = ratio if y is None else y * ratio
-                        risky[sl] |= _out_of_range(y, log_limit)
-                        xa = _inverse_power(y @ nxt.T, a)
-            risky[sl] |= ~np.isfinite(b).all(axis=1)
-            if not all_iterations:
-                outs[0][sl] = b
-        self.fallback_rows = int(risky.sum())
-        if self.fallback_rows:
-            exact = can_per_row(rows[risky], self.reference, self.prior, a, self.iterations,
-                                all_iterations=True)
-            for t, out in enumerate(outs):
-                out[risky] = exact[t if all_iterations else -1]
-        return outs if all_iterations else outs[0]
+        xa: Any = None  # x**alpha, as the next iteration needs it
+        y: Any = None
+        trajectory = []
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for t, (powered, sbar, nxt, dead) in enumerate(self._steps):
+                if a != 1.0:
+                    b = b ** a
+                    if y is not None:
+                        y = y ** a
+                # column sums of the stacked matrix [confident block; b]
+                s = sbar + b if t == 0 else (xa @ powered) * y + b
+                b = row_normalise(b * safe_div(self.prior, s))
+                trajectory.append(b)
+                if nxt is not None:
+                    ratio = safe_div(sbar, s)
+                    y = ratio if y is None else y * ratio
+                    risky |= _out_of_range(y, log_limit)
+                    assert buf is not None
+                    xa = _inverse_power(np.matmul(y, nxt.T, out=buf[:len(b)]), a, dead)
+        risky |= ~np.isfinite(b).all(axis=1)
+        return trajectory
 
 
-def _inverse_power(d: np.ndarray, alpha: float) -> np.ndarray:
-    """d**-alpha in one pass, 0 where d is 0 (an all-zero reference row stays zero)."""
-    out = np.zeros(d.shape)
+def _inverse_power(d: np.ndarray, alpha: float, dead: np.ndarray) -> np.ndarray:
+    """d**-alpha in place; 0 for the ``dead`` columns (all-zero reference rows, whose factor
+    multiplies zeros). Elsewhere d > 0: it is a weighted mean of positive factors."""
+    np.maximum(d, _TINY, out=d)
     if alpha == 1.0:
-        np.divide(1.0, d, out=out, where=d > 0)
-    else:
-        np.power(d, -alpha, out=out, where=d > 0)
-    return out
+        np.reciprocal(d, out=d)
+    else:  # exp(-alpha log d): 3.5x faster than np.power here (SIMD), within an ulp or two
+        np.log(d, out=d)
+        d *= -alpha
+        np.exp(d, out=d)
+    if dead.size:
+        d[:, dead] = 0.0
+    return d
 
 
 def _out_of_range(factors: np.ndarray, log_limit: float) -> np.ndarray:

@@ -35,7 +35,7 @@ PROBS_OUT_KEY = "probs"
 VECTOR_KEYS = ("probs", "probabilities", "probability", "prob", "proba", "p", "pred_probs",
                "y_prob", "y_proba", "softmax", "scores", "logits", "logit")
 SCALAR_KEYS = ("score", "prob", "probability", "proba", "p", "y_prob", "y_score", "logit")
-LABEL_KEYS = ("label", "gold", "gold_label", "target", "y", "y_true", "true", "answer", "class")
+LABEL_KEYS = ("label", "labels", "gold", "gold_label", "target", "y", "y_true", "true", "answer", "class")
 COLUMN_PREFIXES = ("prob_", "probs_", "proba_", "p_", "score_", "logit_", "logits_")
 CHUNK_ROWS = 4096
 
@@ -107,8 +107,9 @@ class LabelMap:
 
     def many(self, value: Any, path: str, line: int) -> Optional[List[int]]:
         """A multi-label row's label set as sorted class indices (None: unlabelled). A JSON
-        list, or text: a JSON list or labels separated by ``;``, ``|``, ``,`` or spaces."""
-        if value is None or value == "":
+        list, or text: a JSON list or labels separated by ``;``, ``|``, ``,`` or spaces (an
+        empty text is the empty set: a CSV row with no label)."""
+        if value is None:
             return None
         if isinstance(value, str):
             text = value.strip()

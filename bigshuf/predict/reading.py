@@ -101,7 +101,7 @@ class Chunk:
     records: Optional[List[Any]]
     lines: np.ndarray
     targets: Optional[np.ndarray] = None
-    raw: Optional[List[bytes]] = None  # JSONL: each row's line as read (unchanged rows are copied)
+    raw: Optional[List[Any]] = None  # each row's line as read (JSONL bytes, plain CSV text), for copying
 
     def __len__(self) -> int:
         return len(self.values)
@@ -320,18 +320,10 @@ class PredictionFile:
 
     def _jsonl_chunks(self, size: int) -> Iterator[Chunk]:
         lay = self.layout
-        key, width = lay.key, lay.width
-        plain = key is not None and not lay.dict_vector and not lay.scalar
+        if lay.key is not None and not lay.dict_vector and not lay.scalar and not lay.multi_label:
+            return self._jsonl_plain_chunks(size)
 
         def parse(raw: bytes) -> Tuple[Any, Any, Any]:
-            if plain:  # the common shape, checked inline (the general path explains any problem)
-                try:
-                    obj = orjson.loads(raw)
-                    vec = obj[key]
-                    if type(vec) is list and len(vec) == width:
-                        return obj, vec, obj.get(lay.label_key) if lay.label_key else None
-                except (orjson.JSONDecodeError, KeyError, TypeError):
-                    pass
             obj = parse_json_line(raw)
             return (obj, *self._jsonl_fields(obj))
 
@@ -342,6 +334,42 @@ class PredictionFile:
                         yield lineno, raw
 
         return self._buffered(lines(), parse, size)
+
+    def _jsonl_plain_chunks(self, size: int) -> Iterator[Chunk]:
+        """The common shape -- objects with a list under one key, integer labels -- in one tight
+        loop (no call per row); any other row takes the general path, which explains problems."""
+        lay = self.layout
+        key, width, label_key = lay.key, lay.width, lay.label_key
+        convert, name, m = self.label_map, self.name, self.label_map.n_classes
+        loads, decode_error = orjson.loads, orjson.JSONDecodeError
+        rows = _RowBuffer()
+        with open(self.path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                if raw.isspace():
+                    continue
+                try:
+                    obj = loads(raw)
+                    vec = obj[key]
+                    label = obj.get(label_key) if label_key else None
+                    if type(vec) is not list or len(vec) != width or \
+                            (label is not None and (type(label) is not int or not 0 <= label < m)):
+                        raise TypeError
+                except (decode_error, KeyError, TypeError, AttributeError):
+                    try:
+                        obj = parse_json_line(raw)
+                        vec, label = self._jsonl_fields(obj)
+                        label = convert(label, name, lineno)
+                    except InputError as exc:
+                        self._row_error(rows, exc, lineno)
+                rows.records.append(obj)
+                rows.vectors.append(vec)
+                rows.labels.append(-1 if label is None else label)
+                rows.lines.append(lineno)
+                rows.raw.append(raw)
+                if len(rows.lines) >= size:
+                    yield self._build(rows)
+        if len(rows):
+            yield self._build(rows)
 
     def _buffered(self, raw: Iterator[Tuple[int, Any]], parse: Callable[[Any], Tuple[Any, Any, Any]],
                   size: int) -> Iterator[Chunk]:

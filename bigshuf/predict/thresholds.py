@@ -1,4 +1,5 @@
-"""Decision-threshold search (``bigshuf threshold``), tuned on dev data and applied to test data.
+"""Decision-threshold search: binary cuts and multi-class weights (the algorithms behind
+``bigshuf threshold``; the command is in ``threshold_command.py``, per-label cuts in ``multilabel.py``).
 
 Binary (one score per row, or two probabilities: the score is p[positive]): rows with
 score >= cut are positive. The metric only changes where the cut crosses an observed score, so
@@ -13,7 +14,9 @@ predicts class c exactly when t_c > max_{j != c}(p_ij t_j) / p_ic, so the metric
 function of t_c with those n breakpoints; sorting them and updating the confusion counts
 incrementally evaluates every interval at once, and t_c moves to the midpoint of the best one.
 Rounds repeat until no weight improves the metric. Unlike Powell's method (which the blog used),
-this cannot stall on the plateaus of the step function inside a coordinate.
+this cannot stall on the plateaus of the step function inside a coordinate. Speed (``_Ascent``):
+each row's two best weighted classes are kept up to date as one weight moves, accuracy needs no
+permutation sort, and basin hopping explores on a subsample before polishing on all rows.
 """
 from __future__ import annotations
 
@@ -202,8 +205,8 @@ class _Ascent:
             return None
         if self.metric == "accuracy":
             return self._accuracy_search(c, beta, movable, base_pred, other)
-        movable = np.flatnonzero(movable)
-        seq = movable[np.argsort(beta[movable])]  # ties: only group ends are read, any order works
+        rows = np.flatnonzero(movable)
+        seq = rows[np.argsort(beta[rows])]  # ties: only group ends are read, any order works
         values = _coordinate_values(self.metric, self.y, base_pred, c, seq, other, self.m)
         bs = beta[seq]
         ends = np.flatnonzero(np.r_[bs[1:] != bs[:-1], True])  # the last row of each distinct breakpoint

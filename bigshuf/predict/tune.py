@@ -186,7 +186,8 @@ def _search(probs: np.ndarray, labels: np.ndarray, prior: np.ndarray, grid: Dict
     bar = _progress_bar(sum(len(units) // _ETA ** i for i in range(len(rungs))), "tuning CAN", progress)
     with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
         for r, rung in enumerate(rungs):
-            scores = list(pool.map(lambda u: searcher.score(u[0], u[1], rung), units))
+            scores = list(pool.map(searcher.score, [u[0] for u in units], [u[1] for u in units],
+                                   [rung] * len(units)))
             bar.update(len(units))
             table = _table(units, scores, searcher.iterations)
             if r == len(rungs) - 1:

@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from typing import Any, Dict, List, Optional
@@ -28,6 +29,8 @@ from bigshuf.common.output import atomic_output, atomic_path
 from bigshuf.predict.defaults import PRED_KEY
 from bigshuf.predict.formats import PROBS_OUT_KEY
 from bigshuf.predict.reading import Chunk, PredictionFile
+
+_LONG_DIGITS = re.compile(rb"\d{20,}")
 
 
 def dump_json_line(rec: Any) -> bytes:
@@ -138,13 +141,13 @@ class PredictionWriter:
     def _write_jsonl(self, chunk: Chunk, names: List[Any], vectors: Optional[np.ndarray],
                      changed: np.ndarray) -> None:
         lay = self.layout
-        new_vectors = self.vectors and vectors is not None
+        new_vectors = vectors if self.vectors else None
         splice = chunk.raw is not None and lay.key is not None and not (self.vectors and lay.logits)
         tail: Dict[Any, bytes] = {}
         key = dump_json_line(self.pred_key)
         out = []
         for i in range(len(chunk)):
-            new = vectors[i] if new_vectors and changed[i] else None  # a numpy row: orjson writes it
+            new = new_vectors[i] if new_vectors is not None and changed[i] else None  # orjson writes numpy
             if splice and new is None and key not in chunk.raw[i] and b"\\" not in chunk.raw[i]:  # type: ignore[index]
                 # an unchanged object without that key: its line as read, the class spliced in
                 # before the closing "}" (no backslash: no escaped spelling of the key either)
@@ -158,6 +161,8 @@ class PredictionWriter:
                 out.append(line[:-1] + end)
                 continue
             rec = chunk.records[i] if chunk.records is not None else None
+            if chunk.raw is not None and isinstance(rec, dict) and _LONG_DIGITS.search(chunk.raw[i]):
+                rec = json.loads(chunk.raw[i])  # orjson reads integers beyond 64 bits as floats
             if isinstance(rec, dict):
                 if self.vectors and lay.logits:
                     rec[PROBS_OUT_KEY] = new if new is not None else chunk.values[i]
@@ -194,12 +199,12 @@ class PredictionWriter:
         lay = self.layout
         cols = lay.columns or []
         delim = lay.delimiter
-        new_vectors = self.vectors and vectors is not None
-        out = []
+        new_vectors = vectors if self.vectors else None
+        out: List[str] = []
         for i, rec in enumerate(chunk.records or ()):
             name = names[i]
             name = ";".join(map(str, name)) if isinstance(name, list) else str(name)  # multi-label: a;b
-            new = vectors[i] if new_vectors and changed[i] else None  # type: ignore[index]
+            new = new_vectors[i] if new_vectors is not None and changed[i] else None
             if chunk.raw is not None and new is None and not (self.vectors and lay.logits) \
                     and self._pred_col == len(rec) and _plain(name, delim):
                 out.append(chunk.raw[i] + delim + name)

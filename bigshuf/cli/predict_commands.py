@@ -123,7 +123,7 @@ def _warnings_only(lines: List[str]) -> None:
               help="Cap on the reference rows kept in memory (0: no cap).")
 @click.option("--subsample", type=click.Choice(d.SUBSAMPLES), default=d.DEFAULT_SUBSAMPLE, show_default=True,
               help="How the capped reference set is drawn (stratified: proportional by predicted class).")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=int, default=d.DEFAULT_SEED, show_default=True,
               help="Seed for subsampling and cross-validation folds.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar while tuning.")
 @reports_errors
@@ -162,10 +162,10 @@ def can(quiet: bool, **flags: Any) -> None:
 @click.option("--save-params", type=click.Path(dir_okay=False), default=None,
               help="Save the cut (binary), class weights (multi-class) or label cuts (multi-label) as JSON.")
 @click.option("--positive", default=None,
-              help="Binary data: the positive class (name or index).  [default: 1]")
+              help=f"Binary data: the positive class (name or index).  [default: {d.DEFAULT_POSITIVE}]")
 @click.option("--cv", "folds", type=int, default=d.DEFAULT_FOLDS, show_default=True,
               help="Folds of the cross-validated estimate of the gain (0 or 1: skip it).")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=int, default=d.DEFAULT_SEED, show_default=True,
               help="Seed for the cross-validation folds.")
 @reports_errors
 def threshold(quiet: bool, **flags: Any) -> None:

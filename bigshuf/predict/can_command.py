@@ -19,6 +19,7 @@ from bigshuf.predict.defaults import (
     DEFAULT_MAX_REFERENCE,
     DEFAULT_RULE,
     DEFAULT_SEARCH,
+    DEFAULT_SEED,
     DEFAULT_SUBSAMPLE,
     DEFAULT_TAU,
     PRED_KEY,
@@ -71,7 +72,7 @@ class CanOptions:
     search: str = DEFAULT_SEARCH
     max_reference: int = DEFAULT_MAX_REFERENCE
     subsample: str = DEFAULT_SUBSAMPLE
-    seed: int = 0
+    seed: int = DEFAULT_SEED
     report: Optional[str] = None
     pred_key: str = PRED_KEY
     progress: Optional[bool] = None

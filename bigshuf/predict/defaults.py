@@ -5,6 +5,8 @@ module imports nothing heavy, so ``bigshuf --help`` does not load numpy).
 """
 from __future__ import annotations
 
+DEFAULT_SEED = 0  # subsampling and cross-validation folds are seeded: same seed, same result
+
 # CAN (bigshuf can)
 DEFAULT_TAU = 0.9
 DEFAULT_ALPHA = 1.0
@@ -33,6 +35,7 @@ DEFAULT_SEARCH = "halving"
 # Thresholds (bigshuf threshold)
 METRICS = ("accuracy", "f1", "mcc", "balanced-accuracy")
 DEFAULT_METRIC = "accuracy"
+DEFAULT_POSITIVE = 1  # binary data: the positive class index
 MULTILABEL_METRICS = ("f1", "macro-f1", "micro-f1", "accuracy", "mcc", "balanced-accuracy")
 DEFAULT_MULTILABEL_METRIC = "f1"
 

@@ -17,6 +17,8 @@ from bigshuf.predict.defaults import (
     DEFAULT_FOLDS,
     DEFAULT_METRIC,
     DEFAULT_MULTILABEL_METRIC,
+    DEFAULT_POSITIVE,
+    DEFAULT_SEED,
     METRICS,
     MULTILABEL_METRICS,
     PRED_KEY,
@@ -49,7 +51,7 @@ class ThresholdOptions:
     positive: Any = None
     multi_label: bool = False
     folds: int = DEFAULT_FOLDS
-    seed: int = 0
+    seed: int = DEFAULT_SEED
     report: Optional[str] = None
     pred_key: str = PRED_KEY
     fmt: Optional[str] = None
@@ -97,7 +99,7 @@ def load_threshold_params(path: str) -> Dict[str, Any]:
 
 def _resolve_positive(positive: Any, layout: Layout) -> int:
     if positive is None:
-        return 1
+        return DEFAULT_POSITIVE
     if isinstance(positive, str) and layout.classes and positive in layout.classes:
         return layout.classes.index(positive)
     try:
@@ -286,7 +288,7 @@ def _apply_params(opts: ThresholdOptions, params: Dict[str, Any], metric: str) -
     with PredictionFile(opts.input, **opts.read_options()) as pf:
         _check_layout(pf, opts.multi_label)
         _check_params_fit(params, pf)
-        scorer = _Scorer(metric, pf.layout, int(params.get("positive", 1)))
+        scorer = _Scorer(metric, pf.layout, int(params.get("positive", DEFAULT_POSITIVE)))
         gold, labelled, base, preds = _write_decisions(pf, params, opts.output, opts.pred_key, scorer)
     lay = pf.layout
     counts = preds.sum(axis=0) if preds.ndim == 2 else np.bincount(preds, minlength=lay.n_classes)
@@ -322,7 +324,7 @@ def format_threshold_report(result: Dict[str, Any]) -> str:
 
 def _describe(p: Dict[str, Any]) -> str:
     if p["mode"] == "binary":
-        positive = p.get("positive", 1)
+        positive = p.get("positive", DEFAULT_POSITIVE)
         name = p["classes"][positive] if p.get("classes") else positive
         return f"binary cut {p['cut']:.6g} (class {name} when score >= cut)"
     values = p["weights"] if p["mode"] == "multiclass" else p["cuts"]

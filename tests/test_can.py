@@ -300,3 +300,9 @@ def test_scores_are_rejected_for_can(tmp_path):
     path.write_text('{"score": 0.3}\n')
     with pytest.raises(UsageError, match="probability vector"):
         can(str(path), str(tmp_path / "o.jsonl"))
+
+
+def test_subnormal_probabilities_do_not_give_nan():
+    """A probability of 5e-324 once made both paths compute 0 * inf: the result was NaN."""
+    got = can_adjust(np.array([[0.0, 5e-324, 1.0]]), np.array([[0.0, 0.0, 1.0]]), [1 / 3] * 3, 1.0, 1)
+    np.testing.assert_allclose(got, [[0.0, 2 / 3, 1 / 3]], atol=1e-12)

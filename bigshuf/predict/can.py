@@ -185,6 +185,8 @@ class CanModel:
             trajectory = self._adjust_batch(rows[sl], buf, risky[sl])
             for t, out in enumerate(outs):
                 out[sl] = trajectory[t if all_iterations else -1]
+        for out in outs:  # e.g. subnormal probabilities: 0 * inf in the factored form
+            risky |= ~np.isfinite(out).all(axis=1)
         self.fallback_rows = int(risky.sum())
         if self.fallback_rows:
             exact = can_per_row(rows[risky], self.reference, self.prior, self.alpha, self.iterations,
@@ -270,7 +272,8 @@ def can_per_row(rows: np.ndarray, reference: np.ndarray, prior: Prior = None,
         stacked = np.vstack([reference, b])
         for t in range(iterations):
             stacked = stacked ** alpha
-            stacked = stacked * safe_div(q, stacked.sum(axis=0))
+            # columns normalised first, then weighted: q / (a tiny column sum) would overflow
+            stacked = safe_div(stacked, stacked.sum(axis=0, keepdims=True)) * q
             stacked = row_normalise(stacked)
             outs[t][i] = stacked[-1]
     return outs if all_iterations else outs[-1]

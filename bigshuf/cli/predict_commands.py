@@ -69,10 +69,29 @@ def _echo_params(params: Dict[str, Any]) -> None:
 
 def _warnings_only(lines: List[str]) -> None:
     for w in lines:
-        click.echo(f"warning: {w}", err=True)
+        click.echo(f"bigshuf: warning: {w}", err=True)
 
 
-@main.command()
+CAN_EXAMPLES = """\b
+Examples:
+  bigshuf can test.jsonl --prior train_labels.txt -o adjusted.jsonl
+  bigshuf can dev.jsonl --tune --prior train_labels.txt --save-params can.json
+  bigshuf can test.jsonl --params can.json --reference dev.jsonl -o adjusted.jsonl
+  bigshuf can preds.npy --labels gold.txt --uncertainty any-k --report report.json -q
+Full documentation: bigshuf readme (and docs/predictions.md in the source tree)
+"""
+
+THRESHOLD_EXAMPLES = """\b
+Examples:
+  bigshuf threshold dev.jsonl --metric f1 --save-params cut.json      # binary: best cut
+  bigshuf threshold test.jsonl --params cut.json -o decided.jsonl     # apply it
+  bigshuf threshold dev.jsonl --save-params weights.json              # multi-class weights
+  bigshuf threshold dev.jsonl --multi-label --metric micro-f1 --save-params cuts.json
+Full documentation: bigshuf readme (and docs/predictions.md in the source tree)
+"""
+
+
+@main.command(epilog=CAN_EXAMPLES)
 @click.argument("input", type=click.Path(allow_dash=True))
 @_prediction_io_options
 @click.option("--reference", type=click.Path(dir_okay=False), default=None,
@@ -146,7 +165,7 @@ def can(quiet: bool, **flags: Any) -> None:
         _echo_params({"bigshuf": "can", **result["params"], "prior": result["prior"]["values"]})
 
 
-@main.command()
+@main.command(epilog=THRESHOLD_EXAMPLES)
 @click.argument("input", type=click.Path(allow_dash=True))
 @_prediction_io_options
 @click.option("--metric", type=click.Choice(sorted(set(d.METRICS) | set(d.MULTILABEL_METRICS))), default=None,

@@ -1,5 +1,5 @@
 """`python -m bigshuf` runs the same CLI as the `bigshuf` command."""
-from bigshuf.cli import main
+from bigshuf.launch import main
 
 if __name__ == "__main__":
     main()

@@ -100,7 +100,7 @@ def test_broken_pipe_is_quiet(numbered):
     (["shuffle", "{src}", "--shards", "2", "--lines-per-shard", "5", "-o", "{dir}/x"], "together"),
     (["shuffle", "{src}", "-o", "{dir}/no/such/out.txt"], "does not exist"),
     (["shuffle", "{src}", "-T", "{dir}/nope"], "does not exist"),
-    (["shuffle", "-", "-"], "only once"),
+    (["shuffle", "-", "-"], "more than once"),
     (["verify", "{src}", "{missing}"], "no such file"),
     (["shuffle", "{src}", "--bogus"], "No such option"),
     (["frobnicate"], "No such command"),

@@ -16,12 +16,12 @@ import click
 
 from bigshuf import __version__
 from bigshuf.common import signals
-from bigshuf.common.errors import BigshufError, UsageError
+from bigshuf.common.errors import BigshufError, UsageError, one_line
 from bigshuf.common.sizes import parse_size
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"bigshuf: error: {message}", err=True)
+    click.echo(f"bigshuf: error: {one_line(message)}", err=True)
     _exit(code)
 
 
@@ -54,7 +54,7 @@ def reports_errors(func: Callable) -> Callable:
             finally:
                 sys.exit(141)
         except KeyboardInterrupt:
-            _fail("interrupted; no output written, temporary files removed", 130)
+            _fail("interrupted by SIGINT; no output written, temporary files removed", 130)
         except MemoryError:
             _fail("out of memory; lower --memory or raise the process memory limit", 1)
         except OSError as exc:
@@ -108,7 +108,18 @@ class _OneLineErrorsGroup(click.Group):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-@click.group(cls=_OneLineErrorsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+MAIN_EXAMPLES = """\b
+Examples:
+  bigshuf shuffle big.txt -o shuffled.txt -S 256M --seed 1
+  bigshuf verify big.txt shuffled.txt
+  bigshuf can test.jsonl --prior train_labels.txt -o adjusted.jsonl
+  bigshuf threshold dev.jsonl --save-params weights.json
+Each command has its own --help with examples. Full documentation: bigshuf readme
+"""
+
+
+@click.group(cls=_OneLineErrorsGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=MAIN_EXAMPLES)
 @click.version_option(__version__, prog_name="bigshuf")
 def main() -> None:
     """Shuffle huge line files exactly uniformly in bounded memory, and post-process
@@ -119,7 +130,12 @@ def main() -> None:
 
 @main.command()
 def readme() -> None:
-    """Print the full documentation (the README, shipped as the package description)."""
+    """Print the full documentation (the README, shipped as the package description).
+
+    \b
+    Example:
+      bigshuf readme | less
+    """
     from importlib.metadata import PackageNotFoundError, metadata
 
     try:

@@ -39,10 +39,17 @@ class InputError(BigshufError):
 class Interrupted(BigshufError):
     """The run was stopped by a signal; everything written so far has been removed."""
 
-    def __init__(self, signum: int, name: str):
+    def __init__(self, signum: int, name: str, partial: bool = False):
         self.signum = signum
         self.exit_code = 128 + signum
-        super().__init__(f"interrupted by {name}; no output written, temporary files removed")
+        done = ("the output written to a stream so far is incomplete" if partial
+                else "no output written")
+        super().__init__(f"interrupted by {name}; {done}, temporary files removed")
+
+
+def one_line(message: str) -> str:
+    """A message as one line: line breaks (e.g. inside a file name) shown as \\n."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def warn_stderr(message: str) -> None:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Union
+from typing import Optional, Sequence, Tuple, Union
 
-from bigshuf.common.errors import InputError
+from bigshuf.common.errors import InputError, UsageError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -26,3 +26,30 @@ def check_readable(path: PathLike) -> None:
         raise InputError("is a directory", p)
     if not os.access(p, os.R_OK):
         raise InputError("permission denied", p)
+
+
+def check_read_once_given_once(paths: Sequence[object]) -> None:
+    """An input that can be read only once (stdin, a FIFO, /dev/stdin, /proc/self/fd/N,
+    ``<(cmd)``) named twice would be read empty the second time: refused (exit 2)."""
+    seen = set()
+    for path in paths:
+        if not isinstance(path, (str, os.PathLike)):
+            continue
+        key = _read_once_identity(os.fspath(path))
+        if key is None:
+            continue
+        if key in seen:
+            raise UsageError(f"{os.fspath(path)}: an input that can be read only once (stdin, a pipe) "
+                             "is given more than once")
+        seen.add(key)
+
+
+def _read_once_identity(p: str) -> Optional[Tuple[int, int]]:
+    """(device, inode) of a path that is not a regular file, or None."""
+    try:
+        st = os.fstat(0) if p == "-" else os.stat(p)
+    except OSError:
+        return None if p != "-" else (-1, -1)
+    if stat.S_ISREG(st.st_mode):
+        return None
+    return (st.st_dev, st.st_ino)

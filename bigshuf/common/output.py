@@ -83,16 +83,36 @@ def check_destination(output: Any, pattern: bool = False) -> None:
         return
     if out.endswith(os.sep) or (not pattern and os.path.isdir(out)):
         raise UsageError(f"output is a directory: {out}")
-    target = os.path.realpath(out)
+    target = _final_target(out)
+    via = "" if target == os.path.abspath(out) else f" (the target of {out})"
     d = os.path.dirname(target)
     if not os.path.isdir(d):
-        raise UsageError(f"output directory does not exist: {os.path.dirname(os.path.abspath(out)) or d}")
+        raise UsageError(f"output directory does not exist: {d}{via}")
     if not os.access(d, os.W_OK | os.X_OK):
-        raise UsageError(f"output directory is not writable: {d}")
+        raise UsageError(f"output directory is not writable: {d}{via}")
     name = os.path.basename(target)
     if len(os.fsencode(name)) > NAME_MAX:
         raise UsageError(f"output name is too long ({len(os.fsencode(name))} bytes, at most "
-                         f"{NAME_MAX}): {out}")
+                         f"{NAME_MAX}): {target}{via}")
+
+
+def _final_target(out: str) -> str:
+    """The path a write to ``out`` ends at, links followed; a loop of links is a usage error."""
+    try:
+        return os.path.realpath(out, strict=False) if not os.path.islink(out) else _resolve_links(out)
+    except OSError as exc:
+        raise UsageError(f"cannot write through {out}: {exc.strerror or exc}") from None
+
+
+def _resolve_links(out: str) -> str:
+    try:
+        os.stat(out)
+    except FileNotFoundError:
+        pass  # a dangling link: its target is created
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UsageError(f"cannot write through {out}: too many levels of symbolic links") from None
+    return os.path.realpath(out)
 
 
 # -- temporary names and their locks ------------------------------------------------------------
@@ -115,9 +135,11 @@ def directory_lock(directory: str) -> Iterator[None]:
 
 
 def _locked(path: str) -> bool:
-    """Does some process hold a ``flock`` on ``path``? (A vanished file counts as not locked.)"""
+    """Does some process hold a ``flock`` on ``path``? (A vanished file counts as not locked.)
+    Opened without blocking and without following links: a FIFO or a link planted under a
+    temporary name must not hang or redirect the check."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError:
         return False
     try:
@@ -129,6 +151,13 @@ def _locked(path: str) -> bool:
         os.close(fd)
 
 
+def _is_regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def clean_stale_temps(dest: str) -> List[str]:
     """Remove temporary files left beside ``dest`` by runs that were killed: those of runs none
     of whose temporary files in that directory is locked. Returns the removed paths."""
@@ -137,6 +166,8 @@ def clean_stale_temps(dest: str) -> List[str]:
     removed: List[str] = []
     with directory_lock(directory):
         for path in glob.glob(glob.escape(prefix) + "*.tmp"):
+            if not _is_regular(path):
+                continue  # not something bigshuf made: left alone
             m = _TEMP_RE.search(path)
             run = glob.glob(os.path.join(glob.escape(directory), f".*.bigshuf-{m.group(1)}-*.tmp")) if m else [path]
             if any(_locked(p) for p in run):
@@ -161,10 +192,27 @@ class TempGroup:
         self.token = secrets.token_hex(_TOKEN_HEX // 2)
         self.seq = 0
         self.anchors: dict = {}
+        self.live: List[str] = []  # names created (or being created) and not yet renamed
 
     def new_name(self, target: str) -> str:
+        """A fresh temporary name, recorded *before* the file is created, so that a signal
+        arriving between creation and bookkeeping cannot leave it behind (see ``remove_all``)."""
         self.seq += 1
-        return f"{_temp_prefix(target)}{self.token}-{self.seq:x}.tmp"
+        name = f"{_temp_prefix(target)}{self.token}-{self.seq:x}.tmp"
+        self.live.append(name)
+        return name
+
+    def published(self, name: str) -> None:
+        with contextlib.suppress(ValueError):
+            self.live.remove(name)
+
+    def remove_all(self) -> None:
+        """Unlink every temporary file of the group not yet renamed (names carry the group's
+        random token, so nothing else can have them)."""
+        for name in self.live:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+        self.live.clear()
 
     def anchor(self, directory: str, fd: int) -> None:
         if directory not in self.anchors:
@@ -211,12 +259,17 @@ class Destination:
     def _create_temp(self) -> int:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         temp = self.group.new_name(self.target)
-        try:
-            fd = os.open(temp, flags, 0o600)
-        except OSError as exc:
-            raise describe_os_error(exc, f"cannot create output in {os.path.dirname(temp)}") from None
-        fcntl.flock(fd, fcntl.LOCK_EX)  # marks the run live for clean_stale_temps
-        self.group.anchor(os.path.dirname(temp), fd)
+        directory = os.path.dirname(temp)
+        # The group's first file in a directory is created under the directory lock: until its
+        # flock is taken, another run's cleanup must not see it unlocked and remove it.
+        first = directory not in self.group.anchors
+        with directory_lock(directory) if first else contextlib.nullcontext():
+            try:
+                fd = os.open(temp, flags, 0o600)
+            except OSError as exc:
+                raise describe_os_error(exc, f"cannot create output in {directory}") from None
+            fcntl.flock(fd, fcntl.LOCK_EX)  # marks the run live for clean_stale_temps
+            self.group.anchor(directory, fd)
         self.temp = temp
         return fd
 
@@ -239,6 +292,7 @@ class Destination:
                 return
             self._finalise_temp(durable)
             os.replace(self.temp, self.target)
+            self.group.published(self.temp)
             self.temp = None
             if durable:
                 _fsync_dir(os.path.dirname(self.target))
@@ -274,8 +328,10 @@ class Destination:
         if self.temp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.temp)
+            self.group.published(self.temp)
             self.temp = None
         if self.own_group:
+            self.group.remove_all()
             self.group.release()
 
 
@@ -287,14 +343,34 @@ def _dup(fd: int, path: str) -> int:
 
 
 def _open_through(path: str) -> int:
+    """A descriptor writing to an existing device, FIFO or socket (connected, for a socket)."""
     try:
         mode = os.stat(path).st_mode
+        if stat.S_ISSOCK(mode):
+            return _connect(path)
         flags = os.O_WRONLY | os.O_CLOEXEC | (0 if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) else os.O_TRUNC)
         return os.open(path, flags)
     except OSError as exc:
-        if exc.errno == errno.ENXIO:
-            raise UsageError(f"cannot write to {path}: no process is reading it (socket or FIFO)") from None
+        if exc.errno == errno.ENXIO and stat.S_ISFIFO(mode):
+            raise UsageError(f"cannot write to {path}: no process is reading the FIFO") from None
         raise describe_os_error(exc, f"cannot open output {path}") from None
+
+
+def _connect(path: str) -> int:
+    """A Unix socket: connect as a stream (or, failing that, a sequenced-packet) client."""
+    import socket
+
+    last: Optional[OSError] = None
+    for kind in (socket.SOCK_STREAM, socket.SOCK_SEQPACKET):
+        sock = socket.socket(socket.AF_UNIX, kind)
+        try:
+            sock.connect(path)
+            return sock.detach()
+        except OSError as exc:
+            last = exc
+            sock.close()
+    assert last is not None
+    raise last
 
 
 def _fsync_dir(directory: str) -> None:

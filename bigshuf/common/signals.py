@@ -43,9 +43,20 @@ def own_process() -> None:
     _OWN_PROCESS[0] = True
 
 
+_OWN = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the bigshuf package
+_THIRD_PARTY = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.sep)
+
+
 def _in_internals(frame: Optional[FrameType]) -> bool:
+    """Is the main thread inside code that may hold a lock it releases only on normal exit:
+    threading/queue/executor internals, or any third-party library (a threaded compressor,
+    Dask)? Raising there can leave that lock taken and hang the cleanup."""
     while frame is not None:
-        if frame.f_code.co_filename.startswith(_INTERNALS):
+        name = frame.f_code.co_filename
+        if name.startswith(_INTERNALS):
+            return True
+        if any(t in name for t in _THIRD_PARTY) and not name.startswith(_OWN) \
+                and os.sep + "click" + os.sep not in name:  # click only calls the command
             return True
         frame = frame.f_back
     return False
@@ -78,8 +89,10 @@ class SignalGuard:
             return
         raise self.error()
 
-    def error(self) -> Interrupted:
-        return Interrupted(self.fired[0], signal.Signals(self.fired[0]).name)
+    def error(self, partial: bool = False) -> Interrupted:
+        """The error to report; ``partial``: some output already went to a stream (stdout, a
+        pipe, a device) and cannot be taken back."""
+        return Interrupted(self.fired[0], signal.Signals(self.fired[0]).name, partial)
 
     def defer(self) -> None:
         """Ignore the stopping signals from now on: the outputs are complete and being renamed.

@@ -40,14 +40,18 @@ def check_free_space(size: Optional[int], output: Optional[str], temp_dir: Optio
         dev = os.stat(t).st_dev
         need[dev] = need.get(dev, 0) + size
         where[dev] = t
-    if output not in (None, "-") and not hasattr(output, "write") and not is_write_through(output):
+    # A compressed output's size is not known in advance: it is not counted (a full disk
+    # later is still reported cleanly), rather than refusing a run on a guess.
+    if output not in (None, "-") and not hasattr(output, "write") and not is_write_through(output) \
+            and not compression_of(output):
         d = _existing_dir(os.path.dirname(os.path.abspath(output)))
-        out_bytes = size if not compression_of(output) else size // 3
+        out_bytes = size
         dev = os.stat(d).st_dev
         need[dev] = need.get(dev, 0) + out_bytes
         where.setdefault(dev, d)
     for dev, n in need.items():
         have = free_bytes(where[dev])
         if have < n + MARGIN:
-            raise BigshufError(f"not enough free space in {where[dev]}: need {format_size(n)} "
-                               f"({n:,} bytes), {format_size(have)} available")
+            raise BigshufError(f"not enough free space in {where[dev]}: need {format_size(n + MARGIN)} "
+                               f"({n:,} bytes + {format_size(MARGIN)} margin), "
+                               f"{format_size(have)} available")

@@ -85,6 +85,8 @@ def expand_inputs(inputs: Sequence[str]) -> List[str]:
             raise InputError("no such file", str(item))
         if fs.isdir(path):
             raise InputError("is a directory", str(item))
+        if not protocol and not os.path.isfile(path):  # a pipe, /dev/stdin, <(cmd): read once
+            raise UsageError(f"{item}: --scheduler reads regular files or URLs, not pipes or devices")
         out.append(str(item))
     return out
 

@@ -36,6 +36,7 @@ from bigshuf.shuffler.store import (
     RunIndex,
     Store,
     TempSpace,
+    physical_memory,
 )
 from bigshuf.shuffler.writing import Sink
 
@@ -166,7 +167,9 @@ class Engine:
     def _level_store(self, size: Optional[int]) -> Store:
         """RAM when the level (of ``size`` bytes, if known) fits next to the workers, else a
         region of the temporary file."""
-        mem_cap = self.geo.memory_store_capacity(self.workers)
+        # Never more than the machine has: -S 100T is a bound, and reserving 100 TB of address
+        # space fails. (Memory or file holds the same layout: the output does not change.)
+        mem_cap = min(self.geo.memory_store_capacity(self.workers), physical_memory())
         if size is not None and size > mem_cap:
             return self._new_file_store()
         store = MemoryStore(max(mem_cap if size is None else size, 0))

@@ -20,8 +20,8 @@ from bigshuf.common.codecs import (  # noqa: F401 - re-exported for older import
     compression_of,
     open_decompressed,
 )
-from bigshuf.common.errors import BigshufError, InputError, UsageError
-from bigshuf.common.inputs import check_readable
+from bigshuf.common.errors import BigshufError, InputError
+from bigshuf.common.inputs import check_read_once_given_once, check_readable
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -226,8 +226,7 @@ class RecordReader:
         for path in self.inputs:
             if _is_path(path):
                 check_input(cast(PathLike, path))
-        if sum(1 for p in self.inputs if _is_path(p) and str(p) == "-") > 1:
-            raise UsageError("stdin ('-') can be given only once")
+        check_read_once_given_once(self.inputs)
 
     def rereadable(self) -> bool:
         """Can every input be read a second time? Only paths of regular files (links followed):

@@ -106,7 +106,10 @@ def _run_engine(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, strea
                 prog.scattered(reader.bytes_read)
 
             blocks = reader.blocks(geo.block_bytes, geo.block_records, engine.pool)
-            level = engine.scatter(blocks, (), size, opts.buckets, on_block)
+            # Each input may gain one terminator (a last line without one): room for it, or a
+            # file that exactly fits would spill to the temporary file for a byte.
+            room = None if size is None else size + len(reader.inputs)
+            level = engine.scatter(blocks, (), room, opts.buckets, on_block)
             stats.records, stats.bytes = reader.records, reader.payload
             stats.buckets = level.piece_bytes.shape[1]
             stats.levels = max(stats.levels, 1)
@@ -132,7 +135,7 @@ def _run_engine(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, strea
             if sink is not None:
                 sink.abort()
             if signals.fired:  # whatever surfaced first (Cancelled from a check), report the signal
-                raise signals.error() from None
+                raise signals.error(partial=sink is not None and sink.wrote_to_stream) from None
             if isinstance(exc, Cancelled):
                 raise BigshufError("stopped") from None
             raise

@@ -122,7 +122,7 @@ def try_reservoir(reader: RecordReader, opts: ShuffleOptions, geo: Geometry, str
                 sel = take[keep]
                 ok = res.put(slots[keep], block.data, starts[sel], lengths[sel])
                 if not ok:
-                    return _overflow(reader, sample, geo)
+                    return _overflow(reader, sample, res.budget)
             seen += n
             res.filled = min(sample, seen)
             prog.scattered(reader.bytes_read)
@@ -151,10 +151,11 @@ def try_reservoir(reader: RecordReader, opts: ShuffleOptions, geo: Geometry, str
     return True
 
 
-def _overflow(reader: RecordReader, sample: int, geo: Geometry) -> bool:
+def _overflow(reader: RecordReader, sample: int, budget: int) -> bool:
     """The sample's records are longer than expected: restart from the files on disk with the
     shuffle-and-truncate method, or fail cleanly for a stream that cannot be read twice."""
     if reader.rereadable():
         return False
-    raise BigshufError(f"-n {sample:,}: the sampled lines of this input need more than "
-                       f"{format_size(geo.memory // 2)}; raise --memory")
+    raise BigshufError(f"-n {sample:,}: the sampled lines of this input need more than the "
+                       f"{format_size(budget)} the reservoir has at this --memory (it holds the "
+                       f"sample twice while compacting); raise --memory")

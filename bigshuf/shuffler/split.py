@@ -145,3 +145,7 @@ class SplitSink(Sink):
     def abort(self) -> None:
         for s in self.sinks:
             s.abort()
+
+    @property
+    def wrote_to_stream(self) -> bool:
+        return any(s.wrote_to_stream for s in self.sinks)

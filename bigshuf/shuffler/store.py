@@ -49,6 +49,14 @@ class Store:
 MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000 if sys.platform.startswith("linux") else 0)
 
 
+def physical_memory() -> int:
+    """Bytes of RAM on this machine (a large number where the system does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 50
+
+
 def reserve(nbytes: int) -> np.ndarray:
     """A zero-filled byte array whose memory is taken only as it is written: a budget of 100G
     for five lines on stdin costs five lines, not a refused 100 GB allocation."""

@@ -28,7 +28,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import xxhash
 
-from bigshuf.common.errors import UsageError
+from bigshuf.common.inputs import check_read_once_given_once
 from bigshuf.common.progress import Progress
 from bigshuf.shuffler.records import (
     PathLike,
@@ -280,8 +280,7 @@ def verify(first: PathLike, second: PathLike, *more: PathLike, zero_terminated: 
     (hashing and decompression release the GIL for much of the work). With ``header``, the first
     line of every file is left out."""
     paths: List[PathLike] = [first, second, *more]
-    if sum(1 for p in paths if str(p) == "-") > 1:
-        raise UsageError("stdin ('-') can be given only once")
+    check_read_once_given_once(paths)
     for p in paths:  # a missing file fails before any is read
         RecordReader([p])
     prog = Progress(progress, None, first="verify")

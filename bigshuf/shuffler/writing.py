@@ -216,6 +216,11 @@ class Sink:
             self.files[i].write(np.frombuffer(self.header, dtype=np.uint8))
 
     @property
+    def wrote_to_stream(self) -> bool:
+        """Did bytes already go where they cannot be taken back (stdout, a pipe, a device)?"""
+        return any(f.bytes_written and (f.dest is None or not f.dest.atomic) for f in self.files)
+
+    @property
     def full(self) -> bool:
         return self.done >= self.records_out
 
@@ -284,6 +289,7 @@ class Sink:
     def abort(self) -> None:
         for f in self.files:
             f.abort()
+        self.group.remove_all()  # also one whose creation a signal interrupted
         self.group.release()
 
 

@@ -1,0 +1,39 @@
+"""The ``bigshuf`` command's entry point: the signal policy holds from its first instruction.
+
+Importing the command line (click, numpy) takes a moment; a Ctrl-C or a SIGTERM/SIGHUP/SIGUSR1
+in that moment must not print a traceback or kill the process without a word. Until a run
+installs its own policy (bigshuf.common.signals), a stopping signal raises Interrupted, which
+the command reports in one line with exit status 128 + the signal number. Nothing has been
+written then, and context managers still clean up whatever a command had started.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+from types import FrameType
+from typing import Optional
+
+from bigshuf.common.errors import BigshufError, Interrupted, one_line
+
+_STOPPING = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1")
+                  if hasattr(signal, n))
+
+
+def _stop(signum: int, frame: Optional[FrameType]) -> None:
+    raise Interrupted(signum, signal.Signals(signum).name)
+
+
+def main() -> None:
+    for sig in _STOPPING:
+        signal.signal(sig, _stop)
+    try:
+        from bigshuf.cli import main as cli
+
+        cli()
+    except BigshufError as exc:  # raised before a command's own error reporting took over
+        print(f"bigshuf: error: {one_line(str(exc))}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

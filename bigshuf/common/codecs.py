@@ -29,16 +29,17 @@ COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
 #: (module to import, what to install) per suffix, checked before any work.
 _MODULES = {".gz": ("isal.igzip", "isal"), ".bz2": ("bz2", "a Python built with bz2"),
             ".xz": ("lzma", "a Python built with lzma"), ".zst": ("zstandard", "zstandard")}
-#: Bytes of compressed input per read, and of decompressed output per prefetched chunk.
-READ_SIZE = 1 << 20
+#: Bytes of compressed input per read, and of decompressed output per prefetched chunk (small:
+#: the chunks in flight count against the memory bound, which is tight at small --memory).
+READ_SIZE = 256 << 10
 #: Decompressed chunks the background thread may hold ahead of the reader.
 PREFETCH = 4
 #: zstd level and worker threads for .zst outputs. Any threads >= 1 gives the same bytes. Jobs
-#: of 1 MiB keep zstd's buffers to ~10 MB (its default, 8 MiB jobs at level 3, adds ~50 MB of
-#: RSS, which breaks the memory bound at small --memory).
+#: of 512 KiB (zstd's minimum) keep zstd's buffers to ~5 MB (its default, 8 MiB jobs at level
+#: 3, adds ~50 MB of RSS, which breaks the memory bound at small --memory) and compress as well.
 ZSTD_LEVEL = 3
 ZSTD_THREADS = 2
-ZSTD_JOB = 1 << 20
+ZSTD_JOB = 512 << 10
 #: ISA-L gzip level for .gz outputs (0-3; 2 is its default, about zlib's level 6 in size), and
 #: its compressing threads (any number gives the same bytes).
 GZIP_LEVEL = 2

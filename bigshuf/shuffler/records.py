@@ -17,6 +17,7 @@ import numpy as np
 
 from bigshuf.common.codecs import (  # noqa: F401 - re-exported for older imports
     COMPRESSION_SUFFIXES,
+    check_codecs,
     compression_of,
     open_decompressed,
 )
@@ -234,6 +235,8 @@ class RecordReader:
         for path in self.inputs:
             if _is_path(path):
                 check_input(path)
+        # A codec that cannot be loaded is a usage error now, before any input is read.
+        check_codecs([os.fspath(p) for p in self.inputs if _is_path(p) and str(p) != "-"])
         if sum(1 for p in self.inputs if _is_path(p) and str(p) == "-") > 1:
             raise UsageError("stdin ('-') can be given only once")
 

@@ -320,8 +320,11 @@ class _Prefetcher(io.RawIOBase):
     def close(self) -> None:
         if not self.closed:
             self.stop.set()
-            self.thread.join()
-            self.reader.close()
+            # A thread blocked reading a pipe that nobody writes to must not hang the cleanup
+            # (a signal's): it is a daemon, and closing the input under it is left to the exit.
+            self.thread.join(timeout=1.0)
+            if not self.thread.is_alive():
+                self.reader.close()
         super().close()
 
 

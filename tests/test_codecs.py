@@ -16,7 +16,7 @@ import bigshuf
 from bigshuf.common import codecs
 from bigshuf.common.codecs import _ZstdFrames, check_codecs, compressor_for
 from bigshuf.common.errors import InputError, UsageError
-from bigshuf.shuffler.records import read_all_lines
+from bigshuf.shuffler.records import RecordReader, read_all_lines
 
 SEQ = b"".join(b"%d\n" % i for i in range(1, 1_000_001))  # `seq 1000000`
 SMALL = b"".join(b"line %d\n" % i for i in range(5000))
@@ -107,6 +107,9 @@ def test_missing_codec_is_a_usage_error_before_any_work(tmp_path, monkeypatch):
     with pytest.raises(UsageError, match="zstandard"):
         check_codecs([src, str(tmp_path / "out.zst")])
     check_codecs([src, "out.gz", "out.bz2", "out.xz"])  # the others load
+    zst = _write(tmp_path, "in.txt.zst", b"")
+    with pytest.raises(UsageError, match="zstandard"):  # inputs: when the reader is made
+        RecordReader([src, zst])
 
 
 @pytest.mark.parametrize("suffix", [".gz", ".zst"])

@@ -29,16 +29,17 @@ COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
 #: (module to import, what to install) per suffix, checked before any work.
 _MODULES = {".gz": ("isal.igzip", "isal"), ".bz2": ("bz2", "a Python built with bz2"),
             ".xz": ("lzma", "a Python built with lzma"), ".zst": ("zstandard", "zstandard")}
-#: Bytes of compressed input per read, and of decompressed output per prefetched chunk.
-READ_SIZE = 1 << 20
+#: Bytes of compressed input per read, and of decompressed output per prefetched chunk (small:
+#: the chunks in flight count against the memory bound, which is tight at small --memory).
+READ_SIZE = 256 << 10
 #: Decompressed chunks the background thread may hold ahead of the reader.
 PREFETCH = 4
 #: zstd level and worker threads for .zst outputs. Any threads >= 1 gives the same bytes. Jobs
-#: of 1 MiB keep zstd's buffers to ~10 MB (its default, 8 MiB jobs at level 3, adds ~50 MB of
-#: RSS, which breaks the memory bound at small --memory).
+#: of 512 KiB (zstd's minimum) keep zstd's buffers to ~5 MB (its default, 8 MiB jobs at level
+#: 3, adds ~50 MB of RSS, which breaks the memory bound at small --memory) and compress as well.
 ZSTD_LEVEL = 3
 ZSTD_THREADS = 2
-ZSTD_JOB = 1 << 20
+ZSTD_JOB = 512 << 10
 #: ISA-L gzip level for .gz outputs (0-3; 2 is its default, about zlib's level 6 in size), and
 #: its compressing threads (any number gives the same bytes).
 GZIP_LEVEL = 2
@@ -319,8 +320,11 @@ class _Prefetcher(io.RawIOBase):
     def close(self) -> None:
         if not self.closed:
             self.stop.set()
-            self.thread.join()
-            self.reader.close()
+            # A thread blocked reading a pipe that nobody writes to must not hang the cleanup
+            # (a signal's): it is a daemon, and closing the input under it is left to the exit.
+            self.thread.join(timeout=1.0)
+            if not self.thread.is_alive():
+                self.reader.close()
         super().close()
 
 
@@ -375,6 +379,15 @@ def xz_preset(memory: Optional[int]) -> int:
     return max(p for p, need in enumerate(XZ_ENCODER_BYTES) if need <= room)
 
 
+def _outlive_the_opening_thread(writer: object) -> None:
+    """ISA-L's threaded writer stops its threads when the thread that opened it ends. A shard
+    is opened by whichever gather worker reaches it and closed later, possibly after that
+    worker is gone: the flush then waited forever. Tie the threads to the main thread."""
+    inner = getattr(writer, "raw", writer)
+    if hasattr(inner, "_calling_thread"):
+        inner._calling_thread = threading.main_thread()
+
+
 def compressor_for(path: str, raw, memory: Optional[int] = None) -> Optional[BinaryIO]:
     """A compressing writer over ``raw`` chosen by the extension of ``path``, or None.
     ``memory`` (the run's budget) bounds the encoder's memory where the codec has a choice (xz).
@@ -391,8 +404,10 @@ def compressor_for(path: str, raw, memory: Optional[int] = None) -> Optional[Bin
         # Blocks of CHUNK bytes compressed by GZIP_THREADS threads, each with the previous
         # block's last 32 KiB as dictionary: the bytes depend on the block size, not on the
         # thread count.
-        return _Rechunked(igzip_threaded.open(  # type: ignore[return-value]
-            raw, "wb", compresslevel=GZIP_LEVEL, threads=GZIP_THREADS, block_size=_Rechunked.CHUNK))
+        writer = igzip_threaded.open(
+            raw, "wb", compresslevel=GZIP_LEVEL, threads=GZIP_THREADS, block_size=_Rechunked.CHUNK)
+        _outlive_the_opening_thread(writer)
+        return _Rechunked(writer)  # type: ignore[return-value]
     if suffix == ".bz2":
         import bz2
         return bz2.BZ2File(raw, "wb", compresslevel=9)  # type: ignore[return-value]

@@ -154,3 +154,37 @@ def test_interrupting_a_stream_output_says_it_is_incomplete(tmp_path):
     err = proc.stderr.read().decode()
     proc.wait(10)
     assert proc.returncode == 130 and "incomplete" in err, err
+
+
+# -- from the review of the shuf interface ---------------------------------------------------
+
+@pytest.mark.parametrize("args", [["-i", "١-٣"], ["-i", " 1 - 3 "], ["-n", "1_0", "-i", "1-30"],
+                                  ["-n", "１", "-i", "1-3"]])
+def test_numbers_shuf_rejects_are_rejected(args):
+    one_line_error(invoke(["shuffle", *args]), 2)
+
+
+def test_a_plus_sign_is_accepted_like_shuf():
+    assert sorted(invoke(["shuffle", "-i", "+1-3"]).stdout.split()) == [b"1", b"2", b"3"]
+
+
+def test_the_same_random_source_twice_is_fine(tmp_path):
+    key = tmp_path / "k"
+    key.write_bytes(bytes(range(64)))
+    a = invoke(["shuffle", "-i", "1-9", "--random-source", key, "--random-source", key])
+    b = invoke(["shuffle", "-i", "1-9", "--random-source", key])
+    assert a.returncode == 0 and a.stdout == b.stdout
+
+
+def test_endless_repeat_to_dev_stdout_is_written_through(tmp_path):
+    p = subprocess.run(["bash", "-c", f'"{sys.executable}" -m bigshuf shuffle -r -i 1-3 -o /dev/stdout | head -2'],
+                       capture_output=True, env=cli_env(), timeout=60)
+    assert p.stdout.count(b"\n") == 2 and p.stderr == b""
+
+
+def test_split_given_twice_and_shard_fields_without_shards_are_refused(tmp_path, src):
+    one_line_error(invoke(["shuffle", src, "--split", "a=0.5,b=rest", "--split", "c=rest",
+                           "-o", f"{tmp_path}/{{split}}.txt"]), 2, "more than once")
+    one_line_error(invoke(["shuffle", src, "-o", f"{tmp_path}/x{{index}}.txt"]), 2, "--shards")
+    one_line_error(invoke(["shuffle", src, "--split", "a=0.5,b=rest",
+                           "-o", f"{tmp_path}/{{split}}-{{index}}.txt"]), 2, "--shards")

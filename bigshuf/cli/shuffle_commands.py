@@ -94,7 +94,7 @@ class _LongPrefixCommand(click.Command):
               help="Write N output files of near-equal line counts.")
 @click.option("--lines-per-shard", type=int, metavar="L", default=None,
               help="Write output files of L lines each (the last may be shorter).")
-@click.option("-n", "--head-count", "sample", type=int, metavar="N", multiple=True,
+@click.option("-n", "--head-count", "sample", metavar="N", multiple=True,
               help="Output a uniform random sample of N lines (all lines if fewer), in random order. "
                    "Given several times, the smallest N wins (like shuf). With -r: N draws.")
 @click.option("-e", "--echo", is_flag=True,
@@ -111,7 +111,7 @@ class _LongPrefixCommand(click.Command):
               help="Take the randomness from FILE: its first 32 bytes are the seed, so the same file "
                    "gives the same output (not shuf's output). A shorter file is an error. Not with "
                    "--seed.")
-@click.option("--split", metavar="NAME=SIZE,...", default=None,
+@click.option("--split", metavar="NAME=SIZE,...", multiple=True,
               help="Cut the shuffled input into disjoint splits in one pass, e.g. "
                    "train=0.98,valid=0.01,test=0.01 or valid=10000,test=10000,train=rest (sizes by "
                    "largest remainder of the line count). Each split is a uniform random subset in "

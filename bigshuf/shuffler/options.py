@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from bigshuf.common.errors import UsageError
+from bigshuf.common.output import is_write_through
 from bigshuf.common.sizes import parse_size
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -74,6 +75,7 @@ class ShuffleOptions:
         self.output = _only_one(self.output, "multiple output files specified")
         self.random_source = _only_one(self.random_source, "multiple random sources specified")
         self.input_range = _only_one(self.input_range, "multiple -i options specified")
+        self.split = _only_one(self.split, "--split given more than once")
         if isinstance(self.sample, (list, tuple)):
             self.sample = min((_at_least(v, 0, "-n") for v in self.sample), default=None)
         if self.seed is not None:
@@ -140,11 +142,16 @@ class ShuffleOptions:
         if self.repeat:
             if self.split is not None:
                 raise UsageError("--split and -r/--repeat cannot be used together")
-            if self.sample is None and not (self.to_stdout and not self.sharded):
+            streamed = self.to_stdout or is_write_through(os.fspath(self.output))
+            if self.sample is None and not (streamed and not self.sharded):
                 raise UsageError("-r/--repeat without -n never ends: write to stdout (a pipe), "
                                  "not -o or shards")
         if self.split is not None:
             self._check_split()
+        if not self.sharded and isinstance(self.output, str) \
+                and re.search(r"\{(index|count)[:}]", self.output):
+            raise UsageError(f"-o {self.output}: {{index}}/{{count}} name shards: add --shards or "
+                             "--lines-per-shard")
 
     def _check_split(self) -> None:
         if self.sample is not None:
@@ -223,6 +230,10 @@ class ShuffleOptions:
 
 def _at_least(value: Any, low: int, flag: str) -> int:
     """``value`` as an int >= ``low`` (bools and non-integers are refused)."""
+    if isinstance(value, str):  # from the command line: ASCII digits only, as shuf
+        if not re.fullmatch(r"[+-]?[0-9]+", value.strip()):
+            raise UsageError(f"{flag} takes a whole number, not {value!r}")
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         try:
             if isinstance(value, bool) or float(value) != int(value):
@@ -241,7 +252,7 @@ def _only_one(value: Any, message: str) -> Any:
     must hold at most one item. Other values (a (lo, hi) pair for -i) pass unchanged."""
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         return value
-    if len(value) > 1:
+    if len(set(value)) > 1:  # the same value twice is harmless (shuf accepts it too)
         raise UsageError(message)
     return value[0] if value else None
 
@@ -251,7 +262,7 @@ def parse_range(value: Any) -> Tuple[int, int]:
     if isinstance(value, (tuple, list)) and len(value) == 2:
         lo, hi = value
     else:
-        m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", str(value))
+        m = re.fullmatch(r"\+?([0-9]+)-\+?([0-9]+)", str(value))  # ASCII digits, as shuf
         if not m:
             raise UsageError(f"invalid input range: {str(value)!r} (expected LO-HI, e.g. 1-100)")
         lo, hi = int(m.group(1)), int(m.group(2))

@@ -17,6 +17,7 @@ import numpy as np
 from bigshuf.common import stdio
 from bigshuf.common.codecs import (  # noqa: F401 - re-exported for older imports
     COMPRESSION_SUFFIXES,
+    check_codecs,
     compression_of,
     open_decompressed,
 )
@@ -227,6 +228,8 @@ class RecordReader:
             if _is_path(path):
                 check_input(cast(PathLike, path))
         check_read_once_given_once(self.inputs)
+        # A codec that cannot be loaded is a usage error now, before any input is read.
+        check_codecs([os.fspath(cast(PathLike, p)) for p in self.inputs if _is_path(p) and str(p) != "-"])
 
     def rereadable(self) -> bool:
         """Can every input be read a second time? Only paths of regular files (links followed):

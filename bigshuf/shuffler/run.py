@@ -81,7 +81,7 @@ def _preflight(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, worker
     if opts.temp_dir is not None and not os.path.isdir(opts.temp_dir):
         raise UsageError(f"temporary directory does not exist: {opts.temp_dir}")
     size = reader.known_size()
-    check_codecs([*opts.input_names(), opts.output if isinstance(opts.output, str) else None])
+    check_codecs([opts.output if isinstance(opts.output, str) else None])  # inputs: by the reader
     for output in _output_names(opts):
         check_destination(output, pattern=opts.sharded)
         if opts.sharded:

@@ -368,88 +368,114 @@ def shuffle_on_cluster(opts: ShuffleOptions) -> ShuffleStats:
     worker can read and write. Same seed, inputs, memory and buckets: same bytes as the local
     engine (the streams of bigshuf.common.randomness are keyed by data position only)."""
     _require()
-
-    output, scheduler, buckets, header = opts.output, opts.scheduler, opts.buckets, opts.header
-    shards, lines_per_shard, temp_dir = opts.shards, opts.lines_per_shard, opts.temp_dir
-    geo = plan(opts.memory_bytes)
-    sep = opts.sep
-    seed = resolve_seed(opts.seed)
     urls = expand_inputs(list(opts.inputs))
-    k0 = buckets or geo.initial_buckets()
-    temp_root = temp_dir or tempfile.gettempdir()
-    job = _join(temp_root, f"bigshuf-{os.getpid()}-{secrets.token_hex(6)}")
-    fs_job, _ = _fs(job)
-    stats = ShuffleStats(seed=seed, store="cluster temp: " + temp_root)
-    prog = _Progress(opts.progress)
-    warn = opts.warn or warn_stderr
-    own_client = not hasattr(scheduler, "submit")
-    client, cluster = _client(scheduler, opts.jobs) if own_client else (scheduler, None)
+    temp_root = opts.temp_dir or tempfile.gettempdir()
+    seed = resolve_seed(opts.seed)
+    own_client = not hasattr(opts.scheduler, "submit")
+    client, cluster = _client(opts.scheduler, opts.jobs) if own_client else (opts.scheduler, None)
+    run = _ClusterRun(opts, plan(opts.memory_bytes), seed, urls, client,
+                      _join(temp_root, f"bigshuf-{os.getpid()}-{secrets.token_hex(6)}"),
+                      ShuffleStats(seed=seed, store="cluster temp: " + temp_root))
+    fs_job, _ = _fs(run.job)
     try:
-        fs_job.makedirs(_join(job, "runs"), exist_ok=True)
-        fs_job.makedirs(_join(job, "units"), exist_ok=True)
-        t0 = time.perf_counter()
-        futs = [client.submit(_scatter_task, i, u, job, seed, k0, sep, header, geo.block_bytes,
-                              geo.block_records, key=f"bigshuf-scatter-{i}-{job[-12:]}",
-                              retries=3, pure=False)
-                for i, u in enumerate(urls)]
-        summaries = prog.track(client, futs, "scatter")
-        hdr = summaries[0]["header"] if header and summaries else None
-        for s in summaries[1:]:
-            if header and s["header"] != hdr:
-                warn(f"{urls[s['source']]}: first line differs from the header of the first input; dropped anyway")
-        runs = sum(s["runs"] for s in summaries)
-        k = k0 if buckets else final_buckets(k0, runs, geo.index_entries)
-        offsets, piece_bytes, piece_records, parts, bases = _load_index(job, summaries, k)
-        stats.records = sum(s["records"] for s in summaries)
-        stats.bytes = sum(s["nbytes"] for s in summaries)
-        stats.runs, stats.buckets, stats.levels = runs, k, 1
-        stats.scatter_seconds = time.perf_counter() - t0
-
+        fs_job.makedirs(_join(run.job, "runs"), exist_ok=True)
+        fs_job.makedirs(_join(run.job, "units"), exist_ok=True)
+        header, index = run.scatter()
         t1 = time.perf_counter()
-        within = np.cumsum(piece_bytes, axis=1) - piece_bytes
-        piece_start = within + offsets[:, None]
-        units = plan_units(piece_bytes.sum(axis=0), piece_records.sum(axis=0), geo.unit_bytes,
-                           geo.unit_records)
-        futs = [client.submit(_gather_task, i, u, piece_start[:, u.first:u.last],
-                              piece_bytes[:, u.first:u.last], parts, bases, job, seed, sep,
-                              geo.memory, key=f"bigshuf-gather-{i}-{job[-12:]}", retries=3,
-                              pure=False)
-                for i, u in enumerate(units)]
-        prog.track(client, futs, "gather")
-        if any(u.oversized for u in units):
-            stats.levels = 2
-
-        # Output files: the shuffled stream (units in order) cut by record counts like Sink.
-        if opts.split is not None:  # --split: the same stream cut per split, then per shard
-            from bigshuf.shuffler.split import split_outputs
-
-            paths, quota = split_outputs(opts, stats.records)
-        else:
-            sink = Sink(output, sep, stats.records, shards=shards, lines_per_shard=lines_per_shard)
-            paths, quota = [p for p in sink.paths if p is not None], sink.quota
-        plans = _publish_plan(units, quota, job)
-        futs = [client.submit(_publish_task, dest, hdr or b"", sep, pieces, n, geo.memory,
-                              key=f"bigshuf-publish-{j}-{job[-12:]}", retries=3, pure=False)
-                for j, (dest, (pieces, n)) in enumerate(zip(paths, plans))]
-        prog.track(client, futs, "publish")
-        stats.records_out = stats.records
-        stats.outputs = list(paths)
-        stats.gather_seconds = time.perf_counter() - t1
-        return stats
+        units = run.gather(*index)
+        run.publish(units, header)
+        run.stats.gather_seconds = time.perf_counter() - t1
+        return run.stats
     except BaseException as exc:
         if isinstance(exc, (BigshufError, KeyboardInterrupt)):
             raise
         raise BigshufError(f"cluster run failed: {type(exc).__name__}: {exc}") from exc
     finally:
         try:
-            if fs_job.exists(job):
-                fs_job.rm(job, recursive=True)
+            if fs_job.exists(run.job):
+                fs_job.rm(run.job, recursive=True)
         except Exception:
             pass
         if own_client:
             client.close()
             if cluster is not None:
                 cluster.close()
+
+
+@dataclass
+class _ClusterRun:
+    """The three task phases of one cluster run (scatter, gather, publish)."""
+
+    opts: ShuffleOptions
+    geo: Geometry
+    seed: int
+    urls: List[str]
+    client: Any
+    job: str
+    stats: ShuffleStats
+
+    def _key(self, phase: str, i: int) -> str:
+        return f"bigshuf-{phase}-{i}-{self.job[-12:]}"
+
+    def scatter(self) -> Tuple[Optional[bytes], tuple]:
+        """One task per input file; returns the header and the merged run index."""
+        opts, geo, t0 = self.opts, self.geo, time.perf_counter()
+        k0 = opts.buckets or geo.initial_buckets()
+        futs = [self.client.submit(_scatter_task, i, u, self.job, self.seed, k0, opts.sep, opts.header,
+                                   geo.block_bytes, geo.block_records, key=self._key("scatter", i),
+                                   retries=3, pure=False)
+                for i, u in enumerate(self.urls)]
+        summaries = _Progress(opts.progress).track(self.client, futs, "scatter")
+        hdr = summaries[0]["header"] if opts.header and summaries else None
+        for s in summaries[1:]:
+            if opts.header and s["header"] != hdr:
+                (opts.warn or warn_stderr)(f"{self.urls[s['source']]}: first line differs from the "
+                                           "header of the first input; dropped anyway")
+        runs = sum(s["runs"] for s in summaries)
+        k = k0 if opts.buckets else final_buckets(k0, runs, geo.index_entries)
+        index = _load_index(self.job, summaries, k)
+        st = self.stats
+        st.records = sum(s["records"] for s in summaries)
+        st.bytes = sum(s["nbytes"] for s in summaries)
+        st.runs, st.buckets, st.levels = runs, k, 1
+        st.scatter_seconds = time.perf_counter() - t0
+        return hdr, index
+
+    def gather(self, offsets, piece_bytes, piece_records, parts, bases) -> List[Unit]:
+        """One task per unit of buckets (an oversized bucket is re-scattered inside its task)."""
+        geo = self.geo
+        piece_start = np.cumsum(piece_bytes, axis=1) - piece_bytes + offsets[:, None]
+        units = plan_units(piece_bytes.sum(axis=0), piece_records.sum(axis=0), geo.unit_bytes,
+                           geo.unit_records)
+        futs = [self.client.submit(_gather_task, i, u, piece_start[:, u.first:u.last],
+                                   piece_bytes[:, u.first:u.last], parts, bases, self.job, self.seed,
+                                   self.opts.sep, geo.memory, key=self._key("gather", i), retries=3,
+                                   pure=False)
+                for i, u in enumerate(units)]
+        _Progress(self.opts.progress).track(self.client, futs, "gather")
+        if any(u.oversized for u in units):
+            self.stats.levels = 2
+        return units
+
+    def publish(self, units: List[Unit], header: Optional[bytes]) -> None:
+        """One task per output file: the shuffled stream (units in order) cut by record counts,
+        like Sink (and per split with --split)."""
+        opts = self.opts
+        if opts.split is not None:
+            from bigshuf.shuffler.split import split_outputs
+
+            paths, quota = split_outputs(opts, self.stats.records)
+        else:
+            sink = Sink(opts.output, opts.sep, self.stats.records, shards=opts.shards,
+                        lines_per_shard=opts.lines_per_shard)
+            paths, quota = [p for p in sink.paths if p is not None], sink.quota
+        plans = _publish_plan(units, quota, self.job)
+        futs = [self.client.submit(_publish_task, dest, header or b"", opts.sep, pieces, n,
+                                   self.geo.memory, key=self._key("publish", j), retries=3, pure=False)
+                for j, (dest, (pieces, n)) in enumerate(zip(paths, plans))]
+        _Progress(opts.progress).track(self.client, futs, "publish")
+        self.stats.records_out = self.stats.records
+        self.stats.outputs = list(paths)
 
 
 def _load_index(job: str, summaries: List[dict], k: int):

@@ -98,57 +98,67 @@ def try_reservoir(reader: RecordReader, opts: ShuffleOptions, geo: Geometry, str
     seen = 0
     try:
         for block in reader.blocks(geo.block_bytes, geo.block_records):
-            n = block.count
-            ends = block.ends
-            starts = np.empty(n, dtype=np.int64)
-            starts[0] = 0
-            starts[1:] = ends[:-1]
-            lengths = ends - starts
-            idx = np.arange(seen, seen + n)
-            fill = idx < sample
-            rng = streams.sample(block.source, block.index)
-            # Algorithm R: record i draws j in [0, i]; it enters slot j if j < N.
-            j = np.where(fill, idx, 0)
-            rest = ~fill
-            if rest.any():
-                j[rest] = rng.integers(0, idx[rest] + 1)
-            take = np.flatnonzero(j < sample)
-            if len(take):
-                slots = j[take]
-                # Several records of one block may hit one slot: the last one wins.
-                rev = slots[::-1]
-                _, first_rev = np.unique(rev, return_index=True)
-                keep = np.sort(len(slots) - 1 - first_rev)
-                sel = take[keep]
-                ok = res.put(slots[keep], block.data, starts[sel], lengths[sel])
-                if not ok:
-                    return _overflow(reader, sample, res.budget)
-            seen += n
+            if not _sample_block(res, block, seen, streams):
+                return _overflow(reader, sample, res.budget)
+            seen += block.count
             res.filled = min(sample, seen)
             prog.scattered(reader.bytes_read)
-        k = res.filled
-        perm = streams.sample_order().permutation(k)
-        out = np.empty(int(res.length[:k].sum()), dtype=np.uint8)
-        gather_records(res.data, res.start[:k][perm], res.length[:k][perm], out, 0)
-        res.data = np.empty(0, dtype=np.uint8)
-        sink = Sink.for_options(opts, k, reader.header)
-        sink.open()
-        try:
-            sink.write(out, k)
-            if before_rename is not None:
-                before_rename()
-            sink.finish()
-        except BaseException:
-            sink.abort()
-            raise
+        sink = _write_sample(res, opts, streams, reader.header, before_rename)
     finally:
         prog.close()
     stats.records = reader.records
     stats.bytes = reader.payload
-    stats.records_out = k
+    stats.records_out = res.filled
     stats.store = "reservoir"
     stats.outputs = [p for p in sink.paths if isinstance(p, str)]
     return True
+
+
+def _sample_block(res: _Reservoir, block, seen: int, streams: Streams) -> bool:
+    """Algorithm R over one block (records ``seen`` .. ``seen + count - 1`` of the input):
+    record i draws j in [0, i] and enters slot j if j < N. False: the reservoir overflowed."""
+    n, sample = block.count, res.size
+    ends = block.ends
+    starts = np.empty(n, dtype=np.int64)
+    starts[0] = 0
+    starts[1:] = ends[:-1]
+    lengths = ends - starts
+    idx = np.arange(seen, seen + n)
+    fill = idx < sample
+    j = np.where(fill, idx, 0)
+    rest = ~fill
+    if rest.any():
+        j[rest] = streams.sample(block.source, block.index).integers(0, idx[rest] + 1)
+    take = np.flatnonzero(j < sample)
+    if not len(take):
+        return True
+    slots = j[take]
+    # Several records of one block may hit one slot: the last one wins.
+    _, first_rev = np.unique(slots[::-1], return_index=True)
+    keep = np.sort(len(slots) - 1 - first_rev)
+    sel = take[keep]
+    return res.put(slots[keep], block.data, starts[sel], lengths[sel])
+
+
+def _write_sample(res: _Reservoir, opts: ShuffleOptions, streams: Streams, header: Optional[bytes],
+                  before_rename: Optional[Callable[[], None]]) -> Sink:
+    """The reservoir in a uniformly random order, to the outputs."""
+    k = res.filled
+    perm = streams.sample_order().permutation(k)
+    out = np.empty(int(res.length[:k].sum()), dtype=np.uint8)
+    gather_records(res.data, res.start[:k][perm], res.length[:k][perm], out, 0)
+    res.data = np.empty(0, dtype=np.uint8)
+    sink = Sink.for_options(opts, k, header)
+    sink.open()
+    try:
+        sink.write(out, k)
+        if before_rename is not None:
+            before_rename()
+        sink.finish()
+    except BaseException:
+        sink.abort()
+        raise
+    return sink
 
 
 def _overflow(reader: RecordReader, sample: int, budget: int) -> bool:

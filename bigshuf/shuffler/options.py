@@ -165,9 +165,6 @@ class ShuffleOptions:
         if SPLIT_FIELD in os.path.dirname(os.fspath(self.output)):
             raise UsageError(f"with --split, {SPLIT_FIELD} goes in the file name of -o, not in "
                              f"its directory")
-        from bigshuf.shuffler.split import split_outputs
-
-        split_outputs(self, 0, [0] * len(self.split))  # name patterns, distinct names: now
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -202,18 +199,6 @@ class ShuffleOptions:
     def echo_lines(self) -> List[bytes]:
         """The -e arguments as bytes (normalised by the constructor)."""
         return [a if isinstance(a, bytes) else os.fsencode(a) for a in self.echo or ()]
-
-    def record_inputs(self) -> List[Any]:
-        """What a RecordReader reads: the inputs, or a fresh stream of the -e/-i records (a new
-        one at every call, so a second pass reads them again)."""
-        if not self.generated:
-            return list(self.inputs)
-        from bigshuf.shuffler.sources import echo_source, range_source
-
-        if self.echo is not None:
-            return [echo_source(self.echo_lines, self.sep)]
-        lo, hi = self.input_range
-        return [range_source(lo, hi, self.sep)]
 
     @classmethod
     def from_keywords(cls, inputs: Sequence[Any], output: Any = None, **kw: Any) -> "ShuffleOptions":

@@ -21,6 +21,7 @@ from bigshuf.shuffler.engine import Cancelled, Engine
 from bigshuf.shuffler.options import ShuffleOptions
 from bigshuf.shuffler.plan import Geometry, plan
 from bigshuf.shuffler.records import Block, RecordReader
+from bigshuf.shuffler.sources import record_inputs
 from bigshuf.shuffler.stats import ShuffleStats
 from bigshuf.shuffler.writing import Sink, check_shard_names
 
@@ -41,6 +42,7 @@ def shuffle(inputs: Sequence[Any] = ("-",), output: Any = None, **options: Any) 
 
 def run(opts: ShuffleOptions) -> ShuffleStats:
     """Run a validated shuffle (see :func:`shuffle`)."""
+    _check_outputs(opts)
     if opts.scheduler is not None:
         from bigshuf.shuffler.cluster import shuffle_on_cluster
 
@@ -54,7 +56,7 @@ def run(opts: ShuffleOptions) -> ShuffleStats:
 
         if run_direct(opts, geo, Streams(seed), stats):
             return stats
-    reader = RecordReader(opts.record_inputs(), opts.sep, header=opts.header, warn=warn)
+    reader = RecordReader(record_inputs(opts), opts.sep, header=opts.header, warn=warn)
     size = _preflight(opts, reader, geo, stats.workers)
     if opts.sample is not None and opts.buckets is None:
         from bigshuf.shuffler.sampling import try_reservoir
@@ -62,7 +64,7 @@ def run(opts: ShuffleOptions) -> ShuffleStats:
         with SignalGuard() as signals:
             if try_reservoir(reader, opts, geo, Streams(seed), stats, size, signals.defer):
                 return stats
-        reader = RecordReader(opts.record_inputs(), opts.sep, header=opts.header, warn=warn)
+        reader = RecordReader(record_inputs(opts), opts.sep, header=opts.header, warn=warn)
     return _run_engine(opts, reader, geo, Streams(seed), stats, size)
 
 
@@ -75,17 +77,28 @@ def _output_names(opts: ShuffleOptions) -> List[Any]:
     return [split_pattern(os.fspath(opts.output), name) for name, _, _ in opts.split]
 
 
+def _check_outputs(opts: ShuffleOptions) -> None:
+    """Every output name, before any work, in every mode: codecs, split names (distinct),
+    directories, shard patterns. (URLs are the cluster's storage: checked when written.)"""
+    check_codecs([opts.output if isinstance(opts.output, str) else None])  # inputs: by the reader
+    if opts.split is not None and not opts.to_stdout:
+        from bigshuf.shuffler.split import split_outputs
+
+        split_outputs(opts, 0, [0] * len(opts.split))  # name patterns, distinct names
+    for output in _output_names(opts):
+        if isinstance(output, str) and "://" in output:
+            continue
+        check_destination(output, pattern=opts.sharded)
+        if opts.sharded:
+            check_shard_names(os.fspath(output), opts.shards)
+
+
 def _preflight(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, workers: int
                ) -> Optional[int]:
     """Checks that need the file system, before any work; returns the input size if known."""
     if opts.temp_dir is not None and not os.path.isdir(opts.temp_dir):
         raise UsageError(f"temporary directory does not exist: {opts.temp_dir}")
     size = reader.known_size()
-    check_codecs([opts.output if isinstance(opts.output, str) else None])  # inputs: by the reader
-    for output in _output_names(opts):
-        check_destination(output, pattern=opts.sharded)
-        if opts.sharded:
-            check_shard_names(os.fspath(output), opts.shards)
     check_free_space(size if size is not None else reader.estimated_size(),
                      None if opts.to_stdout else opts.output, opts.temp_dir,
                      geo.memory_store_capacity(workers))

@@ -160,3 +160,14 @@ def write_records(opts: ShuffleOptions, chunks: Iterable[bytes], records: int,
         sink.abort()
         raise
     return [p for p in sink.paths if isinstance(p, str)]
+
+
+def record_inputs(opts: ShuffleOptions) -> List[Any]:
+    """What a RecordReader reads: the inputs, or a fresh stream of the -e/-i records (a new one
+    at every call, so a second pass reads them again)."""
+    if not opts.generated:
+        return list(opts.inputs)
+    if opts.echo is not None:
+        return [echo_source(opts.echo_lines, opts.sep)]
+    lo, hi = opts.input_range
+    return [range_source(lo, hi, opts.sep)]

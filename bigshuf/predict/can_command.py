@@ -22,11 +22,11 @@ from bigshuf.predict.defaults import (
     DEFAULT_SEED,
     DEFAULT_SUBSAMPLE,
     DEFAULT_TAU,
-    PRED_KEY,
     RULES,
     SEARCHES,
     SUBSAMPLES,
 )
+from bigshuf.predict.formats import FileOptions
 from bigshuf.predict.metrics import percent, survival
 from bigshuf.predict.priors import UNIFORM_DEFAULT, frequencies, resolve_prior
 from bigshuf.predict.reading import PredictionFile, read_json
@@ -44,14 +44,12 @@ def official_reference_size(m: int) -> int:
 
 
 @dataclass
-class CanOptions:
+class CanOptions(FileOptions):
     """Everything ``bigshuf can`` takes, checked once by ``validate`` (the CLI only parses).
 
     ``None`` for tau/alpha/iterations/k/rule means: from ``params`` if given, else the default.
     """
 
-    input: str
-    output: Optional[str] = None
     reference: Optional[str] = None
     reference_labels: Optional[str] = None
     prior: Any = None
@@ -73,15 +71,7 @@ class CanOptions:
     max_reference: int = DEFAULT_MAX_REFERENCE
     subsample: str = DEFAULT_SUBSAMPLE
     seed: int = DEFAULT_SEED
-    report: Optional[str] = None
-    pred_key: str = PRED_KEY
     progress: Optional[bool] = None
-    fmt: Optional[str] = None
-    key: Optional[str] = None
-    label_key: Optional[str] = None
-    labels: Optional[str] = None
-    classes: Any = None
-    logits: Optional[bool] = None
 
     def validate(self) -> "CanOptions":
         """Reject option values and combinations that cannot work (UsageError, exit 2)."""

@@ -21,9 +21,8 @@ from bigshuf.predict.defaults import (
     DEFAULT_SEED,
     METRICS,
     MULTILABEL_METRICS,
-    PRED_KEY,
 )
-from bigshuf.predict.formats import Layout
+from bigshuf.predict.formats import FileOptions, Layout
 from bigshuf.predict.metrics import binary_metric, cv_folds, multiclass_metric, percent, survival
 from bigshuf.predict.multilabel import apply_label_cuts, find_label_cuts, multilabel_metric
 from bigshuf.predict.reading import PredictionFile, Predictions, read_json
@@ -40,11 +39,9 @@ MODES = ("binary", "multiclass", "multilabel")
 
 
 @dataclass
-class ThresholdOptions:
+class ThresholdOptions(FileOptions):
     """Everything ``bigshuf threshold`` takes, checked once by ``validate`` (the CLI only parses)."""
 
-    input: str
-    output: Optional[str] = None
     metric: Optional[str] = None
     params: Optional[str] = None
     save_params: Optional[str] = None
@@ -52,14 +49,6 @@ class ThresholdOptions:
     multi_label: bool = False
     folds: int = DEFAULT_FOLDS
     seed: int = DEFAULT_SEED
-    report: Optional[str] = None
-    pred_key: str = PRED_KEY
-    fmt: Optional[str] = None
-    key: Optional[str] = None
-    label_key: Optional[str] = None
-    labels: Optional[str] = None
-    classes: Any = None
-    logits: Optional[bool] = None
 
     def validate(self) -> "ThresholdOptions":
         """Reject option values and combinations that cannot work (UsageError, exit 2)."""

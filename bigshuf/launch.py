@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import warnings
 from types import FrameType
 from typing import Optional
 
@@ -26,6 +27,9 @@ def _stop(signum: int, frame: Optional[FrameType]) -> None:
 def main() -> None:
     for sig in _STOPPING:
         signal.signal(sig, _stop)
+    # Numerical edge cases (overflow in exp of a 1e300 logit, ...) are handled where they occur;
+    # numpy's RuntimeWarnings would only add lines of source code to the one-line contract.
+    warnings.simplefilter("ignore", RuntimeWarning)
     try:
         from bigshuf.cli import main as cli
 

@@ -188,3 +188,47 @@ def test_split_given_twice_and_shard_fields_without_shards_are_refused(tmp_path,
     one_line_error(invoke(["shuffle", src, "-o", f"{tmp_path}/x{{index}}.txt"]), 2, "--shards")
     one_line_error(invoke(["shuffle", src, "--split", "a=0.5,b=rest",
                            "-o", f"{tmp_path}/{{split}}-{{index}}.txt"]), 2, "--shards")
+
+
+# -- from the review of can/threshold --------------------------------------------------------
+
+@pytest.mark.parametrize("metric", ["accuracy", "balanced-accuracy"])
+def test_multi_label_accuracy_metrics_work(tmp_path, metric):
+    f = tmp_path / "m.jsonl"
+    f.write_text('{"probs":[0.9,0.2],"labels":[0]}\n{"probs":[0.3,0.8],"labels":[1]}\n'
+                 '{"probs":[0.6,0.7],"labels":[0,1]}\n')
+    p = invoke(["threshold", f, "--multi-label", "--metric", metric, "--cv", "0", "-q"])
+    assert p.returncode == 0, p.stderr
+    assert b'"mode": "multilabel"' in p.stdout
+
+
+def test_prediction_inputs_that_are_pipes_are_read_once(tmp_path):
+    rows = b'{"score":0.2,"label":0}\n{"score":0.7,"label":1}\n'
+    p = subprocess.run(["bash", "-c", f'"{sys.executable}" -m bigshuf threshold <(printf \'%s\' \'{rows.decode()}\') '
+                       "--format jsonl -q --cv 0"], capture_output=True, env=cli_env(), timeout=60)
+    assert p.returncode == 0 and b'"mode": "binary"' in p.stdout, p.stderr
+    fifo = tmp_path / "f"
+    os.mkfifo(fifo)
+    proc = spawn(["threshold", fifo, "--format", "jsonl", "-q", "--cv", "0"])
+    with open(fifo, "wb") as w:
+        w.write(rows)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and b'"mode": "binary"' in out, err
+
+
+def test_no_confident_row_with_many_classes_is_a_clean_error(tmp_path):
+    import json
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    f = tmp_path / "w.jsonl"
+    f.write_text("".join(json.dumps({"probs": rng.dirichlet(np.ones(12000)).tolist()}) + "\n" for _ in range(2)))
+    one_line_error(invoke(["can", f, "-q", "-o", tmp_path / "o.jsonl"]), 2, "identity reference")
+
+
+def test_numerical_warnings_do_not_leak(tmp_path):
+    f = tmp_path / "mll.csv"
+    f.write_text("id,logit_cat,logit_dog,labels\n1,3,-2,cat\n2,-1e300,1e300,dog\n")
+    p = run(["threshold", f, "--multi-label", "--cv", "0", "-q"])
+    assert p.returncode == 0 and p.stderr == b"", p.stderr

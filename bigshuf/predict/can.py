@@ -49,6 +49,20 @@ _TINY = np.finfo(np.float64).tiny
 
 # -- the algorithm ---------------------------------------------------------------------------
 
+#: The identity reference (no confident rows) is m x m: refused beyond this many bytes.
+IDENTITY_LIMIT = 1 << 30
+
+
+def identity_reference(m: int) -> np.ndarray:
+    """The reference set CAN falls back to when no row is confident: the m x m identity (each
+    class its own confident row). Its size grows with the square of the class count."""
+    if 8 * m * m > IDENTITY_LIMIT:
+        raise UsageError(f"no row is confident, and the identity reference CAN falls back to would "
+                         f"take {8 * m * m / 2**30:.1f} GiB for {m:,} classes: lower --tau or give "
+                         f"a --reference file with confident rows")
+    return np.eye(m)
+
+
 def safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     """num / den with x/0 := 0 (a zero column or row sum means the column or row is all zero)."""
     num, den = np.broadcast_arrays(num, den)
@@ -138,7 +152,7 @@ class CanModel:
             raise UsageError("alpha must be a positive number")
         self.identity_fallback = reference.shape[0] == 0
         if self.identity_fallback:
-            reference = np.eye(m)
+            reference = identity_reference(m)
         self.prior = check_prior(prior, m)
         self.alpha = float(alpha)
         self.iterations = int(iterations)
@@ -265,7 +279,7 @@ def can_per_row(rows: np.ndarray, reference: np.ndarray, prior: Prior = None,
     rows = np.asarray(rows, dtype=np.float64)
     reference = np.asarray(reference, dtype=np.float64)
     if reference.shape[0] == 0:
-        reference = np.eye(rows.shape[1])
+        reference = identity_reference(rows.shape[1])
     q = check_prior(prior, rows.shape[1])
     outs = [np.empty_like(rows) for _ in range(iterations)]
     for i, b in enumerate(rows):

@@ -22,7 +22,7 @@ def _ratio(num: Any, den: Any) -> np.ndarray:
     return out
 
 
-def binary_metric(metric: str, tp, fp, positives: int, negatives: int) -> np.ndarray:
+def binary_metric(metric: str, tp: Any, fp: Any, positives: Any, negatives: Any) -> np.ndarray:
     """Value of ``metric`` for the binary confusion counts (vectorised over tp, fp).
 
     F1 is the positive class's F1; MCC is 0 when undefined (a row or column of the
@@ -32,16 +32,19 @@ def binary_metric(metric: str, tp, fp, positives: int, negatives: int) -> np.nda
     fp = np.asarray(fp, dtype=np.float64)
     fn = positives - tp
     tn = negatives - fp
+    positives = np.asarray(positives, dtype=np.float64)  # per label (multi-label) or one count
+    negatives = np.asarray(negatives, dtype=np.float64)
+    assert isinstance(positives, np.ndarray) and isinstance(negatives, np.ndarray)
     if metric == "accuracy":
-        return (tp + tn) / max(positives + negatives, 1)
+        return (tp + tn) / np.maximum(positives + negatives, 1)
     if metric == "f1":
         return _ratio(2 * tp, 2 * tp + fp + fn)
     if metric == "mcc":
         den = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
         return _ratio(tp * tn - fp * fn, den)
     if metric == "balanced-accuracy":
-        present = int(positives > 0) + int(negatives > 0)
-        return (_ratio(tp, positives) + _ratio(tn, negatives)) / max(present, 1)
+        present = (positives > 0).astype(np.float64) + (negatives > 0)
+        return (_ratio(tp, positives) + _ratio(tn, negatives)) / np.maximum(present, 1)
     raise ValueError(f"unknown metric {metric!r} (choose from {', '.join(METRICS)})")
 
 

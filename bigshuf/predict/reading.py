@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -153,12 +154,29 @@ class _RowBuffer:
         return len(self.lines)
 
 
-def spool_stdin() -> str:
-    """Copy standard input to a temporary file (so it can be read twice); returns its path."""
+def spool_stdin(source: Optional[str] = None) -> str:
+    """Copy standard input (or a pipe, FIFO, ``/dev/stdin``, ``<(cmd)``: anything that can be
+    read only once) to a private temporary file, so it can be read twice; returns its path."""
     fd, path = tempfile.mkstemp(prefix="bigshuf-stdin-", suffix=".tmp")
-    with os.fdopen(fd, "wb") as out:
-        shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            if source is None:
+                shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+            else:
+                with open(source, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+    except BaseException:
+        os.unlink(path)
+        raise
     return path
+
+
+def _read_once(path: str) -> bool:
+    """A path that is not a regular file (a pipe, FIFO, character device) is read only once."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def parse_json_line(raw: bytes) -> Any:
@@ -198,6 +216,9 @@ class PredictionFile:
             self.name = path
             self.path = path
             check_readable(path)
+            if _read_once(path):  # detection reads it, then the passes: copy it once
+                self._spool = spool_stdin(path)
+                self.path = self._spool
         try:
             self.fmt = detect_format(self.path, self.name, fmt)
             self.layout = detect_layout(self.path, self.name, self.fmt, key=key, label_key=label_key,

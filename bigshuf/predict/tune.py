@@ -35,6 +35,7 @@ from bigshuf.predict.can import (
     can_matrix,
     check_prior,
     confident_mask,
+    identity_reference,
     reference_column_sums,
     uncertainty,
 )
@@ -138,7 +139,7 @@ class _Searcher:
             outs = CanModel(ref, self.prior, alpha, top).adjust(b, all_iterations=True)
         else:
             if len(ref) == 0:
-                ref = np.eye(self.probs.shape[1])
+                ref = identity_reference(self.probs.shape[1])
             outs = adjust_first_order(b, reference_column_sums(ref, self.prior, alpha, top), self.prior, alpha)
         return [base + int((outs[it - 1].argmax(axis=1) == y).sum()) for it in self.iterations]
 
@@ -323,7 +324,7 @@ def _apply_winner(train: np.ndarray, held: np.ndarray, prior: np.ndarray, p: Can
     out = held.copy()
     unc = ~confident_mask(held, p.tau, p.k, p.rule)
     if unc.any():
-        ref = ref if len(ref) else np.eye(held.shape[1])
+        ref = ref if len(ref) else identity_reference(held.shape[1])
         adjusted = adjust_first_order(held[unc], reference_column_sums(ref, prior, p.alpha, p.iterations),
                                       prior, p.alpha)[-1]
         keep = adjusted.sum(axis=1) > 0  # mass only on zero-prior classes: leave the row as it was

@@ -232,3 +232,12 @@ def test_numerical_warnings_do_not_leak(tmp_path):
     f.write_text("id,logit_cat,logit_dog,labels\n1,3,-2,cat\n2,-1e300,1e300,dog\n")
     p = run(["threshold", f, "--multi-label", "--cv", "0", "-q"])
     assert p.returncode == 0 and p.stderr == b"", p.stderr
+
+
+def test_one_labelled_row_with_default_cross_validation(tmp_path):
+    one = tmp_path / "one.jsonl"
+    one.write_text('{"score":0.3,"label":1}\n')
+    assert invoke(["threshold", one, "-q"]).returncode == 0
+    three = tmp_path / "one3.jsonl"
+    three.write_text('{"probs":[0.2,0.3,0.5],"label":1}\n')
+    assert invoke(["can", three, "-q", "--tune"]).returncode == 0

@@ -203,7 +203,7 @@ def _search(opts: ThresholdOptions, metric: str) -> Dict[str, Any]:
         after = scorer.score(y, scorer.decide(found, data.values))
         out: Dict[str, Any] = {"mode": found["mode"], "rows": len(data.values), "params": found,
                                "dev": {"before": before, "after": after, "gain": after - before}}
-        if opts.folds >= 2:
+        if opts.folds >= 2 and len(data.values) >= 2:  # folds need rows to train on
             out["cv"] = found["cv"] = _cross_validate(scorer, data.values, y, data.labels, opts.folds, opts.seed)
         found["dev"] = out["dev"]
         if opts.save_params:

@@ -281,7 +281,7 @@ def tune_can(probs: np.ndarray, labels: np.ndarray, prior: "Sequence[float] | st
         (len(set(min(k, m) for k in grid["ks"])) * ("top-k" in grid["rules"]) + ("any-k" in grid["rules"]))
     baseline = float((probs.argmax(axis=1) == labels).mean())
     cv = None
-    if folds >= 2:
+    if folds >= 2 and len(labels) >= 2:  # folds need rows to train on
         cv = _cross_validate(probs, labels, prior_for, folds, seed, grid, max_reference, search, progress)
     return TuneResult(_params(table[0]), n, baseline, table[0]["accuracy"], table, cv, info)
 

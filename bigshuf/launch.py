@@ -15,9 +15,7 @@ from types import FrameType
 from typing import Optional
 
 from bigshuf.common.errors import BigshufError, Interrupted, one_line
-
-_STOPPING = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1")
-                  if hasattr(signal, n))
+from bigshuf.common.signals import STOPPING
 
 
 def _stop(signum: int, frame: Optional[FrameType]) -> None:
@@ -25,7 +23,7 @@ def _stop(signum: int, frame: Optional[FrameType]) -> None:
 
 
 def main() -> None:
-    for sig in _STOPPING:
+    for sig in STOPPING:
         signal.signal(sig, _stop)
     # Numerical edge cases (overflow in exp of a 1e300 logit, ...) are handled where they occur;
     # numpy's RuntimeWarnings would only add lines of source code to the one-line contract.

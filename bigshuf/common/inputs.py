@@ -28,6 +28,18 @@ def check_readable(path: PathLike) -> None:
         raise InputError("permission denied", p)
 
 
+def is_read_once(path: PathLike) -> bool:
+    """Can this input be read only once? Everything but a regular file (links followed):
+    stdin (``-``), pipes, FIFOs, ``/dev/stdin``, ``/proc/self/fd/N``, ``<(cmd)``."""
+    p = os.fspath(path)
+    if p == "-":
+        return True
+    try:
+        return not stat.S_ISREG(os.stat(p).st_mode)
+    except OSError:
+        return False
+
+
 def check_read_once_given_once(paths: Sequence[object]) -> None:
     """An input that can be read only once (stdin, a FIFO, /dev/stdin, /proc/self/fd/N,
     ``<(cmd)``) named twice would be read empty the second time: refused (exit 2)."""

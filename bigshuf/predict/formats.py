@@ -27,6 +27,7 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from bigshuf.common.errors import InputError, UsageError
+from bigshuf.common.inputs import check_readable  # noqa: F401  (one input check for every command)
 from bigshuf.predict.defaults import FORMATS, PRED_KEY
 
 PROBS_OUT_KEY = "probs"
@@ -151,15 +152,6 @@ class LabelMap:
 def short_list(items: Sequence[str], limit: int = 8) -> str:
     shown = ", ".join(map(str, items[:limit]))
     return shown + (", ..." if len(items) > limit else "")
-
-
-def check_readable(path: str) -> None:
-    if os.path.isdir(path):
-        raise InputError("is a directory", path)
-    if not os.path.exists(path):
-        raise InputError("no such file", path)
-    if not os.access(path, os.R_OK):
-        raise InputError("permission denied", path)
 
 
 def is_utf8(text: str) -> bool:

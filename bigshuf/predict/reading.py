@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import shutil
-import stat
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import numpy as np
 import orjson
 
 from bigshuf.common.errors import InputError
+from bigshuf.common.inputs import is_read_once
 from bigshuf.predict.formats import (
     CHUNK_ROWS,
     LABEL_KEYS,
@@ -171,14 +171,6 @@ def spool_stdin(source: Optional[str] = None) -> str:
     return path
 
 
-def _read_once(path: str) -> bool:
-    """A path that is not a regular file (a pipe, FIFO, character device) is read only once."""
-    try:
-        return not stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        return False
-
-
 def parse_json_line(raw: bytes) -> Any:
     """One JSONL line: orjson, else the standard library (NaN literals, huge integers, and the
     same error messages as before). Raises ``_Row`` for bad text."""
@@ -216,7 +208,7 @@ class PredictionFile:
             self.name = path
             self.path = path
             check_readable(path)
-            if _read_once(path):  # detection reads it, then the passes: copy it once
+            if is_read_once(path):  # detection reads it, then the passes: copy it once
                 self._spool = spool_stdin(path)
                 self.path = self._spool
         try:

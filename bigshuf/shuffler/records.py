@@ -22,7 +22,7 @@ from bigshuf.common.codecs import (  # noqa: F401 - re-exported for older import
     open_decompressed,
 )
 from bigshuf.common.errors import BigshufError, InputError
-from bigshuf.common.inputs import check_read_once_given_once, check_readable
+from bigshuf.common.inputs import check_read_once_given_once, check_readable, is_read_once
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -234,15 +234,7 @@ class RecordReader:
     def rereadable(self) -> bool:
         """Can every input be read a second time? Only paths of regular files (links followed):
         stdin, FIFOs, /dev/stdin, /proc/self/fd/N, ``<(cmd)`` and streams are read once."""
-        for path in self.inputs:
-            if not _is_path(path) or str(path) == "-":
-                return False
-            try:
-                if not stat.S_ISREG(os.stat(os.fspath(cast(PathLike, path))).st_mode):
-                    return False
-            except OSError:
-                return False
-        return True
+        return all(_is_path(p) and not is_read_once(cast(PathLike, p)) for p in self.inputs)
 
     def known_size(self) -> Optional[int]:
         """Total input bytes if every input is an uncompressed regular file, else None."""

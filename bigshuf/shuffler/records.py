@@ -10,7 +10,7 @@ import lzma
 import os
 import stat
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator, List, Optional, Sequence, Tuple, Union, cast
+from typing import BinaryIO, Generator, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 
@@ -155,11 +155,12 @@ class Block:
     found on first use of :attr:`ends`, in whichever worker thread processes the block, so the
     full newline scan does not run in the one reading thread that feeds every worker."""
 
-    __slots__ = ("index", "data", "source", "sep", "_ends", "_count")
+    __slots__ = ("index", "data", "source", "sep", "offset", "_ends", "_count")
 
     def __init__(self, index: int, data: np.ndarray, ends: Optional[np.ndarray] = None,
-                 source: int = 0, sep: int = 10, count: Optional[int] = None):
+                 source: int = 0, sep: int = 10, count: Optional[int] = None, offset: int = 0):
         self.index = index      # block number within its input (with source, seeds randomness)
+        self.offset = offset    # where ``data`` starts in its input (bytes read before it)
         self.data = data        # uint8, exactly the block's records
         self.source = source    # which input the block comes from (blocks never span inputs)
         self.sep = sep
@@ -262,7 +263,7 @@ class RecordReader:
         return total
 
     def blocks(self, capacity: int, max_records: Optional[int] = None,
-               pool=None) -> Iterator[Block]:
+               pool=None) -> Generator[Block, None, None]:
         """Yield blocks of at most ``capacity`` bytes and ``max_records`` records.
 
         With a :class:`~bigshuf.shuffler.buffers.BufferPool` of ``capacity``-byte buffers, each block's
@@ -276,6 +277,7 @@ class RecordReader:
             src = _as_source(path)
             try:
                 file_records = 0
+                consumed = 0  # bytes of this input so far, with the terminator given to its end
                 skip_header = self.want_header
                 eof = False
                 target = capacity
@@ -283,6 +285,7 @@ class RecordReader:
                     buf = pool.get() if pool is not None else np.empty(capacity, dtype=np.uint8)
                     n = len(carry)
                     buf[:n] = carry
+                    base = consumed - n  # input offset of buf[0]
                     # Read up to `target` bytes; more (up to capacity) only while no record ends.
                     want = max(target, n + (1 << 16))
                     while not eof:
@@ -290,6 +293,7 @@ class RecordReader:
                         view = memoryview(buf)  # type: ignore[arg-type]
                         got = read_fully(src.stream, view[n:want], src.name)
                         self.bytes_read += got
+                        consumed += got
                         eof = n + got < want
                         n += got
                         if eof or n == capacity or np.any(buf[len(carry):n] == sep):
@@ -306,6 +310,7 @@ class RecordReader:
                         # input n < capacity, so there is room.)
                         buf[n] = sep
                         n += 1
+                        consumed += 1
                         data = buf[:n]
                         count, used = count + 1, n
                     if count == 0:
@@ -322,6 +327,7 @@ class RecordReader:
                             self.warn(f"{src.name}: first line differs from the header of the "
                                       f"first input; dropped anyway")
                         file_records += 1
+                        base += first_end
                         data = data[first_end:]
                         count, used = count - 1, used - first_end
                         if count == 0:
@@ -340,7 +346,7 @@ class RecordReader:
                     file_records += count
                     self.records += count
                     self.payload += used
-                    yield Block(index, data[:used], None, source, sep, count)
+                    yield Block(index, data[:used], None, source, sep, count, base)
                     index += 1
                     del buf, data
             finally:

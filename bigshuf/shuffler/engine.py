@@ -91,7 +91,7 @@ class Engine:
         self.temp = TempSpace(temp_dir)
         self.inflight: Set[Future] = set()
 
-    def _submit(self, fn: Callable[..., None], *args: object) -> Future:
+    def submit(self, fn: Callable[..., None], *args: object) -> Future:
         future = self.executor.submit(fn, *args)
         self.inflight.add(future)
         future.add_done_callback(self.inflight.discard)
@@ -115,14 +115,14 @@ class Engine:
         self.stores.clear()
         self.temp.close()
 
-    def _check(self) -> None:
+    def check(self) -> None:
         if self.signalled or self.cancel.is_set():
             raise Cancelled()
 
-    def _wait_some(self, pending: List[Future], limit: int) -> List[Future]:
+    def wait_some(self, pending: List[Future], limit: int) -> List[Future]:
         """Wait until fewer than ``limit`` futures are pending; re-raise worker errors."""
         while len(pending) >= limit:
-            self._check()
+            self.check()
             done, rest = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             for f in done:
                 f.result()
@@ -138,7 +138,7 @@ class Engine:
         store = self._level_store(size)
         pending: List[Future] = []
         for block in blocks:
-            self._check()
+            self.check()
             on_block(block)
             if block.count == 0:
                 self.pool.release(block.data)
@@ -146,7 +146,7 @@ class Engine:
             if isinstance(store, MemoryStore) and job.index.end + block.nbytes > store.capacity:
                 # Turned out larger than RAM allows: move the runs to a file and go on. The
                 # layout is the same, so the output is the same as if we had started on disk.
-                pending = self._wait_some(pending, 1)
+                pending = self.wait_some(pending, 1)
                 store = self._spill(store, job.index.end)
             run, offset = job.index.allocate(block.nbytes)
             if block.nbytes < INLINE_BYTES and block.count < self.geo.block_records:
@@ -154,10 +154,10 @@ class Engine:
                 # handing it to a worker and waiting for it: do it here. Same draws and layout.
                 self._scatter_block(job, block, run, offset, store)
             else:
-                pending = self._wait_some(pending, self.workers)
-                pending.append(self._submit(self._scatter_block, job, block, run, offset, store))
+                pending = self.wait_some(pending, self.workers)
+                pending.append(self.submit(self._scatter_block, job, block, run, offset, store))
             del block
-        self._wait_some(pending, 1)
+        self.wait_some(pending, 1)
         offsets, b, c = job.index.matrices()
         self.stats.runs += len(offsets)
         if isinstance(store, FileRegion):
@@ -180,7 +180,7 @@ class Engine:
                        dest: Store) -> None:
         """Draw a bucket for each record of ``block`` and lay the block out bucket by bucket
         as run ``run`` at ``offset`` of ``dest``."""
-        self._check()
+        self.check()
         # Keyed by (input, block within input): a block's draws do not depend on other
         # inputs, so one task per input file (the cluster) reproduces them exactly.
         rng = self.streams.scatter(job.path, block.source, block.index)
@@ -194,7 +194,7 @@ class Engine:
             nbytes, counts = partition(block.data, block.ends, bucket_of, job.k0, out)
             self.pool.release(block.data)
             del bucket_of
-            self._check()
+            self.check()
             dest.write(offset, out)
             self.pool.release(out)
         job.index.record(run, nbytes, counts)
@@ -210,7 +210,7 @@ class Engine:
         fs = self._new_file_store()
         step = self.geo.block_bytes
         for a in range(0, used, step):
-            self._check()
+            self.check()
             fs.write(a, mem.view(a, min(used, a + step) - a))
         self._drop(mem)
         return fs
@@ -229,27 +229,27 @@ class Engine:
         job = _GatherJob(path, reader, sink, base_offset)
         pending: List[Future] = []
         for i, unit in enumerate(units):
-            self._check()
+            self.check()
             if sink.full:
                 break
             if unit.oversized:
-                pending = self._wait_some(pending, 1)
+                pending = self.wait_some(pending, 1)
                 self.rescatter(level.store, reader.pieces(unit.first), unit.nbytes, sink,
                                Streams.nested(path, unit.first), base_offset + unit.out_offset)
                 job.next_turn()
                 continue
-            pending = self._wait_some(pending, self.workers)
-            pending.append(self._submit(self._gather_unit, job, i, unit))
-        self._wait_some(pending, 1)
+            pending = self.wait_some(pending, self.workers)
+            pending.append(self.submit(self._gather_unit, job, i, unit))
+        self.wait_some(pending, 1)
 
     def _gather_unit(self, job: "_GatherJob", i: int, unit: Unit) -> None:
         """Read unit ``i``'s buckets, permute each, and hand them to the sink (at their offset,
         or in turn when the sink takes a stream)."""
-        self._check()
+        self.check()
         buf = self.pool.get()[:unit.nbytes]
         starts = job.reader.read(unit.first, unit.last, buf, last_use=True)
         out = self.pool.get()[:unit.nbytes]
-        self._check()
+        self.check()
         n = permute_buckets(buf, starts, self.sep, self.streams.gather(job.path, unit.first), out)
         self.pool.release(buf)
         del buf
@@ -260,7 +260,7 @@ class Engine:
         else:
             job.wait_turn(i, self.cancel)
             try:
-                self._check()
+                self.check()
                 job.sink.write(out, n)
             finally:
                 job.next_turn()

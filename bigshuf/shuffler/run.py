@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 from bigshuf.common.codecs import check_codecs
 from bigshuf.common.errors import BigshufError, UsageError, warn_stderr
@@ -17,10 +17,10 @@ from bigshuf.common.progress import Progress
 from bigshuf.common.randomness import Streams, resolve_seed
 from bigshuf.common.signals import SignalGuard
 from bigshuf.common.space import check_free_space
-from bigshuf.shuffler.engine import Cancelled, Engine
+from bigshuf.shuffler.engine import Cancelled, Engine, Level
 from bigshuf.shuffler.options import ShuffleOptions
 from bigshuf.shuffler.plan import Geometry, plan
-from bigshuf.shuffler.records import Block, RecordReader
+from bigshuf.shuffler.records import RecordReader
 from bigshuf.shuffler.sources import record_inputs
 from bigshuf.shuffler.stats import ShuffleStats
 from bigshuf.shuffler.writing import Sink, check_shard_names
@@ -107,24 +107,40 @@ def _preflight(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, worker
 
 def _run_engine(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, streams: Streams,
                 stats: ShuffleStats, size: Optional[int]) -> ShuffleStats:
-    """Scatter, gather, publish; on any failure or signal remove everything written."""
+    """The input method where it fits (see shuffler/reread), else the engine; an input that
+    changes under the input method starts the run over the engine way (reading it once), unless
+    output already left for good."""
+    from bigshuf.shuffler.reread import InputChanged, suitable
+
+    if not suitable(reader, geo, size, stats.workers):
+        return _run(opts, reader, geo, streams, stats, size, reread=False)
+    try:
+        return _run(opts, reader, geo, streams, stats, size, reread=True)
+    except InputChanged as exc:
+        if exc.partial:
+            raise BigshufError(f"{exc}; output incomplete") from None
+        fresh = RecordReader(record_inputs(opts), opts.sep, header=opts.header,
+                             warn=opts.warn or warn_stderr)
+        return _run(opts, fresh, geo, streams, ShuffleStats(seed=stats.seed, workers=stats.workers),
+                    size, reread=False)
+
+
+def _run(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, streams: Streams,
+         stats: ShuffleStats, size: Optional[int], reread: bool) -> ShuffleStats:
+    """Scatter (or index), gather, publish; on any failure or signal remove everything written."""
+    from bigshuf.shuffler import reread as method
+
     prog = Progress(opts.progress, size)
     engine = Engine(geo, stats.workers, streams, opts.sep, opts.temp_dir, prog, stats)
     sink: Optional[Sink] = None
+    prepared: Optional[Tuple[Any, Any]] = None
     with SignalGuard(stop=engine.stop) as signals:
         try:
             t0 = time.perf_counter()
 
-            def on_block(block: Block) -> None:
-                prog.scattered(reader.bytes_read)
-
-            blocks = reader.blocks(geo.block_bytes, geo.block_records, engine.pool)
-            # Each input may gain one terminator (a last line without one): room for it, or a
-            # file that exactly fits would spill to the temporary file for a byte.
-            room = None if size is None else size + len(reader.inputs)
-            level = engine.scatter(blocks, (), room, opts.buckets, on_block)
+            prepared, level, reader = _scatter(opts, reader, engine, streams, stats, size,
+                                               reread, prog)
             stats.records, stats.bytes = reader.records, reader.payload
-            stats.buckets = level.piece_bytes.shape[1]
             stats.levels = max(stats.levels, 1)
             t1 = time.perf_counter()
             stats.scatter_seconds = t1 - t0
@@ -136,7 +152,12 @@ def _run_engine(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, strea
             else:
                 sink = Sink.for_options(opts, stats.records, reader.header, limit=opts.sample)
             sink.open()
-            engine.gather(level, sink, ())
+            if prepared is not None:
+                method.write_windows(engine, *prepared, sink, streams, prog)
+                prepared[0].close()
+            else:
+                assert level is not None
+                engine.gather(level, sink, ())
             engine.close()
             signals.defer()  # everything is written: only the renames are left, do them all
             sink.finish()
@@ -145,13 +166,44 @@ def _run_engine(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, strea
             stats.gather_seconds = time.perf_counter() - t1
         except BaseException as exc:
             engine.close()
+            if prepared is not None:
+                prepared[0].close()
             if sink is not None:
                 sink.abort()
             if signals.fired:  # whatever surfaced first (Cancelled from a check), report the signal
                 raise signals.error(partial=sink is not None and sink.wrote_to_stream) from None
             if isinstance(exc, Cancelled):
                 raise BigshufError("stopped") from None
+            if isinstance(exc, method.InputChanged):
+                exc.partial = sink is not None and sink.wrote_to_stream
             raise
         finally:
             prog.close()
     return stats
+
+
+def _scatter(opts: ShuffleOptions, reader: RecordReader, engine: Engine, streams: Streams,
+             stats: ShuffleStats, size: Optional[int], reread: bool, prog: Progress
+             ) -> Tuple[Optional[Tuple[Any, Any]], Optional[Level], RecordReader]:
+    """Phase 1: the input method's pass 0 (see shuffler/reread) when asked and it fits, else
+    the engine's scatter. Returns (prepared input method or None, level or None, the reader)."""
+    from bigshuf.shuffler import reread as method
+
+    geo = engine.geo
+    prepared = method.prepare(engine, reader, streams, opts.buckets, size or 0,
+                              lambda block: prog.scattered(reader.bytes_read)) if reread else None
+    if prepared is not None:
+        stats.runs, stats.buckets = len(prepared[0].spans), prepared[0].k
+        stats.store, stats.passes = "input", len(prepared[1])
+        return prepared, None, reader
+    if reread:  # not suitable after all: read once, the engine way
+        reader = RecordReader(record_inputs(opts), opts.sep, header=opts.header,
+                              warn=opts.warn or warn_stderr)
+    blocks = reader.blocks(geo.block_bytes, geo.block_records, engine.pool)
+    # Each input may gain one terminator (a last line without one): room for it, or a file
+    # that exactly fits would spill to the temporary file for a byte.
+    room = None if size is None else size + len(reader.inputs)
+    level = engine.scatter(blocks, (), room, opts.buckets,
+                           lambda block: prog.scattered(reader.bytes_read))
+    stats.buckets = level.piece_bytes.shape[1]
+    return None, level, reader

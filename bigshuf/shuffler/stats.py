@@ -19,6 +19,7 @@ class ShuffleStats:
     runs: int = 0
     levels: int = 0
     store: str = "memory"
+    passes: int = 0  # readings of the input after the first (store "input")
     workers: int = 1
     scatter_seconds: float = 0.0
     gather_seconds: float = 0.0
@@ -33,8 +34,10 @@ class ShuffleStats:
         if self.store == "reservoir":
             return (f"bigshuf: {self.records:,} records ({format_size(self.bytes)}) -> "
                     f"{self.records_out:,} sampled in one pass (reservoir); seed {self.seed}")
+        where = (f"no temporary copy, input read {self.passes + 1} times" if self.store == "input"
+                 else f"runs in {self.store}")
         return (f"bigshuf: {self.records:,} records ({format_size(self.bytes)}) -> "
                 f"{self.records_out:,} written; seed {self.seed}; {self.buckets} buckets, "
-                f"{self.runs} runs, {self.levels} level(s), runs in {self.store}; "
+                f"{self.runs} runs, {self.levels} level(s), {where}; "
                 f"{self.workers} worker(s); scatter {self.scatter_seconds:.2f}s, "
                 f"gather {self.gather_seconds:.2f}s")

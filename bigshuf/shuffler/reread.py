@@ -1,0 +1,377 @@
+"""The input method: shuffle files the page cache holds without writing a temporary copy, by
+reading them again for each window of the output.
+
+Why it is the same shuffle, byte for byte: pass 0 reads the inputs in the engine's blocks and
+draws each record's bucket from the engine's stream for that block, keeping only each record's
+length and bucket. The final bucket count, the units (:func:`plan_units`) and each unit's
+permutation (same stream, same steps as :func:`permute_buckets`) then give every record the
+place the engine would give it (tests compare the two). Each later pass fills one window of the
+output: it reads the inputs again and copies the records that belong there straight to their
+places, so the data is copied once instead of being partitioned, written to a temporary file,
+read back, scanned and permuted.
+
+When: every input an uncompressed regular file, together too big for RAM runs but small enough
+to stay in the page cache and need at most MAX_PASSES windows, with records long enough that
+their metadata fits an eighth of the budget (the 1 GB JSONL benchmark at --memory 256M: 7
+passes). Reading a cached file is a plain copy (~27 GB/s on the 2-core dev machine), far less
+than what the temporary file costs. Short lines, compressed or read-once inputs, or an input that
+changes between passes go the engine way (the last one from the start: see InputChanged).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Tuple
+
+import numpy as np
+
+from bigshuf.common.codecs import compression_of
+from bigshuf.common.errors import BigshufError
+from bigshuf.common.progress import Progress
+from bigshuf.common.randomness import Streams
+from bigshuf.shuffler.engine import Engine
+from bigshuf.shuffler.gather import Unit, plan_units
+from bigshuf.shuffler.plan import Geometry
+from bigshuf.shuffler.records import Block, RecordReader
+from bigshuf.shuffler.scatter import draw_buckets
+from bigshuf.shuffler.segments import place_records
+from bigshuf.shuffler.store import final_buckets
+from bigshuf.shuffler.writing import Sink
+
+#: Reading the input more often than this costs more than the temporary file saves.
+MAX_PASSES = 8
+#: Inputs kept open between passes (one descriptor each).
+MAX_INPUTS = 64
+#: Bytes kept per record between passes: its length (int32) and bucket (uint16).
+META_BYTES = 6
+#: Peak bytes per record of a window while its places are computed.
+PLACE_BYTES = 48
+#: The record metadata may take this fraction (1/N) of the budget.
+META_BUDGET_SHARE = 8
+
+
+class InputChanged(BigshufError):
+    """An input changed between two readings; ``partial`` if output already left for good."""
+
+    partial = False
+
+
+@dataclass(frozen=True)
+class Span:
+    """Pass 0's block ``first..first+count-1`` (records): where it is in its input."""
+
+    source: int
+    offset: int
+    nbytes: int
+    first: int
+    count: int
+
+
+class _Input:
+    """One input, kept open from pass 0 on; any change to it ends the method."""
+
+    def __init__(self, path: str):
+        self.name = path
+        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        self.identity = self._identity()
+
+    def _identity(self) -> Tuple[int, int, int, int, int]:
+        st = os.fstat(self.fd)
+        return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+    @property
+    def size(self) -> int:
+        return self.identity[2]
+
+    def check(self) -> None:
+        try:
+            same = self._identity() == self.identity and os.stat(self.name).st_ino == self.identity[1]
+        except OSError:
+            same = False
+        if not same:
+            raise InputChanged(f"{self.name}: input changed while it was being shuffled")
+
+    def read(self, offset: int, out: np.ndarray, sep: int) -> None:
+        """Fill ``out`` from ``offset``; the one byte past the end is the terminator the reader
+        gave a last line without one."""
+        view = memoryview(out)  # type: ignore[arg-type]
+        done = 0
+        while done < len(out):
+            got = os.preadv(self.fd, [view[done:]], offset + done)
+            if got <= 0:
+                break
+            done += got
+        if done == len(out) - 1 and offset + done == self.size:
+            out[done] = sep
+        elif done != len(out):
+            raise InputChanged(f"{self.name}: input changed while it was being shuffled")
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def available_memory() -> int:
+    """What the system can give without swapping (MemAvailable), or free RAM elsewhere."""
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def window_budget(geo: Geometry, workers: int) -> int:
+    """Bytes for one output window and its places: the budget less the record metadata (an
+    eighth) and the block buffers (one per worker, one for pass 0's reader)."""
+    return geo.memory - geo.memory // META_BUDGET_SHARE - (workers + 1) * geo.block_bytes
+
+
+def suitable(reader: RecordReader, geo: Geometry, size: Optional[int], workers: int) -> bool:
+    """Can (and should) this run use the input method? See the module docstring."""
+    if size is None or not 0 < len(reader.inputs) <= MAX_INPUTS or not reader.rereadable():
+        return False
+    if any(not isinstance(p, (str, os.PathLike)) or compression_of(os.fspath(p)) is not None
+           for p in reader.inputs):
+        return False
+    if size <= geo.memory_store_capacity(workers):
+        return False  # the engine keeps the runs in RAM: no temporary file to save
+    window = window_budget(geo, workers)
+    return window > geo.block_bytes and -(-size // window) <= MAX_PASSES \
+        and 2 * size <= available_memory()
+
+
+class Index:
+    """Pass 0's result: where every record is, its length and the bucket drawn for it.
+
+    Buckets are kept as drawn (out of k0): the engine's index merges bucket pairs as runs
+    accumulate, so the final bucket is ``drawn >> shift``; but inside a run the records stay
+    laid out by drawn bucket, so a final bucket reads, run after run, its records ordered by
+    drawn bucket and then input position. :func:`places` needs both."""
+
+    def __init__(self, inputs: List[_Input], spans: List[Span], lengths: np.ndarray,
+                 drawn: np.ndarray, k0: int, k: int, sep: int):
+        self.inputs = inputs
+        self.spans = spans
+        self.lengths = lengths
+        self.drawn = drawn
+        self.k = k
+        self.sep = sep
+        self.shift = 0
+        width = k0
+        while width > k:  # what store.fit_row does to a run's row, as a shift of bucket numbers
+            width = (width + 1) // 2
+            self.shift += 1
+        self.run_first = np.array([sp.first for sp in spans], dtype=np.int64)
+        final = drawn >> self.shift if self.shift else drawn
+        self.bucket_records = np.bincount(final, minlength=k).astype(np.int64)
+        self.bucket_bytes = np.bincount(final, weights=lengths, minlength=k).astype(np.int64)
+
+    def check(self) -> None:
+        for f in self.inputs:
+            f.check()
+
+    def close(self) -> None:
+        for f in self.inputs:
+            f.close()
+
+
+def build_index(engine: Engine, reader: RecordReader, streams: Streams, buckets: Optional[int],
+                size: int, on_block: Callable[[Block], None]) -> Optional[Index]:
+    """Pass 0: the engine's blocks and draws, keeping lengths and buckets. None (nothing kept)
+    if the records turn out too many for the metadata share of the budget."""
+    geo = engine.geo
+    k0 = buckets or geo.initial_buckets()
+    max_records = geo.memory // META_BUDGET_SHARE // META_BYTES
+    len_type = np.int32 if geo.block_bytes < (1 << 31) else np.int64
+    inputs = [_Input(os.fspath(p)) for p in reader.inputs]  # type: ignore[arg-type]
+    spans: List[Span] = []
+    lengths: List[Optional[np.ndarray]] = []
+    draws: List[Optional[np.ndarray]] = []
+    pending: list = []
+    total = 0
+
+    def index_block(j: int, block: Block) -> None:
+        engine.check()
+        draws[j] = draw_buckets(streams.scatter((), block.source, block.index), block.count, k0)
+        lengths[j] = np.diff(block.ends, prepend=0).astype(len_type)
+        engine.pool.release(block.data)
+
+    blocks = reader.blocks(geo.block_bytes, geo.block_records, engine.pool)
+    try:
+        for block in blocks:
+            engine.check()
+            on_block(block)
+            if block.count == 0:
+                engine.pool.release(block.data)
+                continue
+            spans.append(Span(block.source - reader.first_source, block.offset, block.nbytes,
+                              total, block.count))
+            total += block.count
+            # The first block predicts the rest: give up early on short lines.
+            predicted = size * block.count // max(block.nbytes, 1) if len(spans) == 1 else total
+            if max(total, predicted) > max_records:
+                engine.pool.release(block.data)
+                engine.wait_some(pending, 1)
+                for f in inputs:
+                    f.close()
+                return None
+            lengths.append(None)
+            draws.append(None)
+            pending = engine.wait_some(pending, engine.workers)
+            pending.append(engine.submit(index_block, len(spans) - 1, block))
+            del block
+        engine.wait_some(pending, 1)
+    except BaseException:
+        for f in inputs:
+            f.close()
+        raise
+    finally:
+        blocks.close()
+    k = k0 if buckets else final_buckets(k0, len(spans), geo.index_entries)
+    lens = np.concatenate([x for x in lengths if x is not None] or [np.empty(0, len_type)])
+    lengths.clear()
+    drawn = np.concatenate([x for x in draws if x is not None] or [np.empty(0, np.uint16)])
+    draws.clear()
+    return Index(inputs, spans, lens, drawn, k0, k, reader.sep)
+
+
+def prepare(engine: Engine, reader: RecordReader, streams: Streams, buckets: Optional[int],
+            size: int, on_block: Callable[[Block], None]) -> Optional[Tuple[Index, List[List[Unit]]]]:
+    """Pass 0 and the plan of the windows; None if the method does not fit after all (too many
+    records, a bucket the engine would re-scatter, too many windows): nothing is kept then."""
+    index = build_index(engine, reader, streams, buckets, size, on_block)
+    if index is None:
+        return None
+    geo = engine.geo
+    units = plan_units(index.bucket_bytes, index.bucket_records, geo.unit_bytes, geo.unit_records)
+    windows = plan_windows(units, window_budget(geo, engine.workers))
+    if windows is None:
+        index.close()
+        return None
+    return index, windows
+
+
+def plan_windows(units: List[Unit], budget: int) -> Optional[List[List[Unit]]]:
+    """Consecutive units grouped into output windows of at most ``budget`` bytes (records and
+    their places); None if a unit must be re-scattered or there would be too many windows."""
+    if any(u.oversized for u in units):
+        return None
+    windows: List[List[Unit]] = [[]]
+    used = 0
+    for u in units:
+        cost = u.nbytes + PLACE_BYTES * u.records
+        if windows[-1] and used + cost > budget:
+            windows.append([])
+            used = 0
+        windows[-1].append(u)
+        used += cost
+    return windows if len(windows) <= MAX_PASSES else None
+
+
+def places(index: Index, units: List[Unit], streams: Streams) -> Tuple[np.ndarray, np.ndarray]:
+    """(record numbers ascending, their byte offsets in the window) for a window of units: each
+    unit's records in the order the engine reads them (bucket, run, drawn bucket, position),
+    permuted exactly as gather.permute_buckets does."""
+    h = index.shift
+    lo, hi = units[0].first << h, units[-1].last << h
+    ids = np.flatnonzero((index.drawn >= lo) & (index.drawn < hi))
+    drawn = index.drawn[ids].astype(np.int64)
+    if h:  # final bucket, then run, then drawn bucket (ids are in run and position order)
+        run = np.searchsorted(index.run_first, ids, side="right") - 1
+        key = ((drawn >> h) * len(index.spans) + run) << h | (drawn & ((1 << h) - 1))
+        del run
+    else:
+        key = drawn
+    order = np.argsort(key, kind="stable")
+    del key
+    ids, final = ids[order], drawn[order] >> h
+    del order, drawn
+    pos = 0
+    for u in units:
+        seg = ids[pos:pos + u.records]
+        if len(seg):
+            perm = streams.gather((), u.first).permutation(len(seg))
+            if u.last - u.first > 1:
+                perm = perm[np.argsort(final[pos:pos + u.records][perm], kind="stable")]
+            ids[pos:pos + u.records] = seg[perm]
+        pos += u.records
+    del final
+    lengths = index.lengths[ids].astype(np.int64)
+    dests = np.cumsum(lengths)
+    dests -= lengths
+    del lengths
+    order = np.argsort(ids)
+    return ids[order], dests[order]
+
+
+def write_windows(engine: Engine, index: Index, windows: List[List[Unit]], sink: Sink,
+                  streams: Streams, progress: Progress) -> None:
+    """Passes 1..P: fill each window from the inputs, check it, hand its units to ``sink``."""
+    buffer = np.empty(max(sum(u.nbytes for u in w) for w in windows), dtype=np.uint8)
+    for units in windows:
+        if sink.full:
+            break
+        base = units[0].out_offset
+        window = buffer[:sum(u.nbytes for u in units)]
+        _fill_window(engine, index, units, window, streams)
+        for u in units:
+            if sink.full:
+                break
+            data = window[u.out_offset - base:u.out_offset - base + u.nbytes]
+            if sink.positional:
+                sink.write_at(u.out_offset, data, u.records)
+            else:
+                sink.write(data, u.records)
+            progress.gathered(u.nbytes)
+
+
+def _fill_window(engine: Engine, index: Index, units: List[Unit], window: np.ndarray,
+                 streams: Streams) -> None:
+    """Read the inputs again, block by block on the workers, copying each record of the window
+    to its place; then check that what was read is what pass 0 saw."""
+    ids, dests = places(index, units, streams)
+    pending: list = []
+    for span in index.spans:
+        a, z = np.searchsorted(ids, [span.first, span.first + span.count]).tolist()
+        if a < z:
+            pending = engine.wait_some(pending, engine.workers)
+            pending.append(engine.submit(_fill, engine, index, span, ids[a:z], dests[a:z], window))
+    engine.wait_some(pending, 1)
+    index.check()
+    _check_terminators(index, ids, dests, window)
+
+
+def _fill(engine: Engine, index: Index, span: Span, ids: np.ndarray, dests: np.ndarray,
+          out: np.ndarray) -> None:
+    """Read one block of the inputs again and copy its records of the window to their places."""
+    engine.check()
+    buf = engine.pool.get()
+    try:
+        data = buf[:span.nbytes]
+        index.inputs[span.source].read(span.offset, data, index.sep)
+        block_lengths = index.lengths[span.first:span.first + span.count]
+        ends = np.cumsum(block_lengths, dtype=np.int64)
+        local = ids - span.first
+        lengths = block_lengths[local].astype(np.int64)
+        starts = ends[local]
+        starts -= lengths
+        place_records(data, starts, lengths, out, dests)
+    finally:
+        engine.pool.release(buf)
+
+
+def _check_terminators(index: Index, ids: np.ndarray, dests: np.ndarray, out: np.ndarray) -> None:
+    """Every record placed must end with the terminator: a cheap proof that the bytes read again
+    are the records pass 0 measured (an input rewritten in place with the same size and time)."""
+    last = dests + index.lengths[ids]
+    last -= 1
+    if len(last) and not bool(np.all(out[last] == index.sep)):
+        raise InputChanged(f"{index.inputs[0].name if len(index.inputs) == 1 else 'an input'}: "
+                           f"input changed while it was being shuffled")

@@ -1,0 +1,213 @@
+"""The input method (shuffler/reread.py): no temporary copy, the inputs read once per window.
+
+Its promise is to be invisible: the same bytes as the engine for every seed, option and input
+shape it takes, a fall back to the engine for everything else, and an input that changes between
+readings never producing a wrong output.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+
+import bigshuf
+from bigshuf.shuffler import reread
+from tests.helpers import invoke
+
+
+def long_lines(n: int, seed: int = 0, width: int = 300, tail: bytes = b"\n") -> bytes:
+    """n lines of 100..``width`` bytes (JSON-like: long enough for the input method)."""
+    rng = random.Random(seed)
+    lines = [b'{"i": %d, "t": "%s"}' % (i, b"x" * rng.randint(80, width)) for i in range(n)]
+    return b"\n".join(lines) + tail
+
+
+def outputs(directory) -> dict:
+    return {p: (directory / p).read_bytes() for p in sorted(os.listdir(directory))}
+
+
+def shuffle_both(monkeypatch, tmp_path, inputs, name, **kw):
+    """(stats, files written) of the input method, then of the engine, for the same call."""
+    results = []
+    for method in ("input", "engine"):
+        out = tmp_path / method
+        out.mkdir(exist_ok=True)
+        with monkeypatch.context() as m:
+            if method == "engine":
+                m.setattr(reread, "suitable", lambda *a: False)
+            stats = bigshuf.shuffle(inputs, str(out / name), **kw)
+        assert (stats.store == "input") == (method == "input"), stats.store
+        results.append((stats, outputs(out)))
+    return results
+
+
+@pytest.mark.parametrize("kw", [
+    dict(memory="1M"),
+    dict(memory="1M", jobs=1),
+    dict(memory="1M", header=True),
+    dict(memory="1M", buckets=50),
+    dict(memory="1M", sample=1234),
+    dict(memory="1M", shards=3),
+    dict(memory="1M", zero_terminated=True),
+    dict(memory="1M", split="a=0.3,b=rest"),
+])
+def test_same_bytes_as_the_engine(tmp_path, monkeypatch, kw):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_bytes(long_lines(4000, 1))
+    b.write_bytes(long_lines(3000, 2, tail=b""))  # last line without a newline
+    if kw.get("zero_terminated"):
+        for p in (a, b):
+            p.write_bytes(p.read_bytes().replace(b"\n", b"\0"))
+    name = "{split}.jsonl" if "split" in kw else "out.jsonl"
+    for seed in (1, 2):
+        (stats, got), (engine_stats, want) = shuffle_both(
+            monkeypatch, tmp_path, [str(a), str(b)], name, seed=seed, temp_dir=str(tmp_path), **kw)
+        assert got == want and len(got) == (3 if "shards" in kw else 2 if "split" in kw else 1)
+        assert (stats.records, stats.records_out) == (engine_stats.records, engine_stats.records_out)
+
+
+def test_golden_digest(tmp_path):
+    """The input method's bytes for a seed are the engine's (digest computed with the engine)."""
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(long_lines(6000, 5))
+    out = tmp_path / "out"
+    stats = bigshuf.shuffle([str(src)], str(out), seed=12345, memory="1M")
+    assert stats.store == "input"
+    assert hashlib.sha256(out.read_bytes()).hexdigest()[:16] == "5941ab6360667695"
+
+
+def test_stdout_through_the_cli(tmp_path, monkeypatch):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(long_lines(4000, 4))
+    res = invoke(["shuffle", str(src), "-S", "1M", "--seed", "5", "-v"])
+    assert res.returncode == 0, res.stderr
+    assert b"no temporary copy, input read" in res.stderr
+    monkeypatch.setattr(reread, "suitable", lambda *a: False)
+    engine = invoke(["shuffle", str(src), "-S", "1M", "--seed", "5"])
+    assert res.stdout == engine.stdout
+    assert sorted(res.stdout.splitlines()) == sorted(src.read_bytes().splitlines())
+
+
+@pytest.mark.parametrize("content,name", [
+    (b"".join(b"%d\n" % i for i in range(200000)), "short.txt"),  # short lines: metadata too big
+    (None, "long.jsonl.gz"),                                        # compressed: read once
+])
+def test_not_used_where_it_does_not_pay(tmp_path, content, name):
+    src = tmp_path / name
+    if content is None:
+        import gzip
+        src.write_bytes(gzip.compress(long_lines(4000, 6)))
+    else:
+        src.write_bytes(content)
+    stats = bigshuf.shuffle([str(src)], str(tmp_path / "out.txt"), seed=1, memory="1M")
+    assert stats.store == "temporary file"
+
+
+def test_not_used_when_it_would_take_too_many_passes(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(long_lines(30000, 7))  # ~6 MB at --memory 1M: more than MAX_PASSES windows
+    stats = bigshuf.shuffle([str(src)], str(tmp_path / "out"), seed=1, memory="1M")
+    assert stats.store == "temporary file"
+
+
+def test_positions_are_uniform(tmp_path):
+    """Every record is equally likely at every place (chi-square over deciles, fixed seeds)."""
+    n, runs = 3000, 60
+    src = tmp_path / "in.jsonl"
+    data = long_lines(n, 8, width=260)
+    src.write_bytes(data)
+    lines = data.splitlines()
+    watched = {lines[i]: i for i in (0, 1, n // 2, n - 1)}
+    counts = Counter()
+    out = tmp_path / "out"
+    for seed in range(runs):
+        stats = bigshuf.shuffle([str(src)], str(out), seed=seed, memory="1M")
+        assert stats.store == "input"
+        for pos, line in enumerate(out.read_bytes().splitlines()):
+            if line in watched:
+                counts[(watched[line], pos * 10 // n)] += 1
+    table = np.array([[counts[(i, d)] for d in range(10)] for i in watched.values()], float)
+    expected = runs / 10
+    chi2 = ((table - expected) ** 2 / expected).sum()
+    # 4 records x 9 degrees of freedom = 36: P(chi2 > 67) < 0.001
+    assert chi2 < 67, table
+
+
+def test_an_input_changed_between_passes_starts_over_the_engine_way(tmp_path, monkeypatch):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(long_lines(4000, 9))
+    fill = reread._fill_window
+    calls = []
+
+    def changing(*args, **kw):
+        if not calls:
+            with open(src, "ab") as f:
+                f.write(b'{"appended": true}\n')
+        calls.append(1)
+        return fill(*args, **kw)
+
+    monkeypatch.setattr(reread, "_fill_window", changing)
+    out = tmp_path / "out"
+    stats = bigshuf.shuffle([str(src)], str(out), seed=3, memory="1M")
+    assert stats.store == "temporary file"  # the second attempt
+    assert sorted(out.read_bytes().splitlines()) == sorted(src.read_bytes().splitlines())
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_a_same_size_rewrite_is_caught(tmp_path, monkeypatch):
+    """Rewritten in place with the same size: the descriptor's times change, and if the file
+    were put back with its old times, the terminators would no longer line up."""
+    src = tmp_path / "in.jsonl"
+    data = long_lines(4000, 10)
+    src.write_bytes(data)
+    monkeypatch.setattr(reread._Input, "check", lambda self: None)  # only the terminator check
+    fill = reread._fill_window
+    calls = []
+
+    def rewriting(*args, **kw):
+        if not calls:
+            shifted = b"x" + data[:-1]  # same size, every record moved by one byte
+            with open(src, "r+b") as f:
+                f.write(shifted)
+        calls.append(1)
+        return fill(*args, **kw)
+
+    monkeypatch.setattr(reread, "_fill_window", rewriting)
+    out = tmp_path / "out"
+    stats = bigshuf.shuffle([str(src)], str(out), seed=3, memory="1M")
+    assert stats.store == "temporary file"
+    assert sorted(out.read_bytes().splitlines()) == sorted(src.read_bytes().splitlines())
+
+
+def test_a_change_after_output_left_for_good_is_an_error(tmp_path, monkeypatch):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(long_lines(5000, 11))
+    fill = reread._fill_window
+    calls = []
+
+    def changing(*args, **kw):
+        if len(calls) == 1:  # the first window already went to stdout
+            with open(src, "ab") as f:
+                f.write(b"{}\n")
+        calls.append(1)
+        return fill(*args, **kw)
+
+    monkeypatch.setattr(reread, "_fill_window", changing)
+    res = invoke(["shuffle", str(src), "-S", "1M", "--seed", "1"])
+    assert res.returncode == 1
+    assert b"input changed while it was being shuffled" in res.stderr
+    assert b"output incomplete" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_index_memory_is_bounded_by_giving_up(tmp_path):
+    """Lines long at first and short later: pass 0 stops at its record cap, the engine runs."""
+    src = tmp_path / "in.txt"
+    src.write_bytes(long_lines(300, 12) + b"".join(b"%d\n" % i for i in range(400000)))
+    stats = bigshuf.shuffle([str(src)], str(tmp_path / "out"), seed=1, memory="1M")
+    assert stats.store == "temporary file"
+    assert stats.records == 300 + 400000

@@ -211,3 +211,26 @@ def test_index_memory_is_bounded_by_giving_up(tmp_path):
     stats = bigshuf.shuffle([str(src)], str(tmp_path / "out"), seed=1, memory="1M")
     assert stats.store == "temporary file"
     assert stats.records == 300 + 400000
+
+
+def test_too_few_descriptors_for_the_inputs_means_the_engine(tmp_path, monkeypatch):
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"in{i}.jsonl"
+        p.write_bytes(long_lines(1500, 20 + i))
+        paths.append(str(p))
+    real_open = os.open
+    opened = []
+
+    def limited(path, flags, *a):
+        if str(path) in paths:
+            opened.append(path)
+            if len(opened) == 2:
+                raise OSError(24, "Too many open files")
+        return real_open(path, flags, *a)
+
+    monkeypatch.setattr(reread.os, "open", limited)
+    stats = bigshuf.shuffle(paths, str(tmp_path / "out"), seed=1, memory="1M")
+    assert stats.store == "temporary file"
+    assert sorted((tmp_path / "out").read_bytes().splitlines()) == sorted(
+        b"".join(open(p, "rb").read() for p in paths).splitlines())

@@ -190,7 +190,9 @@ def build_index(engine: Engine, reader: RecordReader, streams: Streams, buckets:
     k0 = buckets or geo.initial_buckets()
     max_records = geo.memory // META_BUDGET_SHARE // META_BYTES
     len_type = np.int32 if geo.block_bytes < (1 << 31) else np.int64
-    inputs = [_Input(os.fspath(p)) for p in reader.inputs]  # type: ignore[arg-type]
+    inputs = _open_all(reader)
+    if inputs is None:
+        return None
     spans: List[Span] = []
     lengths: List[Optional[np.ndarray]] = []
     draws: List[Optional[np.ndarray]] = []
@@ -240,6 +242,21 @@ def build_index(engine: Engine, reader: RecordReader, streams: Streams, buckets:
     drawn = np.concatenate([x for x in draws if x is not None] or [np.empty(0, np.uint16)])
     draws.clear()
     return Index(inputs, spans, lens, drawn, k0, k, reader.sep)
+
+
+def _open_all(reader: RecordReader) -> Optional[List[_Input]]:
+    """A descriptor for every input, kept for the passes; None if that is not possible now
+    (``ulimit -n``, an input gone or unreadable): the engine, reading once, takes over and
+    reports any real problem its usual way."""
+    inputs: List[_Input] = []
+    try:
+        for p in reader.inputs:
+            inputs.append(_Input(os.fspath(p)))  # type: ignore[arg-type]
+    except OSError:
+        for f in inputs:
+            f.close()
+        return None
+    return inputs
 
 
 def prepare(engine: Engine, reader: RecordReader, streams: Streams, buckets: Optional[int],

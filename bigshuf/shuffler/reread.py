@@ -46,6 +46,9 @@ MAX_INPUTS = 64
 META_BYTES = 6
 #: Peak bytes per record of a window while its places are computed.
 PLACE_BYTES = 48
+#: Bytes per record of *all* records while a window's records are picked out (two masks, one
+#: result).
+PICK_BYTES = 3
 #: The record metadata may take this fraction (1/N) of the budget.
 META_BUDGET_SHARE = 8
 
@@ -127,10 +130,11 @@ def available_memory() -> int:
         return 0
 
 
-def window_budget(geo: Geometry, workers: int) -> int:
-    """Bytes for one output window and its places: the budget less the record metadata (an
-    eighth) and the block buffers (one per worker, one for pass 0's reader)."""
-    return geo.memory - geo.memory // META_BUDGET_SHARE - (workers + 1) * geo.block_bytes
+def window_budget(geo: Geometry, workers: int, records: Optional[int] = None) -> int:
+    """Bytes for one output window and its places: the budget less the record metadata (its
+    most, an eighth, before pass 0 has counted the records) and a block buffer per worker."""
+    meta = geo.memory // META_BUDGET_SHARE if records is None else records * (META_BYTES + PICK_BYTES)
+    return geo.memory - meta - workers * geo.block_bytes
 
 
 def suitable(reader: RecordReader, geo: Geometry, size: Optional[int], workers: int) -> bool:
@@ -268,7 +272,9 @@ def prepare(engine: Engine, reader: RecordReader, streams: Streams, buckets: Opt
         return None
     geo = engine.geo
     units = plan_units(index.bucket_bytes, index.bucket_records, geo.unit_bytes, geo.unit_records)
-    windows = plan_windows(units, window_budget(geo, engine.workers))
+    # Pass 0's buffers (one more than the passes use) go back; the window gets their room.
+    engine.pool.clear()
+    windows = plan_windows(units, window_budget(geo, engine.workers, len(index.lengths)))
     if windows is None:
         index.close()
         return None

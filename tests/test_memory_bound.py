@@ -58,3 +58,16 @@ def test_a_missing_codec_is_reported_before_any_work(tmp_path, monkeypatch):
     src.write_bytes(b"a\n")
     one_line_error(invoke(["shuffle", src, "-o", tmp_path / "out.zst"]), 2, "zstandard")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
+
+
+def test_the_input_method_stays_within_the_budget(tmp_path):
+    """No temporary copy (shuffler/reread.py): the output window, the block buffers and the
+    records' metadata all fit in --memory."""
+    import bigshuf
+
+    src = tmp_path / "in.jsonl"
+    line = b'{"text": "%s"}\n'
+    src.write_bytes(b"".join(line % (b"y" * (900 + i % 200)) for i in range(60_000)))
+    rss = _peak_rss_mib(["shuffle", src, "-S", "16M", "-o", tmp_path / "out.jsonl"])
+    assert rss <= 16 + 64, rss
+    assert bigshuf.shuffle([str(src)], str(tmp_path / "out2.jsonl"), memory="16M").store == "input"

@@ -16,7 +16,7 @@ import pytest
 
 import bigshuf
 from bigshuf.shuffler import reread
-from tests.helpers import invoke
+from helpers import invoke
 
 
 def long_lines(n: int, seed: int = 0, width: int = 300, tail: bytes = b"\n") -> bytes:

@@ -13,10 +13,10 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from helpers import invoke
 
 import bigshuf
 from bigshuf.shuffler import reread
-from helpers import invoke
 
 
 def long_lines(n: int, seed: int = 0, width: int = 300, tail: bytes = b"\n") -> bytes:
@@ -43,6 +43,20 @@ def shuffle_both(monkeypatch, tmp_path, inputs, name, **kw):
         assert (stats.store == "input") == (method == "input"), stats.store
         results.append((stats, outputs(out)))
     return results
+
+
+def _change_on_window(monkeypatch, window: int, change) -> None:
+    """Run ``change()`` just before the ``window``-th window (0-based) is filled."""
+    fill = reread._fill_window
+    calls = []
+
+    def hooked(*args, **kw):
+        if len(calls) == window:
+            change()
+        calls.append(1)
+        return fill(*args, **kw)
+
+    monkeypatch.setattr(reread, "_fill_window", hooked)
 
 
 @pytest.mark.parametrize("kw", [
@@ -158,29 +172,26 @@ def test_an_input_changed_between_passes_starts_over_the_engine_way(tmp_path, mo
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 
 
-def test_a_same_size_rewrite_is_caught(tmp_path, monkeypatch):
-    """Rewritten in place with the same size: the descriptor's times change, and if the file
-    were put back with its old times, the terminators would no longer line up."""
+@pytest.mark.parametrize("rewrite", ["shifted", "letters"])
+def test_a_change_that_leaves_size_and_times_alone_is_caught(tmp_path, monkeypatch, rewrite):
+    """Review break: on tmpfs a write through a shared mapping changes neither size nor times;
+    new line breaks inside records, or other letters, made a wrong output with exit 0. Every
+    block read again must have pass 0's xxh3 digest."""
     src = tmp_path / "in.jsonl"
     data = long_lines(4000, 10)
     src.write_bytes(data)
-    monkeypatch.setattr(reread._Input, "check", lambda self: None)  # only the terminator check
-    fill = reread._fill_window
-    calls = []
+    monkeypatch.setattr(reread._Input, "check", lambda self: None)  # as if times were unchanged
+    new = b"x" + data[:-1] if rewrite == "shifted" else data.replace(b"xxxx", b"yyyy")
 
-    def rewriting(*args, **kw):
-        if not calls:
-            shifted = b"x" + data[:-1]  # same size, every record moved by one byte
-            with open(src, "r+b") as f:
-                f.write(shifted)
-        calls.append(1)
-        return fill(*args, **kw)
+    def rewrite_in_place():
+        with open(src, "r+b") as f:
+            f.write(new)
 
-    monkeypatch.setattr(reread, "_fill_window", rewriting)
+    _change_on_window(monkeypatch, 1, rewrite_in_place)
     out = tmp_path / "out"
     stats = bigshuf.shuffle([str(src)], str(out), seed=3, memory="1M")
     assert stats.store == "temporary file"
-    assert sorted(out.read_bytes().splitlines()) == sorted(src.read_bytes().splitlines())
+    assert sorted(out.read_bytes().splitlines()) == sorted(new.splitlines())
 
 
 def test_a_change_after_output_left_for_good_is_an_error(tmp_path, monkeypatch):
@@ -234,3 +245,116 @@ def test_too_few_descriptors_for_the_inputs_means_the_engine(tmp_path, monkeypat
     assert stats.store == "temporary file"
     assert sorted((tmp_path / "out").read_bytes().splitlines()) == sorted(
         b"".join(open(p, "rb").read() for p in paths).splitlines())
+
+
+def test_a_change_after_the_first_window_of_a_file_output_starts_over(tmp_path, monkeypatch):
+    """Review break: -o FILE only went to a temporary name, so the run restarts (it used to fail
+    with 'output incomplete', asked after the temporary file was taken back)."""
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(long_lines(5000, 13))
+    _change_on_window(monkeypatch, 1, lambda: src.open("ab").write(b'{"new": 1}\n'))
+    out = tmp_path / "out"
+    stats = bigshuf.shuffle([str(src)], str(out), seed=2, memory="1M")
+    assert stats.store == "temporary file"
+    assert sorted(out.read_bytes().splitlines()) == sorted(src.read_bytes().splitlines())
+
+
+def test_a_signal_during_a_window_of_a_file_output_says_nothing_was_written(tmp_path, monkeypatch):
+    import signal
+
+    from bigshuf.common.errors import Interrupted
+
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(long_lines(5000, 14))
+    out = tmp_path / "out"
+    out.write_bytes(b"OLD\n")
+    _change_on_window(monkeypatch, 1, lambda: os.kill(os.getpid(), signal.SIGINT))
+    with pytest.raises(Interrupted) as info:
+        bigshuf.shuffle([str(src)], str(out), seed=2, memory="1M")
+    assert "no output written" in str(info.value)
+    assert out.read_bytes() == b"OLD\n"
+    assert sorted(os.listdir(tmp_path)) == ["in.jsonl", "out"]
+
+
+def test_a_removed_or_replaced_input_is_read_again_from_the_open_file(tmp_path, monkeypatch):
+    """Review: the restart reopened inputs by name ('no such file'; a FIFO moved over the input
+    blocked it). It reads the file being shuffled, from the descriptor held since pass 0."""
+    src = tmp_path / "in.jsonl"
+    data = long_lines(5000, 15)
+    src.write_bytes(data)
+
+    def replace():
+        src.unlink()
+        os.mkfifo(src)
+
+    _change_on_window(monkeypatch, 1, replace)
+    out = tmp_path / "out"
+    stats = bigshuf.shuffle([str(src)], str(out), seed=2, memory="1M")
+    assert stats.store == "temporary file"
+    assert sorted(out.read_bytes().splitlines()) == sorted(data.splitlines())
+
+
+def test_stdout_appending_to_the_input_is_left_to_the_engine(tmp_path):
+    """Review break: `bigshuf shuffle f >> f` changed f between readings (exit 1, f damaged).
+    The engine reads f whole before writing: f followed by its shuffle, like shuf."""
+    import subprocess
+    import sys
+
+    from helpers import cli_env
+
+    src = tmp_path / "in.jsonl"
+    data = long_lines(5000, 16)
+    src.write_bytes(data)
+    with open(src, "ab") as f:
+        p = subprocess.run([sys.executable, "-m", "bigshuf", "shuffle", str(src), "-S", "1M",
+                            "--seed", "1", "-v"], stdout=f, stderr=subprocess.PIPE, env=cli_env())
+    assert p.returncode == 0, p.stderr
+    assert b"runs in temporary file" in p.stderr
+    got = src.read_bytes()
+    assert got[:len(data)] == data and sorted(got[len(data):].splitlines()) == sorted(data.splitlines())
+
+
+def test_fd_aliases_are_read_once(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(long_lines(5000, 17))
+    with open(src, "rb") as f:
+        import subprocess
+        import sys
+
+        from helpers import cli_env
+
+        p = subprocess.run([sys.executable, "-m", "bigshuf", "shuffle", "/dev/stdin", "-S", "1M",
+                            "-v", "-o", str(tmp_path / "out")], stdin=f, capture_output=True,
+                           env=cli_env())
+    assert p.returncode == 0 and b"runs in temporary file" in p.stderr, p.stderr
+
+
+def test_no_temporary_space_is_asked_for(tmp_path):
+    """Review: the free-space check wanted room for a temporary copy the method never makes."""
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(long_lines(5000, 18))
+    res = invoke(["shuffle", str(src), "-S", "1M", "-T", "/proc", "-o", str(tmp_path / "out"), "-v"])
+    assert res.returncode == 0, res.stderr
+    assert b"no temporary copy" in res.stderr
+
+
+def test_many_inputs_under_a_low_descriptor_limit(tmp_path):
+    """Review break: 60 inputs under `ulimit -n 64` were all held open, and the reader then had
+    no descriptor left ('Too many open files', exit 2). The engine takes them now."""
+    import resource
+
+    from helpers import run
+
+    paths = []
+    for i in range(60):
+        p = tmp_path / f"p{i:03d}.jsonl"
+        p.write_bytes(long_lines(100, 100 + i))
+        paths.append(str(p))
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    p = run(["shuffle", *paths, "-S", "1M", "-o", tmp_path / "out", "-v"], preexec=limit)
+    assert p.returncode == 0, p.stderr
+    assert sorted((tmp_path / "out").read_bytes().splitlines()) == sorted(
+        b"".join(open(x, "rb").read() for x in paths).splitlines())

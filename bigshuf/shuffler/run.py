@@ -99,9 +99,14 @@ def _preflight(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, worker
     if opts.temp_dir is not None and not os.path.isdir(opts.temp_dir):
         raise UsageError(f"temporary directory does not exist: {opts.temp_dir}")
     size = reader.known_size()
+    from bigshuf.shuffler.reread import suitable
+
+    # The input method needs no temporary space (if it falls back, a full disk is still a
+    # clean one-line error).
+    in_ram = size if suitable(reader, geo, size, workers, None if opts.to_stdout else opts.output) \
+        else geo.memory_store_capacity(workers)
     check_free_space(size if size is not None else reader.estimated_size(),
-                     None if opts.to_stdout else opts.output, opts.temp_dir,
-                     geo.memory_store_capacity(workers))
+                     None if opts.to_stdout else opts.output, opts.temp_dir, in_ram or 0)
     return size
 
 
@@ -112,17 +117,19 @@ def _run_engine(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, strea
     output already left for good."""
     from bigshuf.shuffler.reread import InputChanged, suitable
 
-    if not suitable(reader, geo, size, stats.workers):
+    if not suitable(reader, geo, size, stats.workers, None if opts.to_stdout else opts.output):
         return _run(opts, reader, geo, streams, stats, size, reread=False)
     try:
         return _run(opts, reader, geo, streams, stats, size, reread=True)
     except InputChanged as exc:
         if exc.partial:
+            for src in exc.sources or []:
+                src.close()
             raise BigshufError(f"{exc}; output incomplete") from None
-        fresh = RecordReader(record_inputs(opts), opts.sep, header=opts.header,
+        fresh = RecordReader(exc.sources or record_inputs(opts), opts.sep, header=opts.header,
                              warn=opts.warn or warn_stderr)
         return _run(opts, fresh, geo, streams, ShuffleStats(seed=stats.seed, workers=stats.workers),
-                    size, reread=False)
+                    fresh.known_size(), reread=False)
 
 
 def _run(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, streams: Streams,
@@ -167,15 +174,20 @@ def _run(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, streams: Str
         except BaseException as exc:
             engine.close()
             if prepared is not None:
+                if isinstance(exc, method.InputChanged):
+                    exc.sources = prepared[0].sources()
                 prepared[0].close()
+            # Asked before abort(), which takes the temporary name back (a file then looks
+            # like a stream that got data).
+            partial = sink is not None and sink.wrote_to_stream
             if sink is not None:
                 sink.abort()
             if signals.fired:  # whatever surfaced first (Cancelled from a check), report the signal
-                raise signals.error(partial=sink is not None and sink.wrote_to_stream) from None
+                raise signals.error(partial=partial) from None
             if isinstance(exc, Cancelled):
                 raise BigshufError("stopped") from None
             if isinstance(exc, method.InputChanged):
-                exc.partial = sink is not None and sink.wrote_to_stream
+                exc.partial = partial
             raise
         finally:
             prog.close()

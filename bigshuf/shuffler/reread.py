@@ -157,8 +157,21 @@ def suitable(reader: RecordReader, geo: Geometry, size: Optional[int], workers: 
     window = window_budget(geo, workers)
     if window <= geo.block_bytes or -(-size // window) > MAX_PASSES or 2 * size > available_memory():
         return False
+    if _sampled_records(reader, size) > geo.memory // META_BUDGET_SHARE // META_BYTES:
+        return False  # short lines: their metadata would not fit
     written = _written_in_place(output)
     return written is None or all(_identity(os.fspath(cast(str, p))) != written for p in reader.inputs)
+
+
+def _sampled_records(reader: RecordReader, size: int, sample: int = 1 << 16) -> int:
+    """Records the inputs would hold if they were all like the start of the first one (pass 0
+    still counts them exactly and gives up when they are too many)."""
+    try:
+        with open(os.fspath(cast(str, reader.inputs[0])), "rb") as f:
+            head = f.read(sample)
+    except OSError:
+        return 0
+    return size * (head.count(bytes([reader.sep])) + 1) // max(len(head), 1)
 
 
 def _fd_alias(path: str) -> bool:

@@ -45,6 +45,11 @@ def shuffle_both(monkeypatch, tmp_path, inputs, name, **kw):
     return results
 
 
+def append(path, data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)
+
+
 def _change_on_window(monkeypatch, window: int, change) -> None:
     """Run ``change()`` just before the ``window``-th window (0-based) is filled."""
     fill = reread._fill_window
@@ -154,17 +159,7 @@ def test_positions_are_uniform(tmp_path):
 def test_an_input_changed_between_passes_starts_over_the_engine_way(tmp_path, monkeypatch):
     src = tmp_path / "in.jsonl"
     src.write_bytes(long_lines(4000, 9))
-    fill = reread._fill_window
-    calls = []
-
-    def changing(*args, **kw):
-        if not calls:
-            with open(src, "ab") as f:
-                f.write(b'{"appended": true}\n')
-        calls.append(1)
-        return fill(*args, **kw)
-
-    monkeypatch.setattr(reread, "_fill_window", changing)
+    _change_on_window(monkeypatch, 0, lambda: append(src, b'{"appended": true}\n'))
     out = tmp_path / "out"
     stats = bigshuf.shuffle([str(src)], str(out), seed=3, memory="1M")
     assert stats.store == "temporary file"  # the second attempt
@@ -197,17 +192,8 @@ def test_a_change_that_leaves_size_and_times_alone_is_caught(tmp_path, monkeypat
 def test_a_change_after_output_left_for_good_is_an_error(tmp_path, monkeypatch):
     src = tmp_path / "in.jsonl"
     src.write_bytes(long_lines(5000, 11))
-    fill = reread._fill_window
-    calls = []
-
-    def changing(*args, **kw):
-        if len(calls) == 1:  # the first window already went to stdout
-            with open(src, "ab") as f:
-                f.write(b"{}\n")
-        calls.append(1)
-        return fill(*args, **kw)
-
-    monkeypatch.setattr(reread, "_fill_window", changing)
+    # The first window already went to stdout.
+    _change_on_window(monkeypatch, 1, lambda: append(src, b"{}\n"))
     res = invoke(["shuffle", str(src), "-S", "1M", "--seed", "1"])
     assert res.returncode == 1
     assert b"input changed while it was being shuffled" in res.stderr
@@ -252,7 +238,7 @@ def test_a_change_after_the_first_window_of_a_file_output_starts_over(tmp_path, 
     with 'output incomplete', asked after the temporary file was taken back)."""
     src = tmp_path / "in.jsonl"
     src.write_bytes(long_lines(5000, 13))
-    _change_on_window(monkeypatch, 1, lambda: src.open("ab").write(b'{"new": 1}\n'))
+    _change_on_window(monkeypatch, 1, lambda: append(src, b'{"new": 1}\n'))
     out = tmp_path / "out"
     stats = bigshuf.shuffle([str(src)], str(out), seed=2, memory="1M")
     assert stats.store == "temporary file"

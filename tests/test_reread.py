@@ -99,16 +99,18 @@ def test_golden_digest(tmp_path):
     assert hashlib.sha256(out.read_bytes()).hexdigest()[:16] == "5941ab6360667695"
 
 
-def test_stdout_through_the_cli(tmp_path, monkeypatch):
+def test_stdout_is_left_to_the_engine(tmp_path):
+    """Re-review break: with stdout on a regular file, an input changed after the first window
+    failed ('output incomplete') where the engine succeeds. Output written in place cannot be
+    taken back, so the input method only writes under temporary names."""
     src = tmp_path / "in.jsonl"
     src.write_bytes(long_lines(4000, 4))
     res = invoke(["shuffle", str(src), "-S", "1M", "--seed", "5", "-v"])
     assert res.returncode == 0, res.stderr
-    assert b"no temporary copy, input read" in res.stderr
-    monkeypatch.setattr(reread, "suitable", lambda *a: False)
-    engine = invoke(["shuffle", str(src), "-S", "1M", "--seed", "5"])
-    assert res.stdout == engine.stdout
-    assert sorted(res.stdout.splitlines()) == sorted(src.read_bytes().splitlines())
+    assert b"runs in temporary file" in res.stderr
+    out = tmp_path / "out"
+    bigshuf.shuffle([str(src)], str(out), seed=5, memory="1M")
+    assert res.stdout == out.read_bytes()
 
 
 @pytest.mark.parametrize("content,name", [
@@ -187,18 +189,6 @@ def test_a_change_that_leaves_size_and_times_alone_is_caught(tmp_path, monkeypat
     stats = bigshuf.shuffle([str(src)], str(out), seed=3, memory="1M")
     assert stats.store == "temporary file"
     assert sorted(out.read_bytes().splitlines()) == sorted(new.splitlines())
-
-
-def test_a_change_after_output_left_for_good_is_an_error(tmp_path, monkeypatch):
-    src = tmp_path / "in.jsonl"
-    src.write_bytes(long_lines(5000, 11))
-    # The first window already went to stdout.
-    _change_on_window(monkeypatch, 1, lambda: append(src, b"{}\n"))
-    res = invoke(["shuffle", str(src), "-S", "1M", "--seed", "1"])
-    assert res.returncode == 1
-    assert b"input changed while it was being shuffled" in res.stderr
-    assert b"output incomplete" in res.stderr
-    assert len(res.stderr.strip().splitlines()) == 1
 
 
 def test_index_memory_is_bounded_by_giving_up(tmp_path):

@@ -26,7 +26,6 @@ from typing import Any, Callable, List, Optional, Tuple, cast
 import numpy as np
 import xxhash
 
-from bigshuf.common import stdio
 from bigshuf.common.codecs import compression_of
 from bigshuf.common.errors import BigshufError
 from bigshuf.common.output import is_write_through
@@ -145,8 +144,7 @@ def window_budget(geo: Geometry, workers: int, records: Optional[int] = None) ->
 def suitable(reader: RecordReader, geo: Geometry, size: Optional[int], workers: int,
              output: Any = None) -> bool:
     """Can (and should) this run use the input method? See the module docstring. ``output``
-    is the run's -o (None: stdout): an output written in place into one of the inputs (``>> f``,
-    ``1<>f``) would change it between readings, where the engine has read it all first."""
+    is the run's -o (None: stdout)."""
     if size is None or not 0 < len(reader.inputs) <= MAX_INPUTS or not reader.rereadable():
         return False
     if any(not isinstance(p, (str, os.PathLike)) or compression_of(os.fspath(p)) is not None
@@ -159,8 +157,11 @@ def suitable(reader: RecordReader, geo: Geometry, size: Optional[int], workers: 
         return False
     if _sampled_records(reader, size) > geo.memory // META_BUDGET_SHARE // META_BYTES:
         return False  # short lines: their metadata would not fit
-    written = _written_in_place(output)
-    return written is None or all(_identity(os.fspath(cast(str, p))) != written for p in reader.inputs)
+    # Output written in place (stdout, a device, an inherited descriptor) could not be taken back
+    # if an input changed after a window went out, and might even be an input (`f >> f`): only
+    # outputs under temporary names, which a restart simply rewrites.
+    return output is not None and output != "-" and not hasattr(output, "write") \
+        and not is_write_through(os.fspath(output))
 
 
 def _sampled_records(reader: RecordReader, size: int, sample: int = 1 << 16) -> int:
@@ -178,30 +179,6 @@ def _fd_alias(path: str) -> bool:
     """/dev/stdin, /dev/fd/N, /proc/self/fd/N...: read once, whatever they point to."""
     return os.path.realpath(path).startswith(("/proc/", "/dev/")) or path.startswith(("/proc/", "/dev/"))
 
-
-def _identity(path: str) -> Optional[Tuple[int, int]]:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def _written_in_place(output: Any) -> Optional[Tuple[int, int]]:
-    """(device, inode) of an output written in place: stdout, or a device, FIFO or inherited
-    descriptor named by -o (an ordinary -o file is written under a temporary name)."""
-    try:
-        if output is None or output == "-":
-            fd, _ = stdio.stdout()
-            if fd is None:
-                return None
-            st = os.fstat(fd)
-            return st.st_dev, st.st_ino
-    except OSError:
-        return None
-    if isinstance(output, (str, os.PathLike)) and is_write_through(os.fspath(output)):
-        return _identity(os.fspath(output))
-    return None
 
 
 class Index:

@@ -56,10 +56,10 @@ META_BUDGET_SHARE = 8
 
 
 class InputChanged(BigshufError):
-    """An input changed between two readings; ``partial`` if output already left for good;
-    ``sources``: the inputs to read again, from the descriptors held since pass 0."""
+    """An input changed between two readings (only outputs under temporary names are written
+    meanwhile: the run can start over); ``sources``: the inputs to read again, from the
+    descriptors held since pass 0."""
 
-    partial = False
     sources: Optional[List[Source]] = None
 
 

@@ -113,8 +113,7 @@ def _preflight(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, worker
 def _run_engine(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, streams: Streams,
                 stats: ShuffleStats, size: Optional[int]) -> ShuffleStats:
     """The input method where it fits (see shuffler/reread), else the engine; an input that
-    changes under the input method starts the run over the engine way (reading it once), unless
-    output already left for good."""
+    changes under the input method starts the run over the engine way (reading it once)."""
     from bigshuf.shuffler.reread import InputChanged, suitable
 
     if not suitable(reader, geo, size, stats.workers, None if opts.to_stdout else opts.output):
@@ -122,10 +121,6 @@ def _run_engine(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, strea
     try:
         return _run(opts, reader, geo, streams, stats, size, reread=True)
     except InputChanged as exc:
-        if exc.partial:
-            for src in exc.sources or []:
-                src.close()
-            raise BigshufError(f"{exc}; output incomplete") from None
         fresh = RecordReader(exc.sources or record_inputs(opts), opts.sep, header=opts.header,
                              warn=opts.warn or warn_stderr)
         return _run(opts, fresh, geo, streams, ShuffleStats(seed=stats.seed, workers=stats.workers),
@@ -186,8 +181,6 @@ def _run(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, streams: Str
                 raise signals.error(partial=partial) from None
             if isinstance(exc, Cancelled):
                 raise BigshufError("stopped") from None
-            if isinstance(exc, method.InputChanged):
-                exc.partial = partial
             raise
         finally:
             prog.close()

@@ -128,6 +128,24 @@ def test_not_used_where_it_does_not_pay(tmp_path, content, name):
     assert stats.store == "temporary file"
 
 
+def test_a_block_at_its_record_limit_goes_the_engine_way(tmp_path, monkeypatch):
+    """Pass 0 finds the reader's cuts from the bytes alone; a block the reader would cut by its
+    record count instead (a dense stretch of empty lines) is noticed, and the engine, reading
+    once, gives the output (same bytes as when the method is off)."""
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(long_lines(2000, 8) + b"\n" * 40000 + long_lines(2000, 9))
+    outs = []
+    for off in (False, True):
+        with monkeypatch.context() as m:
+            if off:
+                m.setattr(reread, "suitable", lambda *a: False)
+            out = tmp_path / f"out{off}"
+            stats = bigshuf.shuffle([str(src)], str(out), seed=3, memory="1M")
+            assert stats.store == "temporary file"
+            outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+
+
 def test_not_used_when_it_would_take_too_many_passes(tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_bytes(long_lines(30000, 7))  # ~6 MB at --memory 1M: more than MAX_PASSES windows

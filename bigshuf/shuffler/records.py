@@ -232,6 +232,15 @@ class RecordReader:
         # A codec that cannot be loaded is a usage error now, before any input is read.
         check_codecs([os.fspath(cast(PathLike, p)) for p in self.inputs if _is_path(p) and str(p) != "-"])
 
+    def take_header(self, first: bytes, name: str, first_input: bool) -> None:
+        """An input's first line under ``header``: the first input's is the header, the others
+        are dropped (with a warning if they differ)."""
+        if first_input:
+            self.header = first
+        elif first != self.header:
+            self.warn(f"{name}: first line differs from the header of the first input; "
+                      f"dropped anyway")
+
     def rereadable(self) -> bool:
         """Can every input be read a second time? Only paths of regular files (links followed):
         stdin, FIFOs, /dev/stdin, /proc/self/fd/N, ``<(cmd)`` and streams are read once."""
@@ -320,12 +329,7 @@ class RecordReader:
                     if skip_header:
                         skip_header = False
                         first_end = _cut(data, sep, 1)[1]
-                        first = bytes(data[:first_end])
-                        if first_input:
-                            self.header = first
-                        elif first != self.header:
-                            self.warn(f"{src.name}: first line differs from the header of the "
-                                      f"first input; dropped anyway")
+                        self.take_header(bytes(data[:first_end]), src.name, first_input)
                         file_records += 1
                         base += first_end
                         data = data[first_end:]

@@ -20,6 +20,7 @@ changes between passes go the engine way (the last one from the start: see Input
 from __future__ import annotations
 
 import os
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Tuple, cast
 
@@ -31,10 +32,11 @@ from bigshuf.common.errors import BigshufError
 from bigshuf.common.output import is_write_through
 from bigshuf.common.progress import Progress
 from bigshuf.common.randomness import Streams
+from bigshuf.shuffler.cuts import Moved, plan_cuts
 from bigshuf.shuffler.engine import Engine
 from bigshuf.shuffler.gather import Unit, plan_units
 from bigshuf.shuffler.plan import Geometry
-from bigshuf.shuffler.records import Block, RecordReader, Source
+from bigshuf.shuffler.records import RecordReader, Source, find_record_ends
 from bigshuf.shuffler.scatter import draw_buckets
 from bigshuf.shuffler.segments import place_records
 from bigshuf.shuffler.store import final_buckets
@@ -77,8 +79,10 @@ class Span:
 class _Input:
     """One input, kept open from pass 0 on; any change to it ends the method."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, number: int, sep: int):
         self.name = path
+        self.number = number  # the reader's input number (it keys the randomness)
+        self.sep = sep
         self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         self.identity = self._identity()
 
@@ -189,13 +193,15 @@ class Index:
     laid out by drawn bucket, so a final bucket reads, run after run, its records ordered by
     drawn bucket and then input position. :func:`places` needs both."""
 
-    def __init__(self, inputs: List[_Input], spans: List[Span], digests: List[int],
-                 lengths: np.ndarray, drawn: np.ndarray, k0: int, k: int, sep: int):
+    def __init__(self, inputs: List[_Input], blocks: List["_Pass0"], k0: int, k: int, sep: int):
         self.inputs = inputs
-        self.spans = spans
-        self.digests = digests  # xxh3 of each block's bytes as pass 0 read them
-        self.lengths = lengths
-        self.drawn = drawn
+        counts = [len(b.lengths) for b in blocks]
+        firsts = np.cumsum([0] + counts[:-1]).tolist()
+        self.spans = [Span(b.source, b.offset, b.nbytes, first, count)
+                      for b, first, count in zip(blocks, firsts, counts)]
+        self.digests = [b.digest for b in blocks]  # xxh3 of each block's bytes in pass 0
+        self.lengths = np.concatenate([b.lengths for b in blocks] or [np.empty(0, np.int32)])
+        self.drawn = np.concatenate([b.drawn for b in blocks] or [np.empty(0, np.uint16)])
         self.k = k
         self.sep = sep
         self.shift = 0
@@ -203,92 +209,137 @@ class Index:
         while width > k:  # what store.fit_row does to a run's row, as a shift of bucket numbers
             width = (width + 1) // 2
             self.shift += 1
-        self.run_first = np.array([sp.first for sp in spans], dtype=np.int64)
-        final = drawn >> self.shift if self.shift else drawn
+        self.run_first = np.array([sp.first for sp in self.spans], dtype=np.int64)
+        final = self.drawn >> self.shift if self.shift else self.drawn
         self.bucket_records = np.bincount(final, minlength=k).astype(np.int64)
-        self.bucket_bytes = np.bincount(final, weights=lengths, minlength=k).astype(np.int64)
+        self.bucket_bytes = np.bincount(final, weights=self.lengths, minlength=k).astype(np.int64)
 
     def check(self) -> None:
         for f in self.inputs:
             f.check()
 
     def sources(self) -> List[Source]:
-        """The inputs to read once more, from the descriptors held since pass 0: an input
-        removed, or replaced by another file (even a FIFO), is still the file being shuffled."""
-        out = []
-        for f in self.inputs:
-            size = os.fstat(f.fd).st_size
-            out.append(Source(f.name, os.fdopen(os.dup(f.fd), "rb", buffering=0), size, False, size))
-        return out
+        return _sources(self.inputs)
 
     def close(self) -> None:
-        for f in self.inputs:
-            f.close()
+        _close_all(self.inputs)
+
+
+def _sources(inputs: List[_Input]) -> List[Source]:
+    """The inputs to read once more, from the descriptors held since pass 0: an input removed,
+    or replaced by another file (even a FIFO), is still the file being shuffled."""
+    out = []
+    for f in inputs:
+        size = os.fstat(f.fd).st_size
+        out.append(Source(f.name, os.fdopen(os.dup(f.fd), "rb", buffering=0), size, False, size))
+    return out
+
+
+def _close_all(inputs: List[_Input]) -> None:
+    for f in inputs:
+        f.close()
 
 
 def build_index(engine: Engine, reader: RecordReader, streams: Streams, buckets: Optional[int],
-                size: int, on_block: Callable[[Block], None]) -> Optional[Index]:
-    """Pass 0: the engine's blocks and draws, keeping lengths and buckets. None (nothing kept)
-    if the records turn out too many for the metadata share of the budget."""
-    geo = engine.geo
-    k0 = buckets or geo.initial_buckets()
-    max_records = geo.memory // META_BUDGET_SHARE // META_BYTES
-    len_type = np.int32 if geo.block_bytes < (1 << 31) else np.int64
+                size: int, on_progress: Callable[[int], None]) -> Optional[Index]:
+    """Pass 0: the engine's blocks and draws, keeping lengths and buckets. The cuts are found
+    reading around them only (shuffler/cuts), the blocks read and scanned by the workers. None
+    (nothing kept) if the records turn out too many for the metadata share of the budget, or
+    the blocks could differ from the reader's."""
     inputs = _open_all(reader)
     if inputs is None:
         return None
-    spans: List[Span] = []
-    lengths: List[Optional[np.ndarray]] = []
-    draws: List[Optional[np.ndarray]] = []
-    digests: List[int] = []
-    pending: list = []
-    total = 0
-
-    def index_block(j: int, block: Block) -> None:
-        engine.check()
-        draws[j] = draw_buckets(streams.scatter((), block.source, block.index), block.count, k0)
-        digests[j] = xxhash.xxh3_64_intdigest(block.data)
-        lengths[j] = np.diff(block.ends, prepend=0).astype(len_type)
-        engine.pool.release(block.data)
-
-    blocks = reader.blocks(geo.block_bytes, geo.block_records, engine.pool)
+    geo = engine.geo
+    k0 = buckets or geo.initial_buckets()
+    pending: List[Future] = []
     try:
+        cuts = _plan_all(reader, inputs, geo.block_bytes)
+        if cuts is None:
+            _close_all(inputs)
+            return None
+        blocks = [_Pass0(*cut) for cut in cuts]
+        limit = _Limit(geo.memory // META_BUDGET_SHARE // META_BYTES, geo.block_records)
+        read = 0
         for block in blocks:
-            engine.check()
-            on_block(block)
-            if block.count == 0:
-                engine.pool.release(block.data)
-                continue
-            spans.append(Span(block.source - reader.first_source, block.offset, block.nbytes,
-                              total, block.count))
-            total += block.count
-            # The first block predicts the rest: give up early on short lines.
-            predicted = size * block.count // max(block.nbytes, 1) if len(spans) == 1 else total
-            if max(total, predicted) > max_records:
-                engine.pool.release(block.data)
-                engine.wait_some(pending, 1)
-                for f in inputs:
-                    f.close()
-                return None
-            lengths.append(None)
-            draws.append(None)
-            digests.append(0)
-            pending = engine.wait_some(pending, engine.workers)
-            pending.append(engine.submit(index_block, len(spans) - 1, block))
-            del block
+            pending = engine.wait_some(pending, 2 * engine.workers)
+            pending.append(engine.submit(_index_block, engine, inputs, block, streams, k0, limit))
+            read += block.nbytes
+            on_progress(read)
         engine.wait_some(pending, 1)
-    except BaseException:
-        for f in inputs:
-            f.close()
+    except BaseException as exc:
+        wait(pending)  # no worker may read a descriptor closed (and reused) under it
+        if isinstance(exc, InputChanged):
+            exc.sources = _sources(inputs)
+        _close_all(inputs)
+        if isinstance(exc, (_NotSame, Moved)):
+            return None
         raise
+    index = Index(inputs, blocks, k0, buckets or final_buckets(k0, len(blocks), geo.index_entries),
+                  reader.sep)
+    reader.records, reader.payload = len(index.lengths), sum(b.nbytes for b in blocks)
+    reader.bytes_read = sum(f.size for f in inputs)
+    return index
+
+
+class _NotSame(Exception):
+    """Pass 0 cannot stand for the reader's blocks (a block at its record limit) or holds too
+    many records: the engine takes over, reading the inputs once."""
+
+
+@dataclass
+class _Limit:
+    """Records pass 0 may keep in all, and per block (the reader's max_records)."""
+
+    total: int
+    per_block: int
+    seen: int = 0
+
+
+class _Pass0:
+    """One block of pass 0: where it is, then what the worker found in it."""
+
+    def __init__(self, source: int, number: int, offset: int, nbytes: int):
+        self.source, self.number, self.offset, self.nbytes = source, number, offset, nbytes
+        self.lengths = np.empty(0, np.int32)
+        self.drawn = np.empty(0, np.uint16)
+        self.digest = 0
+
+
+def _index_block(engine: Engine, inputs: List[_Input], block: _Pass0, streams: Streams, k0: int,
+                 limit: _Limit) -> None:
+    """Read one block, find its records, draw their buckets (the engine's stream for it)."""
+    engine.check()
+    buf = engine.pool.get()
+    try:
+        data = buf[:block.nbytes]
+        source = inputs[block.source]
+        source.read(block.offset, data, source.sep)
+        ends = find_record_ends(data, source.sep)
+        if not len(ends) or ends[-1] != len(data):  # no longer ends where its cut was found
+            raise InputChanged(f"{source.name}: input changed while it was being shuffled")
+        limit.seen += len(ends)  # under the GIL; an approximate running total is enough
+        if len(ends) >= limit.per_block or limit.seen > limit.total:
+            raise _NotSame()
+        block.digest = xxhash.xxh3_64_intdigest(data)
+        block.drawn = draw_buckets(streams.scatter((), source.number, block.number), len(ends), k0)
+        block.lengths = np.diff(ends, prepend=0).astype(np.int32 if len(data) < 1 << 31 else np.int64)
     finally:
-        blocks.close()
-    k = k0 if buckets else final_buckets(k0, len(spans), geo.index_entries)
-    lens = np.concatenate([x for x in lengths if x is not None] or [np.empty(0, len_type)])
-    lengths.clear()
-    drawn = np.concatenate([x for x in draws if x is not None] or [np.empty(0, np.uint16)])
-    draws.clear()
-    return Index(inputs, spans, digests, lens, drawn, k0, k, reader.sep)
+        engine.pool.release(buf)
+
+
+def _plan_all(reader: RecordReader, inputs: List[_Input], capacity: int
+              ) -> Optional[List[Tuple[int, int, int, int]]]:
+    """(input, block number, offset, bytes) of every block the reader would give."""
+    out: List[Tuple[int, int, int, int]] = []
+    for i, f in enumerate(inputs):
+        planned = plan_cuts(f.fd, f.size, capacity, reader.sep, reader.want_header)
+        if planned is None:
+            return None
+        blocks, header = planned
+        if header is not None:
+            reader.take_header(header, f.name, i == 0)
+        out.extend((i, n, offset, nbytes) for n, (offset, nbytes) in enumerate(blocks))
+    return out
 
 
 def _open_all(reader: RecordReader) -> Optional[List[_Input]]:
@@ -299,11 +350,10 @@ def _open_all(reader: RecordReader) -> Optional[List[_Input]]:
         return None
     inputs: List[_Input] = []
     try:
-        for p in reader.inputs:
-            inputs.append(_Input(os.fspath(p)))  # type: ignore[arg-type]
+        for i, p in enumerate(reader.inputs, reader.first_source):
+            inputs.append(_Input(os.fspath(p), i, reader.sep))  # type: ignore[arg-type]
     except OSError:
-        for f in inputs:
-            f.close()
+        _close_all(inputs)
         return None
     return inputs
 
@@ -326,10 +376,11 @@ def _descriptors_to_spare(count: int) -> bool:
 
 
 def prepare(engine: Engine, reader: RecordReader, streams: Streams, buckets: Optional[int],
-            size: int, on_block: Callable[[Block], None]) -> Optional[Tuple[Index, List[List[Unit]]]]:
+            size: int, on_progress: Callable[[int], None]
+            ) -> Optional[Tuple[Index, List[List[Unit]]]]:
     """Pass 0 and the plan of the windows; None if the method does not fit after all (too many
     records, a bucket the engine would re-scatter, too many windows): nothing is kept then."""
-    index = build_index(engine, reader, streams, buckets, size, on_block)
+    index = build_index(engine, reader, streams, buckets, size, on_progress)
     if index is None:
         return None
     geo = engine.geo

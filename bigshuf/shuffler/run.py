@@ -196,7 +196,7 @@ def _scatter(opts: ShuffleOptions, reader: RecordReader, engine: Engine, streams
 
     geo = engine.geo
     prepared = method.prepare(engine, reader, streams, opts.buckets, size or 0,
-                              lambda block: prog.scattered(reader.bytes_read)) if reread else None
+                              prog.scattered) if reread else None
     if prepared is not None:
         stats.runs, stats.buckets = len(prepared[0].spans), prepared[0].k
         stats.store, stats.passes = "input", len(prepared[1])

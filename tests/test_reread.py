@@ -89,6 +89,19 @@ def test_same_bytes_as_the_engine(tmp_path, monkeypatch, kw):
         assert (stats.records, stats.records_out) == (engine_stats.records, engine_stats.records_out)
 
 
+@pytest.mark.parametrize("kw", [dict(), dict(header=True), dict(buckets=50)])
+def test_same_bytes_when_blocks_are_read_in_parts(tmp_path, monkeypatch, kw):
+    """The passes read blocks in parts cut at record ends (PART_BYTES); a record longer than a
+    part is a part of its own, a last line without a newline gets its terminator in its part."""
+    monkeypatch.setattr(reread, "PART_BYTES", 5000)
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_bytes(long_lines(2000, 3) + b"y" * 12000 + b"\n" + long_lines(2000, 4))
+    b.write_bytes(long_lines(3000, 5, tail=b""))
+    (stats, got), (_, want) = shuffle_both(monkeypatch, tmp_path, [str(a), str(b)], "out.jsonl",
+                                           seed=7, memory="1M", **kw)
+    assert got == want
+
+
 def test_golden_digest(tmp_path):
     """The input method's bytes for a seed are the engine's (digest computed with the engine)."""
     src = tmp_path / "in.jsonl"

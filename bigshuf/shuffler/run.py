@@ -198,7 +198,7 @@ def _scatter(opts: ShuffleOptions, reader: RecordReader, engine: Engine, streams
     prepared = method.prepare(engine, reader, streams, opts.buckets, size or 0,
                               prog.scattered) if reread else None
     if prepared is not None:
-        stats.runs, stats.buckets = len(prepared[0].spans), prepared[0].k
+        stats.runs, stats.buckets = prepared[0].runs, prepared[0].k
         stats.store, stats.passes = "input", len(prepared[1])
         return prepared, None, reader
     if reread:  # not suitable after all: read once, the engine way

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Set, Tuple
 
 import numpy as np
 
@@ -91,7 +91,7 @@ class Engine:
         self.temp = TempSpace(temp_dir)
         self.inflight: Set[Future] = set()
 
-    def submit(self, fn: Callable[..., None], *args: object) -> Future:
+    def submit(self, fn: Callable[..., Any], *args: object) -> Future:
         future = self.executor.submit(fn, *args)
         self.inflight.add(future)
         future.add_done_callback(self.inflight.discard)
@@ -118,6 +118,11 @@ class Engine:
     def check(self) -> None:
         if self.signalled or self.cancel.is_set():
             raise Cancelled()
+
+    def wait_for(self, future: Future) -> Any:
+        """``future``'s result, waited for as :meth:`wait_some` does (signals noticed)."""
+        self.wait_some([future], 1)
+        return future.result()
 
     def wait_some(self, pending: List[Future], limit: int) -> List[Future]:
         """Wait until fewer than ``limit`` futures are pending; re-raise worker errors."""

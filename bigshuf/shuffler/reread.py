@@ -426,10 +426,25 @@ def prepare(engine: Engine, reader: RecordReader, streams: Streams, buckets: Opt
 
 
 def plan_windows(units: List[Unit], budget: int) -> Optional[List[List[Unit]]]:
-    """Consecutive units grouped into output windows of at most ``budget`` bytes (records and
-    their places); None if a unit must be re-scattered or there would be too many windows."""
+    """Consecutive units grouped into output windows, so that the largest window's bytes and
+    the places of any window (computed while the one before is still in the buffer) fit in
+    ``budget``; None if a unit must be re-scattered or there would be too many windows."""
     if any(u.oversized for u in units):
         return None
+    share = budget
+    while True:
+        windows = _group(units, share)
+        peak = max(sum(u.nbytes for u in w) for w in windows) \
+            + PLACE_BYTES * max(sum(u.records for u in w) for w in windows)
+        if peak <= budget or share <= 0:
+            break
+        share -= max(peak - budget, share // 16)  # uneven windows: shrink them, try again
+    return windows if len(windows) <= MAX_PASSES and peak <= budget else None
+
+
+def _group(units: List[Unit], budget: int) -> List[List[Unit]]:
+    """Consecutive units in windows of at most ``budget`` bytes and places each (a unit that
+    does not fit alone gets a window of its own)."""
     windows: List[List[Unit]] = [[]]
     used = 0
     for u in units:
@@ -439,7 +454,7 @@ def plan_windows(units: List[Unit], budget: int) -> Optional[List[List[Unit]]]:
             used = 0
         windows[-1].append(u)
         used += cost
-    return windows if len(windows) <= MAX_PASSES else None
+    return windows
 
 
 def places(index: Index, units: List[Unit], streams: Streams) -> Tuple[np.ndarray, np.ndarray]:
@@ -480,14 +495,19 @@ def places(index: Index, units: List[Unit], streams: Streams) -> Tuple[np.ndarra
 
 def write_windows(engine: Engine, index: Index, windows: List[List[Unit]], sink: Sink,
                   streams: Streams, progress: Progress) -> None:
-    """Passes 1..P: fill each window from the inputs, check it, hand its units to ``sink``."""
+    """Passes 1..P: fill each window from the inputs, check it, hand its units to ``sink``.
+    The next window's places are computed on a worker while this one is written (the write
+    holds one core, and the workers would wait)."""
     buffer = np.empty(max(sum(u.nbytes for u in w) for w in windows), dtype=np.uint8)
-    for units in windows:
+    placed = engine.submit(places, index, windows[0], streams)
+    for i, units in enumerate(windows):
         if sink.full:
             break
         base = units[0].out_offset
         window = buffer[:sum(u.nbytes for u in units)]
-        _fill_window(engine, index, units, window, streams)
+        _fill_window(engine, index, engine.wait_for(placed), window)
+        if i + 1 < len(windows):
+            placed = engine.submit(places, index, windows[i + 1], streams)
         for u in units:
             if sink.full:
                 break
@@ -499,11 +519,12 @@ def write_windows(engine: Engine, index: Index, windows: List[List[Unit]], sink:
             progress.gathered(u.nbytes)
 
 
-def _fill_window(engine: Engine, index: Index, units: List[Unit], window: np.ndarray,
-                 streams: Streams) -> None:
-    """Read the inputs again, block by block on the workers, copying each record of the window
-    to its place; then check that what was read is what pass 0 saw."""
-    ids, dests = places(index, units, streams)
+def _fill_window(engine: Engine, index: Index, placed: Tuple[np.ndarray, np.ndarray],
+                 window: np.ndarray) -> None:
+    """Read the inputs again, part by part on the workers, copying each record of the window
+    to its place (``placed``: see :func:`places`); then check that what was read is what pass
+    0 saw."""
+    ids, dests = placed
     pool = BufferPool(index.part_bytes)
     pending: list = []
     bounds = np.searchsorted(ids, [sp.first for sp in index.spans] + [len(index.lengths)]).tolist()

@@ -88,3 +88,20 @@ def test_cut_matches_reference(data, limit, slice_size):
         assert records._cut(buf, 10, limit) == (len(ends), ends[-1] if ends else 0)
     finally:
         records._SCAN_SLICE = saved
+
+
+@settings(max_examples=400, deadline=None)
+@given(lengths=st.lists(st.one_of(st.integers(0, 7), st.integers(20, 200), st.integers(20, 200)),
+                       max_size=300), tail=st.integers(0, 30),
+       offset=st.integers(0, 7), sep=st.sampled_from([10, 0]))
+def test_find_terminators_is_flatnonzero(lengths, tail, offset, sep):
+    """The word-at-a-time newline scan gives exactly np.flatnonzero(data == sep): lines of
+    every length (several terminators to a word, none, a tail past the last whole word), at any
+    alignment of the slice."""
+    from bigshuf.shuffler.records import find_terminators
+
+    rng = np.random.default_rng(len(lengths) + tail)
+    body = b"".join(bytes(rng.integers(1, 9, n).tolist()) + bytes([sep]) for n in lengths)
+    raw = np.frombuffer(b"x" * offset + body + b"y" * tail, dtype=np.uint8)
+    data = raw[offset:]
+    assert np.array_equal(find_terminators(data, sep), np.flatnonzero(data == sep))

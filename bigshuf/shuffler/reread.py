@@ -474,26 +474,27 @@ def places(index: Index, units: List[Unit], streams: Streams) -> Tuple[np.ndarra
         del run
     else:
         key = drawn
-    order = np.argsort(key, kind="stable")
+    rank = np.argsort(key, kind="stable")  # the window's records (as ranks in ids), unit order
     del key
-    ids, final = ids[order], drawn[order] >> h
-    del order, drawn
+    final = drawn[rank] >> h
+    del drawn
     pos = 0
     for u in units:
-        seg = ids[pos:pos + u.records]
+        seg = rank[pos:pos + u.records]
         if len(seg):
             perm = streams.gather((), u.first).permutation(len(seg))
             if u.last - u.first > 1:
                 perm = perm[np.argsort(final[pos:pos + u.records][perm], kind="stable")]
-            ids[pos:pos + u.records] = seg[perm]
+            rank[pos:pos + u.records] = seg[perm]
         pos += u.records
     del final
-    lengths = index.lengths[ids].astype(np.int64)
+    lengths = index.lengths[ids[rank]].astype(np.int64)
     dests = np.cumsum(lengths)
     dests -= lengths
     del lengths
-    order = np.argsort(ids)
-    return ids[order], dests[order]
+    out = np.empty_like(dests)
+    out[rank] = dests  # back to ascending record numbers: a scatter, no sort
+    return ids, out
 
 
 def write_windows(engine: Engine, index: Index, windows: List[List[Unit]], sink: Sink,

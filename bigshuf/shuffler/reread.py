@@ -256,7 +256,7 @@ def _close_all(inputs: List[_Input]) -> None:
 
 
 def build_index(engine: Engine, reader: RecordReader, streams: Streams, buckets: Optional[int],
-                size: int, on_progress: Callable[[int], None]) -> Optional[Index]:
+                on_progress: Callable[[int], None]) -> Optional[Index]:
     """Pass 0: the engine's blocks and draws, keeping lengths and buckets. The cuts are found
     reading around them only (shuffler/cuts), the blocks read and scanned by the workers. None
     (nothing kept) if the records turn out too many for the metadata share of the budget, or
@@ -409,11 +409,10 @@ def _descriptors_to_spare(count: int) -> bool:
 
 
 def prepare(engine: Engine, reader: RecordReader, streams: Streams, buckets: Optional[int],
-            size: int, on_progress: Callable[[int], None]
-            ) -> Optional[Tuple[Index, List[List[Unit]]]]:
+            on_progress: Callable[[int], None]) -> Optional[Tuple[Index, List[List[Unit]]]]:
     """Pass 0 and the plan of the windows; None if the method does not fit after all (too many
     records, a bucket the engine would re-scatter, too many windows): nothing is kept then."""
-    index = build_index(engine, reader, streams, buckets, size, on_progress)
+    index = build_index(engine, reader, streams, buckets, on_progress)
     if index is None:
         return None
     geo = engine.geo

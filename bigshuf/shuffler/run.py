@@ -195,8 +195,8 @@ def _scatter(opts: ShuffleOptions, reader: RecordReader, engine: Engine, streams
     from bigshuf.shuffler import reread as method
 
     geo = engine.geo
-    prepared = method.prepare(engine, reader, streams, opts.buckets, size or 0,
-                              prog.scattered) if reread else None
+    prepared = method.prepare(engine, reader, streams, opts.buckets, prog.scattered) \
+        if reread else None
     if prepared is not None:
         stats.runs, stats.buckets = prepared[0].runs, prepared[0].k
         stats.store, stats.passes = "input", len(prepared[1])

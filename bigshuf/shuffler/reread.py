@@ -12,9 +12,9 @@ read back, scanned and permuted.
 
 When: every input an uncompressed regular file, together too big for RAM runs but small enough
 to stay in the page cache and need at most MAX_PASSES windows, with records long enough that
-their metadata fits an eighth of the budget (the 1 GB JSONL benchmark at --memory 256M: 7
-passes). Reading a cached file is a plain copy (~27 GB/s on the 2-core dev machine), far less
-than what the temporary file costs. Short lines, compressed or read-once inputs, or an input that
+their metadata fits an eighth of the budget (the 1 GB JSONL benchmark at --memory 256M: pass 0
+and 5 windows). Reading a cached file is a plain copy (~23 GB/s on the 2-core dev machine), far
+less than what the temporary file costs. Short lines, compressed or read-once inputs, or an input that
 changes between passes go the engine way (the last one from the start: see InputChanged).
 """
 from __future__ import annotations

@@ -71,3 +71,22 @@ def test_the_input_method_stays_within_the_budget(tmp_path):
     rss = _peak_rss_mib(["shuffle", src, "-S", "16M", "-o", tmp_path / "out.jsonl"])
     assert rss <= 16 + 64, rss
     assert bigshuf.shuffle([str(src)], str(tmp_path / "out2.jsonl"), memory="16M").store == "input"
+
+
+def test_a_sample_spilled_from_stdin_stays_within_the_budget():
+    """-n on a stream whose lines are far longer than the reservoir plans for (~32 bytes): the
+    reservoir spills to the temporary file (shuffler/sampling.py), with as many slots as
+    --memory allows for a reservoir, and peak RSS stays within the budget."""
+    import io
+
+    import numpy as np
+
+    import bigshuf
+
+    rng = np.random.default_rng(0)
+    data = b"".join(b"%07d %s\n" % (i, b"w" * n) for i, n in enumerate(rng.integers(50, 250, 250_000).tolist()))
+    args = ["-S", "16M", "-n", "170000", "--seed", "1"]  # 170000 slots: 16M / 96 is the most
+    rss = _peak_rss_mib(["shuffle", *args, "-o", "/dev/null"], input=data)
+    assert rss <= 16 + 64, rss
+    stats = bigshuf.shuffle([io.BytesIO(data)], io.BytesIO(), memory="16M", sample=170_000, seed=1)
+    assert stats.store == "reservoir" and stats.spilled > 16 * MIB

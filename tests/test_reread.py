@@ -69,7 +69,7 @@ def _change_on_window(monkeypatch, window: int, change) -> None:
     dict(memory="1M", jobs=1),
     dict(memory="1M", header=True),
     dict(memory="1M", buckets=50),
-    dict(memory="1M", sample=1234),
+    dict(memory="1M", sample=1234, buckets=64),  # -n with --buckets: shuffle and stop, not the reservoir
     dict(memory="1M", shards=3),
     dict(memory="1M", zero_terminated=True),
     dict(memory="1M", split="a=0.3,b=rest"),

@@ -19,6 +19,7 @@ from scipy import stats
 
 import bigshuf
 from bigshuf.common import randomness
+from bigshuf.shuffler import sampling
 
 ALPHA = 1e-4
 
@@ -75,9 +76,9 @@ def test_every_subset_of_four_lines_equally_likely_single_input():
     assert _p_uniform(counts, 6) > ALPHA and len(counts) == 6
 
 
-def test_reservoir_across_many_blocks_and_inputs_is_uniform():
+def _many_blocks_pvalue() -> float:
     """Inputs far larger than one block (so draws come from many block streams per input):
-    each line's inclusion frequency matches n/N (chi-square over lines)."""
+    chi-square p-value of each line's inclusion frequency against n/N."""
     sizes = (30000, 10000, 50000)  # ~630 KB: about ten 64 KB blocks at -S 1M
     total, n, runs = sum(sizes), 50, 200
     make = _files(*sizes)
@@ -85,10 +86,15 @@ def test_reservoir_across_many_blocks_and_inputs_is_uniform():
     for seed in range(runs):
         hits.update(_sample(make, n, seed, memory="1M"))
     observed = np.array([hits.get(b"L%d" % i, 0) for i in range(total)], dtype=float)
+    assert observed.sum() == n * runs
     # Group lines into 90 bins of 1000 consecutive lines: expected n*runs/90 each.
     binned = observed.reshape(90, -1).sum(axis=1)
-    assert stats.chisquare(binned).pvalue > ALPHA
-    assert observed.sum() == n * runs
+    return stats.chisquare(binned).pvalue
+
+
+def test_reservoir_across_many_blocks_and_inputs_is_uniform():
+    """Each line's inclusion frequency matches n/N (chi-square over lines)."""
+    assert _many_blocks_pvalue() > ALPHA
 
 
 @pytest.mark.parametrize("codec", ["gz", "bz2"])
@@ -109,6 +115,57 @@ def test_stdin_last_line_without_newline_is_kept(monkeypatch):
     assert sorted(p.stdout.splitlines(keepends=True)) == [b"a\n", b"b\n", b"c\n"]
     p = invoke(["shuffle", "-n", "3", "--seed", "1"], input=b"a\nb\nc")
     assert sorted(p.stdout.splitlines(keepends=True)) == [b"a\n", b"b\n", b"c\n"]
+
+
+# -- the spilled reservoir -------------------------------------------------------------------------
+# Sampled lines longer than the reservoir's memory: its records move to the temporary file, later
+# ones are appended there, garbage is compacted, and the sample is read back in pieces
+# (shuffler/sampling.py). Forced here on small inputs, with pieces of 3 records, so all of it runs.
+
+@pytest.fixture
+def spill(monkeypatch):
+    """``spill(at)``: every reservoir spills, through the real overflow path, at its ``at``-th
+    block with kept records (0: while it fills; later: once full, in the replacement phase),
+    and reads back 3 records (64 bytes) at a time."""
+    def force(at: int) -> None:
+        real = sampling._Reservoir.put
+
+        def put(self, *args):
+            self.puts = getattr(self, "puts", 0) + 1
+            if self.puts > at and self.file is None:
+                self.budget = 0                      # nothing more fits in memory...
+                self.data = self.data[:self.used]    # ...and the buffer is full: it overflows
+            real(self, *args)
+            assert (self.file is not None) == (self.puts > at)
+
+        monkeypatch.setattr(sampling._Reservoir, "put", put)
+        monkeypatch.setattr(sampling, "piece_sizes", lambda room, longest: (64, 3))
+
+    return force
+
+
+@pytest.mark.parametrize("sizes,at", [((4, 4), 0), ((4, 4), 1), ((2, 3, 3), 0)],
+                         ids=["4+4-first", "4+4-second", "2+3+3-first"])
+def test_spilled_reservoir_every_pair_equally_likely(spill, sizes, at):
+    spill(at)
+    counts = _counts(_files(*sizes), 2, 1400)
+    assert len(counts) == 28
+    assert _p_uniform(counts, 28) > ALPHA
+
+
+def test_spilled_reservoir_order_is_uniform(spill):
+    spill(0)
+    counts = _counts(_files(3, 2), 2, 2000, ordered=True)
+    assert len(counts) == 20
+    assert _p_uniform(counts, 20) > ALPHA
+
+
+@pytest.mark.parametrize("at", [0, 20], ids=["filling", "late"])
+def test_spilled_reservoir_across_many_blocks_is_uniform(spill, at):
+    """~40 blocks with kept records; spilled while filling or halfway (at the second block:
+    the pairs above)."""
+    spill(at)
+    assert _many_blocks_pvalue() > ALPHA
 
 
 # -- mutations: the statistics above must catch them --------------------------------------------
@@ -136,3 +193,34 @@ def test_mutation_reservoir_off_by_one_is_caught(monkeypatch):
                         lambda self, source, block: OffByOne(real(self, source, block)))
     counts = _counts(_files(4), 2, 1200)
     assert len(counts) < 6 or _p_uniform(counts, 6) < ALPHA
+
+
+def test_mutation_spilled_sample_written_in_file_order_is_caught(spill, monkeypatch):
+    """A spilled reservoir reading each piece back in file order (the order records reached the
+    temporary file) instead of the permuted order."""
+    spill(0)
+    real = sampling._Reservoir.read
+    monkeypatch.setattr(sampling._Reservoir, "read",
+                        lambda self, idx: real(self, idx[np.argsort(self.start[idx], kind="stable")]))
+    counts = _counts(_files(3, 2), 2, 2000, ordered=True)
+    assert len(counts) < 20 or _p_uniform(counts, 20) < ALPHA
+
+
+def test_mutation_spill_losing_the_block_that_overflowed_is_caught(spill, monkeypatch):
+    """The block whose records overflowed the memory is dropped when the reservoir spills
+    (the slots keep their old records): that block's lines are never sampled."""
+    spill(20)
+    forced = sampling._Reservoir.put
+
+    def put(self, slots, src, starts, lengths):
+        if self.file is not None:
+            return forced(self, slots, src, starts, lengths)
+        before = self.start.copy(), self.length.copy(), self.live, self.filled
+        self._compact_file = lambda: None  # the offsets in `before` must stay valid
+        forced(self, slots, src, starts, lengths)
+        del self._compact_file
+        if self.file is not None:  # it spilled: forget what this block stored
+            self.start[:], self.length[:], self.live, self.filled = before
+
+    monkeypatch.setattr(sampling._Reservoir, "put", put)
+    assert _many_blocks_pvalue() < ALPHA

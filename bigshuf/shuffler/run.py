@@ -59,12 +59,14 @@ def run(opts: ShuffleOptions) -> ShuffleStats:
     reader = RecordReader(record_inputs(opts), opts.sep, header=opts.header, warn=warn)
     size = _preflight(opts, reader, geo, stats.workers)
     if opts.sample is not None and opts.buckets is None:
-        from bigshuf.shuffler.sampling import try_reservoir
+        from bigshuf.shuffler.sampling import reservoir_fits, sample_by_reservoir
 
-        with SignalGuard() as signals:
-            if try_reservoir(reader, opts, geo, Streams(seed), stats, size, signals.defer):
-                return stats
-        reader = RecordReader(record_inputs(opts), opts.sep, header=opts.header, warn=warn)
+        # -n: decided from N and --memory alone, so a file and the same bytes on a stream
+        # take the same way (the reservoir spills to the temporary file if the lines are long).
+        if reservoir_fits(opts.sample, geo):
+            with SignalGuard() as signals:
+                sample_by_reservoir(reader, opts, geo, Streams(seed), stats, size, signals.defer)
+            return stats
     return _run_engine(opts, reader, geo, Streams(seed), stats, size)
 
 

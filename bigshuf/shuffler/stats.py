@@ -20,6 +20,7 @@ class ShuffleStats:
     levels: int = 0
     store: str = "memory"
     passes: int = 0  # readings of the input after the first (store "input")
+    spilled: int = 0  # bytes the reservoir (store "reservoir") wrote to the temporary file
     workers: int = 1
     scatter_seconds: float = 0.0
     gather_seconds: float = 0.0
@@ -32,8 +33,10 @@ class ShuffleStats:
             return (f"bigshuf: {self.records:,} records -> {self.records_out:,} {how}; "
                     f"seed {self.seed}")
         if self.store == "reservoir":
+            where = (f", spilled {format_size(self.spilled)} to the temporary file"
+                     if self.spilled else "")
             return (f"bigshuf: {self.records:,} records ({format_size(self.bytes)}) -> "
-                    f"{self.records_out:,} sampled in one pass (reservoir); seed {self.seed}")
+                    f"{self.records_out:,} sampled in one pass (reservoir{where}); seed {self.seed}")
         where = (f"no temporary copy, input read {self.passes + 1} times" if self.store == "input"
                  else f"runs in {self.store}")
         return (f"bigshuf: {self.records:,} records ({format_size(self.bytes)}) -> "

@@ -39,7 +39,7 @@ from bigshuf.shuffler.gather import Unit, plan_units
 from bigshuf.shuffler.plan import Geometry
 from bigshuf.shuffler.records import RecordReader, Source, find_record_ends
 from bigshuf.shuffler.scatter import draw_buckets
-from bigshuf.shuffler.segments import place_records
+from bigshuf.shuffler.segments import STEP_BYTES, place_records
 from bigshuf.shuffler.store import final_buckets
 from bigshuf.shuffler.writing import Sink
 
@@ -150,7 +150,9 @@ def window_budget(geo: Geometry, workers: int, records: Optional[int] = None,
     most, an eighth, before pass 0 has counted the records) and a read buffer per worker (a
     block, or the largest part once pass 0 has cut them)."""
     meta = geo.memory // META_BUDGET_SHARE if records is None else records * (META_BYTES + PICK_BYTES)
-    return geo.memory - meta - workers * (part_bytes or geo.block_bytes)
+    # Per worker: its read buffer, and the items place_records gathers at a time.
+    part = part_bytes or geo.block_bytes
+    return geo.memory - meta - workers * (part + min(part, STEP_BYTES))
 
 
 def suitable(reader: RecordReader, geo: Geometry, size: Optional[int], workers: int,
@@ -503,12 +505,13 @@ def write_windows(engine: Engine, index: Index, windows: List[List[Unit]], sink:
     holds one core, and the workers would wait)."""
     buffer = np.empty(max(sum(u.nbytes for u in w) for w in windows), dtype=np.uint8)
     placed = engine.submit(places, index, windows[0], streams)
+    pool = BufferPool(index.part_bytes)  # one read buffer per worker, kept for every pass
     for i, units in enumerate(windows):
         if sink.full:
             break
         base = units[0].out_offset
         window = buffer[:sum(u.nbytes for u in units)]
-        _fill_window(engine, index, engine.wait_for(placed), window)
+        _fill_window(engine, index, engine.wait_for(placed), window, pool)
         if i + 1 < len(windows):
             placed = engine.submit(places, index, windows[i + 1], streams)
         for u in units:
@@ -523,12 +526,11 @@ def write_windows(engine: Engine, index: Index, windows: List[List[Unit]], sink:
 
 
 def _fill_window(engine: Engine, index: Index, placed: Tuple[np.ndarray, np.ndarray],
-                 window: np.ndarray) -> None:
+                 window: np.ndarray, pool: BufferPool) -> None:
     """Read the inputs again, part by part on the workers, copying each record of the window
     to its place (``placed``: see :func:`places`); then check that what was read is what pass
     0 saw."""
     ids, dests = placed
-    pool = BufferPool(index.part_bytes)
     pending: list = []
     bounds = np.searchsorted(ids, [sp.first for sp in index.spans] + [len(index.lengths)]).tolist()
     for j, (a, z) in enumerate(zip(bounds, bounds[1:])):

@@ -108,7 +108,7 @@ class _Input:
         if not same:
             raise InputChanged(f"{self.name}: input changed while it was being shuffled")
 
-    def read(self, offset: int, out: np.ndarray, sep: int) -> None:
+    def read(self, offset: int, out: np.ndarray) -> None:
         """Fill ``out`` from ``offset``; the one byte past the end is the terminator the reader
         gave a last line without one."""
         view = memoryview(out)  # type: ignore[arg-type]
@@ -119,7 +119,7 @@ class _Input:
                 break
             done += got
         if done == len(out) - 1 and offset + done == self.size:
-            out[done] = sep
+            out[done] = self.sep
         elif done != len(out):
             raise InputChanged(f"{self.name}: input changed while it was being shuffled")
 
@@ -218,6 +218,7 @@ class Index:
                 self.digests.append(digest)
                 offset, first = offset + nbytes, first + count
         self.part_bytes = max((sp.nbytes for sp in self.spans), default=1)
+        self.span_first = np.array([sp.first for sp in self.spans], dtype=np.int64)
         self.lengths = np.concatenate([b.lengths for b in blocks] or [np.empty(0, np.int32)])
         self.drawn = np.concatenate([b.drawn for b in blocks] or [np.empty(0, np.uint16)])
         self.k = k
@@ -333,7 +334,7 @@ def _index_block(engine: Engine, inputs: List[_Input], block: _Pass0, streams: S
     try:
         data = buf[:block.nbytes]
         source = inputs[block.source]
-        source.read(block.offset, data, source.sep)
+        source.read(block.offset, data)
         ends = find_record_ends(data, source.sep)
         if not len(ends) or ends[-1] != len(data):  # no longer ends where its cut was found
             raise InputChanged(f"{source.name}: input changed while it was being shuffled")
@@ -532,7 +533,7 @@ def _fill_window(engine: Engine, index: Index, placed: Tuple[np.ndarray, np.ndar
     0 saw."""
     ids, dests = placed
     pending: list = []
-    bounds = np.searchsorted(ids, [sp.first for sp in index.spans] + [len(index.lengths)]).tolist()
+    bounds = np.searchsorted(ids, index.span_first).tolist() + [len(ids)]
     for j, (a, z) in enumerate(zip(bounds, bounds[1:])):
         if a < z:
             pending = engine.wait_some(pending, 2 * engine.workers)
@@ -553,7 +554,7 @@ def _fill(engine: Engine, index: Index, pool: BufferPool, j: int, ids: np.ndarra
     try:
         data = buf[:span.nbytes]
         source = index.inputs[span.source]
-        source.read(span.offset, data, index.sep)
+        source.read(span.offset, data)
         if xxhash.xxh3_64_intdigest(data) != index.digests[j]:
             raise InputChanged(f"{source.name}: input changed while it was being shuffled")
         block_lengths = index.lengths[span.first:span.first + span.count]

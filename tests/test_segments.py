@@ -105,3 +105,43 @@ def test_find_terminators_is_flatnonzero(lengths, tail, offset, sep):
     raw = np.frombuffer(b"x" * offset + body + b"y" * tail, dtype=np.uint8)
     data = raw[offset:]
     assert np.array_equal(find_terminators(data, sep), np.flatnonzero(data == sep))
+
+
+@settings(max_examples=60, deadline=None)
+@given(lengths=st.lists(st.integers(1, 1500), min_size=1, max_size=120),
+       big=st.sampled_from([300, 1 << 16]), rnd=st.randoms(use_true_random=False))
+def test_place_records_matches_reference(lengths, big, rnd):
+    """Records placed anywhere (the input method's window fill): short, long and BIG ones."""
+    segments_big = segments.BIG
+    segments.BIG = big
+    try:
+        starts, lengths = _layout(lengths)
+        src = np.frombuffer(bytes(rnd.getrandbits(8) for _ in range(int(lengths.sum()))), np.uint8)
+        order = list(range(len(lengths)))
+        rnd.shuffle(order)
+        expect = _reference(src, starts, lengths, order)
+        dests = np.empty(len(order), np.int64)
+        dests[order] = np.cumsum(lengths[order]) - lengths[order]
+        out = np.zeros(len(src), np.uint8)
+        segments.place_records(src, starts, lengths, out, dests)
+        assert out.tobytes() == expect
+    finally:
+        segments.BIG = segments_big
+
+
+def test_placing_a_huge_record_allocates_nothing_of_its_size():
+    """A 32 MB record is one memcpy: no gathered copy of it, no index per 256-byte window (the
+    memory bound counts STEP_BYTES of temporaries per worker, not a record's size)."""
+    import tracemalloc
+
+    size = 32 << 20
+    src = np.ones(size + 10, np.uint8)
+    out = np.zeros(size + 10, np.uint8)
+    starts, lengths = np.array([0, size]), np.array([size, 10])
+    tracemalloc.start()
+    try:
+        segments.place_records(src, starts, lengths, out, np.array([10, 0]))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out[10:].all() and peak < segments.STEP_BYTES, peak

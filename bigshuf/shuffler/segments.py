@@ -120,12 +120,18 @@ def place_records(src: np.ndarray, starts: np.ndarray, lengths: np.ndarray, out:
 
     Exact, with no spill: a record of length L >= W is copied as W-byte windows at 0, W, 2W, ...
     and one more ending exactly at L (overlapping the previous one, with the same bytes); a
-    shorter record, as two windows of the largest power of two w <= L, one at each end."""
+    shorter record, as two windows of the largest power of two w <= L, one at each end. A record
+    longer than ``BIG`` is one slice copy: its windows would not split across steps, so they
+    would gather a temporary the size of the record (16 MB lines broke the memory bound)."""
     w = PLACE_WIDTH
-    long_ = lengths >= w
+    big = lengths > BIG
+    if big.any():
+        for s0, d0, n0 in zip(starts[big].tolist(), dests[big].tolist(), lengths[big].tolist()):
+            out[d0:d0 + n0] = src[s0:s0 + n0]
+    long_ = (lengths >= w) & ~big
     if long_.any():
         _place_long(src, starts[long_], lengths[long_], out, dests[long_], w)
-    short = ~long_
+    short = lengths < w
     if short.any():
         s, d, ln = starts[short], dests[short], lengths[short]
         width = np.log2(ln).astype(np.int64)  # floor(log2 L): L >= 1 (a record has its terminator)

@@ -159,6 +159,18 @@ def test_a_block_at_its_record_limit_goes_the_engine_way(tmp_path, monkeypatch):
     assert outs[0] == outs[1]
 
 
+@pytest.mark.parametrize("first", [b"", b"a\nb\n", b"x" * 300 + b"\n"])
+def test_the_record_estimate_looks_at_every_input(tmp_path, monkeypatch, first):
+    """Review break: an empty or tiny first input stood for all of them (a short-line estimate
+    over 1 MB of JSONL), so the method was not used where its conditions hold."""
+    (tmp_path / "a.txt").write_bytes(first)
+    (tmp_path / "b.jsonl").write_bytes(long_lines(4000, 10))
+    inputs = [str(tmp_path / "a.txt"), str(tmp_path / "b.jsonl")]
+    (stats, mine), (_, theirs) = shuffle_both(monkeypatch, tmp_path, inputs, "out", seed=2,
+                                              memory="1M")
+    assert mine == theirs
+
+
 def test_not_used_when_it_would_take_too_many_passes(tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_bytes(long_lines(30000, 7))  # ~6 MB at --memory 1M: more than MAX_PASSES windows

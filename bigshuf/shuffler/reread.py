@@ -169,7 +169,7 @@ def suitable(reader: RecordReader, geo: Geometry, size: Optional[int], workers: 
     window = window_budget(geo, workers)
     if window <= geo.block_bytes or -(-size // window) > MAX_PASSES or 2 * size > available_memory():
         return False
-    if _sampled_records(reader, size) > geo.memory // META_BUDGET_SHARE // META_BYTES:
+    if _sampled_records(reader) > geo.memory // META_BUDGET_SHARE // META_BYTES:
         return False  # short lines: their metadata would not fit
     # Output written in place (stdout, a device, an inherited descriptor) could not be taken back
     # if an input changed after a window went out, and might even be an input (`f >> f`): only
@@ -178,15 +178,21 @@ def suitable(reader: RecordReader, geo: Geometry, size: Optional[int], workers: 
         and not is_write_through(os.fspath(output))
 
 
-def _sampled_records(reader: RecordReader, size: int, sample: int = 1 << 16) -> int:
-    """Records the inputs would hold if they were all like the start of the first one (pass 0
-    still counts them exactly and gives up when they are too many)."""
-    try:
-        with open(os.fspath(cast(str, reader.inputs[0])), "rb") as f:
-            head = f.read(sample)
-    except OSError:
-        return 0
-    return size * (head.count(bytes([reader.sep])) + 1) // max(len(head), 1)
+def _sampled_records(reader: RecordReader, sample: int = 1 << 16) -> int:
+    """Records the inputs would hold if each were like its start (pass 0 still counts them
+    exactly and gives up when they are too many). Every input is sampled: an empty or tiny
+    first one must not stand for the others."""
+    total = 0
+    for path in reader.inputs:
+        try:
+            with open(os.fspath(cast(str, path)), "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                head = f.read(min(sample, size))
+        except OSError:
+            continue
+        if head:
+            total += size * (head.count(bytes([reader.sep])) + 1) // len(head)
+    return total
 
 
 def _fd_alias(path: str) -> bool:

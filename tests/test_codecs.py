@@ -112,15 +112,16 @@ def test_missing_codec_is_a_usage_error_before_any_work(tmp_path, monkeypatch):
         RecordReader([src, zst])
 
 
+@pytest.mark.parametrize("memory", [None, 1 << 30])  # zstd jobs of 512 KiB and of 4 MiB
 @pytest.mark.parametrize("suffix", [".gz", ".zst"])
-def test_compressed_output_is_deterministic(tmp_path, suffix, monkeypatch):
+def test_compressed_output_is_deterministic(tmp_path, suffix, monkeypatch, memory):
     """The same bytes for any number of codec threads (>= 1) and however the writes are cut."""
     outs = set()
     for threads, step in ((1, 1 << 20), (2, 77_777), (4, 3 << 20)):  # and any write sizes
         monkeypatch.setattr(codecs, "ZSTD_THREADS", threads)
         monkeypatch.setattr(codecs, "GZIP_THREADS", threads)
         raw = io.BytesIO()
-        w = compressor_for("x.txt" + suffix, raw)
+        w = compressor_for("x.txt" + suffix, raw, memory)
         for i in range(0, len(SEQ), step):
             w.write(SEQ[i:i + step])
         w.close()

@@ -8,7 +8,7 @@ import sys
 import pytest
 from helpers import cli_env, invoke, one_line_error
 
-from bigshuf.common.codecs import xz_preset
+from bigshuf.common.codecs import ZSTD_RSS_PER_JOB_BYTE, xz_preset, zstd_job
 
 MIB = 1 << 20
 
@@ -39,6 +39,14 @@ def test_a_huge_budget_on_five_lines_takes_what_five_lines_take():
 def test_xz_encoder_sized_by_the_budget():
     assert xz_preset(None) == 6
     assert xz_preset(16 * MIB) == 0 and xz_preset(1 << 30) == 4 and xz_preset(2 << 30) == 6
+
+
+def test_zstd_jobs_sized_by_the_budget():
+    """Larger jobs use both threads better but take RSS: within a sixteenth of --memory."""
+    assert zstd_job(None) == zstd_job(16 * MIB) == 512 << 10
+    assert zstd_job(256 * MIB) == 2 * MIB and zstd_job(64 << 30) == 4 * MIB
+    for m in (MIB, 100 * MIB, 256 * MIB, 700 * MIB):
+        assert zstd_job(m) == 512 << 10 or zstd_job(m) * ZSTD_RSS_PER_JOB_BYTE <= m // 16
 
 
 def test_forced_buckets_must_fit_the_index(tmp_path):

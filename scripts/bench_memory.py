@@ -8,7 +8,9 @@
 Shapes: ``short`` (~37-byte lines), ``json`` (~1 KB lines), ``empty`` (only newlines: one byte
 a record, the worst case for per-record metadata), ``mixed`` (short lines with a 1/1000 share
 of 1-64 KB lines), ``huge`` (short lines plus a few lines of 1/20 of the smallest budget's
-longest allowed line). Prints a Markdown table and exits 1 if any run exceeds its bound or
+longest allowed line), ``long`` (lines of 1 B to 16 MB, log-uniform: at 1 GB and --memory 256M
+the input method reads its inputs in parts as long as a line; budgets whose longest allowed
+line is shorter end with a clean exit 2). Prints a Markdown table and exits 1 if any run exceeds its bound or
 fails.
 """
 from __future__ import annotations
@@ -47,7 +49,11 @@ with open(path, "wb") as f:
         n = min(size - done, 8 << 20)
         if shape == "empty":
             f.write(b"\\n" * n); done += n; continue
-        lens = rng.integers(10, 60, n // 35 + 1)
+        if shape == "long":  # log-uniform 1 B .. 16 MB: the input method's longest parts
+            lens = np.exp(rng.uniform(0, np.log(16e6), 64)).astype(np.int64) + 1
+            lens = lens[:max(1, int(np.searchsorted(np.cumsum(lens), n)))]
+        else:
+            lens = rng.integers(10, 60, n // 35 + 1)
         if shape == "mixed":
             big = rng.random(len(lens)) < 0.001
             lens[big] = rng.integers(1 << 10, 64 << 10, int(big.sum()))
@@ -120,7 +126,7 @@ def main() -> int:
                                   "--memory", budget, "--seed", "1", "-T", str(data)], env=env)
                 bound_kb = parse_size(budget) // 1024 + ALLOWANCE_KB
                 ok = r.returncode == 0 and r.peak_rss_kb <= bound_kb
-                if r.returncode == 2 and shape == "huge":
+                if r.returncode == 2 and shape in ("huge", "long"):
                     ok, verdict = True, "line too long for this budget: clean exit 2"
                 else:
                     verdict = "ok" if ok else (f"FAILED exit {r.returncode}" if r.returncode else "OVER BOUND")

@@ -17,7 +17,7 @@ import numpy as np
 from bigshuf.common import stdio
 from bigshuf.common.codecs import compression_of, compressor_for
 from bigshuf.common.errors import UsageError, describe_os_error
-from bigshuf.common.output import Destination, TempGroup, check_destination, publishing, pwrite_all
+from bigshuf.common.output import Destination, TempGroup, check_destination, publishing, pwrite_all, write_all
 from bigshuf.shuffler.records import find_record_ends
 
 
@@ -29,12 +29,9 @@ class _FdWriter:
         self.what = what
 
     def write(self, data) -> int:
-        view = memoryview(data).cast("B")
-        total = len(view)
+        total = len(memoryview(data).cast("B"))
         try:
-            while len(view):
-                n = os.write(self.fd, view)
-                view = view[n:]
+            write_all(self.fd, data)
         except BrokenPipeError:
             raise
         except OSError as exc:

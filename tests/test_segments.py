@@ -109,11 +109,13 @@ def test_find_terminators_is_flatnonzero(lengths, tail, offset, sep):
 
 @settings(max_examples=60, deadline=None)
 @given(lengths=st.lists(st.integers(1, 1500), min_size=1, max_size=120),
-       big=st.sampled_from([300, 1 << 16]), rnd=st.randoms(use_true_random=False))
-def test_place_records_matches_reference(lengths, big, rnd):
-    """Records placed anywhere (the input method's window fill): short, long and BIG ones."""
-    segments_big = segments.BIG
-    segments.BIG = big
+       big=st.sampled_from([300, 1 << 16]), step=st.sampled_from([7 * 256, 4 << 20]),
+       rnd=st.randoms(use_true_random=False))
+def test_place_records_matches_reference(lengths, big, step, rnd):
+    """Records placed anywhere (the input method's window fill): short, long and BIG ones, in
+    one step or many."""
+    saved = segments.BIG, segments.STEP_BYTES
+    segments.BIG, segments.STEP_BYTES = big, step
     try:
         starts, lengths = _layout(lengths)
         src = np.frombuffer(bytes(rnd.getrandbits(8) for _ in range(int(lengths.sum()))), np.uint8)
@@ -126,7 +128,7 @@ def test_place_records_matches_reference(lengths, big, rnd):
         segments.place_records(src, starts, lengths, out, dests)
         assert out.tobytes() == expect
     finally:
-        segments.BIG = segments_big
+        segments.BIG, segments.STEP_BYTES = saved
 
 
 def test_placing_a_huge_record_allocates_nothing_of_its_size():

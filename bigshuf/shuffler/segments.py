@@ -124,6 +124,11 @@ def place_records(src: np.ndarray, starts: np.ndarray, lengths: np.ndarray, out:
     longer than ``BIG`` is one slice copy: its windows would not split across steps, so they
     would gather a temporary the size of the record (16 MB lines broke the memory bound)."""
     w = PLACE_WIDTH
+    if not len(lengths):
+        return
+    if int(lengths.min()) >= w and int(lengths.max()) <= BIG:  # long lines: no masks needed
+        _place_long(src, starts, lengths, out, dests, w)
+        return
     big = lengths > BIG
     if big.any():
         for s0, d0, n0 in zip(starts[big].tolist(), dests[big].tolist(), lengths[big].tolist()):
@@ -146,19 +151,27 @@ def place_records(src: np.ndarray, starts: np.ndarray, lengths: np.ndarray, out:
 
 def _place_long(src: np.ndarray, starts: np.ndarray, lengths: np.ndarray, out: np.ndarray,
                 dests: np.ndarray, w: int) -> None:
+    """Records of W bytes or more, STEP_BYTES of windows at a time: window j of a record at
+    ``j*W`` from its start, its last one ending at its end."""
     sw, ow = _windows(src, w), _windows(out, w)
-    per_record = -(-lengths // w)
-    step = max(1, STEP_BYTES // w)
-    cuts = np.searchsorted(np.cumsum(per_record), np.arange(step, int(per_record.sum()), step))
-    for a, b in zip([0] + cuts.tolist(), cuts.tolist() + [len(starts)]):
+    per_record = (lengths + (w - 1)) // w
+    ends = np.cumsum(per_record)
+    total, step = int(ends[-1]), max(1, STEP_BYTES // w)
+    bounds = [0] if total <= step else \
+        [0] + np.searchsorted(ends, np.arange(step, total, step)).tolist()
+    for a, b in zip(bounds, bounds[1:] + [len(starts)]):
         if b <= a:
             continue
-        k = per_record[a:b]
-        rec = np.repeat(np.arange(b - a), k)
-        last = np.cumsum(k)
-        within = np.arange(len(rec), dtype=np.int64)
-        within -= np.repeat(last - k, k)
-        within *= w
-        ln = lengths[a:b]
-        within[last - 1] = ln - w  # the last window ends at the record's end
-        ow[dests[a:b][rec] + within] = sw[starts[a:b][rec] + within]
+        k, ln = per_record[a:b], lengths[a:b]
+        last = ends[a:b] - (ends[a - 1] if a else 0)  # each record's last window, + 1
+        jw = np.arange(int(last[-1]), dtype=np.int64)
+        jw *= w
+        first_w = (last - k) * w  # where each record's windows start, in jw's units
+        d = np.repeat(dests[a:b] - first_w, k)
+        d += jw
+        sv = np.repeat(starts[a:b] - first_w, k)
+        sv += jw
+        tail = ln - w  # the last window ends at the record's end
+        d[last - 1] = dests[a:b] + tail
+        sv[last - 1] = starts[a:b] + tail
+        ow[d] = sw[sv]

@@ -8,10 +8,10 @@
 Shapes: ``short`` (~37-byte lines), ``json`` (~1 KB lines), ``empty`` (only newlines: one byte
 a record, the worst case for per-record metadata), ``mixed`` (short lines with a 1/1000 share
 of 1-64 KB lines), ``huge`` (short lines plus a few lines of 1/20 of the smallest budget's
-longest allowed line), ``long`` (lines of 1 B to 16 MB, log-uniform: at 1 GB and --memory 256M
-the input method reads its inputs in parts as long as a line; budgets whose longest allowed
-line is shorter end with a clean exit 2). Prints a Markdown table and exits 1 if any run exceeds its bound or
-fails.
+longest allowed line), ``long`` (lines of 1 B to 16 MB, log-uniform: at 1 GB and --memory
+256M the input method reads its inputs in parts as long as a line; budgets whose longest
+allowed line is shorter end with a clean exit 2). Prints a Markdown table and exits 1 if any
+run exceeds its bound or fails.
 """
 from __future__ import annotations
 

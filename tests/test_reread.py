@@ -212,6 +212,34 @@ def test_an_input_changed_between_passes_starts_over_the_engine_way(tmp_path, mo
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 
 
+def test_a_restart_starts_with_the_first_attempts_memory_freed(tmp_path, monkeypatch):
+    """Review break: after an input changed, the engine's run began while the first attempt's
+    window buffer, index and read buffers were still alive (the exception's traceback held
+    them): 365 MiB at --memory 256M, over the bound. Python-traced memory (numpy's buffers
+    included) at the start of each attempt must be the same."""
+    import tracemalloc
+
+    from bigshuf.shuffler.engine import Engine
+
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(long_lines(4000, 9))
+    bigshuf.shuffle([str(src)], str(tmp_path / "out"), seed=3, memory="1M")  # imports done
+    _change_on_window(monkeypatch, 1, lambda: append(src, b'{"appended": true}\n'))
+    at_start = []
+    build, scatter = reread.build_index, Engine.scatter
+    monkeypatch.setattr(reread, "build_index",
+                        lambda *a, **k: at_start.append(tracemalloc.get_traced_memory()[0]) or build(*a, **k))
+    monkeypatch.setattr(Engine, "scatter",
+                        lambda *a, **k: at_start.append(tracemalloc.get_traced_memory()[0]) or scatter(*a, **k))
+    tracemalloc.start()
+    try:
+        stats = bigshuf.shuffle([str(src)], str(tmp_path / "out"), seed=3, memory="1M")
+    finally:
+        tracemalloc.stop()
+    assert stats.store == "temporary file" and len(at_start) == 2
+    assert at_start[1] - at_start[0] < 100_000, at_start  # the window alone is ~600 KB
+
+
 @pytest.mark.parametrize("rewrite", ["shifted", "letters"])
 def test_a_change_that_leaves_size_and_times_alone_is_caught(tmp_path, monkeypatch, rewrite):
     """Review break: on tmpfs a write through a shared mapping changes neither size nor times;

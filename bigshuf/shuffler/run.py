@@ -6,6 +6,7 @@ the method (reservoir sample, local engine, or the Dask cluster) and owns the cl
 """
 from __future__ import annotations
 
+import gc
 import os
 import time
 from typing import Any, List, Optional, Sequence, Tuple
@@ -123,10 +124,14 @@ def _run_engine(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, strea
     try:
         return _run(opts, reader, geo, streams, stats, size, reread=True)
     except InputChanged as exc:
-        fresh = RecordReader(exc.sources or record_inputs(opts), opts.sep, header=opts.header,
-                             warn=opts.warn or warn_stderr)
-        return _run(opts, fresh, geo, streams, ShuffleStats(seed=stats.seed, workers=stats.workers),
-                    fresh.known_size(), reread=False)
+        sources = exc.sources or record_inputs(opts)
+    # Started outside the handler, and after a collection: the exception's traceback holds the
+    # first attempt's frames, whose locals (window buffer, index, read buffers) would otherwise
+    # live on beside the engine's and break the memory bound.
+    gc.collect()
+    fresh = RecordReader(sources, opts.sep, header=opts.header, warn=opts.warn or warn_stderr)
+    return _run(opts, fresh, geo, streams, ShuffleStats(seed=stats.seed, workers=stats.workers),
+                fresh.known_size(), reread=False)
 
 
 def _run(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, streams: Streams,

@@ -112,6 +112,37 @@ def test_split_equals_the_unsplit_shuffle_cut(tmp_path, numbered):
     assert cut == out.getvalue()
 
 
+@pytest.mark.parametrize("ext", ["gz", "zst"])
+def test_one_compressor_at_a_time(tmp_path, numbered, monkeypatch, ext):
+    """Review break: every split's output was opened, with its compressor, at the start (8
+    .gz splits at --memory 16M peaked at 130 MiB, bound 80). A split's output is opened when
+    the stream reaches it and closed when it is full, as shards are."""
+    from bigshuf.shuffler import writing
+
+    live, most = [0], [0]
+    real = writing.compressor_for
+
+    def counted(path, raw, memory=None):
+        comp = real(path, raw, memory)
+        close = comp.close
+        live[0] += 1
+        most[0] = max(most[0], live[0])
+
+        def closed():
+            live[0] -= 1
+            close()
+        comp.close = closed
+        return comp
+
+    monkeypatch.setattr(writing, "compressor_for", counted)
+    src = numbered(5000)
+    stats_ = bigshuf.shuffle([str(src)], str(tmp_path / f"{{split}}.txt.{ext}"), seed=5, memory="1M",
+                             split="a=0.2,b=0,c=0.3,d=rest", shards=2)
+    assert most[0] == 1 and live[0] == 0
+    v = invoke(["verify", str(src), *stats_.outputs])
+    assert v.returncode == 0 and len(stats_.outputs) == 8
+
+
 def test_split_errors_leave_nothing(tmp_path, numbered):
     src = numbered(100)
     one_line_error(invoke(["shuffle", str(src), "--split", "a=200,b=rest", "-o",

@@ -97,17 +97,23 @@ class SplitSink(Sink):
         self.positional = False
 
     def open(self) -> None:
+        """Open the first split's output. Each next one is opened when the stream reaches it
+        and the one before closed, so one compressor at a time holds memory, as with shards
+        (all at once broke the memory bound with 8 compressed splits)."""
+        self._advance()
+
+    def _advance(self) -> None:
+        """Close the splits that are full and open the one the stream goes to now (splits no
+        record reaches are made, header only, by finish())."""
         try:
-            for s in self.sinks:
-                s.open()
+            while self.current < len(self.sinks) and self.sinks[self.current].full:
+                self.sinks[self.current].close_current()
+                self.current += 1
+            if self.current < len(self.sinks) and not self.sinks[self.current].files:
+                self.sinks[self.current].open()
         except BaseException:
             self.abort()
             raise
-        self._skip_full()
-
-    def _skip_full(self) -> None:
-        while self.current < len(self.sinks) and self.sinks[self.current].full:
-            self.current += 1
 
     def write(self, data: np.ndarray, records: int) -> None:
         """Append the next ``records`` whole records, splitting them between sinks in order."""
@@ -126,7 +132,7 @@ class SplitSink(Sink):
                 pos = end
             i += take
             self.done += take
-            self._skip_full()
+            self._advance()
 
     def write_at(self, offset: int, data: np.ndarray, records: int) -> None:
         raise AssertionError("SplitSink takes sequential writes only")

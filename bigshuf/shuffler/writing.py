@@ -268,6 +268,12 @@ class Sink:
             self.commit()
         self.group.release()
 
+    def close_current(self) -> None:
+        """Finish and close the output being written (it keeps its temporary name until
+        commit): its compressor's memory and its descriptor go now."""
+        if self.files:
+            self.files[-1].close()
+
     def complete(self) -> None:
         """Create the outputs nobody wrote to yet (empty but for the header) and flush all."""
         while len(self.files) < len(self.paths):

@@ -538,14 +538,9 @@ def _fill_window(engine: Engine, index: Index, placed: Tuple[np.ndarray, np.ndar
     to its place (``placed``: see :func:`places`); then check that what was read is what pass
     0 saw."""
     ids, dests = placed
-    pending: list = []
     bounds = np.searchsorted(ids, index.span_first).tolist() + [len(ids)]
-    for j, (a, z) in enumerate(zip(bounds, bounds[1:])):
-        if a < z:
-            pending = engine.wait_some(pending, 2 * engine.workers)
-            pending.append(engine.submit(_fill, engine, index, pool, j, ids[a:z], dests[a:z],
-                                         window))
-    engine.wait_some(pending, 1)
+    engine.wait_all([engine.submit(_fill, engine, index, pool, j, ids[a:z], dests[a:z], window)
+                     for j, (a, z) in enumerate(zip(bounds, bounds[1:])) if a < z])
     index.check()
 
 

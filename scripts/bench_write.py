@@ -6,8 +6,10 @@
 Why it exists: on the dev machine (kernel 6.18, ext4, a VM) the same 1 GiB written in large
 calls took 0.12 s in some runs and 0.35-0.5 s in others, while 64 KiB calls took 0.13-0.14 s
 every time; bigshuf writes files WRITE_PIECE bytes per call (bigshuf/common/output.py). Each
-round deletes the file, syncs, waits a second (as the shuffle benchmark does between runs) and
-times the writes and the close, for each piece size in turn.
+run deletes the file, syncs, waits a second (as the shuffle benchmark does between runs) and
+times the writes and the close. What the previous run freed matters (``--alternate``: after a
+run in large calls, 64 KiB calls were slower too), so the end-to-end check is
+``bench_methods.py --write-pieces 64K,1T``.
 """
 from __future__ import annotations
 
@@ -48,6 +50,9 @@ def main() -> int:
     ap.add_argument("--size", default="1G")
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--pieces", default="32K,64K,128K,1M,16M,200M")
+    ap.add_argument("--alternate", action="store_true",
+                    help="alternate piece sizes within each round (default: all rounds of one size, "
+                         "then the next; the file freed before a run then came from the same size)")
     args = ap.parse_args()
     total = parse_size(args.size)
     pieces = [parse_size(p) for p in args.pieces.split(",")]
@@ -55,9 +60,10 @@ def main() -> int:
     path = os.path.join(args.dir, "bench_write.out")
     times = {p: [] for p in pieces}
     try:
-        for _ in range(args.rounds):
-            for p in pieces:  # alternate: the machine's state drifts between rounds
-                times[p].append(one_run(path, data, total, p))
+        order = [p for _ in range(args.rounds) for p in pieces] if args.alternate \
+            else [p for p in pieces for _ in range(args.rounds)]
+        for p in order:
+            times[p].append(one_run(path, data, total, p))
     finally:
         if os.path.exists(path):
             os.unlink(path)

@@ -98,3 +98,26 @@ def test_a_sample_spilled_from_stdin_stays_within_the_budget():
     assert rss <= 16 + 64, rss
     stats = bigshuf.shuffle([io.BytesIO(data)], io.BytesIO(), memory="16M", sample=170_000, seed=1)
     assert stats.store == "reservoir" and stats.spilled > 16 * MIB
+
+
+@pytest.mark.parametrize("name", ["out.txt", "out.txt.gz", "out.txt.zst", "out.txt.xz", "out.bz2",
+                                  "{split}.xz"])
+def test_the_output_compressor_is_left_room(tmp_path, name):
+    """Review break: .xz outputs at --memory 256M and 1G went over the bound (333 MiB of 320;
+    1127 of 1088): the input method's window and the engine's in-RAM runs took the whole budget
+    and the compressor came on top. The run now sets the compressor's measured bytes aside."""
+    from bigshuf.common.codecs import compressor_bytes
+    from bigshuf.shuffler import reread
+    from bigshuf.shuffler.options import ShuffleOptions
+    from bigshuf.shuffler.plan import plan
+    from bigshuf.shuffler.run import plan_run
+
+    split = "a=0.5,b=rest" if "{split}" in name else None
+    for memory in ("16M", "256M", "1G"):
+        opts = ShuffleOptions.from_keywords(["-"], str(tmp_path / name), memory=memory, split=split)
+        geo, bare = plan_run(opts), plan(opts.memory_bytes)
+        need = compressor_bytes(name, opts.memory_bytes)
+        assert (need > 0) == (name != "out.txt") and geo.reserved == need
+        assert geo.memory_store_capacity(2) == max(0, bare.memory_store_capacity(2) - need)
+        assert reread.window_budget(geo, 2) == reread.window_budget(bare, 2) - need
+    assert compressor_bytes("x.xz", 1 << 30) >= 46 << 20  # measured: preset 4's encoder

@@ -49,6 +49,7 @@ class Geometry:
     unit_records: int
     index_entries: int      # (run, bucket) pieces the index may hold
     max_workers: int        # workers that fit in the budget
+    reserved: int = 0       # set aside for the output's compressor (not part of the shuffle)
 
     @property
     def worker_bytes(self) -> int:
@@ -68,7 +69,7 @@ class Geometry:
 
     def memory_store_capacity(self, workers: int) -> int:
         """Bytes of runs that can stay in RAM next to ``workers`` workers."""
-        return max(0, self.memory - self.fixed_bytes() - workers * self.worker_bytes)
+        return max(0, self.memory - self.reserved - self.fixed_bytes() - workers * self.worker_bytes)
 
     def initial_buckets(self) -> int:
         """Buckets a scatter level starts with: INITIAL_BUCKETS, or fewer if the index is small.

@@ -147,12 +147,12 @@ def available_memory() -> int:
 def window_budget(geo: Geometry, workers: int, records: Optional[int] = None,
                   part_bytes: Optional[int] = None) -> int:
     """Bytes for one output window and its places: the budget less the record metadata (its
-    most, an eighth, before pass 0 has counted the records) and a read buffer per worker (a
-    block, or the largest part once pass 0 has cut them)."""
+    most, an eighth, before pass 0 has counted the records), a read buffer per worker (a
+    block, or the largest part once pass 0 has cut them) and the output's compressor."""
     meta = geo.memory // META_BUDGET_SHARE if records is None else records * (META_BYTES + PICK_BYTES)
     # Per worker: its read buffer, and the items place_records gathers at a time.
     part = part_bytes or geo.block_bytes
-    return geo.memory - meta - workers * (part + min(part, STEP_BYTES))
+    return geo.memory - geo.reserved - meta - workers * (part + min(part, STEP_BYTES))
 
 
 def suitable(reader: RecordReader, geo: Geometry, size: Optional[int], workers: int,

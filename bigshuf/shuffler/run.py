@@ -9,9 +9,10 @@ from __future__ import annotations
 import gc
 import os
 import time
+from dataclasses import replace
 from typing import Any, List, Optional, Sequence, Tuple
 
-from bigshuf.common.codecs import check_codecs
+from bigshuf.common.codecs import check_codecs, compressor_bytes
 from bigshuf.common.errors import BigshufError, UsageError, warn_stderr
 from bigshuf.common.output import check_destination
 from bigshuf.common.progress import Progress
@@ -48,7 +49,7 @@ def run(opts: ShuffleOptions) -> ShuffleStats:
         from bigshuf.shuffler.cluster import shuffle_on_cluster
 
         return shuffle_on_cluster(opts)
-    geo = plan(opts.memory_bytes)
+    geo = plan_run(opts)
     seed = resolve_seed(opts.seed)
     warn = opts.warn or warn_stderr
     stats = ShuffleStats(seed=seed, workers=geo.workers(opts.jobs))
@@ -69,6 +70,14 @@ def run(opts: ShuffleOptions) -> ShuffleStats:
                 sample_by_reservoir(reader, opts, geo, Streams(seed), stats, size, signals.defer)
             return stats
     return _run_engine(opts, reader, geo, Streams(seed), stats, size)
+
+
+def plan_run(opts: ShuffleOptions) -> Geometry:
+    """The run's sizes: the budget's plan, with the output compressor's bytes set aside from
+    what the engine and the input method keep in RAM. Only those two change (the shuffle's
+    blocks and units do not), so a compressed output holds the plain output's bytes."""
+    memory = opts.memory_bytes
+    return replace(plan(memory), reserved=max(compressor_bytes(o, memory) for o in _output_names(opts)))
 
 
 def _output_names(opts: ShuffleOptions) -> List[Any]:

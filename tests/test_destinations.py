@@ -159,6 +159,38 @@ def test_shard_pattern_directories_checked_before_any_work(tmp_path, src, monkey
     one_line_error(p, 2, "shard pattern")
 
 
+def test_shard_directories_named_by_index_are_checked_per_shard(tmp_path, src):
+    """Review break: `-o 'd{index}/x'` was refused ("output directory does not exist:
+    d{index}") though every shard's directory existed (README: patterns "are formatted and
+    their directories checked")."""
+    for i in range(2):
+        (tmp_path / f"d{i}").mkdir()
+    assert invoke(["shuffle", src, "--shards", "2", "-o", f"{tmp_path}/d{{index}}/x"]).returncode == 0
+    got = (tmp_path / "d0" / "x").read_bytes() + (tmp_path / "d1" / "x").read_bytes()
+    assert sorted(got.splitlines()) == sorted(DATA.splitlines())
+    p = invoke(["shuffle", src, "--split", "a=0.5,b=rest", "--shards", "2", "-o",
+                f"{tmp_path}/d{{index}}/{{split}}.txt"])
+    assert p.returncode == 0, p.stderr
+
+
+@pytest.mark.parametrize("how", ["split", "shards"])
+def test_two_outputs_that_are_one_file_are_refused(tmp_path, src, how, monkeypatch):
+    """Review break: two split (or shard) names that are links to one file: exit 0 and half
+    the lines gone (the second rename replaced the first). Refused before any work now."""
+    import bigshuf.shuffler.engine as engine
+
+    monkeypatch.setattr(engine.Engine, "scatter", lambda *a, **k: (_ for _ in ()).throw(AssertionError("worked")))
+    (tmp_path / "B").mkdir()
+    (tmp_path / "A").mkdir()
+    names = ("train.txt", "test.txt") if how == "split" else ("s-0.txt", "s-1.txt")
+    for n in names:
+        os.symlink("../B/same.txt", tmp_path / "A" / n)
+    args = ["--split", "train=0.5,test=rest", "-o", f"{tmp_path}/A/{{split}}.txt"] if how == "split" \
+        else ["--shards", "2", "-o", f"{tmp_path}/A/s-{{index}}.txt"]
+    one_line_error(invoke(["shuffle", src, *args]), 2, "same file")
+    assert not (tmp_path / "B" / "same.txt").exists()
+
+
 def test_a_live_runs_temp_is_never_removed_a_dead_ones_is(tmp_path):
     dest = tmp_path / "out.txt"
     live = output.Destination(str(dest))        # a live run (any PID namespace): holds the lock

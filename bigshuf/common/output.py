@@ -34,7 +34,7 @@ import shutil
 import stat
 import sys
 import tempfile
-from typing import IO, Any, Iterator, List, Optional, Sequence
+from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from bigshuf.common.errors import UsageError, describe_os_error
 
@@ -94,6 +94,18 @@ def check_destination(output: Any, pattern: bool = False) -> None:
     if len(os.fsencode(name)) > NAME_MAX:
         raise UsageError(f"output name is too long ({len(os.fsencode(name))} bytes, at most "
                          f"{NAME_MAX}): {target}{via}")
+
+
+def same_file(paths: List[str]) -> Optional[Tuple[str, str]]:
+    """The first two of ``paths`` that a write ends at the same file (the same name, or links
+    to one target: the second output would replace the first), or None."""
+    seen: Dict[str, str] = {}
+    for p in paths:
+        key = os.path.abspath(p) if is_write_through(p) else _final_target(p)
+        if key in seen:
+            return seen[key], p
+        seen[key] = p
+    return None
 
 
 def _final_target(out: str) -> str:

@@ -100,9 +100,10 @@ def _check_outputs(opts: ShuffleOptions) -> None:
     for output in _output_names(opts):
         if isinstance(output, str) and "://" in output:
             continue
-        check_destination(output, pattern=opts.sharded)
-        if opts.sharded:
+        if opts.sharded:  # each shard's name, formatted ({index} may name its directory)
             check_shard_names(os.fspath(output), opts.shards)
+        else:
+            check_destination(output)
 
 
 def _preflight(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, workers: int

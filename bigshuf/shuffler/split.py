@@ -19,7 +19,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from bigshuf.common.errors import InputError, UsageError
-from bigshuf.common.output import publishing
+from bigshuf.common.output import publishing, same_file
 from bigshuf.shuffler.options import SPLIT_FIELD, ShuffleOptions, SplitPart, split_value
 from bigshuf.shuffler.records import find_record_ends
 from bigshuf.shuffler.writing import Sink
@@ -70,8 +70,12 @@ def split_outputs(opts: ShuffleOptions, total: int, sizes: Optional[List[int]] =
         sink = Sink.for_options(opts, size, output=split_pattern(os.fspath(opts.output), name))
         paths += [os.fspath(p) for p in sink.paths if p is not None]
         quota += sink.quota
-    if len({os.path.abspath(p) for p in paths}) < len(paths):
+    pair = same_file(paths)
+    if pair is not None and pair[0] == pair[1]:
         raise UsageError(f"--split: the output names are not distinct (put {SPLIT_FIELD} in -o)")
+    if pair is not None:
+        raise UsageError(f"--split: the output names are not distinct: {pair[0]} and {pair[1]} "
+                         "are the same file")
     return paths, quota
 
 

@@ -121,3 +121,38 @@ def test_the_output_compressor_is_left_room(tmp_path, name):
         assert geo.memory_store_capacity(2) == max(0, bare.memory_store_capacity(2) - need)
         assert reread.window_budget(geo, 2) == reread.window_budget(bare, 2) - need
     assert compressor_bytes("x.xz", 1 << 30) >= 46 << 20  # measured: preset 4's encoder
+
+
+@pytest.mark.parametrize("ext", ["xz", "bz2", "gz", "zst"])
+def test_a_big_write_is_compressed_in_pieces(ext):
+    """Review break (.xz at --memory 1G: 1127 MiB of 1088): a unit of 64 MB went to the
+    compressor in one write, and for data that does not compress, its output came back as one
+    bytes object of about that size. Writes are fed in 1 MiB pieces to every codec."""
+    import os
+    import tracemalloc
+
+    from bigshuf.common.codecs import compressor_for
+
+    class Null:
+        def write(self, b):
+            return len(b)
+
+        def flush(self):
+            pass
+
+        def close(self):
+            pass
+
+    def peak(size: int) -> int:
+        data = os.urandom(size)  # incompressible: the output is as big as the input
+        w = compressor_for(f"x.{ext}", Null(), 16 << 20)
+        tracemalloc.start()
+        try:
+            w.write(memoryview(data))
+            w.close()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    small, big = peak(8 << 20), peak(24 << 20)
+    assert big < small + (4 << 20), (small, big)  # the codec's own buffers, not the write's size

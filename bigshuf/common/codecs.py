@@ -341,7 +341,8 @@ class _Prefetcher(io.RawIOBase):
 class _Rechunked:
     """Feeds a compressor pieces of exactly ``CHUNK`` bytes (the last one shorter), so the
     compressed bytes depend only on the data, not on how callers cut their writes: ISA-L's
-    output does depend on it (the cluster engine writes in other pieces than the local one)."""
+    output does depend on it (the cluster engine writes in other pieces than the local one);
+    and what a compressor returns at once stays about a piece."""
 
     CHUNK = 1 << 20
 
@@ -451,10 +452,12 @@ def compressor_for(path: str, raw, memory: Optional[int] = None) -> Optional[Bin
         return _Rechunked(writer)  # type: ignore[return-value]
     if suffix == ".bz2":
         import bz2
-        return bz2.BZ2File(raw, "wb", compresslevel=9)  # type: ignore[return-value]
+        # Pieces for every codec: given a whole 64 MB unit, bz2 and xz returned its compressed
+        # bytes as one object, as big as the unit for data that does not compress.
+        return _Rechunked(bz2.BZ2File(raw, "wb", compresslevel=9))  # type: ignore[return-value]
     if suffix == ".xz":
         import lzma
-        return lzma.LZMAFile(raw, "wb", preset=xz_preset(memory))  # type: ignore[return-value]
+        return _Rechunked(lzma.LZMAFile(raw, "wb", preset=xz_preset(memory)))  # type: ignore[return-value]
     import zstandard
     params = zstandard.ZstdCompressionParameters.from_level(
         ZSTD_LEVEL, threads=ZSTD_THREADS, job_size=zstd_job(memory))

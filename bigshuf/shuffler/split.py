@@ -18,11 +18,11 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from bigshuf.common.errors import InputError, UsageError
-from bigshuf.common.output import publishing, same_file
+from bigshuf.common.errors import InputError
+from bigshuf.common.output import publishing
 from bigshuf.shuffler.options import SPLIT_FIELD, ShuffleOptions, SplitPart, split_value
 from bigshuf.shuffler.records import find_record_ends
-from bigshuf.shuffler.writing import Sink
+from bigshuf.shuffler.writing import Sink, check_distinct
 
 
 def split_sizes(parts: Sequence[SplitPart], total: int) -> List[int]:
@@ -70,12 +70,7 @@ def split_outputs(opts: ShuffleOptions, total: int, sizes: Optional[List[int]] =
         sink = Sink.for_options(opts, size, output=split_pattern(os.fspath(opts.output), name))
         paths += [os.fspath(p) for p in sink.paths if p is not None]
         quota += sink.quota
-    pair = same_file(paths)
-    if pair is not None and pair[0] == pair[1]:
-        raise UsageError(f"--split: the output names are not distinct (put {SPLIT_FIELD} in -o)")
-    if pair is not None:
-        raise UsageError(f"--split: the output names are not distinct: {pair[0]} and {pair[1]} "
-                         "are the same file")
+    check_distinct(paths, "--split: the output names", f" (put {SPLIT_FIELD} in -o)")
     return paths, quota
 
 

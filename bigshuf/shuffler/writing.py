@@ -189,7 +189,7 @@ class Sink:
                 per = [q + (1 if i < r else 0) for i in range(count)]
             self.paths: List[Optional[str]] = list(shard_paths(os.fspath(cast(str, output)), count))
             self.quota = per
-            _distinct([p for p in self.paths if p])
+            check_distinct([p for p in self.paths if p])
         else:
             self.paths = [output]
             self.quota = [n]
@@ -303,21 +303,21 @@ class Sink:
         self.group.release()
 
 
-def _distinct(paths: List[str], what: str = "shard names") -> None:
+def check_distinct(paths: List[str], what: str = "shard names", hint: str = "") -> None:
     """Refuse outputs that are one file (the same name, or links to one target): the second
     would replace the first, and its lines would be lost."""
     pair = same_file(paths)
     if pair is not None:
         a, b = pair
         raise UsageError(f"{what} are not distinct: {a} and {b} are the same file" if a != b
-                         else f"{what} are not distinct: {a} comes twice")
+                         else f"{what} are not distinct{hint}")
 
 
 def check_shard_names(pattern: str, shards: Optional[int]) -> None:
     """Before any work: the pattern formats, and every directory it names is writable (with
     --lines-per-shard the count is not known yet: the first two names stand for the rest)."""
     names = shard_paths(pattern, shards or 2)
-    _distinct(names)
+    check_distinct(names)
     seen = set()
     for name in names:
         d = os.path.dirname(os.path.abspath(name))

@@ -124,23 +124,16 @@ class Engine:
         self.wait_some([future], 1)
         return future.result()
 
-    def wait_all(self, pending: List[Future]) -> None:
-        """Wait for every future (signals noticed); re-raise a worker's error as soon as it
-        happens. Waking once, not once per task: with all of a pass queued at once (each
-        running task holds a pool buffer, so no more than the workers' buffers exist), the
-        main thread does not take a core from the workers 250 times a window."""
-        while pending:
-            self.check()
-            done, rest = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
-            for f in done:
-                f.result()
-            pending = list(rest)
-
     def wait_some(self, pending: List[Future], limit: int) -> List[Future]:
-        """Wait until fewer than ``limit`` futures are pending; re-raise worker errors."""
+        """Wait until fewer than ``limit`` futures are pending; re-raise worker errors. Waiting
+        for all (``limit`` 1) wakes on the first error or at the end, not once per task: a
+        pass may queue all its tasks at once (each running task holds a pool buffer, so no
+        more than the workers' buffers exist) without the main thread taking a core from the
+        workers at every completion."""
+        when = FIRST_EXCEPTION if limit == 1 else FIRST_COMPLETED
         while len(pending) >= limit:
             self.check()
-            done, rest = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            done, rest = wait(pending, timeout=0.2, return_when=when)
             for f in done:
                 f.result()
             pending = list(rest)

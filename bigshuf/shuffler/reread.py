@@ -539,8 +539,8 @@ def _fill_window(engine: Engine, index: Index, placed: Tuple[np.ndarray, np.ndar
     0 saw."""
     ids, dests = placed
     bounds = np.searchsorted(ids, index.span_first).tolist() + [len(ids)]
-    engine.wait_all([engine.submit(_fill, engine, index, pool, j, ids[a:z], dests[a:z], window)
-                     for j, (a, z) in enumerate(zip(bounds, bounds[1:])) if a < z])
+    engine.wait_some([engine.submit(_fill, engine, index, pool, j, ids[a:z], dests[a:z], window)
+                      for j, (a, z) in enumerate(zip(bounds, bounds[1:])) if a < z], 1)
     index.check()
 
 

@@ -88,7 +88,12 @@ def copy_records(src: np.ndarray, starts: np.ndarray, lengths: np.ndarray, out: 
             s, d = s[ok], d[ok]
         out_win[d] = src_win[s]
     # Exact copies last: window copies may have spilled into their bytes, never the reverse.
-    for s0, d0, n0 in exact:
+    _copy_exact(src, out, exact)
+
+
+def _copy_exact(src: np.ndarray, out: np.ndarray, copies) -> None:
+    """One slice copy (a memcpy) per (start, destination, length)."""
+    for s0, d0, n0 in copies:
         out[d0:d0 + n0] = src[s0:s0 + n0]
 
 
@@ -131,8 +136,7 @@ def place_records(src: np.ndarray, starts: np.ndarray, lengths: np.ndarray, out:
         return
     big = lengths > BIG
     if big.any():
-        for s0, d0, n0 in zip(starts[big].tolist(), dests[big].tolist(), lengths[big].tolist()):
-            out[d0:d0 + n0] = src[s0:s0 + n0]
+        _copy_exact(src, out, zip(starts[big].tolist(), dests[big].tolist(), lengths[big].tolist()))
     long_ = (lengths >= w) & ~big
     if long_.any():
         _place_long(src, starts[long_], lengths[long_], out, dests[long_], w)

@@ -93,10 +93,10 @@ def test_a_sample_spilled_from_stdin_stays_within_the_budget():
 
     rng = np.random.default_rng(0)
     data = b"".join(b"%07d %s\n" % (i, b"w" * n) for i, n in enumerate(rng.integers(50, 250, 250_000).tolist()))
-    args = ["-S", "16M", "-n", "170000", "--seed", "1"]  # 170000 slots: 16M / 96 is the most
+    args = ["-S", "16M", "-n", "140000", "--seed", "1"]  # 140000 slots: 16M / 112 is the most
     rss = _peak_rss_mib(["shuffle", *args, "-o", "/dev/null"], input=data)
     assert rss <= 16 + 64, rss
-    stats = bigshuf.shuffle([io.BytesIO(data)], io.BytesIO(), memory="16M", sample=170_000, seed=1)
+    stats = bigshuf.shuffle([io.BytesIO(data)], io.BytesIO(), memory="16M", sample=140_000, seed=1)
     assert stats.store == "reservoir" and stats.spilled > 16 * MIB
 
 

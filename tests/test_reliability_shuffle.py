@@ -118,21 +118,25 @@ def test_file_size_limit_on_temp_file_mid_scatter(setup):
 @pytest.mark.parametrize("store", ["memory", "temporary file"])
 def test_file_size_limit_on_output_mid_gather(setup, store):
     src, dest, temp = setup
+    data = None
     if store == "memory":
         args = ["shuffle", src, "-o", dest, "-S", "64M", "-T", temp, "--seed", "1"]
         fsize = src.stat().st_size // 2
     else:
-        # A 200 KB header line is written to the output but never to the runs file, so a limit
-        # between the two sizes lets the whole scatter through and stops the gather.
-        header = b"h" * (200 << 10) + b"\n"
-        src.write_bytes(header + src.read_bytes())
-        args = ["shuffle", src, "-o", dest, "-S", "4M", "-T", temp, "--seed", "1", "--header"]
-        fsize = src.stat().st_size - (100 << 10)
+        # A header line is written to the output but never to the runs file, which holds the
+        # records and their 8-byte keys: with a header longer than the keys, a limit between
+        # the two sizes lets the whole scatter through and stops the gather. (From stdin: the
+        # input method, which writes no runs, is for files.)
+        header = b"h" * (300 << 10) + b"\n"
+        src.write_bytes(header + b"".join(b"%d %s\n" % (i, b"x" * 94) for i in range(20000)))
+        data = src.read_bytes()
+        args = ["shuffle", "-", "-o", dest, "-S", "5M", "-T", temp, "--seed", "1", "--header"]
+        fsize = src.stat().st_size - (20 << 10)
     h = sha256(src)
-    p = run(args, preexec=limit(resource.RLIMIT_FSIZE, fsize))
+    p = run(args, preexec=limit(resource.RLIMIT_FSIZE, fsize), input=data)
     check_failed(p, 1, [f"writing {dest}", "file-size limit"], src=src, src_hash=h, dest=dest,
                  old=OLD, dirs=[temp, dest.parent, src.parent])
-    retry_ok(args, src, dest, [temp, dest.parent], store=store)
+    retry_ok(args, src, dest, [temp, dest.parent], store=store, stdin_data=data)
 
 
 def test_file_size_limit_when_output_is_the_input(tmp_path):

@@ -69,9 +69,11 @@ def test_partition_matches_reference(lengths, buckets, rnd):
     src = np.frombuffer(bytes(rnd.getrandbits(8) for _ in range(int(ends[-1]))), np.uint8)
     bucket_of = np.array([rnd.randrange(buckets) for _ in lengths], dtype=np.uint16)
     out = np.zeros(len(src), np.uint8)
-    nbytes, counts = partition(src, ends, bucket_of, buckets, out)
+    keys = np.arange(len(lengths), dtype=np.uint64) * np.uint64(7)
+    nbytes, counts, sorted_keys = partition(src, ends, keys, bucket_of, buckets, out)
     order = [i for b in range(buckets) for i in range(len(lengths)) if bucket_of[i] == b]
     assert out.tobytes() == _reference(src, starts, lengths, order)
+    assert sorted_keys.tolist() == keys[order].tolist()
     assert nbytes.tolist() == [int(lengths[bucket_of == b].sum()) for b in range(buckets)]
     assert counts.tolist() == [int((bucket_of == b).sum()) for b in range(buckets)]
 

@@ -13,6 +13,7 @@ from helpers import invoke, one_line_error
 from scipy import stats
 
 import bigshuf
+from bigshuf.common import randomness
 from bigshuf.common.errors import UsageError
 from bigshuf.shuffler import engine
 from bigshuf.shuffler.options import parse_split
@@ -225,21 +226,20 @@ def test_split_membership_position_and_order_are_uniform(tmp_path):
 
 
 def test_mutations_of_split_are_caught(tmp_path, monkeypatch):
-    """(1) buckets chosen by position, not at random (chunk-then-shuffle): membership follows
-    input position; (2) buckets not permuted (records keep input order inside a bucket): order
+    """(1) keys that follow the position (chunk-then-shuffle): membership follows input
+    position; (2) units not sorted by key (records keep input order inside a unit): order
     inside a split follows input order."""
-    monkeypatch.setattr(engine, "draw_buckets",
-                        lambda rng, n, k: (np.arange(n) * k // max(n, 1)).astype(np.uint16))
+    monkeypatch.setattr(randomness.OrderKeys, "range",
+                        lambda self, first, n: np.arange(first, first + n, dtype=np.uint64) << np.uint64(40))
     member, rank = _split_runs(tmp_path, 60)
     assert _position_p(member) < ALPHA
     monkeypatch.undo()
 
-    def keep_order(buf, starts, sep, rng, out):
-        total = int(starts[-1])
+    def keep_order(buf, total, keys, sep, out):
         out[:total] = buf[:total]
         return int(np.count_nonzero(buf[:total] == sep))
 
-    monkeypatch.setattr(engine, "permute_buckets", keep_order)
+    monkeypatch.setattr(engine, "order_unit", keep_order)
     member, rank = _split_runs(tmp_path, 60, buckets=2)
     assert _order_p(member, rank) < ALPHA
     assert Counter(member.ravel().tolist())[0] == 60 * SIZES[0]

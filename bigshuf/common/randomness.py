@@ -1,30 +1,20 @@
-"""Randomness: every random draw of a run comes from a named stream, keyed by what it is for.
+"""Randomness: the order contract, and every other random draw from a named stream.
 
-The reproducibility contract, shared by the local engine, sampling and the Dask cluster:
-a stream is ``PCG64(SeedSequence(seed, spawn_key=key))`` where ``key`` is
+**The order** of a shuffle (and so of ``-n``, shards, splits, ``--aligned``) is the records
+sorted by a key that depends only on the seed and the record's index in the concatenated input
+(:class:`OrderKeys`). ``--memory``, ``--jobs``, ``--buckets``, the method, local or cluster,
+file or stdin, compression and the lines' lengths change how the sort is done, never its result.
 
-    level path + (purpose, coordinates...)
-
-- ``purpose`` says what the draws are for (:class:`Purpose`); no two purposes share a number;
-- the *level path* locates a nested level: ``()`` for the top level, and each bucket re-scattered
-  inside a level appends ``(Purpose.NESTED, first bucket of its unit)``;
-- the coordinates locate the data: ``(source, block)`` for the input blocks of a scatter or a
-  sample (``source`` = position of the input among all inputs, ``block`` = block number within
-  that input), ``(first bucket,)`` for a gather unit, ``()`` for a once-per-run draw, and
-  ``(chunk,)`` for draws that read no input block (``-i -n``, ``-r``): the n-th fixed-size chunk
-  of draws, so their sequence does not depend on ``--memory`` or on how it is cut into rounds.
-  ``-e`` and ``-i`` records are one input (source 0) and use the scatter/gather/sample streams.
+**Other draws** (``-i LO-HI -n K``'s offsets, ``-r``'s picks) come from streams
+``PCG64(SeedSequence(seed, spawn_key=key))`` keyed by ``(purpose, chunk)``: the n-th fixed-size
+chunk of draws, so they do not depend on ``--memory`` or on how the work is cut either.
+:class:`Purpose` numbers are part of the contract: never reuse one.
 
 The seed is ``--seed N``, a fresh random number, or, with ``--random-source FILE``, the first 32
 bytes of FILE read as a little-endian 256-bit number (:func:`seed_from_bytes`): the same file
 gives the same output, a file shorter than 32 bytes is an error, and bytes past the 32nd are
 never read (so ``/dev/urandom`` or an endless pipe work). This differs from GNU shuf, which
 consumes the file's bytes as it draws: the output for a given file is bigshuf's own, not shuf's.
-
-So a stream depends only on the seed and on the position of the data it handles, never on how
-many workers ran, in which order, or on which machine: the same seed and input give the same
-bytes everywhere. And because every key names the input it comes from, two inputs can never
-reuse one stream (reusing them made ``-n`` over several files non-uniform).
 """
 from __future__ import annotations
 
@@ -34,20 +24,14 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-#: Where a nested level sits: a sequence of (Purpose.NESTED, first bucket) pairs.
-LevelPath = Tuple[int, ...]
-
 
 class Purpose(IntEnum):
-    """What a stream's draws are for. The numbers are part of the contract: never reuse one."""
+    """What a stream's draws are for. The numbers are part of the contract: never reuse one
+    (0-4 were the bucket, permutation and reservoir streams of the order before version 1)."""
 
-    SCATTER = 0       # bucket of each record of one input block
-    GATHER = 1        # permutation of the records of one gather unit
-    NESTED = 2        # a bucket too big for a unit, scattered again: starts a level path
-    SAMPLE = 3        # reservoir (-n) draws for one input block
-    SAMPLE_ORDER = 4  # the order the reservoir is written in
     RANGE_SAMPLE = 5  # -i LO-HI -n K: distinct offsets in the range, one chunk of draws
     REPEAT_DRAW = 6   # -r: the indices of the lines drawn with replacement, one chunk of draws
+    ORDER = 7         # the order contract: the constants of every record's key (OrderKeys)
 
 
 def new_seed() -> int:
@@ -71,27 +55,11 @@ def stream(seed: int, key: Tuple[int, ...]) -> np.random.Generator:
 
 
 class Streams:
-    """The named streams of one run."""
+    """The random draws of one run: the records' keys and the named streams."""
 
     def __init__(self, seed: int):
         self.seed = seed
-
-    def scatter(self, level: LevelPath, source: int, block: int) -> np.random.Generator:
-        return stream(self.seed, level + (Purpose.SCATTER, source, block))
-
-    def gather(self, level: LevelPath, first_bucket: int) -> np.random.Generator:
-        return stream(self.seed, level + (Purpose.GATHER, first_bucket))
-
-    @staticmethod
-    def nested(level: LevelPath, first_bucket: int) -> LevelPath:
-        """The level path of a bucket re-scattered inside ``level``."""
-        return level + (Purpose.NESTED, first_bucket)
-
-    def sample(self, source: int, block: int) -> np.random.Generator:
-        return stream(self.seed, (Purpose.SAMPLE, source, block))
-
-    def sample_order(self) -> np.random.Generator:
-        return stream(self.seed, (Purpose.SAMPLE_ORDER,))
+        self.keys = OrderKeys(seed)
 
     def range_sample(self, chunk: int) -> np.random.Generator:
         """-i -n: the ``chunk``-th batch of candidate offsets (one source: the range)."""
@@ -102,6 +70,66 @@ class Streams:
         return stream(self.seed, (Purpose.REPEAT_DRAW, chunk))
 
 
-def nesting_depth(level: LevelPath) -> int:
-    """How many levels lie above ``level`` (0 for the top level)."""
-    return len(level) // 2
+#: The key function's constants (murmur3's 64-bit finaliser and the golden ratio): odd
+#: multipliers, so every step is a bijection of the 64-bit integers.
+_M1, _M2, _GOLDEN = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53), np.uint64(0x9E3779B97F4A7C15)
+_S33 = np.uint64(33)
+#: Keys computed per vectorised step: the temporaries stay in the CPU cache (4.4 ns a key,
+#: against 17 ns over one large array).
+KEY_CHUNK = 1 << 16
+
+
+class OrderKeys:
+    """The order contract (version 1): record ``i`` (its index among the shuffled records of
+    the concatenated input, from 0) gets the 64-bit key ``F_seed(i)``, and the output is the
+    records in increasing key order.
+
+    ``F_seed(i) = fmix(fmix(((i + a) * golden) ^ b) + c)``, where (a, b, c) come from
+    ``SeedSequence(seed, spawn_key=(Purpose.ORDER,))`` and ``fmix`` is murmur3's finaliser.
+    Every step is a bijection of the 64-bit integers, so two records never share a key: no
+    tie is ever broken, and the order is a uniformly random one if ``F_seed`` is taken as a
+    random permutation of the 64-bit integers (the keys of n records are then n distinct
+    values in exchangeable positions). Nothing here depends on ``--memory``, the workers, the
+    method or how the input was cut: only the seed and the record's index.
+
+    Changing anything here changes every output: it is a breaking change (README, changelog).
+    """
+
+    def __init__(self, seed: int):
+        a, b, c = np.random.SeedSequence(seed, spawn_key=(Purpose.ORDER,)).generate_state(3, np.uint64)
+        self.a, self.b, self.c = np.uint64(a), np.uint64(b), np.uint64(c)
+
+    def range(self, first: int, count: int) -> np.ndarray:
+        """Keys of records ``first .. first + count - 1``."""
+        out = np.empty(count, dtype=np.uint64)
+        for lo in range(0, count, KEY_CHUNK):
+            hi = min(count, lo + KEY_CHUNK)
+            x = out[lo:hi]
+            x[:] = np.arange(first + lo, first + hi, dtype=np.uint64)
+            self._mix(x)
+        return out
+
+    def of(self, indices: np.ndarray) -> np.ndarray:
+        """Keys of the records numbered ``indices`` (any order)."""
+        out = np.asarray(indices).astype(np.uint64)
+        for lo in range(0, len(out), KEY_CHUNK):
+            self._mix(out[lo:lo + KEY_CHUNK])
+        return out
+
+    def _mix(self, x: np.ndarray) -> None:
+        """x <- F_seed(x), in place (uint64 arithmetic wraps: it is arithmetic modulo 2^64)."""
+        x += self.a
+        x *= _GOLDEN
+        x ^= self.b
+        _fmix(x)
+        x += self.c
+        _fmix(x)
+
+
+def _fmix(x: np.ndarray) -> None:
+    """murmur3's 64-bit finaliser, in place: a bijection that mixes every bit into every bit."""
+    x ^= x >> _S33
+    x *= _M1
+    x ^= x >> _S33
+    x *= _M2
+    x ^= x >> _S33

@@ -1,16 +1,18 @@
 """Scale-out: the same exact shuffle as a Dask task graph over shared (fsspec) storage.
 
-A thin layer over the local engine — the same planner, bucket draws, partition, unit plan,
-permutation and compressors — so for the same seed, inputs, ``--memory`` and ``--buckets`` the
-output is byte-identical to ``bigshuf shuffle`` on one machine:
+A thin layer over the local engine — the same planner, keys, partition, unit plan, key order and
+compressors — so for the same seed and inputs the output is byte-identical to ``bigshuf shuffle``
+on one machine (at any ``--memory``: the order contract):
 
-1. **scatter**: one task per input file (blocks never span files, and a block's randomness is
-   keyed by (file, block), so a task needs nothing from the others). It writes its runs to one
+0. **count**: one task per input file counts its records, so each file's first record index
+   (its records' keys) is known before any is scattered;
+1. **scatter**: one task per input file (blocks never span files, and a record's key is a
+   function of its index, so a task needs nothing from the others). It writes its runs to one
    part file and its index rows to another, under the job's temp directory;
 2. the client merges the index to the final bucket count and plans units exactly like the local
    engine;
-3. **gather**: one task per unit reads its buckets' pieces from the part files, permutes them and
-   writes the unit's shuffled bytes; a bucket too big for a unit is re-scattered inside its task
+3. **gather**: one task per unit reads its buckets' pieces and keys from the part files, sorts
+   them by key and writes the unit's shuffled bytes; a bucket too big for a unit is re-scattered inside its task
    by the local engine (worker-local temp space);
 4. **publish**: one task per output file (shard) concatenates its units' bytes, cut at record
    boundaries, and publishes the file under its final name only when complete.
@@ -38,13 +40,13 @@ from bigshuf.common.output import Destination
 from bigshuf.common.progress import bar
 from bigshuf.common.randomness import Streams, resolve_seed
 from bigshuf.common.sizes import parse_size
-from bigshuf.shuffler.gather import Unit, permute_buckets, plan_units, read_buckets
+from bigshuf.shuffler.gather import BucketReader, Piece, Unit, order_unit, plan_units
 from bigshuf.shuffler.options import ShuffleOptions
 from bigshuf.shuffler.plan import Geometry, plan
 from bigshuf.shuffler.records import RecordReader, Source, find_record_ends
-from bigshuf.shuffler.scatter import draw_buckets, partition
+from bigshuf.shuffler.scatter import KEY_BYTES, KeyRange, partition
 from bigshuf.shuffler.stats import ShuffleStats
-from bigshuf.shuffler.store import Store, final_buckets, fit_row
+from bigshuf.shuffler.store import Store, final_buckets, fit_row, halvings
 from bigshuf.shuffler.writing import Sink, compressor_for
 
 
@@ -108,9 +110,22 @@ def _put_atomic(fs, path: str, data_writer) -> None:
 
 # -- tasks (run on workers; module-level so they pickle by reference) --------------------------
 
+def _count_task(url: str, sep: int, header: bool, block_bytes: int, block_records: int) -> int:
+    """The number of records of one input file (its header excluded)."""
+    import fsspec
+
+    with fsspec.open(url, "rb", compression="infer") as stream:
+        reader = RecordReader([Source(url, stream, None, False, None, owned=False)], sep,
+                              header=header)
+        for _ in reader.blocks(block_bytes, block_records):
+            pass
+    return reader.records
+
+
 def _scatter_task(source: int, url: str, job: str, seed: int, buckets: int, sep: int,
-                  header: bool, block_bytes: int, block_records: int) -> dict:
-    """Scatter one input file into runs: part file + index file. Returns its summary."""
+                  header: bool, block_bytes: int, block_records: int, first: int) -> dict:
+    """Scatter one input file (its records numbered from ``first``) into runs: part file +
+    index file. Returns its summary."""
     import fsspec
 
     fs, _ = _fs(job)
@@ -119,18 +134,20 @@ def _scatter_task(source: int, url: str, job: str, seed: int, buckets: int, sep:
     sizes: List[int] = []
     rows_b: List[np.ndarray] = []
     rows_c: List[np.ndarray] = []
+    keys_of = Streams(seed).keys
+    cut = KeyRange.cut(0, 1 << 64, buckets)
     with fsspec.open(url, "rb", compression="infer") as stream:
         reader = RecordReader([Source(url, stream, None, False, None, owned=False)], sep,
-                              header=header, first_source=source)
+                              header=header, first_source=source, first_record=first)
 
         def write_runs(f) -> None:
             out = np.empty(block_bytes, dtype=np.uint8)
             for block in reader.blocks(block_bytes, block_records):
-                rng = Streams(seed).scatter((), block.source, block.index)
-                bucket_of = draw_buckets(rng, block.count, buckets)
-                b, c = partition(block.data, block.ends, bucket_of, buckets, out)
+                keys = keys_of.range(block.first, block.count)
+                b, c, keys = partition(block.data, block.ends, keys, cut.bucket_of(keys), buckets, out)
                 f.write(memoryview(out[:block.nbytes]))
-                sizes.append(block.nbytes)
+                f.write(memoryview(keys.view(np.uint8)))
+                sizes.append(block.nbytes + KEY_BYTES * block.count)
                 rows_b.append(b)
                 rows_c.append(c)
 
@@ -145,7 +162,7 @@ def _scatter_task(source: int, url: str, job: str, seed: int, buckets: int, sep:
         f.write(buf.getvalue())
 
     _put_atomic(fs, index, write_index)
-    return dict(source=source, runs=len(sizes), nbytes=int(sum(sizes)),
+    return dict(source=source, runs=len(sizes), nbytes=int(mb.sum()),
                 records=int(mc.sum()), header=reader.header, read=reader.bytes_read)
 
 
@@ -194,34 +211,36 @@ def _unit_path(job: str, i: int) -> str:
     return _join(job, "units", f"{i:08d}.bin")
 
 
-def _gather_task(i: int, unit: Unit, piece_start: np.ndarray, piece_bytes: np.ndarray,
+def _gather_task(i: int, unit: Unit, reader: BucketReader, space: KeyRange,
                  parts: List[str], bases: List[int], job: str, seed: int, sep: int,
                  memory: int) -> int:
-    """Permute one unit (or re-scatter an oversized bucket) into its unit file."""
+    """Sort one unit (or re-scatter an oversized bucket) into its unit file. ``reader`` holds
+    the unit's columns of the index; ``space`` is the keys of the unit's first bucket."""
     from bigshuf.common.progress import Progress
     from bigshuf.shuffler.engine import Engine
 
     fs, _ = _fs(job)
     store = PartsStore(parts, bases)
+    reader.store = store
     try:
         if not unit.oversized:
             buf = np.empty(unit.nbytes, dtype=np.uint8)
-            starts = read_buckets(store, piece_start, piece_bytes, buf)
+            keys = np.empty(unit.records, dtype=np.uint64)
+            reader.read(0, unit.last - unit.first, buf, keys)
             out = np.empty(unit.nbytes, dtype=np.uint8)
-            n = permute_buckets(buf, starts, sep, Streams(seed).gather((), unit.first), out)
-            del buf
+            n = order_unit(buf, unit.nbytes, keys, sep, out)
+            del buf, keys
             _put_atomic(fs, _unit_path(job, i), lambda f: f.write(memoryview(out)))
             return n
         geo = plan(memory)
-        pieces = [(int(piece_start[r, 0]), int(piece_bytes[r, 0]))
-                  for r in np.flatnonzero(piece_bytes[:, 0])]
         engine = Engine(geo, 1, Streams(seed), sep, tempfile.gettempdir(), Progress(False, None),
                         ShuffleStats(seed=seed))
+        pieces: List[Piece] = reader.pieces(0)
 
         def write(f) -> None:
             sink = Sink(f, sep, unit.records)
             sink.open()
-            engine.rescatter(store, pieces, unit.nbytes, sink, Streams.nested((), unit.first))
+            engine.rescatter(store, pieces, space, sink)
             sink.finish()
 
         try:
@@ -421,10 +440,15 @@ class _ClusterRun:
         """One task per input file; returns the header and the merged run index."""
         opts, geo, t0 = self.opts, self.geo, time.perf_counter()
         k0 = opts.buckets or geo.initial_buckets()
-        futs = [self.client.submit(_scatter_task, i, u, self.job, self.seed, k0, opts.sep, opts.header,
-                                   geo.block_bytes, geo.block_records, key=self._key("scatter", i),
-                                   retries=3, pure=False)
+        futs = [self.client.submit(_count_task, u, opts.sep, opts.header, geo.block_bytes,
+                                   geo.block_records, key=self._key("count", i), retries=3, pure=False)
                 for i, u in enumerate(self.urls)]
+        counts = _Progress(opts.progress).track(self.client, futs, "count")
+        firsts = np.cumsum([0] + counts[:-1]).tolist()
+        futs = [self.client.submit(_scatter_task, i, u, self.job, self.seed, k0, opts.sep, opts.header,
+                                   geo.block_bytes, geo.block_records, first,
+                                   key=self._key("scatter", i), retries=3, pure=False)
+                for i, (u, first) in enumerate(zip(self.urls, firsts))]
         summaries = _Progress(opts.progress).track(self.client, futs, "scatter")
         hdr = summaries[0]["header"] if opts.header and summaries else None
         for s in summaries[1:]:
@@ -433,7 +457,8 @@ class _ClusterRun:
                                            "header of the first input; dropped anyway")
         runs = sum(s["runs"] for s in summaries)
         k = k0 if opts.buckets else final_buckets(k0, runs, geo.index_entries)
-        index = _load_index(self.job, summaries, k)
+        index = _load_index(self.job, summaries, k) \
+            + (KeyRange.cut(0, 1 << 64, k0).merged(halvings(k0, k)),)
         st = self.stats
         st.records = sum(s["records"] for s in summaries)
         st.bytes = sum(s["nbytes"] for s in summaries)
@@ -441,14 +466,15 @@ class _ClusterRun:
         st.scatter_seconds = time.perf_counter() - t0
         return hdr, index
 
-    def gather(self, offsets, piece_bytes, piece_records, parts, bases) -> List[Unit]:
+    def gather(self, offsets, piece_bytes, piece_records, parts, bases, space: KeyRange
+               ) -> List[Unit]:
         """One task per unit of buckets (an oversized bucket is re-scattered inside its task)."""
         geo = self.geo
-        piece_start = np.cumsum(piece_bytes, axis=1) - piece_bytes + offsets[:, None]
+        reader = BucketReader(None, offsets, piece_bytes, piece_records)  # type: ignore[arg-type]
         units = plan_units(piece_bytes.sum(axis=0), piece_records.sum(axis=0), geo.unit_bytes,
                            geo.unit_records)
-        futs = [self.client.submit(_gather_task, i, u, piece_start[:, u.first:u.last],
-                                   piece_bytes[:, u.first:u.last], parts, bases, self.job, self.seed,
+        futs = [self.client.submit(_gather_task, i, u, reader.columns(u.first, u.last),
+                                   space.child(u.first), parts, bases, self.job, self.seed,
                                    self.opts.sep, geo.memory, key=self._key("gather", i), retries=3,
                                    pure=False)
                 for i, u in enumerate(units)]

@@ -1,41 +1,35 @@
 """The engine: scatter and gather levels on a pool of worker threads.
 
-Why the output is exactly uniform: for n records and any fixed output order s, the run produces s
-iff, for some composition (n_1..n_K) of n, the first n_1 records of s were drawn into bucket 1, the
-next n_2 into bucket 2, ..., and each bucket's permutation is the one that puts its records in s's
-order. Bucket draws are independent and uniform, so P(s) = sum over compositions of
-K^-n * prod 1/n_k!, the same for every s. A bucket scattered again (because it is too big for a
-unit) gets a uniform permutation by the same argument, so nothing changes. Records are identified
-by position, never by content, so duplicate lines do not matter.
-
-Every draw comes from a named stream of :mod:`bigshuf.common.randomness`, keyed by the position
-of the data in the plan, so the output does not depend on the number of workers.
+The output is the records in the order of their keys (:class:`~bigshuf.common.randomness.OrderKeys`,
+a function of the seed and the record's index only). A level's buckets are consecutive intervals
+of keys, so writing the buckets in order, each sorted by key, writes the records in key order; a
+bucket too big for a unit is scattered again by its keys into a level of its own. Why that order
+is exactly uniform: README, "Why the order is exactly uniform".
 """
 from __future__ import annotations
 
 import threading
 from concurrent.futures import FIRST_COMPLETED, FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Set
 
 import numpy as np
 
-from bigshuf.common.errors import BigshufError
 from bigshuf.common.progress import Progress
-from bigshuf.common.randomness import LevelPath, Streams, nesting_depth
+from bigshuf.common.randomness import Streams
 from bigshuf.shuffler.buffers import BufferPool
-from bigshuf.shuffler.gather import BucketReader, Unit, permute_buckets, plan_units
+from bigshuf.shuffler.gather import BucketReader, Piece, Unit, order_unit, plan_units
 from bigshuf.shuffler.plan import Geometry
-from bigshuf.shuffler.records import Block, RecordReader, Source
-from bigshuf.shuffler.scatter import draw_buckets, partition
+from bigshuf.shuffler.records import Block
+from bigshuf.shuffler.scatter import KEY_BYTES, KeyRange, partition
 from bigshuf.shuffler.stats import ShuffleStats
 from bigshuf.shuffler.store import (
     FileRegion,
     MemoryStore,
-    PiecesStream,
     RunIndex,
     Store,
     TempSpace,
+    halvings,
     physical_memory,
 )
 from bigshuf.shuffler.writing import Sink
@@ -58,6 +52,8 @@ class Level:
     run_offsets: np.ndarray
     piece_bytes: np.ndarray     # [R, K]
     piece_records: np.ndarray   # [R, K]
+    keys: KeyRange              # bucket j holds the keys of keys.child(j)
+    depth: int = 1              # 1 for the top level, 2 for a bucket scattered again, ...
 
     @property
     def bucket_bytes(self) -> np.ndarray:
@@ -139,12 +135,13 @@ class Engine:
             pending = list(rest)
         return pending
 
-    # -- scatter ----------------------------------------------------------------------------
-    def scatter(self, blocks: Iterator[Block], path: LevelPath, size: Optional[int],
-                buckets: Optional[int], on_block: Callable[[Block], None]) -> Level:
-        """Scatter a stream of blocks into a new level (store + index)."""
+    # -- scatter ---------------------------------------------------------------------------
+    def scatter(self, blocks: Iterator[Block], space: KeyRange, size: Optional[int],
+                buckets: Optional[int], on_block: Callable[[Block], None], depth: int = 1) -> Level:
+        """Scatter a stream of blocks, whose keys all lie in ``space``, into a new level."""
         k0 = buckets or self.geo.initial_buckets()
-        job = _ScatterJob(path, k0, RunIndex(k0, self.geo.index_entries, fixed=buckets is not None))
+        cut = KeyRange.cut(space.lo, space.span, k0)
+        job = _ScatterJob(cut, k0, RunIndex(k0, self.geo.index_entries, fixed=buckets is not None))
         store = self._level_store(size)
         pending: List[Future] = []
         for block in blocks:
@@ -153,15 +150,16 @@ class Engine:
             if block.count == 0:
                 self.pool.release(block.data)
                 continue
-            if isinstance(store, MemoryStore) and job.index.end + block.nbytes > store.capacity:
+            run_bytes = block.nbytes + KEY_BYTES * block.count
+            if isinstance(store, MemoryStore) and job.index.end + run_bytes > store.capacity:
                 # Turned out larger than RAM allows: move the runs to a file and go on. The
                 # layout is the same, so the output is the same as if we had started on disk.
                 pending = self.wait_some(pending, 1)
                 store = self._spill(store, job.index.end)
-            run, offset = job.index.allocate(block.nbytes)
+            run, offset = job.index.allocate(run_bytes)
             if block.nbytes < INLINE_BYTES and block.count < self.geo.block_records:
                 # A small block that ends its input (many small input files) costs less than
-                # handing it to a worker and waiting for it: do it here. Same draws and layout.
+                # handing it to a worker and waiting for it: do it here. Same keys and layout.
                 self._scatter_block(job, block, run, offset, store)
             else:
                 pending = self.wait_some(pending, self.workers)
@@ -172,7 +170,7 @@ class Engine:
         self.stats.runs += len(offsets)
         if isinstance(store, FileRegion):
             self.temp.filled(store, job.index.end)  # nested levels go after this one
-        return Level(store, offsets, b, c)
+        return Level(store, offsets, b, c, cut.merged(halvings(k0, b.shape[1])), depth)
 
     def _level_store(self, size: Optional[int]) -> Store:
         """RAM when the level (of ``size`` bytes, if known) fits next to the workers, else a
@@ -182,31 +180,35 @@ class Engine:
         mem_cap = min(self.geo.memory_store_capacity(self.workers), physical_memory())
         if size is not None and size > mem_cap:
             return self._new_file_store()
-        store = MemoryStore(max(mem_cap if size is None else size, 0))
+        # The whole share, reserved but not committed: the records' keys come on top of
+        # ``size`` (8 bytes a record, a number not known before reading).
+        store = MemoryStore(max(mem_cap, 0))
         self.stores.append(store)
         return store
 
     def _scatter_block(self, job: "_ScatterJob", block: Block, run: int, offset: int,
                        dest: Store) -> None:
-        """Draw a bucket for each record of ``block`` and lay the block out bucket by bucket
-        as run ``run`` at ``offset`` of ``dest``."""
+        """Put each record of ``block`` in the bucket of its key and lay the block out bucket
+        by bucket, then the keys in the same order, as run ``run`` at ``offset`` of ``dest``."""
         self.check()
-        # Keyed by (input, block within input): a block's draws do not depend on other
-        # inputs, so one task per input file (the cluster) reproduces them exactly.
-        rng = self.streams.scatter(job.path, block.source, block.index)
-        bucket_of = draw_buckets(rng, block.count, job.k0)
+        keys = block.keys if block.keys is not None else self.streams.keys.range(block.first,
+                                                                                 block.count)
+        bucket_of = job.cut.bucket_of(keys)
+        n = block.nbytes
         if isinstance(dest, MemoryStore):
-            out = dest.view(offset, block.nbytes)
-            nbytes, counts = partition(block.data, block.ends, bucket_of, job.k0, out)
+            out = dest.view(offset, n)
+            nbytes, counts, keys = partition(block.data, block.ends, keys, bucket_of, job.k0, out)
             self.pool.release(block.data)
+            dest.write(offset + n, keys.view(np.uint8))
         else:
-            out = self.pool.get()[:block.nbytes]
-            nbytes, counts = partition(block.data, block.ends, bucket_of, job.k0, out)
+            out = self.pool.get()[:n]
+            nbytes, counts, keys = partition(block.data, block.ends, keys, bucket_of, job.k0, out)
             self.pool.release(block.data)
             del bucket_of
             self.check()
             dest.write(offset, out)
             self.pool.release(out)
+            dest.write(offset + n, keys.view(np.uint8))
         job.index.record(run, nbytes, counts)
 
     def _new_file_store(self) -> FileRegion:
@@ -230,13 +232,13 @@ class Engine:
         if store in self.stores:
             self.stores.remove(store)
 
-    # -- gather -----------------------------------------------------------------------------
-    def gather(self, level: Level, sink: Sink, path: LevelPath, base_offset: int = 0) -> None:
-        """Permute every bucket of ``level`` and write them to ``sink`` in bucket order."""
+    # -- gather ----------------------------------------------------------------------------
+    def gather(self, level: Level, sink: Sink, base_offset: int = 0) -> None:
+        """Write every bucket of ``level`` to ``sink`` in bucket order, each in key order."""
         geo = self.geo
-        reader = BucketReader(level.store, level.run_offsets, level.piece_bytes)
+        reader = BucketReader(level.store, level.run_offsets, level.piece_bytes, level.piece_records)
         units = plan_units(level.bucket_bytes, level.bucket_records, geo.unit_bytes, geo.unit_records)
-        job = _GatherJob(path, reader, sink, base_offset)
+        job = _GatherJob(reader, sink, base_offset)
         pending: List[Future] = []
         for i, unit in enumerate(units):
             self.check()
@@ -244,8 +246,8 @@ class Engine:
                 break
             if unit.oversized:
                 pending = self.wait_some(pending, 1)
-                self.rescatter(level.store, reader.pieces(unit.first), unit.nbytes, sink,
-                               Streams.nested(path, unit.first), base_offset + unit.out_offset)
+                self.rescatter(level.store, reader.pieces(unit.first), level.keys.child(unit.first),
+                               sink, base_offset + unit.out_offset, level.depth + 1)
                 job.next_turn()
                 continue
             pending = self.wait_some(pending, self.workers)
@@ -253,18 +255,17 @@ class Engine:
         self.wait_some(pending, 1)
 
     def _gather_unit(self, job: "_GatherJob", i: int, unit: Unit) -> None:
-        """Read unit ``i``'s buckets, permute each, and hand them to the sink (at their offset,
-        or in turn when the sink takes a stream)."""
+        """Read unit ``i``'s buckets and keys, order the records by key, and hand them to the
+        sink (at their offset, or in turn when the sink takes a stream)."""
         self.check()
         buf = self.pool.get()[:unit.nbytes]
-        starts = job.reader.read(unit.first, unit.last, buf, last_use=True)
+        keys = np.empty(unit.records, dtype=np.uint64)
+        job.reader.read(unit.first, unit.last, buf, keys, last_use=True)
         out = self.pool.get()[:unit.nbytes]
         self.check()
-        n = permute_buckets(buf, starts, self.sep, self.streams.gather(job.path, unit.first), out)
+        n = order_unit(buf, unit.nbytes, keys, self.sep, out)
         self.pool.release(buf)
-        del buf
-        if n != unit.records:
-            raise BigshufError(f"internal error: bucket records {n} != index {unit.records}")
+        del buf, keys
         if job.sink.positional:
             job.sink.write_at(job.base_offset + unit.out_offset, out, n)
         else:
@@ -277,27 +278,51 @@ class Engine:
         self.pool.release(out)
         self.progress.gathered(unit.nbytes)
 
-    def rescatter(self, store: Store, pieces: List[Tuple[int, int]], nbytes: int, sink: Sink,
-                  path: LevelPath, out_offset: int = 0) -> None:
-        """A bucket too big for memory (given as its pieces in ``store``): scatter it again
-        into its own level, then gather that level into ``sink``."""
-        stream = PiecesStream(store, pieces)
-        src = Source("<bucket>", stream, nbytes, False, nbytes)  # type: ignore[arg-type]
-        sub_reader = RecordReader([src], self.sep)
-        blocks = sub_reader.blocks(self.geo.block_bytes, self.geo.block_records, self.pool)
-        sub = self.scatter(blocks, path, nbytes, None, lambda b: None)
-        self.stats.levels = max(self.stats.levels, nesting_depth(path) + 1)
+    def rescatter(self, store: Store, pieces: List[Piece], space: KeyRange, sink: Sink,
+                  out_offset: int = 0, depth: int = 2) -> None:
+        """A bucket too big for memory (given as its pieces in ``store``, its keys in
+        ``space``): scatter it again by its keys into its own level, then gather that level
+        into ``sink``."""
+        size = sum(p.nbytes + KEY_BYTES * p.records for p in pieces)
+        sub = self.scatter(self._piece_blocks(store, pieces), space, size, None, lambda b: None,
+                           depth)
+        self.stats.levels = max(self.stats.levels, depth)
         try:
-            self.gather(sub, sink, path, out_offset)
+            self.gather(sub, sink, out_offset)
         finally:
             self._drop(sub.store)
+
+    def _piece_blocks(self, store: Store, pieces: List[Piece]) -> Iterator[Block]:
+        """The pieces of a bucket as blocks of whole records with their keys (each piece
+        comes from one block of this geometry, so it fits in one)."""
+        cap, most = self.geo.block_bytes, self.geo.block_records
+        i = 0
+        while i < len(pieces):
+            j, nbytes, records = i, 0, 0
+            while j < len(pieces) and (j == i or (nbytes + pieces[j].nbytes <= cap
+                                                  and records + pieces[j].records <= most)):
+                nbytes += pieces[j].nbytes
+                records += pieces[j].records
+                j += 1
+            data = self.pool.get()[:nbytes]
+            keys = np.empty(records, dtype=np.uint64)
+            kb = keys.view(np.uint8)
+            at = kat = 0
+            for p in pieces[i:j]:
+                self.check()
+                store.read_into(p.offset, [data[at:at + p.nbytes]])
+                store.read_into(p.key_offset, [kb[kat:kat + KEY_BYTES * p.records]])
+                at += p.nbytes
+                kat += KEY_BYTES * p.records
+            yield Block(i, data, None, 0, self.sep, records, keys=keys)
+            i = j
 
 
 @dataclass
 class _ScatterJob:
     """What the blocks of one scatter level share."""
 
-    path: LevelPath
+    cut: KeyRange
     k0: int
     index: RunIndex
 
@@ -305,8 +330,7 @@ class _ScatterJob:
 class _GatherJob:
     """What the units of one gather share, and the turn that orders stream writes."""
 
-    def __init__(self, path: LevelPath, reader: BucketReader, sink: Sink, base_offset: int):
-        self.path = path
+    def __init__(self, reader: BucketReader, sink: Sink, base_offset: int):
         self.reader = reader
         self.sink = sink
         self.base_offset = base_offset

@@ -1,24 +1,27 @@
-"""Phase 2, gather: load buckets, permute each bucket's records uniformly, emit them in bucket order.
+"""Phase 2, gather: load buckets with their keys, put each unit's records in key order, emit them.
 
-Consecutive buckets are loaded together as one *unit* (one read per run covers them all), but each
-bucket is permuted on its own: grouping is for I/O only and never changes the output. Small buckets
-keep the permutation's random reads inside the CPU cache. A bucket too large for a unit is not
-permuted here; the caller scatters it again (same argument, one level down).
+Consecutive buckets are loaded together as one *unit* (one read per run covers them all). The
+buckets are consecutive intervals of keys, so sorting a unit's records by key puts them in bucket
+order and each bucket in key order: the order contract. Grouping is for I/O only and never
+changes the output. A bucket too large for a unit is not sorted here; the caller scatters it
+again by the next bits of its keys (one level down, same order).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List
 
 import numpy as np
 
+from bigshuf.common.errors import BigshufError
 from bigshuf.shuffler.records import find_record_ends
+from bigshuf.shuffler.scatter import KEY_BYTES
 from bigshuf.shuffler.segments import gather_records
 from bigshuf.shuffler.store import Store
 
-#: Peak per-record metadata of a unit permutation (ends, permutation, bucket numbers and their
-#: sort; then starts, lengths and the copy's destinations).
-PERMUTE_BYTES_PER_RECORD = 48
+#: Peak per-record metadata of a unit's sort (keys, ends, the packed sort keys and the order;
+#: then starts, lengths and the copy's destinations).
+PERMUTE_BYTES_PER_RECORD = 64
 
 
 @dataclass(frozen=True)
@@ -65,33 +68,66 @@ def plan_units(bucket_bytes: np.ndarray, bucket_records: np.ndarray, max_bytes: 
 
 
 class BucketReader:
-    """Reads buckets of a scattered level from its store, bucket-major."""
+    """Reads buckets of a scattered level from its store, bucket-major, with their keys."""
 
-    def __init__(self, store: Store, run_offsets: np.ndarray, piece_bytes: np.ndarray):
+    def __init__(self, store: Store, run_offsets: np.ndarray, piece_bytes: np.ndarray,
+                 piece_records: np.ndarray):
         self.store = store
-        self.run_offsets = run_offsets
         self.piece_bytes = piece_bytes                       # [R, K]
-        # Offset of each piece inside its run: exclusive prefix sum along the buckets.
-        within = np.cumsum(piece_bytes, axis=1)
-        within -= piece_bytes
-        self.piece_start = within + run_offsets[:, None]     # [R, K] store offsets
+        self.piece_records = piece_records                   # [R, K]
+        self.piece_start = _exclusive(piece_bytes) + run_offsets[:, None]     # [R, K] offsets
+        run_bytes = piece_bytes.sum(axis=1)
+        self.key_start = KEY_BYTES * _exclusive(piece_records) + (run_offsets + run_bytes)[:, None]
 
-    def read(self, first: int, last: int, out: np.ndarray, last_use: bool = False) -> np.ndarray:
-        """Fill ``out`` with buckets first..last-1, each bucket contiguous (runs in order).
-        Returns the start of each bucket in ``out`` (length last-first+1). With ``last_use``,
-        the store may free what was read."""
-        starts = read_buckets(self.store, self.piece_start[:, first:last],
-                              self.piece_bytes[:, first:last], out)
+    def columns(self, first: int, last: int) -> "BucketReader":
+        """A reader of buckets first..last-1 only (renumbered from 0) and no store: what a
+        cluster task needs to be sent."""
+        part = object.__new__(BucketReader)
+        part.store = None  # type: ignore[assignment]
+        for name in ("piece_bytes", "piece_records", "piece_start", "key_start"):
+            setattr(part, name, getattr(self, name)[:, first:last].copy())
+        return part
+
+    def read(self, first: int, last: int, out: np.ndarray, keys: np.ndarray,
+             last_use: bool = False) -> np.ndarray:
+        """Fill ``out`` with buckets first..last-1, each bucket contiguous (runs in order), and
+        ``keys`` with their keys in the same order. Returns the start of each bucket in ``out``
+        (length last-first+1). With ``last_use``, the store may free what was read."""
+        cols = slice(first, last)
+        starts = read_buckets(self.store, self.piece_start[:, cols], self.piece_bytes[:, cols], out)
+        read_buckets(self.store, self.key_start[:, cols], KEY_BYTES * self.piece_records[:, cols],
+                     keys.view(np.uint8))
         if last_use:
-            spans = self.piece_bytes[:, first:last].sum(axis=1)
-            for r in np.flatnonzero(spans):
-                self.store.discard(int(self.piece_start[r, first]), int(spans[r]))
+            for start, size in ((self.piece_start, self.piece_bytes),
+                                (self.key_start, KEY_BYTES * self.piece_records)):
+                spans = size[:, cols].sum(axis=1)
+                for r in np.flatnonzero(spans):
+                    self.store.discard(int(start[r, first]), int(spans[r]))
         return starts
 
-    def pieces(self, bucket: int) -> List[Tuple[int, int]]:
-        """(store offset, bytes) of every non-empty piece of one bucket, in run order."""
-        col = self.piece_bytes[:, bucket]
-        return [(int(self.piece_start[r, bucket]), int(col[r])) for r in np.flatnonzero(col)]
+    def pieces(self, bucket: int) -> List[Piece]:
+        """Every non-empty piece of one bucket, in run order."""
+        rows = np.flatnonzero(self.piece_records[:, bucket])
+        return [Piece(int(self.piece_start[r, bucket]), int(self.piece_bytes[r, bucket]),
+                      int(self.key_start[r, bucket]), int(self.piece_records[r, bucket]))
+                for r in rows]
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One run's records of one bucket: where its bytes and its keys are in the store."""
+
+    offset: int
+    nbytes: int
+    key_offset: int
+    records: int
+
+
+def _exclusive(a: np.ndarray) -> np.ndarray:
+    """Exclusive prefix sums along the buckets (axis 1)."""
+    out = np.cumsum(a, axis=1)
+    out -= a
+    return out
 
 
 def read_buckets(store: Store, piece_start: np.ndarray, piece_bytes: np.ndarray,
@@ -115,34 +151,46 @@ def read_buckets(store: Store, piece_start: np.ndarray, piece_bytes: np.ndarray,
     return bucket_start
 
 
-def permute_buckets(buf: np.ndarray, bucket_start: np.ndarray, sep: int,
-                    rng: np.random.Generator, out: np.ndarray) -> int:
-    """Write each bucket of ``buf`` (bounds in ``bucket_start``) into ``out``, in bucket order,
-    with every bucket's records in uniformly random order. Returns the number of records.
+def key_order(keys: np.ndarray) -> np.ndarray:
+    """The permutation that sorts ``keys`` (distinct uint64s).
 
-    One random permutation of all the unit's records, then a stable sort by bucket: inside each
-    bucket the records keep their relative order in that permutation, which is uniform and
-    independent between buckets. Vectorised, so a unit of thousands of tiny buckets costs the
-    same as one big bucket, while the reads of each bucket stay within its (small) region.
-    """
-    total = int(bucket_start[-1])
+    numpy sorts uint64 values with SIMD (~5 ns a key) but argsorts them at 15-25 ns: so the
+    record's position is packed into the low bits of its key, the packed values sorted, and the
+    positions read back. Keys equal above the packed bits (a few per million) are then put in
+    full-key order, so the result is exactly the key order."""
+    n = len(keys)
+    if n < 2:
+        return np.zeros(n, dtype=np.int64)
+    bits = int(n - 1).bit_length()
+    mask = np.uint64((1 << bits) - 1)
+    packed = keys & ~mask
+    packed |= np.arange(n, dtype=np.uint64)
+    packed.sort()
+    order = (packed & mask).astype(np.int64)
+    packed >>= np.uint64(bits)
+    tied = np.flatnonzero(packed[1:] == packed[:-1])
+    del packed
+    if len(tied):
+        at = np.unique(np.concatenate((tied, tied + 1)))   # positions in a tied group, ascending
+        group = np.cumsum(np.concatenate(([1], np.diff(at) != 1)))  # runs of neighbours
+        fix = np.lexsort((keys[order[at]], group))
+        order[at] = order[at][fix]
+    return order
+
+
+def order_unit(buf: np.ndarray, total: int, keys: np.ndarray, sep: int, out: np.ndarray) -> int:
+    """Write the records of ``buf[:total]`` into ``out`` in the order of their ``keys``.
+    Returns the number of records."""
     ends = find_record_ends(buf[:total], sep)
     n = len(ends)
+    if n != len(keys):
+        raise BigshufError(f"internal error: {n} records but {len(keys)} keys")
     if n == 0:
         return 0
-    # Record index where each bucket starts: buckets hold whole records, so bounds are ends.
-    first = np.searchsorted(ends, bucket_start, side="right")
-    first[0] = 0
-    perm = rng.permutation(n)
-    m = len(bucket_start) - 1
-    if m > 1:
-        bucket_of = np.repeat(np.arange(m, dtype=np.uint16 if m <= 1 << 16 else np.uint32),
-                              np.diff(first))
-        perm = perm[np.argsort(bucket_of[perm], kind="stable")]
-        del bucket_of
-    starts = ends[perm]
-    lengths = np.diff(ends, prepend=0)[perm]
-    del perm, ends
+    order = key_order(keys)
+    starts = ends[order]
+    lengths = np.diff(ends, prepend=0)[order]
+    del order, ends
     starts -= lengths
     gather_records(buf, starts, lengths, out, 0)
     return n

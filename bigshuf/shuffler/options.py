@@ -32,6 +32,10 @@ SPLIT_REST = "rest"
 SPLIT_FIELD = "{split}"
 
 
+#: Python keywords spelled as the CLI's long options, for the fields named otherwise.
+KEYWORD_ALIASES = {"head_count": "sample"}
+
+
 @dataclass
 class ShuffleOptions:
     """Everything that decides what a shuffle does. See ``bigshuf shuffle --help``.
@@ -68,6 +72,13 @@ class ShuffleOptions:
     split: Any = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.inputs, (str, bytes, os.PathLike)):  # one path, not its characters
+            self.inputs = [self.inputs]
+        self.inputs = [os.fspath(p) if isinstance(p, os.PathLike) else p for p in self.inputs]
+        if isinstance(self.output, os.PathLike):
+            self.output = os.fspath(self.output)
+        if isinstance(self.temp_dir, os.PathLike):
+            self.temp_dir = os.fspath(self.temp_dir)
         explicit_inputs = [p for p in self.inputs]
         self.inputs = list(self.inputs) or [STDIO]
         self.memory = parse_size(self.memory)
@@ -202,7 +213,13 @@ class ShuffleOptions:
 
     @classmethod
     def from_keywords(cls, inputs: Sequence[Any], output: Any = None, **kw: Any) -> "ShuffleOptions":
-        """Options from ``bigshuf.shuffle``'s keywords; an unknown keyword is a TypeError."""
+        """Options from ``bigshuf.shuffle``'s keywords (the CLI's long option names, or the
+        field names); an unknown keyword is a TypeError."""
+        for alias, name in KEYWORD_ALIASES.items():
+            if alias in kw:
+                if name in kw:
+                    raise TypeError(f"shuffle() got both {alias}= and {name}=")
+                kw[name] = kw.pop(alias)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(kw) - known)
         if unknown:

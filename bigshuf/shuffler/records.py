@@ -200,12 +200,15 @@ class Block:
     found on first use of :attr:`ends`, in whichever worker thread processes the block, so the
     full newline scan does not run in the one reading thread that feeds every worker."""
 
-    __slots__ = ("index", "data", "source", "sep", "offset", "_ends", "_count")
+    __slots__ = ("index", "data", "source", "sep", "offset", "first", "keys", "_ends", "_count")
 
     def __init__(self, index: int, data: np.ndarray, ends: Optional[np.ndarray] = None,
-                 source: int = 0, sep: int = 10, count: Optional[int] = None, offset: int = 0):
-        self.index = index      # block number within its input (with source, seeds randomness)
+                 source: int = 0, sep: int = 10, count: Optional[int] = None, offset: int = 0,
+                 first: int = 0, keys: Optional[np.ndarray] = None):
+        self.index = index      # block number within its input
         self.offset = offset    # where ``data`` starts in its input (bytes read before it)
+        self.first = first      # index of its first record among all inputs' records (the key)
+        self.keys = keys        # the records' keys, when known (a nested level's blocks)
         self.data = data        # uint8, exactly the block's records
         self.source = source    # which input the block comes from (blocks never span inputs)
         self.sep = sep
@@ -260,9 +263,10 @@ class RecordReader:
     """
 
     def __init__(self, inputs: Sequence[Union[PathLike, "Source"]], sep: int = 10, header: bool = False,
-                 warn=None, first_source: int = 0):
+                 warn=None, first_source: int = 0, first_record: int = 0):
         self.inputs = list(inputs)
         self.first_source = first_source  # number of the first input, for Block.source
+        self.first_record = first_record  # records of the inputs before these (Block.first)
         self.sep = sep
         self.want_header = header
         self.header: Optional[bytes] = None
@@ -395,7 +399,8 @@ class RecordReader:
                     file_records += count
                     self.records += count
                     self.payload += used
-                    yield Block(index, data[:used], None, source, sep, count, base)
+                    yield Block(index, data[:used], None, source, sep, count, base,
+                                self.first_record + self.records - count)
                     index += 1
                     del buf, data
             finally:

@@ -2,13 +2,13 @@
 reading them again for each window of the output.
 
 Why it is the same shuffle, byte for byte: pass 0 reads the inputs in the engine's blocks and
-draws each record's bucket from the engine's stream for that block, keeping only each record's
-length and bucket. The final bucket count, the units (:func:`plan_units`) and each unit's
-permutation (same stream, same steps as :func:`permute_buckets`) then give every record the
-place the engine would give it (tests compare the two). Each later pass fills one window of the
-output: it reads the inputs again and copies the records that belong there straight to their
-places, so the data is copied once instead of being partitioned, written to a temporary file,
-read back, scanned and permuted.
+keeps each record's length and the bucket of its key (the engine's buckets: intervals of keys).
+The final bucket count and the units (:func:`plan_units`) then say which records make each
+window of the output, and sorting a window's records by key gives each its place (the keys are
+a function of the record's index: nothing needs keeping). Each later pass fills one window: it
+reads the inputs again and copies the records that belong there straight to their places, so
+the data is copied once instead of being partitioned, written to a temporary file, read back,
+scanned and sorted.
 
 When: every input an uncompressed regular file, together too big for RAM runs but small enough
 to stay in the page cache and need at most MAX_PASSES windows, with records long enough that
@@ -35,10 +35,10 @@ from bigshuf.common.randomness import Streams
 from bigshuf.shuffler.buffers import BufferPool
 from bigshuf.shuffler.cuts import Moved, plan_cuts
 from bigshuf.shuffler.engine import Engine
-from bigshuf.shuffler.gather import Unit, plan_units
+from bigshuf.shuffler.gather import Unit, key_order, plan_units
 from bigshuf.shuffler.plan import Geometry
 from bigshuf.shuffler.records import RecordReader, Source, find_record_ends
-from bigshuf.shuffler.scatter import draw_buckets
+from bigshuf.shuffler.scatter import KeyRange
 from bigshuf.shuffler.segments import STEP_BYTES, place_records
 from bigshuf.shuffler.store import final_buckets
 from bigshuf.shuffler.writing import Sink
@@ -49,8 +49,9 @@ MAX_PASSES = 8
 MAX_INPUTS = 64
 #: Bytes kept per record between passes: its length (int32) and bucket (uint16).
 META_BYTES = 6
-#: Peak bytes per record of a window while its places are computed.
-PLACE_BYTES = 48
+#: Peak bytes per record of a window while its places are computed (ids, keys, the sort's
+#: packed keys and order, lengths, destinations and their scatter).
+PLACE_BYTES = 56
 #: Bytes per record of *all* records while a window's records are picked out (two masks, one
 #: result).
 PICK_BYTES = 3
@@ -202,14 +203,13 @@ def _fd_alias(path: str) -> bool:
 
 
 class Index:
-    """Pass 0's result: where every record is, its length and the bucket drawn for it.
+    """Pass 0's result: where every record is, its length and its key's bucket.
 
-    Buckets are kept as drawn (out of k0): the engine's index merges bucket pairs as runs
-    accumulate, so the final bucket is ``drawn >> shift``; but inside a run the records stay
-    laid out by drawn bucket, so a final bucket reads, run after run, its records ordered by
-    drawn bucket and then input position. :func:`places` needs both."""
+    Buckets are kept as the engine's level cuts them (out of k0): its index merges bucket pairs
+    as runs accumulate, so the final bucket is ``drawn >> shift``."""
 
-    def __init__(self, inputs: List[_Input], blocks: List["_Pass0"], k0: int, k: int, sep: int):
+    def __init__(self, inputs: List[_Input], blocks: List["_Pass0"], k0: int, k: int, sep: int,
+                 streams: Streams):
         self.inputs = inputs
         counts = [len(b.lengths) for b in blocks]
         firsts = np.cumsum([0] + counts[:-1]).tolist()
@@ -226,7 +226,7 @@ class Index:
         self.part_bytes = max((sp.nbytes for sp in self.spans), default=1)
         self.span_first = np.array([sp.first for sp in self.spans], dtype=np.int64)
         self.lengths = np.concatenate([b.lengths for b in blocks] or [np.empty(0, np.int32)])
-        self.drawn = np.concatenate([b.drawn for b in blocks] or [np.empty(0, np.uint16)])
+        self.drawn = _buckets(streams, len(self.lengths), k0)
         self.k = k
         self.sep = sep
         self.shift = 0
@@ -247,6 +247,16 @@ class Index:
 
     def close(self) -> None:
         _close_all(self.inputs)
+
+
+def _buckets(streams: Streams, records: int, k0: int) -> np.ndarray:
+    """The top level's bucket (out of ``k0``) of every record's key, as the engine cuts it; in
+    slices, so the keys never take more than a few MB (the records are few: milliseconds)."""
+    cut = KeyRange.cut(0, 1 << 64, k0)
+    step = 1 << 20
+    parts = [cut.bucket_of(streams.keys.range(a, min(step, records - a)))
+             for a in range(0, records, step)]
+    return np.concatenate(parts) if parts else np.empty(0, np.uint16)
 
 
 def _sources(inputs: List[_Input]) -> List[Source]:
@@ -286,7 +296,7 @@ def build_index(engine: Engine, reader: RecordReader, streams: Streams, buckets:
         read = 0
         for block in blocks:
             pending = engine.wait_some(pending, 2 * engine.workers)
-            pending.append(engine.submit(_index_block, engine, inputs, block, streams, k0, limit))
+            pending.append(engine.submit(_index_block, engine, inputs, block, limit))
             read += block.nbytes
             on_progress(read)
         engine.wait_some(pending, 1)
@@ -302,7 +312,7 @@ def build_index(engine: Engine, reader: RecordReader, streams: Streams, buckets:
         _close_all(inputs)
         return None
     index = Index(inputs, blocks, k0, buckets or final_buckets(k0, len(blocks), geo.index_entries),
-                  reader.sep)
+                  reader.sep, streams)
     reader.records, reader.payload = len(index.lengths), sum(b.nbytes for b in blocks)
     reader.bytes_read = sum(f.size for f in inputs)
     return index
@@ -328,13 +338,11 @@ class _Pass0:
     def __init__(self, source: int, number: int, offset: int, nbytes: int):
         self.source, self.number, self.offset, self.nbytes = source, number, offset, nbytes
         self.lengths = np.empty(0, np.int32)
-        self.drawn = np.empty(0, np.uint16)
         self.parts: List[Tuple[int, int, int]] = []  # (records, bytes, xxh3) of each part
 
 
-def _index_block(engine: Engine, inputs: List[_Input], block: _Pass0, streams: Streams, k0: int,
-                 limit: _Limit) -> None:
-    """Read one block, find its records, draw their buckets (the engine's stream for it)."""
+def _index_block(engine: Engine, inputs: List[_Input], block: _Pass0, limit: _Limit) -> None:
+    """Read one block and find its records."""
     engine.check()
     buf = engine.pool.get()
     try:
@@ -348,7 +356,6 @@ def _index_block(engine: Engine, inputs: List[_Input], block: _Pass0, streams: S
         if len(ends) >= limit.per_block or limit.seen > limit.total:
             raise _NotSame()
         block.parts = _parts(data, ends)
-        block.drawn = draw_buckets(streams.scatter((), source.number, block.number), len(ends), k0)
         block.lengths = np.diff(ends, prepend=0).astype(np.int32 if len(data) < 1 << 31 else np.int64)
     finally:
         engine.pool.release(buf)
@@ -469,33 +476,12 @@ def _group(units: List[Unit], budget: int) -> List[List[Unit]]:
 
 
 def places(index: Index, units: List[Unit], streams: Streams) -> Tuple[np.ndarray, np.ndarray]:
-    """(record numbers ascending, their byte offsets in the window) for a window of units: each
-    unit's records in the order the engine reads them (bucket, run, drawn bucket, position),
-    permuted exactly as gather.permute_buckets does."""
+    """(record numbers ascending, their byte offsets in the window) for a window of units: the
+    window's records in key order, as the engine writes them."""
     h = index.shift
     lo, hi = units[0].first << h, units[-1].last << h
     ids = np.flatnonzero((index.drawn >= lo) & (index.drawn < hi))
-    drawn = index.drawn[ids].astype(np.int64)
-    if h:  # final bucket, then run, then drawn bucket (ids are in run and position order)
-        run = np.searchsorted(index.run_first, ids, side="right") - 1
-        key = ((drawn >> h) * index.runs + run) << h | (drawn & ((1 << h) - 1))
-        del run
-    else:
-        key = drawn
-    rank = np.argsort(key, kind="stable")  # the window's records (as ranks in ids), unit order
-    del key
-    final = drawn[rank] >> h
-    del drawn
-    pos = 0
-    for u in units:
-        seg = rank[pos:pos + u.records]
-        if len(seg):
-            perm = streams.gather((), u.first).permutation(len(seg))
-            if u.last - u.first > 1:
-                perm = perm[np.argsort(final[pos:pos + u.records][perm], kind="stable")]
-            rank[pos:pos + u.records] = seg[perm]
-        pos += u.records
-    del final
+    rank = key_order(streams.keys.of(ids))
     lengths = index.lengths[ids[rank]].astype(np.int64)
     dests = np.cumsum(lengths)
     dests -= lengths

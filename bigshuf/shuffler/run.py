@@ -23,6 +23,7 @@ from bigshuf.shuffler.engine import Cancelled, Engine, Level
 from bigshuf.shuffler.options import ShuffleOptions
 from bigshuf.shuffler.plan import Geometry, plan
 from bigshuf.shuffler.records import RecordReader
+from bigshuf.shuffler.scatter import KeyRange
 from bigshuf.shuffler.sources import record_inputs
 from bigshuf.shuffler.stats import ShuffleStats
 from bigshuf.shuffler.writing import Sink, check_shard_names
@@ -176,7 +177,7 @@ def _run(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, streams: Str
                 prepared[0].close()
             else:
                 assert level is not None
-                engine.gather(level, sink, ())
+                engine.gather(level, sink)
             engine.close()
             signals.defer()  # everything is written: only the renames are left, do them all
             sink.finish()
@@ -225,7 +226,7 @@ def _scatter(opts: ShuffleOptions, reader: RecordReader, engine: Engine, streams
     # Each input may gain one terminator (a last line without one): room for it, or a file
     # that exactly fits would spill to the temporary file for a byte.
     room = None if size is None else size + len(reader.inputs)
-    level = engine.scatter(blocks, (), room, opts.buckets,
+    level = engine.scatter(blocks, KeyRange(), room, opts.buckets,
                            lambda block: prog.scattered(reader.bytes_read))
     stats.buckets = level.piece_bytes.shape[1]
     return None, level, reader

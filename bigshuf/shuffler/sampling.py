@@ -1,27 +1,24 @@
-"""Sampling (``-n N``): a uniform random sample of N records, written in uniformly random order.
+"""Sampling (``-n N``): the first N records of the full shuffle with the same seed.
 
-One pass of reservoir sampling (Algorithm R, vectorised over blocks: record i, counted from 0,
-draws j uniform in [0, i] and replaces slot j if j < N), then a uniform permutation of the
-reservoir. The brief suggested Algorithm L, which draws fewer random numbers; vectorised R draws
-one integer per record (a few ns each, far below the cost of reading the record) and needs no
-Python loop per accepted record, so it is the faster choice here, and exact: every N-subset is
-equally likely.
+The full shuffle writes the records in key order (:class:`~bigshuf.common.randomness.OrderKeys`),
+so its first N records are the N with the smallest keys: one pass keeps them (a bounded top-N,
+vectorised over blocks: a block's records whose keys beat the largest kept key compete with the
+kept ones, and the N smallest stay), then writes them in key order. The sample is therefore a
+uniform N-subset in uniform order, and it is the same sample at every ``--memory``, from a
+file or a stream, by this way or by the engine's (which stops after N).
 
-Which records are kept, and the order they are written in, depend only on the seed and the
-blocks (the input bytes and --memory), never on where the reservoir keeps its bytes:
+Where the kept records' bytes live never changes which are kept:
 
 * in memory while they fit in the reservoir's share of the budget (which plans for lines of ~32
   bytes);
 * when the sampled lines turn out longer, the reservoir **spills**: its bytes go to the run's
   one temporary file (unlinked at once, like the engine's) and from then on each block's kept
   records are appended there; replaced records leave garbage, compacted away when the file grows
-  past twice the live sample. At the end the records are read back in the permuted order, a piece
+  past twice the live sample. At the end the records are read back in key order, a piece
   of the output at a time, with reads merged over nearby records.
 
 So the decision to spill is taken from the data alone, in one pass, the same way for a regular
-file and for the same bytes on a stream (stdin, a FIFO, ``<(cmd)``): both give the same output,
-and no input is read twice. (Before, an overflowing reservoir re-read a file with the engine and
-failed on a stream.)
+file and for the same bytes on a stream (stdin, a FIFO, ``<(cmd)``), and no input is read twice.
 
 Only when N slots do not fit in the budget (:func:`reservoir_fits`, a rule of N and --memory
 alone) does the caller shuffle the whole input with the engine and stop after N records.
@@ -36,6 +33,7 @@ import numpy as np
 from bigshuf.common.errors import describe_os_error
 from bigshuf.common.progress import Progress
 from bigshuf.common.randomness import Streams
+from bigshuf.shuffler.gather import key_order
 from bigshuf.shuffler.options import ShuffleOptions
 from bigshuf.shuffler.plan import Geometry
 from bigshuf.shuffler.records import RecordReader
@@ -44,8 +42,8 @@ from bigshuf.shuffler.stats import ShuffleStats
 from bigshuf.shuffler.store import FileStore
 from bigshuf.shuffler.writing import Sink
 
-#: Bytes of bookkeeping a reservoir slot costs (start and length).
-SLOT_BYTES = 16
+#: Bytes of bookkeeping a reservoir slot costs (start, length and key).
+SLOT_BYTES = 24
 #: Bytes a record costs in the index arrays of one piece read back from a spilled reservoir
 #: (its slot, start, length, destination, their sorted copies and the copy's temporaries).
 PIECE_BYTES_PER_RECORD = 128
@@ -87,6 +85,7 @@ class _Reservoir:
         self.budget = budget
         self.start = np.zeros(size, dtype=np.int64)
         self.length = np.zeros(size, dtype=np.int64)
+        self.key = np.zeros(size, dtype=np.uint64)
         self.data = np.empty(min(budget, 1 << 20), dtype=np.uint8)
         self.used = 0
         self.live = 0
@@ -237,12 +236,9 @@ def sample_by_reservoir(reader: RecordReader, opts: ShuffleOptions, geo: Geometr
     budget = data_budget(sample, geo)
     res = _Reservoir(sample, budget, 2 * budget - 8 * sample, geo.block_bytes, opts.temp_dir)
     prog = Progress(opts.progress, size, first="sample", second="write")
-    seen = 0
     try:
         for block in reader.blocks(geo.block_bytes, geo.block_records):
-            _sample_block(res, block, seen, streams)
-            seen += block.count
-            res.filled = min(sample, seen)
+            _sample_block(res, block, streams)
             prog.scattered(reader.bytes_read)
         sink = _write_sample(res, opts, streams, reader.header, before_rename)
     finally:
@@ -256,38 +252,40 @@ def sample_by_reservoir(reader: RecordReader, opts: ShuffleOptions, geo: Geometr
     stats.outputs = [p for p in sink.paths if isinstance(p, str)]
 
 
-def _sample_block(res: _Reservoir, block, seen: int, streams: Streams) -> None:
-    """Algorithm R over one block (records ``seen`` .. ``seen + count - 1`` of the input):
-    record i draws j in [0, i] and enters slot j if j < N."""
-    n, sample = block.count, res.size
+def _sample_block(res: _Reservoir, block, streams: Streams) -> None:
+    """Keep the records of ``block`` whose keys are among the N smallest seen so far: the first
+    N records fill the slots, later ones replace the slots of the largest keys they beat."""
+    n = block.count
+    keys = streams.keys.range(block.first, n)
     ends = block.ends
-    starts = np.empty(n, dtype=np.int64)
-    starts[0] = 0
-    starts[1:] = ends[:-1]
-    lengths = ends - starts
-    idx = np.arange(seen, seen + n)
-    fill = idx < sample
-    j = np.where(fill, idx, 0)
-    rest = ~fill
-    if rest.any():
-        j[rest] = streams.sample(block.source, block.index).integers(0, idx[rest] + 1)
-    take = np.flatnonzero(j < sample)
-    if not len(take):
+    lengths = np.diff(ends, prepend=0)
+    starts = ends - lengths
+    direct = min(res.size - res.filled, n)
+    if direct:
+        slots = np.arange(res.filled, res.filled + direct)
+        res.key[slots] = keys[:direct]
+        res.put(slots, block.data, starts[:direct], lengths[:direct])
+    if direct == n or res.size == 0:
         return
-    slots = j[take]
-    # Several records of one block may hit one slot: the last one wins.
-    _, first_rev = np.unique(slots[::-1], return_index=True)
-    keep = np.sort(len(slots) - 1 - first_rev)
-    sel = take[keep]
-    res.put(slots[keep], block.data, starts[sel], lengths[sel])
+    cand = np.flatnonzero(keys[direct:] < res.key.max()) + direct
+    if not len(cand):
+        return
+    both = np.concatenate((res.key, keys[cand]))
+    keep = np.argpartition(both, res.size - 1)[:res.size]  # the N smallest (keys are distinct)
+    stays = np.zeros(res.size, dtype=bool)
+    stays[keep[keep < res.size]] = True
+    slots = np.flatnonzero(~stays)
+    records = cand[keep[keep >= res.size] - res.size]
+    res.key[slots] = keys[records]
+    res.put(slots, block.data, starts[records], lengths[records])
 
 
 def _write_sample(res: _Reservoir, opts: ShuffleOptions, streams: Streams, header: Optional[bytes],
                   before_rename: Optional[Callable[[], None]]) -> Sink:
-    """The reservoir in a uniformly random order, to the outputs: from memory in one piece, or
-    from the temporary file a piece at a time (the same order either way)."""
+    """The reservoir in key order, to the outputs: from memory in one piece, or from the
+    temporary file a piece at a time (the same order either way)."""
     k = res.filled
-    perm = streams.sample_order().permutation(k)
+    perm = key_order(res.key[:k])
     out = None
     if res.file is None:
         out = np.empty(int(res.length[:k].sum()), dtype=np.uint8)

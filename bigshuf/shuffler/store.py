@@ -1,16 +1,17 @@
 """Where scattered runs live between the two phases: RAM for inputs that fit the budget, else one
 temporary file.
 
-Layout: each scattered block becomes one *run*, written contiguously; inside a run the records are
-grouped by bucket (bucket 0 first). The :class:`RunIndex` keeps, per run and bucket, the bytes and
-records of that piece, so bucket k of run r starts at ``run_offset[r] + sum(bytes[r, :k])``.
+Layout: each scattered block becomes one *run*, written contiguously: its records grouped by
+bucket (bucket 0 first), then their 8-byte keys in the same order. The :class:`RunIndex` keeps,
+per run and bucket, the bytes and records of that piece, so bucket k of run r starts at
+``run_offset[r] + sum(bytes[r, :k])`` and its keys at ``run_offset[r] + sum(bytes[r, :]) +
+8 * sum(records[r, :k])``.
 One descriptor, one file, any number of buckets (terashuf keeps a descriptor per run and fails past
 ``ulimit -n``). The file is unlinked right after it is created: it disappears with the process,
 even on SIGKILL, and a vanished temp directory cannot hurt a running shuffle.
 """
 from __future__ import annotations
 
-import io
 import mmap
 import os
 import sys
@@ -267,13 +268,11 @@ class FileRegion(Store):
 class RunIndex:
     """Bytes and records of each (run, bucket) piece.
 
-    Every run is drawn and laid out with the level's initial bucket count K0. The index may halve
-    the number of buckets while scattering (adjacent buckets merged: they are adjacent in every
-    run) so it stays within its memory share however long an input of unknown size turns out to
-    be. Merging buckets 2j and 2j+1 is the same as having drawn bucket j with probability 2/K:
-    still a uniform, independent bucket choice per record, decided by the input length only, so
-    uniformity holds; and since the draws and layouts never change, the output depends only on
-    the final count, not on when the halvings happened.
+    Every run is laid out with the level's initial bucket count K0. The index may halve the
+    number of buckets while scattering (adjacent buckets merged: they are adjacent in every run)
+    so it stays within its memory share however long an input of unknown size turns out to be.
+    Buckets are intervals of keys, so merging buckets 2j and 2j+1 gives the interval of twice
+    the width (:meth:`KeyRange.merged`): the buckets stay in key order whatever the count.
     """
 
     def __init__(self, buckets: int, max_entries: int, fixed: bool = False):
@@ -335,6 +334,15 @@ def final_buckets(initial: int, runs: int, max_entries: int) -> int:
     return k
 
 
+def halvings(initial: int, final: int) -> int:
+    """How many times RunIndex halved ``initial`` buckets to get ``final``."""
+    times = 0
+    while initial > final:
+        initial = (initial + 1) // 2
+        times += 1
+    return times
+
+
 def fit_row(row: np.ndarray, buckets: int) -> np.ndarray:
     """Merge adjacent pairs until ``row`` has ``buckets`` entries."""
     while len(row) > buckets:
@@ -378,30 +386,3 @@ class TempSpace:
         if self.file is not None:
             self.file.close()
             self.file = None
-
-
-class PiecesStream(io.RawIOBase):
-    """Reads a list of (offset, size) pieces of a store as one stream (re-scattering a bucket)."""
-
-    def __init__(self, store: Store, pieces: List[Tuple[int, int]]):
-        self.store = store
-        self.pieces = pieces
-        self.i = 0
-        self.pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:  # type: ignore[override]
-        view = np.frombuffer(b, dtype=np.uint8)
-        done = 0
-        while done < len(view) and self.i < len(self.pieces):
-            off, size = self.pieces[self.i]
-            n = min(size - self.pos, len(view) - done)
-            self.store.read_into(off + self.pos, [view[done:done + n]])
-            done += n
-            self.pos += n
-            if self.pos == size:
-                self.i += 1
-                self.pos = 0
-        return done

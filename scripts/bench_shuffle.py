@@ -13,6 +13,9 @@ One run prints the whole comparison as a Markdown table. For each corpus shape (
 * ``terashuf`` -- only with ``--terashuf PATH`` (skipped if absent): ``terashuf < IN > OUT`` with
   ``MEMORY`` set to the same budget in GB, ``SEED`` and ``TMPDIR`` (compressed: the same pipes).
   terashuf's MEMORY sizes only its read buffer; its line-offset vector comes on top;
+* ``previous`` -- only with ``--previous-cmd CMD`` (e.g. the ``bigshuf`` of a virtual environment
+  holding an earlier build): the same bigshuf command, so two builds are timed side by side in
+  the same alternating rounds;
 * ``cp``       -- plain mode only: ``cp IN OUT``, page cache to page cache, the machine's limit
   for reading and writing the data once.
 
@@ -64,7 +67,7 @@ from _proctree import RunResult, run_measured, system_busy_seconds  # noqa: E402
 # child's wait4 ru_maxrss starts at the launcher's own peak RSS, so the launcher must stay small.
 SHAPES = ("short", "json")
 
-TOOLS = ("bigshuf", "shuf", "terashuf", "cp")
+TOOLS = ("bigshuf", "previous", "shuf", "terashuf", "cp")
 MIB = 1 << 20
 #: Interpreter overhead allowed on top of --memory by issue 2's target.
 OVERHEAD_MIB = 64
@@ -189,11 +192,13 @@ def ensure_compressed(plain: str, mode: str) -> str:
 def tool_command(tool: str, mode: str, args: argparse.Namespace, inp: str, out: str, tmp: str):
     """(argv, stdin path, stdout path, env, setting label) for one tool run. For compressed
     modes the peers run as the usual shell pipeline (decompress | tool | compress)."""
-    if tool == "bigshuf":
-        cmd = bigshuf_base(args) + ["shuffle", inp, "-o", out, "--memory", format_size(args.memory),
-                                    "--seed", str(args.seed), "--temp-dir", tmp]
+    if tool in ("bigshuf", "previous"):
+        base = bigshuf_base(args) if tool == "bigshuf" else shlex.split(args.previous_cmd)
+        cmd = base + ["shuffle", inp, "-o", out, "--memory", format_size(args.memory),
+                      "--seed", str(args.seed), "--temp-dir", tmp]
         cmd += shlex.split(args.bigshuf_args)
-        return cmd, None, None, bigshuf_env(args), f"--memory {format_size(args.memory)}"
+        env = bigshuf_env(args) if tool == "bigshuf" else dict(os.environ)
+        return cmd, None, None, env, f"--memory {format_size(args.memory)}"
     if tool == "cp":
         return ["cp", inp, out], None, None, dict(os.environ), "page cache to page cache"
     if tool == "shuf":
@@ -429,6 +434,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--shuf", default="shuf", help="GNU shuf binary (default: shuf)")
     ap.add_argument("--bigshuf-cmd", help="command that runs bigshuf, e.g. 'bigshuf' "
                                           "(default: this interpreter -m bigshuf, this checkout)")
+    ap.add_argument("--previous-cmd", metavar="CMD",
+                    help="an earlier build's bigshuf command, timed beside this one as 'previous'")
     ap.add_argument("--bigshuf-args", default="", help="extra args for bigshuf shuffle, e.g. '--jobs 2'")
     ap.add_argument("--repeat", type=int, default=5,
                     help="alternating rounds (default 5): every tool runs once per round")
@@ -467,8 +474,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             ap.error(f"unknown tool(s) {bad}; choose from {TOOLS}")
         if "terashuf" in tools and not args.terashuf:
             tools.remove("terashuf")
+        if "previous" in tools and not args.previous_cmd:
+            tools.remove("previous")
     else:
-        tools = ["bigshuf", "shuf"] + (["terashuf"] if args.terashuf else []) + ["cp"]
+        tools = ["bigshuf"] + (["previous"] if args.previous_cmd else []) + ["shuf"] \
+            + (["terashuf"] if args.terashuf else []) + ["cp"]
     args.out_dir = args.out_dir or args.data_dir
     args.temp_dir = args.temp_dir or os.path.join(args.out_dir, "tmp")
     for d in (args.data_dir, args.out_dir, args.temp_dir):

@@ -230,12 +230,13 @@ def test_mutations_of_split_are_caught(tmp_path, monkeypatch):
     position; (2) units not sorted by key (records keep input order inside a unit): order
     inside a split follows input order."""
     monkeypatch.setattr(randomness.OrderKeys, "range",
-                        lambda self, first, n: np.arange(first, first + n, dtype=np.uint64) << np.uint64(40))
+                        lambda self, first, n, out=None: np.arange(first, first + n, dtype=np.uint64)
+                        << np.uint64(40))
     member, rank = _split_runs(tmp_path, 60)
     assert _position_p(member) < ALPHA
     monkeypatch.undo()
 
-    def keep_order(buf, total, keys, sep, out):
+    def keep_order(buf, total, keys, sep, out, scratch=None):
         out[:total] = buf[:total]
         return int(np.count_nonzero(buf[:total] == sep))
 

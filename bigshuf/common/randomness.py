@@ -99,9 +99,10 @@ class OrderKeys:
         a, b, c = np.random.SeedSequence(seed, spawn_key=(Purpose.ORDER,)).generate_state(3, np.uint64)
         self.a, self.b, self.c = np.uint64(a), np.uint64(b), np.uint64(c)
 
-    def range(self, first: int, count: int) -> np.ndarray:
-        """Keys of records ``first .. first + count - 1``."""
-        out = np.empty(count, dtype=np.uint64)
+    def range(self, first: int, count: int, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Keys of records ``first .. first + count - 1`` (into ``out`` if given: a worker's
+        reused buffer, so no fresh pages are faulted in for every block)."""
+        out = np.empty(count, dtype=np.uint64) if out is None else out[:count]
         for lo in range(0, count, KEY_CHUNK):
             hi = min(count, lo + KEY_CHUNK)
             x = out[lo:hi]

@@ -27,18 +27,20 @@ def _existing_dir(path: str) -> str:
 
 
 def check_free_space(size: Optional[int], output: Optional[str], temp_dir: Optional[str],
-                     memory_store: int) -> None:
+                     memory_store: int, temp_size: Optional[int] = None) -> None:
     """Fail (exit 1) before reading anything if the temp or output file system cannot hold the
-    run. ``size`` is the (estimated) input size; unknown sizes (stdin) cannot be checked here,
-    and a full disk later is still reported cleanly."""
+    run. ``size`` is the (estimated) input size, ``temp_size`` what the temporary file would
+    hold (default: ``size``); unknown sizes (stdin) cannot be checked here, and a full disk
+    later is still reported cleanly."""
     if not size:
         return
+    temp_size = size if temp_size is None else temp_size
     need: Dict[int, int] = {}
     where: Dict[int, str] = {}
-    if size > memory_store:
+    if temp_size > memory_store:
         t = temp_dir or tempfile.gettempdir()
         dev = os.stat(t).st_dev
-        need[dev] = need.get(dev, 0) + size
+        need[dev] = need.get(dev, 0) + temp_size
         where[dev] = t
     # A compressed output's size is not known in advance: it is not counted (a full disk
     # later is still reported cleanly), rather than refusing a run on a guess.

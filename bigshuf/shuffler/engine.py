@@ -191,24 +191,32 @@ class Engine:
         """Put each record of ``block`` in the bucket of its key and lay the block out bucket
         by bucket, then the keys in the same order, as run ``run`` at ``offset`` of ``dest``."""
         self.check()
-        keys = block.keys if block.keys is not None else self.streams.keys.range(block.first,
-                                                                                 block.count)
+        n, count = block.nbytes, block.count
+        # The keys, and their copy in bucket order, live in a pool buffer (at most a quarter
+        # of it each: a block holds at most block_bytes/32 records).
+        scratch = self.pool.get()
+        sorted_into = scratch[8 * count:16 * count].view(np.uint64)
+        keys = block.keys if block.keys is not None else \
+            self.streams.keys.range(block.first, count, scratch[:8 * count].view(np.uint64))
         bucket_of = job.cut.bucket_of(keys)
-        n = block.nbytes
         if isinstance(dest, MemoryStore):
             out = dest.view(offset, n)
-            nbytes, counts, keys = partition(block.data, block.ends, keys, bucket_of, job.k0, out)
+            nbytes, counts, keys = partition(block.data, block.ends, keys, bucket_of, job.k0, out,
+                                             sorted_into)
             self.pool.release(block.data)
             dest.write(offset + n, keys.view(np.uint8))
         else:
             out = self.pool.get()[:n]
-            nbytes, counts, keys = partition(block.data, block.ends, keys, bucket_of, job.k0, out)
+            nbytes, counts, keys = partition(block.data, block.ends, keys, bucket_of, job.k0, out,
+                                             sorted_into)
             self.pool.release(block.data)
             del bucket_of
             self.check()
             dest.write(offset, out)
             self.pool.release(out)
             dest.write(offset + n, keys.view(np.uint8))
+        del keys, sorted_into
+        self.pool.release(scratch)
         job.index.record(run, nbytes, counts)
 
     def _new_file_store(self) -> FileRegion:
@@ -259,13 +267,15 @@ class Engine:
         sink (at their offset, or in turn when the sink takes a stream)."""
         self.check()
         buf = self.pool.get()[:unit.nbytes]
-        keys = np.empty(unit.records, dtype=np.uint64)
+        scratch = self.pool.get()  # the keys and the sort's packed keys: a quarter each at most
+        keys = scratch[:8 * unit.records].view(np.uint64)
         job.reader.read(unit.first, unit.last, buf, keys, last_use=True)
         out = self.pool.get()[:unit.nbytes]
         self.check()
-        n = order_unit(buf, unit.nbytes, keys, self.sep, out)
+        n = order_unit(buf, unit.nbytes, keys, self.sep, out, scratch[8 * unit.records:])
         self.pool.release(buf)
         del buf, keys
+        self.pool.release(scratch)
         if job.sink.positional:
             job.sink.write_at(job.base_offset + unit.out_offset, out, n)
         else:

@@ -9,7 +9,7 @@ again by the next bits of its keys (one level down, same order).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 
@@ -151,8 +151,9 @@ def read_buckets(store: Store, piece_start: np.ndarray, piece_bytes: np.ndarray,
     return bucket_start
 
 
-def key_order(keys: np.ndarray) -> np.ndarray:
-    """The permutation that sorts ``keys`` (distinct uint64s).
+def key_order(keys: np.ndarray, scratch: Optional[np.ndarray] = None) -> np.ndarray:
+    """The permutation that sorts ``keys`` (distinct uint64s), as int64 positions; in
+    ``scratch`` (bytes, at least 8 a key) if given, so no fresh pages are faulted in.
 
     numpy sorts uint64 values with SIMD (~5 ns a key) but argsorts them at 15-25 ns: so the
     record's position is packed into the low bits of its key, the packed values sorted, and the
@@ -163,31 +164,41 @@ def key_order(keys: np.ndarray) -> np.ndarray:
         return np.zeros(n, dtype=np.int64)
     bits = int(n - 1).bit_length()
     mask = np.uint64((1 << bits) - 1)
-    packed = keys & ~mask
-    packed |= np.arange(n, dtype=np.uint64)
+    packed = np.bitwise_and(keys, ~mask, out=None if scratch is None else scratch[:8 * n].view(np.uint64))
+    tied = []
+    for a in range(0, n, _STEP):  # in cache-sized steps: small temporaries
+        packed[a:a + _STEP] |= np.arange(a, min(n, a + _STEP), dtype=np.uint64)
     packed.sort()
-    order = (packed & mask).astype(np.int64)
-    packed >>= np.uint64(bits)
-    tied = np.flatnonzero(packed[1:] == packed[:-1])
-    del packed
-    if len(tied):
-        at = np.unique(np.concatenate((tied, tied + 1)))   # positions in a tied group, ascending
+    for a in range(0, n - 1, _STEP):
+        lo, hi = packed[a:a + _STEP], packed[a + 1:a + 1 + _STEP]
+        same = np.flatnonzero((lo[:len(hi)] ^ hi) <= mask)  # equal above the packed bits
+        if len(same):
+            tied.append(same + a)
+    packed &= mask
+    order = packed.view(np.int64)
+    if tied:
+        at = np.concatenate(tied)
+        at = np.unique(np.concatenate((at, at + 1)))   # positions in a tied group, ascending
         group = np.cumsum(np.concatenate(([1], np.diff(at) != 1)))  # runs of neighbours
-        fix = np.lexsort((keys[order[at]], group))
-        order[at] = order[at][fix]
+        order[at] = order[at][np.lexsort((keys[order[at]], group))]
     return order
 
 
-def order_unit(buf: np.ndarray, total: int, keys: np.ndarray, sep: int, out: np.ndarray) -> int:
-    """Write the records of ``buf[:total]`` into ``out`` in the order of their ``keys``.
-    Returns the number of records."""
+#: Keys handled per vectorised step where a temporary is needed.
+_STEP = 1 << 16
+
+
+def order_unit(buf: np.ndarray, total: int, keys: np.ndarray, sep: int, out: np.ndarray,
+               scratch: Optional[np.ndarray] = None) -> int:
+    """Write the records of ``buf[:total]`` into ``out`` in the order of their ``keys``
+    (``scratch``: see :func:`key_order`). Returns the number of records."""
     ends = find_record_ends(buf[:total], sep)
     n = len(ends)
     if n != len(keys):
         raise BigshufError(f"internal error: {n} records but {len(keys)} keys")
     if n == 0:
         return 0
-    order = key_order(keys)
+    order = key_order(keys, scratch)
     starts = ends[order]
     lengths = np.diff(ends, prepend=0)[order]
     del order, ends

@@ -303,22 +303,29 @@ class RecordReader:
         """Best guess of the total record bytes (compressed files count 4x their size)."""
         return self._total_size(compressed_factor=4)
 
-    def _total_size(self, compressed_factor: Optional[int]) -> Optional[int]:
+    def estimated_records(self, sample: int = 1 << 16) -> int:
+        """Records the inputs would hold if each were like its start (exact counts come
+        later). Every input is sampled: an empty or tiny first one must not stand for the
+        others. Inputs that cannot be sampled (streams, compressed files) count 32 bytes a
+        record of their estimated size."""
         total = 0
         for path in self.inputs:
-            if not _is_path(path):
-                if not isinstance(path, Source) or path.size is None:
-                    return None
-                total += path.size
+            if not _is_path(path) or str(path) == "-" or compression_of(str(path)) is not None:
+                total += (_size_of(path, 4) or 0) // 32
                 continue
-            compressed = compression_of(str(path)) is not None
-            if str(path) == "-" or (compressed and compressed_factor is None):
-                return None
-            st = os.stat(os.fspath(cast(PathLike, path)))
-            if not stat.S_ISREG(st.st_mode):
-                return None
-            total += st.st_size * ((compressed_factor or 1) if compressed else 1)
+            try:
+                with open(os.fspath(cast(PathLike, path)), "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    head = f.read(min(sample, size))
+            except OSError:
+                continue
+            if head:
+                total += size * (head.count(bytes([self.sep])) + 1) // len(head)
         return total
+
+    def _total_size(self, compressed_factor: Optional[int]) -> Optional[int]:
+        sizes = [_size_of(p, compressed_factor) for p in self.inputs]
+        return None if any(n is None for n in sizes) else sum(cast(List[int], sizes))
 
     def blocks(self, capacity: int, max_records: Optional[int] = None,
                pool=None) -> Generator[Block, None, None]:
@@ -406,6 +413,20 @@ class RecordReader:
             finally:
                 src.close()
             first_input = False
+
+
+def _size_of(path: Union[PathLike, "Source"], compressed_factor: Optional[int]) -> Optional[int]:
+    """An input's bytes if known: a regular file's size (compressed: times the factor, or
+    unknown without one), a Source's declared size; None for streams."""
+    if not _is_path(path):
+        return path.size if isinstance(path, Source) else None
+    compressed = compression_of(str(path)) is not None
+    if str(path) == "-" or (compressed and compressed_factor is None):
+        return None
+    st = os.stat(os.fspath(cast(PathLike, path)))
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return st.st_size * ((compressed_factor or 1) if compressed else 1)
 
 
 def read_all_lines(path: PathLike, sep: int = 10) -> List[bytes]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Tuple, cast
+from typing import Any, Callable, List, Optional, Tuple
 
 import numpy as np
 import xxhash
@@ -170,30 +170,13 @@ def suitable(reader: RecordReader, geo: Geometry, size: Optional[int], workers: 
     window = window_budget(geo, workers)
     if window <= geo.block_bytes or -(-size // window) > MAX_PASSES or 2 * size > available_memory():
         return False
-    if _sampled_records(reader) > geo.memory // META_BUDGET_SHARE // META_BYTES:
+    if reader.estimated_records() > geo.memory // META_BUDGET_SHARE // META_BYTES:
         return False  # short lines: their metadata would not fit
     # Output written in place (stdout, a device, an inherited descriptor) could not be taken back
     # if an input changed after a window went out, and might even be an input (`f >> f`): only
     # outputs under temporary names, which a restart simply rewrites.
     return output is not None and output != "-" and not hasattr(output, "write") \
         and not is_write_through(os.fspath(output))
-
-
-def _sampled_records(reader: RecordReader, sample: int = 1 << 16) -> int:
-    """Records the inputs would hold if each were like its start (pass 0 still counts them
-    exactly and gives up when they are too many). Every input is sampled: an empty or tiny
-    first one must not stand for the others."""
-    total = 0
-    for path in reader.inputs:
-        try:
-            with open(os.fspath(cast(str, path)), "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                head = f.read(min(sample, size))
-        except OSError:
-            continue
-        if head:
-            total += size * (head.count(bytes([reader.sep])) + 1) // len(head)
-    return total
 
 
 def _fd_alias(path: str) -> bool:

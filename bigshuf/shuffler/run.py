@@ -23,7 +23,7 @@ from bigshuf.shuffler.engine import Cancelled, Engine, Level
 from bigshuf.shuffler.options import ShuffleOptions
 from bigshuf.shuffler.plan import Geometry, plan
 from bigshuf.shuffler.records import RecordReader
-from bigshuf.shuffler.scatter import KeyRange
+from bigshuf.shuffler.scatter import KEY_BYTES, KeyRange
 from bigshuf.shuffler.sources import record_inputs
 from bigshuf.shuffler.stats import ShuffleStats
 from bigshuf.shuffler.writing import Sink, check_shard_names
@@ -115,12 +115,14 @@ def _preflight(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, worker
     size = reader.known_size()
     from bigshuf.shuffler.reread import suitable
 
-    # The input method needs no temporary space (if it falls back, a full disk is still a
-    # clean one-line error).
-    in_ram = size if suitable(reader, geo, size, workers, None if opts.to_stdout else opts.output) \
-        else geo.memory_store_capacity(workers)
-    check_free_space(size if size is not None else reader.estimated_size(),
-                     None if opts.to_stdout else opts.output, opts.temp_dir, in_ram or 0)
+    known = size if size is not None else reader.estimated_size()
+    # The temporary file holds the records and their 8-byte keys; the input method needs none
+    # (if it falls back, a full disk is still a clean one-line error).
+    temp = None if known is None else known + KEY_BYTES * reader.estimated_records()
+    if suitable(reader, geo, size, workers, None if opts.to_stdout else opts.output):
+        temp = 0
+    check_free_space(known, None if opts.to_stdout else opts.output, opts.temp_dir,
+                     geo.memory_store_capacity(workers), temp)
     return size
 
 

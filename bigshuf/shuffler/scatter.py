@@ -9,19 +9,21 @@ comes from the record's index, never from its content: equal lines are records l
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
 from bigshuf.shuffler.segments import gather_records
 
-#: Bytes of per-record metadata the partition needs at its peak (ends, keys, bucket ids,
-#: lengths, order, sorted starts, lengths and keys, the copy's destinations): used by the
-#: planner to size blocks.
-PARTITION_BYTES_PER_RECORD = 58
+#: Bytes of per-record metadata the partition needs at its peak (ends, bucket ids, lengths,
+#: order, sorted starts and lengths, the copy's destinations; and a scratch buffer of the
+#: block's size for the keys, 32 bytes a record at the most records a block may hold): used by
+#: the planner to size blocks.
+PARTITION_BYTES_PER_RECORD = 74
 #: Bytes a record's key takes in a run.
 KEY_BYTES = 8
 _SPACE = 1 << 64
+_STEP = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -58,10 +60,13 @@ class KeyRange:
         k = self.buckets
         if k == 1:
             return np.zeros(len(keys), dtype=np.uint16)
-        x = keys - np.uint64(self.lo) if self.lo else keys
-        w = self.width
-        x = x >> np.uint64(w.bit_length() - 1) if w & (w - 1) == 0 else x // np.uint64(w)
-        return x.astype(bucket_dtype(k))
+        out = np.empty(len(keys), dtype=bucket_dtype(k))
+        lo, w = np.uint64(self.lo), self.width
+        shift = np.uint64(w.bit_length() - 1) if w & (w - 1) == 0 else None
+        for a in range(0, len(keys), _STEP):  # cache-sized temporaries
+            x = keys[a:a + _STEP] - lo
+            out[a:a + _STEP] = x >> shift if shift is not None else x // np.uint64(w)
+        return out
 
 
 def bucket_dtype(buckets: int):
@@ -69,10 +74,11 @@ def bucket_dtype(buckets: int):
 
 
 def partition(data: np.ndarray, ends: np.ndarray, keys: np.ndarray, bucket_of: np.ndarray,
-              buckets: int, out: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+              buckets: int, out: np.ndarray, keys_out: Optional[np.ndarray] = None
+              ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Write the records of ``data`` into ``out`` grouped by bucket, keeping input order inside
-    each bucket. Returns (bytes per bucket, records per bucket, the keys in the new order);
-    the counts are int64 arrays of length ``buckets``."""
+    each bucket. Returns (bytes per bucket, records per bucket, the keys in the new order, in
+    ``keys_out`` if given); the counts are int64 arrays of length ``buckets``."""
     n = len(ends)
     counts = np.bincount(bucket_of, minlength=buckets).astype(np.int64)
     if n == 0:
@@ -88,7 +94,7 @@ def partition(data: np.ndarray, ends: np.ndarray, keys: np.ndarray, bucket_of: n
     order = np.argsort(bucket_of, kind="stable")
     starts = ends[order]
     sorted_lengths = lengths[order]
-    sorted_keys = keys[order]
+    sorted_keys = np.take(keys, order, out=None if keys_out is None else keys_out[:n])
     del order, lengths
     starts -= sorted_lengths
     gather_records(data, starts, sorted_lengths, out, 0)

@@ -152,7 +152,7 @@ def test_split_errors_leave_nothing(tmp_path, numbered):
     for args, needle in (([], "-o with {split}"), (["-o", str(tmp_path / "x")], "must contain {split}"),
                          (["-o", str(tmp_path / "{split}"), "-n", "5"], "-n"),
                          (["-o", str(tmp_path / "{split}"), "-r"], "-r"),
-                         (["-o", str(tmp_path / "{split}" / "x")], "file name"),
+                         (["-o", str(tmp_path / "{split}" / "x")], "output directory does not exist"),
                          (["-o", str(tmp_path / "{split}-{bad}"), "--shards", "2"], "bad shard pattern")):
         one_line_error(invoke(["shuffle", str(src), "--split", "a=0.5,b=0.5", *args]), 2, needle)
 

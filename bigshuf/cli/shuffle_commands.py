@@ -21,6 +21,7 @@ Examples:
   bigshuf shuffle big.txt --random-source key.bin    # randomness from a file's first 32 bytes
   bigshuf shuffle corpus/*.jsonl --split train=0.98,valid=0.01,test=0.01 -o 'data/{split}.jsonl.gz'
   bigshuf shuffle in.txt --split valid=10000,test=10000,train=rest -o '{split}.txt' --shards 4
+  bigshuf shuffle --aligned --seed 5 en.txt de.txt -o 'shuf/{name}'   # one permutation, 2 outputs
 Full documentation: bigshuf readme
 """
 
@@ -76,9 +77,9 @@ class _LongPrefixCommand(click.Command):
               help="Memory budget of the whole run, K/M/G/T suffixes (minimum 1M). Peak RSS stays "
                    "within SIZE + ~64 MB of interpreter; the longest accepted line is SIZE/16.")
 @click.option("--seed", type=int, metavar="N", default=None,
-              help="Random seed: the same seed, input bytes and --memory give byte-identical output, "
-                   "whatever --jobs, from a file or stdin. Without it a random seed is drawn "
-                   "(-v prints it).")
+              help="Random seed: the same seed and input give byte-identical output, whatever "
+                   "--memory, --jobs, the machine, a file or stdin (README, 'The order contract'). "
+                   "Without it a random seed is drawn (-v prints it).")
 @click.option("-j", "--jobs", type=int, metavar="N", default=None,
               help="Worker threads (default: all cores, capped so all workers fit in --memory). "
                    "Does not change the output.")
@@ -117,6 +118,11 @@ class _LongPrefixCommand(click.Command):
                    "largest remainder of the line count). Each split is a uniform random subset in "
                    "random order, written to -o with {split} replaced by its name; --shards and "
                    "--lines-per-shard apply to each split.")
+@click.option("--aligned", is_flag=True,
+              help="Line-parallel INPUTS (a translation pair, features and labels): shuffle each "
+                   "with the same permutation into its own output, -o with {name} replaced by the "
+                   "input's file name, e.g. -o 'shuf/{name}'. Inputs whose line counts differ are "
+                   "refused (exit 2) before anything is written.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bars on stderr (default: only when stderr is a terminal).")
 @click.option("-v", "--verbose", is_flag=True, help="A summary on stderr: records, seed, buckets, runs, levels, timings.")

@@ -36,6 +36,7 @@ STOPPING = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP
 _INTERNALS = tuple(os.path.join(os.path.dirname(threading.__file__), name)
                    for name in ("threading.py", "queue.py", os.path.join("concurrent", "futures")))
 _OWN_PROCESS = [False]
+_DEPTH = [0]  # guards active in the main thread
 
 
 def own_process() -> None:
@@ -74,6 +75,7 @@ class SignalGuard:
     def __enter__(self) -> "SignalGuard":
         if threading.current_thread() is not threading.main_thread():
             return self
+        _DEPTH[0] += 1
         for sig in STOPPING:
             self.saved[sig] = signal.signal(sig, self._handler)
         if hasattr(signal, "SIGXFSZ"):
@@ -102,6 +104,11 @@ class SignalGuard:
         self.deferred = True
 
     def __exit__(self, *exc: Any) -> None:
-        keep_ignoring = _OWN_PROCESS[0] and (self.deferred or bool(self.fired))
+        if not self.saved:
+            return
+        _DEPTH[0] -= 1
+        # Only the outermost guard ends the run (an --aligned run holds one guard per input
+        # inside its own): an inner one hands the signals back to it.
+        keep_ignoring = _OWN_PROCESS[0] and (self.deferred or bool(self.fired)) and not _DEPTH[0]
         for sig, old in self.saved.items():
             signal.signal(sig, signal.SIG_IGN if keep_ignoring and sig in STOPPING else old)

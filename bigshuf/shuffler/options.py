@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from bigshuf.common.errors import UsageError
+from bigshuf.common.inputs import is_read_once
 from bigshuf.common.output import is_write_through
 from bigshuf.common.sizes import parse_size
 
@@ -30,6 +31,8 @@ RANDOM_SOURCE_BYTES = 32
 SPLIT_REST = "rest"
 #: In -o with --split, replaced by each split's name.
 SPLIT_FIELD = "{split}"
+#: In -o with --aligned: each input's file name.
+NAME_FIELD = "{name}"
 
 
 #: Python keywords spelled as the CLI's long options, for the fields named otherwise.
@@ -70,6 +73,7 @@ class ShuffleOptions:
     repeat: bool = False
     random_source: Any = None
     split: Any = None
+    aligned: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.inputs, (str, bytes, os.PathLike)):  # one path, not its characters
@@ -159,10 +163,27 @@ class ShuffleOptions:
                                  "not -o or shards")
         if self.split is not None:
             self._check_split()
+        if self.aligned:
+            self._check_aligned()
+        elif isinstance(self.output, str) and NAME_FIELD in self.output:
+            raise UsageError(f"-o {self.output}: {NAME_FIELD} names the outputs of --aligned")
         if not self.sharded and isinstance(self.output, str) \
                 and re.search(r"\{(index|count)[:}]", self.output):
             raise UsageError(f"-o {self.output}: {{index}}/{{count}} name shards: add --shards or "
                              "--lines-per-shard")
+
+    def _check_aligned(self) -> None:
+        """--aligned: one permutation for line-parallel input files, one output each."""
+        if self.generated or self.repeat or self.scheduler is not None:
+            raise UsageError("--aligned shuffles input files: not with -e, -i, -r or --scheduler")
+        if self.to_stdout or not isinstance(self.output, str) or NAME_FIELD not in self.output:
+            raise UsageError(f"--aligned needs -o with {NAME_FIELD} in it (each input's file name "
+                             f"goes there), e.g. -o 'shuf/{NAME_FIELD}'")
+        for p in self.inputs:
+            if not isinstance(p, str) or p == STDIO or is_read_once(p):
+                name = p if isinstance(p, str) else repr(p)
+                raise UsageError(f"--aligned counts every input's records before shuffling it: "
+                                 f"{name} can be read only once (give a file)")
 
     def _check_split(self) -> None:
         if self.sample is not None:
@@ -173,9 +194,6 @@ class ShuffleOptions:
         if SPLIT_FIELD not in os.fspath(self.output):
             raise UsageError(f"with --split, -o must contain {SPLIT_FIELD} (each split's name "
                              f"goes there), e.g. -o 'data/{SPLIT_FIELD}.jsonl.gz'")
-        if SPLIT_FIELD in os.path.dirname(os.fspath(self.output)):
-            raise UsageError(f"with --split, {SPLIT_FIELD} goes in the file name of -o, not in "
-                             f"its directory")
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -285,6 +303,8 @@ def parse_split(value: Any) -> List[SplitPart]:
     mapping of the same), as a list of parts. Fractions have a decimal point (or are 0/1 as
     floats from Python); counts are whole numbers; at most one split is ``rest``."""
     items: Sequence[Tuple[str, Any]]
+    if isinstance(value, list) and all(isinstance(p, tuple) and len(p) == 3 for p in value):
+        return value  # parsed already (options copied with dataclasses.replace)
     if isinstance(value, Mapping):
         items = list(value.items())
     else:

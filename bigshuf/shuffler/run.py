@@ -20,13 +20,13 @@ from bigshuf.common.randomness import Streams, resolve_seed
 from bigshuf.common.signals import SignalGuard
 from bigshuf.common.space import check_free_space
 from bigshuf.shuffler.engine import Cancelled, Engine, Level
-from bigshuf.shuffler.options import ShuffleOptions
+from bigshuf.shuffler.options import NAME_FIELD, ShuffleOptions
 from bigshuf.shuffler.plan import Geometry, plan
-from bigshuf.shuffler.records import RecordReader
+from bigshuf.shuffler.records import RecordReader, display_name
 from bigshuf.shuffler.scatter import KEY_BYTES, KeyRange
 from bigshuf.shuffler.sources import record_inputs
 from bigshuf.shuffler.stats import ShuffleStats
-from bigshuf.shuffler.writing import Sink, check_shard_names
+from bigshuf.shuffler.writing import Sink, check_distinct, check_shard_names, held, publish_all
 
 
 def shuffle(inputs: Sequence[Any] = ("-",), output: Any = None, **options: Any) -> ShuffleStats:
@@ -45,6 +45,8 @@ def shuffle(inputs: Sequence[Any] = ("-",), output: Any = None, **options: Any) 
 
 def run(opts: ShuffleOptions) -> ShuffleStats:
     """Run a validated shuffle (see :func:`shuffle`)."""
+    if opts.aligned:
+        return run_aligned(opts)
     _check_outputs(opts)
     if opts.scheduler is not None:
         from bigshuf.shuffler.cluster import shuffle_on_cluster
@@ -71,6 +73,58 @@ def run(opts: ShuffleOptions) -> ShuffleStats:
                 sample_by_reservoir(reader, opts, geo, Streams(seed), stats, size, signals.defer)
             return stats
     return _run_engine(opts, reader, geo, Streams(seed), stats, size)
+
+
+def run_aligned(opts: ShuffleOptions) -> ShuffleStats:
+    """``--aligned``: each input shuffled on its own into -o with {name} replaced by its file
+    name. The order is a function of the seed and the record's index only, so inputs with as
+    many records get one permutation. The counts are compared first (nothing is written if they
+    differ), and no output is published before every one is complete."""
+    seed = resolve_seed(opts.seed)  # one seed for every input, drawn once if not given
+    runs = [replace(opts, inputs=[p], output=aligned_output(opts, p), aligned=False, seed=seed,
+                    random_source=None) for p in opts.inputs]
+    check_distinct([os.fspath(r.output) for r in runs], "outputs of --aligned",
+                   " (inputs with the same file name)")
+    for r in runs:
+        _check_outputs(r)
+    geo = plan_run(opts)
+    counts = [_count_records(r, geo) for r in runs]
+    if len(set(counts)) > 1:
+        listed = ", ".join(f"{display_name(p)} {n:,}" for p, n in zip(opts.inputs, counts))
+        raise UsageError(f"--aligned: the inputs hold different numbers of records: {listed}")
+    done: List[ShuffleStats] = []
+    with SignalGuard() as signals, held() as sinks:
+        try:
+            for r in runs:
+                done.append(run(r))
+            for p, st, n in zip(opts.inputs, done, counts):
+                if st.records != n:
+                    raise BigshufError(f"{display_name(p)}: input changed while it was being shuffled")
+            signals.defer()
+            publish_all(sinks)
+        except BaseException:
+            for sink in sinks:
+                sink.abort()
+            raise
+    stats = done[0]
+    stats.outputs = [o for st in done for o in st.outputs]
+    return stats
+
+
+def aligned_output(opts: ShuffleOptions, path: Any) -> str:
+    """-o with {name} replaced by the input's file name (braces escaped for shard patterns)."""
+    name = os.path.basename(os.fspath(path))
+    if opts.sharded:
+        name = name.replace("{", "{{").replace("}", "}}")
+    return os.fspath(opts.output).replace(NAME_FIELD, name)
+
+
+def _count_records(opts: ShuffleOptions, geo: Geometry) -> int:
+    """The records of ``opts``' inputs (headers left out), read once in bounded memory."""
+    reader = RecordReader(record_inputs(opts), opts.sep, header=opts.header)
+    for block in reader.blocks(geo.block_bytes, geo.block_records):
+        del block
+    return reader.records
 
 
 def plan_run(opts: ShuffleOptions) -> Geometry:

@@ -19,10 +19,10 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from bigshuf.common.errors import InputError
-from bigshuf.common.output import publishing
+from bigshuf.common.output import Destination
 from bigshuf.shuffler.options import SPLIT_FIELD, ShuffleOptions, SplitPart, split_value
 from bigshuf.shuffler.records import find_record_ends
-from bigshuf.shuffler.writing import Sink, check_distinct
+from bigshuf.shuffler.writing import Sink, _hold, check_distinct, publish_all
 
 
 def split_sizes(parts: Sequence[SplitPart], total: int) -> List[int]:
@@ -141,11 +141,19 @@ class SplitSink(Sink):
         publishing lock (no split is published before all are complete)."""
         for s in self.sinks:
             s.complete()
-        with publishing([d for s in self.sinks for d in s.destinations()]):
-            for s in self.sinks:
-                s.commit()
+        if not _hold(self):
+            publish_all(self.sinks)
+
+    def destinations(self) -> List[Destination]:
+        return [d for s in self.sinks for d in s.destinations()]
+
+    def commit(self) -> None:
         for s in self.sinks:
-            s.group.release()
+            s.commit()
+
+    def release(self) -> None:
+        for s in self.sinks:
+            s.release()
 
     def abort(self) -> None:
         for s in self.sinks:

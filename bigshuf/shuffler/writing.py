@@ -8,9 +8,11 @@ in order, so only one is open at a time: memory and descriptors do not grow with
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from typing import Any, List, Optional, cast
+from contextvars import ContextVar
+from typing import Any, Iterator, List, Optional, Sequence, cast
 
 import numpy as np
 
@@ -268,11 +270,15 @@ class Sink:
                    header=header, durable=opts.fsync, memory=opts.memory_bytes)
 
     def finish(self) -> None:
-        """Flush every output and give each its final name. Two runs publishing the same
-        names are serialised by a directory lock, so a set of shards is never a mix of two."""
+        """Flush every output and give each its final name (or, inside :func:`held`, leave
+        the names to :func:`publish_all`). Two runs publishing the same names are serialised
+        by a directory lock, so a set of shards is never a mix of two."""
         self.complete()
-        with publishing(self.destinations()):
-            self.commit()
+        if not _hold(self):
+            publish_all([self])
+
+    def release(self) -> None:
+        """Forget the temporary names (after commit)."""
         self.group.release()
 
     def close_current(self) -> None:
@@ -301,6 +307,40 @@ class Sink:
             f.abort()
         self.group.remove_all()  # also one whose creation a signal interrupted
         self.group.release()
+
+
+_HELD: ContextVar[Optional[List[Any]]] = ContextVar("bigshuf_held_outputs", default=None)
+
+
+@contextlib.contextmanager
+def held() -> Iterator[List[Any]]:
+    """Sinks finished inside this block keep their temporary names and are listed here: the
+    caller publishes them together (:func:`publish_all`) or aborts them all (``--aligned``:
+    no output is published unless every one is complete)."""
+    sinks: List[Any] = []
+    token = _HELD.set(sinks)
+    try:
+        yield sinks
+    finally:
+        _HELD.reset(token)
+
+
+def _hold(sink: Any) -> bool:
+    """Keep ``sink`` for a later :func:`publish_all` if inside :func:`held`."""
+    sinks = _HELD.get()
+    if sinks is None:
+        return False
+    sinks.append(sink)
+    return True
+
+
+def publish_all(sinks: Sequence[Any]) -> None:
+    """Rename every complete output of ``sinks`` into place under one publishing lock."""
+    with publishing([d for s in sinks for d in s.destinations()]):
+        for s in sinks:
+            s.commit()
+    for s in sinks:
+        s.release()
 
 
 def check_distinct(paths: List[str], what: str = "shard names", hint: str = "") -> None:

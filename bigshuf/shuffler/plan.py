@@ -1,15 +1,17 @@
 """The planner: how a memory budget becomes block sizes, bucket counts and worker counts.
 
-Every size here derives from ``--memory`` (and the input size when known), never from the number
-of workers, so the output depends only on the input, the seed and the memory setting. Workers only
-decide how many blocks or units are processed at once, and are capped so that all of them together
-fit in the budget.
+Every size here derives from ``--memory`` (and the input size when known). None of them changes
+the output, which is the records in the order of their keys (the order contract of
+:mod:`bigshuf.common.randomness`): sizes decide only how the sort is cut up. Workers decide how
+many blocks or units are processed at once, and are capped so that all of them together fit in
+the budget.
 
 Budget model (bytes held by the engine; the interpreter itself is the +64 MB allowance):
 
 * a scatter worker holds its block (C), the regrouped run (C, or nothing when runs live in RAM)
-  and per-record metadata (at most 42 bytes a record, with at most C/32 records a block);
-* a gather worker holds its unit (U), the permuted output (U) and 32 bytes a record;
+  and per-record metadata (at most 74 bytes a record with the keys' scratch buffer, with at most
+  C/32 records a block);
+* a gather worker holds its unit (U), the sorted output (U) and 64 bytes a record;
 * the reader holds the block it is filling (C); the run index costs 32 bytes an entry.
 
 With C = U = M/16, three workers and the index share fit in M with room to spare.

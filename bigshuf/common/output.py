@@ -109,22 +109,71 @@ def same_file(paths: List[str]) -> Optional[Tuple[str, str]]:
 
 
 def _final_target(out: str) -> str:
-    """The path a write to ``out`` ends at, links followed; a loop of links is a usage error."""
-    try:
-        return os.path.realpath(out, strict=False) if not os.path.islink(out) else _resolve_links(out)
-    except OSError as exc:
-        raise UsageError(f"cannot write through {out}: {exc.strerror or exc}") from None
+    """The path a write to ``out`` ends at: links followed as the kernel would follow them for
+    ``open(O_WRONLY)`` (see :func:`_may_follow`). A loop of links, or a link the kernel would
+    refuse to follow, is a usage error."""
+    path = os.path.abspath(out)
+    todo = [p for p in reversed(path.split(os.sep)) if p]
+    resolved = os.sep
+    links = 0
+    while todo:
+        name = todo.pop()
+        if name == ".":
+            continue
+        if name == "..":
+            resolved = os.path.dirname(resolved)
+            continue
+        here = os.path.join(resolved, name)
+        try:
+            st = os.lstat(here)
+        except OSError:  # missing (created later), or not a directory: the checks that follow say so
+            resolved = here
+            continue
+        if not stat.S_ISLNK(st.st_mode):
+            resolved = here
+            continue
+        links += 1
+        if links > _MAX_LINKS:
+            raise UsageError(f"cannot write through {out}: too many levels of symbolic links")
+        if not _may_follow(here, st, resolved):
+            raise UsageError(f"cannot write through {out}: Permission denied ({here} is a symbolic "
+                             "link owned by another user in a sticky world-writable directory: "
+                             "fs.protected_symlinks forbids following it)")
+        try:
+            target = os.readlink(here)
+        except OSError as exc:
+            raise UsageError(f"cannot write through {out}: {exc.strerror or exc}") from None
+        if target.startswith(os.sep):
+            resolved = os.sep
+        todo.extend(p for p in reversed(target.split(os.sep)) if p)
+    return resolved
 
 
-def _resolve_links(out: str) -> str:
+#: Links followed in one path before it is a loop (the kernel's limit, ELOOP).
+_MAX_LINKS = 40
+
+
+def _may_follow(link: str, st: os.stat_result, directory: str) -> bool:
+    """Would the kernel follow ``link`` for this process? With ``fs.protected_symlinks`` on
+    (most distributions' default), a link in a sticky world-writable directory is followed only
+    by its owner, or when the directory's owner also owns the link: otherwise another user could
+    plant ``report.txt -> /etc/...`` in /tmp and have root replace the target."""
+    if st.st_uid == os.geteuid() or not _protected_symlinks():
+        return True
     try:
-        os.stat(out)
-    except FileNotFoundError:
-        pass  # a dangling link: its target is created
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise UsageError(f"cannot write through {out}: too many levels of symbolic links") from None
-    return os.path.realpath(out)
+        d = os.stat(directory)
+    except OSError:
+        return True
+    sticky_shared = d.st_mode & stat.S_ISVTX and d.st_mode & stat.S_IWOTH
+    return not sticky_shared or d.st_uid == st.st_uid
+
+
+def _protected_symlinks() -> bool:
+    try:
+        with open("/proc/sys/fs/protected_symlinks", "rb") as f:
+            return f.read().strip() not in (b"", b"0")
+    except OSError:
+        return False
 
 
 # -- temporary names and their locks ------------------------------------------------------------
@@ -149,11 +198,14 @@ def directory_lock(directory: str) -> Iterator[None]:
 def _locked(path: str) -> bool:
     """Does some process hold a ``flock`` on ``path``? (A vanished file counts as not locked.)
     Opened without blocking and without following links: a FIFO or a link planted under a
-    temporary name must not hang or redirect the check."""
+    temporary name must not hang or redirect the check. A file we cannot open (another user's
+    private temp in a shared directory) may be live: it counts as locked, never ours to remove."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
+    except FileNotFoundError:
         return False
+    except OSError:
+        return True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return False
@@ -173,7 +225,7 @@ def _is_regular(path: str) -> bool:
 def clean_stale_temps(dest: str) -> List[str]:
     """Remove temporary files left beside ``dest`` by runs that were killed: those of runs none
     of whose temporary files in that directory is locked. Returns the removed paths."""
-    prefix = _temp_prefix(os.path.realpath(dest))
+    prefix = _temp_prefix(_final_target(dest))
     directory = os.path.dirname(prefix)
     removed: List[str] = []
     with directory_lock(directory):
@@ -256,7 +308,7 @@ class Destination:
         elif is_write_through(path):
             self.fd = _open_through(path)
         else:
-            self.target = os.path.realpath(path)
+            self.target = _final_target(path)
             clean_stale_temps(self.target)
             self.fd = self._create_temp()
 

@@ -177,3 +177,40 @@ def test_another_users_live_temp_is_never_removed(second_user, shared):
         if holder.poll() is None:
             holder.kill()
             holder.wait()
+
+
+def test_cluster_temp_data_is_private(tmp_path, monkeypatch):
+    """A 0600 input's runs and units under --temp-dir: 0600 files in a 0700 job directory,
+    whatever the umask (under 022 they were 0644 in a 0755 directory)."""
+    distributed = pytest.importorskip("distributed")
+    pytest.importorskip("fsspec")
+    from bigshuf.shuffler import cluster
+    from bigshuf.shuffler.run import shuffle
+
+    src = tmp_path / "private.txt"
+    src.write_bytes(b"".join(b"secret %d\n" % i for i in range(2000)))
+    src.chmod(0o600)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    seen = []
+    real = cluster._put_atomic
+
+    def watching(fs, path, writer):
+        real(fs, path, writer)
+        job = os.path.dirname(os.path.dirname(path))
+        seen.append((path, stat.S_IMODE(os.stat(path).st_mode), stat.S_IMODE(os.stat(job).st_mode),
+                     stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode)))
+
+    monkeypatch.setattr(cluster, "_put_atomic", watching)
+    old = os.umask(0o022)
+    client = distributed.Client(processes=False, n_workers=1, threads_per_worker=1,
+                                dashboard_address=None)
+    try:
+        shuffle([str(src)], str(tmp_path / "out.txt"), scheduler=client, temp_dir=str(temp),
+                memory="1M", seed=1)
+    finally:
+        client.close()
+        os.umask(old)
+    assert seen
+    assert all(m == 0o600 and j == 0o700 and d == 0o700 for _, m, j, d in seen), seen
+    assert os.listdir(temp) == []

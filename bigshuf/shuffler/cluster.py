@@ -91,11 +91,21 @@ def expand_inputs(inputs: Sequence[str]) -> List[str]:
     return out
 
 
+def _private(fs, path: str, mode: int) -> None:
+    """Temp data keeps a private input private whatever the umask: 0600 files in a 0700 job
+    directory (local storage; an object store's access is its own)."""
+    import fsspec.implementations.local
+
+    if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
+        os.chmod(path, mode)
+
+
 def _put_atomic(fs, path: str, data_writer) -> None:
     """Write a file through a temporary name and move it into place (retries overwrite)."""
     tmp = f"{path}.tmp-{secrets.token_hex(4)}"
     try:
         with fs.open(tmp, "wb") as f:
+            _private(fs, tmp, 0o600)
             data_writer(f)
         fs.mv(tmp, path)
     except BaseException:
@@ -378,8 +388,9 @@ def shuffle_on_cluster(opts: ShuffleOptions) -> ShuffleStats:
                       ShuffleStats(seed=seed, store="cluster temp: " + temp_root))
     fs_job, _ = _fs(run.job)
     try:
-        fs_job.makedirs(_join(run.job, "runs"), exist_ok=True)
-        fs_job.makedirs(_join(run.job, "units"), exist_ok=True)
+        for d in (run.job, _join(run.job, "runs"), _join(run.job, "units")):
+            fs_job.makedirs(d, exist_ok=True)
+            _private(fs_job, d, 0o700)
         header, index = run.scatter()
         t1 = time.perf_counter()
         units = run.gather(*index)

@@ -437,8 +437,9 @@ class _ClusterRun:
                                    retries=3, pure=False)
                 for i, u in enumerate(self.urls)]
         summaries = _Progress(opts.progress).track(self.client, futs, "scatter")
-        hdr = summaries[0]["header"] if opts.header and summaries else None
-        for s in summaries[1:]:
+        headed = [s for s in summaries if s["header"] is not None]  # empty inputs have none
+        hdr = headed[0]["header"] if opts.header and headed else None
+        for s in headed[1:]:
             if opts.header and s["header"] != hdr:
                 (opts.warn or warn_stderr)(f"{self.urls[s['source']]}: first line differs from the "
                                            "header of the first input; dropped anyway")

@@ -277,10 +277,11 @@ class RecordReader:
         # A codec that cannot be loaded is a usage error now, before any input is read.
         check_codecs([os.fspath(cast(PathLike, p)) for p in self.inputs if _is_path(p) and str(p) != "-"])
 
-    def take_header(self, first: bytes, name: str, first_input: bool) -> None:
-        """An input's first line under ``header``: the first input's is the header, the others
-        are dropped (with a warning if they differ)."""
-        if first_input:
+    def take_header(self, first: bytes, name: str) -> None:
+        """An input's first line under ``header``: the first one seen is the header (that of the
+        first *non-empty* input: Spark/Hadoop ``part-*`` directories begin with empty files),
+        the others are dropped (with a warning if they differ)."""
+        if self.header is None:
             self.header = first
         elif first != self.header:
             self.warn(f"{name}: first line differs from the header of the first input; "
@@ -325,7 +326,6 @@ class RecordReader:
         sep = self.sep
         max_records = max_records or capacity
         carry = np.empty(0, dtype=np.uint8)
-        first_input = True
         for source, path in enumerate(self.inputs, self.first_source):
             index = 0
             src = _as_source(path)
@@ -374,7 +374,7 @@ class RecordReader:
                     if skip_header:
                         skip_header = False
                         first_end = _cut(data, sep, 1)[1]
-                        self.take_header(bytes(data[:first_end]), src.name, first_input)
+                        self.take_header(bytes(data[:first_end]), src.name)
                         file_records += 1
                         base += first_end
                         data = data[first_end:]
@@ -400,7 +400,6 @@ class RecordReader:
                     del buf, data
             finally:
                 src.close()
-            first_input = False
 
 
 def read_all_lines(path: PathLike, sep: int = 10) -> List[bytes]:

@@ -379,7 +379,7 @@ def _plan_all(reader: RecordReader, inputs: List[_Input], capacity: int
             return None
         blocks, header = planned
         if header is not None:
-            reader.take_header(header, f.name, i == 0)
+            reader.take_header(header, f.name)
         out.extend((i, n, offset, nbytes) for n, (offset, nbytes) in enumerate(blocks))
     return out
 

@@ -28,3 +28,18 @@ def test_header_comes_from_the_first_non_empty_input(tmp_path, extra):
     assert len(out) == 1 + (3 if "-n" in extra else 40)
     stdin = invoke(["shuffle", "--header", "--seed", "1", *extra, empty, "-"], input=a.read_bytes())
     assert stdin.stdout.splitlines()[0] == b"id"
+
+
+# -- item 8: -n is not refused for the whole input's size ------------------------------------
+
+def test_a_sample_needs_its_own_room_not_the_inputs(tmp_path, monkeypatch):
+    from bigshuf.common import space
+
+    src = tmp_path / "big.txt"
+    src.write_bytes((b"x" * 99 + b"\n") * 40_000)  # 4 MB
+    monkeypatch.setattr(space, "free_bytes", lambda d: 2 << 20)  # a 2 MiB disk everywhere
+    r = invoke(["shuffle", "-n", "5", src, "-o", tmp_path / "s.txt", "--seed", "1"])
+    assert r.returncode == 0, r.stderr
+    assert len((tmp_path / "s.txt").read_bytes().splitlines()) == 5
+    full = invoke(["shuffle", src, "-o", tmp_path / "all.txt", "-S", "1M"])
+    assert full.returncode == 1 and b"not enough free space" in full.stderr

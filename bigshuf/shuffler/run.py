@@ -113,13 +113,17 @@ def _preflight(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, worker
         raise UsageError(f"temporary directory does not exist: {opts.temp_dir}")
     size = reader.known_size()
     from bigshuf.shuffler.reread import suitable
+    from bigshuf.shuffler.sampling import reservoir_fits
 
-    # The input method needs no temporary space (if it falls back, a full disk is still a
-    # clean one-line error).
-    in_ram = size if suitable(reader, geo, size, workers, None if opts.to_stdout else opts.output) \
+    # The input method and the reservoir need no temporary space for the input (if either
+    # falls back or spills, a full disk is still a clean one-line error).
+    sampled = opts.sample is not None and opts.buckets is None and reservoir_fits(opts.sample, geo)
+    in_ram = size if sampled or suitable(reader, geo, size, workers,
+                                         None if opts.to_stdout else opts.output) \
         else geo.memory_store_capacity(workers)
     check_free_space(size if size is not None else reader.estimated_size(),
-                     None if opts.to_stdout else opts.output, opts.temp_dir, in_ram or 0)
+                     None if opts.to_stdout else opts.output, opts.temp_dir, in_ram or 0,
+                     sample=opts.sample is not None)
     return size
 
 

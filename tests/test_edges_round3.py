@@ -43,3 +43,63 @@ def test_a_sample_needs_its_own_room_not_the_inputs(tmp_path, monkeypatch):
     assert len((tmp_path / "s.txt").read_bytes().splitlines()) == 5
     full = invoke(["shuffle", src, "-o", tmp_path / "all.txt", "-S", "1M"])
     assert full.returncode == 1 and b"not enough free space" in full.stderr
+
+
+# -- item 10: bad patterns, drop-box directories, -r spool errors, CPU affinity --------------
+
+@pytest.mark.parametrize("pattern", ["r{index.x}.txt", "r{index[0]}.txt", "r{0}.txt", "r{index!z}.txt",
+                                     "r{index:q}.txt", "r{}.txt"])
+def test_bad_shard_patterns_are_usage_errors(tmp_path, pattern):
+    src = _numbered(tmp_path / "in.txt", 10)
+    r = invoke(["shuffle", src, "--shards", "2", "-o", tmp_path / pattern])
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith(b"bigshuf: error: ") and r.stderr.count(b"\n") == 1
+    assert b"internal error" not in r.stderr and os.listdir(tmp_path) == ["in.txt"]
+
+
+def test_a_write_only_drop_box_directory_is_an_output_directory(tmp_path):
+    """Mode 0733 (write and search, no read: a drop box): shuf -o works there, so must we."""
+    from helpers import run, unprivileged
+
+    how = unprivileged(tmp_path)
+    base = tmp_path / "pub"
+    base.mkdir()
+    base.chmod(0o755)
+    tmp_path.chmod(0o755)
+    src = _numbered(base / "in.txt", 100)
+    src.chmod(0o644)
+    box = base / "box"
+    box.mkdir()
+    box.chmod(0o733)
+    os.chown(box, 12345, 12345)  # neither the runner (nobody, or root without DAC override)
+    for args in (["-o", box / "out.txt"], ["--shards", "2", "-o", box / "s.txt"],
+                 ["-n", "3", "--fsync", "-o", box / "n.txt"]):
+        p = run(["shuffle", src, *args], prefix=how["prefix"], preexec=how["preexec"])
+        assert p.returncode == 0, p.stderr
+    box.chmod(0o755)
+    assert sorted(os.listdir(box)) == ["n.txt", "out.txt", "s-00000-of-00002.txt", "s-00001-of-00002.txt"]
+    assert lines_of((box / "out.txt").read_bytes()) == lines_of(src.read_bytes())
+
+
+def test_a_full_temp_dir_under_repeat_from_stdin_is_named(tmp_path):
+    import resource
+
+    from helpers import limit, run
+
+    temp = tmp_path / "scratch"
+    temp.mkdir()
+    data = b"".join(b"%06d\n" % i for i in range(100_000))  # 700 KB
+    p = run(["shuffle", "-r", "-n", "5", "-T", temp], input=data,
+            preexec=limit(resource.RLIMIT_FSIZE, 64 << 10))
+    assert p.returncode == 1, p.stderr
+    assert p.stderr.decode() == f"bigshuf: error: writing temporary data in {temp}: file too large " \
+                                "(file-size limit reached)\n"
+    assert os.listdir(temp) == []
+
+
+def test_default_jobs_follow_cpu_affinity(monkeypatch):
+    from bigshuf.shuffler.plan import plan
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert plan(1 << 30).workers(None) == 1  # `taskset -c 0 bigshuf ...`: one worker

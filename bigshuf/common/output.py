@@ -186,8 +186,16 @@ def _temp_prefix(target: str) -> str:
 
 @contextlib.contextmanager
 def directory_lock(directory: str) -> Iterator[None]:
-    """An exclusive ``flock`` on a directory (cleanup and publishing of temporary names)."""
-    fd = os.open(directory or ".", os.O_RDONLY | os.O_CLOEXEC)
+    """An exclusive ``flock`` on a directory (cleanup and publishing of temporary names).
+
+    A directory we may write into but not read (a 0733 drop box, where ``shuf -o`` works)
+    cannot be opened to lock: then there is no lock, and nothing to clean either (its names
+    cannot be listed); two runs publishing one shard set there are not serialised."""
+    try:
+        fd = os.open(directory or ".", os.O_RDONLY | os.O_CLOEXEC)
+    except PermissionError:
+        yield
+        return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -438,7 +446,10 @@ def _connect(path: str) -> int:
 
 
 def _fsync_dir(directory: str) -> None:
-    dfd = os.open(directory or ".", os.O_RDONLY)
+    try:
+        dfd = os.open(directory or ".", os.O_RDONLY)
+    except PermissionError:  # a drop box: its entry cannot be flushed by us (the data was)
+        return
     try:
         os.fsync(dfd)
     finally:

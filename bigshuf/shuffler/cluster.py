@@ -33,6 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from bigshuf.common.cpus import usable_cpus
 from bigshuf.common.errors import BigshufError, InputError, UsageError, warn_stderr
 from bigshuf.common.output import Destination
 from bigshuf.common.progress import bar
@@ -364,7 +365,7 @@ class _Progress:
 def _client(scheduler: str, workers: Optional[int]):
     from distributed import Client, LocalCluster
     if scheduler == "local" or scheduler.startswith("local:"):
-        n = int(scheduler.split(":", 1)[1]) if ":" in scheduler else (workers or os.cpu_count() or 1)
+        n = int(scheduler.split(":", 1)[1]) if ":" in scheduler else (workers or usable_cpus())
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                dashboard_address=None)
         return Client(cluster), cluster

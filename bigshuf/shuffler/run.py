@@ -13,12 +13,13 @@ from dataclasses import replace
 from typing import Any, List, Optional, Sequence, Tuple
 
 from bigshuf.common.codecs import check_codecs, compressor_bytes
-from bigshuf.common.errors import BigshufError, UsageError, warn_stderr
+from bigshuf.common.errors import BigshufError, warn_stderr
 from bigshuf.common.output import check_destination
 from bigshuf.common.progress import Progress
 from bigshuf.common.randomness import Streams, resolve_seed
 from bigshuf.common.signals import SignalGuard
 from bigshuf.common.space import check_free_space
+from bigshuf.common.tempdir import temp_directory
 from bigshuf.shuffler.engine import Cancelled, Engine, Level
 from bigshuf.shuffler.options import ShuffleOptions
 from bigshuf.shuffler.plan import Geometry, plan
@@ -109,8 +110,7 @@ def _check_outputs(opts: ShuffleOptions) -> None:
 def _preflight(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, workers: int
                ) -> Optional[int]:
     """Checks that need the file system, before any work; returns the input size if known."""
-    if opts.temp_dir is not None and not os.path.isdir(opts.temp_dir):
-        raise UsageError(f"temporary directory does not exist: {opts.temp_dir}")
+    temp_directory(opts.temp_dir)
     size = reader.known_size()
     from bigshuf.shuffler.reread import suitable
     from bigshuf.shuffler.sampling import reservoir_fits

@@ -9,6 +9,8 @@ in order, so only one is open at a time: memory and descriptors do not grow with
 from __future__ import annotations
 
 import os
+import re
+import string
 import threading
 from typing import Any, List, Optional, cast
 
@@ -18,6 +20,7 @@ from bigshuf.common import stdio
 from bigshuf.common.codecs import compression_of, compressor_for
 from bigshuf.common.errors import UsageError, describe_os_error
 from bigshuf.common.output import (
+    NAME_MAX,
     Destination,
     TempGroup,
     check_destination,
@@ -140,9 +143,10 @@ def shard_paths(pattern: str, count: int) -> List[str]:
     (compression suffix included): ``out.jsonl.gz`` -> ``out-00000-of-00064.jsonl.gz``.
     """
     if "{" in pattern:
+        check_pattern(pattern)
         try:
             names = [pattern.format(index=i, count=count) for i in range(count)]
-        except (KeyError, IndexError, ValueError) as exc:
+        except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
             raise UsageError(f"bad shard pattern {pattern!r}: {exc}") from None
         if len(set(names)) != count:
             raise UsageError(f"shard pattern {pattern!r} does not give distinct names (use {{index}})")
@@ -157,6 +161,34 @@ def shard_paths(pattern: str, count: int) -> List[str]:
         stem, ext = base, ""
     width = max(5, len(str(count)))
     return [os.path.join(d, f"{stem}-{i:0{width}d}-of-{count:0{width}d}{ext}{suffix}") for i in range(count)]
+
+
+#: A field of a shard pattern: ``{index}`` or ``{count}`` with an integer format spec
+#: (fill/align, sign, ``#``, ``0``, width, grouping, and a type d x X o b n), nothing else.
+_FIELD_SPEC = re.compile(r"(?:.?[<>=^])?[+\- ]?#?0?([0-9]*)[,_]?[dxXobn]?")
+
+
+def check_pattern(pattern: str) -> None:
+    """A shard pattern's fields are ``{index}``/``{count}`` with integer formats, at most a
+    file name wide: so every name formats, distinct names come from distinct indices, and no
+    width can make a name (or its error message) hundreds of megabytes long."""
+    try:
+        fields = [f for f in string.Formatter().parse(pattern) if f[1] is not None]
+    except ValueError as exc:
+        raise UsageError(f"bad shard pattern {pattern!r}: {exc}") from None
+    for _, name, spec, conversion in fields:
+        if name not in ("index", "count"):
+            raise UsageError(f"bad shard pattern {pattern!r}: {{{name}}} is not a field "
+                             "(use {index} and {count}, e.g. 'part-{index:05d}.txt')")
+        m = _FIELD_SPEC.fullmatch(spec or "")
+        if conversion or m is None:
+            raise UsageError(f"bad shard pattern {pattern!r}: {{{name}}} takes an integer format "
+                             "such as :05d or :x")
+        if m.group(1) and int(m.group(1)) > NAME_MAX:
+            raise UsageError(f"bad shard pattern {pattern!r}: a width over {NAME_MAX} makes a "
+                             "name longer than a file name can be")
+    if not any(name == "index" for _, name, _, _ in fields):
+        raise UsageError(f"shard pattern {pattern!r} does not give distinct names (use {{index}})")
 
 
 class Sink:

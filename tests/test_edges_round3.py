@@ -103,3 +103,18 @@ def test_default_jobs_follow_cpu_affinity(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert plan(1 << 30).workers(None) == 1  # `taskset -c 0 bigshuf ...`: one worker
+
+
+# -- item 14: more shards than lines ----------------------------------------------------------
+
+def test_more_shards_than_lines_is_said_once(tmp_path):
+    src = _numbered(tmp_path / "in.txt", 5)
+    r = invoke(["shuffle", src, "--shards", "10", "-o", tmp_path / "s.txt"])
+    assert r.returncode == 0
+    assert r.stderr.decode() == (f"bigshuf: warning: --shards 10 for 5 line(s): 5 of the shards of "
+                                 f"{tmp_path / 's.txt'} are empty\n")
+    assert len(os.listdir(tmp_path)) == 11
+    ok = invoke(["shuffle", src, "--shards", "5", "-o", tmp_path / "t.txt"])
+    assert ok.returncode == 0 and ok.stderr == b""
+    split = invoke(["shuffle", src, "--shards", "3", "--split", "a=0.5,b=rest", "-o", tmp_path / "{split}.txt"])
+    assert split.returncode == 0 and split.stderr.count(b"warning") == 1 and b"b.txt are empty" in split.stderr

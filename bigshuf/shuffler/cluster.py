@@ -477,10 +477,9 @@ class _ClusterRun:
         if opts.split is not None:
             from bigshuf.shuffler.split import split_outputs
 
-            paths, quota = split_outputs(opts, self.stats.records)
+            paths, quota = split_outputs(opts, self.stats.records, checking=False)
         else:
-            sink = Sink(opts.output, opts.sep, self.stats.records, shards=opts.shards,
-                        lines_per_shard=opts.lines_per_shard)
+            sink = Sink.for_options(opts, self.stats.records)
             paths, quota = [p for p in sink.paths if p is not None], sink.quota
         plans = _publish_plan(units, quota, self.job)
         futs = [self.client.submit(_publish_task, dest, header or b"", opts.sep, pieces, n,

@@ -12,13 +12,13 @@ import os
 import re
 import string
 import threading
-from typing import Any, List, Optional, cast
+from typing import Any, Callable, List, Optional, cast
 
 import numpy as np
 
 from bigshuf.common import stdio
 from bigshuf.common.codecs import compression_of, compressor_for
-from bigshuf.common.errors import UsageError, describe_os_error
+from bigshuf.common.errors import UsageError, describe_os_error, warn_stderr
 from bigshuf.common.output import (
     NAME_MAX,
     Destination,
@@ -202,7 +202,8 @@ class Sink:
     def __init__(self, output: Optional[str], sep: int, total_records: int,
                  shards: Optional[int] = None, lines_per_shard: Optional[int] = None,
                  limit: Optional[int] = None, header: Optional[bytes] = None,
-                 durable: bool = False, memory: Optional[int] = None):
+                 durable: bool = False, memory: Optional[int] = None,
+                 warn: Optional[Callable[[str], None]] = None):
         self.sep = sep
         self.memory = memory  # the run's budget: bounds the compressor's memory
         self.durable = durable
@@ -219,6 +220,9 @@ class Sink:
                 count = int(shards or 1)
                 q, r = divmod(n, count)
                 per = [q + (1 if i < r else 0) for i in range(count)]
+                if warn is not None and n < count:
+                    warn(f"--shards {count} for {n:,} line(s): {count - n} of the shards of "
+                         f"{output} are empty" + (" but for the header" if header else ""))
             self.paths: List[Optional[str]] = list(shard_paths(os.fspath(cast(str, output)), count))
             self.quota = per
             check_distinct([p for p in self.paths if p])
@@ -292,12 +296,15 @@ class Sink:
 
     @classmethod
     def for_options(cls, opts: Any, records: int, header: Optional[bytes] = None,
-                    output: Any = None, limit: Optional[int] = None) -> "Sink":
+                    output: Any = None, limit: Optional[int] = None,
+                    checking: bool = False) -> "Sink":
         """The sink a run with options ``opts`` writes ``records`` records to (``output``
-        overrides ``opts.output``, e.g. one split's name)."""
+        overrides ``opts.output``, e.g. one split's name). ``checking``: only its names are
+        wanted (before the line count is known), so nothing is reported about its shards."""
         return cls(opts.output if output is None else output, opts.sep, records,
                    shards=opts.shards, lines_per_shard=opts.lines_per_shard, limit=limit,
-                   header=header, durable=opts.fsync, memory=opts.memory_bytes)
+                   header=header, durable=opts.fsync, memory=opts.memory_bytes,
+                   warn=None if checking else (opts.warn or warn_stderr))
 
     def finish(self) -> None:
         """Flush every output and give each its final name. Two runs publishing the same

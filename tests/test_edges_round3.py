@@ -118,3 +118,70 @@ def test_more_shards_than_lines_is_said_once(tmp_path):
     assert ok.returncode == 0 and ok.stderr == b""
     split = invoke(["shuffle", src, "--shards", "3", "--split", "a=0.5,b=rest", "-o", tmp_path / "{split}.txt"])
     assert split.returncode == 0 and split.stderr.count(b"warning") == 1 and b"b.txt are empty" in split.stderr
+
+
+# -- items 11 and 12 (shuffle and verify side): messages that name the cause, progress ---------
+
+def test_verify_of_header_outputs_without_header_hints_at_it(tmp_path):
+    src = _numbered(tmp_path / "in.txt", 30, b"id\n")
+    assert invoke(["shuffle", "--header", src, "--shards", "3", "-o", tmp_path / "s.txt"]).returncode == 0
+    shards = sorted(str(p) for p in tmp_path.glob("s-*"))
+    r = invoke(["verify", src, *shards])
+    assert r.returncode == 1 and b"--header" in r.stdout, r.stdout
+    assert invoke(["verify", "--header", src, *shards]).returncode == 0
+    other = _numbered(tmp_path / "other.txt", 31)
+    assert b"--header" not in invoke(["verify", src, other]).stdout  # no hint when unrelated
+
+
+def test_verify_progress_has_a_total(tmp_path):
+    a = _numbered(tmp_path / "a.txt", 1000)
+    r = invoke(["verify", "--progress", a, a])
+    assert r.returncode == 0 and b"%|" in r.stderr, r.stderr  # a percentage: tqdm knows the total
+
+
+def test_summary_counts_workers_in_words():
+    from bigshuf.shuffler.stats import ShuffleStats
+
+    assert "2 workers" in ShuffleStats(workers=2, levels=1, runs=1).summary()
+    one = ShuffleStats(workers=1, levels=1, runs=1).summary()
+    assert "1 worker;" in one and "(s)" not in one and "1 run," in one and "1 level," in one
+
+
+def test_dask_missing_says_how_to_install_from_the_clone(monkeypatch):
+    import builtins
+
+    from bigshuf.common.errors import UsageError
+    from bigshuf.shuffler import cluster
+
+    real = builtins.__import__
+
+    def no_dask(name, *a, **kw):
+        if name.split(".")[0] in ("distributed", "dask"):
+            raise ImportError(name)
+        return real(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_dask)
+    with pytest.raises(UsageError) as e:
+        cluster._require()
+    assert "'.[dask]'" in str(e.value) and "bigshuf[dask]" not in str(e.value)
+
+
+def test_a_local_cluster_is_quiet_and_counts_its_workers(tmp_path):
+    """--scheduler local:2 with port 8787 taken (another cluster's dashboard): no multi-line
+    Dask warning, and -v counts 2 workers."""
+    import socket
+
+    from helpers import run
+
+    pytest.importorskip("distributed")
+    src = _numbered(tmp_path / "in.txt", 100)
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("", 8787))
+            s.listen()
+        except OSError:
+            pass  # already taken: as good
+        p = run(["shuffle", src, "-o", tmp_path / "out.txt", "--scheduler", "local:2", "-v"])
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.count(b"\n") == 1 and b"2 workers" in p.stderr, p.stderr

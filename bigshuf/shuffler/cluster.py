@@ -54,7 +54,8 @@ def _require():
         import distributed  # noqa: F401
         import fsspec  # noqa: F401
     except ImportError:
-        raise UsageError("--scheduler needs Dask: python -m pip install 'bigshuf[dask]' (or '.[dask]' from the source tree)") from None
+        raise UsageError("--scheduler needs Dask: in bigshuf's clone, python -m pip install '.[dask]' "
+                         "(bigshuf is not on a package index)") from None
 
 
 def _fs(url: str):
@@ -366,8 +367,10 @@ def _client(scheduler: str, workers: Optional[int]):
     from distributed import Client, LocalCluster
     if scheduler == "local" or scheduler.startswith("local:"):
         n = int(scheduler.split(":", 1)[1]) if ":" in scheduler else (workers or usable_cpus())
+        # ":0": any free port. (None still asks for 8787 and, when another cluster has it,
+        # Dask prints a three-line warning.)
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+                               dashboard_address=":0")
         return Client(cluster), cluster
     return Client(scheduler), None
 
@@ -386,7 +389,8 @@ def shuffle_on_cluster(opts: ShuffleOptions) -> ShuffleStats:
     client, cluster = _client(opts.scheduler, opts.jobs) if own_client else (opts.scheduler, None)
     run = _ClusterRun(opts, plan(opts.memory_bytes), seed, urls, client,
                       _join(temp_root, f"bigshuf-{os.getpid()}-{secrets.token_hex(6)}"),
-                      ShuffleStats(seed=seed, store="cluster temp: " + temp_root))
+                      ShuffleStats(seed=seed, store="cluster temp: " + temp_root,
+                                   workers=len(client.scheduler_info().get("workers", ())) or 1))
     fs_job, _ = _fs(run.job)
     try:
         for d in (run.job, _join(run.job, "runs"), _join(run.job, "units")):

@@ -40,6 +40,8 @@ from bigshuf.shuffler.records import (
 )
 
 LONG = 128
+#: Bytes of a file's first record kept for the --header hint.
+HEAD = 4096
 SLICE_RECORDS = 16384
 BLOCK = 32 << 20
 
@@ -143,6 +145,7 @@ class Fingerprint:
     sum1: int
     sum2: int
     bytes: int
+    head: bytes = b""  # the first record (its first HEAD bytes): for the --header hint only
 
     @property
     def hexdigest(self) -> str:
@@ -161,7 +164,7 @@ class Fingerprint:
         mask = (1 << 64) - 1
         return Fingerprint(f"{self.path} + {other.path}", self.count + other.count,
                            (self.sum1 + other.sum1) & mask, (self.sum2 + other.sum2) & mask,
-                           self.bytes + other.bytes)
+                           self.bytes + other.bytes, self.head)
 
 
 class _Sums:
@@ -198,6 +201,7 @@ def fingerprint(path: PathLike, zero_terminated: bool = False,
     src = open_input(path)
     sums = _Sums(header)
     buf = np.empty(BLOCK, dtype=np.uint8)
+    head: Optional[bytes] = None
     carry = 0                                     # unfinished record at the front of buf
     long_hash: Optional["xxhash.xxh3_64"] = None  # inside a record longer than BLOCK / 2
     long_len = 0
@@ -208,6 +212,9 @@ def fingerprint(path: PathLike, zero_terminated: bool = False,
             if progress is not None:
                 progress.gathered(got)
             n = carry + got
+            if head is None:
+                hits = np.flatnonzero(buf[:min(n, HEAD)] == sep)
+                head = bytes(buf[:int(hits[0]) + 1 if len(hits) else min(n, HEAD)])
             if long_hash is not None:
                 hits = np.flatnonzero(buf[:n] == sep)
                 cut = int(hits[0]) + 1 if len(hits) else n
@@ -232,7 +239,8 @@ def fingerprint(path: PathLike, zero_terminated: bool = False,
                 carry = 0
     finally:
         src.close()
-    return Fingerprint(display_name(path), sums.count, int(sums.s1), int(sums.s2), sums.nbytes)
+    return Fingerprint(display_name(path), sums.count, int(sums.s1), int(sums.s2), sums.nbytes,
+                       head or b"")
 
 
 def _hash_block(buf: np.ndarray, n: int, sep: int, eof: bool, sums: _Sums) -> int:
@@ -260,6 +268,7 @@ class VerifyResult:
     first: Fingerprint
     second: Fingerprint
     parts: Tuple[Fingerprint, ...] = ()
+    header: bool = False
 
     @property
     def same(self) -> bool:
@@ -269,8 +278,19 @@ class VerifyResult:
         a, b = self.first, self.second
         other = f"the {len(self.parts)} others together" if self.parts else b.path
         if a.count != b.count:
-            return f"{a.path} has {a.count:,} lines, {other} {b.count:,}"
+            return f"{a.path} has {a.count:,} lines, {other} {b.count:,}" + self._header_hint()
         return "same number of lines, but different contents (fingerprints differ)"
+
+    def _header_hint(self) -> str:
+        """Outputs of ``shuffle --header`` repeat the header on every file: compared without
+        ``--header``, they hold one line more per extra file, all files starting alike."""
+        files = (self.first, *(self.parts or (self.second,)))
+        extra = self.second.count - self.first.count
+        if self.header or extra != len(files) - 2 or not self.first.head \
+                or any(f.head != self.first.head for f in files):
+            return ""
+        return (f" (every file starts with the same line, {extra:,} more than once in all: "
+                "outputs of 'shuffle --header'? compare with --header)")
 
 
 def verify(first: PathLike, second: PathLike, *more: PathLike, zero_terminated: bool = False,
@@ -283,7 +303,7 @@ def verify(first: PathLike, second: PathLike, *more: PathLike, zero_terminated: 
     check_read_once_given_once(paths)
     for p in paths:  # a missing file fails before any is read
         RecordReader([p])
-    prog = Progress(progress, None, first="verify")
+    prog = Progress(progress, _known_size(paths), first="verify")
     try:
         with ThreadPoolExecutor(max_workers=2) as pool:
             futures = [pool.submit(fingerprint, p, zero_terminated, prog, header) for p in paths]
@@ -291,7 +311,13 @@ def verify(first: PathLike, second: PathLike, *more: PathLike, zero_terminated: 
     finally:
         prog.close()
     rest = _total(prints[1:])
-    return VerifyResult(prints[0], rest, tuple(prints[1:]) if more else ())
+    return VerifyResult(prints[0], rest, tuple(prints[1:]) if more else (), header)
+
+
+def _known_size(paths: Sequence[PathLike]) -> Optional[int]:
+    """Bytes the progress bar counts (the records read), if known before reading: every file
+    uncompressed and regular."""
+    return RecordReader(list(paths)).known_size()
 
 
 def _total(prints: Sequence[Fingerprint]) -> Fingerprint:

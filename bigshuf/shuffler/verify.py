@@ -21,6 +21,7 @@ checks that splits (or shards) together hold exactly the input.
 """
 from __future__ import annotations
 
+import builtins
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
@@ -145,7 +146,7 @@ class Fingerprint:
     sum1: int
     sum2: int
     bytes: int
-    head: bytes = b""  # the first record (its first HEAD bytes): for the --header hint only
+    head: builtins.bytes = b""  # the first record (its first HEAD bytes): for the --header hint only
 
     @property
     def hexdigest(self) -> str:

@@ -211,3 +211,39 @@ def test_the_key_changes_the_hashes_not_the_verdict(tmp_path):
     assert v.fingerprint(str(other), key=2).same_multiset(two)
     with pytest.raises(ValueError):
         one.same_multiset(two)  # sums under different keys say nothing
+
+
+# -- item 13: CSV with quoted line breaks ------------------------------------------------------
+
+@pytest.mark.parametrize("extra", [[], ["-S", "1M"], ["-n", "2"]], ids=["input-method", "engine", "sample"])
+def test_a_quoted_line_break_under_a_csv_header_is_warned(tmp_path, extra):
+    src = tmp_path / "data.csv"
+    src.write_bytes(b'id,text\n1,"plain"\n2,"two\nlines"\n3,x\n')
+    r = invoke(["shuffle", "--header", "--seed", "1", *extra, src])
+    assert r.returncode == 0
+    assert r.stderr.decode() == (f"bigshuf: warning: {src}:3: a quote is not closed on this line: "
+                                 "a quoted CSV field spanning lines is cut into separate records "
+                                 "(bigshuf shuffles lines, not CSV records)\n")
+    fine = tmp_path / "fine.csv"
+    fine.write_bytes(b'id,text\n1,"a, b"\n2,"say ""hi"""\n')
+    assert invoke(["shuffle", "--header", *extra, fine]).stderr == b""
+    tsv = tmp_path / "quotes.tsv"  # not CSV-like: a lone quote is just a byte
+    tsv.write_bytes(b'id\ttext\n1\t5" floppy\n')
+    assert invoke(["shuffle", "--header", *extra, tsv]).stderr == b""
+
+
+@pytest.mark.parametrize("memory", ["1M", "2M", "4M"])  # engine; input method, then engine; input method
+def test_a_quoted_line_break_is_warned_once_at_its_line_by_every_method(tmp_path, memory):
+    import random
+
+    import bigshuf
+
+    rng = random.Random(0)
+    rows = [b'%d,"%s"\n' % (i, b"x" * rng.randint(80, 300)) for i in range(40_000)]
+    rows.insert(20_000, b'x,"two\nlines"\n')
+    src = tmp_path / "d.csv"
+    src.write_bytes(b"id,text\n" + b"".join(rows))
+    said: list = []
+    bigshuf.shuffle([str(src)], str(tmp_path / "o.csv"), memory=memory, header=True, seed=1,
+                    warn=said.append)
+    assert len(said) == 1 and said[0].startswith(f"{src}:20002: a quote is not closed"), said

@@ -189,6 +189,17 @@ def find_record_ends(data: np.ndarray, sep: int, limit: Optional[int] = None) ->
     return ends[:limit].copy() if limit is not None and len(ends) > limit else ends
 
 
+def first_unbalanced_quote(data: np.ndarray, sep: int) -> Optional[int]:
+    """The first of the whole records in ``data`` holding an odd number of ``"`` bytes, or
+    None: the running parity of quotes is odd at the end of that record first."""
+    quotes = data == ord('"')
+    if not quotes.any():
+        return None
+    parity = np.bitwise_xor.accumulate(quotes.view(np.uint8))
+    odd = np.flatnonzero(parity[np.flatnonzero(data == sep)])
+    return int(odd[0]) if len(odd) else None
+
+
 def _is_path(item) -> bool:
     return isinstance(item, (str, bytes, os.PathLike))
 
@@ -266,6 +277,7 @@ class RecordReader:
         self.sep = sep
         self.want_header = header
         self.header: Optional[bytes] = None
+        self.quote_reported = False
         self.warn = warn or (lambda msg: None)
         self.bytes_read = 0      # raw bytes consumed from the inputs (for progress)
         self.records = 0
@@ -286,6 +298,21 @@ class RecordReader:
         elif first != self.header:
             self.warn(f"{name}: first line differs from the header of the first input; "
                       f"dropped anyway")
+
+    def watch_quotes(self) -> bool:
+        """Look for lines with an unbalanced ``"``? Under ``--header``, when the header looks
+        like CSV (has a comma), until one is reported: a quoted field holding a line break is
+        two records here, which is worth a warning (records are lines, never parsed)."""
+        return self.want_header and not self.quote_reported and self.header is not None \
+            and b"," in self.header
+
+    def report_quote(self, name: str, where: str) -> None:
+        """Warn once that a quote is not closed at ``where`` (``LINE``, or ``near byte N``)."""
+        if not self.quote_reported:
+            self.quote_reported = True
+            self.warn(f"{name}:{where}: a quote is not closed on this line: a quoted CSV field "
+                      "spanning lines is cut into separate records (bigshuf shuffles lines, not "
+                      "CSV records)")
 
     def rereadable(self) -> bool:
         """Can every input be read a second time? Only paths of regular files (links followed):
@@ -392,6 +419,10 @@ class RecordReader:
                     target = min(capacity, max(1 << 16, used * 5 // 4 + 1)) \
                         if count == max_records else capacity
                     carry = data[used:].copy() if used < len(data) else np.empty(0, np.uint8)
+                    if self.watch_quotes():
+                        bad = first_unbalanced_quote(data[:used], sep)
+                        if bad is not None:
+                            self.report_quote(src.name, str(file_records + bad + 1))
                     file_records += count
                     self.records += count
                     self.payload += used

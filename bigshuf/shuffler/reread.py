@@ -37,7 +37,7 @@ from bigshuf.shuffler.cuts import Moved, plan_cuts
 from bigshuf.shuffler.engine import Engine
 from bigshuf.shuffler.gather import Unit, plan_units
 from bigshuf.shuffler.plan import Geometry
-from bigshuf.shuffler.records import RecordReader, Source, find_record_ends
+from bigshuf.shuffler.records import RecordReader, Source, find_record_ends, first_unbalanced_quote
 from bigshuf.shuffler.scatter import draw_buckets
 from bigshuf.shuffler.segments import STEP_BYTES, place_records
 from bigshuf.shuffler.store import final_buckets
@@ -282,7 +282,8 @@ def build_index(engine: Engine, reader: RecordReader, streams: Streams, buckets:
             _close_all(inputs)
             return None
         blocks = [_Pass0(*cut) for cut in cuts]
-        limit = _Limit(geo.memory // META_BUDGET_SHARE // META_BYTES, geo.block_records)
+        limit = _Limit(geo.memory // META_BUDGET_SHARE // META_BYTES, geo.block_records,
+                       quotes=reader.watch_quotes())
         read = 0
         for block in blocks:
             pending = engine.wait_some(pending, 2 * engine.workers)
@@ -301,6 +302,10 @@ def build_index(engine: Engine, reader: RecordReader, streams: Streams, buckets:
     if sum(len(b.lengths) for b in blocks) > limit.total:  # the workers' count is approximate
         _close_all(inputs)
         return None
+    bad = next((b for b in blocks if b.unbalanced is not None), None)
+    if bad is not None:
+        reader.report_quote(inputs[bad.source].name, str(bad.unbalanced + 1 + reader.want_header + sum(
+            len(b.lengths) for b in blocks if b.source == bad.source and b.number < bad.number)))
     index = Index(inputs, blocks, k0, buckets or final_buckets(k0, len(blocks), geo.index_entries),
                   reader.sep)
     reader.records, reader.payload = len(index.lengths), sum(b.nbytes for b in blocks)
@@ -320,6 +325,7 @@ class _Limit:
     total: int
     per_block: int
     seen: int = 0
+    quotes: bool = False  # look for open quotes (RecordReader.watch_quotes)
 
 
 class _Pass0:
@@ -330,6 +336,7 @@ class _Pass0:
         self.lengths = np.empty(0, np.int32)
         self.drawn = np.empty(0, np.uint16)
         self.parts: List[Tuple[int, int, int]] = []  # (records, bytes, xxh3) of each part
+        self.unbalanced: Optional[int] = None  # first record with an open quote (CSV watch)
 
 
 def _index_block(engine: Engine, inputs: List[_Input], block: _Pass0, streams: Streams, k0: int,
@@ -348,6 +355,8 @@ def _index_block(engine: Engine, inputs: List[_Input], block: _Pass0, streams: S
         if len(ends) >= limit.per_block or limit.seen > limit.total:
             raise _NotSame()
         block.parts = _parts(data, ends)
+        if limit.quotes:
+            block.unbalanced = first_unbalanced_quote(data, source.sep)
         block.drawn = draw_buckets(streams.scatter((), source.number, block.number), len(ends), k0)
         block.lengths = np.diff(ends, prepend=0).astype(np.int32 if len(data) < 1 << 31 else np.int64)
     finally:

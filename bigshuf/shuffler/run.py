@@ -223,8 +223,10 @@ def _scatter(opts: ShuffleOptions, reader: RecordReader, engine: Engine, streams
         stats.store, stats.passes = "input", len(prepared[1])
         return prepared, None, reader
     if reread:  # not suitable after all: read once, the engine way
+        said = reader.quote_reported  # warnings are not repeated by the second reading
         reader = RecordReader(record_inputs(opts), opts.sep, header=opts.header,
                               warn=opts.warn or warn_stderr)
+        reader.quote_reported = said
     blocks = reader.blocks(geo.block_bytes, geo.block_records, engine.pool)
     # Each input may gain one terminator (a last line without one): room for it, or a file
     # that exactly fits would spill to the temporary file for a byte.

@@ -303,9 +303,9 @@ def build_index(engine: Engine, reader: RecordReader, streams: Streams, buckets:
         _close_all(inputs)
         return None
     bad = next((b for b in blocks if b.unbalanced is not None), None)
-    if bad is not None:
-        reader.report_quote(inputs[bad.source].name, str(bad.unbalanced + 1 + reader.want_header + sum(
-            len(b.lengths) for b in blocks if b.source == bad.source and b.number < bad.number)))
+    if bad is not None and bad.unbalanced is not None:
+        before = sum(len(b.lengths) for b in blocks if b.source == bad.source and b.number < bad.number)
+        reader.report_quote(inputs[bad.source].name, str(before + bad.unbalanced + 1 + reader.want_header))
     index = Index(inputs, blocks, k0, buckets or final_buckets(k0, len(blocks), geo.index_entries),
                   reader.sep)
     reader.records, reader.payload = len(index.lengths), sum(b.nbytes for b in blocks)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import invoke, lines_of
 
@@ -247,3 +248,58 @@ def test_a_quoted_line_break_is_warned_once_at_its_line_by_every_method(tmp_path
     bigshuf.shuffle([str(src)], str(tmp_path / "o.csv"), memory=memory, header=True, seed=1,
                     warn=said.append)
     assert len(said) == 1 and said[0].startswith(f"{src}:20002: a quote is not closed"), said
+
+
+# -- item 6: shards: bounded count, bounded names, one listing per directory, little per shard --
+
+def test_absurd_shard_counts_and_widths_are_refused_at_once(tmp_path):
+    import resource
+
+    from helpers import limit, run
+
+    src = _numbered(tmp_path / "in.txt", 10)
+    cap = limit(resource.RLIMIT_AS, 2 << 30)  # before: 23 GB, or a 300 MB name, until killed
+    for args, needle in ((["--shards", "99999999999999999999", "-o", tmp_path / "s.txt"], b"--shards"),
+                         (["--shards", "2", "-o", tmp_path / "r{index:>300000000}.txt"], b"width")):
+        p = run(["shuffle", src, *args], preexec=cap, timeout=60)
+        assert p.returncode == 2 and needle in p.stderr and len(p.stderr) < 400, p.stderr[:300]
+    assert os.listdir(tmp_path) == ["in.txt"]
+
+
+def test_the_shard_limit_grows_with_memory(tmp_path):
+    from bigshuf.shuffler.writing import max_shards
+
+    src = _numbered(tmp_path / "in.txt", 10)
+    r = invoke(["shuffle", src, "-S", "1M", "--shards", str(max_shards(1 << 20) + 1), "-o", tmp_path / "s.txt"])
+    assert r.returncode == 2 and b"raise --memory" in r.stderr, r.stderr
+    assert max_shards(1 << 30) >= 100_000
+
+
+def test_many_shards_list_each_directory_once_and_cost_little_each(tmp_path, monkeypatch):
+    import tracemalloc
+
+    from bigshuf.shuffler.writing import Sink
+
+    old = tmp_path / ".s-00007-of-03000.txt.bigshuf-0123456789ab-1.tmp"
+    old.write_bytes(b"stale\n")  # a killed run's: still removed
+    import glob
+
+    listings = []
+    real_scandir, real_glob, real_listdir = os.scandir, glob.glob, os.listdir
+    monkeypatch.setattr(os, "scandir", lambda p=".": listings.append(p) or real_scandir(p))
+    monkeypatch.setattr(os, "listdir", lambda p=".": listings.append(p) or real_listdir(p))
+    monkeypatch.setattr(glob, "glob", lambda *a, **k: listings.append(a) or real_glob(*a, **k))
+    n = 3000
+    tracemalloc.start()
+    sink = Sink(str(tmp_path / "s.txt"), 10, n, shards=n)
+    sink.open()
+    base = tracemalloc.get_traced_memory()[0]
+    for i in range(n):
+        sink.write(np.frombuffer(b"%d\n" % i, np.uint8), 1)
+    grown = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    sink.finish()
+    monkeypatch.undo()
+    assert len(listings) <= 2, len(listings)
+    assert grown / n < 1024, f"{grown / n:.0f} bytes a shard"
+    assert len(os.listdir(tmp_path)) == n and not old.exists()

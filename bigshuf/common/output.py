@@ -16,8 +16,9 @@ params and reports, cluster outputs), so the destination rules live here only:
 - the temporary name is ``.NAME.bigshuf-RUN-SEQ.tmp`` (NAME shortened so the whole fits
   NAME_MAX; RUN is the run's random token). A live run holds an exclusive ``flock`` on at least
   one of its temporary files in every directory it writes to, until it has published or removed
-  them all. A later run writing NAME removes the temporary files of runs none of whose files is
-  locked (killed runs), never a live run's, whatever PID namespace that run is in. Cleanup and
+  them all. A later run writing into that directory removes (once per run: one listing) the
+  temporary files of runs none of whose files is locked (killed runs), never a live run's,
+  whatever PID namespace that run is in, and never a file it cannot open (another user's). Cleanup and
   publishing take an exclusive ``flock`` on the directory, so they never interleave.
 """
 from __future__ import annotations
@@ -25,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import glob
 import json
 import os
 import re
@@ -96,7 +96,7 @@ def check_destination(output: Any, pattern: bool = False) -> None:
                          f"{NAME_MAX}): {target}{via}")
 
 
-def same_file(paths: List[str]) -> Optional[Tuple[str, str]]:
+def same_file(paths: Sequence[str]) -> Optional[Tuple[str, str]]:
     """The first two of ``paths`` that a write ends at the same file (the same name, or links
     to one target: the second output would replace the first), or None."""
     seen: Dict[str, str] = {}
@@ -231,22 +231,30 @@ def _is_regular(path: str) -> bool:
 
 
 def clean_stale_temps(dest: str) -> List[str]:
-    """Remove temporary files left beside ``dest`` by runs that were killed: those of runs none
-    of whose temporary files in that directory is locked. Returns the removed paths."""
-    prefix = _temp_prefix(_final_target(dest))
-    directory = os.path.dirname(prefix)
+    """Remove the temporary files left in ``dest``'s directory by runs that were killed: those
+    of runs none of whose temporary files there is locked (one listing of the directory, so a
+    run writing N shards there pays once, not N times). Returns the removed paths."""
+    directory = os.path.dirname(_temp_prefix(_final_target(dest)))
     removed: List[str] = []
     with directory_lock(directory):
-        for path in glob.glob(glob.escape(prefix) + "*.tmp"):
-            if not _is_regular(path):
-                continue  # not something bigshuf made: left alone
-            m = _TEMP_RE.search(path)
-            run = glob.glob(os.path.join(glob.escape(directory), f".*.bigshuf-{m.group(1)}-*.tmp")) if m else [path]
-            if any(_locked(p) for p in run):
+        runs: Dict[str, List[str]] = {}
+        try:
+            with os.scandir(directory or ".") as entries:
+                for entry in entries:
+                    m = _TEMP_RE.search(entry.name)
+                    if m and entry.name.startswith("."):
+                        runs.setdefault(m.group(1), []).append(os.path.join(directory, entry.name))
+        except OSError:  # cannot be listed (a drop box): nothing we could find to clean
+            return removed
+        for paths in runs.values():
+            if any(_locked(p) for p in paths):
                 continue
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-                removed.append(path)
+            for path in paths:
+                if not _is_regular(path):
+                    continue  # not something bigshuf made: left alone
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                    removed.append(path)
     return removed
 
 
@@ -265,6 +273,14 @@ class TempGroup:
         self.seq = 0
         self.anchors: dict = {}
         self.live: List[str] = []  # names created (or being created) and not yet renamed
+        self.cleaned: set = set()  # directories whose stale temporary files were removed
+
+    def clean(self, target: str) -> None:
+        """Remove stale temporary files beside ``target``, once per directory and run."""
+        directory = os.path.dirname(target)
+        if directory not in self.cleaned:
+            self.cleaned.add(directory)
+            clean_stale_temps(target)
 
     def new_name(self, target: str) -> str:
         """A fresh temporary name, recorded *before* the file is created, so that a signal
@@ -301,7 +317,10 @@ class Destination:
     """One output file: written in place (write-through) or atomically (temp, then rename).
 
     ``fd`` is the descriptor to write; ``positional`` says whether ``pwrite`` at any offset
-    works (a temporary regular file). ``finish()`` publishes it, ``abort()`` takes it back."""
+    works (a temporary regular file). ``finish()`` publishes it, ``abort()`` takes it back.
+    Slots: a run keeps one per shard until it publishes them all."""
+
+    __slots__ = ("path", "temp", "target", "owned_fd", "own_group", "group", "fd")
 
     def __init__(self, path: str, group: Optional[TempGroup] = None):
         self.path = path
@@ -317,7 +336,7 @@ class Destination:
             self.fd = _open_through(path)
         else:
             self.target = _final_target(path)
-            clean_stale_temps(self.target)
+            self.group.clean(self.target)
             self.fd = self._create_temp()
 
     @property

@@ -12,7 +12,13 @@ import time
 from dataclasses import replace
 from typing import Any, List, Optional, Sequence, Tuple
 
-from bigshuf.common.codecs import check_codecs, compressor_bytes
+from bigshuf.common.codecs import (
+    check_codecs,
+    check_decoders,
+    compressor_bytes,
+    decoder_limit,
+    decoders_within,
+)
 from bigshuf.common.errors import BigshufError, warn_stderr
 from bigshuf.common.output import check_destination
 from bigshuf.common.progress import Progress
@@ -51,6 +57,11 @@ def run(opts: ShuffleOptions) -> ShuffleStats:
 
         return shuffle_on_cluster(opts)
     geo = plan_run(opts)
+    with decoders_within(decoder_limit(opts.memory_bytes)):
+        return _run_local(opts, geo)
+
+
+def _run_local(opts: ShuffleOptions, geo: Geometry) -> ShuffleStats:
     seed = resolve_seed(opts.seed)
     warn = opts.warn or warn_stderr
     stats = ShuffleStats(seed=seed, workers=geo.workers(opts.jobs))
@@ -74,11 +85,14 @@ def run(opts: ShuffleOptions) -> ShuffleStats:
 
 
 def plan_run(opts: ShuffleOptions) -> Geometry:
-    """The run's sizes: the budget's plan, with the output compressor's bytes set aside from
+    """The run's sizes: the budget's plan, with the output compressor's bytes and the input
+    decoder's window (xz dictionary, zstd window: refused if it cannot fit) set aside from
     what the engine and the input method keep in RAM. Only those two change (the shuffle's
     blocks and units do not), so a compressed output holds the plain output's bytes."""
     memory = opts.memory_bytes
-    return replace(plan(memory), reserved=max(compressor_bytes(o, memory) for o in _output_names(opts)))
+    decoders = 0 if opts.generated else check_decoders(opts.inputs, memory)
+    return replace(plan(memory), reserved=decoders + max(compressor_bytes(o, memory)
+                                                         for o in _output_names(opts)))
 
 
 def _output_names(opts: ShuffleOptions) -> List[Any]:

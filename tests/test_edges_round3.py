@@ -361,3 +361,23 @@ def test_a_later_stream_beyond_the_limit_is_a_clean_input_error(tmp_path):
     r = invoke(["shuffle", src, "-S", "16M", "-o", tmp_path / "out.txt"])
     assert r.returncode == 2 and r.stderr.startswith(f"bigshuf: error: {src}: decompressing needs".encode())
     assert r.stderr.count(b"\n") == 1 and not (tmp_path / "out.txt").exists()
+
+
+# -- item 5: -i LO-HI -n K holds no Python object per number -----------------------------------
+
+def test_range_sample_at_the_largest_k_stays_in_its_share(tmp_path):
+    import tracemalloc
+
+    import bigshuf
+    from bigshuf.shuffler.sources import BYTES_PER_OFFSET
+
+    memory = 32 << 20
+    k = memory // 2 // BYTES_PER_OFFSET  # the largest K drawn without the engine
+    out = tmp_path / "s.txt"
+    tracemalloc.start()
+    stats = bigshuf.shuffle([], str(out), input_range=(1, 10 ** 10), sample=k, memory=memory, seed=1)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert stats.store == "range" and stats.records_out == k
+    assert peak <= memory // 2 + (4 << 20), f"{peak / 2**20:.1f} MiB"  # before: ~2x (ints, strs)
+    assert out.stat().st_size > 10 * k

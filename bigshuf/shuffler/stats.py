@@ -48,4 +48,4 @@ class ShuffleStats:
 
 def _n(count: int, word: str) -> str:
     """``1 worker``, ``2 workers``: a count with its noun."""
-    return f"{count:,} {word}{'' if count == 1 else 's'}"
+    return f"{count} {word}{'' if count == 1 else 's'}"

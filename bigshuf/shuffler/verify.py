@@ -70,9 +70,6 @@ def _avalanche(h: np.ndarray) -> np.ndarray:
     return h
 
 
-_M32 = np.uint64(0xFFFFFFFF)
-
-
 @dataclass(frozen=True)
 class HashKey:
     """The secret of one verification: a seed for XXH3 and the NH key words (two independent
@@ -111,7 +108,9 @@ def _short_hashes(words: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
     last_mask = last_mask[order]
     n = len(order)
     sums = np.zeros((2, n), dtype=np.uint64)
-    lo, hi, t = (np.empty(n, dtype=np.uint64) for _ in range(3))
+    a, b = np.empty(n, dtype=np.uint32), np.empty(n, dtype=np.uint32)
+    t = np.empty(n, dtype=np.uint64)
+    keys = key.nh.astype(np.uint32)
     # active[j]: how many records have more than j lanes (nw is sorted descending).
     maxw = int(nw[0])
     active = np.searchsorted(-nw, -np.arange(1, maxw + 2), side="right")
@@ -127,14 +126,11 @@ def _short_hashes(words: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
         up <<= _U(1)
         lane |= up
         lane[m_next:m] &= last_mask[m_next:m]
-        np.bitwise_and(lane, _M32, out=lo[:m])
-        np.right_shift(lane, _U(32), out=hi[:m])
+        halves = lane.view(np.uint32)  # little-endian: low half, high half of each lane
         for s in range(2):  # NH: (lo + a) mod 2**32 * (hi + b) mod 2**32, summed mod 2**64
-            np.add(lo[:m], key.nh[s, 0, j], out=t[:m])
-            t[:m] &= _M32
-            np.add(hi[:m], key.nh[s, 1, j], out=up)
-            up &= _M32
-            t[:m] *= up
+            np.add(halves[0::2], keys[s, 0, j], out=a[:m])  # uint32: wraps mod 2**32
+            np.add(halves[1::2], keys[s, 1, j], out=b[:m])
+            np.multiply(a[:m], b[:m], out=t[:m], dtype=np.uint64)
             sums[s, :m] += t[:m]
     h = sums[0]
     h += lengths.astype(np.uint64)[order] * _P1   # records that differ only in zero padding

@@ -214,3 +214,26 @@ def test_cluster_temp_data_is_private(tmp_path, monkeypatch):
     assert seen
     assert all(m == 0o600 and j == 0o700 and d == 0o700 for _, m, j, d in seen), seen
     assert os.listdir(temp) == []
+
+
+def test_another_user_holding_the_directory_lock_cannot_hang_a_run(second_user, shared, monkeypatch):
+    """Anyone who can read a shared directory can flock it: a run waits a bounded time for the
+    lock, then says so (it waited forever)."""
+    from bigshuf.common import output
+
+    src = _input(shared)
+    box = shared / "box"
+    box.mkdir()
+    box.chmod(0o777)
+    holder = subprocess.Popen([SETPRIV, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                               "flock", "-x", str(box), "-c", "echo held; read x"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd="/")
+    try:
+        assert holder.stdout.readline() == b"held\n"  # the event: the lock is taken
+        monkeypatch.setattr(output, "DIRECTORY_LOCK_WAIT", 0.3)
+        r = invoke(["shuffle", src, "-o", box / "out.txt"])
+        assert r.returncode == 1 and b"is locked by another process" in r.stderr, r.stderr
+        assert r.stderr.count(b"\n") == 1 and os.listdir(box) == []
+    finally:
+        holder.communicate(b"\n", timeout=30)
+    assert invoke(["shuffle", src, "-o", box / "out.txt"]).returncode == 0

@@ -34,9 +34,10 @@ import shutil
 import stat
 import sys
 import tempfile
+import time
 from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from bigshuf.common.errors import UsageError, describe_os_error
+from bigshuf.common.errors import BigshufError, UsageError, describe_os_error
 
 NAME_MAX = 255
 _TOKEN_HEX = 12
@@ -197,10 +198,29 @@ def directory_lock(directory: str) -> Iterator[None]:
         yield
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        _lock_within(fd, directory or ".")
         yield
     finally:
         os.close(fd)
+
+
+#: Seconds a run waits for a directory's lock. bigshuf holds it for a cleanup or a set of renames
+#: (well under a second), but anyone who can read a shared directory can flock it for ever.
+DIRECTORY_LOCK_WAIT = 30.0
+
+
+def _lock_within(fd: int, directory: str) -> None:
+    deadline = time.monotonic() + DIRECTORY_LOCK_WAIT
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise BigshufError(f"{directory} is locked by another process (an flock held "
+                                   f"over {DIRECTORY_LOCK_WAIT:g} s: another bigshuf publishing "
+                                   "there, or someone holding its lock)") from None
+            time.sleep(0.01)
 
 
 def _locked(path: str) -> bool:

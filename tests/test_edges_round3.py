@@ -381,3 +381,17 @@ def test_range_sample_at_the_largest_k_stays_in_its_share(tmp_path):
     assert stats.store == "range" and stats.records_out == k
     assert peak <= memory // 2 + (4 << 20), f"{peak / 2**20:.1f} MiB"  # before: ~2x (ints, strs)
     assert out.stat().st_size > 10 * k
+
+
+def test_too_many_lines_per_shard_files_are_refused_before_any_bookkeeping(tmp_path):
+    import tracemalloc
+
+    from bigshuf.common.errors import UsageError
+    from bigshuf.shuffler.writing import Sink
+
+    tracemalloc.start()
+    with pytest.raises(UsageError, match="raise --memory"):
+        Sink(str(tmp_path / "s.txt"), 10, 10 ** 7, lines_per_shard=1, memory=1 << 20)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1 << 20, f"{peak / 2**20:.0f} MiB"  # before: a list of ten million line counts

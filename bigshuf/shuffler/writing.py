@@ -283,19 +283,18 @@ class Sink:
         self.records_out = n
         self.header = header or b""
         if shards or lines_per_shard:
+            count = max(1, -(-n // lines_per_shard)) if lines_per_shard else int(shards or 1)
+            if memory is not None:  # before any per-shard bookkeeping is made
+                check_shard_count(count, memory)
             if lines_per_shard:
-                count = max(1, -(-n // lines_per_shard))
                 per = [lines_per_shard] * count
                 per[-1] = n - lines_per_shard * (count - 1)
             else:
-                count = int(shards or 1)
                 q, r = divmod(n, count)
                 per = [q + (1 if i < r else 0) for i in range(count)]
                 if warn is not None and n < count:
                     warn(f"--shards {count} for {n:,} line(s): {count - n} of the shards of "
                          f"{output} are empty" + (" but for the header" if header else ""))
-            if memory is not None:
-                check_shard_count(count, memory)
             self.paths: Sequence[Optional[str]] = shard_paths(os.fspath(cast(str, output)), count)
             self.quota = per
             check_distinct(cast(Sequence[str], self.paths))

@@ -230,8 +230,9 @@ def max_shards(memory: int) -> int:
 def check_shard_count(count: int, memory: int) -> None:
     """Refuse more shards than :func:`max_shards` allows, before the bookkeeping is made."""
     if count > max_shards(memory):
-        raise UsageError(f"--shards: {count:,} shards are more than --memory {memory:,} bytes can "
-                         f"keep track of (at most {max_shards(memory):,}: raise --memory)")
+        raise UsageError(f"{count:,} shards (--shards, or lines / --lines-per-shard) are more than "
+                         f"--memory {memory:,} bytes can keep track of (at most "
+                         f"{max_shards(memory):,}: raise --memory)")
 
 
 #: A field of a shard pattern: ``{index}`` or ``{count}`` with an integer format spec

@@ -29,18 +29,22 @@ NO_BLAS = ("shuffle", "verify")
 
 
 def main() -> None:
-    for sig in STOPPING:
-        signal.signal(sig, _stop)
-    if len(sys.argv) > 1 and sys.argv[1] in NO_BLAS:  # before numpy is first imported
-        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    # Numerical edge cases (overflow in exp of a 1e300 logit, ...) are handled where they occur;
-    # numpy's RuntimeWarnings would only add lines of source code to the one-line contract.
-    warnings.simplefilter("ignore", RuntimeWarning)
+    # Everything from the first handler on is inside the try: a signal landing between two
+    # statements here (setting the environment, say) printed a traceback.
     try:
+        for sig in STOPPING:
+            signal.signal(sig, _stop)
+        if len(sys.argv) > 1 and sys.argv[1] in NO_BLAS:  # before numpy is first imported
+            os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+        # Numerical edge cases (overflow in exp of a 1e300 logit, ...) are handled where they
+        # occur; numpy's RuntimeWarnings would only add lines of source to the one-line contract.
+        warnings.simplefilter("ignore", RuntimeWarning)
         from bigshuf.cli import main as cli
 
         cli()
     except BigshufError as exc:  # raised before a command's own error reporting took over
+        for sig in STOPPING:  # only the first signal counts
+            signal.signal(sig, signal.SIG_IGN)
         print(f"bigshuf: error: {one_line(str(exc))}", file=sys.stderr)
         sys.exit(exc.exit_code)
 

@@ -45,11 +45,37 @@ def cli_argv(args: Sequence[str], prefix: Sequence[str] = ()) -> List[str]:
     return [*prefix, sys.executable, "-m", "bigshuf", *map(str, args)]
 
 
+#: The CLI, stopping itself (SIGSTOP) once, right after its first progress report of a phase:
+#: the first block scattered, or the first unit gathered. The test waits for that event.
+_PAUSING = r"""
+import os, signal, sys
+from bigshuf.common import progress
+name = {"scatter": "scattered", "gather": "gathered"}[sys.argv[1]]
+real = getattr(progress.Progress, name)
+done = []
+def pausing(self, *a):
+    real(self, *a)
+    if not done:
+        done.append(1)
+        os.kill(os.getpid(), signal.SIGSTOP)
+setattr(progress.Progress, name, pausing)
+sys.argv = ["bigshuf", *sys.argv[2:]]
+from bigshuf.launch import main
+main()
+"""
+
+
 def spawn(args: Sequence[str], *, prefix: Sequence[str] = (), preexec: Optional[Callable] = None,
-          stdin=subprocess.DEVNULL) -> subprocess.Popen:
-    """Start ``python -m bigshuf ARGS`` (optionally under a command prefix such as setpriv)."""
-    return subprocess.Popen(cli_argv(args, prefix), stdin=stdin, stdout=subprocess.PIPE,
+          stdin=subprocess.DEVNULL, pause_at: Optional[str] = None) -> subprocess.Popen:
+    """Start ``python -m bigshuf ARGS`` (optionally under a command prefix such as setpriv).
+    With ``pause_at`` ('scatter' or 'gather') the process stops itself in that phase (see
+    ``stop_in_phase``): a phase is never missed, however loaded the machine."""
+    argv = cli_argv(args, prefix) if pause_at is None else \
+        [*prefix, sys.executable, "-c", _PAUSING, pause_at, *map(str, args)]
+    proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=cli_env(), preexec_fn=preexec)
+    proc.pause_at = pause_at  # type: ignore[attr-defined]
+    return proc
 
 
 def run(args: Sequence[str], *, prefix: Sequence[str] = (), preexec: Optional[Callable] = None,
@@ -270,6 +296,16 @@ def stop_in_phase(proc: subprocess.Popen, phase: str, src: Path, dest: Path,
     if not os.path.isdir(f"/proc/{proc.pid}"):
         pytest.skip("no /proc to observe the process")
     deadline = time.monotonic() + timeout
+    if getattr(proc, "pause_at", None) == phase:  # it stops itself there: wait for that event
+        while not _all_stopped(proc.pid):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                out, err = proc.communicate(timeout=60)
+                raise AssertionError(f"never stopped in its {phase} phase (exit "
+                                     f"{proc.returncode}): {err.decode(errors='replace')}")
+            time.sleep(0.002)
+        st = phase_of(proc.pid, src, dest, temp_dir)
+        assert st["phase"] == phase and (st["runs_file"] or not need_runs_file), st
+        return st
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             break

@@ -75,16 +75,43 @@ def test_a_file_name_with_a_line_break_gives_a_one_line_error(tmp_path):
     one_line_error(invoke(["shuffle", str(tmp_path / "bad\nname")]), 2, "bad\\nname")
 
 
-@pytest.mark.parametrize("delay", [0.2, 0.35, 0.5])
+def _caught(pid: int, sig: int) -> bool:
+    """Has bigshuf installed its handlers (/proc/PID/status SigCgt)? All of them go in at once,
+    at its first instruction; SIGINT does not tell (Python catches it from its own start), so
+    the others are looked at."""
+    from bigshuf.common.signals import STOPPING
+
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            mask = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+    except (OSError, StopIteration):
+        return False
+    return all(mask >> (s - 1) & 1 for s in STOPPING if s != signal.SIGINT)
+
+
+def _opening_fifo(pid: int, sig: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            return f.read().strip() in ("wait_for_partner", "fifo_open")
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("moment", [_caught, _opening_fifo], ids=["imports", "opening"])
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGHUP, 129)], ids=["INT", "HUP"])
-def test_a_signal_while_the_command_starts_gives_one_line(tmp_path, delay, sig, code):
-    """Any moment after the interpreter started: imports, option parsing, opening the input
-    (a FIFO nobody writes, so the run cannot finish first). Not before: a signal during the
-    interpreter's own start-up, before any bigshuf code runs, still gets Python's default."""
+def test_a_signal_while_the_command_starts_gives_one_line(tmp_path, moment, sig, code):
+    """Any moment after bigshuf's first instruction: as soon as its handler is installed
+    (imports still under way), or blocked opening the input (a FIFO nobody writes, so the run
+    cannot finish first). Synchronised on those events, not on a delay: under load a fixed
+    delay ended inside the interpreter's own start-up, before any bigshuf code, where a signal
+    still gets Python's default."""
     fifo = tmp_path / "p"
     os.mkfifo(fifo)
     proc = spawn(["shuffle", fifo, "-o", tmp_path / "o.txt"])
-    time.sleep(delay)
+    deadline = time.monotonic() + 60
+    while not moment(proc.pid, sig):
+        assert proc.poll() is None and time.monotonic() < deadline, "the moment never came"
+        time.sleep(0.001)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=30)
     p = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)

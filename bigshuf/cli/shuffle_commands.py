@@ -81,7 +81,7 @@ class _LongPrefixCommand(click.Command):
                    "--memory, --jobs, the machine, a file or stdin (README, 'The order contract'). "
                    "Without it a random seed is drawn (-v prints it).")
 @click.option("-j", "--jobs", type=int, metavar="N", default=None,
-              help="Worker threads (default: all cores, capped so all workers fit in --memory). "
+              help="Worker threads (default: the cores this process may use, its CPU affinity, capped so all workers fit in --memory). "
                    "Does not change the output.")
 @click.option("-T", "--temp-dir", default=None, metavar="DIR",
               help="Directory for the one temporary file (default: $TMPDIR or /tmp).")

@@ -17,11 +17,12 @@ compressed bytes whatever the number of threads or workers and however the write
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import queue
 import threading
-from typing import BinaryIO, Iterable, Optional
+from typing import BinaryIO, Iterable, Iterator, Optional
 
 from bigshuf.common.errors import InputError, UsageError
 
@@ -84,6 +85,105 @@ def check_codecs(paths: Iterable[object]) -> None:
                 from None
 
 
+# -- decoder memory: an xz dictionary or a zstd window is held whole while decoding -----------
+
+#: Decoder memory within the interpreter's slack whatever --memory: xz's default -6 (8 MiB
+#: dictionary) and zstd up to level 19 (8 MiB window) decode at any --memory, as before.
+DECODER_SLACK = 16 << 20
+#: What a decoder holds besides its window (buffers, probability tables), rounded up.
+DECODER_OVERHEAD = 1 << 20
+#: The decoders' limit for the current run (None: none, as for verify): see decoders_within.
+_DECODER_LIMIT: list = [None]
+
+
+def decoder_limit(memory: int) -> int:
+    """The most decoder memory a run at ``memory`` allows: half of it, or DECODER_SLACK."""
+    return max(memory // 2, DECODER_SLACK)
+
+
+def decoder_window(path: str) -> Optional[int]:
+    """The dictionary (.xz) or window (.zst) size the first stream of a regular file declares
+    in its header, or None (another codec, not a regular file, or no header to read)."""
+    suffix = compression_of(path)
+    if suffix not in (".xz", ".zst"):
+        return None
+    try:
+        if not os.path.isfile(path):
+            return None  # a FIFO or a device: read once, so not peeked at (the limit still holds)
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return None  # the reader reports it its usual way
+    return _xz_dictionary(head) if suffix == ".xz" else _zstd_window(head)
+
+
+def _xz_dictionary(head: bytes) -> Optional[int]:
+    """LZMA2's dictionary size from an xz stream's first block header."""
+    if len(head) < 13 or not head.startswith(b"\xfd7zXZ\x00"):
+        return None
+    i = 14  # the stream header (12 bytes), the block header's size byte and its flags
+    flags = head[13]
+    for present in (flags & 0x40, flags & 0x80):  # compressed / uncompressed size varints
+        while present and i < len(head) and head[i] & 0x80:
+            i += 1
+        i += 1 if present else 0
+    for _ in range((flags & 3) + 1):
+        if i + 2 >= len(head):
+            return None
+        fid, nprops = head[i], head[i + 1]
+        if fid == 0x21 and nprops == 1:  # LZMA2
+            bits = head[i + 2] & 0x3F
+            return 0xFFFFFFFF if bits >= 40 else (2 | (bits & 1)) << (bits // 2 + 11)
+        i += 2 + nprops
+    return None
+
+
+def _zstd_window(head: bytes) -> Optional[int]:
+    try:
+        import zstandard
+
+        return int(zstandard.get_frame_parameters(head).window_size) or None
+    except Exception:  # not a frame header zstandard can read: the reader says so
+        return None
+
+
+def check_decoders(paths: Iterable[object], memory: int) -> int:
+    """Before any work: the decoder memory the inputs need (the largest, since one input is
+    decoded at a time), to be set aside from what the run keeps in RAM; an input whose window
+    cannot fit is refused (exit 2) rather than breaking the memory bound."""
+    need = 0
+    for path in paths:
+        if not isinstance(path, (str, os.PathLike)):
+            continue
+        window = decoder_window(os.fspath(path))
+        if window is None:
+            continue
+        if window + DECODER_OVERHEAD > decoder_limit(memory):
+            raise UsageError(
+                f"{os.fspath(path)}: decompressing it takes a {window / (1 << 20):,.0f} MiB window "
+                f"(xz -9, zstd --long), more than --memory {memory:,} bytes allows for it "
+                f"(half of it): use --memory {2 * (window + DECODER_OVERHEAD) >> 20}M or more")
+        need = max(need, window + DECODER_OVERHEAD)
+    return need
+
+
+@contextlib.contextmanager
+def decoders_within(limit: Optional[int]) -> Iterator[None]:
+    """Decoders opened in the block refuse streams that need more memory than ``limit``
+    (a later stream of a file, or a FIFO, that :func:`check_decoders` could not see)."""
+    old = _DECODER_LIMIT[0]
+    _DECODER_LIMIT[0] = limit
+    try:
+        yield
+    finally:
+        _DECODER_LIMIT[0] = old
+
+
+def _too_big(name: str, limit: int) -> InputError:
+    return InputError(f"decompressing needs more than {limit:,} bytes of memory (its dictionary "
+                      "or window), more than --memory allows for it: raise --memory", name)
+
+
 def open_decompressed(raw: BinaryIO, suffix: str, name: str) -> BinaryIO:
     """A binary stream of the decompressed bytes of ``raw`` (strict, see the module doc), read
     ahead by a background thread."""
@@ -92,7 +192,7 @@ def open_decompressed(raw: BinaryIO, suffix: str, name: str) -> BinaryIO:
     return _Prefetcher(reader, name)  # type: ignore[return-value]
 
 
-def _decompressor(suffix: str):
+def _decompressor(suffix: str, limit: Optional[int] = None):
     """A fresh one-stream decompressor with the bz2/lzma interface: ``decompress(data,
     max_length)``, ``needs_input``, ``eof``, ``unused_data``."""
     if suffix == ".gz":
@@ -102,7 +202,7 @@ def _decompressor(suffix: str):
         import bz2
         return bz2.BZ2Decompressor()
     import lzma
-    return lzma.LZMADecompressor()
+    return lzma.LZMADecompressor(memlimit=limit)
 
 
 class _ZlibLike:
@@ -137,7 +237,8 @@ class _StrictReader:
         self.raw = raw
         self.suffix = suffix
         self.name = name
-        self.d = _decompressor(suffix)
+        self.limit = _DECODER_LIMIT[0]
+        self.d = _decompressor(suffix, self.limit)
         self.fed = False   # the current decompressor got input (a stream has begun)
         self.streams = 0   # complete streams read so far
         self.done = False
@@ -152,7 +253,7 @@ class _StrictReader:
             if self.d.eof:
                 data = self.d.unused_data
                 self.streams += 1
-                self.d = _decompressor(self.suffix)  # next concatenated stream, if any
+                self.d = _decompressor(self.suffix, self.limit)  # next concatenated stream, if any
                 self.fed = False
             if not data and self.d.needs_input:
                 data = self.raw.read(READ_SIZE)
@@ -166,6 +267,8 @@ class _StrictReader:
             try:
                 out = self.d.decompress(data, size)
             except Exception as exc:  # zlib.error, OSError (bz2), LZMAError
+                if self.limit is not None and "emory usage limit" in str(exc):
+                    raise _too_big(self.name, self.limit) from None
                 raise self._fail(f"{exc} (or trailing garbage after the last stream)") from None
             if out:
                 return out
@@ -252,7 +355,9 @@ class _ZstdReader:
         self.raw = raw
         self.name = name
         self.frames = _ZstdFrames(name)
-        self.reader = zstandard.ZstdDecompressor().stream_reader(
+        self.limit = _DECODER_LIMIT[0]
+        dctx = zstandard.ZstdDecompressor(max_window_size=self.limit or 0)
+        self.reader = dctx.stream_reader(
             self, read_size=READ_SIZE, read_across_frames=True)  # type: ignore[arg-type]
 
     def read(self, size: int = -1) -> bytes:
@@ -267,6 +372,8 @@ class _ZstdReader:
         except InputError:
             raise
         except Exception as exc:  # zstandard.ZstdError
+            if self.limit is not None and "too much memory" in str(exc):
+                raise _too_big(self.name, self.limit) from None
             raise InputError(f"corrupt .zst data: {exc}", self.name) from None
         if not out and not self.frames.complete():
             raise InputError("corrupt .zst data: truncated (ended inside a frame)", self.name)

@@ -16,8 +16,9 @@ params and reports, cluster outputs), so the destination rules live here only:
 - the temporary name is ``.NAME.bigshuf-RUN-SEQ.tmp`` (NAME shortened so the whole fits
   NAME_MAX; RUN is the run's random token). A live run holds an exclusive ``flock`` on at least
   one of its temporary files in every directory it writes to, until it has published or removed
-  them all. A later run writing NAME removes the temporary files of runs none of whose files is
-  locked (killed runs), never a live run's, whatever PID namespace that run is in. Cleanup and
+  them all. A later run writing into that directory removes (once per run: one listing) the
+  temporary files of runs none of whose files is locked (killed runs), never a live run's,
+  whatever PID namespace that run is in, and never a file it cannot open (another user's). Cleanup and
   publishing take an exclusive ``flock`` on the directory, so they never interleave.
 """
 from __future__ import annotations
@@ -25,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import glob
 import json
 import os
 import re
@@ -34,9 +34,10 @@ import shutil
 import stat
 import sys
 import tempfile
+import time
 from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from bigshuf.common.errors import UsageError, describe_os_error
+from bigshuf.common.errors import BigshufError, UsageError, describe_os_error
 
 NAME_MAX = 255
 _TOKEN_HEX = 12
@@ -96,7 +97,7 @@ def check_destination(output: Any, pattern: bool = False) -> None:
                          f"{NAME_MAX}): {target}{via}")
 
 
-def same_file(paths: List[str]) -> Optional[Tuple[str, str]]:
+def same_file(paths: Sequence[str]) -> Optional[Tuple[str, str]]:
     """The first two of ``paths`` that a write ends at the same file (the same name, or links
     to one target: the second output would replace the first), or None."""
     seen: Dict[str, str] = {}
@@ -109,22 +110,71 @@ def same_file(paths: List[str]) -> Optional[Tuple[str, str]]:
 
 
 def _final_target(out: str) -> str:
-    """The path a write to ``out`` ends at, links followed; a loop of links is a usage error."""
-    try:
-        return os.path.realpath(out, strict=False) if not os.path.islink(out) else _resolve_links(out)
-    except OSError as exc:
-        raise UsageError(f"cannot write through {out}: {exc.strerror or exc}") from None
+    """The path a write to ``out`` ends at: links followed as the kernel would follow them for
+    ``open(O_WRONLY)`` (see :func:`_may_follow`). A loop of links, or a link the kernel would
+    refuse to follow, is a usage error."""
+    path = os.path.abspath(out)
+    todo = [p for p in reversed(path.split(os.sep)) if p]
+    resolved = os.sep
+    links = 0
+    while todo:
+        name = todo.pop()
+        if name == ".":
+            continue
+        if name == "..":
+            resolved = os.path.dirname(resolved)
+            continue
+        here = os.path.join(resolved, name)
+        try:
+            st = os.lstat(here)
+        except OSError:  # missing (created later), or not a directory: the checks that follow say so
+            resolved = here
+            continue
+        if not stat.S_ISLNK(st.st_mode):
+            resolved = here
+            continue
+        links += 1
+        if links > _MAX_LINKS:
+            raise UsageError(f"cannot write through {out}: too many levels of symbolic links")
+        if not _may_follow(here, st, resolved):
+            raise UsageError(f"cannot write through {out}: Permission denied ({here} is a symbolic "
+                             "link owned by another user in a sticky world-writable directory: "
+                             "fs.protected_symlinks forbids following it)")
+        try:
+            target = os.readlink(here)
+        except OSError as exc:
+            raise UsageError(f"cannot write through {out}: {exc.strerror or exc}") from None
+        if target.startswith(os.sep):
+            resolved = os.sep
+        todo.extend(p for p in reversed(target.split(os.sep)) if p)
+    return resolved
 
 
-def _resolve_links(out: str) -> str:
+#: Links followed in one path before it is a loop (the kernel's limit, ELOOP).
+_MAX_LINKS = 40
+
+
+def _may_follow(link: str, st: os.stat_result, directory: str) -> bool:
+    """Would the kernel follow ``link`` for this process? With ``fs.protected_symlinks`` on
+    (most distributions' default), a link in a sticky world-writable directory is followed only
+    by its owner, or when the directory's owner also owns the link: otherwise another user could
+    plant ``report.txt -> /etc/...`` in /tmp and have root replace the target."""
+    if st.st_uid == os.geteuid() or not _protected_symlinks():
+        return True
     try:
-        os.stat(out)
-    except FileNotFoundError:
-        pass  # a dangling link: its target is created
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise UsageError(f"cannot write through {out}: too many levels of symbolic links") from None
-    return os.path.realpath(out)
+        d = os.stat(directory)
+    except OSError:
+        return True
+    sticky_shared = d.st_mode & stat.S_ISVTX and d.st_mode & stat.S_IWOTH
+    return not sticky_shared or d.st_uid == st.st_uid
+
+
+def _protected_symlinks() -> bool:
+    try:
+        with open("/proc/sys/fs/protected_symlinks", "rb") as f:
+            return f.read().strip() not in (b"", b"0")
+    except OSError:
+        return False
 
 
 # -- temporary names and their locks ------------------------------------------------------------
@@ -137,23 +187,53 @@ def _temp_prefix(target: str) -> str:
 
 @contextlib.contextmanager
 def directory_lock(directory: str) -> Iterator[None]:
-    """An exclusive ``flock`` on a directory (cleanup and publishing of temporary names)."""
-    fd = os.open(directory or ".", os.O_RDONLY | os.O_CLOEXEC)
+    """An exclusive ``flock`` on a directory (cleanup and publishing of temporary names).
+
+    A directory we may write into but not read (a 0733 drop box, where ``shuf -o`` works)
+    cannot be opened to lock: then there is no lock, and nothing to clean either (its names
+    cannot be listed); two runs publishing one shard set there are not serialised."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fd = os.open(directory or ".", os.O_RDONLY | os.O_CLOEXEC)
+    except PermissionError:
+        yield
+        return
+    try:
+        _lock_within(fd, directory or ".")
         yield
     finally:
         os.close(fd)
 
 
+#: Seconds a run waits for a directory's lock. bigshuf holds it for a cleanup or a set of renames
+#: (well under a second), but anyone who can read a shared directory can flock it for ever.
+DIRECTORY_LOCK_WAIT = 30.0
+
+
+def _lock_within(fd: int, directory: str) -> None:
+    deadline = time.monotonic() + DIRECTORY_LOCK_WAIT
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise BigshufError(f"{directory} is locked by another process (an flock held "
+                                   f"over {DIRECTORY_LOCK_WAIT:g} s: another bigshuf publishing "
+                                   "there, or someone holding its lock)") from None
+            time.sleep(0.01)
+
+
 def _locked(path: str) -> bool:
     """Does some process hold a ``flock`` on ``path``? (A vanished file counts as not locked.)
     Opened without blocking and without following links: a FIFO or a link planted under a
-    temporary name must not hang or redirect the check."""
+    temporary name must not hang or redirect the check. A file we cannot open (another user's
+    private temp in a shared directory) may be live: it counts as locked, never ours to remove."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
+    except FileNotFoundError:
         return False
+    except OSError:
+        return True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return False
@@ -171,22 +251,30 @@ def _is_regular(path: str) -> bool:
 
 
 def clean_stale_temps(dest: str) -> List[str]:
-    """Remove temporary files left beside ``dest`` by runs that were killed: those of runs none
-    of whose temporary files in that directory is locked. Returns the removed paths."""
-    prefix = _temp_prefix(os.path.realpath(dest))
-    directory = os.path.dirname(prefix)
+    """Remove the temporary files left in ``dest``'s directory by runs that were killed: those
+    of runs none of whose temporary files there is locked (one listing of the directory, so a
+    run writing N shards there pays once, not N times). Returns the removed paths."""
+    directory = os.path.dirname(_temp_prefix(_final_target(dest)))
     removed: List[str] = []
     with directory_lock(directory):
-        for path in glob.glob(glob.escape(prefix) + "*.tmp"):
-            if not _is_regular(path):
-                continue  # not something bigshuf made: left alone
-            m = _TEMP_RE.search(path)
-            run = glob.glob(os.path.join(glob.escape(directory), f".*.bigshuf-{m.group(1)}-*.tmp")) if m else [path]
-            if any(_locked(p) for p in run):
+        runs: Dict[str, List[str]] = {}
+        try:
+            with os.scandir(directory or ".") as entries:
+                for entry in entries:
+                    m = _TEMP_RE.search(entry.name)
+                    if m and entry.name.startswith("."):
+                        runs.setdefault(m.group(1), []).append(os.path.join(directory, entry.name))
+        except OSError:  # cannot be listed (a drop box): nothing we could find to clean
+            return removed
+        for paths in runs.values():
+            if any(_locked(p) for p in paths):
                 continue
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-                removed.append(path)
+            for path in paths:
+                if not _is_regular(path):
+                    continue  # not something bigshuf made: left alone
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                    removed.append(path)
     return removed
 
 
@@ -205,6 +293,14 @@ class TempGroup:
         self.seq = 0
         self.anchors: dict = {}
         self.live: List[str] = []  # names created (or being created) and not yet renamed
+        self.cleaned: set = set()  # directories whose stale temporary files were removed
+
+    def clean(self, target: str) -> None:
+        """Remove stale temporary files beside ``target``, once per directory and run."""
+        directory = os.path.dirname(target)
+        if directory not in self.cleaned:
+            self.cleaned.add(directory)
+            clean_stale_temps(target)
 
     def new_name(self, target: str) -> str:
         """A fresh temporary name, recorded *before* the file is created, so that a signal
@@ -241,7 +337,10 @@ class Destination:
     """One output file: written in place (write-through) or atomically (temp, then rename).
 
     ``fd`` is the descriptor to write; ``positional`` says whether ``pwrite`` at any offset
-    works (a temporary regular file). ``finish()`` publishes it, ``abort()`` takes it back."""
+    works (a temporary regular file). ``finish()`` publishes it, ``abort()`` takes it back.
+    Slots: a run keeps one per shard until it publishes them all."""
+
+    __slots__ = ("path", "temp", "target", "owned_fd", "own_group", "group", "fd")
 
     def __init__(self, path: str, group: Optional[TempGroup] = None):
         self.path = path
@@ -256,8 +355,8 @@ class Destination:
         elif is_write_through(path):
             self.fd = _open_through(path)
         else:
-            self.target = os.path.realpath(path)
-            clean_stale_temps(self.target)
+            self.target = _final_target(path)
+            self.group.clean(self.target)
             self.fd = self._create_temp()
 
     @property
@@ -386,7 +485,10 @@ def _connect(path: str) -> int:
 
 
 def _fsync_dir(directory: str) -> None:
-    dfd = os.open(directory or ".", os.O_RDONLY)
+    try:
+        dfd = os.open(directory or ".", os.O_RDONLY)
+    except PermissionError:  # a drop box: its entry cannot be flushed by us (the data was)
+        return
     try:
         os.fsync(dfd)
     finally:

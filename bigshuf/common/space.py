@@ -27,11 +27,14 @@ def _existing_dir(path: str) -> str:
 
 
 def check_free_space(size: Optional[int], output: Optional[str], temp_dir: Optional[str],
-                     memory_store: int, temp_size: Optional[int] = None) -> None:
+                     memory_store: int, temp_size: Optional[int] = None,
+                     sample: bool = False) -> None:
     """Fail (exit 1) before reading anything if the temp or output file system cannot hold the
     run. ``size`` is the (estimated) input size, ``temp_size`` what the temporary file would
     hold (default: ``size``); unknown sizes (stdin) cannot be checked here, and a full disk
-    later is still reported cleanly."""
+    later is still reported cleanly. With ``sample`` (``-n``) the output is the sample, whose
+    size is not known before the pass: like a compressed output's, it is not counted (refusing
+    ``-n 5`` for the whole input's size was wrong)."""
     if not size:
         return
     temp_size = size if temp_size is None else temp_size
@@ -44,8 +47,8 @@ def check_free_space(size: Optional[int], output: Optional[str], temp_dir: Optio
         where[dev] = t
     # A compressed output's size is not known in advance: it is not counted (a full disk
     # later is still reported cleanly), rather than refusing a run on a guess.
-    if output not in (None, "-") and not hasattr(output, "write") and not is_write_through(output) \
-            and not compression_of(output):
+    if output not in (None, "-") and not sample and not hasattr(output, "write") \
+            and not is_write_through(output) and not compression_of(output):
         d = _existing_dir(os.path.dirname(os.path.abspath(output)))
         out_bytes = size
         dev = os.stat(d).st_dev

@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from bigshuf.common.cpus import usable_cpus
 from bigshuf.common.errors import BigshufError, InputError, UsageError, warn_stderr
 from bigshuf.common.output import Destination
 from bigshuf.common.progress import bar
@@ -55,7 +56,8 @@ def _require():
         import distributed  # noqa: F401
         import fsspec  # noqa: F401
     except ImportError:
-        raise UsageError("--scheduler needs Dask: python -m pip install 'bigshuf[dask]' (or '.[dask]' from the source tree)") from None
+        raise UsageError("--scheduler needs Dask: in bigshuf's clone, python -m pip install '.[dask]' "
+                         "(bigshuf is not on a package index)") from None
 
 
 def _fs(url: str):
@@ -93,11 +95,21 @@ def expand_inputs(inputs: Sequence[str]) -> List[str]:
     return out
 
 
+def _private(fs, path: str, mode: int) -> None:
+    """Temp data keeps a private input private whatever the umask: 0600 files in a 0700 job
+    directory (local storage; an object store's access is its own)."""
+    import fsspec.implementations.local
+
+    if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
+        os.chmod(path, mode)
+
+
 def _put_atomic(fs, path: str, data_writer) -> None:
     """Write a file through a temporary name and move it into place (retries overwrite)."""
     tmp = f"{path}.tmp-{secrets.token_hex(4)}"
     try:
         with fs.open(tmp, "wb") as f:
+            _private(fs, tmp, 0o600)
             data_writer(f)
         fs.mv(tmp, path)
     except BaseException:
@@ -373,9 +385,11 @@ class _Progress:
 def _client(scheduler: str, workers: Optional[int]):
     from distributed import Client, LocalCluster
     if scheduler == "local" or scheduler.startswith("local:"):
-        n = int(scheduler.split(":", 1)[1]) if ":" in scheduler else (workers or os.cpu_count() or 1)
+        n = int(scheduler.split(":", 1)[1]) if ":" in scheduler else (workers or usable_cpus())
+        # ":0": any free port. (None still asks for 8787 and, when another cluster has it,
+        # Dask prints a three-line warning.)
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+                               dashboard_address=":0")
         return Client(cluster), cluster
     return Client(scheduler), None
 
@@ -394,11 +408,13 @@ def shuffle_on_cluster(opts: ShuffleOptions) -> ShuffleStats:
     client, cluster = _client(opts.scheduler, opts.jobs) if own_client else (opts.scheduler, None)
     run = _ClusterRun(opts, plan(opts.memory_bytes), seed, urls, client,
                       _join(temp_root, f"bigshuf-{os.getpid()}-{secrets.token_hex(6)}"),
-                      ShuffleStats(seed=seed, store="cluster temp: " + temp_root))
+                      ShuffleStats(seed=seed, store="cluster temp: " + temp_root,
+                                   workers=len(client.scheduler_info().get("workers", ())) or 1))
     fs_job, _ = _fs(run.job)
     try:
-        fs_job.makedirs(_join(run.job, "runs"), exist_ok=True)
-        fs_job.makedirs(_join(run.job, "units"), exist_ok=True)
+        for d in (run.job, _join(run.job, "runs"), _join(run.job, "units")):
+            fs_job.makedirs(d, exist_ok=True)
+            _private(fs_job, d, 0o700)
         header, index = run.scatter()
         t1 = time.perf_counter()
         units = run.gather(*index)
@@ -450,8 +466,9 @@ class _ClusterRun:
                                    key=self._key("scatter", i), retries=3, pure=False)
                 for i, (u, first) in enumerate(zip(self.urls, firsts))]
         summaries = _Progress(opts.progress).track(self.client, futs, "scatter")
-        hdr = summaries[0]["header"] if opts.header and summaries else None
-        for s in summaries[1:]:
+        headed = [s for s in summaries if s["header"] is not None]  # empty inputs have none
+        hdr = headed[0]["header"] if opts.header and headed else None
+        for s in headed[1:]:
             if opts.header and s["header"] != hdr:
                 (opts.warn or warn_stderr)(f"{self.urls[s['source']]}: first line differs from the "
                                            "header of the first input; dropped anyway")
@@ -490,10 +507,9 @@ class _ClusterRun:
         if opts.split is not None:
             from bigshuf.shuffler.split import split_outputs
 
-            paths, quota = split_outputs(opts, self.stats.records)
+            paths, quota = split_outputs(opts, self.stats.records, checking=False)
         else:
-            sink = Sink(opts.output, opts.sep, self.stats.records, shards=opts.shards,
-                        lines_per_shard=opts.lines_per_shard)
+            sink = Sink.for_options(opts, self.stats.records)
             paths, quota = [p for p in sink.paths if p is not None], sink.quota
         plans = _publish_plan(units, quota, self.job)
         futs = [self.client.submit(_publish_task, dest, header or b"", opts.sep, pieces, n,

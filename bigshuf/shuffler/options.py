@@ -117,6 +117,10 @@ class ShuffleOptions:
         from bigshuf.shuffler.plan import plan
 
         geo = plan(self.memory_bytes)
+        if self.shards is not None:
+            from bigshuf.shuffler.writing import check_shard_count
+
+            check_shard_count(self.shards, self.memory_bytes)
         if self.buckets is not None and self.buckets > geo.index_entries:
             raise UsageError(f"--buckets {self.buckets:,} needs more memory for its index: at most "
                              f"{geo.index_entries:,} buckets with --memory {self.memory_bytes:,} bytes")

@@ -65,8 +65,8 @@ class Geometry:
         return self.block_bytes + self.index_entries * INDEX_BYTES_PER_ENTRY
 
     def workers(self, jobs: Optional[int]) -> int:
-        import os
-        jobs = jobs or os.cpu_count() or 1
+        from bigshuf.common.cpus import usable_cpus
+        jobs = jobs or usable_cpus()
         return max(1, min(jobs, self.max_workers))
 
     def memory_store_capacity(self, workers: int) -> int:

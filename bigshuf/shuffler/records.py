@@ -189,6 +189,17 @@ def find_record_ends(data: np.ndarray, sep: int, limit: Optional[int] = None) ->
     return ends[:limit].copy() if limit is not None and len(ends) > limit else ends
 
 
+def first_unbalanced_quote(data: np.ndarray, sep: int) -> Optional[int]:
+    """The first of the whole records in ``data`` holding an odd number of ``"`` bytes, or
+    None: the running parity of quotes is odd at the end of that record first."""
+    quotes = data == ord('"')
+    if not quotes.any():
+        return None
+    parity = np.bitwise_xor.accumulate(quotes.view(np.uint8))
+    odd = np.flatnonzero(parity[np.flatnonzero(data == sep)])
+    return int(odd[0]) if len(odd) else None
+
+
 def _is_path(item) -> bool:
     return isinstance(item, (str, bytes, os.PathLike))
 
@@ -270,6 +281,7 @@ class RecordReader:
         self.sep = sep
         self.want_header = header
         self.header: Optional[bytes] = None
+        self.quote_reported = False
         self.warn = warn or (lambda msg: None)
         self.bytes_read = 0      # raw bytes consumed from the inputs (for progress)
         self.records = 0
@@ -281,14 +293,30 @@ class RecordReader:
         # A codec that cannot be loaded is a usage error now, before any input is read.
         check_codecs([os.fspath(cast(PathLike, p)) for p in self.inputs if _is_path(p) and str(p) != "-"])
 
-    def take_header(self, first: bytes, name: str, first_input: bool) -> None:
-        """An input's first line under ``header``: the first input's is the header, the others
-        are dropped (with a warning if they differ)."""
-        if first_input:
+    def take_header(self, first: bytes, name: str) -> None:
+        """An input's first line under ``header``: the first one seen is the header (that of the
+        first *non-empty* input: Spark/Hadoop ``part-*`` directories begin with empty files),
+        the others are dropped (with a warning if they differ)."""
+        if self.header is None:
             self.header = first
         elif first != self.header:
             self.warn(f"{name}: first line differs from the header of the first input; "
                       f"dropped anyway")
+
+    def watch_quotes(self) -> bool:
+        """Look for lines with an unbalanced ``"``? Under ``--header``, when the header looks
+        like CSV (has a comma), until one is reported: a quoted field holding a line break is
+        two records here, which is worth a warning (records are lines, never parsed)."""
+        return self.want_header and not self.quote_reported and self.header is not None \
+            and b"," in self.header
+
+    def report_quote(self, name: str, where: str) -> None:
+        """Warn once that a quote is not closed at ``where`` (``LINE``, or ``near byte N``)."""
+        if not self.quote_reported:
+            self.quote_reported = True
+            self.warn(f"{name}:{where}: a quote is not closed on this line: a quoted CSV field "
+                      "spanning lines is cut into separate records (bigshuf shuffles lines, not "
+                      "CSV records)")
 
     def rereadable(self) -> bool:
         """Can every input be read a second time? Only paths of regular files (links followed):
@@ -336,7 +364,6 @@ class RecordReader:
         sep = self.sep
         max_records = max_records or capacity
         carry = np.empty(0, dtype=np.uint8)
-        first_input = True
         for source, path in enumerate(self.inputs, self.first_source):
             index = 0
             src = _as_source(path)
@@ -385,7 +412,7 @@ class RecordReader:
                     if skip_header:
                         skip_header = False
                         first_end = _cut(data, sep, 1)[1]
-                        self.take_header(bytes(data[:first_end]), src.name, first_input)
+                        self.take_header(bytes(data[:first_end]), src.name)
                         file_records += 1
                         base += first_end
                         data = data[first_end:]
@@ -403,6 +430,10 @@ class RecordReader:
                     target = min(capacity, max(1 << 16, used * 5 // 4 + 1)) \
                         if count == max_records else capacity
                     carry = data[used:].copy() if used < len(data) else np.empty(0, np.uint8)
+                    if self.watch_quotes():
+                        bad = first_unbalanced_quote(data[:used], sep)
+                        if bad is not None:
+                            self.report_quote(src.name, str(file_records + bad + 1))
                     file_records += count
                     self.records += count
                     self.payload += used
@@ -412,7 +443,6 @@ class RecordReader:
                     del buf, data
             finally:
                 src.close()
-            first_input = False
 
 
 def _size_of(path: Union[PathLike, "Source"], compressed_factor: Optional[int]) -> Optional[int]:

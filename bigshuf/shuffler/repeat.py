@@ -21,13 +21,13 @@ Memory stays bounded whatever the input size and N:
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
 from bigshuf.common.errors import InputError
 from bigshuf.common.randomness import Streams
+from bigshuf.common.tempdir import temp_directory, temp_write_error, unlinked_temp_fd
 from bigshuf.shuffler.options import STDIO, ShuffleOptions
 from bigshuf.shuffler.plan import Geometry
 from bigshuf.shuffler.records import RecordReader, Source, open_input, read_fully
@@ -61,13 +61,11 @@ def draws(streams: Streams, count: int, total: Optional[int]) -> Iterator[np.nda
 def run_direct(opts: ShuffleOptions, geo: Geometry, streams: Streams, stats: ShuffleStats
                ) -> bool:
     """-r, -n 0 and -i LO-HI -n K: methods that need no engine. False: let the engine run."""
-    from bigshuf.common.errors import UsageError
     from bigshuf.common.output import check_destination
     from bigshuf.common.signals import SignalGuard
     from bigshuf.shuffler.sources import sample_range, write_records
 
-    if opts.temp_dir is not None and not os.path.isdir(opts.temp_dir):
-        raise UsageError(f"temporary directory does not exist: {opts.temp_dir}")
+    temp_directory(opts.temp_dir)
     check_destination(opts.output, pattern=opts.sharded)
     with SignalGuard() as signals:
         if opts.sample == 0:  # nothing to write: no input is opened or read (like shuf -n 0)
@@ -163,16 +161,24 @@ def _rereadable(opts: ShuffleOptions) -> Tuple[List[Any], Any]:
     plus the spool file (the caller closes it)."""
     if all(isinstance(p, (str, os.PathLike)) and os.fspath(p) != STDIO for p in opts.inputs):
         return list(opts.inputs), None
-    spool = tempfile.TemporaryFile(dir=opts.temp_dir)
+    directory = temp_directory(opts.temp_dir)
+    spool = os.fdopen(unlinked_temp_fd(directory), "w+b")
     streamed: List[Any] = []
-    for item in opts.inputs:
-        if isinstance(item, (str, os.PathLike)) and os.fspath(item) != STDIO:
-            streamed.append(item)
-            continue
-        start = spool.tell()
-        name = _copy_into(spool, item)
-        streamed.append(_SpoolPart(spool, start, spool.tell(), name))
-    spool.flush()
+    try:
+        for item in opts.inputs:
+            if isinstance(item, (str, os.PathLike)) and os.fspath(item) != STDIO:
+                streamed.append(item)
+                continue
+            start = spool.tell()
+            name = _copy_into(spool, item)
+            streamed.append(_SpoolPart(spool, start, spool.tell(), name))
+        spool.flush()
+    except OSError as exc:
+        spool.close()
+        raise temp_write_error(exc, directory) from None
+    except BaseException:
+        spool.close()
+        raise
     return streamed, spool
 
 

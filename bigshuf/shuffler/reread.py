@@ -37,7 +37,7 @@ from bigshuf.shuffler.cuts import Moved, plan_cuts
 from bigshuf.shuffler.engine import Engine
 from bigshuf.shuffler.gather import Unit, key_order, plan_units
 from bigshuf.shuffler.plan import Geometry
-from bigshuf.shuffler.records import RecordReader, Source, find_record_ends
+from bigshuf.shuffler.records import RecordReader, Source, find_record_ends, first_unbalanced_quote
 from bigshuf.shuffler.scatter import KeyRange
 from bigshuf.shuffler.segments import STEP_BYTES, place_records
 from bigshuf.shuffler.store import final_buckets
@@ -275,7 +275,8 @@ def build_index(engine: Engine, reader: RecordReader, streams: Streams, buckets:
             _close_all(inputs)
             return None
         blocks = [_Pass0(*cut) for cut in cuts]
-        limit = _Limit(geo.memory // META_BUDGET_SHARE // META_BYTES, geo.block_records)
+        limit = _Limit(geo.memory // META_BUDGET_SHARE // META_BYTES, geo.block_records,
+                       quotes=reader.watch_quotes())
         read = 0
         for block in blocks:
             pending = engine.wait_some(pending, 2 * engine.workers)
@@ -294,6 +295,10 @@ def build_index(engine: Engine, reader: RecordReader, streams: Streams, buckets:
     if sum(len(b.lengths) for b in blocks) > limit.total:  # the workers' count is approximate
         _close_all(inputs)
         return None
+    bad = next((b for b in blocks if b.unbalanced is not None), None)
+    if bad is not None and bad.unbalanced is not None:
+        before = sum(len(b.lengths) for b in blocks if b.source == bad.source and b.number < bad.number)
+        reader.report_quote(inputs[bad.source].name, str(before + bad.unbalanced + 1 + reader.want_header))
     index = Index(inputs, blocks, k0, buckets or final_buckets(k0, len(blocks), geo.index_entries),
                   reader.sep, streams)
     reader.records, reader.payload = len(index.lengths), sum(b.nbytes for b in blocks)
@@ -313,6 +318,7 @@ class _Limit:
     total: int
     per_block: int
     seen: int = 0
+    quotes: bool = False  # look for open quotes (RecordReader.watch_quotes)
 
 
 class _Pass0:
@@ -322,6 +328,7 @@ class _Pass0:
         self.source, self.number, self.offset, self.nbytes = source, number, offset, nbytes
         self.lengths = np.empty(0, np.int32)
         self.parts: List[Tuple[int, int, int]] = []  # (records, bytes, xxh3) of each part
+        self.unbalanced: Optional[int] = None  # first record with an open quote (CSV watch)
 
 
 def _index_block(engine: Engine, inputs: List[_Input], block: _Pass0, limit: _Limit) -> None:
@@ -339,6 +346,8 @@ def _index_block(engine: Engine, inputs: List[_Input], block: _Pass0, limit: _Li
         if len(ends) >= limit.per_block or limit.seen > limit.total:
             raise _NotSame()
         block.parts = _parts(data, ends)
+        if limit.quotes:
+            block.unbalanced = first_unbalanced_quote(data, source.sep)
         block.lengths = np.diff(ends, prepend=0).astype(np.int32 if len(data) < 1 << 31 else np.int64)
     finally:
         engine.pool.release(buf)
@@ -369,7 +378,7 @@ def _plan_all(reader: RecordReader, inputs: List[_Input], capacity: int
             return None
         blocks, header = planned
         if header is not None:
-            reader.take_header(header, f.name, i == 0)
+            reader.take_header(header, f.name)
         out.extend((i, n, offset, nbytes) for n, (offset, nbytes) in enumerate(blocks))
     return out
 

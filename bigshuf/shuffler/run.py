@@ -12,13 +12,20 @@ import time
 from dataclasses import replace
 from typing import Any, List, Optional, Sequence, Tuple
 
-from bigshuf.common.codecs import check_codecs, compressor_bytes
+from bigshuf.common.codecs import (
+    check_codecs,
+    check_decoders,
+    compressor_bytes,
+    decoder_limit,
+    decoders_within,
+)
 from bigshuf.common.errors import BigshufError, UsageError, warn_stderr
 from bigshuf.common.output import check_destination
 from bigshuf.common.progress import Progress
 from bigshuf.common.randomness import Streams, resolve_seed
 from bigshuf.common.signals import SignalGuard
 from bigshuf.common.space import check_free_space
+from bigshuf.common.tempdir import temp_directory
 from bigshuf.shuffler.engine import Cancelled, Engine, Level
 from bigshuf.shuffler.options import NAME_FIELD, ShuffleOptions
 from bigshuf.shuffler.plan import Geometry, plan
@@ -53,6 +60,11 @@ def run(opts: ShuffleOptions) -> ShuffleStats:
 
         return shuffle_on_cluster(opts)
     geo = plan_run(opts)
+    with decoders_within(decoder_limit(opts.memory_bytes)):
+        return _run_local(opts, geo)
+
+
+def _run_local(opts: ShuffleOptions, geo: Geometry) -> ShuffleStats:
     seed = resolve_seed(opts.seed)
     warn = opts.warn or warn_stderr
     stats = ShuffleStats(seed=seed, workers=geo.workers(opts.jobs))
@@ -128,11 +140,14 @@ def _count_records(opts: ShuffleOptions, geo: Geometry) -> int:
 
 
 def plan_run(opts: ShuffleOptions) -> Geometry:
-    """The run's sizes: the budget's plan, with the output compressor's bytes set aside from
+    """The run's sizes: the budget's plan, with the output compressor's bytes and the input
+    decoder's window (xz dictionary, zstd window: refused if it cannot fit) set aside from
     what the engine and the input method keep in RAM. Only those two change (the shuffle's
     blocks and units do not), so a compressed output holds the plain output's bytes."""
     memory = opts.memory_bytes
-    return replace(plan(memory), reserved=max(compressor_bytes(o, memory) for o in _output_names(opts)))
+    decoders = 0 if opts.generated else check_decoders(opts.inputs, memory)
+    return replace(plan(memory), reserved=decoders + max(compressor_bytes(o, memory)
+                                                         for o in _output_names(opts)))
 
 
 def _output_names(opts: ShuffleOptions) -> List[Any]:
@@ -164,19 +179,21 @@ def _check_outputs(opts: ShuffleOptions) -> None:
 def _preflight(opts: ShuffleOptions, reader: RecordReader, geo: Geometry, workers: int
                ) -> Optional[int]:
     """Checks that need the file system, before any work; returns the input size if known."""
-    if opts.temp_dir is not None and not os.path.isdir(opts.temp_dir):
-        raise UsageError(f"temporary directory does not exist: {opts.temp_dir}")
+    temp_directory(opts.temp_dir)
     size = reader.known_size()
     from bigshuf.shuffler.reread import suitable
+    from bigshuf.shuffler.sampling import reservoir_fits
 
     known = size if size is not None else reader.estimated_size()
-    # The temporary file holds the records and their 8-byte keys; the input method needs none
-    # (if it falls back, a full disk is still a clean one-line error).
+    # The temporary file holds the records and their 8-byte keys; the input method and the
+    # reservoir need none (if either falls back or spills, a full disk is still a clean
+    # one-line error).
     temp = None if known is None else known + KEY_BYTES * reader.estimated_records()
-    if suitable(reader, geo, size, workers, None if opts.to_stdout else opts.output):
+    sampled = opts.sample is not None and opts.buckets is None and reservoir_fits(opts.sample, geo)
+    if sampled or suitable(reader, geo, size, workers, None if opts.to_stdout else opts.output):
         temp = 0
     check_free_space(known, None if opts.to_stdout else opts.output, opts.temp_dir,
-                     geo.memory_store_capacity(workers), temp)
+                     geo.memory_store_capacity(workers), temp, sample=opts.sample is not None)
     return size
 
 
@@ -276,8 +293,10 @@ def _scatter(opts: ShuffleOptions, reader: RecordReader, engine: Engine, streams
         stats.store, stats.passes = "input", len(prepared[1])
         return prepared, None, reader
     if reread:  # not suitable after all: read once, the engine way
+        said = reader.quote_reported  # warnings are not repeated by the second reading
         reader = RecordReader(record_inputs(opts), opts.sep, header=opts.header,
                               warn=opts.warn or warn_stderr)
+        reader.quote_reported = said
     blocks = reader.blocks(geo.block_bytes, geo.block_records, engine.pool)
     # Each input may gain one terminator (a last line without one): room for it, or a file
     # that exactly fits would spill to the temporary file for a byte.

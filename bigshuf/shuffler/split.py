@@ -57,17 +57,19 @@ def split_pattern(output: str, name: str) -> str:
     return output.replace(SPLIT_FIELD, name)
 
 
-def split_outputs(opts: ShuffleOptions, total: int, sizes: Optional[List[int]] = None
-                  ) -> Tuple[List[str], List[int]]:
+def split_outputs(opts: ShuffleOptions, total: int, sizes: Optional[List[int]] = None,
+                  checking: bool = True) -> Tuple[List[str], List[int]]:
     """Every output file of a split run and its line count, in stream order (the cluster
     publish step cuts the shuffled stream with these). ``sizes`` overrides the split sizes
-    (the options check the names with empty splits, before the line count is known)."""
+    (the options check the names with empty splits, before the line count is known).
+    ``checking``: names only; otherwise (the cluster's publish) empty shards are reported."""
     paths: List[str] = []
     quota: List[int] = []
     if sizes is None:
         sizes = split_sizes(opts.split, total)
     for (name, _, _), size in zip(opts.split, sizes):
-        sink = Sink.for_options(opts, size, output=split_pattern(os.fspath(opts.output), name))
+        sink = Sink.for_options(opts, size, output=split_pattern(os.fspath(opts.output), name),
+                                checking=checking)
         paths += [os.fspath(p) for p in sink.paths if p is not None]
         quota += sink.quota
     check_distinct(paths, "--split: the output names", f" (put {SPLIT_FIELD} in -o)")

@@ -40,7 +40,12 @@ class ShuffleStats:
         where = (f"no temporary copy, input read {self.passes + 1} times" if self.store == "input"
                  else f"runs in {self.store}")
         return (f"bigshuf: {self.records:,} records ({format_size(self.bytes)}) -> "
-                f"{self.records_out:,} written; seed {self.seed}; {self.buckets} buckets, "
-                f"{self.runs} runs, {self.levels} level(s), {where}; "
-                f"{self.workers} worker(s); scatter {self.scatter_seconds:.2f}s, "
+                f"{self.records_out:,} written; seed {self.seed}; {_n(self.buckets, 'bucket')}, "
+                f"{_n(self.runs, 'run')}, {_n(self.levels, 'level')}, {where}; "
+                f"{_n(self.workers, 'worker')}; scatter {self.scatter_seconds:.2f}s, "
                 f"gather {self.gather_seconds:.2f}s")
+
+
+def _n(count: int, word: str) -> str:
+    """``1 worker``, ``2 workers``: a count with its noun."""
+    return f"{count} {word}{'' if count == 1 else 's'}"

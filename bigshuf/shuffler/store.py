@@ -15,14 +15,14 @@ from __future__ import annotations
 import mmap
 import os
 import sys
-import tempfile
 import threading
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from bigshuf.common.errors import BigshufError, UsageError, describe_os_error
+from bigshuf.common.errors import BigshufError, describe_os_error
 from bigshuf.common.output import pwrite_all
+from bigshuf.common.tempdir import temp_directory, temp_write_error, unlinked_temp_fd
 
 IOV_MAX = 512  # stay well below the kernel's 1024 per preadv/pwritev call
 
@@ -121,16 +121,7 @@ class _TempFile:
 
     def __init__(self, directory: str):
         self.directory = directory
-        try:
-            fd, path = tempfile.mkstemp(prefix=".bigshuf-", suffix=".runs", dir=directory)
-        except OSError as exc:
-            raise describe_os_error(exc, f"cannot create a temporary file in {directory}") from None
-        try:
-            os.unlink(path)
-        except OSError:
-            os.close(fd)
-            raise
-        self.fd = fd
+        self.fd = unlinked_temp_fd(directory)
         self.lock = threading.Lock()
 
     def write(self, offset: int, data: np.ndarray) -> None:
@@ -196,10 +187,8 @@ class FileStore(Store):
     kind = "file"
 
     def __init__(self, directory: Optional[str]):
-        directory = directory or tempfile.gettempdir()
+        directory = temp_directory(directory)
         self.directory = directory
-        if not os.path.isdir(directory):
-            raise UsageError(f"temporary directory does not exist: {directory}")
         self.file = _TempFile(directory)
 
     @property
@@ -210,7 +199,7 @@ class FileStore(Store):
         try:
             self.file.write(offset, data)
         except OSError as exc:
-            raise describe_os_error(exc, f"writing temporary data in {self.directory}") from None
+            raise temp_write_error(exc, self.directory) from None
 
     def read_into(self, offset: int, views: Sequence[np.ndarray]) -> None:
         try:

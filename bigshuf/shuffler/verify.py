@@ -2,25 +2,33 @@
 
 The fingerprint of a multiset of records is (count, S1, S2) with S1 = sum of h(r) and
 S2 = sum of g(h(r)) modulo 2**64, where h is a 64-bit hash of one record (terminator included)
-and g a second bijective mixer: a sum does not depend on order, so a file and any shuffle of it
-have the same fingerprint, while a lost, duplicated or altered record changes it (a collision
-needs two 64-bit sums to cancel at once).
+and g a bijective mixer: a sum does not depend on order, so a file and any shuffle of it have
+the same fingerprint, while a lost, duplicated or altered record changes it.
+
+h is **keyed**: every ``verify`` draws a random 64-bit key, never shown, so no pair of files
+can be crafted in advance to have the same fingerprint (the unkeyed hash it replaces was
+invertible: a second 16-byte line with any line's hash could be solved for). Fingerprints are
+comparable only under one key; the hex digests printed differ from run to run.
 
 h is computed without a Python object per record where that matters:
 
-* records longer than ``LONG`` bytes: XXH3-64 (python-xxhash), one call per record, which
+* records longer than ``LONG`` bytes: XXH3-64 seeded with the key, one call per record, which
   costs little per byte at these lengths;
-* shorter records: XXH64's round function and avalanche, vectorised with numpy over all the
-  short records of a block, eight bytes (one lane) at a time, seeded with the record length.
+* shorter records: two NH sums (UMAC's universal hash: 32-bit halves of each 8-byte lane plus
+  key words, multiplied in pairs, added modulo 2**64; two records of one length collide with
+  probability 2**-32 per sum, and the two sums have independent keys), then the length and an
+  avalanche, vectorised with numpy over all the short records of a block.
 
 Records of any length are accepted: the input is read into one ``BLOCK``-byte buffer and a record
-that does not end within half of it is hashed incrementally with the same XXH3-64 (its digest
-equals the one-shot digest), so memory stays at about two blocks a file whatever the longest line. Fingerprints add up:
-the fingerprint of several files is the sum of theirs, which is how ``verify IN SPLIT1 SPLIT2 ...``
-checks that splits (or shards) together hold exactly the input.
+that does not end within half of it is hashed incrementally with the same seeded XXH3-64 (its
+digest equals the one-shot digest), so memory stays at about two blocks a file whatever the
+longest line. Fingerprints add up: the fingerprint of several files is the sum of theirs, which is
+how ``verify IN SPLIT1 SPLIT2 ...`` checks that splits (or shards) together hold exactly the input.
 """
 from __future__ import annotations
 
+import builtins
+import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
@@ -40,6 +48,8 @@ from bigshuf.shuffler.records import (
 )
 
 LONG = 128
+#: Bytes of a file's first record kept for the --header hint.
+HEAD = 4096
 SLICE_RECORDS = 16384
 BLOCK = 32 << 20
 
@@ -60,8 +70,28 @@ def _avalanche(h: np.ndarray) -> np.ndarray:
     return h
 
 
-def _short_hashes(words: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """XXH64-style hashes of records starting at byte ``starts`` with ``lengths`` bytes, reading
+@dataclass(frozen=True)
+class HashKey:
+    """The secret of one verification: a seed for XXH3 and the NH key words (two independent
+    NH sums, a key word for each 32-bit half of each 8-byte lane)."""
+
+    seed: int
+    nh: np.ndarray  # (2 sums, 2 halves, lanes) uint64 values below 2**32
+
+    @classmethod
+    def from_seed(cls, seed: int) -> "HashKey":
+        rng = np.random.Generator(np.random.PCG64(seed))
+        nh = rng.integers(0, 1 << 32, size=(2, 2, LONG // 8 + 1), dtype=np.uint64)
+        return cls(seed & ((1 << 64) - 1), nh)
+
+    @classmethod
+    def fresh(cls) -> "HashKey":
+        return cls.from_seed(secrets.randbits(64))
+
+
+def _short_hashes(words: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
+                  key: HashKey) -> np.ndarray:
+    """Keyed hashes of records starting at byte ``starts`` with ``lengths`` bytes, reading
     8-byte lanes from ``words`` (the block as aligned little-endian uint64, with a spare word).
 
     Records are sorted by lane count, longest first, so the records still being hashed at lane j
@@ -76,7 +106,11 @@ def _short_hashes(words: np.ndarray, starts: np.ndarray, lengths: np.ndarray) ->
     last = ((lengths - 1) & 7) + 1              # bytes used in the final lane, 1..8
     last_mask = (np.left_shift(_U(1), (last * 8 - 1).astype(np.uint64)) << _U(1)) - _U(1)
     last_mask = last_mask[order]
-    acc = _P5 + lengths.astype(np.uint64)[order] * _P1
+    n = len(order)
+    sums = np.zeros((2, n), dtype=np.uint64)
+    a, b = np.empty(n, dtype=np.uint32), np.empty(n, dtype=np.uint32)
+    t = np.empty(n, dtype=np.uint64)
+    keys = key.nh.astype(np.uint32)
     # active[j]: how many records have more than j lanes (nw is sorted descending).
     maxw = int(nw[0])
     active = np.searchsorted(-nw, -np.arange(1, maxw + 2), side="right")
@@ -87,25 +121,30 @@ def _short_hashes(words: np.ndarray, starts: np.ndarray, lengths: np.ndarray) ->
         lane = words[k]
         lane >>= shift[:m]
         k += 1
-        hi = words[k]
-        hi <<= back[:m]
-        hi <<= _U(1)
-        lane |= hi
+        up = words[k]
+        up <<= back[:m]
+        up <<= _U(1)
+        lane |= up
         lane[m_next:m] &= last_mask[m_next:m]
-        lane *= _P2
-        a = acc[:m]
-        a += lane
-        np.left_shift(a, _U(31), out=hi)
-        a >>= _U(33)
-        a |= hi
-        a *= _P1
-    out = np.empty_like(acc)
-    out[order] = _avalanche(acc)
+        halves = lane.view(np.uint32)  # little-endian: low half, high half of each lane
+        for s in range(2):  # NH: (lo + a) mod 2**32 * (hi + b) mod 2**32, summed mod 2**64
+            np.add(halves[0::2], keys[s, 0, j], out=a[:m])  # uint32: wraps mod 2**32
+            np.add(halves[1::2], keys[s, 1, j], out=b[:m])
+            np.multiply(a[:m], b[:m], out=t[:m], dtype=np.uint64)
+            sums[s, :m] += t[:m]
+    h = sums[0]
+    h += lengths.astype(np.uint64)[order] * _P1   # records that differ only in zero padding
+    h += _U(key.seed)
+    _avalanche(h)
+    h ^= sums[1]
+    out = np.empty_like(h)
+    out[order] = _avalanche(h)
     return out
 
 
-def record_hashes(data: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """The 64-bit hash of every record of a block (``data`` holds the records back to back)."""
+def record_hashes(data: np.ndarray, ends: np.ndarray, key: HashKey) -> np.ndarray:
+    """The keyed 64-bit hash of every record of a block (``data`` holds the records back to
+    back)."""
     n = len(ends)
     out = np.empty(n, dtype=np.uint64)
     if n == 0:
@@ -123,13 +162,14 @@ def record_hashes(data: np.ndarray, ends: np.ndarray) -> np.ndarray:
         # Slices of records spanning a few hundred KB keep every lane read in the L2 cache.
         for a in range(0, len(idx), SLICE_RECORDS):
             sel = idx[a:a + SLICE_RECORDS]
-            out[sel] = _short_hashes(words, starts[sel], lengths[sel])
+            out[sel] = _short_hashes(words, starts[sel], lengths[sel], key)
     long_idx = np.flatnonzero(~short)
     if len(long_idx):
         mv = memoryview(data)
         digest = xxhash.xxh3_64_intdigest
+        seed = key.seed
         out[long_idx] = np.fromiter(
-            (digest(mv[s:e]) for s, e in zip(starts[long_idx].tolist(), ends[long_idx].tolist())),
+            (digest(mv[s:e], seed) for s, e in zip(starts[long_idx].tolist(), ends[long_idx].tolist())),
             dtype=np.uint64, count=len(long_idx))
     return out
 
@@ -143,6 +183,8 @@ class Fingerprint:
     sum1: int
     sum2: int
     bytes: int
+    head: builtins.bytes = b""  # the first record (its first HEAD bytes): for the --header hint only
+    key: int = 0  # the seed of the HashKey the sums were made with
 
     @property
     def hexdigest(self) -> str:
@@ -154,14 +196,21 @@ class Fingerprint:
         return h.hexdigest()
 
     def same_multiset(self, other: "Fingerprint") -> bool:
+        _same_key(self, other)
         return (self.count, self.sum1, self.sum2) == (other.count, other.sum1, other.sum2)
 
     def __add__(self, other: "Fingerprint") -> "Fingerprint":
         """The fingerprint of both inputs together (their concatenation, in any order)."""
+        _same_key(self, other)
         mask = (1 << 64) - 1
         return Fingerprint(f"{self.path} + {other.path}", self.count + other.count,
                            (self.sum1 + other.sum1) & mask, (self.sum2 + other.sum2) & mask,
-                           self.bytes + other.bytes)
+                           self.bytes + other.bytes, self.head, self.key)
+
+
+def _same_key(a: Fingerprint, b: Fingerprint) -> None:
+    if a.key != b.key:
+        raise ValueError("fingerprints made with different keys cannot be compared")
 
 
 class _Sums:
@@ -189,15 +238,20 @@ class _Sums:
 
 
 def fingerprint(path: PathLike, zero_terminated: bool = False,
-                progress: Optional[Progress] = None, header: bool = False) -> Fingerprint:
+                progress: Optional[Progress] = None, header: bool = False,
+                key: "int | HashKey | None" = None) -> Fingerprint:
     """Fingerprint the records of ``path`` ('-' for stdin; compressed files by extension), lines
     of any length; with ``header`` its first line is left out. Holds one BLOCK-byte buffer: a
     record still unfinished after half of it is hashed as a stream (XXH3-64, as for any record
-    over LONG bytes, so the fingerprint does not depend on BLOCK)."""
+    over LONG bytes, so the fingerprint does not depend on BLOCK). ``key`` (a HashKey or its
+    seed; None draws one) keys the hashes: compare only fingerprints made with the same key."""
     sep = 0 if zero_terminated else 10
+    hkey = key if isinstance(key, HashKey) else \
+        HashKey.fresh() if key is None else HashKey.from_seed(key)
     src = open_input(path)
     sums = _Sums(header)
     buf = np.empty(BLOCK, dtype=np.uint8)
+    head: Optional[bytes] = None
     carry = 0                                     # unfinished record at the front of buf
     long_hash: Optional["xxhash.xxh3_64"] = None  # inside a record longer than BLOCK / 2
     long_len = 0
@@ -208,6 +262,9 @@ def fingerprint(path: PathLike, zero_terminated: bool = False,
             if progress is not None:
                 progress.gathered(got)
             n = carry + got
+            if head is None:
+                hits = np.flatnonzero(buf[:min(n, HEAD)] == sep)
+                head = bytes(buf[:int(hits[0]) + 1 if len(hits) else min(n, HEAD)])
             if long_hash is not None:
                 hits = np.flatnonzero(buf[:n] == sep)
                 cut = int(hits[0]) + 1 if len(hits) else n
@@ -223,19 +280,20 @@ def fingerprint(path: PathLike, zero_terminated: bool = False,
                 long_hash = None
                 buf[:n - cut] = buf[cut:n]
                 n -= cut
-            carry = _hash_block(buf, n, sep, eof, sums)
+            carry = _hash_block(buf, n, sep, eof, sums, hkey)
             if eof:
                 break
             if carry >= BLOCK // 2:  # no terminator in half a block: hash this record as a stream
-                long_hash, long_len = xxhash.xxh3_64(), carry
+                long_hash, long_len = xxhash.xxh3_64(seed=hkey.seed), carry
                 long_hash.update(memoryview(buf)[:carry])
                 carry = 0
     finally:
         src.close()
-    return Fingerprint(display_name(path), sums.count, int(sums.s1), int(sums.s2), sums.nbytes)
+    return Fingerprint(display_name(path), sums.count, int(sums.s1), int(sums.s2), sums.nbytes,
+                       head or b"", hkey.seed)
 
 
-def _hash_block(buf: np.ndarray, n: int, sep: int, eof: bool, sums: _Sums) -> int:
+def _hash_block(buf: np.ndarray, n: int, sep: int, eof: bool, sums: _Sums, key: HashKey) -> int:
     """Hash the whole records of ``buf[:n]`` (at end of input the tail too, given a
     terminator: there is room, as the last read was short); move the unfinished tail to the
     front and return its length."""
@@ -246,7 +304,7 @@ def _hash_block(buf: np.ndarray, n: int, sep: int, eof: bool, sums: _Sums) -> in
     done = int(ends[-1]) if len(ends) else 0
     if len(ends):
         starts = np.concatenate([[0], ends[:-1]])
-        sums.add(record_hashes(buf[:done], ends), ends - starts)
+        sums.add(record_hashes(buf[:done], ends, key), ends - starts)
     rest = n - done
     if rest > 0:
         buf[:rest] = buf[done:n]
@@ -260,6 +318,7 @@ class VerifyResult:
     first: Fingerprint
     second: Fingerprint
     parts: Tuple[Fingerprint, ...] = ()
+    header: bool = False
 
     @property
     def same(self) -> bool:
@@ -269,8 +328,19 @@ class VerifyResult:
         a, b = self.first, self.second
         other = f"the {len(self.parts)} others together" if self.parts else b.path
         if a.count != b.count:
-            return f"{a.path} has {a.count:,} lines, {other} {b.count:,}"
+            return f"{a.path} has {a.count:,} lines, {other} {b.count:,}" + self._header_hint()
         return "same number of lines, but different contents (fingerprints differ)"
+
+    def _header_hint(self) -> str:
+        """Outputs of ``shuffle --header`` repeat the header on every file: compared without
+        ``--header``, they hold one line more per extra file, all files starting alike."""
+        files = (self.first, *(self.parts or (self.second,)))
+        extra = self.second.count - self.first.count
+        if self.header or extra != len(files) - 2 or not self.first.head \
+                or any(f.head != self.first.head for f in files):
+            return ""
+        return (f" (every file starts with the same line, {extra:,} more than once in all: "
+                "outputs of 'shuffle --header'? compare with --header)")
 
 
 def verify(first: PathLike, second: PathLike, *more: PathLike, zero_terminated: bool = False,
@@ -283,15 +353,23 @@ def verify(first: PathLike, second: PathLike, *more: PathLike, zero_terminated: 
     check_read_once_given_once(paths)
     for p in paths:  # a missing file fails before any is read
         RecordReader([p])
-    prog = Progress(progress, None, first="verify")
+    prog = Progress(progress, _known_size(paths), first="verify")
     try:
         with ThreadPoolExecutor(max_workers=2) as pool:
-            futures = [pool.submit(fingerprint, p, zero_terminated, prog, header) for p in paths]
+            key = HashKey.fresh()  # one per verification: see the module docstring
+            futures = [pool.submit(fingerprint, p, zero_terminated, prog, header, key)
+                       for p in paths]
             prints = [f.result() for f in futures]
     finally:
         prog.close()
     rest = _total(prints[1:])
-    return VerifyResult(prints[0], rest, tuple(prints[1:]) if more else ())
+    return VerifyResult(prints[0], rest, tuple(prints[1:]) if more else (), header)
+
+
+def _known_size(paths: Sequence[PathLike]) -> Optional[int]:
+    """Bytes the progress bar counts (the records read), if known before reading: every file
+    uncompressed and regular."""
+    return RecordReader(list(paths)).known_size()
 
 
 def _total(prints: Sequence[Fingerprint]) -> Fingerprint:

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import string
 import threading
 from contextvars import ContextVar
-from typing import Any, Iterator, List, Optional, Sequence, cast
+from typing import Any, Callable, Iterator, List, Optional, Sequence, cast
 
 import numpy as np
 
 from bigshuf.common import stdio
 from bigshuf.common.codecs import compression_of, compressor_for
-from bigshuf.common.errors import UsageError, describe_os_error
+from bigshuf.common.errors import UsageError, describe_os_error, warn_stderr
 from bigshuf.common.output import (
+    NAME_MAX,
     Destination,
     TempGroup,
     check_destination,
@@ -133,32 +136,133 @@ class OutputFile:
         if self.dest is not None:
             self.dest.abort()
 
+    def finished(self) -> "OutputFile":
+        """What a closed file keeps until it is published (a few hundred bytes, not the
+        writer's): the run keeps one per shard."""
+        if self.dest is None or self.compressor is not None:
+            return self
+        return _Finished(self.dest, self.bytes_written)  # type: ignore[return-value]
 
-def shard_paths(pattern: str, count: int) -> List[str]:
-    """File names of ``count`` shards.
+
+class _Finished:
+    """A closed output waiting for its rename: OutputFile's publishing interface only."""
+
+    __slots__ = ("dest", "bytes_written")
+    compressor = None
+
+    def __init__(self, dest: Destination, bytes_written: int):
+        self.dest, self.bytes_written = dest, bytes_written
+
+    def finish(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def finished(self) -> "_Finished":
+        return self
+
+    def commit(self, durable: bool = False) -> None:
+        self.dest.commit(durable)
+
+    def abort(self) -> None:
+        self.dest.abort()
+
+
+def shard_paths(pattern: str, count: int) -> "ShardNames":
+    """File names of ``count`` shards, made when asked for (see :class:`ShardNames`).
 
     A pattern containing ``{index}`` (and optionally ``{count}``) is formatted, e.g.
     ``out-{index:03d}.txt``; otherwise ``-NNNNN-of-MMMMM`` goes before the extension
     (compression suffix included): ``out.jsonl.gz`` -> ``out-00000-of-00064.jsonl.gz``.
     """
-    if "{" in pattern:
+    return ShardNames(pattern, count)
+
+
+class ShardNames(Sequence[str]):
+    """The names of ``count`` shards, each formatted when it is asked for: a run holds the
+    pattern, not N names (20 000 shards made up front held 81 MB at ``-S 1M``)."""
+
+    def __init__(self, pattern: str, count: int):
+        self.n = count
+        if "{" in pattern:
+            check_pattern(pattern)  # {index} with an integer format: distinct, bounded names
+            self.template = pattern
+        else:
+            d, base = os.path.split(pattern)
+            suffix = ""
+            comp = compression_of(base)
+            if comp:
+                base, suffix = base[: -len(comp)], comp
+            stem, ext = os.path.splitext(base)
+            if not stem:
+                stem, ext = base, ""
+            width = max(5, len(str(count)))
+            self.template = os.path.join(d, stem.replace("{", "{{").replace("}", "}}")
+                                         + f"-{{index:0{width}d}}-of-{{count:0{width}d}}"
+                                         + (ext + suffix).replace("{", "{{").replace("}", "}}"))
+        self[0] if count else None  # a pattern that cannot format fails now, before any work
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.n))]
+        if i < 0:
+            i += self.n
+        if not 0 <= i < self.n:
+            raise IndexError(i)
         try:
-            names = [pattern.format(index=i, count=count) for i in range(count)]
-        except (KeyError, IndexError, ValueError) as exc:
-            raise UsageError(f"bad shard pattern {pattern!r}: {exc}") from None
-        if len(set(names)) != count:
-            raise UsageError(f"shard pattern {pattern!r} does not give distinct names (use {{index}})")
-        return names
-    d, base = os.path.split(pattern)
-    suffix = ""
-    comp = compression_of(base)
-    if comp:
-        base, suffix = base[: -len(comp)], comp
-    stem, ext = os.path.splitext(base)
-    if not stem:
-        stem, ext = base, ""
-    width = max(5, len(str(count)))
-    return [os.path.join(d, f"{stem}-{i:0{width}d}-of-{count:0{width}d}{ext}{suffix}") for i in range(count)]
+            return self.template.format(index=i, count=self.n)
+        except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
+            raise UsageError(f"bad shard pattern {self.template!r}: {exc}") from None
+
+
+#: Bytes a run keeps per shard until it publishes them all (the shard's temporary and final
+#: names, its Destination, its line count; measured ~500, rounded up).
+SHARD_BYTES = 1024
+
+
+def max_shards(memory: int) -> int:
+    """The most shards a run at ``memory`` may write: their bookkeeping within a quarter of it."""
+    return max(1, memory // 4 // SHARD_BYTES)
+
+
+def check_shard_count(count: int, memory: int) -> None:
+    """Refuse more shards than :func:`max_shards` allows, before the bookkeeping is made."""
+    if count > max_shards(memory):
+        raise UsageError(f"{count:,} shards (--shards, or lines / --lines-per-shard) are more than "
+                         f"--memory {memory:,} bytes can keep track of (at most "
+                         f"{max_shards(memory):,}: raise --memory)")
+
+
+#: A field of a shard pattern: ``{index}`` or ``{count}`` with an integer format spec
+#: (fill/align, sign, ``#``, ``0``, width, grouping, and a type d x X o b n), nothing else.
+_FIELD_SPEC = re.compile(r"(?:.?[<>=^])?[+\- ]?#?0?([0-9]*)[,_]?[dxXobn]?")
+
+
+def check_pattern(pattern: str) -> None:
+    """A shard pattern's fields are ``{index}``/``{count}`` with integer formats, at most a
+    file name wide: so every name formats, distinct names come from distinct indices, and no
+    width can make a name (or its error message) hundreds of megabytes long."""
+    try:
+        fields = [f for f in string.Formatter().parse(pattern) if f[1] is not None]
+    except ValueError as exc:
+        raise UsageError(f"bad shard pattern {pattern!r}: {exc}") from None
+    for _, name, spec, conversion in fields:
+        if name not in ("index", "count"):
+            raise UsageError(f"bad shard pattern {pattern!r}: {{{name}}} is not a field "
+                             "(use {index} and {count}, e.g. 'part-{index:05d}.txt')")
+        m = _FIELD_SPEC.fullmatch(spec or "")
+        if conversion or m is None:
+            raise UsageError(f"bad shard pattern {pattern!r}: {{{name}}} takes an integer format "
+                             "such as :05d or :x")
+        if m.group(1) and int(m.group(1)) > NAME_MAX:
+            raise UsageError(f"bad shard pattern {pattern!r}: a width over {NAME_MAX} makes a "
+                             "name longer than a file name can be")
+    if not any(name == "index" for _, name, _, _ in fields):
+        raise UsageError(f"shard pattern {pattern!r} does not give distinct names (use {{index}})")
 
 
 class Sink:
@@ -172,7 +276,8 @@ class Sink:
     def __init__(self, output: Optional[str], sep: int, total_records: int,
                  shards: Optional[int] = None, lines_per_shard: Optional[int] = None,
                  limit: Optional[int] = None, header: Optional[bytes] = None,
-                 durable: bool = False, memory: Optional[int] = None):
+                 durable: bool = False, memory: Optional[int] = None,
+                 warn: Optional[Callable[[str], None]] = None):
         self.sep = sep
         self.memory = memory  # the run's budget: bounds the compressor's memory
         self.durable = durable
@@ -181,17 +286,21 @@ class Sink:
         self.records_out = n
         self.header = header or b""
         if shards or lines_per_shard:
+            count = max(1, -(-n // lines_per_shard)) if lines_per_shard else int(shards or 1)
+            if memory is not None:  # before any per-shard bookkeeping is made
+                check_shard_count(count, memory)
             if lines_per_shard:
-                count = max(1, -(-n // lines_per_shard))
                 per = [lines_per_shard] * count
                 per[-1] = n - lines_per_shard * (count - 1)
             else:
-                count = int(shards or 1)
                 q, r = divmod(n, count)
                 per = [q + (1 if i < r else 0) for i in range(count)]
-            self.paths: List[Optional[str]] = list(shard_paths(os.fspath(cast(str, output)), count))
+                if warn is not None and n < count:
+                    warn(f"--shards {count} for {n:,} line(s): {count - n} of the shards of "
+                         f"{output} are empty" + (" but for the header" if header else ""))
+            self.paths: Sequence[Optional[str]] = shard_paths(os.fspath(cast(str, output)), count)
             self.quota = per
-            check_distinct([p for p in self.paths if p])
+            check_distinct(cast(Sequence[str], self.paths))
         else:
             self.paths = [output]
             self.quota = [n]
@@ -208,9 +317,11 @@ class Sink:
         self.positional = len(self.paths) == 1 and self.files[0].positional and self.limit is None
 
     def _start_file(self, i: int) -> None:
-        """Open output ``i`` (closing the finished one before it) and write the header."""
+        """Open output ``i`` (closing the finished one before it, and keeping only what its
+        publishing needs) and write the header."""
         if self.files:
             self.files[-1].close()
+            self.files[-1] = self.files[-1].finished()
         try:
             self.files.append(OutputFile(self.paths[i], self.group, self.memory))
         except BaseException:
@@ -262,12 +373,15 @@ class Sink:
 
     @classmethod
     def for_options(cls, opts: Any, records: int, header: Optional[bytes] = None,
-                    output: Any = None, limit: Optional[int] = None) -> "Sink":
+                    output: Any = None, limit: Optional[int] = None,
+                    checking: bool = False) -> "Sink":
         """The sink a run with options ``opts`` writes ``records`` records to (``output``
-        overrides ``opts.output``, e.g. one split's name)."""
+        overrides ``opts.output``, e.g. one split's name). ``checking``: only its names are
+        wanted (before the line count is known), so nothing is reported about its shards."""
         return cls(opts.output if output is None else output, opts.sep, records,
                    shards=opts.shards, lines_per_shard=opts.lines_per_shard, limit=limit,
-                   header=header, durable=opts.fsync, memory=opts.memory_bytes)
+                   header=header, durable=opts.fsync, memory=opts.memory_bytes,
+                   warn=None if checking else (opts.warn or warn_stderr))
 
     def finish(self) -> None:
         """Flush every output and give each its final name (or, inside :func:`held`, leave
@@ -343,7 +457,7 @@ def publish_all(sinks: Sequence[Any]) -> None:
         s.release()
 
 
-def check_distinct(paths: List[str], what: str = "shard names", hint: str = "") -> None:
+def check_distinct(paths: Sequence[str], what: str = "shard names", hint: str = "") -> None:
     """Refuse outputs that are one file (the same name, or links to one target): the second
     would replace the first, and its lines would be lost."""
     pair = same_file(paths)

@@ -3,7 +3,7 @@
 
     python scripts/bench_methods.py FILE [--memory 256M] [--rounds 8] [--write-pieces 64K,1T]
 
-``input``: the default, which takes the input method (shuffler/reread.py) where it fits;
+``input``: the default, which takes the input method (shuffler/methods/reread.py) where it fits;
 ``engine``: the same run with the input method switched off (the two-phase engine, temporary
 file); ``shuf``: GNU shuf in memory. Alternating rounds (order rotated), the input read once
 before each run, medians printed. The two bigshuf outputs are byte-identical for a seed.
@@ -22,7 +22,7 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENGINE = ("import sys; import bigshuf.shuffler.reread as r; r.suitable = lambda *a: False; "
+ENGINE = ("import sys; import bigshuf.shuffler.methods.reread as r; r.suitable = lambda *a: False; "
           "from bigshuf.launch import main; sys.argv[0] = 'bigshuf'; main()")
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Sizing table for `bigshuf shuffle --scheduler ...`, computed by the planner the code uses
-(bigshuf.shuffler.cluster.plan_cluster -> bigshuf.shuffler.plan.plan + the index halving of the scatter).
+(bigshuf.shuffler.methods.cluster.plan_cluster -> bigshuf.shuffler.plan.plan + the index halving of the scatter).
 
     python scripts/cluster_sizing.py                 # the README table
     python scripts/cluster_sizing.py --size 3T --memory 8G --file-size 2G
@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bigshuf.common.sizes import format_size, parse_size  # noqa: E402
-from bigshuf.shuffler.cluster import plan_cluster  # noqa: E402
+from bigshuf.shuffler.methods.cluster import plan_cluster  # noqa: E402
 
 #: (input size, memory per worker task, input file size) rows of the README table.
 DEFAULT_ROWS = [("100G", "4G", "1G"), ("10T", "16G", "4G"), ("1P", "64G", "16G")]

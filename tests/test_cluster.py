@@ -1,4 +1,4 @@
-"""The Dask layer (bigshuf.shuffler.cluster) on a LocalCluster of 2 worker processes: byte-identical to the
+"""The Dask layer (bigshuf.shuffler.methods.cluster) on a LocalCluster of 2 worker processes: byte-identical to the
 local engine, a clean temp directory, and a worker killed mid-run."""
 from __future__ import annotations
 

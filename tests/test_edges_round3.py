@@ -152,7 +152,7 @@ def test_dask_missing_says_how_to_install_from_the_clone(monkeypatch):
     import builtins
 
     from bigshuf.common.errors import UsageError
-    from bigshuf.shuffler import cluster
+    from bigshuf.shuffler.methods import cluster
 
     real = builtins.__import__
 
@@ -369,7 +369,7 @@ def test_range_sample_at_the_largest_k_stays_in_its_share(tmp_path):
     import tracemalloc
 
     import bigshuf
-    from bigshuf.shuffler.sources import BYTES_PER_OFFSET
+    from bigshuf.shuffler.methods.direct import BYTES_PER_OFFSET
 
     memory = 32 << 20
     k = memory // 2 // BYTES_PER_OFFSET  # the largest K drawn without the engine
@@ -378,7 +378,7 @@ def test_range_sample_at_the_largest_k_stays_in_its_share(tmp_path):
     stats = bigshuf.shuffle([], str(out), input_range=(1, 10 ** 10), sample=k, memory=memory, seed=1)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert stats.store == "range" and stats.records_out == k
+    assert stats.method == "range" and stats.records_out == k
     assert peak <= memory // 2 + (4 << 20), f"{peak / 2**20:.1f} MiB"  # before: ~2x (ints, strs)
     assert out.stat().st_size > 10 * k
 

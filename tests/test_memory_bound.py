@@ -69,7 +69,7 @@ def test_a_missing_codec_is_reported_before_any_work(tmp_path, monkeypatch):
 
 
 def test_the_input_method_stays_within_the_budget(tmp_path):
-    """No temporary copy (shuffler/reread.py): the output window, the block buffers and the
+    """No temporary copy (shuffler/methods/reread.py): the output window, the block buffers and the
     records' metadata all fit in --memory."""
     import bigshuf
 
@@ -78,12 +78,12 @@ def test_the_input_method_stays_within_the_budget(tmp_path):
     src.write_bytes(b"".join(line % (b"y" * (900 + i % 200)) for i in range(60_000)))
     rss = _peak_rss_mib(["shuffle", src, "-S", "16M", "-o", tmp_path / "out.jsonl"])
     assert rss <= 16 + 64, rss
-    assert bigshuf.shuffle([str(src)], str(tmp_path / "out2.jsonl"), memory="16M").store == "input"
+    assert bigshuf.shuffle([str(src)], str(tmp_path / "out2.jsonl"), memory="16M").method == "input"
 
 
 def test_a_sample_spilled_from_stdin_stays_within_the_budget():
     """-n on a stream whose lines are far longer than the reservoir plans for (~32 bytes): the
-    reservoir spills to the temporary file (shuffler/sampling.py), with as many slots as
+    reservoir spills to the temporary file (shuffler/methods/reservoir.py), with as many slots as
     --memory allows for a reservoir, and peak RSS stays within the budget."""
     import io
 
@@ -97,7 +97,7 @@ def test_a_sample_spilled_from_stdin_stays_within_the_budget():
     rss = _peak_rss_mib(["shuffle", *args, "-o", "/dev/null"], input=data)
     assert rss <= 16 + 64, rss
     stats = bigshuf.shuffle([io.BytesIO(data)], io.BytesIO(), memory="16M", sample=140_000, seed=1)
-    assert stats.store == "reservoir" and stats.spilled > 16 * MIB
+    assert stats.method == "reservoir" and stats.spilled > 16 * MIB
 
 
 @pytest.mark.parametrize("name", ["out.txt", "out.txt.gz", "out.txt.zst", "out.txt.xz", "out.bz2",
@@ -107,7 +107,7 @@ def test_the_output_compressor_is_left_room(tmp_path, name):
     1127 of 1088): the input method's window and the engine's in-RAM runs took the whole budget
     and the compressor came on top. The run now sets the compressor's measured bytes aside."""
     from bigshuf.common.codecs import compressor_bytes
-    from bigshuf.shuffler import reread
+    from bigshuf.shuffler.methods import reread
     from bigshuf.shuffler.options import ShuffleOptions
     from bigshuf.shuffler.plan import plan
     from bigshuf.shuffler.run import plan_run

@@ -1,4 +1,4 @@
-"""The input method (shuffler/reread.py): no temporary copy, the inputs read once per window.
+"""The input method (shuffler/methods/reread.py): no temporary copy, the inputs read once per window.
 
 Its promise is to be invisible: the same bytes as the engine for every seed, option and input
 shape it takes, a fall back to the engine for everything else, and an input that changes between
@@ -15,7 +15,7 @@ import pytest
 from helpers import invoke
 
 import bigshuf
-from bigshuf.shuffler import reread
+from bigshuf.shuffler.methods import reread
 
 
 def long_lines(n: int, seed: int = 0, width: int = 300, tail: bytes = b"\n") -> bytes:
@@ -37,9 +37,9 @@ def shuffle_both(monkeypatch, tmp_path, inputs, name, **kw):
         out.mkdir(exist_ok=True)
         with monkeypatch.context() as m:
             if method == "engine":
-                m.setattr(reread, "suitable", lambda *a: False)
+                m.setattr(reread, "suitable", lambda *a: None)
             stats = bigshuf.shuffle(inputs, str(out / name), **kw)
-        assert (stats.store == "input") == (method == "input"), stats.store
+        assert (stats.method == "input") == (method == "input"), stats.method
         results.append((stats, outputs(out)))
     return results
 
@@ -110,7 +110,7 @@ def test_the_input_method_gives_the_order_of_the_keys(tmp_path):
     src.write_bytes(data)
     out = tmp_path / "out"
     stats = bigshuf.shuffle([str(src)], str(out), seed=12345, memory="1M")
-    assert stats.store == "input"
+    assert stats.method == "input"
     assert out.read_bytes() == b"".join(expected(data.splitlines(keepends=True), 12345))
 
 
@@ -153,7 +153,7 @@ def test_a_block_at_its_record_limit_goes_the_engine_way(tmp_path, monkeypatch):
     for off in (False, True):
         with monkeypatch.context() as m:
             if off:
-                m.setattr(reread, "suitable", lambda *a: False)
+                m.setattr(reread, "suitable", lambda *a: None)
             out = tmp_path / f"out{off}"
             stats = bigshuf.shuffle([str(src)], str(out), seed=3, memory="1M")
             assert stats.store == "temporary file"
@@ -192,7 +192,7 @@ def test_positions_are_uniform(tmp_path):
     out = tmp_path / "out"
     for seed in range(runs):
         stats = bigshuf.shuffle([str(src)], str(out), seed=seed, memory="1M")
-        assert stats.store == "input"
+        assert stats.method == "input"
         for pos, line in enumerate(out.read_bytes().splitlines()):
             if line in watched:
                 counts[(watched[line], pos * 10 // n)] += 1

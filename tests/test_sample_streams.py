@@ -17,7 +17,7 @@ import pytest
 from helpers import invoke
 
 import bigshuf
-from bigshuf.shuffler import sampling
+from bigshuf.shuffler.methods import reservoir as sampling
 
 
 def mixed_lines(count: int, seed: int = 0) -> bytes:
@@ -68,7 +68,7 @@ def test_stream_object_sample_is_the_file_sample(tmp_path, memory, n):
     assert a.getvalue() == b.getvalue()
     _check_sample(a.getvalue(), n)
     for stats in (from_file, from_stream):
-        regime = "engine" if stats.store != "reservoir" else "spill" if stats.spilled else "memory"
+        regime = "engine" if stats.method != "reservoir" else "spill" if stats.spilled else "memory"
         assert IDS[CASES.index((memory, n))].startswith(regime)
 
 
@@ -93,7 +93,7 @@ def _sample_with(monkeypatch, budget=None, pieces=None, gap=None, data=DATA, **k
             m.setattr(sampling, "READ_GAP", gap)
         out = io.BytesIO()
         stats = bigshuf.shuffle([io.BytesIO(data)], out, **kw)
-        assert stats.store == "reservoir"
+        assert stats.method == "reservoir"
         if budget == 0:
             assert stats.spilled > 0
         elif budget is not None and budget >= 1 << 40:

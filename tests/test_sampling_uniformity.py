@@ -20,7 +20,7 @@ from scipy import stats
 
 import bigshuf
 from bigshuf.common import randomness
-from bigshuf.shuffler import sampling
+from bigshuf.shuffler.methods import reservoir as sampling
 
 ALPHA = 1e-4
 
@@ -121,7 +121,7 @@ def test_stdin_last_line_without_newline_is_kept(monkeypatch):
 # -- the spilled reservoir -------------------------------------------------------------------------
 # Sampled lines longer than the reservoir's memory: its records move to the temporary file, later
 # ones are appended there, garbage is compacted, and the sample is read back in pieces
-# (shuffler/sampling.py). Forced here on small inputs, with pieces of 3 records, so all of it runs.
+# (shuffler/methods/reservoir.py). Forced here on small inputs, with pieces of 3 records, so all of it runs.
 
 @pytest.fixture
 def spill(monkeypatch):

@@ -184,7 +184,7 @@ def test_cluster_temp_data_is_private(tmp_path, monkeypatch):
     whatever the umask (under 022 they were 0644 in a 0755 directory)."""
     distributed = pytest.importorskip("distributed")
     pytest.importorskip("fsspec")
-    from bigshuf.shuffler import cluster
+    from bigshuf.shuffler.methods import cluster
     from bigshuf.shuffler.run import shuffle
 
     src = tmp_path / "private.txt"

@@ -98,7 +98,7 @@ def test_large_input_sample_through_reservoir(numbered):
     """A 200 000-line input, -n 1000: one pass, distinct input lines."""
     src = numbered(200_000)
     stats = bigshuf.shuffle([str(src)], os.devnull, sample=1000, seed=1)
-    assert stats.store == "reservoir" and stats.records_out == 1000
+    assert stats.method == "reservoir" and stats.records_out == 1000
 
 
 # -- -r ----------------------------------------------------------------------------------------------

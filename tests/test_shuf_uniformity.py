@@ -12,7 +12,8 @@ from scipy import stats
 
 import bigshuf
 from bigshuf.common.randomness import Streams
-from bigshuf.shuffler import repeat, sources
+from bigshuf.shuffler.methods import direct as sources
+from bigshuf.shuffler.methods import repeat
 from bigshuf.shuffler.plan import plan
 
 ALPHA = 1e-4
@@ -164,3 +165,27 @@ def test_mutation_of_range_sample_is_caught(monkeypatch):
     counts = Counter(_range(s, "1-6", 2) for s in range(300))
     observed = [counts.get(p, 0) for p in itertools.permutations(range(1, 7), 2)]
     assert stats.chisquare(observed).pvalue < ALPHA
+
+
+def test_range_sample_never_depends_on_memory():
+    """The order contract for -i LO-HI -n K: its draws depend on the seed, the range and K, not
+    --memory: K beyond the budget is a usage error, never another sample; and K more than half
+    the range is the head of -i LO-HI's own order (the engine's, cut after K)."""
+    import io
+
+    import pytest
+
+    import bigshuf
+    from bigshuf.common.errors import UsageError
+
+    def run(**kw):
+        out = io.BytesIO()
+        bigshuf.shuffle([], out, seed=4, **kw)
+        return out.getvalue()
+
+    assert run(input_range="1-10000000", sample=1000, memory="1M") == \
+        run(input_range="1-10000000", sample=1000, memory="1G")
+    with pytest.raises(UsageError, match="needs --memory"):
+        run(input_range="1-10000000", sample=100000, memory="1M")
+    assert run(input_range="1-100", sample=80, memory="1M") == \
+        b"".join(run(input_range="1-100", memory="64M").splitlines(keepends=True)[:80])

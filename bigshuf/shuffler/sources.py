@@ -2,30 +2,18 @@
 
 Both are offered to the engine as one input stream (source 0) of known size, generated on the
 fly, so a full shuffle of a range larger than memory is an ordinary engine run (scatter to the
-temporary file, gather) and memory stays bounded. ``-i LO-HI -n K`` never generates the range:
-it draws K distinct offsets directly (:func:`sample_range`), so ``-i 1-10000000000 -n 5`` is
-instant.
+temporary file, gather) and memory stays bounded. ``-i LO-HI -n K`` never generates the range
+(see :mod:`bigshuf.shuffler.methods.direct`).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Iterator, List, Sequence
 
-import numpy as np
-
-from bigshuf.common.randomness import Streams
 from bigshuf.shuffler.options import ShuffleOptions
-from bigshuf.shuffler.plan import Geometry
 from bigshuf.shuffler.records import Source
-from bigshuf.shuffler.stats import ShuffleStats
-from bigshuf.shuffler.writing import Sink
 
 #: Numbers formatted per chunk of a generated range (bounds the chunk's bytes to ~1.3 MB).
 RANGE_CHUNK = 1 << 16
-#: -i -n K: chunk c of candidates holds (2K + 64) << min(c, 10) draws. Sizes depend on K only,
-#: so the offsets drawn depend on the seed and K, never on --memory.
-MAX_DOUBLINGS = 10
-#: Bytes of working memory one sampled offset may cost (candidates, unique, sorted copies).
-BYTES_PER_OFFSET = 64
 
 
 class GeneratedStream:
@@ -87,99 +75,6 @@ def range_source(lo: int, hi: int, sep: int) -> Source:
               for a in range(lo, hi + 1, RANGE_CHUNK))
     size = range_bytes(lo, hi)
     return Source(f"<-i {lo}-{hi}>", GeneratedStream(chunks), size, False, size)  # type: ignore[arg-type]
-
-
-# -- -i LO-HI -n K ---------------------------------------------------------------------------
-
-def sample_offsets(count: int, k: int, streams: Streams, geo: Geometry) -> Optional[np.ndarray]:
-    """K distinct offsets in [0, count) in uniformly random order, or None when they do not fit
-    in the budget (the caller then shuffles the range with the engine and keeps the first K).
-
-    K > count/2: the first K of a uniform permutation of all offsets. Otherwise the first K
-    distinct values of an endless i.i.d. uniform sequence (drawn in chunks, duplicates and
-    values already taken skipped): by symmetry every ordered K-tuple of distinct offsets is
-    equally likely, and the rejections cost little because at most half the range is taken.
-    """
-    k = min(k, count)
-    if 2 * k > count:
-        if count * BYTES_PER_OFFSET > geo.memory // 2:
-            return None
-        return streams.range_sample(0).permutation(count)[:k].astype(np.uint64)
-    if k * BYTES_PER_OFFSET > geo.memory // 2:
-        return None
-    taken = np.empty(0, dtype=np.uint64)      # sorted
-    parts: List[np.ndarray] = []
-    got, chunk = 0, 0
-    while got < k:
-        size = (2 * k + 64) << min(chunk, MAX_DOUBLINGS)
-        cand = streams.range_sample(chunk + 1).integers(0, count, size, dtype=np.uint64,
-                                                        endpoint=False)
-        new = _first_distinct(cand, taken, k - got)
-        parts.append(new)
-        got += len(new)
-        chunk += 1
-        if got < k:
-            taken = np.union1d(taken, new).astype(np.uint64)
-    return np.concatenate(parts) if len(parts) > 1 else parts[0] if parts else \
-        np.empty(0, dtype=np.uint64)
-
-
-def _first_distinct(cand: np.ndarray, taken: np.ndarray, want: int) -> np.ndarray:
-    """The first ``want`` values of ``cand`` in order of first occurrence, each once, leaving
-    out those in ``taken`` (sorted). What ``np.unique(return_index=True)`` then an argsort
-    gave, in about 50 bytes a candidate instead of 80 (the share is BYTES_PER_OFFSET)."""
-    perm = np.argsort(cand, kind="stable")    # equal values: the first occurrence first
-    first = np.empty(len(cand), dtype=bool)
-    first[:1] = True
-    ordered = cand[perm]
-    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
-    del ordered
-    idx = perm[first]
-    del perm, first
-    idx.sort()
-    values = cand[idx]
-    del idx
-    if len(taken):
-        pos = np.minimum(np.searchsorted(taken, values), len(taken) - 1)
-        values = values[taken[pos] != values]
-    return values[:want].copy()
-
-
-def sample_range(opts: ShuffleOptions, geo: Geometry, streams: Streams, stats: ShuffleStats,
-                 before_rename: Callable[[], None]) -> bool:
-    """-i LO-HI -n K without generating the range; False if the engine must do it instead."""
-    lo, hi = opts.input_range
-    assert opts.sample is not None
-    count = hi - lo + 1
-    offsets = sample_offsets(count, opts.sample, streams, geo)
-    if offsets is None:
-        return False
-    # Formatted a chunk at a time (<= hi < 2**64: no overflow): K Python ints and their text
-    # at once cost more than the offsets' whole share of the budget.
-    chunks = (format_numbers((offsets[i:i + RANGE_CHUNK] + np.uint64(lo)).tolist(), opts.sep)
-              for i in range(0, len(offsets), RANGE_CHUNK))
-    stats.outputs = write_records(opts, chunks, len(offsets), before_rename)
-    stats.records = count
-    stats.records_out = len(offsets)
-    stats.store = "range"
-    return True
-
-
-def write_records(opts: ShuffleOptions, chunks: Iterable[bytes], records: int,
-                  before_rename: Callable[[], None], header: Optional[bytes] = None) -> List[str]:
-    """Write ``records`` whole records (given as byte chunks, in order) to the outputs of
-    ``opts``, atomically; returns the file names written."""
-    sink = Sink.for_options(opts, records, header)
-    sink.open()
-    try:
-        for data in chunks:
-            sink.write(np.frombuffer(data, dtype=np.uint8), data.count(opts.sep))
-        before_rename()
-        sink.finish()
-    except BaseException:
-        sink.abort()
-        raise
-    return [p for p in sink.paths if isinstance(p, str)]
 
 
 def record_inputs(opts: ShuffleOptions) -> List[Any]:

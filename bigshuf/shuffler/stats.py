@@ -15,29 +15,35 @@ class ShuffleStats:
     bytes: int = 0
     records_out: int = 0
     seed: int = 0
+    method: str = "engine"  # a methods.MethodName: how the run was done
+    why: str = ""           # why that method was chosen
     buckets: int = 0
     runs: int = 0
     levels: int = 0
-    store: str = "memory"
-    passes: int = 0  # readings of the input after the first (store "input")
-    spilled: int = 0  # bytes the reservoir (store "reservoir") wrote to the temporary file
+    store: str = "memory"   # where the engine's runs lived: memory, temporary file, none
+    passes: int = 0  # readings of the input after the first (the input method)
+    spilled: int = 0  # bytes the reservoir wrote to the temporary file
     workers: int = 1
     scatter_seconds: float = 0.0
     gather_seconds: float = 0.0
     outputs: List[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        if self.store in ("repeat", "range"):  # -r, -i LO-HI -n K: no engine, no buckets
-            how = ("drawn with replacement (-r)" if self.store == "repeat"
-                   else "drawn from the range, which is never generated (-i -n)")
+        return f"{self._what()}; method: {self.method} ({self.why})" if self.why else self._what()
+
+    def _what(self) -> str:
+        if self.method in ("repeat", "range", "nothing"):  # no engine, no buckets
+            how = {"repeat": "drawn with replacement (-r)",
+                   "range": "drawn from the range, which is never generated (-i -n)",
+                   "nothing": "written (-n 0 reads nothing)"}[self.method]
             return (f"bigshuf: {self.records:,} records -> {self.records_out:,} {how}; "
                     f"seed {self.seed}")
-        if self.store == "reservoir":
+        if self.method == "reservoir":
             where = (f", spilled {format_size(self.spilled)} to the temporary file"
                      if self.spilled else "")
             return (f"bigshuf: {self.records:,} records ({format_size(self.bytes)}) -> "
                     f"{self.records_out:,} sampled in one pass (reservoir{where}); seed {self.seed}")
-        where = (f"no temporary copy, input read {self.passes + 1} times" if self.store == "input"
+        where = (f"no temporary copy, input read {self.passes + 1} times" if self.method == "input"
                  else f"runs in {self.store}")
         return (f"bigshuf: {self.records:,} records ({format_size(self.bytes)}) -> "
                 f"{self.records_out:,} written; seed {self.seed}; {_n(self.buckets, 'bucket')}, "

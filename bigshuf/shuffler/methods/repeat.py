@@ -27,7 +27,9 @@ import numpy as np
 
 from bigshuf.common.errors import InputError
 from bigshuf.common.randomness import Streams
+from bigshuf.common.signals import SignalGuard
 from bigshuf.common.tempdir import temp_directory, temp_write_error, unlinked_temp_fd
+from bigshuf.shuffler.methods.base import Job, Method, MethodName
 from bigshuf.shuffler.options import STDIO, ShuffleOptions
 from bigshuf.shuffler.plan import Geometry
 from bigshuf.shuffler.records import RecordReader, Source, open_input, read_fully
@@ -58,23 +60,24 @@ def draws(streams: Streams, count: int, total: Optional[int]) -> Iterator[np.nda
             left -= size
 
 
-def run_direct(opts: ShuffleOptions, geo: Geometry, streams: Streams, stats: ShuffleStats
-               ) -> bool:
-    """-r, -n 0 and -i LO-HI -n K: methods that need no engine. False: let the engine run."""
-    from bigshuf.common.output import check_destination
-    from bigshuf.common.signals import SignalGuard
-    from bigshuf.shuffler.sources import sample_range, write_records
+class Repeat(Method):
+    """-r: the draw sequence of the seed, written until N lines (or the reader) end it."""
 
-    temp_directory(opts.temp_dir)
-    check_destination(opts.output, pattern=opts.sharded)
-    with SignalGuard() as signals:
-        if opts.sample == 0:  # nothing to write: no input is opened or read (like shuf -n 0)
-            stats.outputs = write_records(opts, [], 0, signals.defer)
-            return True
-        if opts.repeat:
-            run_repeat(opts, geo, streams, stats, signals.defer)
-            return True
-        return sample_range(opts, geo, streams, stats, signals.defer)
+    name = MethodName.REPEAT
+
+    @classmethod
+    def applies(cls, job: Job) -> Optional[str]:
+        return "-r: draws with replacement" if job.opts.repeat else None
+
+    def reads_inputs(self) -> bool:
+        return False  # it reads them its own way (streams copied to the temporary directory)
+
+    def run(self) -> ShuffleStats:
+        job = self.job
+        with SignalGuard() as signals:
+            run_repeat(job.opts, job.geo, job.streams, job.stats, signals.defer)
+        job.stats.store = "none"
+        return self._done()
 
 
 def run_repeat(opts: ShuffleOptions, geo: Geometry, streams: Streams, stats: ShuffleStats,
@@ -106,7 +109,6 @@ def run_repeat(opts: ShuffleOptions, geo: Geometry, streams: Streams, stats: Shu
     finally:
         if spool is not None:
             spool.close()
-    stats.store = "repeat"
     return stats
 
 

@@ -19,6 +19,7 @@ changes between passes go the engine way (the last one from the start: see Input
 """
 from __future__ import annotations
 
+import gc
 import os
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
@@ -32,14 +33,18 @@ from bigshuf.common.errors import BigshufError
 from bigshuf.common.output import is_write_through
 from bigshuf.common.progress import Progress
 from bigshuf.common.randomness import Streams
+from bigshuf.common.sizes import format_size
 from bigshuf.shuffler.buffers import BufferPool
 from bigshuf.shuffler.cuts import Moved, plan_cuts
 from bigshuf.shuffler.engine import Engine
 from bigshuf.shuffler.gather import Unit, key_order, plan_units
+from bigshuf.shuffler.methods.base import Job, MethodName
+from bigshuf.shuffler.methods.two_phase import TwoPhase, scatter_level
 from bigshuf.shuffler.plan import Geometry
 from bigshuf.shuffler.records import RecordReader, Source, find_record_ends, first_unbalanced_quote
 from bigshuf.shuffler.scatter import KeyRange
 from bigshuf.shuffler.segments import STEP_BYTES, place_records
+from bigshuf.shuffler.stats import ShuffleStats
 from bigshuf.shuffler.store import final_buckets
 from bigshuf.shuffler.writing import Sink
 
@@ -157,26 +162,31 @@ def window_budget(geo: Geometry, workers: int, records: Optional[int] = None,
 
 
 def suitable(reader: RecordReader, geo: Geometry, size: Optional[int], workers: int,
-             output: Any = None) -> bool:
-    """Can (and should) this run use the input method? See the module docstring. ``output``
-    is the run's -o (None: stdout)."""
+             output: Any = None) -> Optional[str]:
+    """Why this run can (and should) use the input method, or None. See the module docstring.
+    ``output`` is the run's -o (None: stdout)."""
     if size is None or not 0 < len(reader.inputs) <= MAX_INPUTS or not reader.rereadable():
-        return False
+        return None
     if any(not isinstance(p, (str, os.PathLike)) or compression_of(os.fspath(p)) is not None
            or _fd_alias(os.fspath(p)) for p in reader.inputs):
-        return False
+        return None
     if size <= geo.memory_store_capacity(workers):
-        return False  # the engine keeps the runs in RAM: no temporary file to save
+        return None  # the engine keeps the runs in RAM: no temporary file to save
     window = window_budget(geo, workers)
-    if window <= geo.block_bytes or -(-size // window) > MAX_PASSES or 2 * size > available_memory():
-        return False
+    passes = -(-size // window)
+    available = available_memory()
+    if window <= geo.block_bytes or passes > MAX_PASSES or 2 * size > available:
+        return None
     if reader.estimated_records() > geo.memory // META_BUDGET_SHARE // META_BYTES:
-        return False  # short lines: their metadata would not fit
+        return None  # short lines: their metadata would not fit
     # Output written in place (stdout, a device, an inherited descriptor) could not be taken back
     # if an input changed after a window went out, and might even be an input (`f >> f`): only
     # outputs under temporary names, which a restart simply rewrites.
-    return output is not None and output != "-" and not hasattr(output, "write") \
-        and not is_write_through(os.fspath(output))
+    if output is None or output == "-" or hasattr(output, "write") \
+            or is_write_through(os.fspath(output)):
+        return None
+    return (f"the inputs ({format_size(size)}) stay in the page cache ({format_size(available)} "
+            f"available): about {passes} windows instead of a temporary copy")
 
 
 def _fd_alias(path: str) -> bool:
@@ -227,6 +237,10 @@ class Index:
 
     def sources(self) -> List[Source]:
         return _sources(self.inputs)
+
+    @property
+    def closed(self) -> bool:
+        return all(f.fd < 0 for f in self.inputs)
 
     def close(self) -> None:
         _close_all(self.inputs)
@@ -545,3 +559,56 @@ def _fill(engine: Engine, index: Index, pool: BufferPool, j: int, ids: np.ndarra
         place_records(data, starts, lengths, out, dests)
     finally:
         pool.release(buf)
+
+
+class InputMethod(TwoPhase):
+    """The two-phase frame with pass 0 and the windows as its phases; pass 0 may find the
+    method does not fit after all (the engine's scatter then reads the inputs once), and an
+    input that changes under it starts the run over as the engine (reading it once)."""
+
+    name = MethodName.INPUT
+
+    @classmethod
+    def applies(cls, job: Job) -> Optional[str]:
+        return suitable(job.reader, job.geo, job.size, job.stats.workers, job.output_path)
+
+    def temp_bytes(self) -> Optional[int]:
+        return 0  # if it falls back, a full disk is still a clean one-line error
+
+    def run(self) -> ShuffleStats:
+        job = self.job
+        try:
+            return super().run()
+        except InputChanged as exc:
+            sources, why = exc.sources, str(exc)
+        # Started outside the handler, and after a collection: the exception's traceback holds
+        # the first attempt's frames, whose locals (window buffer, index, read buffers) would
+        # otherwise live on beside the engine's and break the memory bound.
+        gc.collect()
+        job.fresh_reader(sources)
+        job.stats = ShuffleStats(seed=job.stats.seed, workers=job.stats.workers)
+        return TwoPhase(job, f"started over: {why}").run()
+
+    def scatter(self, engine: Engine, prog: Progress) -> Any:
+        job = self.job
+        prepared = prepare(engine, job.reader, job.streams, job.opts.buckets, prog.scattered)
+        if prepared is None:  # not suitable after all: read once, the engine way
+            self.ran_as, self.why = MethodName.ENGINE, "the input method did not fit after pass 0"
+            return scatter_level(job, engine, job.fresh_reader(), prog)
+        index, windows = prepared
+        job.stats.runs, job.stats.buckets = index.runs, index.k
+        job.stats.store, job.stats.passes = "none", len(windows)
+        return prepared
+
+    def gather(self, engine: Engine, phase1: Any, sink: Any, prog: Progress) -> None:
+        if not isinstance(phase1, tuple):
+            return super().gather(engine, phase1, sink, prog)
+        index, windows = phase1
+        write_windows(engine, index, windows, sink, self.job.streams, prog)
+
+    def release(self, phase1: Any, exc: Optional[BaseException] = None) -> None:
+        if not isinstance(phase1, tuple) or phase1[0].closed:
+            return
+        if isinstance(exc, InputChanged):
+            exc.sources = phase1[0].sources()
+        phase1[0].close()

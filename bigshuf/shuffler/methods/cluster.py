@@ -39,9 +39,10 @@ from bigshuf.common.cpus import usable_cpus
 from bigshuf.common.errors import BigshufError, InputError, UsageError, warn_stderr
 from bigshuf.common.output import Destination
 from bigshuf.common.progress import bar
-from bigshuf.common.randomness import Streams, resolve_seed
+from bigshuf.common.randomness import Streams
 from bigshuf.common.sizes import parse_size
 from bigshuf.shuffler.gather import BucketReader, Piece, Unit, order_unit, plan_units
+from bigshuf.shuffler.methods.base import Job, Method, MethodName
 from bigshuf.shuffler.options import ShuffleOptions
 from bigshuf.shuffler.plan import Geometry, plan
 from bigshuf.shuffler.records import RecordReader, Source, find_record_ends
@@ -394,7 +395,24 @@ def _client(scheduler: str, workers: Optional[int]):
     return Client(scheduler), None
 
 
-def shuffle_on_cluster(opts: ShuffleOptions) -> ShuffleStats:
+class Cluster(Method):
+    """--scheduler: the engine's phases as Dask tasks."""
+
+    name = MethodName.CLUSTER
+
+    @classmethod
+    def applies(cls, job: Job) -> Optional[str]:
+        return None if job.opts.scheduler is None else "--scheduler given"
+
+    def reads_inputs(self) -> bool:
+        return False  # the tasks read them, on the workers
+
+    def run(self) -> ShuffleStats:
+        self.job.stats = shuffle_on_cluster(self.job.opts, self.job.geo, self.job.stats.seed)
+        return self._done()
+
+
+def shuffle_on_cluster(opts: ShuffleOptions, geo: Geometry, seed: int) -> ShuffleStats:
     """Run a shuffle on a Dask cluster. ``opts.scheduler`` is a scheduler address, a
     ``distributed.Client``, or ``"local"``/``"local:N"`` for a local cluster of N processes.
     Inputs, output and ``temp_dir`` are paths or fsspec URLs; ``temp_dir`` must be storage every
@@ -403,12 +421,11 @@ def shuffle_on_cluster(opts: ShuffleOptions) -> ShuffleStats:
     _require()
     urls = expand_inputs(list(opts.inputs))
     temp_root = opts.temp_dir or tempfile.gettempdir()
-    seed = resolve_seed(opts.seed)
     own_client = not hasattr(opts.scheduler, "submit")
     client, cluster = _client(opts.scheduler, opts.jobs) if own_client else (opts.scheduler, None)
-    run = _ClusterRun(opts, plan(opts.memory_bytes), seed, urls, client,
+    run = _ClusterRun(opts, geo, seed, urls, client,
                       _join(temp_root, f"bigshuf-{os.getpid()}-{secrets.token_hex(6)}"),
-                      ShuffleStats(seed=seed, store="cluster temp: " + temp_root,
+                      ShuffleStats(seed=seed, store="cluster temporary storage " + temp_root,
                                    workers=len(client.scheduler_info().get("workers", ())) or 1))
     fs_job, _ = _fs(run.job)
     try:

@@ -33,7 +33,9 @@ import numpy as np
 from bigshuf.common.errors import describe_os_error
 from bigshuf.common.progress import Progress
 from bigshuf.common.randomness import Streams
+from bigshuf.common.signals import SignalGuard
 from bigshuf.shuffler.gather import key_order
+from bigshuf.shuffler.methods.base import Job, Method, MethodName
 from bigshuf.shuffler.options import ShuffleOptions
 from bigshuf.shuffler.plan import Geometry
 from bigshuf.shuffler.records import RecordReader
@@ -225,6 +227,29 @@ class _Reservoir:
             self.file.close()
 
 
+class Reservoir(Method):
+    """-n N whose N slots fit in half of --memory: one pass, the N smallest keys kept."""
+
+    name = MethodName.RESERVOIR
+
+    @classmethod
+    def applies(cls, job: Job) -> Optional[str]:
+        # Decided from N and --memory alone, so a file and the same bytes on a stream take the
+        # same way (the reservoir spills to the temporary file if the lines are long).
+        n = job.opts.sample
+        if n is None or job.opts.buckets is not None or not reservoir_fits(n, job.geo):
+            return None
+        return f"-n {n:,}: its slots fit in half of --memory"
+
+    def run(self) -> ShuffleStats:
+        job = self.job
+        with SignalGuard() as signals:
+            sample_by_reservoir(job.reader, job.opts, job.geo, job.streams, job.stats, job.size,
+                                signals.defer)
+        job.stats.store = "temporary file" if job.stats.spilled else "memory"
+        return self._done()
+
+
 def sample_by_reservoir(reader: RecordReader, opts: ShuffleOptions, geo: Geometry,
                         streams: Streams, stats: ShuffleStats, size: Optional[int] = None,
                         before_rename: Optional[Callable[[], None]] = None) -> None:
@@ -247,7 +272,6 @@ def sample_by_reservoir(reader: RecordReader, opts: ShuffleOptions, geo: Geometr
     stats.records = reader.records
     stats.bytes = reader.payload
     stats.records_out = res.filled
-    stats.store = "reservoir"
     stats.spilled = res.spilled
     stats.outputs = [p for p in sink.paths if isinstance(p, str)]
 

@@ -1,10 +1,14 @@
-"""Checks on input paths, before any work, with the messages every command uses."""
+"""What an input is, learnt once (:func:`describe_input`), and the checks on input paths with
+the messages every command uses."""
 from __future__ import annotations
 
 import os
 import stat
+from dataclasses import dataclass
+from enum import Enum
 from typing import Optional, Sequence, Tuple, Union
 
+from bigshuf.common.codecs import compression_of
 from bigshuf.common.errors import InputError, UsageError
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -28,16 +32,55 @@ def check_readable(path: PathLike) -> None:
         raise InputError("permission denied", p)
 
 
-def is_read_once(path: PathLike) -> bool:
-    """Can this input be read only once? Everything but a regular file (links followed):
-    stdin (``-``), pipes, FIFOs, ``/dev/stdin``, ``/proc/self/fd/N``, ``<(cmd)``."""
+class InputKind(Enum):
+    """How an input can be read."""
+
+    FILE = "file"              # a regular file, plain: its size is its records' bytes
+    COMPRESSED = "compressed"  # a regular file, decompressed by extension as it is read
+    STREAM = "stream"          # read once: stdin, pipes, FIFOs, devices, /dev/fd/N, /proc/...
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    """One input path as the readers, planners and checks need it."""
+
+    path: str
+    kind: InputKind
+    codec: Optional[str]        # ".gz", ".zst", ... by extension (a stream may have one too)
+    disk_bytes: Optional[int]   # a regular file's size on disk
+
+    @property
+    def rereadable(self) -> bool:
+        return self.kind is not InputKind.STREAM
+
+    @property
+    def size(self) -> Optional[int]:
+        """Bytes of record data, if known before reading (a plain regular file)."""
+        return self.disk_bytes if self.kind is InputKind.FILE else None
+
+
+def describe_input(path: PathLike) -> InputInfo:
+    """What ``path`` is (links followed). Anything but a regular file is a stream, and so are
+    names of descriptors (/dev/stdin, /dev/fd/N, /proc/self/fd/N), whatever they point to: a
+    second opening is not a second reading of the same bytes. A path that cannot be stat'ed is
+    described as a file (opening it reports the error)."""
     p = os.fspath(path)
-    if p == "-":
-        return True
+    codec = None if p == "-" else compression_of(p)
+    if p == "-" or p.startswith(("/dev/", "/proc/")) or \
+            os.path.realpath(p).startswith(("/dev/", "/proc/")):
+        return InputInfo(p, InputKind.STREAM, codec, None)
     try:
-        return not stat.S_ISREG(os.stat(p).st_mode)
+        st = os.stat(p)
     except OSError:
-        return False
+        return InputInfo(p, InputKind.COMPRESSED if codec else InputKind.FILE, codec, None)
+    if not stat.S_ISREG(st.st_mode):
+        return InputInfo(p, InputKind.STREAM, codec, None)
+    return InputInfo(p, InputKind.COMPRESSED if codec else InputKind.FILE, codec, st.st_size)
+
+
+def is_read_once(path: PathLike) -> bool:
+    """Can this input be read only once? See :func:`describe_input`."""
+    return not describe_input(path).rereadable
 
 
 def check_read_once_given_once(paths: Sequence[object]) -> None:

@@ -5,10 +5,10 @@ import os
 import tempfile
 from typing import Dict, Optional
 
+from bigshuf.common.codecs import compression_of
 from bigshuf.common.errors import BigshufError
 from bigshuf.common.output import is_write_through
 from bigshuf.common.sizes import format_size
-from bigshuf.shuffler.records import compression_of
 
 #: Head-room kept free on each file system, on top of what the run needs.
 MARGIN = 1 << 20

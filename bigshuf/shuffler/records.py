@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import lzma
 import os
-import stat
 import sys
 from dataclasses import dataclass
 from typing import BinaryIO, Generator, List, Optional, Sequence, Tuple, Union, cast
@@ -16,14 +15,15 @@ from typing import BinaryIO, Generator, List, Optional, Sequence, Tuple, Union, 
 import numpy as np
 
 from bigshuf.common import stdio
-from bigshuf.common.codecs import (  # noqa: F401 - re-exported for older imports
-    COMPRESSION_SUFFIXES,
-    check_codecs,
-    compression_of,
-    open_decompressed,
-)
+from bigshuf.common.codecs import check_codecs, open_decompressed
 from bigshuf.common.errors import BigshufError, InputError
-from bigshuf.common.inputs import check_read_once_given_once, check_readable, is_read_once
+from bigshuf.common.inputs import (
+    InputInfo,
+    InputKind,
+    check_read_once_given_once,
+    check_readable,
+    describe_input,
+)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -68,18 +68,15 @@ def open_input(path: PathLike) -> Source:
         raw = os.fdopen(os.dup(fd), "rb", buffering=0)
         return Source(name, raw, None, False, None)
     check_input(path)
-    p = os.fspath(path)
+    info = describe_input(path)
     try:
-        raw = open(p, "rb", buffering=0)
+        raw = open(info.path, "rb", buffering=0)
     except OSError as exc:
-        raise InputError(exc.strerror or str(exc), p) from None
-    st = os.fstat(raw.fileno())
-    regular = stat.S_ISREG(st.st_mode)
-    suffix = compression_of(p)
-    if suffix is None:
-        return Source(name, raw, st.st_size if regular else None, False, st.st_size if regular else None)
-    stream = open_decompressed(raw, suffix, p)
-    return Source(name, stream, None, True, st.st_size if regular else None)  # type: ignore[arg-type]
+        raise InputError(exc.strerror or str(exc), info.path) from None
+    if info.codec is None:
+        return Source(name, raw, info.size, False, info.disk_bytes)
+    stream = open_decompressed(raw, info.codec, info.path)
+    return Source(name, stream, None, True, info.disk_bytes)  # type: ignore[arg-type]
 
 
 def _as_source(item) -> Source:
@@ -289,6 +286,9 @@ class RecordReader:
         for path in self.inputs:
             if _is_path(path):
                 check_input(cast(PathLike, path))
+        # What each path input is, learnt once (None for open streams and Sources).
+        self.infos = [describe_input(cast(PathLike, p)) if _is_path(p) else None
+                      for p in self.inputs]
         check_read_once_given_once(self.inputs)
         # A codec that cannot be loaded is a usage error now, before any input is read.
         check_codecs([os.fspath(cast(PathLike, p)) for p in self.inputs if _is_path(p) and str(p) != "-"])
@@ -321,7 +321,11 @@ class RecordReader:
     def rereadable(self) -> bool:
         """Can every input be read a second time? Only paths of regular files (links followed):
         stdin, FIFOs, /dev/stdin, /proc/self/fd/N, ``<(cmd)`` and streams are read once."""
-        return all(_is_path(p) and not is_read_once(cast(PathLike, p)) for p in self.inputs)
+        return all(info is not None and info.rereadable for info in self.infos)
+
+    def plain_files(self) -> bool:
+        """Is every input a plain (uncompressed) regular file, read again at will?"""
+        return all(info is not None and info.kind is InputKind.FILE for info in self.infos)
 
     def known_size(self) -> Optional[int]:
         """Total input bytes if every input is an uncompressed regular file, else None."""
@@ -337,12 +341,12 @@ class RecordReader:
         others. Inputs that cannot be sampled (streams, compressed files) count 32 bytes a
         record of their estimated size."""
         total = 0
-        for path in self.inputs:
-            if not _is_path(path) or str(path) == "-" or compression_of(str(path)) is not None:
-                total += (_size_of(path, 4) or 0) // 32
+        for path, info in zip(self.inputs, self.infos):
+            if info is None or info.kind is not InputKind.FILE:
+                total += (self._size_of(path, info, 4) or 0) // 32
                 continue
             try:
-                with open(os.fspath(cast(PathLike, path)), "rb") as f:
+                with open(info.path, "rb") as f:
                     size = os.fstat(f.fileno()).st_size
                     head = f.read(min(sample, size))
             except OSError:
@@ -352,8 +356,20 @@ class RecordReader:
         return total
 
     def _total_size(self, compressed_factor: Optional[int]) -> Optional[int]:
-        sizes = [_size_of(p, compressed_factor) for p in self.inputs]
+        sizes = [self._size_of(p, i, compressed_factor) for p, i in zip(self.inputs, self.infos)]
         return None if any(n is None for n in sizes) else sum(cast(List[int], sizes))
+
+    @staticmethod
+    def _size_of(path: object, info: Optional[InputInfo], compressed_factor: Optional[int]
+                 ) -> Optional[int]:
+        """An input's record bytes if known: a plain file's size (compressed: its size times
+        the factor, or unknown without one), a Source's declared size; None for streams."""
+        if info is None:
+            return path.size if isinstance(path, Source) else None
+        if info.kind is InputKind.COMPRESSED and compressed_factor is not None \
+                and info.disk_bytes is not None:
+            return info.disk_bytes * compressed_factor
+        return info.size
 
     def blocks(self, capacity: int, max_records: Optional[int] = None,
                pool=None) -> Generator[Block, None, None]:
@@ -443,20 +459,6 @@ class RecordReader:
                     del buf, data
             finally:
                 src.close()
-
-
-def _size_of(path: Union[PathLike, "Source"], compressed_factor: Optional[int]) -> Optional[int]:
-    """An input's bytes if known: a regular file's size (compressed: times the factor, or
-    unknown without one), a Source's declared size; None for streams."""
-    if not _is_path(path):
-        return path.size if isinstance(path, Source) else None
-    compressed = compression_of(str(path)) is not None
-    if str(path) == "-" or (compressed and compressed_factor is None):
-        return None
-    st = os.stat(os.fspath(cast(PathLike, path)))
-    if not stat.S_ISREG(st.st_mode):
-        return None
-    return st.st_size * ((compressed_factor or 1) if compressed else 1)
 
 
 def read_all_lines(path: PathLike, sep: int = 10) -> List[bytes]:

@@ -24,6 +24,7 @@ and on failure.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import secrets
@@ -31,10 +32,11 @@ import tempfile
 import time
 from bisect import bisect_right
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from bigshuf.common.codecs import compression_of, compressor_for, open_decompressed
 from bigshuf.common.cpus import usable_cpus
 from bigshuf.common.errors import BigshufError, InputError, UsageError, warn_stderr
 from bigshuf.common.output import Destination
@@ -49,7 +51,7 @@ from bigshuf.shuffler.records import RecordReader, Source, find_record_ends
 from bigshuf.shuffler.scatter import KEY_BYTES, KeyRange, partition
 from bigshuf.shuffler.stats import ShuffleStats
 from bigshuf.shuffler.store import Store, final_buckets, fit_row, halvings
-from bigshuf.shuffler.writing import Sink, compressor_for
+from bigshuf.shuffler.writing import Sink
 
 
 def _require():
@@ -123,11 +125,25 @@ def _put_atomic(fs, path: str, data_writer) -> None:
 
 # -- tasks (run on workers; module-level so they pickle by reference) --------------------------
 
-def _count_task(url: str, sep: int, header: bool, block_bytes: int, block_records: int) -> int:
-    """The number of records of one input file (its header excluded)."""
+@contextlib.contextmanager
+def _open_input(url: str) -> Iterator[BinaryIO]:
+    """An input on shared storage, decompressed by extension with the strict readers every
+    local run uses (a truncated or corrupt stream is an input error, never a shorter shuffle)."""
     import fsspec
 
-    with fsspec.open(url, "rb", compression="infer") as stream:
+    with fsspec.open(url, "rb") as raw:
+        codec = compression_of(url)
+        stream = open_decompressed(raw, codec, url) if codec else raw
+        try:
+            yield stream
+        finally:
+            if stream is not raw:
+                stream.close()
+
+
+def _count_task(url: str, sep: int, header: bool, block_bytes: int, block_records: int) -> int:
+    """The number of records of one input file (its header excluded)."""
+    with _open_input(url) as stream:
         reader = RecordReader([Source(url, stream, None, False, None, owned=False)], sep,
                               header=header)
         for _ in reader.blocks(block_bytes, block_records):
@@ -139,8 +155,6 @@ def _scatter_task(source: int, url: str, job: str, seed: int, buckets: int, sep:
                   header: bool, block_bytes: int, block_records: int, first: int) -> dict:
     """Scatter one input file (its records numbered from ``first``) into runs: part file +
     index file. Returns its summary."""
-    import fsspec
-
     fs, _ = _fs(job)
     part = _join(job, "runs", f"{source:06d}.bin")
     index = _join(job, "runs", f"{source:06d}.idx.npz")
@@ -149,7 +163,7 @@ def _scatter_task(source: int, url: str, job: str, seed: int, buckets: int, sep:
     rows_c: List[np.ndarray] = []
     keys_of = Streams(seed).keys
     cut = KeyRange.cut(0, 1 << 64, buckets)
-    with fsspec.open(url, "rb", compression="infer") as stream:
+    with _open_input(url) as stream:
         reader = RecordReader([Source(url, stream, None, False, None, owned=False)], sep,
                               header=header, first_source=source, first_record=first)
 

@@ -28,7 +28,6 @@ from typing import Any, Callable, List, Optional, Tuple
 import numpy as np
 import xxhash
 
-from bigshuf.common.codecs import compression_of
 from bigshuf.common.errors import BigshufError
 from bigshuf.common.output import is_write_through
 from bigshuf.common.progress import Progress
@@ -165,10 +164,7 @@ def suitable(reader: RecordReader, geo: Geometry, size: Optional[int], workers: 
              output: Any = None) -> Optional[str]:
     """Why this run can (and should) use the input method, or None. See the module docstring.
     ``output`` is the run's -o (None: stdout)."""
-    if size is None or not 0 < len(reader.inputs) <= MAX_INPUTS or not reader.rereadable():
-        return None
-    if any(not isinstance(p, (str, os.PathLike)) or compression_of(os.fspath(p)) is not None
-           or _fd_alias(os.fspath(p)) for p in reader.inputs):
+    if size is None or not 0 < len(reader.inputs) <= MAX_INPUTS or not reader.plain_files():
         return None
     if size <= geo.memory_store_capacity(workers):
         return None  # the engine keeps the runs in RAM: no temporary file to save
@@ -187,12 +183,6 @@ def suitable(reader: RecordReader, geo: Geometry, size: Optional[int], workers: 
         return None
     return (f"the inputs ({format_size(size)}) stay in the page cache ({format_size(available)} "
             f"available): about {passes} windows instead of a temporary copy")
-
-
-def _fd_alias(path: str) -> bool:
-    """/dev/stdin, /dev/fd/N, /proc/self/fd/N...: read once, whatever they point to."""
-    return os.path.realpath(path).startswith(("/proc/", "/dev/")) or path.startswith(("/proc/", "/dev/"))
-
 
 
 class Index:

@@ -395,3 +395,19 @@ def test_too_many_lines_per_shard_files_are_refused_before_any_bookkeeping(tmp_p
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 1 << 20, f"{peak / 2**20:.0f} MiB"  # before: a list of ten million line counts
+
+
+def test_enomem_from_the_system_reads_as_out_of_memory(tmp_path, monkeypatch):
+    """Under `prlimit --as` a thread or a mapping fails with ENOMEM (an OSError, not a
+    MemoryError): the same one line as a MemoryError, not a bare 'Cannot allocate memory'."""
+    import errno
+
+    from bigshuf.shuffler import run as run_module
+
+    def no_memory(opts):
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+    monkeypatch.setattr(run_module, "run", no_memory)
+    r = invoke(["shuffle", _numbered(tmp_path / "in.txt", 3)])
+    assert r.returncode == 1 and r.stderr == (b"bigshuf: error: out of memory; lower --memory or "
+                                              b"raise the process memory limit\n"), r.stderr

@@ -411,3 +411,14 @@ def test_enomem_from_the_system_reads_as_out_of_memory(tmp_path, monkeypatch):
     r = invoke(["shuffle", _numbered(tmp_path / "in.txt", 3)])
     assert r.returncode == 1 and r.stderr == (b"bigshuf: error: out of memory; lower --memory or "
                                               b"raise the process memory limit\n"), r.stderr
+
+
+def test_shard_bookkeeping_of_all_splits_together_is_bounded(tmp_path):
+    from bigshuf.shuffler.writing import max_shards
+
+    src = _numbered(tmp_path / "in.txt", 10)
+    per = max_shards(1 << 20) // 2 + 1  # each split within the bound, the two together over it
+    r = invoke(["shuffle", src, "-S", "1M", "--split", "a=0.5,b=rest", "--shards", str(per),
+                "-o", tmp_path / "{split}.txt"])
+    assert r.returncode == 2 and b"raise --memory" in r.stderr, r.stderr
+    assert os.listdir(tmp_path) == ["in.txt"]

@@ -425,3 +425,32 @@ def test_shard_bookkeeping_of_all_splits_together_is_bounded(tmp_path):
                 "-o", tmp_path / "{split}.txt"])
     assert r.returncode == 2 and b"raise --memory" in r.stderr, r.stderr
     assert os.listdir(tmp_path) == ["in.txt"]
+
+
+def test_a_range_subset_beyond_memory_is_uniform():
+    """subset_chunks (the K-subset -i LO-HI -n K draws when K offsets do not fit): every
+    3-subset of 8 values equally likely, with buckets of one or two values."""
+    import itertools
+
+    from bigshuf.common.randomness import Streams
+    from bigshuf.shuffler.sources import subset_chunks
+
+    counts = {c: 0 for c in itertools.combinations(range(8), 3)}
+    runs = 2800
+    for seed in range(runs):
+        chunks = subset_chunks(8, 3, Streams(seed), capacity=2)
+        picked = tuple(int(v) for c in chunks for v in c)
+        assert list(picked) == sorted(set(picked)) and len(picked) == 3
+        counts[picked] += 1
+    expected = runs / len(counts)
+    chi2 = sum((n - expected) ** 2 / expected for n in counts.values())
+    assert chi2 < 93, chi2  # 55 degrees of freedom: p = 0.001
+
+
+def test_a_range_sample_beyond_memory_never_expands_the_range(tmp_path):
+    out = tmp_path / "s.txt"
+    r = invoke(["shuffle", "-i", "1-10000000000", "-n", "20000", "-S", "1M", "--seed", "1", "-o", out, "-v"])
+    assert r.returncode == 0, r.stderr  # before: 'not enough free space …: need 101.4G'
+    values = [int(v) for v in out.read_bytes().split()]
+    assert len(values) == len(set(values)) == 20000 and all(1 <= v <= 10 ** 10 for v in values)
+    assert values != sorted(values)

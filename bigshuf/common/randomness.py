@@ -48,6 +48,7 @@ class Purpose(IntEnum):
     SAMPLE_ORDER = 4  # the order the reservoir is written in
     RANGE_SAMPLE = 5  # -i LO-HI -n K: distinct offsets in the range, one chunk of draws
     REPEAT_DRAW = 6   # -r: the indices of the lines drawn with replacement, one chunk of draws
+    RANGE_SUBSET = 7  # -i LO-HI -n K beyond memory: a uniform K-subset, drawn per value bucket
 
 
 def new_seed() -> int:
@@ -96,6 +97,10 @@ class Streams:
     def range_sample(self, chunk: int) -> np.random.Generator:
         """-i -n: the ``chunk``-th batch of candidate offsets (one source: the range)."""
         return stream(self.seed, (Purpose.RANGE_SAMPLE, chunk))
+
+    def range_subset(self, *key: int) -> np.random.Generator:
+        """-i LO-HI -n K beyond memory: (attempt, step[, bucket]) of the subset's draws."""
+        return stream(self.seed, (Purpose.RANGE_SUBSET, *key))
 
     def repeat_draw(self, chunk: int) -> np.random.Generator:
         """-r: the ``chunk``-th fixed-size batch of line indices drawn with replacement."""

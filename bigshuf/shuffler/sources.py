@@ -153,7 +153,7 @@ def sample_range(opts: ShuffleOptions, geo: Geometry, streams: Streams, stats: S
     count = hi - lo + 1
     offsets = sample_offsets(count, opts.sample, streams, geo)
     if offsets is None:
-        return False
+        return _sample_range_by_engine(opts, geo, streams, stats)
     # Formatted a chunk at a time (<= hi < 2**64: no overflow): K Python ints and their text
     # at once cost more than the offsets' whole share of the budget.
     chunks = (format_numbers((offsets[i:i + RANGE_CHUNK] + np.uint64(lo)).tolist(), opts.sep)
@@ -162,6 +162,112 @@ def sample_range(opts: ShuffleOptions, geo: Geometry, streams: Streams, stats: S
     stats.records = count
     stats.records_out = len(offsets)
     stats.store = "range"
+    return True
+
+
+#: Largest number of draws subset_chunks makes (numpy's hypergeometric takes populations
+#: under 10**9); beyond it the engine shuffles the whole range and keeps the first K.
+MAX_SUBSET_DRAWS = 10 ** 9 - 1
+
+
+def subset_chunks(count: int, k: int, streams: Streams, capacity: int
+                  ) -> Optional[Iterator[np.ndarray]]:
+    """A uniform K-subset of [0, count) in increasing order, as uint64 arrays (one per value
+    bucket), holding about ``capacity`` draws at a time; None when it cannot be drawn so
+    (K > count/2: the range itself is at most 2K lines, or more than MAX_SUBSET_DRAWS draws).
+
+    Why it is uniform: S i.i.d. uniform draws (S a little over K) give a set D of distinct
+    values; every permutation of the range leaves the draws' law unchanged, so given |D| = d,
+    D is a uniform d-subset. If d >= K (else the attempt is redrawn from fresh streams), K of
+    D chosen uniformly are a uniform K-subset of the range. The draws are made per bucket of
+    the value range (how many fall in each: sequential binomials, to numpy's float precision
+    like its other samplers), each bucket's from its own stream, twice: once to count its
+    distinct values, once to emit the ones chosen (how many per bucket: sequential
+    hypergeometric draws; which: a uniform choice inside the bucket).
+    """
+    if 2 * k > count:
+        return None
+    margin = 64 + 2 * (k * k // count + 1)  # about twice the duplicates expected
+    attempt = 0
+    while True:
+        draws = k + margin
+        if draws > MAX_SUBSET_DRAWS:
+            return None
+        width = -(-count // max(1, -(-draws // max(1, capacity))))
+        sizes = np.minimum(width, count - np.arange(-(-count // width), dtype=object) * width)
+        counts = _split_draws(draws, [int(x) for x in sizes], count, streams.range_subset(attempt, 0))
+        distinct = np.array([len(np.unique(_bucket_draws(streams, attempt, j, int(sizes[j]), c)))
+                             for j, c in enumerate(counts)], dtype=np.int64)
+        if int(distinct.sum()) >= k:
+            break
+        attempt += 1
+        margin *= 2
+    take = _choose_counts(distinct, k, streams.range_subset(attempt, 1))
+
+    def chunks() -> Iterator[np.ndarray]:
+        for j in np.flatnonzero(take).tolist():
+            values = np.unique(_bucket_draws(streams, attempt, j, int(sizes[j]), int(counts[j])))
+            pick = streams.range_subset(attempt, 2, j).choice(len(values), int(take[j]),
+                                                              replace=False)
+            pick.sort()
+            yield values[pick] + np.uint64(j * width)
+
+    return chunks()
+
+
+def _split_draws(draws: int, sizes: List[int], count: int, rng: np.random.Generator) -> List[int]:
+    """How many of ``draws`` uniform draws over [0, count) fall in each bucket (multinomial)."""
+    out, left_draws, left = [], draws, count
+    for size in sizes:
+        c = left_draws if size >= left else int(rng.binomial(left_draws, size / left))
+        out.append(c)
+        left_draws -= c
+        left -= size
+    return out
+
+
+def _bucket_draws(streams: Streams, attempt: int, j: int, size: int, draws: int) -> np.ndarray:
+    return streams.range_subset(attempt, 3, j).integers(0, size, draws, dtype=np.uint64)
+
+
+def _choose_counts(distinct: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """How many of a uniform K-subset of the union fall in each bucket (sequential
+    hypergeometric draws: bucket j against all the buckets after it)."""
+    take = np.zeros(len(distinct), dtype=np.int64)
+    left, rest = k, int(distinct.sum())
+    for j, d in enumerate(distinct.tolist()):
+        rest -= d
+        if left == 0:
+            break
+        take[j] = left if rest == 0 else int(rng.hypergeometric(d, rest, left)) if d else 0
+        left -= int(take[j])
+    return take
+
+
+def _sample_range_by_engine(opts: ShuffleOptions, geo: Geometry, streams: Streams,
+                            stats: ShuffleStats) -> bool:
+    """-i LO-HI -n K with K offsets beyond memory: a uniform K-subset of the range, generated
+    in increasing order a bucket at a time, shuffled by the engine (through the temporary
+    file); never the whole range (-i 1-10000000000 -n 10000000 used to need 101 GB)."""
+    lo, hi = opts.input_range
+    assert opts.sample is not None
+    # A bucket's draws, their distinct copy and the choice (~24 bytes a draw) stay near 5% of
+    # the budget: they live beside the engine, which reads them as its input.
+    subset = subset_chunks(hi - lo + 1, opts.sample, streams, max(1, geo.memory // 512))
+    if subset is None:
+        return False
+    from bigshuf.shuffler.records import RecordReader
+    from bigshuf.shuffler.run import _run_engine
+
+    def text() -> Iterator[bytes]:
+        for values in subset:
+            for i in range(0, len(values), RANGE_CHUNK):
+                yield format_numbers((values[i:i + RANGE_CHUNK] + np.uint64(lo)).tolist(), opts.sep)
+
+    source = Source(f"<-i {lo}-{hi} -n {opts.sample}>", GeneratedStream(text()), None, False,  # type: ignore[arg-type]
+                    None)
+    _run_engine(opts, RecordReader([source], opts.sep), geo, streams, stats, None)
+    stats.records = hi - lo + 1
     return True
 
 

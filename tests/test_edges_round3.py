@@ -167,15 +167,15 @@ def test_dask_missing_says_how_to_install_from_the_clone(monkeypatch):
     assert "'.[dask]'" in str(e.value) and "bigshuf[dask]" not in str(e.value)
 
 
-def test_a_local_cluster_is_quiet_and_counts_its_workers(tmp_path):
-    """--scheduler local:2 with port 8787 taken (another cluster's dashboard): no multi-line
-    Dask warning, and -v counts 2 workers."""
+def test_a_local_cluster_is_quiet_when_port_8787_is_taken():
+    """--scheduler local:N with another cluster's dashboard on 8787: Dask printed a three-line
+    warning (the worker count of -v is checked in test_shared_dirs' cluster test)."""
     import socket
-
-    from helpers import run
+    import warnings
 
     pytest.importorskip("distributed")
-    src = _numbered(tmp_path / "in.txt", 100)
+    from bigshuf.shuffler.methods.cluster import _client
+
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -183,9 +183,12 @@ def test_a_local_cluster_is_quiet_and_counts_its_workers(tmp_path):
             s.listen()
         except OSError:
             pass  # already taken: as good
-        p = run(["shuffle", src, "-o", tmp_path / "out.txt", "--scheduler", "local:2", "-v"])
-    assert p.returncode == 0, p.stderr
-    assert p.stderr.count(b"\n") == 1 and b"2 workers" in p.stderr, p.stderr
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            client, cluster = _client("local:1", None)
+            client.close()
+            cluster.close()
+    assert not [w for w in seen if "8787" in str(w.message)], [str(w.message) for w in seen]
 
 
 # -- item 9: verify's fingerprint is keyed per run ---------------------------------------------
@@ -280,7 +283,7 @@ def test_many_shards_list_each_directory_once_and_cost_little_each(tmp_path, mon
 
     from bigshuf.shuffler.writing import Sink
 
-    old = tmp_path / ".s-00007-of-03000.txt.bigshuf-0123456789ab-1.tmp"
+    old = tmp_path / ".s-00007-of-01000.txt.bigshuf-0123456789ab-1.tmp"
     old.write_bytes(b"stale\n")  # a killed run's: still removed
     import glob
 
@@ -289,7 +292,7 @@ def test_many_shards_list_each_directory_once_and_cost_little_each(tmp_path, mon
     monkeypatch.setattr(os, "scandir", lambda p=".": listings.append(p) or real_scandir(p))
     monkeypatch.setattr(os, "listdir", lambda p=".": listings.append(p) or real_listdir(p))
     monkeypatch.setattr(glob, "glob", lambda *a, **k: listings.append(a) or real_glob(*a, **k))
-    n = 3000
+    n = 1000
     tracemalloc.start()
     sink = Sink(str(tmp_path / "s.txt"), 10, n, shards=n)
     sink.open()
@@ -395,3 +398,45 @@ def test_too_many_lines_per_shard_files_are_refused_before_any_bookkeeping(tmp_p
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 1 << 20, f"{peak / 2**20:.0f} MiB"  # before: a list of ten million line counts
+
+
+def test_enomem_from_the_system_reads_as_out_of_memory(tmp_path, monkeypatch):
+    """Under `prlimit --as` a thread or a mapping fails with ENOMEM (an OSError, not a
+    MemoryError): the same one line as a MemoryError, not a bare 'Cannot allocate memory'."""
+    import errno
+
+    from bigshuf.shuffler import run as run_module
+
+    def no_memory(opts):
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+    monkeypatch.setattr(run_module, "run", no_memory)
+    r = invoke(["shuffle", _numbered(tmp_path / "in.txt", 3)])
+    assert r.returncode == 1 and r.stderr == (b"bigshuf: error: out of memory; lower --memory or "
+                                              b"raise the process memory limit\n"), r.stderr
+
+
+def test_shard_bookkeeping_of_all_splits_together_is_bounded(tmp_path):
+    from bigshuf.shuffler.writing import max_shards
+
+    src = _numbered(tmp_path / "in.txt", 10)
+    per = max_shards(1 << 20) // 2 + 1  # each split within the bound, the two together over it
+    r = invoke(["shuffle", src, "-S", "1M", "--split", "a=0.5,b=rest", "--shards", str(per),
+                "-o", tmp_path / "{split}.txt"])
+    assert r.returncode == 2 and b"raise --memory" in r.stderr, r.stderr
+    assert os.listdir(tmp_path) == ["in.txt"]
+
+
+def test_a_range_sample_beyond_memory_never_expands_the_range(tmp_path):
+    """-i LO-HI -n K whose K draws do not fit the budget: a one-line usage error naming the
+    --memory it needs (its draws never depend on --memory: the order contract), never the
+    whole range expanded through the temporary file (before: 'need 101.4G')."""
+    out = tmp_path / "s.txt"
+    r = invoke(["shuffle", "-i", "1-10000000000", "-n", "20000", "-S", "1M", "--seed", "1", "-o", out])
+    assert r.returncode == 2 and b"needs --memory" in r.stderr, r.stderr
+    assert not out.exists()
+    r = invoke(["shuffle", "-i", "1-10000000000", "-n", "20000", "-S", "4M", "--seed", "1", "-o", out])
+    assert r.returncode == 0, r.stderr
+    values = [int(v) for v in out.read_bytes().split()]
+    assert len(values) == len(set(values)) == 20000 and all(1 <= v <= 10 ** 10 for v in values)
+    assert values != sorted(values)

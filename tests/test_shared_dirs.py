@@ -203,15 +203,15 @@ def test_cluster_temp_data_is_private(tmp_path, monkeypatch):
 
     monkeypatch.setattr(cluster, "_put_atomic", watching)
     old = os.umask(0o022)
-    client = distributed.Client(processes=False, n_workers=1, threads_per_worker=1,
-                                dashboard_address=None)
+    client = distributed.Client(processes=False, n_workers=2, threads_per_worker=1,
+                                dashboard_address=":0")
     try:
-        shuffle([str(src)], str(tmp_path / "out.txt"), scheduler=client, temp_dir=str(temp),
-                memory="1M", seed=1)
+        stats = shuffle([str(src)], str(tmp_path / "out.txt"), scheduler=client,
+                        temp_dir=str(temp), memory="1M", seed=1)
     finally:
         client.close()
         os.umask(old)
-    assert seen
+    assert seen and stats.workers == 2  # -v said "1 worker(s)" for a cluster of 2
     assert all(m == 0o600 and j == 0o700 and d == 0o700 for _, m, j, d in seen), seen
     assert os.listdir(temp) == []
 

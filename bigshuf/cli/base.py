@@ -6,6 +6,7 @@ stderr with the exit status carried by the exception (see ``bigshuf.common.error
 """
 from __future__ import annotations
 
+import errno
 import functools
 import importlib
 import os
@@ -39,6 +40,10 @@ def _exit(code: int) -> NoReturn:
 _PROCESS = [False]
 
 
+#: What a run that ran out of memory says, however the system said it.
+OUT_OF_MEMORY = "out of memory; lower --memory or raise the process memory limit"
+
+
 def reports_errors(func: Callable) -> Callable:
     """Turn library exceptions into one-line messages with the right exit status."""
 
@@ -57,8 +62,10 @@ def reports_errors(func: Callable) -> Callable:
         except KeyboardInterrupt:
             _fail("interrupted by SIGINT; no output written, temporary files removed", 130)
         except MemoryError:
-            _fail("out of memory; lower --memory or raise the process memory limit", 1)
+            _fail(OUT_OF_MEMORY, 1)
         except OSError as exc:
+            if exc.errno == errno.ENOMEM:  # a thread or a mapping refused (prlimit --as)
+                _fail(OUT_OF_MEMORY, 1)
             where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
             _fail(f"{exc.strerror or exc}{where}", 1)
         except Exception as exc:  # a bug: say so in one line; BIGSHUF_DEBUG=1 shows the trace

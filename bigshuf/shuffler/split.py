@@ -22,7 +22,7 @@ from bigshuf.common.errors import InputError
 from bigshuf.common.output import Destination
 from bigshuf.shuffler.options import SPLIT_FIELD, ShuffleOptions, SplitPart, split_value
 from bigshuf.shuffler.records import find_record_ends
-from bigshuf.shuffler.writing import Sink, _hold, check_distinct, publish_all
+from bigshuf.shuffler.writing import Sink, _hold, check_distinct, check_shard_count, publish_all
 
 
 def split_sizes(parts: Sequence[SplitPart], total: int) -> List[int]:
@@ -72,6 +72,7 @@ def split_outputs(opts: ShuffleOptions, total: int, sizes: Optional[List[int]] =
                                 checking=checking)
         paths += [os.fspath(p) for p in sink.paths if p is not None]
         quota += sink.quota
+    check_shard_count(len(paths), opts.memory_bytes)  # every split's shards are kept at once
     check_distinct(paths, "--split: the output names", f" (put {SPLIT_FIELD} in -o)")
     return paths, quota
 

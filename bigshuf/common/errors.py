@@ -6,6 +6,7 @@ Exit statuses follow Unix habit: 2 for bad usage or bad input (the user must cha
 from __future__ import annotations
 
 import errno
+import sys
 from typing import Optional
 
 
@@ -54,8 +55,6 @@ def one_line(message: str) -> str:
 
 def warn_stderr(message: str) -> None:
     """The default warning printer: one line on stderr, in the CLI's format."""
-    import sys
-
     print(f"bigshuf: warning: {message}", file=sys.stderr)
 
 

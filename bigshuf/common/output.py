@@ -31,6 +31,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import stat
 import sys
 import tempfile
@@ -469,8 +470,6 @@ def _open_through(path: str) -> int:
 
 def _connect(path: str) -> int:
     """A Unix socket: connect as a stream (or, failing that, a sequenced-packet) client."""
-    import socket
-
     last: Optional[OSError] = None
     for kind in (socket.SOCK_STREAM, socket.SOCK_SEQPACKET):
         sock = socket.socket(socket.AF_UNIX, kind)

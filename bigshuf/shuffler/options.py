@@ -14,10 +14,13 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from bigshuf.common.errors import UsageError
-from bigshuf.common.inputs import is_read_once
+from bigshuf.common.errors import InputError, UsageError
+from bigshuf.common.inputs import check_readable, is_read_once
 from bigshuf.common.output import is_write_through
+from bigshuf.common.randomness import seed_from_bytes
 from bigshuf.common.sizes import parse_size
+from bigshuf.shuffler.plan import plan
+from bigshuf.shuffler.writing import check_shard_count
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -114,12 +117,8 @@ class ShuffleOptions:
 
     def _check_budget(self) -> None:
         """Rules that come from --memory: a forced bucket count must fit the run index."""
-        from bigshuf.shuffler.plan import plan
-
         geo = plan(self.memory_bytes)
         if self.shards is not None:
-            from bigshuf.shuffler.writing import check_shard_count
-
             check_shard_count(self.shards, self.memory_bytes)
         if self.buckets is not None and self.buckets > geo.index_entries:
             raise UsageError(f"--buckets {self.buckets:,} needs more memory for its index: at most "
@@ -365,12 +364,8 @@ def _split_part(name: str, spec: Any) -> SplitPart:
 def seed_from_random_source(path: Any) -> int:
     """The seed a --random-source file gives: its first RANDOM_SOURCE_BYTES bytes (see
     bigshuf.common.randomness)."""
-    from bigshuf.common.errors import InputError
-    from bigshuf.common.randomness import seed_from_bytes
-    from bigshuf.shuffler.records import check_input
-
     name = os.fspath(path)
-    check_input(name)  # missing, a directory, unreadable: the usual one-line input errors
+    check_readable(name)  # missing, a directory, unreadable: the usual one-line input errors
     try:
         with open(name, "rb") as f:  # a pipe or a device may return less per read
             data = b""

@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
+from bigshuf.common.cpus import usable_cpus
 from bigshuf.common.errors import UsageError
 from bigshuf.shuffler.gather import PERMUTE_BYTES_PER_RECORD
 from bigshuf.shuffler.scatter import PARTITION_BYTES_PER_RECORD
@@ -65,13 +66,37 @@ class Geometry:
         return self.block_bytes + self.index_entries * INDEX_BYTES_PER_ENTRY
 
     def workers(self, jobs: Optional[int]) -> int:
-        from bigshuf.common.cpus import usable_cpus
         jobs = jobs or usable_cpus()
         return max(1, min(jobs, self.max_workers))
 
     def memory_store_capacity(self, workers: int) -> int:
         """Bytes of runs that can stay in RAM next to ``workers`` workers."""
         return max(0, self.memory - self.reserved - self.fixed_bytes() - workers * self.worker_bytes)
+
+    # -- the budget's shares, decided here only: the methods receive sizes, never --memory --
+    @property
+    def sample_share(self) -> int:
+        """-n's reservoir (slots and kept records) and -i -n's draws: half of the budget."""
+        return self.memory // 2
+
+    @property
+    def index_share(self) -> int:
+        """Per-record metadata the input method keeps between its passes: an eighth."""
+        return self.memory // 8
+
+    @property
+    def repeat_round(self) -> int:
+        """-r: bytes of drawn lines gathered in one round: an eighth."""
+        return self.memory // 8
+
+    @property
+    def repeat_split(self) -> int:
+        """-r: a round whose lines turn out longer than this is cut in two: a quarter."""
+        return self.memory // 4
+
+    @property
+    def shard_share(self) -> int:
+        return shard_share(self.memory)
 
     def initial_buckets(self) -> int:
         """Buckets a scatter level starts with: INITIAL_BUCKETS, or fewer if the index is small.
@@ -82,8 +107,10 @@ class Geometry:
         return _pow2_floor(max(1, min(INITIAL_BUCKETS, self.index_entries)))
 
 
-def _pow2_ceil(n: int) -> int:
-    return 1 << max(0, math.ceil(math.log2(max(1, n))))
+def shard_share(memory: int) -> int:
+    """What the shards' names and destinations may hold at once: a quarter of the budget
+    (checked from the options, before any plan)."""
+    return memory // 4
 
 
 def _pow2_floor(n: int) -> int:

@@ -53,11 +53,6 @@ class Source:
                 pass
 
 
-def check_input(path: PathLike) -> None:
-    """Fail early (exit 2) for a missing, directory or unreadable input."""
-    check_readable(path)
-
-
 def open_input(path: PathLike) -> Source:
     """Open ``path`` ('-' is stdin) for reading raw bytes, decompressing by extension."""
     name = display_name(path)
@@ -67,7 +62,7 @@ def open_input(path: PathLike) -> Source:
             return Source(name, stream, None, False, None, owned=False)  # type: ignore[arg-type]
         raw = os.fdopen(os.dup(fd), "rb", buffering=0)
         return Source(name, raw, None, False, None)
-    check_input(path)
+    check_readable(path)
     info = describe_input(path)
     try:
         raw = open(info.path, "rb", buffering=0)
@@ -285,7 +280,7 @@ class RecordReader:
         self.payload = 0         # bytes of records emitted (terminators included)
         for path in self.inputs:
             if _is_path(path):
-                check_input(cast(PathLike, path))
+                check_readable(cast(PathLike, path))
         # What each path input is, learnt once (None for open streams and Sources).
         self.infos = [describe_input(cast(PathLike, p)) if _is_path(p) else None
                       for p in self.inputs]

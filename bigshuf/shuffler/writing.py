@@ -31,6 +31,7 @@ from bigshuf.common.output import (
     same_file,
     write_all,
 )
+from bigshuf.shuffler.plan import shard_share
 from bigshuf.shuffler.records import find_record_ends
 
 
@@ -226,7 +227,7 @@ SHARD_BYTES = 1024
 
 def max_shards(memory: int) -> int:
     """The most shards a run at ``memory`` may write: their bookkeeping within a quarter of it."""
-    return max(1, memory // 4 // SHARD_BYTES)
+    return max(1, shard_share(memory) // SHARD_BYTES)
 
 
 def check_shard_count(count: int, memory: int) -> None:

@@ -40,15 +40,17 @@ from bigshuf.common.codecs import compression_of, compressor_for, open_decompres
 from bigshuf.common.cpus import usable_cpus
 from bigshuf.common.errors import BigshufError, InputError, UsageError, warn_stderr
 from bigshuf.common.output import Destination
-from bigshuf.common.progress import bar
+from bigshuf.common.progress import Progress, bar
 from bigshuf.common.randomness import Streams
 from bigshuf.common.sizes import parse_size
+from bigshuf.shuffler.engine import Engine
 from bigshuf.shuffler.gather import BucketReader, Piece, Unit, order_unit, plan_units
 from bigshuf.shuffler.methods.base import Job, Method, MethodName
 from bigshuf.shuffler.options import ShuffleOptions
 from bigshuf.shuffler.plan import Geometry, plan
 from bigshuf.shuffler.records import RecordReader, Source, find_record_ends
 from bigshuf.shuffler.scatter import KEY_BYTES, KeyRange, partition
+from bigshuf.shuffler.split import split_outputs
 from bigshuf.shuffler.stats import ShuffleStats
 from bigshuf.shuffler.store import Store, final_buckets, fit_row, halvings
 from bigshuf.shuffler.writing import Sink
@@ -243,9 +245,6 @@ def _gather_task(i: int, unit: Unit, reader: BucketReader, space: KeyRange,
                  memory: int) -> int:
     """Sort one unit (or re-scatter an oversized bucket) into its unit file. ``reader`` holds
     the unit's columns of the index; ``space`` is the keys of the unit's first bucket."""
-    from bigshuf.common.progress import Progress
-    from bigshuf.shuffler.engine import Engine
-
     fs, _ = _fs(job)
     store = PartsStore(parts, bases)
     reader.store = store
@@ -347,11 +346,6 @@ class ClusterPlan:
     shared_temp_bytes: int      # run parts + unit parts, on --temp-dir
     worker_temp_bytes: int      # per re-scattering task, on the worker's local disk
     index_bytes: int            # the merged index held by the client
-
-    @property
-    def largest_task_bytes(self) -> int:
-        return max(self.bucket_bytes if self.levels > 1 else 0,
-                   -(-self.input_bytes // max(1, self.input_files)), 0)
 
 
 def plan_cluster(input_bytes: int, memory: "int | str", input_files: int,
@@ -536,8 +530,6 @@ class _ClusterRun:
         like Sink (and per split with --split)."""
         opts = self.opts
         if opts.split is not None:
-            from bigshuf.shuffler.split import split_outputs
-
             paths, quota = split_outputs(opts, self.stats.records, checking=False)
         else:
             sink = Sink.for_options(opts, self.stats.records)

@@ -82,7 +82,7 @@ def sample_offsets(count: int, k: int, streams: Streams, geo: Geometry) -> np.nd
     if they cannot be held within half of the budget."""
     k = min(k, count)
     need = k * BYTES_PER_OFFSET
-    if need > geo.memory // 2:
+    if need > geo.sample_share:
         raise UsageError(f"-i -n {k:,} holds the numbers it draws in memory: it needs "
                          f"--memory {format_size(2 * need)} or more")
     taken = np.empty(0, dtype=np.uint64)      # sorted

@@ -99,7 +99,7 @@ def run_repeat(opts: ShuffleOptions, geo: Geometry, streams: Streams, stats: Shu
             count, payload, header = _count(inputs, opts, geo)
             stats.bytes = payload
             # Half the round's byte cap at the mean line length, so a round rarely overflows.
-            per_round = max(1, (geo.memory // 8) // (payload // max(count, 1) + DRAW_BYTES))
+            per_round = max(1, geo.repeat_round // (payload // max(count, 1) + DRAW_BYTES))
             chunks = _file_lines(inputs, opts, geo, streams, count, total, per_round)
         stats.records = count
         if count == 0 and total != 0:
@@ -279,7 +279,7 @@ def _file_lines(inputs: List[Any], opts: ShuffleOptions, geo: Geometry, streams:
 def _round(idx: np.ndarray, inputs: List[Any], opts: ShuffleOptions, geo: Geometry
            ) -> Iterator[Chunk]:
     """The lines of ``idx`` in that order; halves the round if they overflow the budget."""
-    cap = geo.memory // 4
+    cap = geo.repeat_split
     got = _collect(idx, inputs, opts, geo, cap)
     if got is None:
         half = len(idx) // 2

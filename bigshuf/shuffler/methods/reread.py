@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gc
 import os
+import resource
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Tuple
@@ -59,8 +60,6 @@ PLACE_BYTES = 56
 #: Bytes per record of *all* records while a window's records are picked out (two masks, one
 #: result).
 PICK_BYTES = 3
-#: The record metadata may take this fraction (1/N) of the budget.
-META_BUDGET_SHARE = 8
 #: Bytes a window pass reads at a time (the blocks are cut into parts of about this size, at
 #: record ends): the worker's buffer stays in the CPU's last-level cache, and the window gets
 #: the rest of a block's room (measured: 4-8 MB as fast as 16 MB, 1 MB 1.7x slower).
@@ -154,7 +153,7 @@ def window_budget(geo: Geometry, workers: int, records: Optional[int] = None,
     """Bytes for one output window and its places: the budget less the record metadata (its
     most, an eighth, before pass 0 has counted the records), a read buffer per worker (a
     block, or the largest part once pass 0 has cut them) and the output's compressor."""
-    meta = geo.memory // META_BUDGET_SHARE if records is None else records * (META_BYTES + PICK_BYTES)
+    meta = geo.index_share if records is None else records * (META_BYTES + PICK_BYTES)
     # Per worker: its read buffer, and the items place_records gathers at a time.
     part = part_bytes or geo.block_bytes
     return geo.memory - geo.reserved - meta - workers * (part + min(part, STEP_BYTES))
@@ -173,7 +172,7 @@ def suitable(reader: RecordReader, geo: Geometry, size: Optional[int], workers: 
     available = available_memory()
     if window <= geo.block_bytes or passes > MAX_PASSES or 2 * size > available:
         return None
-    if reader.estimated_records() > geo.memory // META_BUDGET_SHARE // META_BYTES:
+    if reader.estimated_records() > geo.index_share // META_BYTES:
         return None  # short lines: their metadata would not fit
     # Output written in place (stdout, a device, an inherited descriptor) could not be taken back
     # if an input changed after a window went out, and might even be an input (`f >> f`): only
@@ -279,7 +278,7 @@ def build_index(engine: Engine, reader: RecordReader, streams: Streams, buckets:
             _close_all(inputs)
             return None
         blocks = [_Pass0(*cut) for cut in cuts]
-        limit = _Limit(geo.memory // META_BUDGET_SHARE // META_BYTES, geo.block_records,
+        limit = _Limit(geo.index_share // META_BYTES, geo.block_records,
                        quotes=reader.watch_quotes())
         read = 0
         for block in blocks:
@@ -411,8 +410,6 @@ SPARE_DESCRIPTORS = 16
 def _descriptors_to_spare(count: int) -> bool:
     """Can ``count`` more descriptors stay open without starving the rest of the run?"""
     try:
-        import resource
-
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         used = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 16
     except (ImportError, OSError, ValueError):

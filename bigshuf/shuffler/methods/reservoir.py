@@ -63,13 +63,13 @@ def piece_sizes(room: int, longest: int) -> Tuple[int, int]:
 
 def reservoir_fits(sample: int, geo: Geometry) -> bool:
     """Can N slots (and records of a typical ~32 bytes) live in half the budget?"""
-    return sample * (SLOT_BYTES + 32) <= geo.memory // 2
+    return sample * (SLOT_BYTES + 32) <= geo.sample_share
 
 
 def data_budget(sample: int, geo: Geometry) -> int:
     """Bytes of sampled records the reservoir holds in memory before it spills. Compaction holds
     the old and the new buffer at once: each gets half of what the slots leave."""
-    return (geo.memory // 2 - sample * SLOT_BYTES) // 2
+    return (geo.sample_share - sample * SLOT_BYTES) // 2
 
 
 class _Reservoir:

@@ -175,7 +175,15 @@ OPTION_CONFLICTS = [
      "--positive is fixed by the params file"),
     ("threshold", {"multi_label": True, "positive": "1"}, ["--multi-label", "--positive", "1"],
      "--positive is for binary data, not --multi-label"),
-    ("threshold", {"metric": "micro-f1"}, ["--metric", "micro-f1"], "unknown metric 'micro-f1'"),
+    ("threshold", {"metric": "micro-f1"}, ["--metric", "micro-f1"],
+     "--metric micro-f1 is for multi-label data: add --multi-label"),
+    ("threshold", {"metric": "macro-f1"}, ["--metric", "macro-f1"],
+     "--metric macro-f1 is for multi-label data: add --multi-label"),
+    ("can", {"cv": -1}, ["--cv", "-1"], "--cv must be >= 0"),
+    ("can", {"memory": "0"}, ["--memory", "0"], "size must be at least one byte"),
+    ("threshold", {"memory": "lots"}, ["--memory", "lots"], "invalid size 'lots'"),
+    ("can", {"method": "prior-shift", "tune": True}, ["--method", "prior-shift", "--tune"],
+     "--tune searches CAN's knobs; --method prior-shift has none"),
 ]
 
 

@@ -3,7 +3,7 @@ file, the tuning step, and the report (with the warnings that say when CAN is li
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -13,106 +13,24 @@ from bigshuf.common.output import write_json
 from bigshuf.predict.can import CanModel, confident_mask
 from bigshuf.predict.defaults import (
     DEFAULT_ALPHA,
-    DEFAULT_FOLDS,
     DEFAULT_ITERATIONS,
     DEFAULT_K,
-    DEFAULT_MAX_REFERENCE,
     DEFAULT_RULE,
-    DEFAULT_SEARCH,
-    DEFAULT_SEED,
-    DEFAULT_SUBSAMPLE,
     DEFAULT_TAU,
     RULES,
-    SEARCHES,
-    SUBSAMPLES,
 )
-from bigshuf.predict.formats import FileOptions
 from bigshuf.predict.metrics import percent, survival
+from bigshuf.predict.options import CanOptions, check_can_params, keywords
 from bigshuf.predict.priors import UNIFORM_DEFAULT, frequencies, resolve_prior
 from bigshuf.predict.reading import PredictionFile, read_json
 from bigshuf.predict.reference import collect_reference
 from bigshuf.predict.tune import CanParams, tune_can
 from bigshuf.predict.writing import PredictionWriter
 
-GRID_OPTIONS = {"taus": "--taus", "alphas": "--alphas", "iterations_grid": "--iterations-grid", "ks": "--ks",
-                "rules": "--rules"}
-
 
 def official_reference_size(m: int) -> int:
     """Reference rows the official KMnP/can code draws for its random reference sets."""
     return max(5 * m, 1000)
-
-
-@dataclass
-class CanOptions(FileOptions):
-    """Everything ``bigshuf can`` takes, checked once by ``validate`` (the CLI only parses).
-
-    ``None`` for tau/alpha/iterations/k/rule means: from ``params`` if given, else the default.
-    """
-
-    reference: Optional[str] = None
-    reference_labels: Optional[str] = None
-    prior: Any = None
-    tau: Optional[float] = None
-    alpha: Optional[float] = None
-    iterations: Optional[int] = None
-    k: Optional[int] = None
-    rule: Optional[str] = None
-    params: Optional[str] = None
-    tune: bool = False
-    save_params: Optional[str] = None
-    folds: int = DEFAULT_FOLDS
-    taus: Optional[Sequence[float]] = None
-    alphas: Optional[Sequence[float]] = None
-    iterations_grid: Optional[Sequence[int]] = None
-    ks: Optional[Sequence[int]] = None
-    rules: Optional[Sequence[str]] = None
-    search: str = DEFAULT_SEARCH
-    max_reference: int = DEFAULT_MAX_REFERENCE
-    subsample: str = DEFAULT_SUBSAMPLE
-    seed: int = DEFAULT_SEED
-    progress: Optional[bool] = None
-
-    def validate(self) -> "CanOptions":
-        """Reject option values and combinations that cannot work (UsageError, exit 2)."""
-        if self.tune and self.params:
-            raise UsageError("--tune searches the parameters; it cannot also read them with --params")
-        if self.save_params and not self.tune:
-            raise UsageError("--save-params needs --tune")
-        given = [flag for name, flag in GRID_OPTIONS.items() if getattr(self, name) is not None]
-        if given and not self.tune:
-            raise UsageError(f"{'/'.join(GRID_OPTIONS.values())} need --tune (got {given[0]})")
-        if self.subsample not in SUBSAMPLES:
-            raise UsageError(f"--subsample must be one of {', '.join(SUBSAMPLES)}")
-        if self.search not in SEARCHES:
-            raise UsageError(f"--search must be one of {', '.join(SEARCHES)}")
-        if self.max_reference < 0:
-            raise UsageError("--max-reference must be >= 0 (0: no cap)")
-        if self.folds < 0:
-            raise UsageError("--cv must be >= 0")
-        _check_params(self.tau, self.alpha, self.iterations, self.k, self.rule)
-        return self
-
-    def read_options(self) -> Dict[str, Any]:
-        return {"fmt": self.fmt, "key": self.key, "label_key": self.label_key, "labels": self.labels,
-                "classes": self.classes, "logits": self.logits}
-
-    def grid(self) -> Dict[str, Sequence[Any]]:
-        """The tuning grid values given (the rest take tune_can's defaults)."""
-        named = {"taus": self.taus, "alphas": self.alphas, "iterations": self.iterations_grid, "ks": self.ks,
-                 "rules": self.rules}
-        return {k: v for k, v in named.items() if v}
-
-
-def _check_params(tau: Optional[float], alpha: Optional[float], iterations: Optional[int], k: Optional[int],
-                  rule: Optional[str]) -> None:
-    if tau is not None and not 0 <= tau <= 1:
-        raise UsageError(f"tau must be between 0 and 1, got {tau}")
-    if (alpha is not None and not alpha > 0) or (iterations is not None and iterations < 1) or \
-            (k is not None and k < 2):
-        raise UsageError("alpha must be > 0, iterations >= 1 and k >= 2")
-    if rule is not None and rule not in RULES:
-        raise UsageError(f"unknown uncertainty rule {rule!r} (choose from {', '.join(RULES)})")
 
 
 def load_can_params(path: str) -> Dict[str, Any]:
@@ -137,8 +55,8 @@ def _resolve_params(saved: Optional[Dict[str, Any]], opts: CanOptions) -> CanPar
 
     p = CanParams(tau=float(pick(opts.tau, "tau", DEFAULT_TAU)), alpha=float(pick(opts.alpha, "alpha", DEFAULT_ALPHA)),
                   iterations=int(pick(opts.iterations, "iterations", DEFAULT_ITERATIONS)),
-                  k=int(pick(opts.k, "k", DEFAULT_K)), rule=str(pick(opts.rule, "rule", DEFAULT_RULE)))
-    _check_params(p.tau, p.alpha, p.iterations, p.k, p.rule)
+                  k=int(pick(opts.top_k, "k", DEFAULT_K)), rule=str(pick(opts.uncertainty, "rule", DEFAULT_RULE)))
+    check_can_params(p.tau, p.alpha, p.iterations, p.k, p.rule)
     return p
 
 
@@ -163,12 +81,14 @@ class _Accuracy:
                 for g, (r, b, a) in self.counts.items()}
 
 
-def can(input: str, output: Optional[str] = None, *, grid: Optional[Dict[str, Sequence[Any]]] = None,
+def can(input: Any, output: Any = None, *, grid: Optional[Dict[str, Sequence[Any]]] = None,
         **options: Any) -> Dict[str, Any]:
     """Apply CAN to a prediction file (``bigshuf can``); returns the report as a dict.
 
-    Keywords are the fields of ``CanOptions`` (``grid`` may also give ``taus``, ``alphas``,
-    ``iterations``, ``ks``, ``rules`` as one dict). Without ``tune``: adjusts the uncertain rows
+    Paths are ``str`` or ``pathlib.Path``. Keywords are the CLI's long option names (the
+    fields of ``CanOptions``: ``top_k``, ``uncertainty``, ``cv``, ``format``, ...; the older
+    ``k``, ``rule``, ``folds``, ``fmt`` still work); ``grid`` may also give ``taus``, ``alphas``,
+    ``iterations``, ``ks``, ``rules`` as one dict. Without ``tune``: adjusts the uncertain rows
     of ``input`` and writes every row to ``output`` (None or ``-``: stdout), with the parameters
     from the arguments, else from ``params`` (a saved params file), else the defaults. The
     reference set is the confident rows of ``reference`` (read first, so ``input`` is streamed
@@ -177,6 +97,7 @@ def can(input: str, output: Optional[str] = None, *, grid: Optional[Dict[str, Se
     With ``tune``: searches the parameters on the labelled ``input``, saves them to
     ``save_params``, and writes the adjusted rows only if ``output`` is given.
     """
+    options = keywords(options)
     for name, values in (grid or {}).items():
         if values:
             options["iterations_grid" if name == "iterations" else name] = values
@@ -185,7 +106,6 @@ def can(input: str, output: Optional[str] = None, *, grid: Optional[Dict[str, Se
 
 def run_can(opts: CanOptions) -> Dict[str, Any]:
     """``bigshuf can`` with validated options; returns the report as a dict."""
-    opts.validate()
     saved = load_can_params(opts.params) if opts.params else None
     chosen = _resolve_params(saved, opts)
     result: Dict[str, Any] = {"command": "can", "input": "<stdin>" if opts.input == "-" else opts.input,
@@ -326,7 +246,7 @@ def _tune(pf: PredictionFile, result: Dict[str, Any], opts: CanOptions) -> CanPa
         q, source = resolve_prior(spec, pf.label_map)
         prior_arg = q
     result["prior"] = {"source": source, "values": q.tolist()}
-    res = tune_can(probs, labels, prior_arg, folds=opts.folds, seed=opts.seed, max_reference=opts.max_reference,
+    res = tune_can(probs, labels, prior_arg, folds=opts.cv, seed=opts.seed, max_reference=opts.max_reference,
                    search=opts.search, progress=opts.progress, **opts.grid())
     result["tune"] = {"rows": res.rows, "baseline": res.baseline, "accuracy": res.accuracy, "gain": res.gain,
                       "best": asdict(res.best), "grid_points": res.search["grid_points"], "search": res.search,
@@ -390,5 +310,3 @@ def _tune_lines(tune: Dict[str, Any]) -> List[str]:
                      f"{survival(tune['gain'], cv['gain'])})")
     return lines
 
-
-CAN_OPTION_NAMES = tuple(f.name for f in fields(CanOptions))

@@ -27,8 +27,7 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from bigshuf.common.errors import InputError, UsageError
-from bigshuf.common.inputs import check_readable  # noqa: F401  (one input check for every command)
-from bigshuf.predict.defaults import FORMATS, PRED_KEY
+from bigshuf.predict.defaults import FORMATS
 
 PROBS_OUT_KEY = "probs"
 """Key for probabilities written for rows that had none of their own (bare arrays, .npy, logits)."""
@@ -76,23 +75,6 @@ def parse_classes(spec: "str | Sequence[str] | None") -> Optional[List[str]]:
     if len(set(names)) != len(names):
         raise UsageError("class names must be unique")
     return names
-
-
-@dataclass
-class FileOptions:
-    """Which prediction file is read and how, where the rows and the report go: the part of
-    ``bigshuf can``'s and ``bigshuf threshold``'s options they share."""
-
-    input: str
-    output: Optional[str] = None
-    report: Optional[str] = None
-    pred_key: str = PRED_KEY
-    fmt: Optional[str] = None
-    key: Optional[str] = None
-    label_key: Optional[str] = None
-    labels: Optional[str] = None
-    classes: Any = None
-    logits: Optional[bool] = None
 
 
 class LabelMap:

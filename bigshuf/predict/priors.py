@@ -13,8 +13,9 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from bigshuf.common.errors import UsageError
+from bigshuf.common.inputs import check_readable
 from bigshuf.predict.can import check_prior
-from bigshuf.predict.formats import LabelMap, check_readable
+from bigshuf.predict.formats import LabelMap
 from bigshuf.predict.reading import read_label_file
 
 UNIFORM_DEFAULT = "uniform (default)"

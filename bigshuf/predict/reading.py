@@ -24,13 +24,12 @@ import numpy as np
 import orjson
 
 from bigshuf.common.errors import InputError
-from bigshuf.common.inputs import is_read_once
+from bigshuf.common.inputs import check_readable, is_read_once
 from bigshuf.predict.formats import (
     CHUNK_ROWS,
     LABEL_KEYS,
     LabelMap,
     Layout,
-    check_readable,
     csv_rows,
     detect_format,
     detect_layout,
@@ -195,9 +194,11 @@ class PredictionFile:
     probabilities in [0, 1] (sigmoid outputs), which are not renormalised.
     """
 
-    def __init__(self, path: str, *, fmt: Optional[str] = None, key: Optional[str] = None,
+    def __init__(self, path: Any, *, fmt: Optional[str] = None, key: Optional[str] = None,
                  label_key: Optional[str] = None, classes: "str | Sequence[str] | None" = None,
                  logits: Optional[bool] = None, labels: Optional[str] = None, multi_label: bool = False):
+        path = os.fspath(path)
+        labels = None if labels is None else os.fspath(labels)
         self._spool: Optional[str] = None
         self._cache: Optional[_ValueCache] = None
         if path == "-":
@@ -604,7 +605,7 @@ def _csv_numbers(fields: List[str]) -> List[Any]:
 _NUMBER_TYPES = {float, int}
 
 
-def read_predictions(path: str, **options: Any) -> Predictions:
+def read_predictions(path: Any, **options: Any) -> Predictions:
     """Read a whole prediction file into memory (options as for ``PredictionFile``)."""
     with PredictionFile(path, **options) as pf:
         return pf.read_all()

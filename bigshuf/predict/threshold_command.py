@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -14,17 +13,14 @@ import numpy as np
 from bigshuf.common.errors import InputError, UsageError
 from bigshuf.common.output import write_json
 from bigshuf.predict.defaults import (
-    DEFAULT_FOLDS,
     DEFAULT_METRIC,
     DEFAULT_MULTILABEL_METRIC,
     DEFAULT_POSITIVE,
-    DEFAULT_SEED,
-    METRICS,
-    MULTILABEL_METRICS,
 )
-from bigshuf.predict.formats import FileOptions, Layout
+from bigshuf.predict.formats import Layout
 from bigshuf.predict.metrics import binary_metric, cv_folds, multiclass_metric, percent, survival
 from bigshuf.predict.multilabel import apply_label_cuts, find_label_cuts, multilabel_metric
+from bigshuf.predict.options import ThresholdOptions, keywords
 from bigshuf.predict.reading import PredictionFile, Predictions, read_json
 from bigshuf.predict.thresholds import (
     apply_threshold,
@@ -34,40 +30,6 @@ from bigshuf.predict.thresholds import (
     find_threshold,
 )
 from bigshuf.predict.writing import PredictionWriter
-
-MODES = ("binary", "multiclass", "multilabel")
-
-
-@dataclass
-class ThresholdOptions(FileOptions):
-    """Everything ``bigshuf threshold`` takes, checked once by ``validate`` (the CLI only parses)."""
-
-    metric: Optional[str] = None
-    params: Optional[str] = None
-    save_params: Optional[str] = None
-    positive: Any = None
-    multi_label: bool = False
-    folds: int = DEFAULT_FOLDS
-    seed: int = DEFAULT_SEED
-
-    def validate(self) -> "ThresholdOptions":
-        """Reject option values and combinations that cannot work (UsageError, exit 2)."""
-        if self.params and self.save_params:
-            raise UsageError("--params applies saved params; --save-params saves searched ones: use one")
-        if self.params and self.positive is not None:
-            raise UsageError("--positive is fixed by the params file")
-        if self.multi_label and self.positive is not None:
-            raise UsageError("--positive is for binary data, not --multi-label")
-        allowed = MULTILABEL_METRICS if self.multi_label else METRICS
-        if self.metric is not None and self.metric not in allowed:
-            raise UsageError(f"unknown metric {self.metric!r} (choose from {', '.join(allowed)})")
-        if self.folds < 0:
-            raise UsageError("--cv must be >= 0")
-        return self
-
-    def read_options(self) -> Dict[str, Any]:
-        return {"fmt": self.fmt, "key": self.key, "label_key": self.label_key, "labels": self.labels,
-                "classes": self.classes, "logits": self.logits, "multi_label": self.multi_label}
 
 
 def load_threshold_params(path: str) -> Dict[str, Any]:
@@ -148,22 +110,22 @@ def _gold(data: Predictions) -> np.ndarray:
     return data.targets if data.targets is not None else data.labels
 
 
-def threshold(input: str, output: Optional[str] = None, **options: Any) -> Dict[str, Any]:
+def threshold(input: Any, output: Any = None, **options: Any) -> Dict[str, Any]:
     """Search (or, with ``params``, apply) a decision threshold; returns the report as a dict.
 
-    Keywords are the fields of ``ThresholdOptions``. Search mode needs gold labels on every row:
+    Paths are ``str`` or ``pathlib.Path``. Keywords are the CLI's long option names (the fields
+    of ``ThresholdOptions``; the older ``folds`` and ``fmt`` still work). Search mode needs gold labels on every row:
     it finds the best binary cut, multi-class weights or (``multi_label``) per-label cuts for
-    ``metric``, estimates by ``folds``-fold cross-validation how much of the dev gain survives,
+    ``metric``, estimates by ``cv``-fold cross-validation how much of the dev gain survives,
     saves the params to ``save_params``, and writes the decided rows to ``output`` only if one
     is given. Apply mode (``params``): streams ``input`` and writes every row with the decision
     under ``pred_key`` to ``output`` (None or ``-``: stdout); labelled rows are scored.
     """
-    return run_threshold(ThresholdOptions(input=input, output=output, **options))
+    return run_threshold(ThresholdOptions(input=input, output=output, **keywords(options)))
 
 
 def run_threshold(opts: ThresholdOptions) -> Dict[str, Any]:
     """``bigshuf threshold`` with validated options; returns the report as a dict."""
-    opts.validate()
     saved = load_threshold_params(opts.params) if opts.params else None
     if saved and (saved["mode"] == "multilabel") != opts.multi_label:
         raise UsageError("the params hold per-label cuts: add --multi-label" if not opts.multi_label else
@@ -203,8 +165,8 @@ def _search(opts: ThresholdOptions, metric: str) -> Dict[str, Any]:
         after = scorer.score(y, scorer.decide(found, data.values))
         out: Dict[str, Any] = {"mode": found["mode"], "rows": len(data.values), "params": found,
                                "dev": {"before": before, "after": after, "gain": after - before}}
-        if opts.folds >= 2 and len(data.values) >= 2:  # folds need rows to train on
-            out["cv"] = found["cv"] = _cross_validate(scorer, data.values, y, data.labels, opts.folds, opts.seed)
+        if opts.cv >= 2 and len(data.values) >= 2:  # folds need rows to train on
+            out["cv"] = found["cv"] = _cross_validate(scorer, data.values, y, data.labels, opts.cv, opts.seed)
         found["dev"] = out["dev"]
         if opts.save_params:
             write_json(opts.save_params, found)

@@ -222,8 +222,8 @@ def test_exact_tune_finds_best_grid_point_and_reports_cv():
         assert row["accuracy"] == pytest.approx(float((out.argmax(axis=1) == y).mean()))
     assert res.accuracy == max(r["accuracy"] for r in res.table)
     assert res.baseline == pytest.approx(float((probs.argmax(axis=1) == y).mean()))
-    assert res.cv["folds"] == 3 and len(res.cv["chosen"]) == 3
-    assert res.cv["accuracy_before"] == pytest.approx(res.baseline)
+    assert res.cv is not None and res.cv.folds == 3 and len(res.cv.chosen) == 3
+    assert res.cv.before == pytest.approx(res.baseline)
 
 
 def test_tune_is_deterministic_and_needs_labels():

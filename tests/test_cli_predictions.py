@@ -81,9 +81,13 @@ def test_tune_save_then_apply_to_test_with_dev_reference(files):
     out = files["dir"] / "fixed.jsonl"
     res = invoke("can", files["test"], "--params", str(params), "--reference", files["dev"], "-o", str(out))
     assert res.exit_code == 0, res.stderr
-    expected, _ = can_matrix(files["test_probs"], saved["prior"], tau=saved["tau"], alpha=saved["alpha"],
-                             iterations=saved["iterations"], k=saved["k"], reference=files["dev_probs"],
-                             rule=saved["rule"])
+    if saved.get("unchanged"):  # 240 rows: the gain did not beat the fold noise
+        assert "CAN not applied" in res.stderr
+        expected = files["test_probs"]
+    else:
+        expected, _ = can_matrix(files["test_probs"], saved["prior"], tau=saved["tau"], alpha=saved["alpha"],
+                                 iterations=saved["iterations"], k=saved["k"], reference=files["dev_probs"],
+                                 rule=saved["rule"])
     np.testing.assert_allclose([r["probs"] for r in read_rows(out)], expected, atol=1e-12)
 
 

@@ -6,7 +6,7 @@ evaluate every cut point at once. Multi-class metrics are computed from predicti
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -101,6 +101,16 @@ def percent(value: Optional[float], width: int = 0) -> str:
     """``0.6052`` -> ``60.52%`` (right-aligned to ``width``); ``None`` -> ``-``."""
     text = "-" if value is None else f"{100 * value:.2f}%"
     return text.rjust(width)
+
+
+def cv_line(cv: Dict[str, Any], dev_gain: float) -> str:
+    """The report's cross-validation line: pooled held-out before -> after, the gain, the noise
+    it must beat and the fold spread."""
+    noise = f"noise {100 * cv['noise']:.2f}" if cv.get("noise") is not None else "noise unknown"
+    low, high = cv["spread"]
+    return (f"{cv['folds']}-fold cross-validated: {percent(cv['before'])} -> {percent(cv['after'])} "
+            f"({100 * cv['gain']:+.2f} points, {noise}, folds {100 * low:+.2f} to {100 * high:+.2f}; "
+            f"{survival(dev_gain, cv['gain'])})")
 
 
 def survival(dev_gain: float, cv_gain: float) -> str:

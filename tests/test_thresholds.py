@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from scipy.optimize import minimize
 
 from bigshuf.common.errors import InputError, UsageError
-from bigshuf.predict.metrics import METRICS, binary_metric, cv_folds, multiclass_metric
+from bigshuf.predict.metrics import SINGLE_LABEL_METRICS as METRICS
+from bigshuf.predict.metrics import binary_metric, cv_folds, multiclass_metric
 from bigshuf.predict.threshold_command import threshold
 from bigshuf.predict.thresholds import apply_threshold, find_class_weights, find_threshold
 
@@ -29,6 +30,11 @@ def metric_by_definition(metric, y, p):
     if metric == "mcc":
         den = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
         return (tp * tn - fp * fn) / den if den else 0.0
+    if metric == "kappa":  # (p_o - p_e) / (1 - p_e), 0 when chance agreement is total
+        n = len(y)
+        p_o = (tp + tn) / n
+        p_e = ((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn)) / n / n
+        return (p_o - p_e) / (1 - p_e) if p_e != 1 else 0.0
     recalls = [tp / (tp + fn)] if tp + fn else []
     recalls += [tn / (tn + fp)] if tn + fp else []
     return sum(recalls) / len(recalls)

@@ -11,6 +11,7 @@ import click
 
 from bigshuf.cli.base import main, reports_errors
 from bigshuf.predict import defaults as d
+from bigshuf.predict.metrics import METRICS
 
 
 class _List(click.ParamType):
@@ -178,9 +179,9 @@ def can(quiet: bool, **flags: Any) -> None:
 @main.command(epilog=THRESHOLD_EXAMPLES)
 @click.argument("input", type=click.Path(allow_dash=True))
 @_prediction_io_options
-@click.option("--metric", type=click.Choice(sorted(set(d.METRICS) | set(d.MULTILABEL_METRICS))), default=None,
-              help="What to maximise (multi-class: macro F1, multi-class MCC, mean recall; multi-label: "
-                   "f1/macro-f1 = per-label F1, micro-f1, or a per-label metric).  "
+@click.option("--metric", type=click.Choice(sorted(METRICS)), default=None,
+              help="What to maximise: " + "; ".join(f"{m.name}: {m.help}" for m in METRICS.values()) +
+                   " (macro-f1 and micro-f1 with --multi-label only).  "
                    f"[default: {d.DEFAULT_METRIC}; {d.DEFAULT_MULTILABEL_METRIC} with --multi-label; "
                    "with --params, the metric saved there]")
 @click.option("--multi-label", is_flag=True,

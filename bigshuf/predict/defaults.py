@@ -42,10 +42,8 @@ SEARCHES = ("halving", "exhaustive", "exact")
 DEFAULT_SEARCH = "halving"
 
 # Thresholds (bigshuf threshold)
-METRICS = ("accuracy", "f1", "mcc", "balanced-accuracy")
 DEFAULT_METRIC = "accuracy"
 DEFAULT_POSITIVE = 1  # binary data: the positive class index
-MULTILABEL_METRICS = ("f1", "macro-f1", "micro-f1", "accuracy", "mcc", "balanced-accuracy")
 DEFAULT_MULTILABEL_METRIC = "f1"
 
 # Files

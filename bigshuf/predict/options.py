@@ -25,13 +25,12 @@ from bigshuf.predict.defaults import (
     DEFAULT_SEED,
     DEFAULT_SUBSAMPLE,
     FORMATS,
-    METRICS,
-    MULTILABEL_METRICS,
     PRED_KEY,
     RULES,
     SEARCHES,
     SUBSAMPLES,
 )
+from bigshuf.predict.metrics import MULTILABEL_METRICS, SINGLE_LABEL_METRICS, get_metric
 
 #: Older Python keywords -> the CLI's long option names they stand for.
 KEYWORD_ALIASES = {"fmt": "format", "k": "top_k", "rule": "uncertainty", "folds": "cv"}
@@ -187,12 +186,11 @@ class ThresholdOptions(FileOptions):
         if self.multi_label and self.positive is not None:
             raise UsageError("--positive is for binary data, not --multi-label")
         if self.metric is not None and not self.multi_label and self.metric in MULTILABEL_METRICS \
-                and self.metric not in METRICS:
+                and self.metric not in SINGLE_LABEL_METRICS:
             raise UsageError(f"--metric {self.metric} is for multi-label data: add --multi-label "
-                             f"(single-label metrics: {', '.join(METRICS)})")
-        allowed = MULTILABEL_METRICS if self.multi_label else METRICS
-        if self.metric is not None and self.metric not in allowed:
-            raise UsageError(f"unknown metric {self.metric!r} (choose from {', '.join(allowed)})")
+                             f"(single-label metrics: {', '.join(SINGLE_LABEL_METRICS)})")
+        if self.metric is not None:
+            get_metric(self.metric, self.multi_label)
         if self.cv < 0:
             raise UsageError("--cv must be >= 0")
 

@@ -213,5 +213,7 @@ def threshold(quiet: bool, **flags: Any) -> None:
     result = tc.run_threshold(opts)
     if not quiet:
         click.echo(tc.format_threshold_report(result), err=True)
+    else:
+        _warnings_only(result.get("warnings", []))
     if not opts.params and not opts.save_params and opts.output is None:
         _echo_params(result["params"])

@@ -23,6 +23,8 @@ CHUNK_BYTES_PER_VALUE = 200
 #: Bytes per value of a row kept for a search: the values, normalised copies, two worker threads'
 #: temporaries (CAN trajectories, class-weight ascent states), the reservoir's compaction.
 SEARCH_BYTES_PER_VALUE = 160
+#: The class-weight search's per value: values, weighted copy, top-two masks, two folds' copies.
+THRESHOLD_BYTES_PER_VALUE = 80
 MAX_CHUNK_ROWS = 1 << 15
 MIN_RESERVOIR_ROWS = 64
 

@@ -12,16 +12,19 @@ import numpy as np
 
 from bigshuf.common.errors import InputError, UsageError
 from bigshuf.common.output import write_json
+from bigshuf.common.sizes import format_size
+from bigshuf.predict.budget import THRESHOLD_BYTES_PER_VALUE, Budget
 from bigshuf.predict.defaults import (
     DEFAULT_METRIC,
     DEFAULT_MULTILABEL_METRIC,
     DEFAULT_POSITIVE,
 )
 from bigshuf.predict.formats import Layout
-from bigshuf.predict.metrics import binary_metric, cv_folds, multiclass_metric, percent, survival
+from bigshuf.predict.metrics import binary_metric, cv_folds, cv_line, multiclass_metric, percent
 from bigshuf.predict.multilabel import apply_label_cuts, find_label_cuts, multilabel_metric
 from bigshuf.predict.options import ThresholdOptions, keywords
 from bigshuf.predict.reading import PredictionFile, Predictions, read_json
+from bigshuf.predict.safety import CrossValidation, adopt, covers_classes, cv_warnings, dev_warnings
 from bigshuf.predict.thresholds import (
     apply_threshold,
     binary_scores,
@@ -82,6 +85,23 @@ class _Scorer:
             return {"mode": "binary", "cut": cut, "positive": self.positive}
         weights, _ = find_class_weights(values, y, self.metric)
         return {"mode": "multiclass", "weights": weights.tolist()}
+
+    def unchanged(self, values: np.ndarray) -> Dict[str, Any]:
+        """The usual rule as params: weights 1 (argmax), the default cut, cuts of 0.5."""
+        if self.mode == "multilabel":
+            return {"mode": "multilabel", "cuts": [0.5] * self.m}
+        if self.mode == "binary":
+            scores = binary_scores(values, self.layout, self.positive)
+            return {"mode": "binary", "cut": default_cut(scores), "positive": self.positive}
+        return {"mode": "multiclass", "weights": [1.0] * self.m}
+
+    def fit_or_keep(self, values: np.ndarray, y: np.ndarray) -> Dict[str, Any]:
+        """Fitted params, or the usual rule when the fit does not beat it on these rows:
+        "unchanged" is a point of every search."""
+        fitted = self.fit(values, y)
+        if self.score(y, self.decide(fitted, values)) > self.score(y, self.baseline(values)) + 1e-12:
+            return fitted
+        return self.unchanged(values)
 
     def decide(self, params: Dict[str, Any], values: np.ndarray) -> np.ndarray:
         if params["mode"] == "multilabel":
@@ -150,23 +170,43 @@ def _check_layout(pf: PredictionFile, multi_label: bool) -> None:
 
 
 def _search(opts: ThresholdOptions, metric: str) -> Dict[str, Any]:
-    with PredictionFile(opts.input, **opts.read_options()) as pf:
+    budget = Budget(opts.memory)
+    with PredictionFile(opts.input, chunk_rows=budget.chunk_rows, **opts.read_options()) as pf:
         _check_layout(pf, opts.multi_label)
-        data = pf.read_all()
+        budget.fit(pf.layout.width)
+        pf.chunk_rows = budget.chunk_rows
+        data = pf.read_all(max_rows=budget.matrix_rows(per_value=THRESHOLD_BYTES_PER_VALUE), seed=opts.seed)
         missing = np.flatnonzero(data.labels < 0)
         if missing.size:
             raise InputError("no gold label on this row (the search needs labelled rows)", data.path,
                              int(data.lines[missing[0]]))
+        warnings: List[str] = []
+        if data.sampled_from:
+            warnings.append(f"searching on a uniform sample of {len(data.labels)} of {data.sampled_from} rows to stay "
+                            f"within --memory {format_size(opts.memory)}")
         scorer = _Scorer(metric, data.layout, 1 if opts.multi_label else _resolve_positive(opts.positive, data.layout))
         y = _gold(data)
-        found = {"bigshuf": "threshold", "version": 1, "metric": metric, **scorer.fit(data.values, y),
-                 "classes": data.classes}
+        fitted = scorer.fit_or_keep(data.values, y)
         before = scorer.score(y, scorer.baseline(data.values))
-        after = scorer.score(y, scorer.decide(found, data.values))
-        out: Dict[str, Any] = {"mode": found["mode"], "rows": len(data.values), "params": found,
-                               "dev": {"before": before, "after": after, "gain": after - before}}
+        after = scorer.score(y, scorer.decide(fitted, data.values))
+        cv = None
         if opts.cv >= 2 and len(data.values) >= 2:  # folds need rows to train on
-            out["cv"] = found["cv"] = _cross_validate(scorer, data.values, y, data.labels, opts.cv, opts.seed)
+            cv = _cross_validate(scorer, data.values, y, data.labels, opts.cv, opts.seed)
+        labels_ok = True if scorer.mode == "multilabel" else covers_classes(data.labels, data.layout.n_classes)
+        adopted, reason = adopt(after - before, cv, labels_ok)
+        if scorer.mode != "multilabel":
+            warnings += dev_warnings(data.labels, data.layout.n_classes, "the search")
+        warnings += cv_warnings(cv)
+        if not adopted:
+            warnings.append(f"the search keeps the usual rule: {reason}")
+            fitted = {**scorer.unchanged(data.values), "unchanged": True, "reason": reason}
+            after = before
+        found = {"bigshuf": "threshold", "version": 1, "metric": metric, **fitted, "classes": data.classes}
+        out: Dict[str, Any] = {"mode": found["mode"], "rows": len(data.values), "params": found,
+                               "dev": {"before": before, "after": after, "gain": after - before},
+                               "warnings": warnings, "adopted": adopted}
+        if cv is not None:
+            out["cv"] = found["cv"] = cv.to_dict()
         found["dev"] = out["dev"]
         if opts.save_params:
             write_json(opts.save_params, found)
@@ -176,24 +216,26 @@ def _search(opts: ThresholdOptions, metric: str) -> Dict[str, Any]:
 
 
 def _cross_validate(scorer: _Scorer, values: np.ndarray, y: np.ndarray, strata: np.ndarray, folds: int,
-                    seed: int) -> Dict[str, Any]:
-    """Pooled held-out metric of params fitted on the other folds, versus the usual rule."""
+                    seed: int) -> CrossValidation:
+    """Held-out metric of params fitted on the other folds (or the usual rule, when the fit does
+    not beat it there), versus the usual rule: pooled, and per fold for the noise."""
     n = len(values)
     folds = min(folds, n)
     held_preds = np.zeros(y.shape if scorer.mode == "multilabel" else n, dtype=y.dtype if scorer.mode == "multilabel"
                           else np.int64)
     key = _strata(y) if scorer.mode == "multilabel" else strata
+    held_out = [held for held in cv_folds(key, folds, seed) if held.size]
 
     def fit_fold(held: np.ndarray) -> None:
         train = np.setdiff1d(np.arange(n), held)
-        held_preds[held] = scorer.decide(scorer.fit(values[train], y[train]), values[held])
+        held_preds[held] = scorer.decide(scorer.fit_or_keep(values[train], y[train]), values[held])
 
     # folds are independent and numpy releases the GIL in the heavy parts: two at a time
     with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
-        list(pool.map(fit_fold, [held for held in cv_folds(key, folds, seed) if held.size]))
-    before = scorer.score(y, scorer.baseline(values))
-    after = scorer.score(y, held_preds)
-    return {"folds": folds, "before": before, "after": after, "gain": after - before}
+        list(pool.map(fit_fold, held_out))
+    base = scorer.baseline(values)
+    gains = [scorer.score(y[h], held_preds[h]) - scorer.score(y[h], base[h]) for h in held_out]
+    return CrossValidation(len(held_out), scorer.score(y, base), scorer.score(y, held_preds), gains)
 
 
 def _strata(targets: np.ndarray) -> np.ndarray:
@@ -210,7 +252,7 @@ def _write_decisions(pf: PredictionFile, params: Dict[str, Any], output: Optiona
     """Stream ``pf``, write rows with decisions; return (gold, labelled, baseline, decisions)."""
     parts: Dict[str, List[np.ndarray]] = {"gold": [], "labelled": [], "base": [], "preds": []}
     with PredictionWriter(output, pf, pred_key=pred_key, vectors=False) as writer:
-        for chunk in pf.chunks(1 << 15):
+        for chunk in pf.chunks():
             p = scorer.decide(params, chunk.values)
             writer.write(chunk, p)
             parts["gold"].append(chunk.targets if chunk.targets is not None else chunk.labels)
@@ -236,7 +278,9 @@ def _check_params_fit(params: Dict[str, Any], pf: PredictionFile) -> None:
 
 
 def _apply_params(opts: ThresholdOptions, params: Dict[str, Any], metric: str) -> Dict[str, Any]:
-    with PredictionFile(opts.input, **opts.read_options()) as pf:
+    budget = Budget(opts.memory)
+    with PredictionFile(opts.input, chunk_rows=budget.chunk_rows, **opts.read_options()) as pf:
+        pf.chunk_rows = budget.fit(pf.layout.width).chunk_rows
         _check_layout(pf, opts.multi_label)
         _check_params_fit(params, pf)
         scorer = _Scorer(metric, pf.layout, int(params.get("positive", DEFAULT_POSITIVE)))
@@ -250,6 +294,10 @@ def _apply_params(opts: ThresholdOptions, params: Dict[str, Any], metric: str) -
         b = scorer.score(gold[has], base[has])
         a = scorer.score(gold[has], preds[has])
         out["applied"] = {"labelled": int(has.size), "before": b, "after": a, "gain": a - b}
+        if a < b - 1e-12:  # as `can` does: the labels say the saved rule hurts here
+            out["warnings"] = [f"THE SAVED {params['mode'].upper()} RULE LOWERED {metric.upper()} on the {has.size} "
+                               f"labelled rows: {percent(b)} -> {percent(a)} (were the params tuned on a sample "
+                               "like these rows?)"]
     return out
 
 
@@ -257,15 +305,15 @@ def format_threshold_report(result: Dict[str, Any]) -> str:
     """The human-readable report ``bigshuf threshold`` prints on stderr."""
     p = result["params"]
     metric = result["metric"]
-    lines = [f"{result['rows']} rows, {_describe(p)}"]
+    lines = [f"warning: {w}" for w in result.get("warnings", ())]
+    lines.append(f"{result['rows']} rows, {_describe(p)}" + (" -- the usual rule, kept" if p.get("unchanged") else ""))
     dev = result.get("dev")
     if dev:
         lines.append(f"{metric} on these rows: {percent(dev['before'])} -> {percent(dev['after'])} "
                      f"({100 * dev['gain']:+.2f} points; usual rule -> tuned)")
     cv = result.get("cv")
     if cv and dev:
-        lines.append(f"{cv['folds']}-fold cross-validated: {percent(cv['before'])} -> {percent(cv['after'])} "
-                     f"({100 * cv['gain']:+.2f} points; {survival(dev['gain'], cv['gain'])})")
+        lines.append(cv_line(cv, dev["gain"]))
     applied = result.get("applied")
     if applied:
         lines.append(f"{metric} on the {applied['labelled']} labelled rows: {percent(applied['before'])} -> "

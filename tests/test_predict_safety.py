@@ -251,3 +251,15 @@ def test_a_search_too_big_for_memory_runs_on_a_sample(tmp_path):
     res = invoke("threshold", dev, "--memory", "1M", "--cv", "0")
     assert res.exit_code == 0, res.stderr
     assert "warning: searching on a uniform sample of" in res.stderr and "of 3000 rows" in res.stderr
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 3.0])
+def test_identity_column_sums_without_the_identity(alpha):
+    """Tuning never builds the m x m identity reference: its column sums are known."""
+    from bigshuf.predict.can import reference_column_sums
+
+    prior = np.array([0.5, 0.0, 0.3, 0.2])
+    want = reference_column_sums(np.eye(4), prior, alpha, 4)
+    got = tune_module._column_sums(np.empty((0, 4)), prior, alpha, 4)
+    for a, b in zip(want, got):
+        np.testing.assert_allclose(a, b)

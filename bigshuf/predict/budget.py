@@ -4,7 +4,7 @@ Why bytes and not rows: the cost of a row is its number of classes times a handf
 copies, so a row cap that is fine for 40 classes peaked at 4 GB for 10 000 (issue 22). Each
 consumer gets a share of the budget and asks here how many rows of ``m`` classes fit in it; the
 per-row costs below count every array a step holds at its peak (measured with
-``scripts/bench_predict_memory.py``). The interpreter and numpy themselves (~60 MB) are not in the
+``scripts/bench_predict_memory.py``: measured 30-100 B a value, set a little above). The interpreter and numpy themselves (~60 MB) are not in the
 budget, as with ``bigshuf shuffle``.
 """
 from __future__ import annotations
@@ -22,9 +22,11 @@ CHUNK_SHARE, REFERENCE_SHARE, BATCH_SHARE, MATRIX_SHARE = 1 / 8, 1 / 2, 1 / 8, 1
 CHUNK_BYTES_PER_VALUE = 200
 #: Bytes per value of a row kept for a search: the values, normalised copies, two worker threads'
 #: temporaries (CAN trajectories, class-weight ascent states), the reservoir's compaction.
-SEARCH_BYTES_PER_VALUE = 160
+SEARCH_BYTES_PER_VALUE = 120
 #: The class-weight search's per value: values, weighted copy, top-two masks, two folds' copies.
-THRESHOLD_BYTES_PER_VALUE = 80
+THRESHOLD_BYTES_PER_VALUE = 48
+#: Per row whatever the width: labels, line numbers, the search's per-row index arrays.
+SEARCH_BYTES_PER_ROW = 256
 MAX_CHUNK_ROWS = 1 << 15
 MIN_RESERVOIR_ROWS = 64
 
@@ -62,7 +64,7 @@ class Budget:
     def matrix_rows(self, m: Optional[int] = None, per_value: int = SEARCH_BYTES_PER_VALUE) -> int:
         """Rows of ``m`` values a search may hold at once (at least a small sample)."""
         m = self.m if m is None else m
-        return max(MIN_RESERVOIR_ROWS, int(self.memory * MATRIX_SHARE // (per_value * max(m, 1))))
+        return max(MIN_RESERVOIR_ROWS, int(self.memory * MATRIX_SHARE // (per_value * max(m, 1) + SEARCH_BYTES_PER_ROW)))
 
     def tuning_rows(self, m: int) -> int:
         return self.matrix_rows(m)

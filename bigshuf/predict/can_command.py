@@ -144,6 +144,10 @@ def run_can(opts: CanOptions) -> Dict[str, Any]:
         else:
             result["params"] = asdict(chosen)
             _warn_small_reference(result, len(ref.rows), pf.layout.width)
+            if not len(ref.rows) and not budget.identity_fits(chosen.iterations):
+                raise UsageError(f"no reference row is confident, and the {pf.layout.width:,} x {pf.layout.width:,} "
+                                 f"identity CAN falls back to does not fit in --memory {format_size(opts.memory)}: "
+                                 "lower --tau, give a --reference file with confident rows, or raise --memory")
             model = CanModel(ref.rows, prior_vec, chosen.alpha, chosen.iterations,
                              batch_bytes=budget.batch_bytes)
             _apply(pf, model, chosen, opts.output, opts.pred_key, result)

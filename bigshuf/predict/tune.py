@@ -34,7 +34,6 @@ from bigshuf.predict.can import (
     can_matrix,
     check_prior,
     confident_mask,
-    identity_reference,
     reference_column_sums,
     uncertainty,
 )
@@ -147,10 +146,19 @@ class _Searcher:
         if self.exact:
             outs = CanModel(ref, self.prior, alpha, top).adjust(b, all_iterations=True)
         else:
-            if len(ref) == 0:
-                ref = identity_reference(self.probs.shape[1])
-            outs = adjust_first_order(b, reference_column_sums(ref, self.prior, alpha, top), self.prior, alpha)
+            outs = adjust_first_order(b, _column_sums(ref, self.prior, alpha, top), self.prior, alpha)
         return [base + int((outs[it - 1].argmax(axis=1) == y).sum()) for it in self.iterations]
+
+
+def _column_sums(ref: np.ndarray, prior: np.ndarray, alpha: float, iterations: int) -> List[np.ndarray]:
+    """``reference_column_sums``; with no confident row, those of the identity reference CAN
+    falls back to, without building it: the identity's trajectory is itself (each row one class)
+    except that rows of zero-prior classes become zero after the first iteration, so the column
+    sums are 1, then 1 where the prior is positive (an m x m matrix of 10 000 classes took 5 GB
+    over two threads)."""
+    if len(ref) == 0:
+        return [np.ones(ref.shape[1])] + [(prior > 0).astype(np.float64)] * (iterations - 1)
+    return reference_column_sums(ref, prior, alpha, iterations)
 
 
 def _split_keys(m: int, ks: Sequence[int], rules: Sequence[str]) -> List[Tuple[str, int]]:
@@ -395,9 +403,8 @@ def _apply_winner(train: np.ndarray, held: np.ndarray, prior: np.ndarray, p: Can
     out = held.copy()
     unc = ~confident_mask(held, p.tau, p.k, p.rule)
     if unc.any():
-        ref = ref if len(ref) else identity_reference(held.shape[1])
-        adjusted = adjust_first_order(held[unc], reference_column_sums(ref, prior, p.alpha, p.iterations),
-                                      prior, p.alpha)[-1]
+        adjusted = adjust_first_order(held[unc], _column_sums(ref, prior, p.alpha, p.iterations), prior,
+                                      p.alpha)[-1]
         keep = adjusted.sum(axis=1) > 0  # mass only on zero-prior classes: leave the row as it was
         out[np.flatnonzero(unc)[keep]] = adjusted[keep]
     return out

@@ -488,18 +488,19 @@ class PredictionFile:
     def _values(self, rows: _RowBuffer) -> np.ndarray:
         """The buffered vectors as floats; the first row holding a non-number is reported.
         JSON strings and booleans are not numbers, even where float() would take them
-        (``"0.5"``, ``true``): a vector holding one is a broken file, not a probability."""
+        (``"0.5"``, ``true``): a vector holding one is a broken file, not a probability. Fast
+        path: numpy infers a numeric dtype (a string makes it text) and no raw line holds a JSON
+        boolean (numpy would silently read it as 1 or 0); otherwise every value's type is checked."""
         scalar = self.layout.scalar
+        expected = 1 if scalar else 2
+        try:
+            values = np.array(rows.vectors)
+        except (ValueError, TypeError, OverflowError):
+            values = None
+        if values is not None and values.ndim == expected and values.dtype.kind in "fiu" and \
+                not _any_json_bool(rows.raw):
+            return values.astype(np.float64, copy=False)
         numbers = _NUMBER_TYPES.issuperset
-        ok = numbers(map(type, rows.vectors)) if scalar else all(numbers(map(type, v)) for v in rows.vectors)
-        values = None
-        if ok:
-            try:
-                values = np.array(rows.vectors, dtype=np.float64)
-            except (ValueError, TypeError, OverflowError):
-                pass
-        if values is not None and values.ndim == (1 if scalar else 2):
-            return values
         for vec, line in zip(rows.vectors, rows.lines):
             if not (numbers([type(vec)]) if scalar else isinstance(vec, list) and numbers(map(type, vec))):
                 raise InputError("value is not a number", self.name, line)
@@ -507,7 +508,10 @@ class PredictionFile:
                 np.array(vec, dtype=np.float64)
             except OverflowError:
                 raise InputError("value is beyond the range of a 64-bit float", self.name, line) from None
-        return np.empty((0,) if scalar else (0, self.layout.width))
+        try:
+            return np.array(rows.vectors, dtype=np.float64)
+        except (ValueError, TypeError):
+            return np.empty((0,) if scalar else (0, self.layout.width))
 
     def _finish(self, values: np.ndarray, labels: np.ndarray, records: Optional[List[Any]],
                 lines: np.ndarray, targets: Optional[np.ndarray] = None) -> Chunk:
@@ -657,6 +661,16 @@ def _csv_numbers(fields: List[str]) -> List[Any]:
 
 
 _NUMBER_TYPES = {float, int}
+
+
+def _any_json_bool(raw: List[Any]) -> bool:
+    """Might a JSONL line hold ``true``/``false``? (A cheap byte search; a hit anywhere in the
+    line, e.g. another field, only sends the chunk through the exact per-value check.) CSV rows
+    cannot hold JSON booleans."""
+    if not raw or not isinstance(raw[0], bytes):
+        return False
+    joined = b"".join(raw)  # one C-speed scan of the chunk instead of two per line
+    return b"true" in joined or b"false" in joined
 
 
 def read_predictions(path: Any, **options: Any) -> Predictions:

@@ -80,7 +80,7 @@ def small_dev_table(root: Path, dev: np.ndarray, y_dev: np.ndarray, test: np.nda
                 for d in range(draws):
                     rng = np.random.default_rng(100 * n + d)
                     if order == "shuffled":
-                        idx = np.sort(rng.choice(len(y_dev), n, replace=False))
+                        idx = rng.choice(len(y_dev), n, replace=False)
                     else:  # the head of the dev file sorted by label (classes in a random order)
                         rank = rng.permutation(dev.shape[1])[y_dev]
                         idx = np.argsort(rank, kind="stable")[:n] if d else order_sorted[:n]

@@ -177,7 +177,8 @@ def main(argv: List[str]) -> int:
         f.writelines(f"{v}\n" for v in y_train)
     for part, want in (("dev", args.dev_rows), ("test", args.test_rows)):
         texts, y = parts[part]
-        pick = np.sort(rng.choice(len(texts), min(want, len(texts)), replace=False))
+        pick = rng.choice(len(texts), min(want, len(texts)), replace=False)  # in random order, as a
+        # dump of a shuffled eval set; bench_predict_real.py makes the label-sorted case itself
         probs = predict(params, features([texts[i] for i in pick]))
         labels = np.array(y)[pick]
         write_jsonl(args.out / f"{part}.jsonl", probs, labels)

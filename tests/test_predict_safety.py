@@ -263,3 +263,37 @@ def test_identity_column_sums_without_the_identity(alpha):
     got = tune_module._column_sums(np.empty((0, 4)), prior, alpha, 4)
     for a, b in zip(want, got):
         np.testing.assert_allclose(a, b)
+
+
+# -- found by the adversarial pass --------------------------------------------------------------
+
+def test_sorted_head_covering_most_classes_is_not_tuned_on(tmp_path):
+    """The head of a label-sorted file that still covers 5 of 8 classes: a prior from these
+    labels and weights fitted to them would favour those 5 classes on test."""
+    probs, y = gaussian_model(4000, np.full(8, 1 / 8), np.full(8, 1 / 8), 17, sep=0.7)
+    order = np.argsort(y, kind="stable")[:2500]
+    assert np.unique(y[order]).size == 5
+    dev = write(tmp_path / "dev.jsonl", probs[order], y[order])
+    for command, extra in (("threshold", []), ("can", ["--tune", "--taus", "0.9", "--alphas", "1,2",
+                                                       "--iterations-grid", "1", "--ks", "3"])):
+        res = invoke(command, dev, *extra, "--save-params", tmp_path / f"{command}.json")
+        assert res.exit_code == 0, res.stderr
+        assert "only 5 of 8 classes have labelled rows and the labels look sorted" in res.stderr
+        assert json.loads((tmp_path / f"{command}.json").read_text())["unchanged"] is True
+
+
+@pytest.mark.parametrize("command", ["can", "threshold"])
+def test_tuning_without_cross_validation_says_it_is_unchecked(tmp_path, command):
+    dev = write(tmp_path / "dev.jsonl", *imbalanced(400, 18))
+    extra = ["--tune", "--taus", "0.9", "--alphas", "1,2", "--iterations-grid", "1", "--ks", "3"] \
+        if command == "can" else []
+    res = invoke(command, dev, *extra, "--cv", "0", "-q")
+    assert res.exit_code == 0
+    assert "bigshuf: warning: no cross-validation (--cv 0 or 1): the tuned setting is kept on its gain" in res.stderr
+
+
+def test_a_vector_of_no_values_is_described_as_such(tmp_path):
+    src = tmp_path / "e.jsonl"
+    src.write_text('{"probs": [], "label": 0}\n')
+    res = invoke("can", src)
+    assert res.exit_code == 2 and "has 0 values per row" in res.stderr

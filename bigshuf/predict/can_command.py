@@ -172,8 +172,9 @@ class PriorShift:
 def _check_input(pf: PredictionFile, saved: Optional[Dict[str, Any]], opts: CanOptions) -> None:
     lay = pf.layout
     if lay.scalar or lay.width < 2:
-        raise UsageError(f"CAN needs a probability vector of at least two classes per row; "
-                         f"{pf.name} has one score per row")
+        what = "one score" if lay.scalar else f"{lay.width} value{'s' if lay.width != 1 else ''}"
+        raise UsageError(f"CAN needs a probability vector of at least two classes per row; {pf.name} has "
+                         f"{what} per row")
     if saved and saved.get("classes") and lay.classes and saved["classes"] != lay.classes:
         raise UsageError(f"{opts.params} was tuned for classes {saved['classes']}, but {pf.name} has {lay.classes}")
 

@@ -196,7 +196,7 @@ def _search(opts: ThresholdOptions, metric: str) -> Dict[str, Any]:
         adopted, reason = adopt(after - before, cv, labels_ok)
         if scorer.mode != "multilabel":
             warnings += dev_warnings(data.labels, data.layout.n_classes, "the search")
-        warnings += cv_warnings(cv)
+        warnings += cv_warnings(cv, adopted)
         if not adopted:
             warnings.append(f"the search keeps the usual rule: {reason}")
             fitted = {**scorer.unchanged(data.values), "unchanged": True, "reason": reason}

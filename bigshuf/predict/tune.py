@@ -348,7 +348,7 @@ def tune_can(probs: np.ndarray, labels: np.ndarray, prior: "Sequence[float] | st
     baseline = float((probs.argmax(axis=1) == labels).mean())
     res = TuneResult(_params(table[0]), n, baseline, table[0]["accuracy"], table, cv, info)
     res.adopted, res.reason = adopt(res.gain, cv, covers_classes(labels, m))
-    res.warnings = dev_warnings(labels, m, "tuning") + cv_warnings(cv)
+    res.warnings = dev_warnings(labels, m, "tuning") + cv_warnings(cv, res.adopted)
     return res
 
 

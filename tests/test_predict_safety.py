@@ -297,3 +297,10 @@ def test_a_vector_of_no_values_is_described_as_such(tmp_path):
     src.write_text('{"probs": [], "label": 0}\n')
     res = invoke("can", src)
     assert res.exit_code == 2 and "has 0 values per row" in res.stderr
+
+
+def test_a_row_wider_than_the_budget_is_refused(tmp_path):
+    src = tmp_path / "wide.jsonl"
+    src.write_text(json.dumps({"probs": [1 / 6000] * 6000}) + "\n")
+    res = invoke("can", src, "--memory", "1M", "--prior", "uniform")
+    assert res.exit_code == 2 and "a row of 6,000 values needs about" in res.stderr and "cannot hold one" in res.stderr

@@ -42,6 +42,9 @@ class Budget:
     def fit(self, m: int) -> "Budget":
         """Size the streaming chunks for rows of ``m`` values."""
         self.m = max(int(m), 1)
+        if CHUNK_BYTES_PER_VALUE * self.m > self.memory:
+            raise UsageError(f"a row of {self.m:,} values needs about {format_size(CHUNK_BYTES_PER_VALUE * self.m)} "
+                             f"while it is read and adjusted: --memory {format_size(self.memory)} cannot hold one")
         self.chunk_rows = int(max(1, min(MAX_CHUNK_ROWS, self.memory * CHUNK_SHARE // (CHUNK_BYTES_PER_VALUE * self.m))))
         return self
 

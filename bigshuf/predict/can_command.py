@@ -244,6 +244,10 @@ def _estimate(pf: PredictionFile, opts: CanOptions, ref: Reference, result: Dict
         assert ref.confusion is not None
         vec = bbse_prior(ref.confusion, predicted)
         info: Dict[str, Any] = {"method": "bbse", "reference_labelled": int(ref.label_counts.sum())}
+        zero = int(((vec == 0) & (predicted > 0)).sum())
+        if zero:
+            result["warnings"].append(f"the BBSE estimate gives {zero} classes that {pf.name} predicts a prior of 0, so "
+                                      "CAN can never pick them (--prior estimate, EM, never gives 0)")
         source = f"BBSE estimate from {ref.stats['source']}'s confusion matrix and {pf.name}'s predictions"
     else:
         rows = sampler.uniform()

@@ -107,7 +107,7 @@ def _can_cell(path: Path, test: np.ndarray, y_test: np.ndarray, base: float, tmp
 
 def _threshold_cell(path: Path, test: np.ndarray, y_test: np.ndarray, base: float):
     report = bigshuf.threshold(path)
-    params = report["params"]
+    params = report.params
     if params.get("unchanged"):
         return 0.0, True
     return acc(test * np.asarray(params["weights"]), y_test) - base, False

@@ -42,12 +42,12 @@ def test_every_cli_option_is_a_python_keyword(command, options):
 def test_paths_may_be_path_objects(tmp_path):
     dev = _write(tmp_path / "dev.jsonl")
     report = bigshuf.threshold(dev, tmp_path / "out.jsonl", save_params=tmp_path / "w.json", cv=2)
-    assert report["mode"] == "multiclass" and (tmp_path / "out.jsonl").exists()
+    assert report.mode == "multiclass" and (tmp_path / "out.jsonl").exists()
     applied = bigshuf.threshold(dev, tmp_path / "out2.jsonl", params=tmp_path / "w.json")
-    assert applied["rows"] == 60
+    assert applied.rows == 60
     out = bigshuf.can(dev, tmp_path / "can.jsonl", prior="uniform", report=tmp_path / "r.json", top_k=2,
                       uncertainty="top-k")
-    assert out["params"]["k"] == 2 and json.loads((tmp_path / "r.json").read_text())["rows"] == 60
+    assert out.params["k"] == 2 and json.loads((tmp_path / "r.json").read_text())["rows"] == 60
     assert len(bigshuf.read_predictions(dev).values) == 60
 
 
@@ -55,9 +55,9 @@ def test_old_keywords_are_aliases(tmp_path):
     dev = _write(tmp_path / "dev.jsonl")
     new = bigshuf.can(dev, tmp_path / "a.jsonl", prior="uniform", top_k=2, uncertainty="any-k", format="jsonl")
     old = bigshuf.can(dev, tmp_path / "b.jsonl", prior="uniform", k=2, rule="any-k", fmt="jsonl")
-    assert new["params"] == old["params"]
+    assert new.params == old.params
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
-    assert bigshuf.threshold(dev, folds=3)["cv"] == bigshuf.threshold(dev, cv=3)["cv"]
+    assert bigshuf.threshold(dev, folds=3).cv == bigshuf.threshold(dev, cv=3).cv
     with pytest.raises(UsageError, match="'k' and 'top_k' are the same option"):
         bigshuf.can(dev, k=2, top_k=3)
     assert set(KEYWORD_ALIASES.values()) <= set(CanOptions.names())

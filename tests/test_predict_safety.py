@@ -73,9 +73,10 @@ def test_prior_estimate_end_to_end(tmp_path):
     for prior in ("estimate", "estimate-bbse"):
         out = tmp_path / f"out-{prior}.jsonl"
         report = bigshuf.can(test, out, reference=dev, prior=prior)
-        est = np.array(report["prior"]["values"])
+        assert report.prior is not None
+        est = np.array(report.prior.values)
         assert np.abs(est - TARGET).max() < 0.06
-        assert report["prior"]["estimate"]["method"] == ("em" if prior == "estimate" else "bbse")
+        assert report.prior.estimate["method"] == ("em" if prior == "estimate" else "bbse")
         dev_probs = np.array([json.loads(line)["probs"] for line in dev.read_text().splitlines()])
         want, _ = can_matrix(probs, est, reference=dev_probs)  # CAN, with the estimate as its prior
         got = np.array([json.loads(line)["probs"] for line in out.read_text().splitlines()])

@@ -160,13 +160,13 @@ def test_search_save_and_apply_binary(tmp_path):
     saved = json.loads((tmp_path / "cut.json").read_text())
     assert saved["mode"] == "binary" and saved["metric"] == "f1"
     assert saved["cut"] == pytest.approx(find_threshold(s, y, "f1")[0])
-    assert result["dev"]["after"] >= result["dev"]["before"]
-    assert set(result["cv"]) >= {"folds", "before", "after", "gain"}
+    assert result.dev is not None and result.dev.after >= result.dev.before
+    assert result.cv is not None and set(result.cv) >= {"folds", "before", "after", "gain", "noise"}
     applied = threshold(test, str(tmp_path / "out.jsonl"), params=str(tmp_path / "cut.json"))
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["pred"] for r in rows] == (ts >= saved["cut"]).astype(int).tolist()
     assert list(rows[0]) == ["id", "score", "label", "pred"]
-    assert applied["metric"] == "f1"  # the metric saved with the params
+    assert applied.metric == "f1"  # the metric saved with the params
 
 
 def test_search_multiclass_file(tmp_path):
@@ -174,10 +174,10 @@ def test_search_multiclass_file(tmp_path):
     path = tmp_path / "dev.jsonl"
     path.write_text("".join(json.dumps({"p": p.tolist(), "y": int(c)}) + "\n" for p, c in zip(probs, y)))
     result = threshold(str(path), str(tmp_path / "out.jsonl"), metric="balanced-accuracy", folds=3)
-    weights = np.array(result["params"]["weights"])
+    weights = np.array(result.params["weights"])
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["pred"] for r in rows] == (probs * weights).argmax(axis=1).tolist()
-    assert result["dev"]["after"] == pytest.approx(
+    assert result.dev is not None and result.dev.after == pytest.approx(
         multiclass_metric("balanced-accuracy", y, (probs * weights).argmax(axis=1), 4))
 
 

@@ -171,9 +171,10 @@ def can(quiet: bool, **flags: Any) -> None:
     if not quiet:
         click.echo(cc.format_can_report(result), err=True)
     else:
-        _warnings_only(result.get("warnings", []))
+        _warnings_only(result.warnings)
     if opts.tune and not opts.save_params and opts.output is None:
-        _echo_params({"bigshuf": "can", **result["params"], "prior": result["prior"]["values"]})
+        assert result.prior is not None
+        _echo_params({"bigshuf": "can", **result.params, "prior": result.prior.values})
 
 
 @main.command(epilog=THRESHOLD_EXAMPLES)
@@ -214,6 +215,6 @@ def threshold(quiet: bool, **flags: Any) -> None:
     if not quiet:
         click.echo(tc.format_threshold_report(result), err=True)
     else:
-        _warnings_only(result.get("warnings", []))
+        _warnings_only(result.warnings)
     if not opts.params and not opts.save_params and opts.output is None:
-        _echo_params(result["params"])
+        _echo_params(result.params)

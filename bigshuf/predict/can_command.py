@@ -27,6 +27,7 @@ from bigshuf.predict.options import CanOptions, check_can_params, keywords
 from bigshuf.predict.priors import UNIFORM_DEFAULT, bbse_prior, em_prior, resolve_prior
 from bigshuf.predict.reading import PredictionFile, read_json
 from bigshuf.predict.reference import Reference, ReferenceSampler, collect_reference
+from bigshuf.predict.reports import CanReport
 from bigshuf.predict.tune import CanParams, label_prior, tune_can
 from bigshuf.predict.writing import PredictionWriter
 
@@ -90,8 +91,8 @@ class _Accuracy:
 
 
 def can(input: Any, output: Any = None, *, grid: Optional[Dict[str, Sequence[Any]]] = None,
-        **options: Any) -> Dict[str, Any]:
-    """Apply CAN to a prediction file (``bigshuf can``); returns the report as a dict.
+        **options: Any) -> CanReport:
+    """Apply CAN to a prediction file (``bigshuf can``); returns the report (``CanReport``).
 
     Paths are ``str`` or ``pathlib.Path``. Keywords are the CLI's long option names (the
     fields of ``CanOptions``: ``top_k``, ``uncertainty``, ``cv``, ``format``, ...; the older
@@ -112,8 +113,8 @@ def can(input: Any, output: Any = None, *, grid: Optional[Dict[str, Sequence[Any
     return run_can(CanOptions(input=input, output=output, **options))
 
 
-def run_can(opts: CanOptions) -> Dict[str, Any]:
-    """``bigshuf can`` with validated options; returns the report as a dict."""
+def run_can(opts: CanOptions) -> CanReport:
+    """``bigshuf can`` with validated options; returns the report."""
     saved = load_can_params(opts.params) if opts.params else None
     chosen = _resolve_params(saved, opts)
     result: Dict[str, Any] = {"command": "can", "input": "<stdin>" if opts.input == "-" else opts.input,
@@ -280,10 +281,11 @@ def _warn_if_worse(result: Dict[str, Any]) -> None:
                                      f"{percent(acc['before'])} -> {percent(acc['after'])}{hint}")
 
 
-def _finish(result: Dict[str, Any], opts: CanOptions) -> Dict[str, Any]:
+def _finish(result: Dict[str, Any], opts: CanOptions) -> CanReport:
+    report = CanReport.from_dict(result)
     if opts.report:
-        write_json(opts.report, result)
-    return result
+        write_json(opts.report, report.to_dict())
+    return report
 
 
 def _apply(pf: PredictionFile, model: Any, p: Optional[CanParams], output: Optional[str], pred_key: str,
@@ -380,8 +382,9 @@ def _params_document(p: Optional[CanParams], result: Dict[str, Any], classes: Op
             "cv": {k: v for k, v in (tune["cv"] or {}).items() if k != "chosen"} or None}
 
 
-def format_can_report(result: Dict[str, Any]) -> str:
+def format_can_report(report: CanReport) -> str:
     """The human-readable report ``bigshuf can`` prints on stderr (warnings first)."""
+    result = report.to_dict()
     lines = [f"warning: {w}" for w in result.get("warnings", ())]
     if result.get("tune"):
         lines += _tune_lines(result["tune"])

@@ -24,6 +24,7 @@ from bigshuf.predict.metrics import binary_metric, cv_folds, cv_line, multiclass
 from bigshuf.predict.multilabel import apply_label_cuts, find_label_cuts, multilabel_metric
 from bigshuf.predict.options import ThresholdOptions, keywords
 from bigshuf.predict.reading import PredictionFile, Predictions, read_json
+from bigshuf.predict.reports import ThresholdReport
 from bigshuf.predict.safety import CrossValidation, adopt, covers_classes, cv_warnings, dev_warnings
 from bigshuf.predict.thresholds import (
     apply_threshold,
@@ -130,8 +131,9 @@ def _gold(data: Predictions) -> np.ndarray:
     return data.targets if data.targets is not None else data.labels
 
 
-def threshold(input: Any, output: Any = None, **options: Any) -> Dict[str, Any]:
-    """Search (or, with ``params``, apply) a decision threshold; returns the report as a dict.
+def threshold(input: Any, output: Any = None, **options: Any) -> ThresholdReport:
+    """Search (or, with ``params``, apply) a decision threshold; returns the report
+    (``ThresholdReport``).
 
     Paths are ``str`` or ``pathlib.Path``. Keywords are the CLI's long option names (the fields
     of ``ThresholdOptions``; the older ``folds`` and ``fmt`` still work). Search mode needs gold labels on every row:
@@ -144,8 +146,8 @@ def threshold(input: Any, output: Any = None, **options: Any) -> Dict[str, Any]:
     return run_threshold(ThresholdOptions(input=input, output=output, **keywords(options)))
 
 
-def run_threshold(opts: ThresholdOptions) -> Dict[str, Any]:
-    """``bigshuf threshold`` with validated options; returns the report as a dict."""
+def run_threshold(opts: ThresholdOptions) -> ThresholdReport:
+    """``bigshuf threshold`` with validated options; returns the report."""
     saved = load_threshold_params(opts.params) if opts.params else None
     if saved and (saved["mode"] == "multilabel") != opts.multi_label:
         raise UsageError("the params hold per-label cuts: add --multi-label" if not opts.multi_label else
@@ -159,9 +161,10 @@ def run_threshold(opts: ThresholdOptions) -> Dict[str, Any]:
         result["params_file"] = opts.params
     else:
         result.update(_search(opts, metric))
+    report = ThresholdReport.from_dict(result)
     if opts.report:
-        write_json(opts.report, result)
-    return result
+        write_json(opts.report, report.to_dict())
+    return report
 
 
 def _check_layout(pf: PredictionFile, multi_label: bool) -> None:
@@ -301,8 +304,9 @@ def _apply_params(opts: ThresholdOptions, params: Dict[str, Any], metric: str) -
     return out
 
 
-def format_threshold_report(result: Dict[str, Any]) -> str:
+def format_threshold_report(report: ThresholdReport) -> str:
     """The human-readable report ``bigshuf threshold`` prints on stderr."""
+    result = report.to_dict()
     p = result["params"]
     metric = result["metric"]
     lines = [f"warning: {w}" for w in result.get("warnings", ())]

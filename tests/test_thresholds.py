@@ -148,7 +148,7 @@ def test_apply_threshold_modes():
 def write_binary(path, n, seed):
     rng = np.random.default_rng(seed)
     y = (rng.random(n) < 0.3).astype(int)
-    s = 1 / (1 + np.exp(-(rng.normal(size=n) + 1.5 * y - 1.0)))
+    s = 1 / (1 + np.exp(-(rng.normal(size=n) + 1.5 * y - 2.0)))  # the usual 0.5 cut is far off: tuning gains
     path.write_text("".join(json.dumps({"id": i, "score": float(s[i]), "label": int(y[i])}) + "\n" for i in range(n)))
     return str(path), s, y
 

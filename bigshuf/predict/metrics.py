@@ -281,13 +281,31 @@ def multiclass_metric(metric: str, labels: np.ndarray, preds: np.ndarray, n_clas
     return m.multiclass(Confusion.of(labels, preds, n_classes))
 
 
-def cv_folds(labels: np.ndarray, folds: int, seed: int) -> List[np.ndarray]:
+def cv_folds(labels: np.ndarray, folds: int, seed: int, groups: Optional[np.ndarray] = None) -> List[np.ndarray]:
     """Stratified folds: row indices of each held-out fold, classes dealt round-robin.
 
     Stratifying keeps rare classes in every fold, which matters for the imbalanced data that
-    threshold tuning and CAN are used on.
+    threshold tuning and CAN are used on. With ``groups``, rows of one group (e.g. exact
+    duplicates) always share a fold: copies of a row on both sides of a split made a file of
+    60 rows repeated 30 times report +18 held-out points for weights that lost 3.8 on test.
+    Without duplicates the folds are the same as without ``groups``.
     """
     labels = np.asarray(labels)
+    if groups is None:
+        return _stratified(labels, folds, seed)
+    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")         # groups in order of their first row
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    group_folds = _stratified(labels[first[order]], folds, seed)
+    assignment = np.empty(len(order), dtype=np.int64)
+    for f, held in enumerate(group_folds):
+        assignment[held] = f
+    row_fold = assignment[rank[inverse.reshape(-1)]]
+    return [np.flatnonzero(row_fold == f) for f in range(folds)]
+
+
+def _stratified(labels: np.ndarray, folds: int, seed: int) -> List[np.ndarray]:
     rng = np.random.default_rng(seed)
     assignment = np.empty(labels.size, dtype=np.int64)
     offset = 0

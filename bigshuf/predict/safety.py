@@ -18,6 +18,9 @@ import numpy as np
 
 MIN_ROWS_PER_CLASS = 20
 """Fewer labelled rows per class than this and a tuned setting is mostly fitted to noise."""
+NOISE_FACTOR = 2.0
+"""A held-out gain must exceed this many standard errors of the per-fold gains (about a 95%
+one-sided check with 5 folds; one standard error let a pure-noise gain through 1 time in 6)."""
 SORTED_RUNS = 0.5
 """A file whose label changes between neighbouring rows are fewer than this share of what a random
 order gives looks sorted by label."""
@@ -65,16 +68,16 @@ NO_CV_WARNING = ("no cross-validation (--cv 0 or 1): the tuned setting is kept o
 def adopt(dev_gain: float, cv: Optional[CrossValidation], labels_ok: bool) -> "tuple[bool, str]":
     """Keep the tuned setting? (and why not, in words). Leaving the predictions unchanged wins
     unless the tuned setting gains on the tuning rows, on held-out rows by more than the fold
-    noise, and was fitted to labels covering most classes."""
+    noise (``NOISE_FACTOR`` standard errors), and was fitted to labels covering most classes."""
     if not labels_ok:
         return False, "the labels cover too few classes to tune on"
     if dev_gain <= 0:
         return False, "no setting beats leaving the predictions unchanged on the tuning rows"
     if cv is None:
         return True, ""
-    if cv.gain <= cv.noise or cv.gain <= 0:
+    if cv.gain <= NOISE_FACTOR * cv.noise or cv.gain <= 0:
         noise = f"{100 * cv.noise:.2f}" if math.isfinite(cv.noise) else "unknown"
-        return False, (f"the held-out gain ({100 * cv.gain:+.2f} points) does not beat the cross-validation "
+        return False, (f"the held-out gain ({100 * cv.gain:+.2f} points) does not beat twice the cross-validation "
                        f"noise ({noise} points)")
     return True, ""
 
@@ -100,11 +103,24 @@ def looks_sorted(labels: np.ndarray) -> bool:
     return expected >= 5 and changes < SORTED_RUNS * expected
 
 
-def dev_warnings(labels: np.ndarray, m: int, command: str) -> List[str]:
+def duplicate_groups(values: np.ndarray) -> np.ndarray:
+    """A group id per row: equal ids for rows whose values are exactly equal (cross-validation
+    keeps each group in one fold)."""
+    rows = np.ascontiguousarray(values.reshape(len(values), -1), dtype=np.float64)
+    keys = rows.view(np.dtype((np.void, rows.shape[1] * 8))).reshape(-1)
+    return np.unique(keys, return_inverse=True)[1].reshape(-1)
+
+
+def dev_warnings(labels: np.ndarray, m: int, command: str, groups: Optional[np.ndarray] = None) -> List[str]:
     """What makes labelled tuning rows weak, one sentence each."""
     y = labels[labels >= 0]
     counts = np.bincount(y, minlength=m)
     out = []
+    if groups is not None and len(groups):
+        repeats = len(groups) - np.unique(groups).size
+        if repeats > 0.1 * len(groups):
+            out.append(f"{repeats} of {len(groups)} rows repeat another row exactly: copies are kept in one "
+                       "cross-validation fold, and a tuned setting fits the repeated rows")
     if looks_sorted(y):
         out.append("the labels look sorted (neighbouring rows share a label far more often than in a random "
                    "order): if these rows are the head of a sorted file they are not a sample; shuffle first "

@@ -25,7 +25,14 @@ from bigshuf.predict.multilabel import apply_label_cuts, find_label_cuts, multil
 from bigshuf.predict.options import ThresholdOptions, keywords
 from bigshuf.predict.reading import PredictionFile, Predictions, read_json
 from bigshuf.predict.reports import ThresholdReport
-from bigshuf.predict.safety import CrossValidation, adopt, covers_classes, cv_warnings, dev_warnings
+from bigshuf.predict.safety import (
+    CrossValidation,
+    adopt,
+    covers_classes,
+    cv_warnings,
+    dev_warnings,
+    duplicate_groups,
+)
 from bigshuf.predict.thresholds import (
     apply_threshold,
     binary_scores,
@@ -198,7 +205,7 @@ def _search(opts: ThresholdOptions, metric: str) -> Dict[str, Any]:
         labels_ok = True if scorer.mode == "multilabel" else covers_classes(data.labels, data.layout.n_classes)
         adopted, reason = adopt(after - before, cv, labels_ok)
         if scorer.mode != "multilabel":
-            warnings += dev_warnings(data.labels, data.layout.n_classes, "the search")
+            warnings += dev_warnings(data.labels, data.layout.n_classes, "the search", duplicate_groups(data.values))
         warnings += cv_warnings(cv, adopted)
         if not adopted:
             warnings.append(f"the search keeps the usual rule: {reason}")
@@ -227,7 +234,7 @@ def _cross_validate(scorer: _Scorer, values: np.ndarray, y: np.ndarray, strata: 
     held_preds = np.zeros(y.shape if scorer.mode == "multilabel" else n, dtype=y.dtype if scorer.mode == "multilabel"
                           else np.int64)
     key = _strata(y) if scorer.mode == "multilabel" else strata
-    held_out = [held for held in cv_folds(key, folds, seed) if held.size]
+    held_out = [held for held in cv_folds(key, folds, seed, duplicate_groups(values)) if held.size]
 
     def fit_fold(held: np.ndarray) -> None:
         train = np.setdiff1d(np.arange(n), held)

@@ -54,7 +54,14 @@ from bigshuf.predict.defaults import (
     SEARCHES,
 )
 from bigshuf.predict.metrics import cv_folds
-from bigshuf.predict.safety import CrossValidation, adopt, covers_classes, cv_warnings, dev_warnings
+from bigshuf.predict.safety import (
+    CrossValidation,
+    adopt,
+    covers_classes,
+    cv_warnings,
+    dev_warnings,
+    duplicate_groups,
+)
 
 _FIRST_RUNG_ROWS = 1 / 16     # share of the rows the first rung scores
 _FIRST_RUNG_REFERENCE = 2048  # reference rows of the first rung
@@ -329,7 +336,8 @@ def tune_can(probs: np.ndarray, labels: np.ndarray, prior: "Sequence[float] | st
         return label_prior(labels[rows], probs[rows], m) if isinstance(prior, str) else check_prior(prior, m)
 
     n = len(labels)
-    held_out = [h for h in cv_folds(labels, min(folds, n), seed) if h.size] if folds >= 2 and n >= 2 else []
+    groups = duplicate_groups(probs)
+    held_out = [h for h in cv_folds(labels, min(folds, n), seed, groups) if h.size] if folds >= 2 and n >= 2 else []
     units = _unit_count(grid, m)
     bar = progress_bar(planned_work(n, units, max_reference, search) +
                        sum(planned_work(n - h.size, units, max_reference, search) for h in held_out),
@@ -348,7 +356,7 @@ def tune_can(probs: np.ndarray, labels: np.ndarray, prior: "Sequence[float] | st
     baseline = float((probs.argmax(axis=1) == labels).mean())
     res = TuneResult(_params(table[0]), n, baseline, table[0]["accuracy"], table, cv, info)
     res.adopted, res.reason = adopt(res.gain, cv, covers_classes(labels, m))
-    res.warnings = dev_warnings(labels, m, "tuning") + cv_warnings(cv, res.adopted)
+    res.warnings = dev_warnings(labels, m, "tuning", groups) + cv_warnings(cv, res.adopted)
     return res
 
 

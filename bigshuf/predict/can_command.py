@@ -259,6 +259,9 @@ def _estimate(pf: PredictionFile, opts: CanOptions, ref: Reference, result: Dict
                   f"{'converged' if converged else 'NOT converged'}) from the mean prediction on {ref.stats['source']}")
         if not converged:
             result["warnings"].append(f"the EM prior estimate did not converge in {iterations} iterations")
+        if sampler.seen > len(rows):
+            result["warnings"].append(f"EM estimated the prior on a uniform sample of {len(rows)} of {sampler.seen} rows "
+                                      f"to stay within --memory {format_size(opts.memory)}")
     result["prior"] = {"source": source, "values": vec.tolist(), "estimate": info}
     return vec
 

@@ -34,18 +34,21 @@ def multilabel_metric(metric: str, targets: np.ndarray, decided: np.ndarray) -> 
     """A pooled metric (``micro-f1``) from the counts of all labels together; otherwise the
     per-label metric averaged over the labels that occur in the gold sets (``f1`` and
     ``macro-f1`` are the same: macro F1)."""
-    spec = get_metric(metric, multi_label=True)
     y = np.asarray(targets).astype(bool)
     d = np.asarray(decided).astype(bool)
-    tp = (y & d).sum(axis=0).astype(np.float64)
-    fp = (~y & d).sum(axis=0).astype(np.float64)
-    pos = y.sum(axis=0).astype(np.float64)
+    return multilabel_value(metric, len(y), (y & d).sum(axis=0), (~y & d).sum(axis=0), y.sum(axis=0))
+
+
+def multilabel_value(metric: str, n: int, tp: np.ndarray, fp: np.ndarray, pos: np.ndarray) -> float:
+    """``multilabel_metric`` from per-label counts over ``n`` rows (they add up over chunks)."""
+    spec = get_metric(metric, multi_label=True)
+    tp, fp, pos = (np.asarray(a, dtype=np.float64) for a in (tp, fp, pos))
     if spec.pooled:
-        return float(spec.binary(tp.sum(), fp.sum(), pos.sum(), y.size - pos.sum()))
+        return float(spec.binary(tp.sum(), fp.sum(), pos.sum(), n * len(pos) - pos.sum()))
     present = pos > 0
     if not present.any():
         return 0.0
-    return float(np.mean(spec.binary(tp, fp, pos, len(y) - pos)[present]))
+    return float(np.mean(spec.binary(tp, fp, pos, n - pos)[present]))
 
 
 def find_label_cuts(probs: np.ndarray, targets: np.ndarray, metric: str = DEFAULT_MULTILABEL_METRIC, *,

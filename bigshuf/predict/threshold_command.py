@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -20,8 +21,8 @@ from bigshuf.predict.defaults import (
     DEFAULT_POSITIVE,
 )
 from bigshuf.predict.formats import Layout
-from bigshuf.predict.metrics import binary_metric, cv_folds, cv_line, multiclass_metric, percent
-from bigshuf.predict.multilabel import apply_label_cuts, find_label_cuts, multilabel_metric
+from bigshuf.predict.metrics import METRICS, Confusion, binary_metric, cv_folds, cv_line, percent
+from bigshuf.predict.multilabel import apply_label_cuts, find_label_cuts, multilabel_value
 from bigshuf.predict.options import ThresholdOptions, keywords
 from bigshuf.predict.reading import PredictionFile, Predictions, read_json
 from bigshuf.predict.reports import ThresholdReport
@@ -125,13 +126,27 @@ class _Scorer:
         return values.argmax(axis=1)
 
     def score(self, y: np.ndarray, preds: np.ndarray) -> float:
+        return self.value(self.counts(y, preds))
+
+    def counts(self, y: np.ndarray, preds: np.ndarray) -> np.ndarray:
+        """The additive counts the metric needs (summed over chunks when applying: O(m) memory)."""
         if self.mode == "multilabel":
-            return multilabel_metric(self.metric, y, preds)
+            return np.array([len(y) * np.ones(self.m), (y & preds).sum(axis=0), (~y & preds).sum(axis=0),
+                             y.sum(axis=0)], dtype=np.float64)
         if self.mode == "binary":
             t, p = y == self.positive, preds == self.positive
-            tp, fp = int((t & p).sum()), int((~t & p).sum())
-            return float(binary_metric(self.metric, tp, fp, int(t.sum()), int((~t).sum())))
-        return multiclass_metric(self.metric, y, preds, self.m)
+            return np.array([(t & p).sum(), (~t & p).sum(), t.sum(), (~t).sum()], dtype=np.float64)
+        c = Confusion.of(y, preds, self.m)
+        return np.array([np.full(self.m, c.n), c.true_n, c.pred_n, c.tp])
+
+    def value(self, counts: np.ndarray) -> float:
+        if self.mode == "multilabel":
+            n, tp, fp, pos = counts
+            return multilabel_value(self.metric, int(n[0]) if len(n) else 0, tp, fp, pos)
+        if self.mode == "binary":
+            return float(binary_metric(self.metric, *counts))
+        n = int(counts[0][0]) if counts.shape[1] else 0
+        return METRICS[self.metric].multiclass(Confusion(n, *counts[1:])) if n else 0.0
 
 
 def _gold(data: Predictions) -> np.ndarray:
@@ -257,20 +272,36 @@ def _strata(targets: np.ndarray) -> np.ndarray:
     return np.where(targets.any(axis=1), rarest, -1)
 
 
+@dataclass
+class _Tally:
+    """What applying params learnt, summed chunk by chunk (no per-row array is kept: the
+    multi-label gold, usual-rule and decided matrices took 3 bytes a value of the whole file)."""
+
+    rows: int = 0
+    labelled: int = 0
+    decisions: Any = 0
+    base: Any = 0
+    after: Any = 0
+
+
 def _write_decisions(pf: PredictionFile, params: Dict[str, Any], output: Optional[str], pred_key: str,
-                     scorer: _Scorer) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Stream ``pf``, write rows with decisions; return (gold, labelled, baseline, decisions)."""
-    parts: Dict[str, List[np.ndarray]] = {"gold": [], "labelled": [], "base": [], "preds": []}
+                     scorer: _Scorer) -> _Tally:
+    """Stream ``pf``, write rows with decisions; return the decision counts and metric counts."""
+    tally = _Tally()
     with PredictionWriter(output, pf, pred_key=pred_key, vectors=False) as writer:
         for chunk in pf.chunks():
             p = scorer.decide(params, chunk.values)
             writer.write(chunk, p)
-            parts["gold"].append(chunk.targets if chunk.targets is not None else chunk.labels)
-            parts["labelled"].append(chunk.labels >= 0)
-            parts["preds"].append(p)
-            parts["base"].append(scorer.baseline(chunk.values))
-    gold, labelled, base, preds = (np.concatenate(parts[k]) for k in ("gold", "labelled", "base", "preds"))
-    return gold, labelled, base, preds
+            tally.rows += len(p)
+            tally.decisions = tally.decisions + (p.sum(axis=0) if p.ndim == 2 else
+                                                 np.bincount(p, minlength=pf.layout.n_classes))
+            has = chunk.labels >= 0
+            if has.any():
+                gold = (chunk.targets if chunk.targets is not None else chunk.labels)[has]
+                tally.labelled += int(has.sum())
+                tally.base = tally.base + scorer.counts(gold, scorer.baseline(chunk.values[has]))
+                tally.after = tally.after + scorer.counts(gold, p[has])
+    return tally
 
 
 def _check_params_fit(params: Dict[str, Any], pf: PredictionFile) -> None:
@@ -294,18 +325,14 @@ def _apply_params(opts: ThresholdOptions, params: Dict[str, Any], metric: str) -
         _check_layout(pf, opts.multi_label)
         _check_params_fit(params, pf)
         scorer = _Scorer(metric, pf.layout, int(params.get("positive", DEFAULT_POSITIVE)))
-        gold, labelled, base, preds = _write_decisions(pf, params, opts.output, opts.pred_key, scorer)
-    lay = pf.layout
-    counts = preds.sum(axis=0) if preds.ndim == 2 else np.bincount(preds, minlength=lay.n_classes)
-    out: Dict[str, Any] = {"mode": params["mode"], "rows": len(preds), "params": params,
-                           "decisions": counts.tolist()}
-    has = np.flatnonzero(labelled)
-    if has.size:
-        b = scorer.score(gold[has], base[has])
-        a = scorer.score(gold[has], preds[has])
-        out["applied"] = {"labelled": int(has.size), "before": b, "after": a, "gain": a - b}
+        tally = _write_decisions(pf, params, opts.output, opts.pred_key, scorer)
+    out: Dict[str, Any] = {"mode": params["mode"], "rows": tally.rows, "params": params,
+                           "decisions": np.asarray(tally.decisions).astype(int).tolist()}
+    if tally.labelled:
+        b, a = scorer.value(tally.base), scorer.value(tally.after)
+        out["applied"] = {"labelled": tally.labelled, "before": b, "after": a, "gain": a - b}
         if a < b - 1e-12:  # as `can` does: the labels say the saved rule hurts here
-            out["warnings"] = [f"THE SAVED {params['mode'].upper()} RULE LOWERED {metric.upper()} on the {has.size} "
+            out["warnings"] = [f"THE SAVED {params['mode'].upper()} RULE LOWERED {metric.upper()} on the {tally.labelled} "
                                f"labelled rows: {percent(b)} -> {percent(a)} (were the params tuned on a sample "
                                "like these rows?)"]
     return out

@@ -380,3 +380,17 @@ def test_multilabel_label_files_are_held_as_bits(tmp_path):
     np.save(tmp_path / "two.npy", np.full((3, 13), 2, dtype=np.int8))
     res = invoke("threshold", probs, "--labels", tmp_path / "two.npy", "--multi-label")
     assert res.exit_code == 2 and res.stderr.endswith("two.npy:1: multi-label labels in a .npy file must be 0 or 1\n")
+
+
+def test_unchanged_params_with_an_explicit_prior_run_can_with_default_knobs(tmp_path):
+    """Saved "unchanged" answers the dev prior; --prior estimate under label shift is another
+    question (found by the adversarial pass: the estimate was computed, then not used)."""
+    dev = write(tmp_path / "dev.jsonl", *gaussian_model(600, SOURCE, SOURCE, 22))
+    probs, y = gaussian_model(600, TARGET, SOURCE, 23)
+    test = write(tmp_path / "test.jsonl", probs, y)
+    params = tmp_path / "u.json"
+    params.write_text(json.dumps({"bigshuf": "can", "unchanged": True, "prior": [0.25] * 4}))
+    kept = bigshuf.can(test, tmp_path / "a.jsonl", params=params, reference=dev)
+    assert kept.params == {"unchanged": True}
+    moved = bigshuf.can(test, tmp_path / "b.jsonl", params=params, reference=dev, prior="estimate")
+    assert moved.params["tau"] == 0.9 and moved.uncertain and moved.uncertain > 0

@@ -55,7 +55,9 @@ def _resolve_params(saved: Optional[Dict[str, Any]], opts: CanOptions) -> Option
     saved params say "leave the predictions unchanged" (tuning found nothing better) and no knob
     was given explicitly."""
     given = saved or {}
-    explicit = (opts.tau, opts.alpha, opts.iterations, opts.top_k, opts.uncertainty)
+    # an explicit --prior (e.g. estimate, under label shift) is a new question the dev-tuned
+    # "unchanged" did not answer: CAN then runs with the default knobs
+    explicit = (opts.tau, opts.alpha, opts.iterations, opts.top_k, opts.uncertainty, opts.prior)
     if given.get("unchanged") and all(v is None for v in explicit):
         return None
 

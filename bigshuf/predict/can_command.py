@@ -28,6 +28,7 @@ from bigshuf.predict.priors import UNIFORM_DEFAULT, bbse_prior, em_prior, resolv
 from bigshuf.predict.reading import PredictionFile, read_json
 from bigshuf.predict.reference import Reference, ReferenceSampler, collect_reference
 from bigshuf.predict.reports import CanReport
+from bigshuf.predict.safety import NO_GAIN
 from bigshuf.predict.tune import CanParams, label_prior, tune_can
 from bigshuf.predict.writing import PredictionWriter
 
@@ -149,7 +150,7 @@ def run_can(opts: CanOptions) -> CanReport:
             _warn_small_reference(result, len(ref.rows), pf.layout.width)
             if not len(ref.rows) and not budget.identity_fits(chosen.iterations):
                 raise UsageError(f"no reference row is confident, and the {pf.layout.width:,} x {pf.layout.width:,} "
-                                 f"identity CAN falls back to does not fit in --memory {format_size(opts.memory)}: "
+                                 f"identity reference CAN falls back to does not fit in --memory {format_size(opts.memory)}: "
                                  "lower --tau, give a --reference file with confident rows, or raise --memory")
             model = CanModel(ref.rows, prior_vec, chosen.alpha, chosen.iterations,
                              batch_bytes=budget.batch_bytes)
@@ -367,7 +368,7 @@ def _tune(pf: PredictionFile, result: Dict[str, Any], opts: CanOptions, budget: 
     res = tune_can(probs, labels, prior_arg, folds=opts.cv, seed=opts.seed, max_reference=opts.max_reference,
                    search=opts.search, progress=opts.progress, **opts.grid())
     result["warnings"].extend(res.warnings)
-    if not res.adopted:
+    if not res.adopted and res.reason != NO_GAIN:
         result["warnings"].append(f"tuning keeps the predictions unchanged: {res.reason}")
     result["tune"] = {"rows": res.rows, "baseline": res.baseline, "accuracy": res.accuracy, "gain": res.gain,
                       "best": asdict(res.best), "grid_points": res.search["grid_points"], "search": res.search,

@@ -65,6 +65,10 @@ NO_CV_WARNING = ("no cross-validation (--cv 0 or 1): the tuned setting is kept o
                  "use --cv 5")
 
 
+NO_GAIN = "no setting beats leaving the predictions unchanged on the tuning rows"
+"""Not a warning: the report already says the usual rule was kept, and nothing was given up."""
+
+
 def adopt(dev_gain: float, cv: Optional[CrossValidation], labels_ok: bool) -> "tuple[bool, str]":
     """Keep the tuned setting? (and why not, in words). Leaving the predictions unchanged wins
     unless the tuned setting gains on the tuning rows, on held-out rows by more than the fold
@@ -72,7 +76,7 @@ def adopt(dev_gain: float, cv: Optional[CrossValidation], labels_ok: bool) -> "t
     if not labels_ok:
         return False, "the labels cover too few classes to tune on"
     if dev_gain <= 0:
-        return False, "no setting beats leaving the predictions unchanged on the tuning rows"
+        return False, NO_GAIN
     if cv is None:
         return True, ""
     if cv.gain <= NOISE_FACTOR * cv.noise or cv.gain <= 0:

@@ -27,6 +27,7 @@ from bigshuf.predict.options import ThresholdOptions, keywords
 from bigshuf.predict.reading import PredictionFile, Predictions, read_json
 from bigshuf.predict.reports import ThresholdReport
 from bigshuf.predict.safety import (
+    NO_GAIN,
     CrossValidation,
     adopt,
     covers_classes,
@@ -223,7 +224,8 @@ def _search(opts: ThresholdOptions, metric: str) -> Dict[str, Any]:
             warnings += dev_warnings(data.labels, data.layout.n_classes, "the search", duplicate_groups(data.values))
         warnings += cv_warnings(cv, adopted)
         if not adopted:
-            warnings.append(f"the search keeps the usual rule: {reason}")
+            if reason != NO_GAIN:
+                warnings.append(f"the search keeps the usual rule: {reason}")
             fitted = {**scorer.unchanged(data.values), "unchanged": True, "reason": reason}
             after = before
         found = {"bigshuf": "threshold", "version": 1, "metric": metric, **fitted, "classes": data.classes}

@@ -222,8 +222,8 @@ def test_exact_tune_finds_best_grid_point_and_reports_cv():
         assert row["accuracy"] == pytest.approx(float((out.argmax(axis=1) == y).mean()))
     assert res.accuracy == max(r["accuracy"] for r in res.table)
     assert res.baseline == pytest.approx(float((probs.argmax(axis=1) == y).mean()))
-    assert res.cv["folds"] == 3 and len(res.cv["chosen"]) == 3
-    assert res.cv["accuracy_before"] == pytest.approx(res.baseline)
+    assert res.cv is not None and res.cv.folds == 3 and len(res.cv.chosen) == 3
+    assert res.cv.before == pytest.approx(res.baseline)
 
 
 def test_tune_is_deterministic_and_needs_labels():
@@ -254,11 +254,12 @@ def test_can_file_matches_can_matrix_and_reports(tmp_path):
     out, uncertain = can_matrix(probs, prior, iterations=2, alpha=2.0)
     np.testing.assert_allclose([r["probs"] for r in rows], out, atol=1e-12)
     assert [r["pred"] for r in rows] == out.argmax(axis=1).tolist()
-    assert report["uncertain"] == int(uncertain.sum()) and report["rows"] == 200
-    acc = report["accuracy"]
-    assert acc["overall"]["after"] == pytest.approx(float((out.argmax(axis=1) == y).mean()))
-    assert acc["confident"]["before"] == acc["confident"]["after"]
-    assert report["prior"]["source"] == "given"
+    assert report.uncertain == int(uncertain.sum()) and report.rows == 200
+    acc = report.accuracy
+    assert acc is not None
+    assert acc["overall"].after == pytest.approx(float((out.argmax(axis=1) == y).mean()))
+    assert acc["confident"].before == acc["confident"].after
+    assert report.prior is not None and report.prior.source == "given"
 
 
 def test_reference_file_and_cap(tmp_path):
@@ -270,9 +271,9 @@ def test_reference_file_and_cap(tmp_path):
     out, _ = can_matrix(test, np.bincount(ydev, minlength=4) / 300, reference=dev)
     got = [json.loads(line)["probs"] for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     np.testing.assert_allclose(got, out, atol=1e-12)
-    assert report["accuracy"] is None  # the test rows have no labels
+    assert report.accuracy is None  # the test rows have no labels
     capped = can(src, str(tmp_path / "c.jsonl"), reference=ref, max_reference=20, subsample="stratified")
-    assert capped["reference"]["used"] == 20 and capped["reference"]["subsample"] == "stratified"
+    assert capped.reference is not None and capped.reference["used"] == 20 and capped.reference["subsample"] == "stratified"
     can(src, str(tmp_path / "d.jsonl"), reference=ref, max_reference=20, subsample="stratified")
     assert (tmp_path / "c.jsonl").read_text() == (tmp_path / "d.jsonl").read_text()  # seeded
 
@@ -284,14 +285,14 @@ def test_tune_then_apply_saved_params(tmp_path):
     report = can(src, tune=True, save_params=str(params), prior=",".join(map(str, prior)), folds=2,
                  grid={"taus": [0.8, 0.9], "alphas": [1.0, 2.0], "iterations": [1, 2], "ks": [3]}, search="exact")
     saved = json.loads(params.read_text())
-    assert {k: saved[k] for k in ("tau", "alpha", "iterations", "k", "rule")} == report["tune"]["best"]
+    assert {k: saved[k] for k in ("tau", "alpha", "iterations", "k", "rule")} == report.tune["best"]
     np.testing.assert_allclose(saved["prior"], prior)
     applied = can(src, str(tmp_path / "out.jsonl"), params=str(params))
-    assert applied["params"] == report["tune"]["best"]
-    assert applied["accuracy"]["overall"]["after"] == pytest.approx(report["tune"]["accuracy"])
-    assert "saved in" in applied["prior"]["source"]
+    assert report.tune is not None and applied.params == report.tune["best"]
+    assert applied.accuracy is not None and applied.accuracy["overall"].after == pytest.approx(report.tune["accuracy"])
+    assert applied.prior is not None and "saved in" in applied.prior.source
     override = can(src, str(tmp_path / "o.jsonl"), params=str(params), tau=0.5)
-    assert override["params"]["tau"] == 0.5
+    assert override.params["tau"] == 0.5
 
 
 def test_scores_are_rejected_for_can(tmp_path):

@@ -192,4 +192,4 @@ def test_tuning_grid_includes_the_any_k_rule():
     probs, y = imbalanced(600, 5, 3)
     res = tune_can(probs, y, "labels", taus=[0.8], alphas=[1.0], iterations=[1], ks=[2, 3], folds=2)
     assert {(r["rule"], r["k"]) for r in res.table} == {("top-k", 2), ("top-k", 3), ("any-k", 3)}
-    assert res.search["grid_points"] == 3 and res.cv["folds"] == 2
+    assert res.search["grid_points"] == 3 and res.cv is not None and res.cv.folds == 2

@@ -134,7 +134,7 @@ def test_csv_field_that_needs_quoting_is_quoted(tmp_path):
 def multilabel_file(path: Path, n: int, seed: int) -> tuple:
     rng = np.random.default_rng(seed)
     probs = rng.random((n, 4))
-    targets = rng.random((n, 4)) < probs ** 1.5  # calibrated badly: the best cuts are not 0.5
+    targets = rng.random((n, 4)) < probs ** 4  # calibrated badly: the best cuts are well above 0.5
     path.write_text("".join(json.dumps({"id": i, "probs": p.tolist(), "labels": np.flatnonzero(t).tolist()}) + "\n"
                             for i, (p, t) in enumerate(zip(probs, targets))))
     return probs, targets
@@ -178,3 +178,48 @@ def test_multilabel_names_csv_and_npy(tmp_path):
     assert invoke("threshold", src, "--multi-label", "--params", params, "-o", out).exit_code == 0
     decided = np.load(out)
     assert decided.dtype == bool and decided.shape == (4, 3) and decided[0].tolist() == [True, False, True]
+
+
+# -- issue 22 item 5: one rule for a byte-order mark, prior files as documented ----------------
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_byte_order_mark_is_dropped_in_every_format(tmp_path, fmt):
+    rows = [([0.7, 0.2, 0.1], 0), ([0.2, 0.5, 0.3], 1), ([0.1, 0.3, 0.6], 2), ([0.4, 0.4, 0.2], 0)]
+    if fmt == "jsonl":
+        text = "".join(json.dumps({"probs": p, "label": y}) + "\n" for p, y in rows)
+    else:
+        text = "prob_a,prob_b,prob_c,label\n" + "".join(",".join(map(str, p)) + f",{y}\n" for p, y in rows)
+    plain, marked = tmp_path / f"plain.{fmt}", tmp_path / f"bom.{fmt}"
+    plain.write_text(text)
+    marked.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    outs = []
+    for src in (plain, marked):
+        res = invoke("can", src, "-o", tmp_path / f"out-{src.name}", "--prior", "uniform", "-q")
+        assert res.exit_code == 0, res.stderr
+        outs.append((tmp_path / f"out-{src.name}").read_bytes())
+    assert outs[0] == outs[1] and not outs[1].startswith(b"\xef\xbb\xbf")
+
+
+@pytest.mark.parametrize("content,values", [
+    ("0.5,0.3,0.2\n", [0.5, 0.3, 0.2]),          # a comma list, as documented
+    ("50\n30\n20\n", [0.5, 0.3, 0.2]),           # one count per class
+    ("[5, 3, 2]\n", [0.5, 0.3, 0.2]),            # JSON
+    ("0\n1\n1\n2\n0\n0\n", [0.5, 1 / 3, 1 / 6]),  # training labels
+])
+def test_prior_files(tmp_path, content, values):
+    src = tmp_path / "p.jsonl"
+    src.write_text("".join(json.dumps({"probs": p}) + "\n" for p in ([0.7, 0.2, 0.1], [0.4, 0.35, 0.25])))
+    (tmp_path / "prior.txt").write_text(content)
+    res = invoke("can", src, "-o", tmp_path / "out.jsonl", "--prior", tmp_path / "prior.txt",
+                 "--report", tmp_path / "r.json", "-q")
+    assert res.exit_code == 0, res.stderr
+    np.testing.assert_allclose(json.loads((tmp_path / "r.json").read_text())["prior"]["values"], values)
+
+
+def test_missing_prior_file_says_so(tmp_path):
+    src = tmp_path / "p.jsonl"
+    src.write_text(json.dumps({"probs": [0.7, 0.2, 0.1]}) + "\n")
+    res = CliRunner().invoke(main, ["can", str(src), "--prior", "train.txt"])
+    assert res.exit_code == 2
+    assert res.stderr == "bigshuf: error: --prior train.txt: no such file (nor uniform, reference, estimate, " \
+                         "a comma list or JSON)\n"

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from scipy.optimize import minimize
 
 from bigshuf.common.errors import InputError, UsageError
-from bigshuf.predict.metrics import METRICS, binary_metric, cv_folds, multiclass_metric
+from bigshuf.predict.metrics import SINGLE_LABEL_METRICS as METRICS
+from bigshuf.predict.metrics import binary_metric, cv_folds, multiclass_metric
 from bigshuf.predict.threshold_command import threshold
 from bigshuf.predict.thresholds import apply_threshold, find_class_weights, find_threshold
 
@@ -29,6 +30,11 @@ def metric_by_definition(metric, y, p):
     if metric == "mcc":
         den = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
         return (tp * tn - fp * fn) / den if den else 0.0
+    if metric == "kappa":  # (p_o - p_e) / (1 - p_e), 0 when chance agreement is total
+        n = len(y)
+        p_o = (tp + tn) / n
+        p_e = ((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn)) / n / n
+        return (p_o - p_e) / (1 - p_e) if p_e != 1 else 0.0
     recalls = [tp / (tp + fn)] if tp + fn else []
     recalls += [tn / (tn + fp)] if tn + fp else []
     return sum(recalls) / len(recalls)
@@ -142,7 +148,7 @@ def test_apply_threshold_modes():
 def write_binary(path, n, seed):
     rng = np.random.default_rng(seed)
     y = (rng.random(n) < 0.3).astype(int)
-    s = 1 / (1 + np.exp(-(rng.normal(size=n) + 1.5 * y - 1.0)))
+    s = 1 / (1 + np.exp(-(rng.normal(size=n) + 1.5 * y - 2.0)))  # the usual 0.5 cut is far off: tuning gains
     path.write_text("".join(json.dumps({"id": i, "score": float(s[i]), "label": int(y[i])}) + "\n" for i in range(n)))
     return str(path), s, y
 
@@ -154,13 +160,13 @@ def test_search_save_and_apply_binary(tmp_path):
     saved = json.loads((tmp_path / "cut.json").read_text())
     assert saved["mode"] == "binary" and saved["metric"] == "f1"
     assert saved["cut"] == pytest.approx(find_threshold(s, y, "f1")[0])
-    assert result["dev"]["after"] >= result["dev"]["before"]
-    assert set(result["cv"]) >= {"folds", "before", "after", "gain"}
+    assert result.dev is not None and result.dev.after >= result.dev.before
+    assert result.cv is not None and set(result.cv) >= {"folds", "before", "after", "gain", "noise"}
     applied = threshold(test, str(tmp_path / "out.jsonl"), params=str(tmp_path / "cut.json"))
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["pred"] for r in rows] == (ts >= saved["cut"]).astype(int).tolist()
     assert list(rows[0]) == ["id", "score", "label", "pred"]
-    assert applied["metric"] == "f1"  # the metric saved with the params
+    assert applied.metric == "f1"  # the metric saved with the params
 
 
 def test_search_multiclass_file(tmp_path):
@@ -168,10 +174,10 @@ def test_search_multiclass_file(tmp_path):
     path = tmp_path / "dev.jsonl"
     path.write_text("".join(json.dumps({"p": p.tolist(), "y": int(c)}) + "\n" for p, c in zip(probs, y)))
     result = threshold(str(path), str(tmp_path / "out.jsonl"), metric="balanced-accuracy", folds=3)
-    weights = np.array(result["params"]["weights"])
+    weights = np.array(result.params["weights"])
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["pred"] for r in rows] == (probs * weights).argmax(axis=1).tolist()
-    assert result["dev"]["after"] == pytest.approx(
+    assert result.dev is not None and result.dev.after == pytest.approx(
         multiclass_metric("balanced-accuracy", y, (probs * weights).argmax(axis=1), 4))
 
 

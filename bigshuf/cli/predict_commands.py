@@ -11,6 +11,7 @@ import click
 
 from bigshuf.cli.base import main, reports_errors
 from bigshuf.predict import defaults as d
+from bigshuf.predict.metrics import METRICS
 
 
 class _List(click.ParamType):
@@ -38,7 +39,7 @@ def _prediction_io_options(func: Callable) -> Callable:
     options = [
         click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default=None,
                      help="Output file (default: stdout). Written atomically; .npy for a matrix."),
-        click.option("--format", "fmt", type=click.Choice(["auto", *d.FORMATS]),
+        click.option("--format", type=click.Choice(["auto", *d.FORMATS]),
                      default="auto", show_default=True, help="Input format (auto: by extension; stdin is sniffed)."),
         click.option("--key", default=None,
                      help="JSONL key of the probability vector or score; CSV column prefix or comma list "
@@ -56,6 +57,9 @@ def _prediction_io_options(func: Callable) -> Callable:
         click.option("--report", "report", type=click.Path(dir_okay=False, allow_dash=True), default=None,
                      help="Also write the report as JSON to this file."),
         click.option("-q", "--quiet", is_flag=True, help="No report on stderr (warnings still show)."),
+        click.option("-S", "--memory", default=d.DEFAULT_MEMORY, show_default=True,
+                     help="Bound on peak memory (RSS) in bytes, K/M/G/T suffixes, like shuffle's: chunks, "
+                          "reference set, tuning and search data are sized to fit."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -101,18 +105,24 @@ Full documentation: bigshuf readme (and docs/predictions.md in the source tree)
               help="Gold labels of the --reference rows in a separate file.")
 @click.option("--prior", default=None,
               help="Class prior: a file of training labels (one a line, or JSONL), a file or string of "
-                   "weights (comma list or JSON), 'uniform' or 'reference' (labels of the reference "
-                   "rows). Default: label frequencies of the tuning rows with --tune, of a labelled "
-                   "--reference file, else uniform (with a warning: it hurts on imbalanced classes).")
+                   "weights (comma list or JSON), 'uniform', 'reference' (labels of the reference "
+                   "rows), or 'estimate' / 'estimate-bbse': the test prior estimated from INPUT by EM "
+                   "from the model's mean prediction on --reference, or by BBSE from the labelled "
+                   "--reference's confusion matrix (label shift). Default: label frequencies of the "
+                   "tuning rows with --tune, of a labelled --reference file, else uniform (with a "
+                   "warning: it hurts on imbalanced classes).")
+@click.option("--method", type=click.Choice(d.ADJUSTMENTS), default=d.DEFAULT_ADJUSTMENT, show_default=True,
+              help="can: CAN on the uncertain rows; prior-shift: every row times prior / the model's "
+                   "mean prediction on --reference, renormalised (the plain label-shift correction).")
 @click.option("--tau", type=float, default=None,
               help=f"Rows with uncertainty >= tau are adjusted.  [default: {d.DEFAULT_TAU}]")
 @click.option("--alpha", type=float, default=None,
               help=f"Exponent applied before each normalisation.  [default: {d.DEFAULT_ALPHA:g}]")
 @click.option("--iterations", type=int, default=None,
               help=f"Alternating normalisation rounds.  [default: {d.DEFAULT_ITERATIONS}]")
-@click.option("-k", "--top-k", "k", type=int, default=None,
+@click.option("-k", "--top-k", type=int, default=None,
               help=f"k of the top-k uncertainty.  [default: {d.DEFAULT_K}]")
-@click.option("--uncertainty", "rule", type=click.Choice(d.RULES), default=None,
+@click.option("--uncertainty", type=click.Choice(d.RULES), default=None,
               help="top-k: top-k entropy >= tau (the blog's rule); any-k: top-j entropy >= tau for any j "
                    f"from 2 to the number of classes (the official code's rule).  [default: {d.DEFAULT_RULE}]")
 @click.option("--params", "params", type=click.Path(dir_okay=False), default=None,
@@ -123,7 +133,7 @@ Full documentation: bigshuf readme (and docs/predictions.md in the source tree)
                    "only with -o.")
 @click.option("--save-params", type=click.Path(dir_okay=False), default=None,
               help="With --tune: save the winner (and prior) as JSON.")
-@click.option("--cv", "folds", type=int, default=d.DEFAULT_FOLDS, show_default=True,
+@click.option("--cv", type=int, default=d.DEFAULT_FOLDS, show_default=True,
               help="With --tune: folds of the cross-validated estimate (0 or 1: skip it).")
 @click.option("--taus", type=_List(float, "NUMBERS"), default=None,
               help=f"Tuning grid for tau.  [default: {_show(d.GRID_TAUS)}]")
@@ -154,23 +164,25 @@ def can(quiet: bool, **flags: Any) -> None:
     predicted class under --pred-key. See docs/predictions.md.
     """
     from bigshuf.predict import can_command as cc
+    from bigshuf.predict.options import CanOptions
 
-    opts = cc.CanOptions(**flags)
+    opts = CanOptions(**flags)
     result = cc.run_can(opts)
     if not quiet:
         click.echo(cc.format_can_report(result), err=True)
     else:
-        _warnings_only(result.get("warnings", []))
+        _warnings_only(result.warnings)
     if opts.tune and not opts.save_params and opts.output is None:
-        _echo_params({"bigshuf": "can", **result["params"], "prior": result["prior"]["values"]})
+        assert result.prior is not None
+        _echo_params({"bigshuf": "can", **result.params, "prior": result.prior.values})
 
 
 @main.command(epilog=THRESHOLD_EXAMPLES)
 @click.argument("input", type=click.Path(allow_dash=True))
 @_prediction_io_options
-@click.option("--metric", type=click.Choice(sorted(set(d.METRICS) | set(d.MULTILABEL_METRICS))), default=None,
-              help="What to maximise (multi-class: macro F1, multi-class MCC, mean recall; multi-label: "
-                   "f1/macro-f1 = per-label F1, micro-f1, or a per-label metric).  "
+@click.option("--metric", type=click.Choice(sorted(METRICS)), default=None,
+              help="What to maximise: " + "; ".join(f"{m.name}: {m.help}" for m in METRICS.values()) +
+                   " (macro-f1 and micro-f1 with --multi-label only).  "
                    f"[default: {d.DEFAULT_METRIC}; {d.DEFAULT_MULTILABEL_METRIC} with --multi-label; "
                    "with --params, the metric saved there]")
 @click.option("--multi-label", is_flag=True,
@@ -182,7 +194,7 @@ def can(quiet: bool, **flags: Any) -> None:
               help="Save the cut (binary), class weights (multi-class) or label cuts (multi-label) as JSON.")
 @click.option("--positive", default=None,
               help=f"Binary data: the positive class (name or index).  [default: {d.DEFAULT_POSITIVE}]")
-@click.option("--cv", "folds", type=int, default=d.DEFAULT_FOLDS, show_default=True,
+@click.option("--cv", type=int, default=d.DEFAULT_FOLDS, show_default=True,
               help="Folds of the cross-validated estimate of the gain (0 or 1: skip it).")
 @click.option("--seed", type=int, default=d.DEFAULT_SEED, show_default=True,
               help="Seed for the cross-validation folds.")
@@ -196,10 +208,13 @@ def threshold(quiet: bool, **flags: Any) -> None:
     every row with the decision under --pred-key. See docs/predictions.md.
     """
     from bigshuf.predict import threshold_command as tc
+    from bigshuf.predict.options import ThresholdOptions
 
-    opts = tc.ThresholdOptions(**flags)
+    opts = ThresholdOptions(**flags)
     result = tc.run_threshold(opts)
     if not quiet:
         click.echo(tc.format_threshold_report(result), err=True)
+    else:
+        _warnings_only(result.warnings)
     if not opts.params and not opts.save_params and opts.output is None:
-        _echo_params(result["params"])
+        _echo_params(result.params)

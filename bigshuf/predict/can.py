@@ -75,7 +75,11 @@ def safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def row_normalise(x: np.ndarray) -> np.ndarray:
-    return safe_div(x, x.sum(axis=1, keepdims=True))
+    total = x.sum(axis=1, keepdims=True)
+    if (total > 0).all():  # the usual case: a plain division, without safe_div's masks
+        with np.errstate(over="ignore", invalid="ignore"):
+            return x / total
+    return safe_div(x, total)
 
 
 def uncertainty(probs: np.ndarray, k: int = DEFAULT_K, rule: str = DEFAULT_RULE) -> np.ndarray:
@@ -315,6 +319,18 @@ def can_matrix(probs: np.ndarray, prior: Prior = None, *, tau: float = DEFAULT_T
 
 # -- first-order (frozen reference) CAN, for ranking a tuning grid -------------------------------
 
+def fast_power(x: np.ndarray, alpha: float) -> np.ndarray:
+    """x ** alpha for x >= 0 as exp(alpha log x): numpy's exp and log are vectorised (SIMD) where
+    power is not, 3-4x faster; within an ulp or two, which ranking grid points tolerates (the rows
+    ``bigshuf can`` writes use exact powers)."""
+    if alpha == 2.0:
+        return np.square(x)
+    with np.errstate(divide="ignore"):
+        out = np.log(x)
+    out *= alpha
+    return np.exp(out, out=out)
+
+
 def reference_column_sums(reference: np.ndarray, prior: np.ndarray, alpha: float,
                           iterations: int) -> List[np.ndarray]:
     """Column sums of ``Lbar_{t-1} ** alpha`` for t = 1 .. iterations, where Lbar is the
@@ -322,7 +338,7 @@ def reference_column_sums(reference: np.ndarray, prior: np.ndarray, alpha: float
     sums = []
     lbar = reference
     for t in range(iterations):
-        powered = lbar if alpha == 1.0 else lbar ** alpha
+        powered = lbar if alpha == 1.0 else fast_power(lbar, alpha)
         sbar = powered.sum(axis=0)
         sums.append(sbar)
         if t < iterations - 1:
@@ -340,7 +356,11 @@ def adjust_first_order(rows: np.ndarray, column_sums: Sequence[np.ndarray], prio
     b = rows
     for sbar in column_sums:
         if alpha != 1.0:
-            b = b ** alpha
-        b = row_normalise(b * safe_div(prior, sbar + b))
+            b = fast_power(b, alpha)
+        den = sbar + b
+        if (den > 0).all():  # the usual case: plain division, 3x faster than safe_div's masks
+            b = row_normalise(b * (prior / den))
+        else:
+            b = row_normalise(b * safe_div(prior, den))
         outs.append(b)
     return outs

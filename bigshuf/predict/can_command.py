@@ -3,116 +3,39 @@ file, the tuning step, and the report (with the warnings that say when CAN is li
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from dataclasses import asdict
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from bigshuf.common.errors import InputError, UsageError
 from bigshuf.common.output import write_json
+from bigshuf.common.sizes import format_size
+from bigshuf.predict.budget import Budget
 from bigshuf.predict.can import CanModel, confident_mask
 from bigshuf.predict.defaults import (
     DEFAULT_ALPHA,
-    DEFAULT_FOLDS,
     DEFAULT_ITERATIONS,
     DEFAULT_K,
-    DEFAULT_MAX_REFERENCE,
     DEFAULT_RULE,
-    DEFAULT_SEARCH,
-    DEFAULT_SEED,
-    DEFAULT_SUBSAMPLE,
     DEFAULT_TAU,
+    ESTIMATES,
     RULES,
-    SEARCHES,
-    SUBSAMPLES,
 )
-from bigshuf.predict.formats import FileOptions
-from bigshuf.predict.metrics import percent, survival
-from bigshuf.predict.priors import UNIFORM_DEFAULT, frequencies, resolve_prior
+from bigshuf.predict.metrics import cv_line, percent
+from bigshuf.predict.options import CanOptions, check_can_params, keywords
+from bigshuf.predict.priors import UNIFORM_DEFAULT, bbse_prior, em_prior, resolve_prior
 from bigshuf.predict.reading import PredictionFile, read_json
-from bigshuf.predict.reference import collect_reference
-from bigshuf.predict.tune import CanParams, tune_can
+from bigshuf.predict.reference import Reference, ReferenceSampler, collect_reference
+from bigshuf.predict.reports import CanReport
+from bigshuf.predict.safety import NO_GAIN
+from bigshuf.predict.tune import CanParams, label_prior, tune_can
 from bigshuf.predict.writing import PredictionWriter
-
-GRID_OPTIONS = {"taus": "--taus", "alphas": "--alphas", "iterations_grid": "--iterations-grid", "ks": "--ks",
-                "rules": "--rules"}
 
 
 def official_reference_size(m: int) -> int:
     """Reference rows the official KMnP/can code draws for its random reference sets."""
     return max(5 * m, 1000)
-
-
-@dataclass
-class CanOptions(FileOptions):
-    """Everything ``bigshuf can`` takes, checked once by ``validate`` (the CLI only parses).
-
-    ``None`` for tau/alpha/iterations/k/rule means: from ``params`` if given, else the default.
-    """
-
-    reference: Optional[str] = None
-    reference_labels: Optional[str] = None
-    prior: Any = None
-    tau: Optional[float] = None
-    alpha: Optional[float] = None
-    iterations: Optional[int] = None
-    k: Optional[int] = None
-    rule: Optional[str] = None
-    params: Optional[str] = None
-    tune: bool = False
-    save_params: Optional[str] = None
-    folds: int = DEFAULT_FOLDS
-    taus: Optional[Sequence[float]] = None
-    alphas: Optional[Sequence[float]] = None
-    iterations_grid: Optional[Sequence[int]] = None
-    ks: Optional[Sequence[int]] = None
-    rules: Optional[Sequence[str]] = None
-    search: str = DEFAULT_SEARCH
-    max_reference: int = DEFAULT_MAX_REFERENCE
-    subsample: str = DEFAULT_SUBSAMPLE
-    seed: int = DEFAULT_SEED
-    progress: Optional[bool] = None
-
-    def validate(self) -> "CanOptions":
-        """Reject option values and combinations that cannot work (UsageError, exit 2)."""
-        if self.tune and self.params:
-            raise UsageError("--tune searches the parameters; it cannot also read them with --params")
-        if self.save_params and not self.tune:
-            raise UsageError("--save-params needs --tune")
-        given = [flag for name, flag in GRID_OPTIONS.items() if getattr(self, name) is not None]
-        if given and not self.tune:
-            raise UsageError(f"{'/'.join(GRID_OPTIONS.values())} need --tune (got {given[0]})")
-        if self.subsample not in SUBSAMPLES:
-            raise UsageError(f"--subsample must be one of {', '.join(SUBSAMPLES)}")
-        if self.search not in SEARCHES:
-            raise UsageError(f"--search must be one of {', '.join(SEARCHES)}")
-        if self.max_reference < 0:
-            raise UsageError("--max-reference must be >= 0 (0: no cap)")
-        if self.folds < 0:
-            raise UsageError("--cv must be >= 0")
-        _check_params(self.tau, self.alpha, self.iterations, self.k, self.rule)
-        return self
-
-    def read_options(self) -> Dict[str, Any]:
-        return {"fmt": self.fmt, "key": self.key, "label_key": self.label_key, "labels": self.labels,
-                "classes": self.classes, "logits": self.logits}
-
-    def grid(self) -> Dict[str, Sequence[Any]]:
-        """The tuning grid values given (the rest take tune_can's defaults)."""
-        named = {"taus": self.taus, "alphas": self.alphas, "iterations": self.iterations_grid, "ks": self.ks,
-                 "rules": self.rules}
-        return {k: v for k, v in named.items() if v}
-
-
-def _check_params(tau: Optional[float], alpha: Optional[float], iterations: Optional[int], k: Optional[int],
-                  rule: Optional[str]) -> None:
-    if tau is not None and not 0 <= tau <= 1:
-        raise UsageError(f"tau must be between 0 and 1, got {tau}")
-    if (alpha is not None and not alpha > 0) or (iterations is not None and iterations < 1) or \
-            (k is not None and k < 2):
-        raise UsageError("alpha must be > 0, iterations >= 1 and k >= 2")
-    if rule is not None and rule not in RULES:
-        raise UsageError(f"unknown uncertainty rule {rule!r} (choose from {', '.join(RULES)})")
 
 
 def load_can_params(path: str) -> Dict[str, Any]:
@@ -128,17 +51,24 @@ def load_can_params(path: str) -> Dict[str, Any]:
     return obj
 
 
-def _resolve_params(saved: Optional[Dict[str, Any]], opts: CanOptions) -> CanParams:
-    """Explicit options win over a saved params file, which wins over the defaults."""
+def _resolve_params(saved: Optional[Dict[str, Any]], opts: CanOptions) -> Optional[CanParams]:
+    """Explicit options win over a saved params file, which wins over the defaults. None: the
+    saved params say "leave the predictions unchanged" (tuning found nothing better) and no knob
+    was given explicitly."""
     given = saved or {}
+    # an explicit --prior (e.g. estimate, under label shift) is a new question the dev-tuned
+    # "unchanged" did not answer: CAN then runs with the default knobs
+    explicit = (opts.tau, opts.alpha, opts.iterations, opts.top_k, opts.uncertainty, opts.prior)
+    if given.get("unchanged") and all(v is None for v in explicit):
+        return None
 
     def pick(value: Any, name: str, default: Any) -> Any:
         return value if value is not None else given.get(name, default)
 
     p = CanParams(tau=float(pick(opts.tau, "tau", DEFAULT_TAU)), alpha=float(pick(opts.alpha, "alpha", DEFAULT_ALPHA)),
                   iterations=int(pick(opts.iterations, "iterations", DEFAULT_ITERATIONS)),
-                  k=int(pick(opts.k, "k", DEFAULT_K)), rule=str(pick(opts.rule, "rule", DEFAULT_RULE)))
-    _check_params(p.tau, p.alpha, p.iterations, p.k, p.rule)
+                  k=int(pick(opts.top_k, "k", DEFAULT_K)), rule=str(pick(opts.uncertainty, "rule", DEFAULT_RULE)))
+    check_can_params(p.tau, p.alpha, p.iterations, p.k, p.rule)
     return p
 
 
@@ -163,12 +93,14 @@ class _Accuracy:
                 for g, (r, b, a) in self.counts.items()}
 
 
-def can(input: str, output: Optional[str] = None, *, grid: Optional[Dict[str, Sequence[Any]]] = None,
-        **options: Any) -> Dict[str, Any]:
-    """Apply CAN to a prediction file (``bigshuf can``); returns the report as a dict.
+def can(input: Any, output: Any = None, *, grid: Optional[Dict[str, Sequence[Any]]] = None,
+        **options: Any) -> CanReport:
+    """Apply CAN to a prediction file (``bigshuf can``); returns the report (``CanReport``).
 
-    Keywords are the fields of ``CanOptions`` (``grid`` may also give ``taus``, ``alphas``,
-    ``iterations``, ``ks``, ``rules`` as one dict). Without ``tune``: adjusts the uncertain rows
+    Paths are ``str`` or ``pathlib.Path``. Keywords are the CLI's long option names (the
+    fields of ``CanOptions``: ``top_k``, ``uncertainty``, ``cv``, ``format``, ...; the older
+    ``k``, ``rule``, ``folds``, ``fmt`` still work); ``grid`` may also give ``taus``, ``alphas``,
+    ``iterations``, ``ks``, ``rules`` as one dict. Without ``tune``: adjusts the uncertain rows
     of ``input`` and writes every row to ``output`` (None or ``-``: stdout), with the parameters
     from the arguments, else from ``params`` (a saved params file), else the defaults. The
     reference set is the confident rows of ``reference`` (read first, so ``input`` is streamed
@@ -177,73 +109,116 @@ def can(input: str, output: Optional[str] = None, *, grid: Optional[Dict[str, Se
     With ``tune``: searches the parameters on the labelled ``input``, saves them to
     ``save_params``, and writes the adjusted rows only if ``output`` is given.
     """
+    options = keywords(options)
     for name, values in (grid or {}).items():
         if values:
             options["iterations_grid" if name == "iterations" else name] = values
     return run_can(CanOptions(input=input, output=output, **options))
 
 
-def run_can(opts: CanOptions) -> Dict[str, Any]:
-    """``bigshuf can`` with validated options; returns the report as a dict."""
-    opts.validate()
+def run_can(opts: CanOptions) -> CanReport:
+    """``bigshuf can`` with validated options; returns the report."""
     saved = load_can_params(opts.params) if opts.params else None
     chosen = _resolve_params(saved, opts)
     result: Dict[str, Any] = {"command": "can", "input": "<stdin>" if opts.input == "-" else opts.input,
-                              "output": opts.output or "-", "warnings": []}
-    with PredictionFile(opts.input, **opts.read_options()) as pf:
+                              "output": opts.output or "-", "method": opts.method, "warnings": []}
+    budget = Budget(opts.memory)
+    with PredictionFile(opts.input, chunk_rows=budget.chunk_rows, **opts.read_options()) as pf:
         _check_input(pf, saved, opts)
+        budget.fit(pf.layout.width)
+        pf.chunk_rows = budget.chunk_rows
         prior_vec = None
         if opts.tune:
-            chosen = _tune(pf, result, opts)
+            chosen = _tune(pf, result, opts, budget)
             prior_vec = np.asarray(result["prior"]["values"])
             if opts.save_params:
                 write_json(opts.save_params, _params_document(chosen, result, pf.layout.classes))
             if opts.output is None:
                 return _finish(result, opts)
-        ref, ref_stats, ref_labels = _reference(pf, chosen, opts)
+        ref = _reference(pf, chosen, opts, budget)
         if prior_vec is None:
-            prior_vec = _prior(pf, opts, saved, ref_labels, result)
-        result["params"] = asdict(chosen)
-        result["reference"] = ref_stats
-        _warn_small_reference(result, len(ref), pf.layout.width)
-        model = CanModel(ref, prior_vec, chosen.alpha, chosen.iterations)
-        _apply(pf, model, chosen, opts.output, opts.pred_key, result)
+            prior_vec = _prior(pf, opts, saved, ref, result, budget)
+        result["reference"] = ref.stats
+        if opts.method == "prior-shift":
+            result["params"] = {"method": "prior-shift"}
+            _apply(pf, PriorShift(prior_vec, ref.mean), None, opts.output, opts.pred_key, result)
+        elif chosen is None:
+            result["params"] = {"unchanged": True}
+            _apply(pf, None, None, opts.output, opts.pred_key, result)
+        else:
+            result["params"] = asdict(chosen)
+            _warn_small_reference(result, len(ref.rows), pf.layout.width)
+            if not len(ref.rows) and not budget.identity_fits(chosen.iterations):
+                raise UsageError(f"no reference row is confident, and the {pf.layout.width:,} x {pf.layout.width:,} "
+                                 f"identity reference CAN falls back to does not fit in --memory {format_size(opts.memory)}: "
+                                 "lower --tau, give a --reference file with confident rows, or raise --memory")
+            model = CanModel(ref.rows, prior_vec, chosen.alpha, chosen.iterations,
+                             batch_bytes=budget.batch_bytes)
+            _apply(pf, model, chosen, opts.output, opts.pred_key, result)
     _warn_if_worse(result)
     return _finish(result, opts)
+
+
+class PriorShift:
+    """The plain label-shift correction: every row times target prior / source prior (the model's
+    mean prediction on the reference), renormalised. Same interface as ``CanModel.adjust``."""
+
+    def __init__(self, target: np.ndarray, source: np.ndarray):
+        self.weights = np.divide(target, source, out=np.zeros(len(target)), where=source > 0)
+        self.identity_fallback = False
+
+    def adjust(self, rows: np.ndarray) -> np.ndarray:
+        out = rows * self.weights
+        total = out.sum(axis=1, keepdims=True)
+        return np.divide(out, total, out=np.zeros_like(out), where=total > 0)
 
 
 def _check_input(pf: PredictionFile, saved: Optional[Dict[str, Any]], opts: CanOptions) -> None:
     lay = pf.layout
     if lay.scalar or lay.width < 2:
-        raise UsageError(f"CAN needs a probability vector of at least two classes per row; "
-                         f"{pf.name} has one score per row")
+        what = "one score" if lay.scalar else f"{lay.width} value{'s' if lay.width != 1 else ''}"
+        raise UsageError(f"CAN needs a probability vector of at least two classes per row; {pf.name} has "
+                         f"{what} per row")
     if saved and saved.get("classes") and lay.classes and saved["classes"] != lay.classes:
         raise UsageError(f"{opts.params} was tuned for classes {saved['classes']}, but {pf.name} has {lay.classes}")
 
 
-def _reference(pf: PredictionFile, p: CanParams, opts: CanOptions
-               ) -> Tuple[np.ndarray, Dict[str, Any], np.ndarray]:
+def _reference(pf: PredictionFile, p: Optional[CanParams], opts: CanOptions, budget: "Budget") -> Reference:
+    """The reference pass: ``--reference`` (read first, so INPUT streams once) or INPUT itself."""
     rng = np.random.default_rng(opts.seed)
+    confusion = opts.prior == "estimate-bbse"
+    cap = budget.reference_rows(opts.max_reference, p.iterations if p else 1)
+    if cap != opts.max_reference:
+        pf.notes.append(f"reference capped at {cap} rows to stay within --memory {format_size(opts.memory)}")
     if not opts.reference:
-        ref, stats, labels = collect_reference(pf, p, opts.max_reference, opts.subsample, rng)
-        stats["source"] = f"{pf.name} (its own confident rows)"
-        return ref, stats, labels
+        if opts.method == "prior-shift" or isinstance(opts.prior, str) and opts.prior in ESTIMATES:
+            what = "--method prior-shift" if opts.method == "prior-shift" else f"--prior {opts.prior}"
+            raise UsageError(f"{what} needs --reference (a dev file: the model's mean prediction there is the "
+                             "prior it was calibrated to)")
+        ref = collect_reference(pf, p, cap, opts.subsample, rng)
+        ref.stats["source"] = f"{pf.name} (its own confident rows)"
+        return ref
     ref_options = dict(opts.read_options(), labels=opts.reference_labels)
-    with PredictionFile(opts.reference, **ref_options) as rf:
+    with PredictionFile(opts.reference, chunk_rows=budget.chunk_rows, **ref_options) as rf:
         if rf.layout.width != pf.layout.width:
             raise UsageError(f"{rf.name} has {rf.layout.width} classes, {pf.name} has {pf.layout.width}")
-        return collect_reference(rf, p, opts.max_reference, opts.subsample, rng)
+        ref = collect_reference(rf, p, cap, opts.subsample, rng, confusion=confusion)
+    if confusion and not ref.label_counts.any():
+        raise UsageError("--prior estimate-bbse needs gold labels in the --reference rows")
+    return ref
 
 
-def _prior(pf: PredictionFile, opts: CanOptions, saved: Optional[Dict[str, Any]], ref_labels: np.ndarray,
-           result: Dict[str, Any]) -> np.ndarray:
+def _prior(pf: PredictionFile, opts: CanOptions, saved: Optional[Dict[str, Any]], ref: Reference,
+           result: Dict[str, Any], budget: "Budget") -> np.ndarray:
     """The prior for applying CAN, and a plain warning when it is the uniform default."""
     spec = opts.prior if opts.prior is not None else (saved or {}).get("prior")
-    if spec is None and opts.reference and (ref_labels >= 0).any():
+    if isinstance(spec, str) and spec in ESTIMATES:
+        return _estimate(pf, opts, ref, result, budget)
+    if spec is None and opts.reference and ref.label_counts.any():
         # A separate labelled reference (dev) set: its label frequencies are the natural prior.
         # Never the input's own labels: that would leak test labels.
         spec = "reference"
-    vec, source = resolve_prior(spec, pf.label_map, ref_labels)
+    vec, source = resolve_prior(spec, pf.label_map, ref.labels)
     if opts.prior is None and saved and saved.get("prior") is not None:
         source = f"saved in {opts.params} ({saved.get('prior_source', 'given')})"
     result["prior"] = {"source": source, "values": vec.tolist()}
@@ -252,6 +227,45 @@ def _prior(pf: PredictionFile, opts: CanOptions, saved: Optional[Dict[str, Any]]
             "no --prior given, so CAN uses a uniform prior: it pushes uncertain rows towards equal class "
             "frequencies, which lowers accuracy when the classes are imbalanced. Give the training-label "
             "frequencies with --prior train_labels.txt (one label a line), or weights (--prior 0.5,0.3,0.2)")
+    return vec
+
+
+def _estimate(pf: PredictionFile, opts: CanOptions, ref: Reference, result: Dict[str, Any],
+              budget: "Budget") -> np.ndarray:
+    """The prior of INPUT under label shift: EM from the reference's mean prediction, or BBSE
+    from the reference's confusion matrix. EM holds INPUT's rows (a uniform sample of them when
+    they do not fit in --memory); BBSE only counts predictions."""
+    m = pf.layout.width
+    cap = budget.matrix_rows(m)
+    sampler = ReferenceSampler(m, cap, np.random.default_rng(opts.seed))
+    predicted = np.zeros(m, dtype=np.int64)
+    for chunk in pf.chunks(cache=True):
+        probs = chunk.values / chunk.values.sum(axis=1, keepdims=True)
+        predicted += np.bincount(probs.argmax(axis=1), minlength=m)
+        if opts.prior == "estimate":
+            sampler.add(probs)
+    if opts.prior == "estimate-bbse":
+        assert ref.confusion is not None
+        vec = bbse_prior(ref.confusion, predicted)
+        info: Dict[str, Any] = {"method": "bbse", "reference_labelled": int(ref.label_counts.sum())}
+        zero = int(((vec == 0) & (predicted > 0)).sum())
+        if zero:
+            result["warnings"].append(f"the BBSE estimate gives {zero} classes that {pf.name} predicts a prior of 0, so "
+                                      "CAN can never pick them (--prior estimate, EM, never gives 0)")
+        source = f"BBSE estimate from {ref.stats['source']}'s confusion matrix and {pf.name}'s predictions"
+    else:
+        rows = sampler.uniform()
+        vec, iterations, converged = em_prior(rows, ref.mean)
+        info = {"method": "em", "iterations": iterations, "converged": converged, "rows": len(rows),
+                "of_rows": sampler.seen, "start": ref.mean.tolist()}
+        source = (f"EM estimate on {pf.name} ({iterations} iterations, "
+                  f"{'converged' if converged else 'NOT converged'}) from the mean prediction on {ref.stats['source']}")
+        if not converged:
+            result["warnings"].append(f"the EM prior estimate did not converge in {iterations} iterations")
+        if sampler.seen > len(rows):
+            result["warnings"].append(f"EM estimated the prior on a uniform sample of {len(rows)} of {sampler.seen} rows "
+                                      f"to stay within --memory {format_size(opts.memory)}")
+    result["prior"] = {"source": source, "values": vec.tolist(), "estimate": info}
     return vec
 
 
@@ -273,20 +287,28 @@ def _warn_if_worse(result: Dict[str, Any]) -> None:
                                      f"{percent(acc['before'])} -> {percent(acc['after'])}{hint}")
 
 
-def _finish(result: Dict[str, Any], opts: CanOptions) -> Dict[str, Any]:
+def _finish(result: Dict[str, Any], opts: CanOptions) -> CanReport:
+    report = CanReport.from_dict(result)
     if opts.report:
-        write_json(opts.report, result)
-    return result
+        write_json(opts.report, report.to_dict())
+    return report
 
 
-def _apply(pf: PredictionFile, model: CanModel, p: CanParams, output: Optional[str], pred_key: str,
+def _apply(pf: PredictionFile, model: Any, p: Optional[CanParams], output: Optional[str], pred_key: str,
            result: Dict[str, Any]) -> None:
+    """The pass that writes every row: CAN (``model`` a CanModel, ``p`` its knobs) on the
+    uncertain rows, ``PriorShift`` on every row (``p`` None), or nothing (``model`` None)."""
     acc = _Accuracy()
     rows = uncertain_n = changed_n = untouched = 0
     with PredictionWriter(output, pf, pred_key=pred_key) as writer:
-        for chunk in pf.replay(1 << 15):
+        for chunk in pf.replay():
             probs = chunk.values / chunk.values.sum(axis=1, keepdims=True)
-            uncertain = ~confident_mask(probs, p.tau, p.k, p.rule)
+            if model is None:
+                uncertain = np.zeros(len(probs), dtype=bool)
+            elif p is None:
+                uncertain = np.ones(len(probs), dtype=bool)
+            else:
+                uncertain = ~confident_mask(probs, p.tau, p.k, p.rule)
             out = probs.copy()
             if uncertain.any():
                 adjusted = model.adjust(probs[uncertain])
@@ -304,52 +326,81 @@ def _apply(pf: PredictionFile, model: CanModel, p: CanParams, output: Optional[s
                   changed_predictions=changed_n, accuracy=acc.report())
     if untouched:
         result["left_unchanged_zero_prior"] = untouched
-    if model.identity_fallback:
+    if model is not None and model.identity_fallback:
         result.setdefault("notes", []).append("no confident reference rows: used the identity matrix")
+    result.setdefault("notes", []).extend(pf.notes)
 
 
-def _tune(pf: PredictionFile, result: Dict[str, Any], opts: CanOptions) -> CanParams:
-    data = pf.read_all()
+def _tune(pf: PredictionFile, result: Dict[str, Any], opts: CanOptions, budget: "Budget") -> Optional[CanParams]:
+    """Search the knobs on INPUT's labelled rows; None: leave the predictions unchanged."""
+    data = pf.read_all(max_rows=budget.tuning_rows(pf.layout.width), seed=opts.seed)
     probs, labels = data.values / data.values.sum(axis=1, keepdims=True), data.labels
     missing = np.flatnonzero(labels < 0)
     if missing.size:
         raise InputError("no gold label on this row (--tune needs labelled rows)", pf.name, int(data.lines[missing[0]]))
-    spec = opts.prior
+    if data.sampled_from:
+        result["warnings"].append(f"tuning on a uniform sample of {len(labels)} of {data.sampled_from} rows "
+                                  f"to stay within --memory {format_size(opts.memory)}")
+    spec, m = opts.prior, pf.layout.width
     # Without --prior, tuning uses the label frequencies of the tuning rows (per fold in
     # cross-validation, so held-out labels never leak): a uniform prior would push an imbalanced
     # dev set's uncertain rows towards rare classes, which is rarely what the user wants.
     if spec is None or (isinstance(spec, str) and spec.strip().lower() == "reference"):
         prior_arg: Any = "labels"
+        q = label_prior(labels, probs, m)
         source = f"label frequencies of the {len(labels)} tuning rows (per fold in cross-validation)"
-        q = frequencies(labels, pf.layout.width)
+        zero = int((np.bincount(labels, minlength=m) == 0).sum())
+        if zero:
+            source += f"; {zero} classes without a row get a share of the mean prediction"
+            result["warnings"].append(
+                f"{zero} of {m} classes have no tuning row, so a prior from these labels would give them 0 "
+                "(CAN could never pick them); they get a share of the model's mean prediction instead: "
+                "give the training labels with --prior train_labels.txt")
     else:
+        if isinstance(spec, str) and spec in ESTIMATES:
+            raise UsageError(f"--prior {spec} estimates a test file's prior; --tune uses the dev file's labels "
+                             "(tune, then apply with --prior estimate --reference dev)")
         q, source = resolve_prior(spec, pf.label_map)
         prior_arg = q
+        if (q == 0).any():
+            result["warnings"].append(f"{int((q == 0).sum())} classes have prior 0: CAN can never pick them")
     result["prior"] = {"source": source, "values": q.tolist()}
-    res = tune_can(probs, labels, prior_arg, folds=opts.folds, seed=opts.seed, max_reference=opts.max_reference,
+    res = tune_can(probs, labels, prior_arg, folds=opts.cv, seed=opts.seed, max_reference=opts.max_reference,
                    search=opts.search, progress=opts.progress, **opts.grid())
+    result["warnings"].extend(res.warnings)
+    if not res.adopted and res.reason != NO_GAIN:
+        result["warnings"].append(f"tuning keeps the predictions unchanged: {res.reason}")
     result["tune"] = {"rows": res.rows, "baseline": res.baseline, "accuracy": res.accuracy, "gain": res.gain,
                       "best": asdict(res.best), "grid_points": res.search["grid_points"], "search": res.search,
-                      "top": res.table[:10], "cv": res.cv}
-    result["params"] = asdict(res.best)
-    return res.best
+                      "top": res.table[:10], "cv": res.cv.to_dict() if res.cv else None,
+                      "adopted": res.adopted, "reason": res.reason}
+    result["params"] = asdict(res.best) if res.adopted else {"unchanged": True}
+    return res.chosen
 
 
-def _params_document(p: CanParams, result: Dict[str, Any], classes: Optional[List[str]]) -> Dict[str, Any]:
+def _params_document(p: Optional[CanParams], result: Dict[str, Any], classes: Optional[List[str]]) -> Dict[str, Any]:
     tune = result["tune"]
-    return {"bigshuf": "can", "version": 1, **asdict(p),
+    knobs: Dict[str, Any] = asdict(p) if p is not None else {"unchanged": True, "reason": tune["reason"]}
+    return {"bigshuf": "can", "version": 1, **knobs,
             "prior": result["prior"]["values"], "prior_source": result["prior"]["source"],
             "classes": classes,
             "dev": {"rows": tune["rows"], "accuracy_before": tune["baseline"], "accuracy_after": tune["accuracy"]},
             "cv": {k: v for k, v in (tune["cv"] or {}).items() if k != "chosen"} or None}
 
 
-def format_can_report(result: Dict[str, Any]) -> str:
+def format_can_report(report: CanReport) -> str:
     """The human-readable report ``bigshuf can`` prints on stderr (warnings first)."""
+    result = report.to_dict()
     lines = [f"warning: {w}" for w in result.get("warnings", ())]
     if result.get("tune"):
         lines += _tune_lines(result["tune"])
-    if "rows" in result:
+    if "rows" in result and result["params"].get("unchanged"):
+        lines.append(f"CAN not applied (the tuned params say: leave unchanged): {result['rows']} rows written as "
+                     "they were")
+    elif "rows" in result and result["method"] == "prior-shift":
+        lines.append(f"prior shift: {result['rows']} rows re-weighted by prior / mean prediction on "
+                     f"{result['reference']['source']}, {result['changed_predictions']} predictions changed")
+    elif "rows" in result:
         p, ref = result["params"], result["reference"]
         lines.append(f"CAN tau={p['tau']} alpha={p['alpha']} iterations={p['iterations']} k={p['k']} "
                      f"rule={p['rule']}: {result['rows']} rows, {result['confident']} confident, "
@@ -385,10 +436,7 @@ def _tune_lines(tune: Dict[str, Any]) -> List[str]:
                  f"({100 * tune['gain']:+.2f} points on the tuning rows)")
     cv = tune.get("cv")
     if cv:
-        lines.append(f"{cv['folds']}-fold cross-validated: {percent(cv['accuracy_before'])} -> "
-                     f"{percent(cv['accuracy_after'])} ({100 * cv['gain']:+.2f} points; "
-                     f"{survival(tune['gain'], cv['gain'])})")
+        lines.append(cv_line(cv, tune["gain"]))
+    lines.append("kept: the best setting" if tune["adopted"] else f"kept: the predictions unchanged ({tune['reason']})")
     return lines
 
-
-CAN_OPTION_NAMES = tuple(f.name for f in fields(CanOptions))

@@ -6,6 +6,7 @@ module imports nothing heavy, so ``bigshuf --help`` does not load numpy).
 from __future__ import annotations
 
 DEFAULT_SEED = 0  # subsampling and cross-validation folds are seeded: same seed, same result
+DEFAULT_MEMORY = "1G"  # like bigshuf shuffle's: peak RSS of can/threshold stays within it (+ the interpreter)
 
 # CAN (bigshuf can)
 DEFAULT_TAU = 0.9
@@ -21,6 +22,14 @@ DEFAULT_MAX_REFERENCE = 100_000
 SUBSAMPLES = ("uniform", "stratified")
 DEFAULT_SUBSAMPLE = "uniform"
 DEFAULT_FOLDS = 5
+ADJUSTMENTS = ("can", "prior-shift")
+"""``can``: CAN on the uncertain rows; ``prior-shift``: every row re-weighted by target prior /
+model prior (the plain Bayes correction for label shift, Saerens et al. 2002)."""
+DEFAULT_ADJUSTMENT = "can"
+ESTIMATES = ("estimate", "estimate-bbse")
+"""``--prior`` values that estimate the test prior: EM on the adjusted file from the model's
+effective prior on the reference file (Saerens et al. 2002), or BBSE (Lipton et al. 2018) from
+the reference's confusion matrix (needs labels in the reference)."""
 
 # CAN tuning grid: the official code's alpha in {0.1 .. 0.9, 1 .. 9} and 1-4 iterations, a few
 # tau and k, and both uncertainty rules.
@@ -33,10 +42,8 @@ SEARCHES = ("halving", "exhaustive", "exact")
 DEFAULT_SEARCH = "halving"
 
 # Thresholds (bigshuf threshold)
-METRICS = ("accuracy", "f1", "mcc", "balanced-accuracy")
 DEFAULT_METRIC = "accuracy"
 DEFAULT_POSITIVE = 1  # binary data: the positive class index
-MULTILABEL_METRICS = ("f1", "macro-f1", "micro-f1", "accuracy", "mcc", "balanced-accuracy")
 DEFAULT_MULTILABEL_METRIC = "f1"
 
 # Files

@@ -27,8 +27,7 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from bigshuf.common.errors import InputError, UsageError
-from bigshuf.common.inputs import check_readable  # noqa: F401  (one input check for every command)
-from bigshuf.predict.defaults import FORMATS, PRED_KEY
+from bigshuf.predict.defaults import FORMATS
 
 PROBS_OUT_KEY = "probs"
 """Key for probabilities written for rows that had none of their own (bare arrays, .npy, logits)."""
@@ -60,7 +59,7 @@ def parse_classes(spec: "str | Sequence[str] | None") -> Optional[List[str]]:
         return None
     if isinstance(spec, str):
         if os.path.isfile(spec):
-            with open(spec, encoding="utf-8") as f:
+            with open(spec, encoding="utf-8-sig") as f:
                 text = f.read()
             try:
                 names = json.loads(text)
@@ -78,23 +77,6 @@ def parse_classes(spec: "str | Sequence[str] | None") -> Optional[List[str]]:
     return names
 
 
-@dataclass
-class FileOptions:
-    """Which prediction file is read and how, where the rows and the report go: the part of
-    ``bigshuf can``'s and ``bigshuf threshold``'s options they share."""
-
-    input: str
-    output: Optional[str] = None
-    report: Optional[str] = None
-    pred_key: str = PRED_KEY
-    fmt: Optional[str] = None
-    key: Optional[str] = None
-    label_key: Optional[str] = None
-    labels: Optional[str] = None
-    classes: Any = None
-    logits: Optional[bool] = None
-
-
 class LabelMap:
     """Turns gold labels (class indices or class names) into indices, naming bad ones."""
 
@@ -106,6 +88,9 @@ class LabelMap:
     def __call__(self, value: Any, path: str, line: int) -> int:
         if value is None or value == "":
             return -1
+        if isinstance(value, list) or (isinstance(value, str) and value.strip().startswith("[")):
+            raise InputError(f"label {value!r} is a list: multi-label data needs bigshuf threshold --multi-label",
+                             path, line)
         if isinstance(value, str):
             if value in self._index:
                 return self._index[value]
@@ -167,7 +152,7 @@ def is_utf8(text: str) -> bool:
 def text_lines(path: str, name: Optional[str] = None, strict: bool = True) -> Iterator[Tuple[int, str]]:
     """(line number, text) of a UTF-8 file; with ``strict``, a line that is not UTF-8 raises
     InputError naming ``name`` (default ``path``) and that line."""
-    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
         for lineno, text in enumerate(f, 1):
             if strict and not is_utf8(text):
                 raise InputError("not valid UTF-8 text", name or path, lineno)
@@ -189,6 +174,27 @@ def load_npy(path: str) -> np.ndarray:
     if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
         raise InputError("a .npy prediction file must hold numbers", path)
     return arr
+
+
+def npy_row_blocks(path: str, rows: int) -> Iterator[Tuple[int, np.ndarray]]:
+    """(first row, block of up to ``rows`` rows) of a .npy file, read with plain reads so that
+    only one block is resident (a memory map keeps every touched page in RSS)."""
+    arr = load_npy(path)
+    if arr.flags.f_contiguous and arr.ndim == 2 and not arr.flags.c_contiguous:
+        for start in range(0, arr.shape[0], rows):  # Fortran order: rows are not contiguous
+            yield start, np.array(arr[start:start + rows])
+        return
+    shape, dtype, offset = arr.shape, arr.dtype, int(arr.offset)  # type: ignore[attr-defined]  # np.memmap
+    del arr
+    width = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    with open(path, "rb") as f:
+        f.seek(offset)
+        for start in range(0, shape[0], rows):
+            n = min(rows, shape[0] - start)
+            block = np.fromfile(f, dtype=dtype, count=n * width)
+            if block.size != n * width:
+                raise InputError("truncated .npy file", path)
+            yield start, block.reshape((n, *shape[1:]))
 
 
 @dataclass
@@ -225,7 +231,7 @@ def csv_rows(path: str, name: str, fmt: str, strict: bool = True) -> Iterator[Tu
     """(line number, fields) of a CSV/TSV file; malformed quoting (and, with ``strict``, bytes
     that are not UTF-8) raise InputError naming ``name`` and the line."""
     delimiter = "\t" if fmt == "tsv" else ","
-    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
         reader = csv.reader(f, delimiter=delimiter)
         try:
             for row in reader:
@@ -250,11 +256,25 @@ def plain_csv(path: str) -> bool:
 
 def plain_lines(path: str) -> Iterator[Tuple[int, str]]:
     """(line number, text without its newline) of a ``plain_csv`` file, blank lines skipped."""
-    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
         for lineno, line in enumerate(f, 1):
             text = line[:-1] if line.endswith("\n") else line
             if text:
                 yield lineno, text
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+def jsonl_lines(path: str) -> Iterator[Tuple[int, bytes]]:
+    """(line number, raw bytes) of a JSONL file, blank lines skipped. A UTF-8 byte-order mark
+    at the start is dropped, as the text readers (``utf-8-sig``) drop it from CSV: one rule."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if lineno == 1 and raw.startswith(BOM):
+                raw = raw[len(BOM):]
+            if raw and not raw.isspace():
+                yield lineno, raw
 
 
 def detect_format(path: str, name: str, fmt: Optional[str]) -> str:
@@ -357,6 +377,10 @@ def _detect_csv(path: str, name: str, fmt: str, key: Optional[str], label_key: O
         if label_key is not None:
             raise UsageError(f"column {label_key!r} cannot be both the label and a probability")
         lay.label_column = lay.label_key = None
+    dup = [names[i] for i in cols if [names[j] for j in cols].count(names[i]) > 1]
+    if dup or len(set(cols)) != len(cols):
+        raise InputError(f"column {(dup or [names[cols[0]]])[0]!r} appears twice among the probability "
+                         "columns: each class needs its own column", name, 1)
     lay.columns = cols
     lay.width = 1 if lay.scalar else len(cols)
     if not lay.scalar and prefix:

@@ -16,9 +16,9 @@ from typing import Any, Dict, Tuple
 import numpy as np
 
 from bigshuf.common.errors import UsageError
-from bigshuf.predict.defaults import DEFAULT_MULTILABEL_METRIC, METRICS, MULTILABEL_METRICS
-from bigshuf.predict.metrics import binary_metric
-from bigshuf.predict.thresholds import best_cut, find_threshold, sweep
+from bigshuf.predict.defaults import DEFAULT_MULTILABEL_METRIC
+from bigshuf.predict.metrics import METRICS, Metric, get_metric
+from bigshuf.predict.thresholds import best_cut, default_cut, sweep
 
 
 def _check(probs: np.ndarray, targets: np.ndarray, metric: str) -> Tuple[np.ndarray, np.ndarray]:
@@ -26,71 +26,72 @@ def _check(probs: np.ndarray, targets: np.ndarray, metric: str) -> Tuple[np.ndar
     targets = np.asarray(targets).astype(bool)
     if probs.ndim != 2 or probs.shape != targets.shape:
         raise UsageError("multi-label search needs an n x m matrix of probabilities and of labels")
-    if metric not in MULTILABEL_METRICS:
-        raise UsageError(f"unknown multi-label metric {metric!r} (choose from {', '.join(MULTILABEL_METRICS)})")
+    get_metric(metric, multi_label=True)
     return probs, targets
 
 
 def multilabel_metric(metric: str, targets: np.ndarray, decided: np.ndarray) -> float:
-    """``micro-f1`` from pooled counts; otherwise the per-label metric averaged over the labels
-    that occur in the gold sets (``f1`` and ``macro-f1`` are the same: macro F1)."""
+    """A pooled metric (``micro-f1``) from the counts of all labels together; otherwise the
+    per-label metric averaged over the labels that occur in the gold sets (``f1`` and
+    ``macro-f1`` are the same: macro F1)."""
     y = np.asarray(targets).astype(bool)
     d = np.asarray(decided).astype(bool)
-    tp = (y & d).sum(axis=0).astype(np.float64)
-    fp = (~y & d).sum(axis=0).astype(np.float64)
-    pos = y.sum(axis=0).astype(np.float64)
-    if metric == "micro-f1":
-        den = 2 * tp.sum() + fp.sum() + (pos - tp).sum()
-        return float(2 * tp.sum() / den) if den else 0.0
-    base = "f1" if metric == "macro-f1" else metric
-    if base not in METRICS:
-        raise UsageError(f"unknown multi-label metric {metric!r} (choose from {', '.join(MULTILABEL_METRICS)})")
+    return multilabel_value(metric, len(y), (y & d).sum(axis=0), (~y & d).sum(axis=0), y.sum(axis=0))
+
+
+def multilabel_value(metric: str, n: int, tp: np.ndarray, fp: np.ndarray, pos: np.ndarray) -> float:
+    """``multilabel_metric`` from per-label counts over ``n`` rows (they add up over chunks)."""
+    spec = get_metric(metric, multi_label=True)
+    tp, fp, pos = (np.asarray(a, dtype=np.float64) for a in (tp, fp, pos))
+    if spec.pooled:
+        return float(spec.binary(tp.sum(), fp.sum(), pos.sum(), n * len(pos) - pos.sum()))
     present = pos > 0
     if not present.any():
         return 0.0
-    values = binary_metric(base, tp, fp, pos, len(y) - pos)
-    return float(np.mean(values[present]))
+    return float(np.mean(spec.binary(tp, fp, pos, n - pos)[present]))
 
 
 def find_label_cuts(probs: np.ndarray, targets: np.ndarray, metric: str = DEFAULT_MULTILABEL_METRIC, *,
                     max_rounds: int = 50) -> Tuple[np.ndarray, float]:
     """Per-label cuts maximising ``metric``; returns (cuts, metric value). See the module doc."""
     probs, targets = _check(probs, targets, metric)
-    base = "f1" if metric in ("macro-f1", "micro-f1") else metric
-    cuts = np.array([find_threshold(probs[:, j], targets[:, j], base)[0] for j in range(probs.shape[1])])
-    if metric == "micro-f1":
-        cuts = _micro_f1_ascent(probs, targets, cuts, max_rounds)
+    spec = METRICS[metric]
+    cuts = np.array([_best_label_cut(probs[:, j], targets[:, j], spec) for j in range(probs.shape[1])])
+    if spec.pooled:
+        cuts = _pooled_ascent(probs, targets, cuts, spec, max_rounds)
     return cuts, multilabel_metric(metric, targets, probs >= cuts)
 
 
-def _micro_f1_ascent(probs: np.ndarray, targets: np.ndarray, cuts: np.ndarray, max_rounds: int) -> np.ndarray:
-    """Coordinate ascent on micro-F1 with an exact sweep per label."""
+def _best_label_cut(scores: np.ndarray, target: np.ndarray, spec: Metric) -> float:
+    """The exact best cut of one label for the per-label metric (ties: nearest the usual rule)."""
+    cuts, tp, fp = sweep(scores, target)
+    positives = int(target.sum())
+    return float(cuts[best_cut(cuts, spec.binary(tp, fp, positives, target.size - positives), default_cut(scores))])
+
+
+def _pooled_ascent(probs: np.ndarray, targets: np.ndarray, cuts: np.ndarray, spec: Metric,
+                   max_rounds: int) -> np.ndarray:
+    """Coordinate ascent on a pooled metric with an exact sweep per label: with the other cuts
+    fixed, only label j's counts move, so one sweep evaluates every cut of that coordinate."""
     m = probs.shape[1]
-    pos = targets.sum(axis=0).astype(np.float64)
+    pos = float(targets.sum())
+    neg = float(targets.size) - pos
     sweeps = [sweep(probs[:, j], targets[:, j]) for j in range(m)]
     decided = probs >= cuts
     tp = (targets & decided).sum(axis=0).astype(np.float64)
     fp = (~targets & decided).sum(axis=0).astype(np.float64)
-    value = float(_micro(tp.sum(), fp.sum(), pos.sum()))
+    value = float(spec.binary(tp.sum(), fp.sum(), pos, neg))
     for _ in range(max_rounds):
         improved = False
         for j in range(m):
             c, tpj, fpj = sweeps[j]
-            others_tp, others_fp = tp.sum() - tp[j], fp.sum() - fp[j]
-            values = _micro(others_tp + tpj, others_fp + fpj, pos.sum())
+            values = spec.binary(tp.sum() - tp[j] + tpj, fp.sum() - fp[j] + fpj, pos, neg)
             g = best_cut(c, values, cuts[j])
             if values[g] > value + 1e-12:
                 cuts[j], tp[j], fp[j], value, improved = c[g], tpj[g], fpj[g], float(values[g]), True
         if not improved:
             break
     return cuts
-
-
-def _micro(tp: Any, fp: Any, positives: float) -> Any:
-    """Micro-F1 from pooled counts (vectorised); 0 when nothing is predicted or true."""
-    tp = np.asarray(tp, dtype=np.float64)
-    den = tp + fp + positives  # 2TP + FP + FN = TP + FP + (TP + FN)
-    return np.divide(2 * tp, den, out=np.zeros(np.shape(den)), where=den > 0)
 
 
 def apply_label_cuts(params: Dict[str, Any], probs: np.ndarray) -> np.ndarray:

@@ -13,8 +13,9 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from bigshuf.common.errors import UsageError
+from bigshuf.common.inputs import check_readable
 from bigshuf.predict.can import check_prior
-from bigshuf.predict.formats import LabelMap, check_readable
+from bigshuf.predict.formats import LabelMap, is_number
 from bigshuf.predict.reading import read_label_file
 
 UNIFORM_DEFAULT = "uniform (default)"
@@ -48,7 +49,7 @@ def resolve_prior(spec: Any, label_map: LabelMap, reference_labels: Optional[np.
     source = "given"
     if isinstance(spec, str):
         if os.path.isfile(spec) or os.path.isdir(spec):
-            weights = _weights_file(spec)
+            weights = _weights_file(spec, m)
             if weights is None:
                 labels = read_label_file(spec, label_map)
                 return frequencies(labels, m), f"label frequencies of {spec} ({len(labels)} labels)"
@@ -76,20 +77,83 @@ def _parse_weights(text: str) -> Any:
     try:
         return [float(v) for v in text.split(",")]
     except ValueError:
-        raise UsageError(f"--prior {text!r}: not uniform, reference, a file, a comma list or JSON") from None
+        raise UsageError(f"--prior {text}: no such file (nor uniform, reference, estimate, a comma list "
+                         "or JSON)") from None
 
 
-def _weights_file(path: str) -> Any:
-    """The weights in a JSON prior file, or None if the file is a list of labels."""
+def _weights_file(path: str, m: int) -> Any:
+    """The weights in a prior file, or None if the file is a list of labels. Weights are a JSON
+    list or object, one comma list (``0.5,0.3,0.2``, as on the command line), or exactly one
+    number per class a line (per-class counts or weights: a file of m training labels would
+    be too small to be a prior anyway)."""
     check_readable(path)
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         text = f.read()
     try:
         obj = json.loads(text)
     except ValueError:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if len(lines) == 1 and "," in lines[0]:
+            return _parse_weights(lines[0])
+        if len(lines) == m > 1 and all(_is_float(v) for v in lines):
+            return [float(v) for v in lines]
         return None
-    if isinstance(obj, list) and all(isinstance(v, (int, float)) for v in obj) and len(obj) > 1:
+    if isinstance(obj, list) and all(is_number(v) for v in obj) and len(obj) > 1:
         return obj
-    if isinstance(obj, dict) and obj and all(isinstance(v, (int, float)) for v in obj.values()):
+    if isinstance(obj, dict) and obj and all(is_number(v) for v in obj.values()):
         return obj
     return None
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+# -- label shift: estimating the prior of the file being adjusted ---------------------------------
+
+EM_TOLERANCE = 1e-8
+EM_MAX_ITERATIONS = 1000
+
+
+def em_prior(probs: np.ndarray, source: np.ndarray, tolerance: float = EM_TOLERANCE,
+             max_iterations: int = EM_MAX_ITERATIONS) -> Tuple[np.ndarray, int, bool]:
+    """The class prior of ``probs``'s rows under label shift, by EM (Saerens et al. 2002).
+
+    ``source`` is the prior the model's posteriors are calibrated to. Start it from the model's
+    *effective* prior -- its mean posterior on a dev/reference file -- not the training label
+    frequencies: on an uncalibrated model the latter lost 8-12 points (issue 22). Each step
+    re-weights every row by prior / source, renormalises, and takes the mean as the next prior.
+    Returns (prior, iterations, converged)."""
+    p = np.asarray(probs, dtype=np.float64)
+    p = p / p.sum(axis=1, keepdims=True)
+    src = np.maximum(np.asarray(source, dtype=np.float64), 1e-300)
+    prior = src / src.sum()
+    for it in range(1, max_iterations + 1):
+        w = p * (prior / src)
+        w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-300)
+        new = w.mean(axis=0)
+        if np.abs(new - prior).max() < tolerance:
+            return new, it, True
+        prior = new
+    return prior, max_iterations, False
+
+
+def bbse_prior(confusion: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Black-box shift estimation (Lipton et al. 2018): ``confusion[i, j]`` counts reference rows
+    predicted i with label j; ``predicted[i]`` counts rows of the adjusted file predicted i.
+    Solves C w = mu for the importance weights w = target / reference label prior (least squares,
+    clipped at 0) and returns the target prior w * reference label prior."""
+    c = np.asarray(confusion, dtype=np.float64)
+    c = c / c.sum()
+    mu = np.asarray(predicted, dtype=np.float64)
+    mu = mu / mu.sum()
+    w = np.maximum(np.linalg.lstsq(c, mu, rcond=None)[0], 0.0)
+    prior = w * c.sum(axis=0)
+    if prior.sum() <= 0:
+        raise UsageError("BBSE found no positive class weight: the reference's confusion matrix says nothing "
+                         "about this file (use --prior estimate)")
+    return prior / prior.sum()

@@ -6,7 +6,8 @@ class (as in the paper's code) drawn in a second pass.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -43,6 +44,8 @@ class ReferenceSampler:
             self._compact()
 
     def _compact(self) -> None:
+        if not self.rows:
+            return
         rows, keys = np.concatenate(self.rows), np.concatenate(self.keys)
         if self.cap and len(rows) > self.cap:
             keep = np.sort(np.argpartition(keys, self.cap - 1)[:self.cap])
@@ -65,20 +68,47 @@ class ReferenceSampler:
         return np.sort(np.concatenate(codes)) if codes else np.empty(0, dtype=np.int64)
 
 
-def collect_reference(pf: PredictionFile, params: CanParams, cap: int, subsample: str,
-                       rng: np.random.Generator) -> Tuple[np.ndarray, Dict[str, Any], np.ndarray]:
-    """Reference rows (confident rows of ``pf``, capped), stats, and ``pf``'s label counts."""
+@dataclass
+class Reference:
+    """The reference set and what the pass over its file learnt: the confident rows (capped),
+    stats for the report, the file's label counts, its mean prediction (the model's effective
+    prior, for ``--prior estimate`` and ``--method prior-shift``) and, when asked for, the
+    confusion counts of predicted x gold label (for BBSE)."""
+
+    rows: np.ndarray
+    stats: Dict[str, Any]
+    label_counts: np.ndarray
+    mean: np.ndarray
+    confusion: Optional[np.ndarray] = None
+
+    @property
+    def labels(self) -> np.ndarray:
+        """One label per labelled row (the counts expanded), for label-frequency priors."""
+        return np.repeat(np.arange(len(self.label_counts)), self.label_counts)
+
+
+def collect_reference(pf: PredictionFile, params: Optional[CanParams], cap: int, subsample: str,
+                      rng: np.random.Generator, confusion: bool = False) -> Reference:
+    """One pass over ``pf``: its confident rows under ``params`` (None: no rows kept, CAN is
+    not applied), capped at ``cap``, and the statistics of ``Reference``."""
     m = pf.layout.width
     sampler = ReferenceSampler(m, cap, rng)
     label_counts = np.zeros(m, dtype=np.int64)
+    total = np.zeros(m)
+    joint = np.zeros(m * m, dtype=np.int64) if confusion else None
     rows = 0
     for chunk in pf.chunks(cache=True):  # the pass that applies CAN can then replay it
         probs = chunk.values / chunk.values.sum(axis=1, keepdims=True)
         rows += len(probs)
-        label_counts += np.bincount(chunk.labels[chunk.labels >= 0], minlength=m)
-        sampler.add(probs[confident_mask(probs, params.tau, params.k, params.rule)])
+        total += probs.sum(axis=0)
+        has = chunk.labels >= 0
+        label_counts += np.bincount(chunk.labels[has], minlength=m)
+        if joint is not None:
+            joint += np.bincount(probs[has].argmax(axis=1) * m + chunk.labels[has], minlength=m * m)
+        if params is not None:
+            sampler.add(probs[confident_mask(probs, params.tau, params.k, params.rule)])
     used_subsample = None
-    if cap and sampler.seen > cap:
+    if params is not None and cap and sampler.seen > cap:
         used_subsample = subsample
         if subsample == "stratified":
             ref = _stratified_pass(pf, params, sampler.stratified_plan(), sampler.seen)
@@ -88,8 +118,8 @@ def collect_reference(pf: PredictionFile, params: CanParams, cap: int, subsample
         ref = sampler.uniform()
     stats = {"source": pf.name, "rows": rows, "confident": sampler.seen, "used": len(ref),
              "subsample": used_subsample, "identity_fallback": len(ref) == 0}
-    labels = np.repeat(np.arange(m), label_counts)
-    return ref, stats, labels
+    return Reference(ref, stats, label_counts, total / max(rows, 1),
+                     None if joint is None else joint.reshape(m, m))
 
 
 def _stratified_pass(pf: PredictionFile, params: CanParams, plan: np.ndarray, seen: int) -> np.ndarray:

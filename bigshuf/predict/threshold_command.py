@@ -7,25 +7,34 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
 from bigshuf.common.errors import InputError, UsageError
 from bigshuf.common.output import write_json
+from bigshuf.common.sizes import format_size
+from bigshuf.predict.budget import THRESHOLD_BYTES_PER_VALUE, Budget
 from bigshuf.predict.defaults import (
-    DEFAULT_FOLDS,
     DEFAULT_METRIC,
     DEFAULT_MULTILABEL_METRIC,
     DEFAULT_POSITIVE,
-    DEFAULT_SEED,
-    METRICS,
-    MULTILABEL_METRICS,
 )
-from bigshuf.predict.formats import FileOptions, Layout
-from bigshuf.predict.metrics import binary_metric, cv_folds, multiclass_metric, percent, survival
-from bigshuf.predict.multilabel import apply_label_cuts, find_label_cuts, multilabel_metric
+from bigshuf.predict.formats import Layout
+from bigshuf.predict.metrics import METRICS, Confusion, binary_metric, cv_folds, cv_line, percent
+from bigshuf.predict.multilabel import apply_label_cuts, find_label_cuts, multilabel_value
+from bigshuf.predict.options import ThresholdOptions, keywords
 from bigshuf.predict.reading import PredictionFile, Predictions, read_json
+from bigshuf.predict.reports import ThresholdReport
+from bigshuf.predict.safety import (
+    NO_GAIN,
+    CrossValidation,
+    adopt,
+    covers_classes,
+    cv_warnings,
+    dev_warnings,
+    duplicate_groups,
+)
 from bigshuf.predict.thresholds import (
     apply_threshold,
     binary_scores,
@@ -34,40 +43,6 @@ from bigshuf.predict.thresholds import (
     find_threshold,
 )
 from bigshuf.predict.writing import PredictionWriter
-
-MODES = ("binary", "multiclass", "multilabel")
-
-
-@dataclass
-class ThresholdOptions(FileOptions):
-    """Everything ``bigshuf threshold`` takes, checked once by ``validate`` (the CLI only parses)."""
-
-    metric: Optional[str] = None
-    params: Optional[str] = None
-    save_params: Optional[str] = None
-    positive: Any = None
-    multi_label: bool = False
-    folds: int = DEFAULT_FOLDS
-    seed: int = DEFAULT_SEED
-
-    def validate(self) -> "ThresholdOptions":
-        """Reject option values and combinations that cannot work (UsageError, exit 2)."""
-        if self.params and self.save_params:
-            raise UsageError("--params applies saved params; --save-params saves searched ones: use one")
-        if self.params and self.positive is not None:
-            raise UsageError("--positive is fixed by the params file")
-        if self.multi_label and self.positive is not None:
-            raise UsageError("--positive is for binary data, not --multi-label")
-        allowed = MULTILABEL_METRICS if self.multi_label else METRICS
-        if self.metric is not None and self.metric not in allowed:
-            raise UsageError(f"unknown metric {self.metric!r} (choose from {', '.join(allowed)})")
-        if self.folds < 0:
-            raise UsageError("--cv must be >= 0")
-        return self
-
-    def read_options(self) -> Dict[str, Any]:
-        return {"fmt": self.fmt, "key": self.key, "label_key": self.label_key, "labels": self.labels,
-                "classes": self.classes, "logits": self.logits, "multi_label": self.multi_label}
 
 
 def load_threshold_params(path: str) -> Dict[str, Any]:
@@ -121,6 +96,23 @@ class _Scorer:
         weights, _ = find_class_weights(values, y, self.metric)
         return {"mode": "multiclass", "weights": weights.tolist()}
 
+    def unchanged(self, values: np.ndarray) -> Dict[str, Any]:
+        """The usual rule as params: weights 1 (argmax), the default cut, cuts of 0.5."""
+        if self.mode == "multilabel":
+            return {"mode": "multilabel", "cuts": [0.5] * self.m}
+        if self.mode == "binary":
+            scores = binary_scores(values, self.layout, self.positive)
+            return {"mode": "binary", "cut": default_cut(scores), "positive": self.positive}
+        return {"mode": "multiclass", "weights": [1.0] * self.m}
+
+    def fit_or_keep(self, values: np.ndarray, y: np.ndarray) -> Dict[str, Any]:
+        """Fitted params, or the usual rule when the fit does not beat it on these rows:
+        "unchanged" is a point of every search."""
+        fitted = self.fit(values, y)
+        if self.score(y, self.decide(fitted, values)) > self.score(y, self.baseline(values)) + 1e-12:
+            return fitted
+        return self.unchanged(values)
+
     def decide(self, params: Dict[str, Any], values: np.ndarray) -> np.ndarray:
         if params["mode"] == "multilabel":
             return apply_label_cuts(params, values)
@@ -135,35 +127,50 @@ class _Scorer:
         return values.argmax(axis=1)
 
     def score(self, y: np.ndarray, preds: np.ndarray) -> float:
+        return self.value(self.counts(y, preds))
+
+    def counts(self, y: np.ndarray, preds: np.ndarray) -> np.ndarray:
+        """The additive counts the metric needs (summed over chunks when applying: O(m) memory)."""
         if self.mode == "multilabel":
-            return multilabel_metric(self.metric, y, preds)
+            return np.array([len(y) * np.ones(self.m), (y & preds).sum(axis=0), (~y & preds).sum(axis=0),
+                             y.sum(axis=0)], dtype=np.float64)
         if self.mode == "binary":
             t, p = y == self.positive, preds == self.positive
-            tp, fp = int((t & p).sum()), int((~t & p).sum())
-            return float(binary_metric(self.metric, tp, fp, int(t.sum()), int((~t).sum())))
-        return multiclass_metric(self.metric, y, preds, self.m)
+            return np.array([(t & p).sum(), (~t & p).sum(), t.sum(), (~t).sum()], dtype=np.float64)
+        c = Confusion.of(y, preds, self.m)
+        return np.array([np.full(self.m, c.n), c.true_n, c.pred_n, c.tp])
+
+    def value(self, counts: np.ndarray) -> float:
+        if self.mode == "multilabel":
+            n, tp, fp, pos = counts
+            return multilabel_value(self.metric, int(n[0]) if len(n) else 0, tp, fp, pos)
+        if self.mode == "binary":
+            return float(binary_metric(self.metric, *counts))
+        n = int(counts[0][0]) if counts.shape[1] else 0
+        return METRICS[self.metric].multiclass(Confusion(n, *counts[1:])) if n else 0.0
 
 
 def _gold(data: Predictions) -> np.ndarray:
     return data.targets if data.targets is not None else data.labels
 
 
-def threshold(input: str, output: Optional[str] = None, **options: Any) -> Dict[str, Any]:
-    """Search (or, with ``params``, apply) a decision threshold; returns the report as a dict.
+def threshold(input: Any, output: Any = None, **options: Any) -> ThresholdReport:
+    """Search (or, with ``params``, apply) a decision threshold; returns the report
+    (``ThresholdReport``).
 
-    Keywords are the fields of ``ThresholdOptions``. Search mode needs gold labels on every row:
+    Paths are ``str`` or ``pathlib.Path``. Keywords are the CLI's long option names (the fields
+    of ``ThresholdOptions``; the older ``folds`` and ``fmt`` still work). Search mode needs gold labels on every row:
     it finds the best binary cut, multi-class weights or (``multi_label``) per-label cuts for
-    ``metric``, estimates by ``folds``-fold cross-validation how much of the dev gain survives,
+    ``metric``, estimates by ``cv``-fold cross-validation how much of the dev gain survives,
     saves the params to ``save_params``, and writes the decided rows to ``output`` only if one
     is given. Apply mode (``params``): streams ``input`` and writes every row with the decision
     under ``pred_key`` to ``output`` (None or ``-``: stdout); labelled rows are scored.
     """
-    return run_threshold(ThresholdOptions(input=input, output=output, **options))
+    return run_threshold(ThresholdOptions(input=input, output=output, **keywords(options)))
 
 
-def run_threshold(opts: ThresholdOptions) -> Dict[str, Any]:
-    """``bigshuf threshold`` with validated options; returns the report as a dict."""
-    opts.validate()
+def run_threshold(opts: ThresholdOptions) -> ThresholdReport:
+    """``bigshuf threshold`` with validated options; returns the report."""
     saved = load_threshold_params(opts.params) if opts.params else None
     if saved and (saved["mode"] == "multilabel") != opts.multi_label:
         raise UsageError("the params hold per-label cuts: add --multi-label" if not opts.multi_label else
@@ -177,9 +184,10 @@ def run_threshold(opts: ThresholdOptions) -> Dict[str, Any]:
         result["params_file"] = opts.params
     else:
         result.update(_search(opts, metric))
+    report = ThresholdReport.from_dict(result)
     if opts.report:
-        write_json(opts.report, result)
-    return result
+        write_json(opts.report, report.to_dict())
+    return report
 
 
 def _check_layout(pf: PredictionFile, multi_label: bool) -> None:
@@ -188,23 +196,44 @@ def _check_layout(pf: PredictionFile, multi_label: bool) -> None:
 
 
 def _search(opts: ThresholdOptions, metric: str) -> Dict[str, Any]:
-    with PredictionFile(opts.input, **opts.read_options()) as pf:
+    budget = Budget(opts.memory)
+    with PredictionFile(opts.input, chunk_rows=budget.chunk_rows, **opts.read_options()) as pf:
         _check_layout(pf, opts.multi_label)
-        data = pf.read_all()
+        budget.fit(pf.layout.width)
+        pf.chunk_rows = budget.chunk_rows
+        data = pf.read_all(max_rows=budget.matrix_rows(per_value=THRESHOLD_BYTES_PER_VALUE), seed=opts.seed)
         missing = np.flatnonzero(data.labels < 0)
         if missing.size:
             raise InputError("no gold label on this row (the search needs labelled rows)", data.path,
                              int(data.lines[missing[0]]))
+        warnings: List[str] = []
+        if data.sampled_from:
+            warnings.append(f"searching on a uniform sample of {len(data.labels)} of {data.sampled_from} rows to stay "
+                            f"within --memory {format_size(opts.memory)}")
         scorer = _Scorer(metric, data.layout, 1 if opts.multi_label else _resolve_positive(opts.positive, data.layout))
         y = _gold(data)
-        found = {"bigshuf": "threshold", "version": 1, "metric": metric, **scorer.fit(data.values, y),
-                 "classes": data.classes}
+        fitted = scorer.fit_or_keep(data.values, y)
         before = scorer.score(y, scorer.baseline(data.values))
-        after = scorer.score(y, scorer.decide(found, data.values))
+        after = scorer.score(y, scorer.decide(fitted, data.values))
+        cv = None
+        if opts.cv >= 2 and len(data.values) >= 2:  # folds need rows to train on
+            cv = _cross_validate(scorer, data.values, y, data.labels, opts.cv, opts.seed)
+        labels_ok = True if scorer.mode == "multilabel" else covers_classes(data.labels, data.layout.n_classes)
+        adopted, reason = adopt(after - before, cv, labels_ok)
+        if scorer.mode != "multilabel":
+            warnings += dev_warnings(data.labels, data.layout.n_classes, "the search", duplicate_groups(data.values))
+        warnings += cv_warnings(cv, adopted)
+        if not adopted:
+            if reason != NO_GAIN:
+                warnings.append(f"the search keeps the usual rule: {reason}")
+            fitted = {**scorer.unchanged(data.values), "unchanged": True, "reason": reason}
+            after = before
+        found = {"bigshuf": "threshold", "version": 1, "metric": metric, **fitted, "classes": data.classes}
         out: Dict[str, Any] = {"mode": found["mode"], "rows": len(data.values), "params": found,
-                               "dev": {"before": before, "after": after, "gain": after - before}}
-        if opts.folds >= 2 and len(data.values) >= 2:  # folds need rows to train on
-            out["cv"] = found["cv"] = _cross_validate(scorer, data.values, y, data.labels, opts.folds, opts.seed)
+                               "dev": {"before": before, "after": after, "gain": after - before},
+                               "warnings": warnings, "adopted": adopted}
+        if cv is not None:
+            out["cv"] = found["cv"] = cv.to_dict()
         found["dev"] = out["dev"]
         if opts.save_params:
             write_json(opts.save_params, found)
@@ -214,24 +243,26 @@ def _search(opts: ThresholdOptions, metric: str) -> Dict[str, Any]:
 
 
 def _cross_validate(scorer: _Scorer, values: np.ndarray, y: np.ndarray, strata: np.ndarray, folds: int,
-                    seed: int) -> Dict[str, Any]:
-    """Pooled held-out metric of params fitted on the other folds, versus the usual rule."""
+                    seed: int) -> CrossValidation:
+    """Held-out metric of params fitted on the other folds (or the usual rule, when the fit does
+    not beat it there), versus the usual rule: pooled, and per fold for the noise."""
     n = len(values)
     folds = min(folds, n)
     held_preds = np.zeros(y.shape if scorer.mode == "multilabel" else n, dtype=y.dtype if scorer.mode == "multilabel"
                           else np.int64)
     key = _strata(y) if scorer.mode == "multilabel" else strata
+    held_out = [held for held in cv_folds(key, folds, seed, duplicate_groups(values)) if held.size]
 
     def fit_fold(held: np.ndarray) -> None:
         train = np.setdiff1d(np.arange(n), held)
-        held_preds[held] = scorer.decide(scorer.fit(values[train], y[train]), values[held])
+        held_preds[held] = scorer.decide(scorer.fit_or_keep(values[train], y[train]), values[held])
 
     # folds are independent and numpy releases the GIL in the heavy parts: two at a time
     with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
-        list(pool.map(fit_fold, [held for held in cv_folds(key, folds, seed) if held.size]))
-    before = scorer.score(y, scorer.baseline(values))
-    after = scorer.score(y, held_preds)
-    return {"folds": folds, "before": before, "after": after, "gain": after - before}
+        list(pool.map(fit_fold, held_out))
+    base = scorer.baseline(values)
+    gains = [scorer.score(y[h], held_preds[h]) - scorer.score(y[h], base[h]) for h in held_out]
+    return CrossValidation(len(held_out), scorer.score(y, base), scorer.score(y, held_preds), gains)
 
 
 def _strata(targets: np.ndarray) -> np.ndarray:
@@ -243,20 +274,36 @@ def _strata(targets: np.ndarray) -> np.ndarray:
     return np.where(targets.any(axis=1), rarest, -1)
 
 
+@dataclass
+class _Tally:
+    """What applying params learnt, summed chunk by chunk (no per-row array is kept: the
+    multi-label gold, usual-rule and decided matrices took 3 bytes a value of the whole file)."""
+
+    rows: int = 0
+    labelled: int = 0
+    decisions: Any = 0
+    base: Any = 0
+    after: Any = 0
+
+
 def _write_decisions(pf: PredictionFile, params: Dict[str, Any], output: Optional[str], pred_key: str,
-                     scorer: _Scorer) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Stream ``pf``, write rows with decisions; return (gold, labelled, baseline, decisions)."""
-    parts: Dict[str, List[np.ndarray]] = {"gold": [], "labelled": [], "base": [], "preds": []}
+                     scorer: _Scorer) -> _Tally:
+    """Stream ``pf``, write rows with decisions; return the decision counts and metric counts."""
+    tally = _Tally()
     with PredictionWriter(output, pf, pred_key=pred_key, vectors=False) as writer:
-        for chunk in pf.chunks(1 << 15):
+        for chunk in pf.chunks():
             p = scorer.decide(params, chunk.values)
             writer.write(chunk, p)
-            parts["gold"].append(chunk.targets if chunk.targets is not None else chunk.labels)
-            parts["labelled"].append(chunk.labels >= 0)
-            parts["preds"].append(p)
-            parts["base"].append(scorer.baseline(chunk.values))
-    gold, labelled, base, preds = (np.concatenate(parts[k]) for k in ("gold", "labelled", "base", "preds"))
-    return gold, labelled, base, preds
+            tally.rows += len(p)
+            tally.decisions = tally.decisions + (p.sum(axis=0) if p.ndim == 2 else
+                                                 np.bincount(p, minlength=pf.layout.n_classes))
+            has = chunk.labels >= 0
+            if has.any():
+                gold = (chunk.targets if chunk.targets is not None else chunk.labels)[has]
+                tally.labelled += int(has.sum())
+                tally.base = tally.base + scorer.counts(gold, scorer.baseline(chunk.values[has]))
+                tally.after = tally.after + scorer.counts(gold, p[has])
+    return tally
 
 
 def _check_params_fit(params: Dict[str, Any], pf: PredictionFile) -> None:
@@ -274,36 +321,39 @@ def _check_params_fit(params: Dict[str, Any], pf: PredictionFile) -> None:
 
 
 def _apply_params(opts: ThresholdOptions, params: Dict[str, Any], metric: str) -> Dict[str, Any]:
-    with PredictionFile(opts.input, **opts.read_options()) as pf:
+    budget = Budget(opts.memory)
+    with PredictionFile(opts.input, chunk_rows=budget.chunk_rows, **opts.read_options()) as pf:
+        pf.chunk_rows = budget.fit(pf.layout.width).chunk_rows
         _check_layout(pf, opts.multi_label)
         _check_params_fit(params, pf)
         scorer = _Scorer(metric, pf.layout, int(params.get("positive", DEFAULT_POSITIVE)))
-        gold, labelled, base, preds = _write_decisions(pf, params, opts.output, opts.pred_key, scorer)
-    lay = pf.layout
-    counts = preds.sum(axis=0) if preds.ndim == 2 else np.bincount(preds, minlength=lay.n_classes)
-    out: Dict[str, Any] = {"mode": params["mode"], "rows": len(preds), "params": params,
-                           "decisions": counts.tolist()}
-    has = np.flatnonzero(labelled)
-    if has.size:
-        b = scorer.score(gold[has], base[has])
-        a = scorer.score(gold[has], preds[has])
-        out["applied"] = {"labelled": int(has.size), "before": b, "after": a, "gain": a - b}
+        tally = _write_decisions(pf, params, opts.output, opts.pred_key, scorer)
+    out: Dict[str, Any] = {"mode": params["mode"], "rows": tally.rows, "params": params,
+                           "decisions": np.asarray(tally.decisions).astype(int).tolist()}
+    if tally.labelled:
+        b, a = scorer.value(tally.base), scorer.value(tally.after)
+        out["applied"] = {"labelled": tally.labelled, "before": b, "after": a, "gain": a - b}
+        if a < b - 1e-12:  # as `can` does: the labels say the saved rule hurts here
+            out["warnings"] = [f"THE SAVED {params['mode'].upper()} RULE LOWERED {metric.upper()} on the {tally.labelled} "
+                               f"labelled rows: {percent(b)} -> {percent(a)} (were the params tuned on a sample "
+                               "like these rows?)"]
     return out
 
 
-def format_threshold_report(result: Dict[str, Any]) -> str:
+def format_threshold_report(report: ThresholdReport) -> str:
     """The human-readable report ``bigshuf threshold`` prints on stderr."""
+    result = report.to_dict()
     p = result["params"]
     metric = result["metric"]
-    lines = [f"{result['rows']} rows, {_describe(p)}"]
+    lines = [f"warning: {w}" for w in result.get("warnings", ())]
+    lines.append(f"{result['rows']} rows, {_describe(p)}" + (" -- the usual rule, kept" if p.get("unchanged") else ""))
     dev = result.get("dev")
     if dev:
         lines.append(f"{metric} on these rows: {percent(dev['before'])} -> {percent(dev['after'])} "
                      f"({100 * dev['gain']:+.2f} points; usual rule -> tuned)")
     cv = result.get("cv")
     if cv and dev:
-        lines.append(f"{cv['folds']}-fold cross-validated: {percent(cv['before'])} -> {percent(cv['after'])} "
-                     f"({100 * cv['gain']:+.2f} points; {survival(dev['gain'], cv['gain'])})")
+        lines.append(cv_line(cv, dev["gain"]))
     applied = result.get("applied")
     if applied:
         lines.append(f"{metric} on the {applied['labelled']} labelled rows: {percent(applied['before'])} -> "

@@ -26,7 +26,14 @@ import numpy as np
 
 from bigshuf.common.errors import UsageError
 from bigshuf.predict.formats import Layout
-from bigshuf.predict.metrics import METRICS, binary_metric, multiclass_metric
+from bigshuf.predict.metrics import (
+    METRICS,
+    LineSearch,
+    binary_metric,
+    get_metric,
+    line_fallback,
+    multiclass_metric,
+)
 
 _TIE = 1e-12  # metric values closer than this are equal (they are ratios of small integers)
 EXPLORE_ROWS = 16_384  # class-weight search: rows the basin hopping explores on before polishing
@@ -98,62 +105,6 @@ def _top_two(weighted: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, 
     return first, v1, second, masked[rows, second]
 
 
-def _group_before(keys: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """For each position, the sum of ``weights`` at earlier positions with the same key."""
-    order = np.argsort(keys, kind="stable")
-    k, w = keys[order], weights[order]
-    before = np.cumsum(w) - w
-    start = np.searchsorted(k, k, side="left")
-    out = np.empty(len(keys), dtype=np.float64)
-    out[order] = before - before[start]
-    return out
-
-
-def _f1(tp, pred_n, true_n):
-    tp, den = np.broadcast_arrays(np.asarray(tp, float), np.asarray(pred_n + true_n, float))
-    out = np.zeros(tp.shape)
-    np.divide(2 * tp, den, out=out, where=den != 0)
-    return out
-
-
-def _coordinate_values(metric: str, y: np.ndarray, base_pred: np.ndarray, c: int, seq: np.ndarray,
-                       other: np.ndarray, m: int) -> np.ndarray:
-    """Metric after each prefix of ``seq`` (rows in breakpoint order) switches from ``other``
-    to class ``c``, starting from predictions ``base_pred``; element 0 is the start."""
-    n = y.size
-    true_n = np.bincount(y, minlength=m).astype(np.float64)
-    pred_n = np.bincount(base_pred, minlength=m).astype(np.float64)
-    tp = np.bincount(y[base_pred == y], minlength=m).astype(np.float64)
-    ys, os = y[seq], other[seq]
-    gain = (ys == c).astype(np.float64)   # the row becomes correct
-    loss = (ys == os).astype(np.float64)  # the row stops being correct
-    if metric == "accuracy":
-        return (tp.sum() + np.r_[0, np.cumsum(gain - loss)]) / n
-    present = true_n > 0
-    n_present = max(int(present.sum()), 1)
-    if metric == "balanced-accuracy":
-        inv = np.divide(1.0, true_n, out=np.zeros(m), where=present)
-        start = (tp * inv).sum()
-        return (start + np.r_[0, np.cumsum(gain * inv[c] - loss * inv[os])]) / n_present
-    steps = np.arange(len(seq), dtype=np.float64)       # rows switched before this one
-    moved = _group_before(os, np.ones(len(seq)))        # earlier switches out of the same class
-    if metric == "f1":
-        lost = _group_before(os, loss)                  # earlier correct rows lost by that class
-        tp_o, pred_o = tp[os] - lost, pred_n[os] - moved
-        delta = (_f1(tp_o - loss, pred_o - 1, true_n[os]) - _f1(tp_o, pred_o, true_n[os])) * present[os]
-        others = (_f1(tp, pred_n, true_n) * present).sum() - _f1(tp[c], pred_n[c], true_n[c]) * present[c]
-        f1_c = _f1(tp[c] + np.r_[0, np.cumsum(gain)], pred_n[c] + np.r_[0, steps + 1], true_n[c]) * present[c]
-        return (others + np.r_[0, np.cumsum(delta)] + f1_c) / n_present
-    if metric == "mcc":
-        correct = tp.sum() + np.r_[0, np.cumsum(gain - loss)]
-        pt = pred_n @ true_n + np.r_[0, np.cumsum(true_n[c] - true_n[os])]
-        pp = pred_n @ pred_n + np.r_[0, np.cumsum(2 * (pred_n[c] + steps) + 1 - 2 * (pred_n[os] - moved) + 1)]
-        den = np.sqrt(np.maximum(n * n - pp, 0) * (n * n - true_n @ true_n))
-        num = correct * n - pt
-        return np.divide(num, den, out=np.zeros(num.shape), where=den > 0)
-    raise UsageError(f"unknown metric {metric!r} (choose from {', '.join(METRICS)})")
-
-
 class _Ascent:
     """Coordinate-ascent state: the weights, the weighted scores and each row's two best classes,
     kept up to date as one weight changes (only rows where that class is or becomes one of the
@@ -207,9 +158,11 @@ class _Ascent:
             return self._accuracy_search(c, beta, movable, base_pred, other)
         rows = np.flatnonzero(movable)
         seq = rows[np.argsort(beta[rows])]  # ties: only group ends are read, any order works
-        values = _coordinate_values(self.metric, self.y, base_pred, c, seq, other, self.m)
         bs = beta[seq]
         ends = np.flatnonzero(np.r_[bs[1:] != bs[:-1], True])  # the last row of each distinct breakpoint
+        line = LineSearch(self.y, base_pred, c, seq, other, self.m)
+        metric = METRICS[self.metric]
+        values = metric.line(line) if metric.line else line_fallback(metric, line, ends)
         candidates = np.r_[values[0], values[ends + 1]]
         best = candidates.max()
         if best <= self.value + _TIE:
@@ -316,8 +269,7 @@ def find_class_weights(probs: np.ndarray, labels: np.ndarray, metric: str = "acc
     """
     probs = np.asarray(probs, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
-    if metric not in METRICS:
-        raise UsageError(f"unknown metric {metric!r} (choose from {', '.join(METRICS)})")
+    get_metric(metric)
     rng = np.random.default_rng(seed)
     n = len(y)
     if not explore_rows or n <= explore_rows:

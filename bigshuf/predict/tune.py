@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -28,14 +27,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from bigshuf.common.errors import UsageError
-from bigshuf.common.progress import progress_enabled
+from bigshuf.common.progress import bar as progress_bar
 from bigshuf.predict.can import (
     CanModel,
     adjust_first_order,
     can_matrix,
     check_prior,
     confident_mask,
-    identity_reference,
     reference_column_sums,
     uncertainty,
 )
@@ -56,7 +54,14 @@ from bigshuf.predict.defaults import (
     SEARCHES,
 )
 from bigshuf.predict.metrics import cv_folds
-from bigshuf.predict.priors import frequencies
+from bigshuf.predict.safety import (
+    CrossValidation,
+    adopt,
+    covers_classes,
+    cv_warnings,
+    dev_warnings,
+    duplicate_groups,
+)
 
 _FIRST_RUNG_ROWS = 1 / 16     # share of the rows the first rung scores
 _FIRST_RUNG_REFERENCE = 2048  # reference rows of the first rung
@@ -82,19 +87,29 @@ class CanParams:
 
 @dataclass
 class TuneResult:
-    """Outcome of ``tune_can``: the winner, the sorted table, and the cross-validated estimate."""
+    """Outcome of ``tune_can``: the best grid point, the sorted table, the cross-validated
+    estimate, and whether the best point is kept (``adopted``) or the predictions are left
+    unchanged (``reason`` says why; see ``bigshuf.predict.safety``)."""
 
     best: CanParams
     rows: int
     baseline: float                       # accuracy without CAN
-    accuracy: float                       # accuracy of the winner on the same data
+    accuracy: float                       # accuracy of the best point on the same data
     table: List[Dict[str, Any]]           # grid points scored on all rows, best first
-    cv: Optional[Dict[str, Any]] = None   # held-out estimate, see tune_can
+    cv: Optional[CrossValidation] = None  # held-out estimate, see tune_can
     search: Dict[str, Any] = field(default_factory=dict)
+    adopted: bool = True
+    reason: str = ""
+    warnings: List[str] = field(default_factory=list)
 
     @property
     def gain(self) -> float:
         return self.accuracy - self.baseline
+
+    @property
+    def chosen(self) -> Optional[CanParams]:
+        """The setting to apply, or None: leave the predictions unchanged."""
+        return self.best if self.adopted else None
 
 
 @dataclass
@@ -132,32 +147,52 @@ class _Searcher:
         base = int(self.hits[rung.rows[conf]].sum())
         if unc_rows.size == 0:
             return [base] * len(self.iterations)
-        ref = split.reference[:rung.reference]
+        ref = self.probs[split.reference[:rung.reference]]
         b, y = self.probs[unc_rows], self.labels[unc_rows]
         top = self.iterations[-1]
         if self.exact:
             outs = CanModel(ref, self.prior, alpha, top).adjust(b, all_iterations=True)
         else:
-            if len(ref) == 0:
-                ref = identity_reference(self.probs.shape[1])
-            outs = adjust_first_order(b, reference_column_sums(ref, self.prior, alpha, top), self.prior, alpha)
+            outs = adjust_first_order(b, _column_sums(ref, self.prior, alpha, top), self.prior, alpha)
         return [base + int((outs[it - 1].argmax(axis=1) == y).sum()) for it in self.iterations]
 
 
-def _splits(probs: np.ndarray, taus: Sequence[float], ks: Sequence[int], rules: Sequence[str],
-            max_reference: int, rng: np.random.Generator) -> List[_Split]:
-    m = probs.shape[1]
+def _column_sums(ref: np.ndarray, prior: np.ndarray, alpha: float, iterations: int) -> List[np.ndarray]:
+    """``reference_column_sums``; with no confident row, those of the identity reference CAN
+    falls back to, without building it: the identity's trajectory is itself (each row one class)
+    except that rows of zero-prior classes become zero after the first iteration, so the column
+    sums are 1, then 1 where the prior is positive (an m x m matrix of 10 000 classes took 5 GB
+    over two threads)."""
+    if len(ref) == 0:
+        return [np.ones(ref.shape[1])] + [(prior > 0).astype(np.float64)] * (iterations - 1)
+    return reference_column_sums(ref, prior, alpha, iterations)
+
+
+def _split_keys(m: int, ks: Sequence[int], rules: Sequence[str]) -> List[Tuple[str, int]]:
+    """The (rule, k) pairs of a grid: k matters only to top-k."""
+    return [(rule, k) for rule in rules
+            for k in (sorted({min(int(k), m) for k in ks}) if rule == "top-k" else [DEFAULT_K])]
+
+
+def uncertainties(probs: np.ndarray, ks: Sequence[int], rules: Sequence[str]) -> Dict[Tuple[str, int], np.ndarray]:
+    """Each row's uncertainty under every (rule, k) of the grid: computed once for all rows, and
+    indexed by each cross-validation fold (the any-k rule sorts every row: the costliest step)."""
+    return {(rule, k): uncertainty(probs, k, rule) for rule, k in _split_keys(probs.shape[1], ks, rules)}
+
+
+def _splits(u: Dict[Tuple[str, int], np.ndarray], taus: Sequence[float], max_reference: int,
+            rng: np.random.Generator) -> List[_Split]:
+    """``reference`` holds row indices (a copy of the confident rows per split cost 20 copies of
+    the data: the largest part of --tune's memory)."""
     out = []
-    for rule in rules:
-        for k in (sorted({min(int(k), m) for k in ks}) if rule == "top-k" else [DEFAULT_K]):
-            u = uncertainty(probs, k, rule)
-            for tau in taus:
-                conf = u < tau
-                ref = probs[conf]
-                order = rng.permutation(len(ref))
-                if max_reference:
-                    order = order[:max_reference]
-                out.append(_Split(rule, int(k), float(tau), conf, ref[order]))
+    for (rule, k), unc in u.items():
+        for tau in taus:
+            conf = unc < tau
+            idx = np.flatnonzero(conf)
+            order = rng.permutation(len(idx))
+            if max_reference:
+                order = order[:max_reference]
+            out.append(_Split(rule, int(k), float(tau), conf, idx[order]))
     return out
 
 
@@ -175,16 +210,39 @@ def _rungs(n: int, max_reference: int, search: str, rng: np.random.Generator) ->
     return rungs
 
 
+def _rung_count(n: int, max_reference: int, search: str) -> int:
+    """How many rungs ``_rungs`` makes for ``n`` rows (without drawing its random order)."""
+    if search != "halving":
+        return 1
+    count, size, ref, cap = 1, max(int(n * _FIRST_RUNG_ROWS), 2048), _FIRST_RUNG_REFERENCE, max_reference or n
+    while size < n and ref < cap:
+        count, size, ref = count + 1, size * _ETA, ref * _ETA
+    return count
+
+
+def _survivors(units: int, rungs: int) -> List[int]:
+    """Trajectories scored on each rung: the best quarter (at least 4) goes on."""
+    out = [units]
+    for _ in range(rungs - 1):
+        out.append(min(max(math.ceil(out[-1] / _ETA), 4), out[-1]))
+    return out
+
+
+def planned_work(n: int, units: int, max_reference: int, search: str) -> int:
+    """Trajectories one grid search on ``n`` rows scores: the progress bar's share of it."""
+    return sum(_survivors(units, _rung_count(n, max_reference, search)))
+
+
 def _search(probs: np.ndarray, labels: np.ndarray, prior: np.ndarray, grid: Dict[str, Sequence[Any]],
-            max_reference: int, search: str, rng: np.random.Generator,
-            progress: Optional[bool]) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
-    """The grid's table (points scored on all rows, best first) and what the search did."""
+            u: Dict[Tuple[str, int], np.ndarray], max_reference: int, search: str, rng: np.random.Generator,
+            bar: Any) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+    """The grid's table (points scored on all rows, best first) and what the search did; ``u``
+    holds the rows' uncertainties (see ``uncertainties``)."""
     searcher = _Searcher(probs, labels, prior, grid["iterations"], exact=search == "exact")
-    splits = _splits(probs, grid["taus"], grid["ks"], grid["rules"], max_reference, rng)
+    splits = _splits(u, grid["taus"], max_reference, rng)
     units = [(s, float(a)) for s in splits for a in grid["alphas"]]
     rungs = _rungs(len(labels), max_reference, search, rng)
     survivors = [len(units)]
-    bar = _progress_bar(sum(len(units) // _ETA ** i for i in range(len(rungs))), "tuning CAN", progress)
     with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
         for r, rung in enumerate(rungs):
             scores = list(pool.map(searcher.score, [u[0] for u in units], [u[1] for u in units],
@@ -193,7 +251,7 @@ def _search(probs: np.ndarray, labels: np.ndarray, prior: np.ndarray, grid: Dict
             table = _table(units, scores, searcher.iterations)
             if r == len(rungs) - 1:
                 break
-            keep = max(math.ceil(len(units) / _ETA), 4)
+            keep = _survivors(len(units), 2)[1]
             ranked = []
             for row in table:  # a trajectory survives on the strength of its best iteration count
                 unit = row.pop("_unit")
@@ -201,7 +259,6 @@ def _search(probs: np.ndarray, labels: np.ndarray, prior: np.ndarray, grid: Dict
                     ranked.append(unit)
             units = [units[i] for i in ranked[:keep]]
             survivors.append(len(units))
-    bar.close()
     for row in table:
         row.pop("_unit", None)
     info = {"method": search, "rungs": [{"rows": int(len(g.rows)), "reference_cap": int(g.reference),
@@ -224,11 +281,6 @@ def _params(row: Dict[str, Any]) -> CanParams:
     return CanParams(row["tau"], row["alpha"], row["iterations"], row["k"], row.get("rule", DEFAULT_RULE))
 
 
-def _progress_bar(total: int, desc: str, progress: Optional[bool]) -> Any:
-    from tqdm import tqdm  # type: ignore[import-untyped]
-    return tqdm(total=total, desc=desc, disable=not progress_enabled(progress), file=sys.stderr, leave=False)
-
-
 def _check_grid(grid: Dict[str, Sequence[Any]], search: str) -> None:
     if not all(len(v) for v in grid.values()):
         raise UsageError("every tuning grid needs at least one value")
@@ -243,6 +295,17 @@ def _check_grid(grid: Dict[str, Sequence[Any]], search: str) -> None:
         raise UsageError(f"unknown search {search!r} (choose from {', '.join(SEARCHES)})")
 
 
+def label_prior(labels: np.ndarray, probs: np.ndarray, m: int) -> np.ndarray:
+    """The label frequencies of tuning rows; where a class has no row, a pseudo-count of m rows
+    spread by the model's mean prediction keeps it above 0 (a zero prior class can never win an
+    uncertain row: 19 of 40 classes at 0 from 50 rows cost 3 points of test accuracy)."""
+    counts = np.bincount(labels, minlength=m).astype(np.float64)
+    if (counts > 0).all():
+        return counts / counts.sum()
+    smoothed = counts + m * probs.mean(axis=0)
+    return smoothed / smoothed.sum()
+
+
 def tune_can(probs: np.ndarray, labels: np.ndarray, prior: "Sequence[float] | str | None" = None, *,
              taus: Sequence[float] = GRID_TAUS, alphas: Sequence[float] = GRID_ALPHAS,
              iterations: Sequence[int] = GRID_ITERATIONS, ks: Sequence[int] = GRID_KS,
@@ -251,62 +314,86 @@ def tune_can(probs: np.ndarray, labels: np.ndarray, prior: "Sequence[float] | st
              progress: Optional[bool] = None) -> TuneResult:
     """Search tau, alpha, iterations, k and the uncertainty rule for accuracy on labelled rows.
 
-    ``prior`` is a vector, None (uniform) or ``"labels"`` (the label frequencies of the rows
-    tuned on -- recomputed inside each cross-validation fold, so the estimate does not peek).
+    ``prior`` is a vector, None (uniform) or ``"labels"`` (``label_prior`` of the rows tuned on
+    -- recomputed inside each cross-validation fold, so the estimate does not peek).
     ``search``: ``halving`` (default), ``exhaustive`` or ``exact`` (see the module docstring).
 
-    Cross-validation (``folds`` >= 2): for each stratified fold, the grid is searched on the
-    other folds, and the winner is applied exactly to the held-out fold with the other folds'
-    confident rows as reference (the ``--reference dev`` protocol). The pooled held-out accuracy
-    before and after says how much of the in-sample gain is real.
+    Cross-validation (``folds`` >= 2): for each stratified, shuffled fold, the grid is searched
+    on the other folds, and the winner (or "unchanged", if nothing beat it there) is applied to
+    the held-out fold with the other folds' confident rows as reference (the ``--reference dev``
+    protocol). The best point is adopted only as ``safety.adopt`` allows.
     """
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
     if len(probs) == 0 or (labels < 0).any():
         raise UsageError("tuning needs a gold label on every row")
     m = probs.shape[1]
-    grid: Dict[str, Sequence[Any]] = {"taus": list(taus), "alphas": list(alphas), "iterations": list(iterations), "ks": list(ks),
-            "rules": list(rules)}
+    grid: Dict[str, Sequence[Any]] = {"taus": list(taus), "alphas": list(alphas), "iterations": list(iterations),
+                                      "ks": list(ks), "rules": list(rules)}
     _check_grid(grid, search)
 
-    def prior_for(lab: np.ndarray) -> np.ndarray:
-        return frequencies(lab, m) if isinstance(prior, str) else check_prior(prior, m)
+    def prior_for(rows: np.ndarray) -> np.ndarray:
+        return label_prior(labels[rows], probs[rows], m) if isinstance(prior, str) else check_prior(prior, m)
 
-    rng = np.random.default_rng(seed)
-    table, info = _search(probs, labels, prior_for(labels), grid, max_reference, search, rng, progress)
     n = len(labels)
+    groups = duplicate_groups(probs)
+    held_out = [h for h in cv_folds(labels, min(folds, n), seed, groups) if h.size] if folds >= 2 and n >= 2 else []
+    units = _unit_count(grid, m)
+    bar = progress_bar(planned_work(n, units, max_reference, search) +
+                       sum(planned_work(n - h.size, units, max_reference, search) for h in held_out),
+                       "tuning CAN", progress, unit="trajectory")
+    try:
+        rng = np.random.default_rng(seed)
+        u = uncertainties(probs, grid["ks"], grid["rules"])
+        table, info = _search(probs, labels, prior_for(np.arange(n)), grid, u, max_reference, search, rng, bar)
+        cv = _cross_validate(probs, labels, prior_for, held_out, seed, grid, u, max_reference, search, bar) \
+            if held_out else None
+    finally:
+        bar.close()
     for row in table:
         row["accuracy"] = row["correct"] / n
-    info["grid_points"] = len(grid["taus"]) * len(grid["alphas"]) * len(grid["iterations"]) * \
-        (len(set(min(k, m) for k in grid["ks"])) * ("top-k" in grid["rules"]) + ("any-k" in grid["rules"]))
+    info["grid_points"] = units * len(grid["iterations"])
     baseline = float((probs.argmax(axis=1) == labels).mean())
-    cv = None
-    if folds >= 2 and len(labels) >= 2:  # folds need rows to train on
-        cv = _cross_validate(probs, labels, prior_for, folds, seed, grid, max_reference, search, progress)
-    return TuneResult(_params(table[0]), n, baseline, table[0]["accuracy"], table, cv, info)
+    res = TuneResult(_params(table[0]), n, baseline, table[0]["accuracy"], table, cv, info)
+    res.adopted, res.reason = adopt(res.gain, cv, covers_classes(labels, m))
+    res.warnings = dev_warnings(labels, m, "tuning", groups) + cv_warnings(cv, res.adopted)
+    return res
+
+
+def _unit_count(grid: Dict[str, Sequence[Any]], m: int) -> int:
+    """Trajectories of a grid: one per (rule, k, tau, alpha); every iteration count shares one."""
+    splits = len(set(min(int(k), m) for k in grid["ks"])) * ("top-k" in grid["rules"]) + ("any-k" in grid["rules"])
+    return splits * len(grid["taus"]) * len(grid["alphas"])
 
 
 def _cross_validate(probs: np.ndarray, labels: np.ndarray, prior_for: Callable[[np.ndarray], np.ndarray],
-                    folds: int, seed: int, grid: Dict[str, Sequence[Any]], max_reference: int, search: str,
-                    progress: Optional[bool]) -> Dict[str, Any]:
+                    held_out: List[np.ndarray], seed: int, grid: Dict[str, Sequence[Any]],
+                    u: Dict[Tuple[str, int], np.ndarray], max_reference: int, search: str,
+                    bar: Any) -> CrossValidation:
     n = len(labels)
-    folds = min(folds, n)
     rng = np.random.default_rng(seed + 1)
     before = after = 0
-    chosen = []
-    for held in cv_folds(labels, folds, seed):
-        if held.size == 0:
-            continue
+    chosen: List[Dict[str, Any]] = []
+    gains = []
+    for held in held_out:
         train = np.setdiff1d(np.arange(n), held)
-        q = prior_for(labels[train])
-        table, _ = _search(probs[train], labels[train], q, grid, max_reference, search, rng, progress)
-        p = _params(table[0])
-        chosen.append(asdict(p))
-        after_held = _apply_winner(probs[train], probs[held], q, p, max_reference, exact=search == "exact", rng=rng)
-        before += int((probs[held].argmax(axis=1) == labels[held]).sum())
-        after += int((after_held.argmax(axis=1) == labels[held]).sum())
-    return {"folds": len(chosen), "accuracy_before": before / n, "accuracy_after": after / n,
-            "gain": (after - before) / n, "chosen": chosen}
+        q = prior_for(train)
+        u_train = {key: values[train] for key, values in u.items()}
+        table, _ = _search(probs[train], labels[train], q, grid, u_train, max_reference, search, rng, bar)
+        hits_before = int((probs[held].argmax(axis=1) == labels[held]).sum())
+        if table[0]["correct"] > int((probs[train].argmax(axis=1) == labels[train]).sum()):
+            p = _params(table[0])
+            chosen.append(asdict(p))
+            after_held = _apply_winner(probs[train], probs[held], q, p, max_reference, exact=search == "exact",
+                                       rng=rng)
+            hits_after = int((after_held.argmax(axis=1) == labels[held]).sum())
+        else:  # nothing beat "unchanged" on the training folds
+            chosen.append({"unchanged": True})
+            hits_after = hits_before
+        before += hits_before
+        after += hits_after
+        gains.append((hits_after - hits_before) / held.size)
+    return CrossValidation(len(held_out), before / n, after / n, gains, chosen)
 
 
 def _apply_winner(train: np.ndarray, held: np.ndarray, prior: np.ndarray, p: CanParams, max_reference: int,
@@ -324,9 +411,8 @@ def _apply_winner(train: np.ndarray, held: np.ndarray, prior: np.ndarray, p: Can
     out = held.copy()
     unc = ~confident_mask(held, p.tau, p.k, p.rule)
     if unc.any():
-        ref = ref if len(ref) else identity_reference(held.shape[1])
-        adjusted = adjust_first_order(held[unc], reference_column_sums(ref, prior, p.alpha, p.iterations),
-                                      prior, p.alpha)[-1]
+        adjusted = adjust_first_order(held[unc], _column_sums(ref, prior, p.alpha, p.iterations), prior,
+                                      p.alpha)[-1]
         keep = adjusted.sum(axis=1) > 0  # mass only on zero-prior classes: leave the row as it was
         out[np.flatnonzero(unc)[keep]] = adjusted[keep]
     return out

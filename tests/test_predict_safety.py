@@ -1,0 +1,396 @@
+"""Issue 22: tuning that never quietly hurts, label-shift priors, the memory budget, progress.
+
+The statistical checks use fixed seeds; each names the mutation it was checked against."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import bigshuf
+from bigshuf.cli import main
+from bigshuf.predict import tune as tune_module
+from bigshuf.predict.budget import Budget
+from bigshuf.predict.can import can_matrix
+from bigshuf.predict.metrics import cv_folds
+from bigshuf.predict.priors import bbse_prior, em_prior
+from bigshuf.predict.safety import CrossValidation, adopt, looks_sorted
+
+
+def invoke(*args, input=None):
+    return CliRunner().invoke(main, [str(a) for a in args], input=input, catch_exceptions=False)
+
+
+def gaussian_model(n: int, prior: np.ndarray, source: np.ndarray, seed: int, sep: float = 1.2):
+    """Rows drawn from classes with ``prior``; posteriors exact for a model trained under
+    ``source`` (1-D Gaussians per class, means ``sep`` apart): a calibrated model under shift."""
+    rng = np.random.default_rng(seed)
+    m = len(prior)
+    y = rng.choice(m, n, p=prior)
+    x = rng.normal(y * sep, 1.0)
+    like = np.exp(-0.5 * (x[:, None] - np.arange(m)[None, :] * sep) ** 2)
+    post = like * source
+    return post / post.sum(axis=1, keepdims=True), y
+
+
+def write(path: Path, probs: np.ndarray, y: np.ndarray) -> Path:
+    path.write_text("".join(json.dumps({"probs": p.tolist(), "label": int(c)}) + "\n" for p, c in zip(probs, y)))
+    return path
+
+
+SOURCE = np.full(4, 0.25)
+TARGET = np.array([0.55, 0.25, 0.15, 0.05])
+
+
+# -- label shift -----------------------------------------------------------------------------------
+
+def test_em_recovers_a_known_shift():
+    """Mutation checked: without the division by the source prior (w = p * prior) the estimate
+    no longer finds the truth (checked: this test fails)."""
+    source = np.array([0.1, 0.2, 0.3, 0.4])  # the model was trained on these frequencies
+    dev, _ = gaussian_model(20_000, source, source, 1)
+    test, _ = gaussian_model(20_000, TARGET, source, 2)
+    est, iterations, converged = em_prior(test, dev.mean(axis=0))
+    assert converged and iterations > 1
+    assert np.abs(est - TARGET).max() < 0.02, est
+
+
+def test_bbse_recovers_a_known_shift():
+    dev, y_dev = gaussian_model(20_000, SOURCE, SOURCE, 3)
+    test, _ = gaussian_model(20_000, TARGET, SOURCE, 4)
+    confusion = np.bincount(dev.argmax(axis=1) * 4 + y_dev, minlength=16).reshape(4, 4)
+    est = bbse_prior(confusion, np.bincount(test.argmax(axis=1), minlength=4))
+    assert np.abs(est - TARGET).max() < 0.03, est
+
+
+def test_prior_estimate_end_to_end(tmp_path):
+    dev = write(tmp_path / "dev.jsonl", *gaussian_model(3000, SOURCE, SOURCE, 5))
+    probs, y = gaussian_model(3000, TARGET, SOURCE, 6)
+    test = write(tmp_path / "test.jsonl", probs, y)
+    for prior in ("estimate", "estimate-bbse"):
+        out = tmp_path / f"out-{prior}.jsonl"
+        report = bigshuf.can(test, out, reference=dev, prior=prior)
+        assert report.prior is not None
+        est = np.array(report.prior.values)
+        assert np.abs(est - TARGET).max() < 0.06
+        assert report.prior.estimate["method"] == ("em" if prior == "estimate" else "bbse")
+        dev_probs = np.array([json.loads(line)["probs"] for line in dev.read_text().splitlines()])
+        want, _ = can_matrix(probs, est, reference=dev_probs)  # CAN, with the estimate as its prior
+        got = np.array([json.loads(line)["probs"] for line in out.read_text().splitlines()])
+        np.testing.assert_allclose(got, want, atol=1e-12)
+    res = invoke("can", test, "--reference", dev, "--prior", "estimate", "--method", "prior-shift",
+                 "-o", tmp_path / "shift.jsonl", "--report", tmp_path / "r.json")
+    assert res.exit_code == 0, res.stderr
+    r = json.loads((tmp_path / "r.json").read_text())
+    w = np.array(r["prior"]["values"]) / np.array(r["prior"]["estimate"]["start"])
+    want = probs * w / (probs * w).sum(axis=1, keepdims=True)
+    got = np.array([json.loads(line)["probs"] for line in (tmp_path / "shift.jsonl").read_text().splitlines()])
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    assert r["accuracy"]["overall"]["after"] > r["accuracy"]["overall"]["before"] + 0.04  # the Bayes correction
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--prior", "estimate"], "--prior estimate needs --reference"),
+    (["--method", "prior-shift"], "--method prior-shift needs --reference"),
+])
+def test_estimates_need_a_reference(tmp_path, args, message):
+    src = write(tmp_path / "t.jsonl", *gaussian_model(50, SOURCE, SOURCE, 7))
+    res = invoke("can", src, *args)
+    assert res.exit_code == 2 and res.stderr.startswith(f"bigshuf: error: {message}") and res.stdout == ""
+
+
+def test_bbse_needs_reference_labels(tmp_path):
+    probs, _ = gaussian_model(50, SOURCE, SOURCE, 8)
+    ref = tmp_path / "ref.jsonl"
+    ref.write_text("".join(json.dumps({"probs": p.tolist()}) + "\n" for p in probs))
+    src = write(tmp_path / "t.jsonl", probs, np.zeros(50, dtype=int))
+    res = invoke("can", src, "--reference", ref, "--prior", "estimate-bbse")
+    assert res.exit_code == 2 and "needs gold labels in the --reference rows" in res.stderr
+
+
+# -- safe tuning -------------------------------------------------------------------------------------
+
+def imbalanced(n: int, seed: int):
+    """A model calibrated for a uniform prior on data where class 0 holds 70%: class weights
+    and CAN with the label prior both gain a lot, on any sample."""
+    return gaussian_model(n, np.array([0.7, 0.1, 0.1, 0.1]), SOURCE, seed, sep=0.8)
+
+
+@pytest.mark.parametrize("command", ["can", "threshold"])
+def test_a_clear_gain_is_kept(tmp_path, command):
+    dev = write(tmp_path / "dev.jsonl", *imbalanced(2000, 9))
+    params = tmp_path / "p.json"
+    extra = ["--tune", "--taus", "0.5,0.9", "--alphas", "1,2", "--iterations-grid", "1", "--ks", "3"] \
+        if command == "can" else []
+    res = invoke(command, dev, *extra, "--save-params", params)
+    assert res.exit_code == 0, res.stderr
+    saved = json.loads(params.read_text())
+    assert not saved.get("unchanged") and "keeps" not in res.stderr, res.stderr
+    assert saved["cv"]["gain"] > saved["cv"]["noise"] > 0
+
+
+@pytest.mark.parametrize("command", ["can", "threshold"])
+def test_the_head_of_a_label_sorted_file_is_not_tuned_on(tmp_path, command):
+    probs, y = imbalanced(4000, 10)
+    order = np.argsort(y, kind="stable")[:1000]  # head -n 1000 of the file sorted by label: one class
+    dev = write(tmp_path / "dev.jsonl", probs[order], y[order])
+    params = tmp_path / "p.json"
+    extra = ["--tune", "--taus", "0.5,0.9", "--alphas", "1,2", "--iterations-grid", "1", "--ks", "3"] \
+        if command == "can" else []
+    res = invoke(command, dev, *extra, "--save-params", params)
+    assert res.exit_code == 0, res.stderr
+    assert "warning: only 1 of 4 classes have labelled rows" in res.stderr
+    assert json.loads(params.read_text())["unchanged"] is True
+    test_probs, test_y = imbalanced(300, 11)
+    test = write(tmp_path / "test.jsonl", test_probs, test_y)
+    out = tmp_path / "out.jsonl"
+    res = invoke(command, test, "--params", params, "-o", out)
+    assert res.exit_code == 0, res.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["pred"] for r in rows] == test_probs.argmax(axis=1).tolist()  # the usual rule, unchanged
+
+
+@pytest.mark.parametrize("command", ["can", "threshold"])
+def test_a_whole_file_sorted_by_label_gets_a_warning(tmp_path, command):
+    probs, y = imbalanced(1000, 16)
+    order = np.argsort(y, kind="stable")
+    dev = write(tmp_path / "dev.jsonl", probs[order], y[order])
+    extra = ["--tune", "--taus", "0.9", "--alphas", "1", "--iterations-grid", "1", "--ks", "3"] \
+        if command == "can" else []
+    res = invoke(command, dev, *extra, "--cv", "2")
+    assert res.exit_code == 0, res.stderr
+    assert "warning: the labels look sorted" in res.stderr
+
+
+def test_threshold_apply_warns_when_labels_lose(tmp_path):
+    probs, y = imbalanced(400, 12)
+    test = write(tmp_path / "test.jsonl", probs, y)
+    params = tmp_path / "w.json"
+    params.write_text(json.dumps({"bigshuf": "threshold", "mode": "multiclass", "metric": "accuracy",
+                                  "weights": [0.01, 1, 1, 1]}))
+    res = invoke("threshold", test, "--params", params, "-o", tmp_path / "o.jsonl", "-q")
+    assert res.exit_code == 0
+    assert res.stderr.startswith("bigshuf: warning: THE SAVED MULTICLASS RULE LOWERED ACCURACY on the 400 labelled")
+
+
+def test_adopt_needs_a_held_out_gain_above_the_noise():
+    steady = CrossValidation(5, 0.70, 0.72, [0.019, 0.021, 0.02, 0.018, 0.022])
+    noisy = CrossValidation(5, 0.70, 0.71, [0.09, -0.05, 0.06, -0.04, -0.01])
+    assert adopt(0.03, steady, True) == (True, "")
+    assert adopt(0.03, noisy, True)[0] is False and noisy.signs_disagree
+    assert adopt(0.03, steady, False)[0] is False   # labels cover too few classes
+    assert adopt(0.0, steady, True)[0] is False     # nothing gained in-sample
+    assert adopt(0.03, None, True)[0] is True       # no CV asked for: the in-sample gain decides
+
+
+def test_looks_sorted_flags_sorted_files_and_rarely_random_ones():
+    """False-alarm rate on random orders (fixed seeds) and detection of sorted ones. Mutation
+    checked: a threshold of 1.1 expected changes flags about half of the random orders."""
+    rng = np.random.default_rng(13)
+    alarms = sum(looks_sorted(rng.choice(5, 200, p=[0.5, 0.2, 0.1, 0.1, 0.1])) for _ in range(500))
+    assert alarms == 0
+    y = rng.choice(5, 200)
+    assert looks_sorted(np.sort(y)) and looks_sorted(np.sort(y)[::-1])
+    assert not looks_sorted(np.zeros(100, dtype=int))  # one class: nothing to say about order
+
+
+def test_cv_folds_are_stratified_and_shuffled():
+    """On a label-sorted file every fold gets its share of every class, and each row is equally
+    likely to land in each fold (chi-square over 400 seeds). Mutation checked: without the
+    per-class permutation, row 0 is always in fold 0 (statistic in the thousands)."""
+    y = np.repeat([0, 1, 2], [30, 20, 10])
+    folds = cv_folds(y, 5, 0)
+    for held in folds:
+        assert np.bincount(y[held], minlength=3).tolist() == [6, 4, 2]
+    seeds = 400
+    counts = np.zeros((len(y), 5))
+    for seed in range(seeds):
+        for f, held in enumerate(cv_folds(y, 5, seed)):
+            counts[held, f] += 1
+    expected = seeds / 5
+    chi2 = ((counts - expected) ** 2 / expected).sum(axis=1)  # 4 degrees of freedom per row
+    assert chi2.mean() < 6 and chi2.max() < 30, (chi2.mean(), chi2.max())
+
+
+# -- progress and memory --------------------------------------------------------------------------
+
+def test_tuning_progress_is_one_bar_that_reaches_its_total(monkeypatch):
+    bars = []
+
+    class Bar:
+        def __init__(self, total, desc, enabled, unit="it"):
+            self.total, self.done, self.closed = total, 0, False
+            bars.append(self)
+
+        def update(self, n=1):
+            self.done += n
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(tune_module, "progress_bar", Bar)
+    probs, y = imbalanced(5000, 14)
+    tune_module.tune_can(probs, y, "labels", taus=[0.5, 0.9], alphas=[1, 2, 3], iterations=[1, 2], ks=[2, 3],
+                         folds=3, progress=True)
+    assert len(bars) == 1 and bars[0].closed
+    assert bars[0].done == bars[0].total > 0
+
+
+def test_budget_sizes_rows_by_bytes():
+    small, big = Budget("64M").fit(10_000), Budget("1G").fit(10_000)
+    assert small.chunk_rows < big.chunk_rows <= 1 << 15
+    assert small.reference_rows(100_000, 1) * 10_000 * 8 * 4 <= 32 << 20
+    assert Budget("1G").fit(40).chunk_rows > 10_000 and Budget("64G").fit(40).chunk_rows == 1 << 15
+    assert not Budget("1G").fit(10_000).identity_fits(1) and Budget("1G").fit(1000).identity_fits(1)
+
+
+def test_a_search_too_big_for_memory_runs_on_a_sample(tmp_path):
+    dev = write(tmp_path / "dev.jsonl", *imbalanced(3000, 15))
+    res = invoke("threshold", dev, "--memory", "1M", "--cv", "0")
+    assert res.exit_code == 0, res.stderr
+    assert "warning: searching on a uniform sample of" in res.stderr and "of 3000 rows" in res.stderr
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 3.0])
+def test_identity_column_sums_without_the_identity(alpha):
+    """Tuning never builds the m x m identity reference: its column sums are known."""
+    from bigshuf.predict.can import reference_column_sums
+
+    prior = np.array([0.5, 0.0, 0.3, 0.2])
+    want = reference_column_sums(np.eye(4), prior, alpha, 4)
+    got = tune_module._column_sums(np.empty((0, 4)), prior, alpha, 4)
+    for a, b in zip(want, got):
+        np.testing.assert_allclose(a, b)
+
+
+# -- found by the adversarial pass --------------------------------------------------------------
+
+def test_sorted_head_covering_most_classes_is_not_tuned_on(tmp_path):
+    """The head of a label-sorted file that still covers 5 of 8 classes: a prior from these
+    labels and weights fitted to them would favour those 5 classes on test."""
+    probs, y = gaussian_model(4000, np.full(8, 1 / 8), np.full(8, 1 / 8), 17, sep=0.7)
+    order = np.argsort(y, kind="stable")[:2500]
+    assert np.unique(y[order]).size == 5
+    dev = write(tmp_path / "dev.jsonl", probs[order], y[order])
+    for command, extra in (("threshold", []), ("can", ["--tune", "--taus", "0.9", "--alphas", "1,2",
+                                                       "--iterations-grid", "1", "--ks", "3"])):
+        res = invoke(command, dev, *extra, "--save-params", tmp_path / f"{command}.json")
+        assert res.exit_code == 0, res.stderr
+        assert "only 5 of 8 classes have labelled rows and the labels look sorted" in res.stderr
+        assert json.loads((tmp_path / f"{command}.json").read_text())["unchanged"] is True
+
+
+@pytest.mark.parametrize("command", ["can", "threshold"])
+def test_tuning_without_cross_validation_says_it_is_unchecked(tmp_path, command):
+    dev = write(tmp_path / "dev.jsonl", *imbalanced(400, 18))
+    extra = ["--tune", "--taus", "0.9", "--alphas", "1,2", "--iterations-grid", "1", "--ks", "3"] \
+        if command == "can" else []
+    res = invoke(command, dev, *extra, "--cv", "0", "-q")
+    assert res.exit_code == 0
+    assert "bigshuf: warning: no cross-validation (--cv 0 or 1): the tuned setting is kept on its gain" in res.stderr
+
+
+def test_a_vector_of_no_values_is_described_as_such(tmp_path):
+    src = tmp_path / "e.jsonl"
+    src.write_text('{"probs": [], "label": 0}\n')
+    res = invoke("can", src)
+    assert res.exit_code == 2 and "has 0 values per row" in res.stderr
+
+
+def test_a_row_wider_than_the_budget_is_refused(tmp_path):
+    src = tmp_path / "wide.jsonl"
+    src.write_text(json.dumps({"probs": [1 / 6000] * 6000}) + "\n")
+    res = invoke("can", src, "--memory", "1M", "--prior", "uniform")
+    assert res.exit_code == 2 and "a row of 6,000 values needs about" in res.stderr and "cannot hold one" in res.stderr
+
+
+def test_the_search_sample_is_uniform_and_in_file_order():
+    """read_all's sample when rows exceed --memory: every row equally likely, file order kept,
+    reproducible by seed (chi-square over 1500 seeds, rows added in chunks so compaction runs).
+    Mutation checked: keeping the first rows instead of the smallest keys fails (statistic ~1e4)."""
+    from bigshuf.predict.reading import _Reservoir
+
+    n, cap, seeds = 60, 12, 1500
+    counts = np.zeros(n)
+    for seed in range(seeds):
+        r = _Reservoir(cap, seed)
+        for start in range(0, n, 7):
+            rows = np.arange(start, min(start + 7, n))
+            r.add(rows.astype(float), rows, rows, None)
+        values, labels, lines, targets = r.result()
+        assert len(labels) == cap and np.all(np.diff(labels) > 0) and targets is None
+        counts[labels] += 1
+    expected = seeds * cap / n
+    chi2 = float(((counts - expected) ** 2 / (expected * (1 - cap / n))).sum())  # ~ n - 1 = 59 degrees
+    assert chi2 < 100, chi2
+    again = _Reservoir(cap, 3)
+    again.add(np.arange(n, dtype=float), np.arange(n), np.arange(n), None)
+    first = _Reservoir(cap, 3)
+    first.add(np.arange(n, dtype=float), np.arange(n), np.arange(n), None)
+    assert first.result()[1].tolist() == again.result()[1].tolist()
+
+
+def test_copies_of_a_row_share_a_fold():
+    y = np.array([0, 1, 0, 1, 2, 2, 0, 1] * 5)
+    groups = np.array([0, 1, 2, 3, 4, 5, 6, 7] * 5)  # 8 distinct rows, each 5 times
+    for seed in range(5):
+        folds = cv_folds(y, 4, seed, groups)
+        assert sorted(np.concatenate(folds).tolist()) == list(range(40))
+        for held in folds:
+            for g in np.unique(groups[held]):
+                assert set(np.flatnonzero(groups == g)) <= set(held.tolist())
+    assert [f.tolist() for f in cv_folds(y, 4, 3, np.arange(40))] == [f.tolist() for f in cv_folds(y, 4, 3)]
+
+
+def test_a_dev_file_of_repeated_rows_is_not_tuned_on(tmp_path):
+    """60 distinct rows repeated 25 times: with copies on both sides of a fold the weights looked
+    +18 points better held out and lost 3.8 on test (found by the adversarial pass)."""
+    probs, y = gaussian_model(60, np.full(6, 1 / 6), np.full(6, 1 / 6), 19, sep=0.5)
+    rng = np.random.default_rng(20)
+    rep = np.repeat(np.arange(60), 25)[rng.permutation(1500)]
+    dev = write(tmp_path / "dev.jsonl", probs[rep], y[rep])
+    res = invoke("threshold", dev, "--save-params", tmp_path / "w.json")
+    assert res.exit_code == 0, res.stderr
+    assert "1440 of 1500 rows repeat another row exactly" in res.stderr
+    assert json.loads((tmp_path / "w.json").read_text())["unchanged"] is True
+
+
+def test_multilabel_label_files_are_held_as_bits(tmp_path):
+    """A 20 000 x 2 000 multi-label .npy label file held as Python lists peaked at 457 MiB under
+    --memory 256M (found by the adversarial pass); one bit per label is n x m / 8 bytes."""
+    from bigshuf.predict.formats import LabelMap
+    from bigshuf.predict.reading import PackedLabels, read_label_file
+
+    rng = np.random.default_rng(21)
+    y = rng.random((5000, 13)) < 0.3
+    np.save(tmp_path / "y.npy", y.astype(np.int8))
+    (tmp_path / "y.txt").write_text("".join(json.dumps(np.flatnonzero(r).tolist()) + "\n" for r in y))
+    for name in ("y.npy", "y.txt"):
+        packed = read_label_file(str(tmp_path / name), LabelMap(13, None), multi_label=True)
+        assert isinstance(packed, PackedLabels) and len(packed) == 5000 and packed.bits.nbytes == 5000 * 2
+        assert np.array_equal(packed[0:5000], y) and np.array_equal(packed[4095:4200], y[4095:4200])
+    np.save(tmp_path / "bad.npy", np.full((3, 12), 1, dtype=np.int8))
+    probs = tmp_path / "p.npy"
+    np.save(probs, rng.random((3, 13)))
+    res = invoke("threshold", probs, "--labels", tmp_path / "bad.npy", "--multi-label")
+    assert res.exit_code == 2 and "expected an n x 13 array of 0/1 labels, found shape (3, 12)" in res.stderr
+    np.save(tmp_path / "two.npy", np.full((3, 13), 2, dtype=np.int8))
+    res = invoke("threshold", probs, "--labels", tmp_path / "two.npy", "--multi-label")
+    assert res.exit_code == 2 and res.stderr.endswith("two.npy:1: multi-label labels in a .npy file must be 0 or 1\n")
+
+
+def test_unchanged_params_with_an_explicit_prior_run_can_with_default_knobs(tmp_path):
+    """Saved "unchanged" answers the dev prior; --prior estimate under label shift is another
+    question (found by the adversarial pass: the estimate was computed, then not used)."""
+    dev = write(tmp_path / "dev.jsonl", *gaussian_model(600, SOURCE, SOURCE, 22))
+    probs, y = gaussian_model(600, TARGET, SOURCE, 23)
+    test = write(tmp_path / "test.jsonl", probs, y)
+    params = tmp_path / "u.json"
+    params.write_text(json.dumps({"bigshuf": "can", "unchanged": True, "prior": [0.25] * 4}))
+    kept = bigshuf.can(test, tmp_path / "a.jsonl", params=params, reference=dev)
+    assert kept.params == {"unchanged": True}
+    moved = bigshuf.can(test, tmp_path / "b.jsonl", params=params, reference=dev, prior="estimate")
+    assert moved.params["tau"] == 0.9 and moved.uncertain and moved.uncertain > 0

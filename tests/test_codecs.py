@@ -6,11 +6,11 @@ import bz2
 import gzip
 import io
 import lzma
-import subprocess
 import sys
 
 import pytest
 import zstandard
+from helpers import invoke
 
 import bigshuf
 from bigshuf.common import codecs
@@ -18,13 +18,13 @@ from bigshuf.common.codecs import _ZstdFrames, check_codecs, compressor_for
 from bigshuf.common.errors import InputError, UsageError
 from bigshuf.shuffler.records import RecordReader, read_all_lines
 
-SEQ = b"".join(b"%d\n" % i for i in range(1, 1_000_001))  # `seq 1000000`
+SEQ = b"".join(b"%d\n" % i for i in range(1, 300_001))  # `seq 300000`: blocks of 1 MB at 16M
 SMALL = b"".join(b"line %d\n" % i for i in range(5000))
 
 COMPRESS = {
     ".gz": lambda d: gzip.compress(d, mtime=0),
-    ".bz2": bz2.compress,
-    ".xz": lzma.compress,
+    ".bz2": lambda d: bz2.compress(d, 1),
+    ".xz": lambda d: lzma.compress(d, preset=1),
     ".zst": lambda d: zstandard.ZstdCompressor(level=3, write_checksum=True).compress(d),
 }
 SUFFIXES = pytest.mark.parametrize("suffix", list(COMPRESS))
@@ -81,12 +81,12 @@ def test_trailing_bytes_are_an_input_error(tmp_path, suffix, tail):
 def test_truncated_zst_cli_exit_2_and_verify(tmp_path):
     """Issue 8: `seq 1000000 | zstd` cut at 150000 bytes used to give 352 915 lines, exit 0."""
     data = zstandard.ZstdCompressor(level=3).compress(SEQ)
-    path = _write(tmp_path, "t.zst", data[:150_000])
+    path = _write(tmp_path, "t.zst", data[:len(data) // 2])
     full = _write(tmp_path, "s.txt", SEQ)
     for args in (["shuffle", path, "-o", str(tmp_path / "o")], ["verify", full, path]):
-        r = subprocess.run([sys.executable, "-m", "bigshuf", *args], capture_output=True, text=True)
+        r = invoke(args)
         assert r.returncode == 2, r.stderr
-        assert path in r.stderr and "truncated" in r.stderr
+        assert path.encode() in r.stderr and b"truncated" in r.stderr
     assert not (tmp_path / "o").exists()
 
 

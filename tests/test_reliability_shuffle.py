@@ -25,6 +25,7 @@ import pytest
 from helpers import (
     REPO,
     fault_and_wait,
+    invoke,
     leftovers,
     limit,
     one_line_error,
@@ -91,8 +92,9 @@ def check_failed(proc, code, needles, *, src, src_hash, dest, old, dirs):
 
 
 def retry_ok(args, src, dest, dirs, store=None, stdin_data=None):
-    """Run again without the fault: success, the path under test was taken, verify passes."""
-    p = run([*args, "-v"], input=stdin_data)
+    """Run again without the fault (in this process: nothing of the retry needs its own):
+    success, the path under test was taken, verify passes."""
+    p = invoke([*args, "-v"], input=stdin_data)
     err = p.stderr.decode(errors="replace")
     assert p.returncode == 0, err
     if store:

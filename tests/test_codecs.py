@@ -25,6 +25,7 @@ COMPRESS = {
     ".gz": lambda d: gzip.compress(d, mtime=0),
     ".bz2": lambda d: bz2.compress(d, 1),
     ".xz": lambda d: lzma.compress(d, preset=1),
+    ".lzma": lambda d: lzma.compress(d, format=lzma.FORMAT_ALONE, preset=1),
     ".zst": lambda d: zstandard.ZstdCompressor(level=3, write_checksum=True).compress(d),
 }
 SUFFIXES = pytest.mark.parametrize("suffix", list(COMPRESS))

@@ -137,7 +137,7 @@ class _LongPrefixCommand(click.Command):
 def shuffle(inputs, verbose, echo, **options):
     """Shuffle the lines of INPUTS (files, '-' for stdin; none means stdin) uniformly at random.
 
-    Compressed inputs and outputs (.gz, .bz2, .xz, .zst) are handled by file extension.
+    Compressed inputs and outputs (.gz, .bz2, .xz, .lzma, .zst) are handled by file extension.
     Accepts GNU shuf's options with shuf's meaning (README, 'bigshuf as shuf').
     """
     from bigshuf.shuffler.run import run

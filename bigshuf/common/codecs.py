@@ -1,4 +1,4 @@
-"""Compressed inputs and outputs, chosen by file extension (.gz .bz2 .xz .zst).
+"""Compressed inputs and outputs, chosen by file extension (.gz .bz2 .xz .lzma .zst).
 
 Reading is *strict*, the same for every codec: a compressed input must end exactly at the end of
 a complete stream (several concatenated streams are fine, as ``zcat`` and ``zstd -d`` read them).
@@ -22,15 +22,11 @@ import io
 import os
 import queue
 import threading
-from typing import BinaryIO, Iterable, Iterator, Optional
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Callable, Dict, Iterable, Iterator, Optional
 
 from bigshuf.common.errors import InputError, UsageError
 
-#: Extensions handled transparently, for inputs and outputs.
-COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
-#: (module to import, what to install) per suffix, checked before any work.
-_MODULES = {".gz": ("isal.igzip", "isal"), ".bz2": ("bz2", "a Python built with bz2"),
-            ".xz": ("lzma", "a Python built with lzma"), ".zst": ("zstandard", "zstandard")}
 #: Bytes of compressed input per read, and of decompressed output per prefetched chunk (small:
 #: the chunks in flight count against the memory bound, which is tight at small --memory).
 READ_SIZE = 256 << 10
@@ -60,7 +56,7 @@ GZIP_THREADS = 2
 def compression_of(path: str) -> Optional[str]:
     """The compression suffix of ``path`` ('.gz', ...) or None."""
     lower = str(path).lower()
-    for suffix in COMPRESSION_SUFFIXES:
+    for suffix in CODECS:
         if lower.endswith(suffix):
             return suffix
     return None
@@ -77,7 +73,7 @@ def check_codecs(paths: Iterable[object]) -> None:
         suffix = compression_of(path)
         if suffix is None:
             continue
-        module, what = _MODULES[suffix]
+        module, what = CODECS[suffix].module, CODECS[suffix].needs
         try:
             importlib.import_module(module)
         except ImportError:
@@ -105,7 +101,7 @@ def decoder_window(path: str) -> Optional[int]:
     """The dictionary (.xz) or window (.zst) size the first stream of a regular file declares
     in its header, or None (another codec, not a regular file, or no header to read)."""
     suffix = compression_of(path)
-    if suffix not in (".xz", ".zst"):
+    if suffix is None or CODECS[suffix].window is None:
         return None
     try:
         if not os.path.isfile(path):
@@ -114,7 +110,7 @@ def decoder_window(path: str) -> Optional[int]:
             head = f.read(64)
     except OSError:
         return None  # the reader reports it its usual way
-    return _xz_dictionary(head) if suffix == ".xz" else _zstd_window(head)
+    return CODECS[suffix].window(head)  # type: ignore[misc]
 
 
 def _xz_dictionary(head: bytes) -> Optional[int]:
@@ -188,21 +184,32 @@ def open_decompressed(raw: BinaryIO, suffix: str, name: str) -> BinaryIO:
     """A binary stream of the decompressed bytes of ``raw`` (strict, see the module doc), read
     ahead by a background thread."""
     check_codecs([name if compression_of(name) == suffix else "x" + suffix])
-    reader = _ZstdReader(raw, name) if suffix == ".zst" else _StrictReader(raw, suffix, name)
+    reader = _ZstdReader(raw, name) if CODECS[suffix].decompressor is None \
+        else _StrictReader(raw, suffix, name)
     return _Prefetcher(reader, name)  # type: ignore[return-value]
 
 
 def _decompressor(suffix: str, limit: Optional[int] = None):
     """A fresh one-stream decompressor with the bz2/lzma interface: ``decompress(data,
     max_length)``, ``needs_input``, ``eof``, ``unused_data``."""
-    if suffix == ".gz":
-        from isal import isal_zlib
-        return _ZlibLike(isal_zlib.decompressobj(wbits=31))
-    if suffix == ".bz2":
-        import bz2
-        return bz2.BZ2Decompressor()
-    import lzma
-    return lzma.LZMADecompressor(memlimit=limit)
+    return CODECS[suffix].decompressor(limit)  # type: ignore[misc]
+
+
+def _gzip_decompressor(limit: Optional[int]):
+    from isal import isal_zlib
+    return _ZlibLike(isal_zlib.decompressobj(wbits=31))
+
+
+def _bz2_decompressor(limit: Optional[int]):
+    import bz2
+    return bz2.BZ2Decompressor()
+
+
+def _lzma_decompressor(fmt: int):
+    def make(limit: Optional[int]):
+        import lzma
+        return lzma.LZMADecompressor(format=fmt, memlimit=limit)
+    return make
 
 
 class _ZlibLike:
@@ -522,11 +529,7 @@ def compressor_bytes(path: object, memory: Optional[int]) -> int:
     if not isinstance(path, (str, os.PathLike)):
         return 0
     suffix = compression_of(os.fspath(path))
-    if suffix == ".xz":
-        return XZ_ENCODER_BYTES[xz_preset(memory)]
-    if suffix == ".zst":
-        return _zstd_bytes(zstd_job(memory))
-    return {".gz": GZIP_BYTES, ".bz2": BZ2_BYTES}.get(suffix or "", 0)
+    return 0 if suffix is None else CODECS[suffix].encoder_bytes(memory)
 
 
 def _outlive_the_opening_thread(writer: object) -> None:
@@ -549,28 +552,77 @@ def compressor_for(path: str, raw, memory: Optional[int] = None) -> Optional[Bin
     if suffix is None:
         return None
     check_codecs([path])
-    if suffix == ".gz":
-        from isal import igzip_threaded
-        # Blocks of CHUNK bytes compressed by GZIP_THREADS threads, each with the previous
-        # block's last 32 KiB as dictionary: the bytes depend on the block size, not on the
-        # thread count.
-        writer = igzip_threaded.open(
-            raw, "wb", compresslevel=GZIP_LEVEL, threads=GZIP_THREADS, block_size=_Rechunked.CHUNK)
-        _outlive_the_opening_thread(writer)
-        return _Rechunked(writer)  # type: ignore[return-value]
-    if suffix == ".bz2":
-        import bz2
-        # Pieces for every codec: given a whole 64 MB unit, bz2 and xz returned its compressed
-        # bytes as one object, as big as the unit for data that does not compress.
-        return _Rechunked(bz2.BZ2File(raw, "wb", compresslevel=9))  # type: ignore[return-value]
-    if suffix == ".xz":
+    return _Rechunked(CODECS[suffix].writer(raw, memory))  # type: ignore[return-value]
+
+
+def _gzip_writer(raw, memory: Optional[int]):
+    from isal import igzip_threaded
+    # Blocks of CHUNK bytes compressed by GZIP_THREADS threads, each with the previous block's
+    # last 32 KiB as dictionary: the bytes depend on the block size, not on the thread count.
+    writer = igzip_threaded.open(
+        raw, "wb", compresslevel=GZIP_LEVEL, threads=GZIP_THREADS, block_size=_Rechunked.CHUNK)
+    _outlive_the_opening_thread(writer)
+    return writer
+
+
+def _bz2_writer(raw, memory: Optional[int]):
+    import bz2
+    return bz2.BZ2File(raw, "wb", compresslevel=9)
+
+
+def _lzma_writer(fmt: int):
+    def make(raw, memory: Optional[int]):
         import lzma
-        return _Rechunked(lzma.LZMAFile(raw, "wb", preset=xz_preset(memory)))  # type: ignore[return-value]
+        return lzma.LZMAFile(raw, "wb", format=fmt, preset=xz_preset(memory))
+    return make
+
+
+def _zstd_writer(raw, memory: Optional[int]):
     import zstandard
     params = zstandard.ZstdCompressionParameters.from_level(
         ZSTD_LEVEL, threads=ZSTD_THREADS, job_size=zstd_job(memory))
-    cctx = zstandard.ZstdCompressor(compression_params=params)
-    return _Rechunked(cctx.stream_writer(raw, closefd=False))  # type: ignore[return-value]
+    return zstandard.ZstdCompressor(compression_params=params).stream_writer(raw, closefd=False)
+
+
+#: lzma's FORMAT_XZ and FORMAT_ALONE (lzma is imported only when used: a Python may lack it).
+_FORMAT_XZ, _FORMAT_ALONE = 1, 2
+
+
+def _lzma_alone_dictionary(head: bytes) -> Optional[int]:
+    """The dictionary size an .lzma ("LZMA alone") header declares (bytes 1-4)."""
+    return int.from_bytes(head[1:5], "little") if len(head) >= 13 else None
+
+
+@dataclass(frozen=True)
+class Codec:
+    """Everything bigshuf knows of one compression format: adding a format is one entry of
+    :data:`CODECS` (and its functions above), nothing elsewhere. Every writer is fed in
+    pieces (:class:`_Rechunked`): given a whole 64 MB unit, bz2 and xz returned its compressed
+    bytes as one object, as big as the unit for data that does not compress."""
+
+    module: str                                    # imported to check it is there
+    needs: str                                     # what to install when it is not
+    decompressor: Optional[Callable[[Optional[int]], Any]]  # one stream; None: its own reader
+    writer: Callable[[Any, Optional[int]], Any]    # (raw, --memory) -> a deterministic writer
+    encoder_bytes: Callable[[Optional[int]], int]  # what the writer holds at this --memory
+    window: Optional[Callable[[bytes], Optional[int]]] = None  # decoder memory, from the header
+
+
+#: The formats, by extension (inputs and outputs alike).
+CODECS: Dict[str, Codec] = {
+    ".gz": Codec("isal.igzip", "isal", _gzip_decompressor, _gzip_writer, lambda m: GZIP_BYTES),
+    ".bz2": Codec("bz2", "a Python built with bz2", _bz2_decompressor, _bz2_writer,
+                  lambda m: BZ2_BYTES),
+    ".xz": Codec("lzma", "a Python built with lzma", _lzma_decompressor(_FORMAT_XZ), _lzma_writer(_FORMAT_XZ),
+                 lambda m: XZ_ENCODER_BYTES[xz_preset(m)], _xz_dictionary),
+    ".lzma": Codec("lzma", "a Python built with lzma", _lzma_decompressor(_FORMAT_ALONE),
+                   _lzma_writer(_FORMAT_ALONE),
+                   lambda m: XZ_ENCODER_BYTES[xz_preset(m)], _lzma_alone_dictionary),
+    ".zst": Codec("zstandard", "zstandard", None, _zstd_writer,
+                  lambda m: _zstd_bytes(zstd_job(m)), _zstd_window),
+}
+#: Extensions handled transparently, for inputs and outputs.
+COMPRESSION_SUFFIXES = tuple(CODECS)
 
 
 __all__ = ["COMPRESSION_SUFFIXES", "compression_of", "check_codecs", "open_decompressed",

@@ -72,6 +72,18 @@ def test_usage_errors(tmp_path, args, needle):
     one_line_error(res, 2, needle)
 
 
+@pytest.mark.parametrize("name", ["{split}.txt", "a}b.txt", "{index}.txt"])
+def test_input_names_with_braces_are_refused(tmp_path, name):
+    """Review break: an input named '{split}.txt' under --split was written to the split's
+    name (a silent wrong name), 'a}b.txt' sharded as 'a}}b-…': a name is not a pattern."""
+    inputs = _pair(tmp_path)
+    (tmp_path / name).write_bytes((tmp_path / "de.txt").read_bytes())
+    res = invoke(["shuffle", "--aligned", inputs[0], tmp_path / name, "-o", tmp_path / "out/{name}",
+                  "--shards", "2"])
+    one_line_error(res, 2, "brace")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def test_name_without_aligned_and_same_file_names(tmp_path):
     inputs = _pair(tmp_path)
     one_line_error(invoke(["shuffle", inputs[0], "-o", tmp_path / "{name}"]), 2, "names the outputs of --aligned")

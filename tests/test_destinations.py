@@ -258,3 +258,17 @@ def test_files_are_written_in_pieces(tmp_path, monkeypatch):
     os.close(fd)
     assert max(sizes) == output.WRITE_PIECE and len(sizes) > 2 * len(data) // output.WRITE_PIECE
     assert path.read_bytes() == data + data[len(data) - 5:]
+
+
+def test_signals_are_deferred_only_once_every_output_exists(tmp_path):
+    """Review break: --shards 100000 on two lines made its empty shards after the run had
+    started ignoring signals (SIGTERM and SIGINT did nothing for minutes). The outputs are
+    completed first, then signals deferred, then the renames."""
+    from bigshuf.shuffler.writing import Sink
+
+    sink = Sink(str(tmp_path / "s.txt"), 10, 1, shards=3)
+    sink.open()
+    seen = []
+    sink.finish(lambda: seen.append(sorted(p.name for p in tmp_path.iterdir())))
+    assert len(seen[0]) == 3 and all(".tmp" in n for n in seen[0])  # all made, none renamed
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"s-0000{i}-of-00003.txt" for i in range(3)]

@@ -108,8 +108,8 @@ import os, signal, sys
 import bigshuf.shuffler.writing as w
 real = w.Sink.finish
 SIG = int(sys.argv[1])
-def finish(self):
-    real(self)
+def finish(self, before_publish=None):
+    real(self, before_publish)
     os.kill(os.getpid(), SIG)  # the outputs have their names now
 w.Sink.finish = finish
 sys.argv = ["bigshuf", *sys.argv[2:]]

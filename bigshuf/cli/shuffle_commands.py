@@ -77,8 +77,9 @@ class _LongPrefixCommand(click.Command):
               help="Memory budget of the whole run, K/M/G/T suffixes (minimum 1M). Peak RSS stays "
                    "within SIZE + ~64 MB of interpreter; the longest accepted line is SIZE/16.")
 @click.option("--seed", type=int, metavar="N", default=None,
-              help="Random seed: the same seed and input give byte-identical output, whatever "
-                   "--memory, --jobs, the machine, a file or stdin (README, 'The order contract'). "
+              help="Random seed: the same seed and input give the same lines in the same order, "
+                   "whatever --memory, --jobs, the machine, a file or stdin (README, 'The order "
+                   "contract'); .xz/.zst outputs hold them in an encoding sized by --memory. "
                    "Without it a random seed is drawn (-v prints it).")
 @click.option("-j", "--jobs", type=int, metavar="N", default=None,
               help="Worker threads (default: the cores this process may use, its CPU affinity, capped so all workers fit in --memory). "

@@ -187,6 +187,10 @@ class ShuffleOptions:
                 name = p if isinstance(p, str) else repr(p)
                 raise UsageError(f"--aligned counts every input's records before shuffling it: "
                                  f"{name} can be read only once (give a file)")
+            if set("{}") & set(os.path.basename(p)):
+                raise UsageError(f"--aligned: {p}: a file name with a brace would be read as a "
+                                 f"field of the -o pattern ({{split}}, {{index}}): give it "
+                                 f"through a link of another name")
 
     def _check_split(self) -> None:
         if self.sample is not None:

@@ -101,11 +101,8 @@ def run_aligned(opts: ShuffleOptions) -> ShuffleStats:
 
 
 def aligned_output(opts: ShuffleOptions, path: Any) -> str:
-    """-o with {name} replaced by the input's file name (braces escaped for shard patterns)."""
-    name = os.path.basename(os.fspath(path))
-    if opts.sharded:
-        name = name.replace("{", "{{").replace("}", "}}")
-    return os.fspath(opts.output).replace(NAME_FIELD, name)
+    """-o with {name} replaced by the input's file name (which holds no brace: options)."""
+    return os.fspath(opts.output).replace(NAME_FIELD, os.path.basename(os.fspath(path)))
 
 
 def _count_records(opts: ShuffleOptions, geo: Geometry) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -139,11 +139,13 @@ class SplitSink(Sink):
     def write_at(self, offset: int, data: np.ndarray, records: int) -> None:
         raise AssertionError("SplitSink takes sequential writes only")
 
-    def finish(self) -> None:
+    def finish(self, before_publish: Optional[Callable[[], None]] = None) -> None:
         """Complete every file of every split, then give each its name, all under one
         publishing lock (no split is published before all are complete)."""
         for s in self.sinks:
             s.complete()
+        if before_publish is not None:
+            before_publish()
         if not _hold(self):
             publish_all(self.sinks)
 

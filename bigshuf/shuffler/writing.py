@@ -384,11 +384,14 @@ class Sink:
                    header=header, durable=opts.fsync, memory=opts.memory_bytes,
                    warn=None if checking else (opts.warn or warn_stderr))
 
-    def finish(self) -> None:
-        """Flush every output and give each its final name (or, inside :func:`held`, leave
-        the names to :func:`publish_all`). Two runs publishing the same names are serialised
-        by a directory lock, so a set of shards is never a mix of two."""
+    def finish(self, before_publish: Optional[Callable[[], None]] = None) -> None:
+        """Flush every output (and create the empty ones: a signal can still stop that), call
+        ``before_publish`` (the run's signal deferral), then give each output its final name
+        (or, inside :func:`held`, leave the names to :func:`publish_all`). Two runs publishing
+        the same names are serialised by a directory lock: a set of shards is never a mix."""
         self.complete()
+        if before_publish is not None:
+            before_publish()
         if not _hold(self):
             publish_all([self])
 

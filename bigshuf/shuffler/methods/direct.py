@@ -149,8 +149,7 @@ def write_records(opts: ShuffleOptions, chunks: Iterable[bytes], records: int,
     try:
         for data in chunks:
             sink.write(np.frombuffer(data, dtype=np.uint8), data.count(opts.sep))
-        before_rename()
-        sink.finish()
+        sink.finish(before_rename)
     except BaseException:
         sink.abort()
         raise

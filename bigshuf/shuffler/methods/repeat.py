@@ -125,8 +125,7 @@ def _write(opts: ShuffleOptions, chunks: Iterator[Chunk], total: Optional[int],
         for data, records in chunks:
             sink.write(data if isinstance(data, np.ndarray) else np.frombuffer(data, np.uint8),
                        records)
-        before_rename()
-        sink.finish()
+        sink.finish(before_rename)
     except BrokenPipeError:
         if total is not None:
             sink.abort()

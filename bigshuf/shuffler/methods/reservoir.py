@@ -323,9 +323,7 @@ def _write_sample(res: _Reservoir, opts: ShuffleOptions, streams: Streams, heade
         else:
             for idx in res.pieces(perm):
                 sink.write(res.read(idx), len(idx))
-        if before_rename is not None:
-            before_rename()
-        sink.finish()
+        sink.finish(before_rename)
     except BaseException:
         sink.abort()
         raise

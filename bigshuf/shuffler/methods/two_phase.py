@@ -64,8 +64,9 @@ class TwoPhase(Method):
                 self.gather(engine, phase1, sink, prog)
                 self.release(phase1)
                 engine.close()
-                signals.defer()  # everything is written: only the renames are left, do them all
-                sink.finish()
+                # Everything is written: once the outputs are complete, only the renames are
+                # left, and signals are deferred to do them all.
+                sink.finish(signals.defer)
                 stats.records_out = sink.done
                 stats.outputs = [p for p in sink.paths if isinstance(p, str)]
                 stats.gather_seconds = time.perf_counter() - t1

@@ -16,7 +16,7 @@ from types import FrameType
 from typing import Optional
 
 from bigshuf.common.errors import BigshufError, Interrupted, one_line
-from bigshuf.common.signals import STOPPING
+from bigshuf.common.signals import IGNORED_AT_START, STOPPING
 
 
 def _stop(signum: int, frame: Optional[FrameType]) -> None:
@@ -33,7 +33,8 @@ def main() -> None:
     # statements here (setting the environment, say) printed a traceback.
     try:
         for sig in STOPPING:
-            signal.signal(sig, _stop)
+            if sig not in IGNORED_AT_START:  # nohup, a background job: left ignored
+                signal.signal(sig, _stop)
         if len(sys.argv) > 1 and sys.argv[1] in NO_BLAS:  # before numpy is first imported
             os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         # Numerical edge cases (overflow in exp of a 1e300 logit, ...) are handled where they

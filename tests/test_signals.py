@@ -34,9 +34,10 @@ def _wait_blocked_opening_a_fifo(pid: int, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with open(f"/proc/{pid}/wchan") as f:
-                if f.read().strip() in ("wait_for_partner", "fifo_open"):
-                    return
+            for task in os.listdir(f"/proc/{pid}/task"):  # any thread (verify opens in a worker)
+                with open(f"/proc/{pid}/task/{task}/wchan") as f:
+                    if f.read().strip() in ("wait_for_partner", "fifo_open"):
+                        return
         except OSError:
             pass
         time.sleep(0.02)
@@ -157,3 +158,42 @@ def test_sample_of_a_read_once_input_never_reads_it_twice(tmp_path, how):
     assert p.stdout == from_file.stdout
     lines = p.stdout.splitlines()
     assert len(lines) == len(set(lines)) == 5000 and set(lines) <= set(data.splitlines())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGINT], ids=["nohup-HUP", "background-INT"])
+def test_signals_ignored_at_start_stay_ignored(tmp_path, sig):
+    """Review break: under nohup (SIGHUP ignored) a SIGHUP killed the run with exit 129 and the
+    output was lost; a shell's background job (SIGINT ignored) likewise. Like sort, bigshuf
+    leaves a signal it was started with ignored."""
+    fifo = tmp_path / "in"
+    os.mkfifo(fifo)
+    out = tmp_path / "out.txt"
+    proc = spawn(["shuffle", str(fifo), "-o", str(out), "--seed", "1"],
+                 preexec=lambda: signal.signal(sig, signal.SIG_IGN))
+    with open(fifo, "wb") as w:  # returns once bigshuf has opened the FIFO: inside its run
+        proc.send_signal(sig)
+        w.write(b"a\nb\nc\n")
+    p = _wait(proc)
+    assert p.returncode == 0, p.stderr
+    assert sorted(out.read_bytes().split()) == [b"a", b"b", b"c"]
+
+
+def test_verify_stops_on_the_first_signal_while_blocked_on_a_fifo(tmp_path):
+    """Review break: verify blocked opening a FIFO nobody writes ignored SIGINT for minutes,
+    and SIGINT then SIGTERM reported SIGTERM. The first signal wins, at once."""
+    src = tmp_path / "a.txt"
+    src.write_bytes(b"1\n2\n")
+    fifo = tmp_path / "f"
+    os.mkfifo(fifo)
+    proc = spawn(["verify", str(src), str(fifo)])
+    _wait_blocked_opening_a_fifo(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGTERM)
+    one_line_error(_wait(proc, 10), 130, "SIGINT")
+
+
+def test_verify_refuses_stdin_twice():
+    """Review break: `verify - - < file` read the one stdin twice and said DIFFERENT."""
+    from helpers import invoke
+
+    one_line_error(invoke(["verify", "-", "-"], input=b"a\n"), 2, "more than once")

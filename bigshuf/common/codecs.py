@@ -270,6 +270,10 @@ class _StrictReader:
                         raise self._fail("trailing bytes after the compressed data" if self.streams
                                          else "truncated (ended before the end-of-stream marker)")
                     return b""
+            if not self.fed and CODECS[self.suffix].padding:
+                data = data.lstrip(b"\0")  # stream padding (zero bytes) between or after streams
+                if not data:
+                    continue
             self.fed = True
             try:
                 out = self.d.decompress(data, size)
@@ -379,8 +383,11 @@ class _ZstdReader:
         except InputError:
             raise
         except Exception as exc:  # zstandard.ZstdError
-            if self.limit is not None and "too much memory" in str(exc):
-                raise _too_big(self.name, self.limit) from None
+            if "too much memory" in str(exc):
+                if self.limit is not None:
+                    raise _too_big(self.name, self.limit) from None
+                raise InputError("its window is larger than zstd decodes by default (128 MiB, "
+                                 "from zstd --long=28 up): not read", self.name) from None
             raise InputError(f"corrupt .zst data: {exc}", self.name) from None
         if not out and not self.frames.complete():
             raise InputError("corrupt .zst data: truncated (ended inside a frame)", self.name)
@@ -606,6 +613,7 @@ class Codec:
     writer: Callable[[Any, Optional[int]], Any]    # (raw, --memory) -> a deterministic writer
     encoder_bytes: Callable[[Optional[int]], int]  # what the writer holds at this --memory
     window: Optional[Callable[[bytes], Optional[int]]] = None  # decoder memory, from the header
+    padding: bool = False                          # zero bytes may pad between streams (.xz)
 
 
 #: The formats, by extension (inputs and outputs alike).
@@ -614,7 +622,7 @@ CODECS: Dict[str, Codec] = {
     ".bz2": Codec("bz2", "a Python built with bz2", _bz2_decompressor, _bz2_writer,
                   lambda m: BZ2_BYTES),
     ".xz": Codec("lzma", "a Python built with lzma", _lzma_decompressor(_FORMAT_XZ), _lzma_writer(_FORMAT_XZ),
-                 lambda m: XZ_ENCODER_BYTES[xz_preset(m)], _xz_dictionary),
+                 lambda m: XZ_ENCODER_BYTES[xz_preset(m)], _xz_dictionary, padding=True),
     ".lzma": Codec("lzma", "a Python built with lzma", _lzma_decompressor(_FORMAT_ALONE),
                    _lzma_writer(_FORMAT_ALONE),
                    lambda m: XZ_ENCODER_BYTES[xz_preset(m)], _lzma_alone_dictionary),

@@ -100,7 +100,10 @@ def check_read_once_given_once(paths: Sequence[object]) -> None:
 
 
 def _read_once_identity(p: str) -> Optional[Tuple[int, int]]:
-    """(device, inode) of a path that is not a regular file, or None."""
+    """(device, inode) of a path that is not a regular file, or None. ``-`` is one stream
+    whatever stdin is (a redirected regular file too: both readers would share its offset)."""
+    if p == "-":
+        return (-1, -1)
     try:
         st = os.fstat(0) if p == "-" else os.stat(p)
     except OSError:

@@ -35,6 +35,9 @@ STOPPING = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP
                  if hasattr(signal, name))
 _INTERNALS = tuple(os.path.join(os.path.dirname(threading.__file__), name)
                    for name in ("threading.py", "queue.py", os.path.join("concurrent", "futures")))
+#: Stopping signals this process was started with ignored (``nohup`` ignores SIGHUP; a shell
+#: ignores SIGINT for a background job): they stay ignored, as ``sort`` leaves them.
+IGNORED_AT_START = frozenset(sig for sig in STOPPING if signal.getsignal(sig) == signal.SIG_IGN)
 _OWN_PROCESS = [False]
 _DEPTH = [0]  # guards active in the main thread
 
@@ -77,7 +80,8 @@ class SignalGuard:
             return self
         _DEPTH[0] += 1
         for sig in STOPPING:
-            self.saved[sig] = signal.signal(sig, self._handler)
+            if sig not in IGNORED_AT_START:
+                self.saved[sig] = signal.signal(sig, self._handler)
         if hasattr(signal, "SIGXFSZ"):
             self.saved[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         return self
@@ -104,7 +108,7 @@ class SignalGuard:
         self.deferred = True
 
     def __exit__(self, *exc: Any) -> None:
-        if not self.saved:
+        if threading.current_thread() is not threading.main_thread():
             return
         _DEPTH[0] -= 1
         # Only the outermost guard ends the run (an --aligned run holds one guard per input

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import builtins
 import secrets
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -38,6 +39,7 @@ import xxhash
 
 from bigshuf.common.inputs import check_read_once_given_once
 from bigshuf.common.progress import Progress
+from bigshuf.common.signals import SignalGuard
 from bigshuf.shuffler.records import (
     PathLike,
     RecordReader,
@@ -354,14 +356,27 @@ def verify(first: PathLike, second: PathLike, *more: PathLike, zero_terminated: 
     for p in paths:  # a missing file fails before any is read
         RecordReader([p])
     prog = Progress(progress, _known_size(paths), first="verify")
-    try:
-        with ThreadPoolExecutor(max_workers=2) as pool:
+    stopped = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=2)
+    # The shuffle's signal policy: the first signal wins and the run stops within a fraction
+    # of a second, even with a worker blocked opening a FIFO nobody writes (it is not waited
+    # for: the command exits without it).
+    with SignalGuard(stop=stopped.set) as signals:
+        try:
             key = HashKey.fresh()  # one per verification: see the module docstring
             futures = [pool.submit(fingerprint, p, zero_terminated, prog, header, key)
                        for p in paths]
+            pending = set(futures)
+            while pending:
+                if stopped.is_set():
+                    raise signals.error()
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+                for f in done:
+                    f.result()
             prints = [f.result() for f in futures]
-    finally:
-        prog.close()
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+            prog.close()
     rest = _total(prints[1:])
     return VerifyResult(prints[0], rest, tuple(prints[1:]) if more else (), header)
 

@@ -186,10 +186,14 @@ def test_verify_stops_on_the_first_signal_while_blocked_on_a_fifo(tmp_path):
     fifo = tmp_path / "f"
     os.mkfifo(fifo)
     proc = spawn(["verify", str(src), str(fifo)])
-    _wait_blocked_opening_a_fifo(proc.pid)
-    proc.send_signal(signal.SIGINT)
-    proc.send_signal(signal.SIGTERM)
-    one_line_error(_wait(proc, 10), 130, "SIGINT")
+    try:
+        _wait_blocked_opening_a_fifo(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
+        one_line_error(_wait(proc, 10), 130, "SIGINT")
+    finally:
+        proc.kill()  # never left behind blocked on the FIFO, whatever failed
+        proc.wait()
 
 
 def test_verify_refuses_stdin_twice():

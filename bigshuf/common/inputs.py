@@ -101,13 +101,12 @@ def check_read_once_given_once(paths: Sequence[object]) -> None:
 
 def _read_once_identity(p: str) -> Optional[Tuple[int, int]]:
     """(device, inode) of a path that is not a regular file, or None. ``-`` is one stream
-    whatever stdin is (a redirected regular file too: both readers would share its offset)."""
-    if p == "-":
-        return (-1, -1)
+    whatever stdin is: a redirected regular file too, since both readers would share its
+    offset (while /dev/stdin on a regular file is a second, independent opening)."""
     try:
         st = os.fstat(0) if p == "-" else os.stat(p)
     except OSError:
         return None if p != "-" else (-1, -1)
     if stat.S_ISREG(st.st_mode):
-        return None
+        return (-1, -1) if p == "-" else None
     return (st.st_dev, st.st_ino)

@@ -9,7 +9,6 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from bigshuf.common.errors import InputError, UsageError
-from bigshuf.common.output import write_json
 from bigshuf.common.sizes import format_size
 from bigshuf.predict.budget import Budget
 from bigshuf.predict.can import CanModel, confident_mask
@@ -24,6 +23,7 @@ from bigshuf.predict.defaults import (
 )
 from bigshuf.predict.metrics import cv_line, percent
 from bigshuf.predict.options import CanOptions, check_can_params, keywords
+from bigshuf.predict.outputs import RunOutputs
 from bigshuf.predict.priors import UNIFORM_DEFAULT, bbse_prior, em_prior, resolve_prior
 from bigshuf.predict.reading import PredictionFile, read_json
 from bigshuf.predict.reference import Reference, ReferenceSampler, collect_reference
@@ -117,7 +117,21 @@ def can(input: Any, output: Any = None, *, grid: Optional[Dict[str, Sequence[Any
 
 
 def run_can(opts: CanOptions) -> CanReport:
-    """``bigshuf can`` with validated options; returns the report."""
+    """``bigshuf can`` with validated options; returns the report. Every output is checked
+    before any work and published only when all are complete (``RunOutputs``)."""
+    rows = not opts.tune or opts.output is not None
+    inputs = [("INPUT", opts.input), ("--reference", opts.reference), ("--labels", opts.labels),
+              ("--reference-labels", opts.reference_labels), ("--params", opts.params),
+              ("--prior", opts.prior if isinstance(opts.prior, str) else None),
+              ("--classes", opts.classes if isinstance(opts.classes, str) else None)]
+    with RunOutputs([("-o", opts.output if rows else None), ("--save-params", opts.save_params),
+                    ("--report", opts.report)], inputs, rows_to_stdout=rows) as outs:
+        report = _run_can(opts, outs)
+        outs.publish()
+    return report
+
+
+def _run_can(opts: CanOptions, outs: RunOutputs) -> CanReport:
     saved = load_can_params(opts.params) if opts.params else None
     chosen = _resolve_params(saved, opts)
     result: Dict[str, Any] = {"command": "can", "input": "<stdin>" if opts.input == "-" else opts.input,
@@ -132,19 +146,20 @@ def run_can(opts: CanOptions) -> CanReport:
             chosen = _tune(pf, result, opts, budget)
             prior_vec = np.asarray(result["prior"]["values"])
             if opts.save_params:
-                write_json(opts.save_params, _params_document(chosen, result, pf.layout.classes))
+                outs.write_json("--save-params", opts.save_params,
+                                _params_document(chosen, result, pf.layout.classes))
             if opts.output is None:
-                return _finish(result, opts)
+                return _finish(result, opts, outs)
         ref = _reference(pf, chosen, opts, budget)
         if prior_vec is None:
             prior_vec = _prior(pf, opts, saved, ref, result, budget)
         result["reference"] = ref.stats
         if opts.method == "prior-shift":
             result["params"] = {"method": "prior-shift"}
-            _apply(pf, PriorShift(prior_vec, ref.mean), None, opts.output, opts.pred_key, result)
+            _apply(pf, PriorShift(prior_vec, ref.mean), None, opts, outs, result)
         elif chosen is None:
             result["params"] = {"unchanged": True}
-            _apply(pf, None, None, opts.output, opts.pred_key, result)
+            _apply(pf, None, None, opts, outs, result)
         else:
             result["params"] = asdict(chosen)
             _warn_small_reference(result, len(ref.rows), pf.layout.width)
@@ -154,9 +169,9 @@ def run_can(opts: CanOptions) -> CanReport:
                                  "lower --tau, give a --reference file with confident rows, or raise --memory")
             model = CanModel(ref.rows, prior_vec, chosen.alpha, chosen.iterations,
                              batch_bytes=budget.batch_bytes)
-            _apply(pf, model, chosen, opts.output, opts.pred_key, result)
+            _apply(pf, model, chosen, opts, outs, result)
     _warn_if_worse(result)
-    return _finish(result, opts)
+    return _finish(result, opts, outs)
 
 
 class PriorShift:
@@ -287,20 +302,20 @@ def _warn_if_worse(result: Dict[str, Any]) -> None:
                                      f"{percent(acc['before'])} -> {percent(acc['after'])}{hint}")
 
 
-def _finish(result: Dict[str, Any], opts: CanOptions) -> CanReport:
+def _finish(result: Dict[str, Any], opts: CanOptions, outs: RunOutputs) -> CanReport:
     report = CanReport.from_dict(result)
     if opts.report:
-        write_json(opts.report, report.to_dict())
+        outs.write_json("--report", opts.report, report.to_dict())
     return report
 
 
-def _apply(pf: PredictionFile, model: Any, p: Optional[CanParams], output: Optional[str], pred_key: str,
+def _apply(pf: PredictionFile, model: Any, p: Optional[CanParams], opts: CanOptions, outs: RunOutputs,
            result: Dict[str, Any]) -> None:
     """The pass that writes every row: CAN (``model`` a CanModel, ``p`` its knobs) on the
     uncertain rows, ``PriorShift`` on every row (``p`` None), or nothing (``model`` None)."""
     acc = _Accuracy()
     rows = uncertain_n = changed_n = untouched = 0
-    with PredictionWriter(output, pf, pred_key=pred_key) as writer:
+    with PredictionWriter(opts.output, pf, pred_key=opts.pred_key, outputs=outs) as writer:
         for chunk in pf.replay():
             probs = chunk.values / chunk.values.sum(axis=1, keepdims=True)
             if model is None:

@@ -1,0 +1,120 @@
+"""What an adversarial tester (README only) broke in ``bigshuf can`` / ``bigshuf threshold``, one
+test per break (each failed before its fix): outputs checked late or published one by one,
+outputs that are one file or an input, CSV quoting, --pred-key over read fields, internal errors
+for input errors, the tuning progress bar, write errors naming nothing, stdin given twice,
+signals, and a warning about a change that rounds to nothing."""
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+from helpers import invoke, leftovers, one_line_error, run
+
+
+def _preds(path: Path, n: int = 300, seed: int = 0) -> Path:
+    rnd = random.Random(seed)
+    with open(path, "w") as f:
+        for i in range(n):
+            p = [rnd.random() for _ in range(3)]
+            s = sum(p)
+            f.write(json.dumps({"id": i, "probs": [x / s for x in p], "label": i % 3}) + "\n")
+    return path
+
+
+def _binary(path: Path, n: int = 200, seed: int = 0) -> Path:
+    rnd = random.Random(seed)
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"score": rnd.random(), "label": i % 2}) + "\n")
+    return path
+
+
+@pytest.fixture
+def preds(tmp_path: Path) -> Path:
+    return _preds(tmp_path / "preds.jsonl")
+
+
+@pytest.fixture
+def binary(tmp_path: Path) -> Path:
+    return _binary(tmp_path / "bin.jsonl")
+
+
+def _names(d: Path) -> set:
+    return set(os.listdir(d))
+
+
+# -- 1. every destination checked before any work, nothing published unless all succeed --------
+
+@pytest.mark.parametrize("args", [
+    ["can", "{preds}", "--prior", "uniform", "-o", "{d}/o.jsonl", "--report", "{d}/nodir/r.json"],
+    ["threshold", "{bin}", "--save-params", "{d}/p.json", "--report", "{d}/nodir/r.json"],
+    ["threshold", "{bin}", "--report", "{d}/r.json", "-o", "{d}/nodir/o.jsonl"],
+    ["can", "{preds}", "--tune", "--taus", "0.5", "--alphas", "1", "--iterations-grid", "1", "--ks", "3",
+     "--rules", "top-k", "--save-params", "{d}/c.json", "--report", "{d}/nodir/r.json"],
+])
+def test_a_bad_secondary_destination_is_refused_before_anything_is_written(tmp_path, preds, binary, args):
+    before = _names(tmp_path)
+    p = invoke([a.format(preds=preds, bin=binary, d=tmp_path) for a in args] + ["-q"])
+    one_line_error(p, 2, "output directory does not exist")
+    assert _names(tmp_path) == before
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("command", ["can", "threshold"])
+def test_a_failing_report_publishes_no_other_output(tmp_path, preds, binary, command):
+    src = preds if command == "can" else binary
+    extra = ["--prior", "uniform"] if command == "can" else ["--save-params", str(tmp_path / "p.json")]
+    before = _names(tmp_path)
+    p = invoke([command, src, *extra, "-o", tmp_path / "o.jsonl", "--report", "/dev/full", "-q"])
+    one_line_error(p, 1, "writing /dev/full: no space left on device")
+    assert _names(tmp_path) == before and not leftovers(tmp_path)
+
+
+# -- 2. outputs that are one file, or an input --------------------------------------------------
+
+def test_outputs_that_are_one_file_are_refused(tmp_path, preds, binary):
+    out = tmp_path / "out.jsonl"
+    one_line_error(invoke(["can", preds, "--prior", "uniform", "-o", out, "--report", out, "-q"]), 2, "same file")
+    t = tmp_path / "t.jsonl"
+    one_line_error(invoke(["threshold", binary, "-o", t, "--save-params", t, "--report", t, "-q"]), 2, "same file")
+    link = tmp_path / "link.json"
+    link.symlink_to(out)
+    one_line_error(invoke(["can", preds, "--prior", "uniform", "-o", out, "--report", link, "-q"]), 2, "same file")
+    assert not out.exists() and not t.exists()
+
+
+def test_an_output_that_is_an_input_is_refused_but_o_equal_to_input_rewrites_it(tmp_path, preds):
+    original = preds.read_bytes()
+    p = invoke(["can", preds, "--prior", "uniform", "-o", "/dev/null", "--report", preds, "-q"])
+    one_line_error(p, 2, "--report", "input")
+    assert preds.read_bytes() == original
+    ref = _preds(tmp_path / "ref.jsonl", seed=1)
+    p = invoke(["can", preds, "--prior", "uniform", "--reference", ref, "-o", ref, "-q"])
+    one_line_error(p, 2, "-o", "input")
+    p = invoke(["can", preds, "--prior", "uniform", "-o", preds, "-q"])  # in place, as documented for -o
+    assert p.returncode == 0
+    rows = [json.loads(line) for line in preds.read_text().splitlines()]
+    assert len(rows) == 300 and all("pred" in r for r in rows)
+
+
+# -- 7. write errors name the file -------------------------------------------------------------
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_write_error_names_the_destination(preds, binary):
+    one_line_error(invoke(["can", preds, "--prior", "uniform", "-o", "/dev/full", "-q"]), 1,
+                   "writing /dev/full: no space left on device")
+    one_line_error(invoke(["threshold", binary, "-o", "/dev/full", "-q"]), 1, "writing /dev/full")
+
+
+def test_a_file_size_limit_names_the_output(tmp_path, preds):
+    import resource
+
+    def small() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))  # the value cache fits, the rows do not
+
+    p = run(["can", str(preds), "--prior", "uniform", "-o", str(tmp_path / "out.jsonl"), "-q"], preexec=small)
+    one_line_error(p, 1, f"writing {tmp_path / 'out.jsonl'}: file too large")
+    assert not (tmp_path / "out.jsonl").exists() and not leftovers(tmp_path)

@@ -118,3 +118,19 @@ def test_a_file_size_limit_names_the_output(tmp_path, preds):
     p = run(["can", str(preds), "--prior", "uniform", "-o", str(tmp_path / "out.jsonl"), "-q"], preexec=small)
     one_line_error(p, 1, f"writing {tmp_path / 'out.jsonl'}: file too large")
     assert not (tmp_path / "out.jsonl").exists() and not leftovers(tmp_path)
+
+
+# -- 8. stdin and '-' ------------------------------------------------------------------------------
+
+def test_stdin_given_twice_or_where_it_is_not_read_is_refused(preds, binary):
+    data = preds.read_bytes()
+    one_line_error(invoke(["can", "-", "--reference", "-", "--prior", "uniform", "-q"], input=data), 2,
+                   "more than once")
+    one_line_error(invoke(["can", preds, "--labels", "-", "--prior", "uniform", "-q"], input=data), 2,
+                   "--labels does not read standard input")
+    one_line_error(invoke(["can", preds, "--params", "-", "-q"], input=data), 2, "--params does not read")
+    one_line_error(invoke(["threshold", binary, "--params", "-", "-q"], input=b"{}"), 2, "--params does not read")
+    with open(preds, "rb") as f:  # stdin redirected from a regular file is read once too
+        one_line_error(run(["can", "-", "--reference", "-", "--prior", "uniform", "-q"], stdin=f), 2, "more than once")
+    p = invoke(["can", "-", "--reference", preds, "--prior", "uniform", "-q"], input=data)
+    assert p.returncode == 0 and len(p.stdout.splitlines()) == 300

@@ -23,7 +23,7 @@ from bigshuf.predict.defaults import (
 )
 from bigshuf.predict.metrics import cv_line, percent
 from bigshuf.predict.options import CanOptions, check_can_params, keywords
-from bigshuf.predict.outputs import RunOutputs
+from bigshuf.predict.outputs import RunOutputs, check_inputs
 from bigshuf.predict.priors import UNIFORM_DEFAULT, bbse_prior, em_prior, resolve_prior
 from bigshuf.predict.reading import PredictionFile, read_json
 from bigshuf.predict.reference import Reference, ReferenceSampler, collect_reference
@@ -119,6 +119,9 @@ def can(input: Any, output: Any = None, *, grid: Optional[Dict[str, Sequence[Any
 def run_can(opts: CanOptions) -> CanReport:
     """``bigshuf can`` with validated options; returns the report. Every output is checked
     before any work and published only when all are complete (``RunOutputs``)."""
+    check_inputs([("INPUT", opts.input), ("--reference", opts.reference), ("--labels", opts.labels),
+                  ("--reference-labels", opts.reference_labels), ("--params", opts.params)],
+                 stdin_ok=("INPUT", "--reference"))
     rows = not opts.tune or opts.output is not None
     inputs = [("INPUT", opts.input), ("--reference", opts.reference), ("--labels", opts.labels),
               ("--reference-labels", opts.reference_labels), ("--params", opts.params),

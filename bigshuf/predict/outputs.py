@@ -23,6 +23,7 @@ from typing import IO, Any, Dict, List, Optional, Sequence, Tuple
 
 from bigshuf.common import stdio
 from bigshuf.common.errors import BigshufError, UsageError, describe_os_error
+from bigshuf.common.inputs import check_read_once_given_once
 from bigshuf.common.output import (
     Destination,
     TempGroup,
@@ -42,6 +43,18 @@ def _is_stdout(path: Optional[str]) -> bool:
 
 def _shown(path: Optional[str]) -> str:
     return STDOUT if _is_stdout(path) else str(path)
+
+
+def check_inputs(named: Sequence[Tuple[str, Optional[str]]], stdin_ok: Sequence[str]) -> None:
+    """Inputs before any work: ``-`` only where stdin is read (``stdin_ok``: the option names),
+    and a read-once input (stdin, a pipe) given once."""
+    for option, path in named:
+        if path == "-" and option not in stdin_ok:
+            raise UsageError(f"{option} does not read standard input ('-'): give a file")
+    paths = [p for _, p in named if p is not None]
+    if paths.count("-") > 1:  # stdin is read once, even when it is a regular file (< file)
+        raise UsageError("-: standard input is given more than once (it can be read only once)")
+    check_read_once_given_once(paths)
 
 
 def _write_error(exc: OSError, name: str) -> BaseException:

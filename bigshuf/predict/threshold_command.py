@@ -23,7 +23,7 @@ from bigshuf.predict.formats import Layout
 from bigshuf.predict.metrics import METRICS, Confusion, binary_metric, cv_folds, cv_line, percent
 from bigshuf.predict.multilabel import apply_label_cuts, find_label_cuts, multilabel_value
 from bigshuf.predict.options import ThresholdOptions, keywords
-from bigshuf.predict.outputs import RunOutputs
+from bigshuf.predict.outputs import RunOutputs, check_inputs
 from bigshuf.predict.reading import PredictionFile, Predictions, read_json
 from bigshuf.predict.reports import ThresholdReport
 from bigshuf.predict.safety import (
@@ -172,6 +172,7 @@ def threshold(input: Any, output: Any = None, **options: Any) -> ThresholdReport
 def run_threshold(opts: ThresholdOptions) -> ThresholdReport:
     """``bigshuf threshold`` with validated options; returns the report. Every output is
     checked before any work and published only when all are complete (``RunOutputs``)."""
+    check_inputs([("INPUT", opts.input), ("--labels", opts.labels), ("--params", opts.params)], stdin_ok=("INPUT",))
     rows = bool(opts.params) or opts.output is not None
     inputs = [("INPUT", opts.input), ("--labels", opts.labels), ("--params", opts.params),
               ("--classes", opts.classes if isinstance(opts.classes, str) else None)]

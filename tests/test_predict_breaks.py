@@ -134,3 +134,30 @@ def test_stdin_given_twice_or_where_it_is_not_read_is_refused(preds, binary):
         one_line_error(run(["can", "-", "--reference", "-", "--prior", "uniform", "-q"], stdin=f), 2, "more than once")
     p = invoke(["can", "-", "--reference", preds, "--prior", "uniform", "-q"], input=data)
     assert p.returncode == 0 and len(p.stdout.splitlines()) == 300
+
+
+# -- 3. CSV fields with line breaks are quoted ---------------------------------------------------
+
+@pytest.mark.parametrize("delim", [",", "\t"])
+def test_csv_fields_with_line_breaks_round_trip(tmp_path, delim):
+    import csv
+
+    ext = "csv" if delim == "," else "tsv"
+    src = tmp_path / f"q.{ext}"
+    rows = [["id", "prob_a", "prob_b", "label", "note"], ["1", "0.6", "0.4", "a", "two\nlines"],
+            ["2", "0.3", "0.7", "b", "cr\rhere"], ["3", "0.5", "0.5", "a", "x\r\ny"], ["4", "0.2", "0.8", "b", "plain"]]
+    with open(src, "w", newline="") as f:
+        csv.writer(f, delimiter=delim).writerows(rows)
+    out = tmp_path / f"out.{ext}"
+    assert invoke(["can", src, "--prior", "uniform", "-o", out, "-q"]).returncode == 0
+    with open(out, newline="") as f:
+        back = list(csv.reader(f, delimiter=delim))
+    assert [r[4] for r in back[1:]] == [r[4] for r in rows[1:]] and back[0][-1] == "pred"
+    again = tmp_path / f"again.{ext}"
+    assert invoke(["can", out, "--prior", "uniform", "-o", again, "-q"]).returncode == 0
+    params = tmp_path / "cut.json"
+    assert invoke(["threshold", src, "--save-params", params, "-q"]).returncode == 0
+    decided = tmp_path / f"decided.{ext}"
+    assert invoke(["threshold", src, "--params", params, "-o", decided, "-q"]).returncode == 0
+    with open(decided, newline="") as f:
+        assert [r[4] for r in list(csv.reader(f, delimiter=delim))[1:]] == [r[4] for r in rows[1:]]

@@ -258,7 +258,9 @@ def _plain(field: str, delim: str) -> bool:
 
 
 def _csv_line(row: List[str], delim: str) -> str:
-    """One row formatted by the csv module (quoting as needed), without its line end."""
+    """One row formatted by the csv module (quoting as needed), without its line end. The
+    writer's line end is \r\n so that it quotes fields holding either character (it quotes
+    only the characters of its line terminator), then the line end is cut off."""
     buf = io.StringIO()
-    csv.writer(buf, delimiter=delim, lineterminator="").writerow(row)
-    return buf.getvalue()
+    csv.writer(buf, delimiter=delim, lineterminator="\r\n").writerow(row)
+    return buf.getvalue()[:-2]

@@ -161,3 +161,22 @@ def test_csv_fields_with_line_breaks_round_trip(tmp_path, delim):
     assert invoke(["threshold", src, "--params", params, "-o", decided, "-q"]).returncode == 0
     with open(decided, newline="") as f:
         assert [r[4] for r in list(csv.reader(f, delimiter=delim))[1:]] == [r[4] for r in rows[1:]]
+
+
+# -- 5. input errors, not internal errors ------------------------------------------------------
+
+def test_empty_vectors_and_list_labels_are_input_errors(tmp_path):
+    empty = tmp_path / "z.jsonl"
+    empty.write_text('{"logits": []}\n{"logits": []}\n')
+    one_line_error(invoke(["threshold", empty, "-q"]), 2, "has no values")
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text("[]\n[]\n")
+    one_line_error(invoke(["threshold", bare, "-q"]), 2, "has no values")
+    multi = tmp_path / "ml.jsonl"
+    multi.write_text('{"probs": [0.2, 0.3, 0.5], "label": [0, 2]}\n' * 30)
+    for args in (["threshold", multi, "-q"], ["can", multi, "--prior", "uniform", "-q"]):
+        one_line_error(invoke(args), 2, f"{multi}:1:", "--multi-label")
+    late = tmp_path / "late.jsonl"  # the first row of a later chunk is bad
+    late.write_text('{"probs": [0.2, 0.8], "label": 1}\n' * 5 + '{"probs": [0.2, 0.8], "label": 9}\n')
+    one_line_error(invoke(["can", late, "--prior", "uniform", "-q", "-S", "1M"]), 2, f"{late}:6:")
+

@@ -311,6 +311,8 @@ def detect_layout(path: str, name: str, fmt: str, *, key: Optional[str] = None,
         lay = _detect_jsonl(path, name, key, label_key, logits)
     else:
         lay = _detect_csv(path, name, fmt, key, label_key, logits, classes)
+    if not lay.scalar and lay.width == 0:
+        raise InputError("the probability vector has no values", name)
     if classes is not None:
         if len(classes) != lay.n_classes:
             raise UsageError(f"{len(classes)} class names given, but {name} has {lay.n_classes} classes")
@@ -333,6 +335,8 @@ def _detect_jsonl(path: str, name: str, key: Optional[str], label_key: Optional[
                   logits: Optional[bool]) -> Layout:
     first, lineno = _first_json_row(path, name)
     if isinstance(first, list):
+        if not first:
+            raise InputError("the probability vector has no values", name, lineno)
         return Layout("jsonl", width=len(first), logits=bool(logits))
     if is_number(first):
         return Layout("jsonl", width=1, scalar=True)
@@ -351,6 +355,8 @@ def _detect_jsonl(path: str, name: str, key: Optional[str], label_key: Optional[
     value = first[key]
     lay = Layout("jsonl", width=1, key=key, label_key=label_key,
                  logits=is_logit_name(key) if logits is None else logits)
+    if isinstance(value, (dict, list)) and not value:
+        raise InputError(f"the vector under {key!r} has no values", name, lineno)
     if isinstance(value, dict):
         lay.dict_vector, lay.classes, lay.width = True, [str(k) for k in value], len(value)
     elif isinstance(value, list):

@@ -180,3 +180,14 @@ def test_empty_vectors_and_list_labels_are_input_errors(tmp_path):
     late.write_text('{"probs": [0.2, 0.8], "label": 1}\n' * 5 + '{"probs": [0.2, 0.8], "label": 9}\n')
     one_line_error(invoke(["can", late, "--prior", "uniform", "-q", "-S", "1M"]), 2, f"{late}:6:")
 
+
+def test_closed_standard_streams_are_usage_errors(preds, binary):
+    def close(fd):
+        return lambda: os.close(fd)
+
+    one_line_error(run(["can", "-", "--prior", "uniform", "-q"], preexec=close(0)), 2, "standard input is closed")
+    one_line_error(run(["can", str(preds), "--prior", "uniform", "-q"], preexec=close(1)), 2,
+                   "standard output is closed")
+    one_line_error(run(["threshold", str(binary), "-q"], preexec=close(1)), 2, "standard output is closed")
+    one_line_error(run(["threshold", str(binary), "-q", "--report", "-"], preexec=close(1)), 2,
+                   "standard output is closed")

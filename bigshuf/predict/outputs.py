@@ -47,7 +47,7 @@ def _shown(path: Optional[str]) -> str:
 
 def check_inputs(named: Sequence[Tuple[str, Optional[str]]], stdin_ok: Sequence[str]) -> None:
     """Inputs before any work: ``-`` only where stdin is read (``stdin_ok``: the option names),
-    and a read-once input (stdin, a pipe) given once."""
+    a read-once input (stdin, a pipe) given once, and standard input open when it is read."""
     for option, path in named:
         if path == "-" and option not in stdin_ok:
             raise UsageError(f"{option} does not read standard input ('-'): give a file")
@@ -55,6 +55,8 @@ def check_inputs(named: Sequence[Tuple[str, Optional[str]]], stdin_ok: Sequence[
     if paths.count("-") > 1:  # stdin is read once, even when it is a regular file (< file)
         raise UsageError("-: standard input is given more than once (it can be read only once)")
     check_read_once_given_once(paths)
+    if "-" in paths:
+        stdio.stdin()  # closed (<&-): a usage error, not a crash when it is spooled
 
 
 def _write_error(exc: OSError, name: str) -> BaseException:

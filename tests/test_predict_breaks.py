@@ -191,3 +191,24 @@ def test_closed_standard_streams_are_usage_errors(preds, binary):
     one_line_error(run(["threshold", str(binary), "-q"], preexec=close(1)), 2, "standard output is closed")
     one_line_error(run(["threshold", str(binary), "-q", "--report", "-"], preexec=close(1)), 2,
                    "standard output is closed")
+
+
+# -- 4. --pred-key never replaces a field the run reads ----------------------------------------
+
+def test_pred_key_naming_a_read_field_is_refused(tmp_path, preds, binary):
+    for key in ("label", "probs"):
+        one_line_error(invoke(["can", preds, "--prior", "uniform", "--pred-key", key, "-q"]), 2, "--pred-key")
+    one_line_error(invoke(["threshold", binary, "--pred-key", "score", "-o", tmp_path / "t.jsonl", "-q"]), 2,
+                   "--pred-key")
+    logits = tmp_path / "logits.jsonl"
+    logits.write_text('{"logits": [1.0, 2.0], "label": 0}\n{"logits": [0.5, -1.0], "label": 1}\n')
+    one_line_error(invoke(["can", logits, "--prior", "uniform", "--pred-key", "probs", "-q"]), 2, "--pred-key")
+    src = tmp_path / "p.tsv"
+    src.write_text("id\tprob_a\tprob_b\tlabel\n1\t0.6\t0.4\ta\n2\t0.3\t0.7\tb\n")
+    for key in ("label", "prob_a"):
+        one_line_error(invoke(["can", src, "--prior", "uniform", "--pred-key", key, "-q"]), 2, "--pred-key")
+    params = tmp_path / "cut.json"
+    assert invoke(["threshold", src, "--save-params", params, "-q"]).returncode == 0
+    one_line_error(invoke(["threshold", src, "--params", params, "--pred-key", "label", "-q"]), 2, "--pred-key")
+    p = invoke(["can", src, "--prior", "uniform", "--pred-key", "decision", "-q"])  # a new column is fine
+    assert p.returncode == 0 and p.stdout.splitlines()[0] == b"id\tprob_a\tprob_b\tlabel\tdecision"

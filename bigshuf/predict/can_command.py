@@ -21,6 +21,7 @@ from bigshuf.predict.defaults import (
     ESTIMATES,
     RULES,
 )
+from bigshuf.predict.formats import check_pred_key
 from bigshuf.predict.metrics import cv_line, percent
 from bigshuf.predict.options import CanOptions, check_can_params, keywords
 from bigshuf.predict.outputs import RunOutputs, check_inputs
@@ -193,6 +194,8 @@ class PriorShift:
 
 def _check_input(pf: PredictionFile, saved: Optional[Dict[str, Any]], opts: CanOptions) -> None:
     lay = pf.layout
+    if not opts.tune or opts.output is not None:
+        check_pred_key(lay, opts.pred_key, pf.name, vectors=True)
     if lay.scalar or lay.width < 2:
         what = "one score" if lay.scalar else f"{lay.width} value{'s' if lay.width != 1 else ''}"
         raise UsageError(f"CAN needs a probability vector of at least two classes per row; {pf.name} has "

@@ -19,7 +19,7 @@ from bigshuf.predict.defaults import (
     DEFAULT_MULTILABEL_METRIC,
     DEFAULT_POSITIVE,
 )
-from bigshuf.predict.formats import Layout
+from bigshuf.predict.formats import Layout, check_pred_key
 from bigshuf.predict.metrics import METRICS, Confusion, binary_metric, cv_folds, cv_line, percent
 from bigshuf.predict.multilabel import apply_label_cuts, find_label_cuts, multilabel_value
 from bigshuf.predict.options import ThresholdOptions, keywords
@@ -203,7 +203,9 @@ def _run_threshold(opts: ThresholdOptions, outs: RunOutputs) -> ThresholdReport:
     return report
 
 
-def _check_layout(pf: PredictionFile, multi_label: bool) -> None:
+def _check_layout(pf: PredictionFile, multi_label: bool, opts: ThresholdOptions) -> None:
+    if opts.params or opts.output is not None:
+        check_pred_key(pf.layout, opts.pred_key, pf.name, vectors=False)
     if multi_label and pf.layout.scalar:
         raise UsageError(f"--multi-label needs one probability per label; {pf.name} has one score per row")
 
@@ -211,7 +213,7 @@ def _check_layout(pf: PredictionFile, multi_label: bool) -> None:
 def _search(opts: ThresholdOptions, metric: str, outs: RunOutputs) -> Dict[str, Any]:
     budget = Budget(opts.memory)
     with PredictionFile(opts.input, chunk_rows=budget.chunk_rows, **opts.read_options()) as pf:
-        _check_layout(pf, opts.multi_label)
+        _check_layout(pf, opts.multi_label, opts)
         budget.fit(pf.layout.width)
         pf.chunk_rows = budget.chunk_rows
         data = pf.read_all(max_rows=budget.matrix_rows(per_value=THRESHOLD_BYTES_PER_VALUE), seed=opts.seed)
@@ -337,7 +339,7 @@ def _apply_params(opts: ThresholdOptions, params: Dict[str, Any], metric: str, o
     budget = Budget(opts.memory)
     with PredictionFile(opts.input, chunk_rows=budget.chunk_rows, **opts.read_options()) as pf:
         pf.chunk_rows = budget.fit(pf.layout.width).chunk_rows
-        _check_layout(pf, opts.multi_label)
+        _check_layout(pf, opts.multi_label, opts)
         _check_params_fit(params, pf)
         scorer = _Scorer(metric, pf.layout, int(params.get("positive", DEFAULT_POSITIVE)))
         tally = _write_decisions(pf, params, opts, outs, scorer)

@@ -212,3 +212,17 @@ def test_pred_key_naming_a_read_field_is_refused(tmp_path, preds, binary):
     one_line_error(invoke(["threshold", src, "--params", params, "--pred-key", "label", "-q"]), 2, "--pred-key")
     p = invoke(["can", src, "--prior", "uniform", "--pred-key", "decision", "-q"])  # a new column is fine
     assert p.returncode == 0 and p.stdout.splitlines()[0] == b"id\tprob_a\tprob_b\tlabel\tdecision"
+
+
+# -- 10. a lowered metric is shown with the digits that show it, and only when it shows ----------
+
+def test_a_lowered_accuracy_warning_shows_the_change_and_noise_is_no_change():
+    from bigshuf.predict.can_command import _warn_if_worse
+    from bigshuf.predict.metrics import lowered
+
+    result = {"accuracy": {"overall": {"rows": 20000, "before": 1990 / 20000, "after": 1989 / 20000}},
+              "prior": {"source": "given"}, "warnings": []}
+    _warn_if_worse(result)
+    assert result["lowered_accuracy"] and "9.950% -> 9.945% (1 fewer correct)" in result["warnings"][0]
+    assert lowered(0.5, 0.5 - 1e-10) is None and lowered(0.5, 0.5) is None and lowered(0.4, 0.5) is None
+    assert lowered(0.61, 0.6) == "61.00% -> 60.00%"

@@ -22,7 +22,7 @@ from bigshuf.predict.defaults import (
     RULES,
 )
 from bigshuf.predict.formats import check_pred_key
-from bigshuf.predict.metrics import cv_line, percent
+from bigshuf.predict.metrics import cv_line, lowered, percent
 from bigshuf.predict.options import CanOptions, check_can_params, keywords
 from bigshuf.predict.outputs import RunOutputs, check_inputs
 from bigshuf.predict.priors import UNIFORM_DEFAULT, bbse_prior, em_prior, resolve_prior
@@ -301,11 +301,13 @@ def _warn_small_reference(result: Dict[str, Any], used: int, m: int) -> None:
 
 def _warn_if_worse(result: Dict[str, Any]) -> None:
     acc = (result.get("accuracy") or {}).get("overall")
-    if acc and acc["rows"] and acc["after"] < acc["before"]:
+    change = lowered(acc["before"], acc["after"]) if acc and acc["rows"] else None
+    if acc and change:
         hint = " (with the uniform default prior: give --prior)" if result["prior"]["source"] == UNIFORM_DEFAULT else ""
+        fewer = round((acc["before"] - acc["after"]) * acc["rows"])
         result["lowered_accuracy"] = True
-        result["warnings"].insert(0, f"CAN LOWERED ACCURACY on the {acc['rows']} labelled rows: "
-                                     f"{percent(acc['before'])} -> {percent(acc['after'])}{hint}")
+        result["warnings"].insert(0, f"CAN LOWERED ACCURACY on the {acc['rows']} labelled rows: {change} "
+                                     f"({fewer} fewer correct){hint}")
 
 
 def _finish(result: Dict[str, Any], opts: CanOptions, outs: RunOutputs) -> CanReport:

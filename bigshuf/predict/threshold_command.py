@@ -20,7 +20,7 @@ from bigshuf.predict.defaults import (
     DEFAULT_POSITIVE,
 )
 from bigshuf.predict.formats import Layout, check_pred_key
-from bigshuf.predict.metrics import METRICS, Confusion, binary_metric, cv_folds, cv_line, percent
+from bigshuf.predict.metrics import METRICS, Confusion, binary_metric, cv_folds, cv_line, lowered, percent
 from bigshuf.predict.multilabel import apply_label_cuts, find_label_cuts, multilabel_value
 from bigshuf.predict.options import ThresholdOptions, keywords
 from bigshuf.predict.outputs import RunOutputs, check_inputs
@@ -348,9 +348,10 @@ def _apply_params(opts: ThresholdOptions, params: Dict[str, Any], metric: str, o
     if tally.labelled:
         b, a = scorer.value(tally.base), scorer.value(tally.after)
         out["applied"] = {"labelled": tally.labelled, "before": b, "after": a, "gain": a - b}
-        if a < b - 1e-12:  # as `can` does: the labels say the saved rule hurts here
+        change = lowered(b, a)
+        if change:  # as `can` does: the labels say the saved rule hurts here
             out["warnings"] = [f"THE SAVED {params['mode'].upper()} RULE LOWERED {metric.upper()} on the {tally.labelled} "
-                               f"labelled rows: {percent(b)} -> {percent(a)} (were the params tuned on a sample "
+                               f"labelled rows: {change} (were the params tuned on a sample "
                                "like these rows?)"]
     return out
 

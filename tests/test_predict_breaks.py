@@ -226,3 +226,14 @@ def test_a_lowered_accuracy_warning_shows_the_change_and_noise_is_no_change():
     assert result["lowered_accuracy"] and "9.950% -> 9.945% (1 fewer correct)" in result["warnings"][0]
     assert lowered(0.5, 0.5 - 1e-10) is None and lowered(0.5, 0.5) is None and lowered(0.4, 0.5) is None
     assert lowered(0.61, 0.6) == "61.00% -> 60.00%"
+
+
+# -- 6. the tuning progress bar ends at its total ----------------------------------------------
+
+def test_the_tuning_progress_bar_ends_at_its_total(preds):
+    p = invoke(["can", preds, "--tune", "--progress", "--cv", "3", "--taus", "0.5,0.9", "-q"])
+    assert p.returncode == 0
+    drawn = [s for s in p.stderr.decode().replace("\n", "\r").split("\r") if "tuning CAN" in s]
+    last = drawn[-1]
+    done, total = last.split("|")[-1].split()[0].split("/")
+    assert "100%" in last and done == total, drawn[-3:]

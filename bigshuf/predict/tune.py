@@ -348,6 +348,8 @@ def tune_can(probs: np.ndarray, labels: np.ndarray, prior: "Sequence[float] | st
         table, info = _search(probs, labels, prior_for(np.arange(n)), grid, u, max_reference, search, rng, bar)
         cv = _cross_validate(probs, labels, prior_for, held_out, seed, grid, u, max_reference, search, bar) \
             if held_out else None
+        if hasattr(bar, "refresh"):
+            bar.refresh()  # the last state drawn is the total, not the last time-throttled redraw (99%)
     finally:
         bar.close()
     for row in table:

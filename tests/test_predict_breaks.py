@@ -237,3 +237,36 @@ def test_the_tuning_progress_bar_ends_at_its_total(preds):
     last = drawn[-1]
     done, total = last.split("|")[-1].split()[0].split("/")
     assert "100%" in last and done == total, drawn[-3:]
+
+
+# -- 9. signals: the first one wins, nothing is left behind ------------------------------------
+
+@pytest.mark.parametrize("command", ["can", "threshold"])
+def test_int_then_term_stops_with_int_and_leaves_nothing(tmp_path, preds, binary, command):
+    import signal
+    import subprocess
+    import time
+
+    from helpers import spawn
+
+    fifo = tmp_path / "report.fifo"  # nobody reads it: the run waits there with its rows complete
+    os.mkfifo(fifo)
+    out = tmp_path / "out.jsonl"
+    args = ["can", str(preds), "--prior", "uniform"] if command == "can" else \
+        ["threshold", str(binary), "--save-params", str(tmp_path / "p.json")]
+    proc = spawn([*args, "-o", str(out), "--report", str(fifo), "-q"])
+    deadline = time.monotonic() + 60
+    while not any(".out.jsonl.bigshuf-" in n for n in os.listdir(tmp_path)):  # its temporary output exists
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    p = subprocess.CompletedProcess(proc.args, proc.returncode, b"", err)
+    one_line_error(p, 130, "interrupted by SIGINT")
+    assert not out.exists() and not leftovers(tmp_path) and not (tmp_path / "p.json").exists()

@@ -24,7 +24,7 @@ from bigshuf.predict.defaults import (
 from bigshuf.predict.formats import check_pred_key
 from bigshuf.predict.metrics import cv_line, lowered, percent
 from bigshuf.predict.options import CanOptions, check_can_params, keywords
-from bigshuf.predict.outputs import RunOutputs, check_inputs
+from bigshuf.predict.outputs import RunOutputs, check_inputs, checkpoint, guarded
 from bigshuf.predict.priors import UNIFORM_DEFAULT, bbse_prior, em_prior, resolve_prior
 from bigshuf.predict.reading import PredictionFile, read_json
 from bigshuf.predict.reference import Reference, ReferenceSampler, collect_reference
@@ -119,7 +119,8 @@ def can(input: Any, output: Any = None, *, grid: Optional[Dict[str, Sequence[Any
 
 def run_can(opts: CanOptions) -> CanReport:
     """``bigshuf can`` with validated options; returns the report. Every output is checked
-    before any work and published only when all are complete (``RunOutputs``)."""
+    before any work and published only when all are complete (``RunOutputs``); a signal stops
+    the run with nothing written (``guarded``)."""
     check_inputs([("INPUT", opts.input), ("--reference", opts.reference), ("--labels", opts.labels),
                   ("--reference-labels", opts.reference_labels), ("--params", opts.params)],
                  stdin_ok=("INPUT", "--reference"))
@@ -128,10 +129,11 @@ def run_can(opts: CanOptions) -> CanReport:
               ("--reference-labels", opts.reference_labels), ("--params", opts.params),
               ("--prior", opts.prior if isinstance(opts.prior, str) else None),
               ("--classes", opts.classes if isinstance(opts.classes, str) else None)]
-    with RunOutputs([("-o", opts.output if rows else None), ("--save-params", opts.save_params),
-                    ("--report", opts.report)], inputs, rows_to_stdout=rows) as outs:
+    with guarded() as guard, \
+            RunOutputs([("-o", opts.output if rows else None), ("--save-params", opts.save_params),
+                        ("--report", opts.report)], inputs, rows_to_stdout=rows) as outs:
         report = _run_can(opts, outs)
-        outs.publish()
+        outs.publish(guard.defer)
     return report
 
 
@@ -148,6 +150,7 @@ def _run_can(opts: CanOptions, outs: RunOutputs) -> CanReport:
         prior_vec = None
         if opts.tune:
             chosen = _tune(pf, result, opts, budget)
+            checkpoint()
             prior_vec = np.asarray(result["prior"]["values"])
             if opts.save_params:
                 outs.write_json("--save-params", opts.save_params,

@@ -11,6 +11,7 @@
   (the ones that can fail without a way back), then the renames under one publishing lock. A
   failure or a signal before that removes every temporary file and leaves every destination as
   it was. Write errors name the destination (``writing FILE: no space left on device``).
+- **Signals** (:func:`guarded`): the shuffle's ``SignalGuard`` policy, first signal wins.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import io
 import os
 import shutil
 import tempfile
-from typing import IO, Any, Dict, List, Optional, Sequence, Tuple
+from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from bigshuf.common import stdio
 from bigshuf.common.errors import BigshufError, UsageError, describe_os_error
@@ -33,6 +34,7 @@ from bigshuf.common.output import (
     publishing,
     same_file,
 )
+from bigshuf.common.signals import SignalGuard
 
 STDOUT = "standard output"
 
@@ -63,6 +65,30 @@ def _write_error(exc: OSError, name: str) -> BaseException:
     if isinstance(exc, BrokenPipeError):
         return exc  # the reader went away: the CLI exits quietly with 141
     return describe_os_error(exc, f"writing {name}")
+
+
+_GUARDS: List[SignalGuard] = []
+
+
+@contextlib.contextmanager
+def guarded() -> Iterator[SignalGuard]:
+    """The shuffle's signal policy for a prediction run (``SignalGuard``): the first of INT,
+    TERM, HUP, USR1 stops it (exit 128 + its number), later ones are ignored while it cleans up.
+    A signal that comes while the main thread waits on worker threads is acted on at the next
+    :func:`checkpoint` (or before publishing)."""
+    with SignalGuard(stop=lambda: None) as guard:
+        _GUARDS.append(guard)
+        try:
+            yield guard
+        finally:
+            _GUARDS.remove(guard)
+
+
+def checkpoint() -> None:
+    """Stop here if a signal came while the run could not be stopped at once."""
+    for guard in _GUARDS:
+        if guard.fired and not guard.deferred:
+            raise guard.error()
 
 
 class _Raw(io.RawIOBase):
@@ -217,14 +243,15 @@ class RunOutputs:
         f.write((json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
     def publish(self, defer: Any = None) -> None:
-        """Complete every output, then publish them all (``defer``: called once every output
-        is complete, before the first is published, e.g. ``SignalGuard.defer``)."""
+        """Complete every output, then publish them all: streams first (a stalled reader can
+        still be interrupted), then ``defer`` (e.g. ``SignalGuard.defer``: from here on signals
+        are ignored), then the renames."""
         for stage in self.stages:
             stage.close()
-        if defer is not None:
-            defer()
         for stage in self.stages:
             stage.send()
+        if defer is not None:
+            defer()
         dests = [s.dest for s in self.stages if s.dest is not None]
         with publishing(dests):
             for d in dests:

@@ -23,7 +23,7 @@ from bigshuf.predict.formats import Layout, check_pred_key
 from bigshuf.predict.metrics import METRICS, Confusion, binary_metric, cv_folds, cv_line, lowered, percent
 from bigshuf.predict.multilabel import apply_label_cuts, find_label_cuts, multilabel_value
 from bigshuf.predict.options import ThresholdOptions, keywords
-from bigshuf.predict.outputs import RunOutputs, check_inputs
+from bigshuf.predict.outputs import RunOutputs, check_inputs, checkpoint, guarded
 from bigshuf.predict.reading import PredictionFile, Predictions, read_json
 from bigshuf.predict.reports import ThresholdReport
 from bigshuf.predict.safety import (
@@ -171,15 +171,17 @@ def threshold(input: Any, output: Any = None, **options: Any) -> ThresholdReport
 
 def run_threshold(opts: ThresholdOptions) -> ThresholdReport:
     """``bigshuf threshold`` with validated options; returns the report. Every output is
-    checked before any work and published only when all are complete (``RunOutputs``)."""
+    checked before any work and published only when all are complete (``RunOutputs``); a signal stops
+    the run with nothing written (``guarded``)."""
     check_inputs([("INPUT", opts.input), ("--labels", opts.labels), ("--params", opts.params)], stdin_ok=("INPUT",))
     rows = bool(opts.params) or opts.output is not None
     inputs = [("INPUT", opts.input), ("--labels", opts.labels), ("--params", opts.params),
               ("--classes", opts.classes if isinstance(opts.classes, str) else None)]
-    with RunOutputs([("-o", opts.output if rows else None), ("--save-params", opts.save_params),
-                    ("--report", opts.report)], inputs, rows_to_stdout=rows) as outs:
+    with guarded() as guard, \
+            RunOutputs([("-o", opts.output if rows else None), ("--save-params", opts.save_params),
+                        ("--report", opts.report)], inputs, rows_to_stdout=rows) as outs:
         report = _run_threshold(opts, outs)
-        outs.publish()
+        outs.publish(guard.defer)
     return report
 
 
@@ -275,6 +277,7 @@ def _cross_validate(scorer: _Scorer, values: np.ndarray, y: np.ndarray, strata: 
     # folds are independent and numpy releases the GIL in the heavy parts: two at a time
     with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
         list(pool.map(fit_fold, held_out))
+    checkpoint()  # a signal that came while waiting on the pool stops the run here
     base = scorer.baseline(values)
     gains = [scorer.score(y[h], held_preds[h]) - scorer.score(y[h], base[h]) for h in held_out]
     return CrossValidation(len(held_out), scorer.score(y, base), scorer.score(y, held_preds), gains)

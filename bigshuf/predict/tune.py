@@ -54,6 +54,7 @@ from bigshuf.predict.defaults import (
     SEARCHES,
 )
 from bigshuf.predict.metrics import cv_folds
+from bigshuf.predict.outputs import checkpoint
 from bigshuf.predict.safety import (
     CrossValidation,
     adopt,
@@ -248,6 +249,7 @@ def _search(probs: np.ndarray, labels: np.ndarray, prior: np.ndarray, grid: Dict
             scores = list(pool.map(searcher.score, [u[0] for u in units], [u[1] for u in units],
                                    [rung] * len(units)))
             bar.update(len(units))
+            checkpoint()  # a signal that came while waiting on the pool stops the run here
             table = _table(units, scores, searcher.iterations)
             if r == len(rungs) - 1:
                 break

@@ -80,6 +80,8 @@ def test_outputs_that_are_one_file_are_refused(tmp_path, preds, binary):
     one_line_error(invoke(["can", preds, "--prior", "uniform", "-o", out, "--report", out, "-q"]), 2, "same file")
     t = tmp_path / "t.jsonl"
     one_line_error(invoke(["threshold", binary, "-o", t, "--save-params", t, "--report", t, "-q"]), 2, "same file")
+    one_line_error(invoke(["can", preds, "--prior", "uniform", "--report", "/dev/stdout", "-q"]), 2,
+                   "-o and --report both write to standard output")
     link = tmp_path / "link.json"
     link.symlink_to(out)
     one_line_error(invoke(["can", preds, "--prior", "uniform", "-o", out, "--report", link, "-q"]), 2, "same file")

@@ -29,6 +29,7 @@ from bigshuf.common.output import (
     Destination,
     TempGroup,
     check_destination,
+    inherited_fd,
     is_write_through,
     open_output_stream,
     publishing,
@@ -186,9 +187,10 @@ class RunOutputs:
         for option, path in outputs:
             if path is None and not (option == "-o" and rows_to_stdout):
                 continue
-            if _is_stdout(path):
+            if _is_stdout(path) or inherited_fd(str(path)) == 1:  # -, /dev/stdout, /dev/fd/1
                 to_stdout.append(option)
-                continue
+                if _is_stdout(path):
+                    continue
             check_destination(path)
             named.append((option, str(path)))
         if len(to_stdout) > 1:

@@ -272,3 +272,28 @@ def test_int_then_term_stops_with_int_and_leaves_nothing(tmp_path, preds, binary
     p = subprocess.CompletedProcess(proc.args, proc.returncode, b"", err)
     one_line_error(p, 130, "interrupted by SIGINT")
     assert not out.exists() and not leftovers(tmp_path) and not (tmp_path / "p.json").exists()
+
+
+def test_a_signal_while_a_stream_output_is_sent_says_it_is_incomplete(tmp_path):
+    import signal
+    import subprocess
+
+    from helpers import spawn
+
+    src = _preds(tmp_path / "big.jsonl", n=5000)  # rows beyond a pipe's buffer
+    fifo = tmp_path / "rows.fifo"
+    os.mkfifo(fifo)
+    proc = spawn(["can", str(src), "--prior", "uniform", "-o", str(fifo), "--report", str(tmp_path / "r.json"), "-q"])
+    reader = os.open(fifo, os.O_RDONLY)  # waits for the run to open it: its rows are complete
+    try:
+        assert os.read(reader, 1)  # the run is sending; it blocks once the pipe is full
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        os.close(reader)
+        if proc.poll() is None:
+            proc.kill()
+    p = subprocess.CompletedProcess(proc.args, proc.returncode, b"", err)
+    one_line_error(p, 130, "interrupted by SIGINT", "incomplete")
+    assert not (tmp_path / "r.json").exists() and not leftovers(tmp_path)

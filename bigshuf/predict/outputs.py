@@ -19,11 +19,12 @@ import contextlib
 import io
 import os
 import shutil
+import signal
 import tempfile
 from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from bigshuf.common import stdio
-from bigshuf.common.errors import BigshufError, UsageError, describe_os_error
+from bigshuf.common.errors import BigshufError, Interrupted, UsageError, describe_os_error
 from bigshuf.common.inputs import check_read_once_given_once
 from bigshuf.common.output import (
     Destination,
@@ -117,6 +118,7 @@ class _Stage:
         self.dest: Optional[Destination] = None
         self.spool: Optional[IO[bytes]] = None
         self.file: Optional[io.BufferedWriter] = None
+        self.started = False  # some bytes may have gone to the stream destination
         if _is_stdout(path) or is_write_through(str(path)):
             self.spool = tempfile.TemporaryFile(prefix="bigshuf-out-")
             fd = self.spool.fileno()
@@ -150,6 +152,7 @@ class _Stage:
             if _is_stdout(self.path):
                 fd, stream = stdio.stdout()
                 out = stream if stream is not None else os.fdopen(os.dup(fd), "wb")  # type: ignore[arg-type]
+                self.started = True
                 try:
                     shutil.copyfileobj(self.spool, out, 1 << 20)
                     out.flush()
@@ -159,6 +162,7 @@ class _Stage:
                             out.close()
             else:
                 with open_output_stream(str(self.path)) as out:
+                    self.started = True  # opened (a FIFO's reader came): bytes may now reach it
                     shutil.copyfileobj(self.spool, out, 1 << 20)
         except BigshufError:
             raise
@@ -251,7 +255,12 @@ class RunOutputs:
         for stage in self.stages:
             stage.close()
         for stage in self.stages:
-            stage.send()
+            try:
+                stage.send()
+            except Interrupted as exc:
+                if not stage.started:
+                    raise
+                raise Interrupted(exc.signum, signal.Signals(exc.signum).name, partial=True) from None
         if defer is not None:
             defer()
         dests = [s.dest for s in self.stages if s.dest is not None]

@@ -297,3 +297,34 @@ def test_a_signal_while_a_stream_output_is_sent_says_it_is_incomplete(tmp_path):
     p = subprocess.CompletedProcess(proc.args, proc.returncode, b"", err)
     one_line_error(p, 130, "interrupted by SIGINT", "incomplete")
     assert not (tmp_path / "r.json").exists() and not leftovers(tmp_path)
+
+
+def test_a_signal_during_threaded_tuning_stops_the_run_with_that_signal(tmp_path):
+    import signal
+    import time
+
+    from helpers import spawn
+
+    # A regression test for outputs.checkpoint (it also passed before SignalGuard: there the
+    # KeyboardInterrupt exited before TERM came); the breaks themselves are the tests above.
+    src = _preds(tmp_path / "dev.jsonl", n=20000)
+    proc = spawn(["can", str(src), "--tune", "--progress", "--save-params", str(tmp_path / "c.json"),
+                  "--report", str(tmp_path / "r.json"), "-o", str(tmp_path / "out.jsonl"), "-q"])
+    assert proc.stderr is not None
+    seen = b""
+    while b"tuning CAN" not in seen:  # the bar is drawn: tuning (worker threads) has started
+        more = proc.stderr.read1(4096)  # type: ignore[attr-defined]
+        assert more, seen
+        seen += more
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.01)  # as the tester did: TERM 10 ms after INT (the order, not a synchronisation)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines = [line for line in (seen + err).decode().replace("\r", "\n").splitlines() if "bigshuf:" in line]
+    assert proc.returncode == 130 and lines == [lines[-1]] and "interrupted by SIGINT" in lines[-1], lines
+    assert b"Traceback" not in err
+    assert sorted(os.listdir(tmp_path)) == ["dev.jsonl"]

@@ -297,7 +297,7 @@ def test_a_vector_of_no_values_is_described_as_such(tmp_path):
     src = tmp_path / "e.jsonl"
     src.write_text('{"probs": [], "label": 0}\n')
     res = invoke("can", src)
-    assert res.exit_code == 2 and "has 0 values per row" in res.stderr
+    assert res.exit_code == 2 and f"{src}:1: the vector under 'probs' has no values" in res.stderr
 
 
 def test_a_row_wider_than_the_budget_is_refused(tmp_path):

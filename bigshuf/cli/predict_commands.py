@@ -10,6 +10,7 @@ from typing import Any, Callable, Dict, List, Optional
 import click
 
 from bigshuf.cli.base import main, reports_errors
+from bigshuf.common import stdio
 from bigshuf.predict import defaults as d
 from bigshuf.predict.metrics import METRICS
 
@@ -167,6 +168,8 @@ def can(quiet: bool, **flags: Any) -> None:
     from bigshuf.predict.options import CanOptions
 
     opts = CanOptions(**flags)
+    if opts.tune and not opts.save_params and opts.output is None:
+        stdio.stdout()  # the params go there: a closed stdout is a usage error before any work
     result = cc.run_can(opts)
     if not quiet:
         click.echo(cc.format_can_report(result), err=True)
@@ -211,6 +214,8 @@ def threshold(quiet: bool, **flags: Any) -> None:
     from bigshuf.predict.options import ThresholdOptions
 
     opts = ThresholdOptions(**flags)
+    if not opts.params and not opts.save_params and opts.output is None:
+        stdio.stdout()  # the params go there: a closed stdout is a usage error before any work
     result = tc.run_threshold(opts)
     if not quiet:
         click.echo(tc.format_threshold_report(result), err=True)

@@ -9,7 +9,6 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from bigshuf.common.errors import InputError, UsageError
-from bigshuf.common.output import write_json
 from bigshuf.common.sizes import format_size
 from bigshuf.predict.budget import Budget
 from bigshuf.predict.can import CanModel, confident_mask
@@ -22,8 +21,10 @@ from bigshuf.predict.defaults import (
     ESTIMATES,
     RULES,
 )
-from bigshuf.predict.metrics import cv_line, percent
+from bigshuf.predict.formats import check_pred_key
+from bigshuf.predict.metrics import cv_line, lowered, percent
 from bigshuf.predict.options import CanOptions, check_can_params, keywords
+from bigshuf.predict.outputs import RunOutputs, check_inputs, checkpoint, guarded
 from bigshuf.predict.priors import UNIFORM_DEFAULT, bbse_prior, em_prior, resolve_prior
 from bigshuf.predict.reading import PredictionFile, read_json
 from bigshuf.predict.reference import Reference, ReferenceSampler, collect_reference
@@ -117,7 +118,26 @@ def can(input: Any, output: Any = None, *, grid: Optional[Dict[str, Sequence[Any
 
 
 def run_can(opts: CanOptions) -> CanReport:
-    """``bigshuf can`` with validated options; returns the report."""
+    """``bigshuf can`` with validated options; returns the report. Every output is checked
+    before any work and published only when all are complete (``RunOutputs``); a signal stops
+    the run with nothing written (``guarded``)."""
+    check_inputs([("INPUT", opts.input), ("--reference", opts.reference), ("--labels", opts.labels),
+                  ("--reference-labels", opts.reference_labels), ("--params", opts.params)],
+                 stdin_ok=("INPUT", "--reference"))
+    rows = not opts.tune or opts.output is not None
+    inputs = [("INPUT", opts.input), ("--reference", opts.reference), ("--labels", opts.labels),
+              ("--reference-labels", opts.reference_labels), ("--params", opts.params),
+              ("--prior", opts.prior if isinstance(opts.prior, str) else None),
+              ("--classes", opts.classes if isinstance(opts.classes, str) else None)]
+    with guarded() as guard, \
+            RunOutputs([("-o", opts.output if rows else None), ("--save-params", opts.save_params),
+                        ("--report", opts.report)], inputs, rows_to_stdout=rows) as outs:
+        report = _run_can(opts, outs)
+        outs.publish(guard.defer)
+    return report
+
+
+def _run_can(opts: CanOptions, outs: RunOutputs) -> CanReport:
     saved = load_can_params(opts.params) if opts.params else None
     chosen = _resolve_params(saved, opts)
     result: Dict[str, Any] = {"command": "can", "input": "<stdin>" if opts.input == "-" else opts.input,
@@ -130,21 +150,23 @@ def run_can(opts: CanOptions) -> CanReport:
         prior_vec = None
         if opts.tune:
             chosen = _tune(pf, result, opts, budget)
+            checkpoint()
             prior_vec = np.asarray(result["prior"]["values"])
             if opts.save_params:
-                write_json(opts.save_params, _params_document(chosen, result, pf.layout.classes))
+                outs.write_json("--save-params", opts.save_params,
+                                _params_document(chosen, result, pf.layout.classes))
             if opts.output is None:
-                return _finish(result, opts)
+                return _finish(result, opts, outs)
         ref = _reference(pf, chosen, opts, budget)
         if prior_vec is None:
             prior_vec = _prior(pf, opts, saved, ref, result, budget)
         result["reference"] = ref.stats
         if opts.method == "prior-shift":
             result["params"] = {"method": "prior-shift"}
-            _apply(pf, PriorShift(prior_vec, ref.mean), None, opts.output, opts.pred_key, result)
+            _apply(pf, PriorShift(prior_vec, ref.mean), None, opts, outs, result)
         elif chosen is None:
             result["params"] = {"unchanged": True}
-            _apply(pf, None, None, opts.output, opts.pred_key, result)
+            _apply(pf, None, None, opts, outs, result)
         else:
             result["params"] = asdict(chosen)
             _warn_small_reference(result, len(ref.rows), pf.layout.width)
@@ -154,9 +176,9 @@ def run_can(opts: CanOptions) -> CanReport:
                                  "lower --tau, give a --reference file with confident rows, or raise --memory")
             model = CanModel(ref.rows, prior_vec, chosen.alpha, chosen.iterations,
                              batch_bytes=budget.batch_bytes)
-            _apply(pf, model, chosen, opts.output, opts.pred_key, result)
+            _apply(pf, model, chosen, opts, outs, result)
     _warn_if_worse(result)
-    return _finish(result, opts)
+    return _finish(result, opts, outs)
 
 
 class PriorShift:
@@ -175,6 +197,8 @@ class PriorShift:
 
 def _check_input(pf: PredictionFile, saved: Optional[Dict[str, Any]], opts: CanOptions) -> None:
     lay = pf.layout
+    if not opts.tune or opts.output is not None:
+        check_pred_key(lay, opts.pred_key, pf.name, vectors=True)
     if lay.scalar or lay.width < 2:
         what = "one score" if lay.scalar else f"{lay.width} value{'s' if lay.width != 1 else ''}"
         raise UsageError(f"CAN needs a probability vector of at least two classes per row; {pf.name} has "
@@ -280,27 +304,29 @@ def _warn_small_reference(result: Dict[str, Any], used: int, m: int) -> None:
 
 def _warn_if_worse(result: Dict[str, Any]) -> None:
     acc = (result.get("accuracy") or {}).get("overall")
-    if acc and acc["rows"] and acc["after"] < acc["before"]:
+    change = lowered(acc["before"], acc["after"]) if acc and acc["rows"] else None
+    if acc and change:
         hint = " (with the uniform default prior: give --prior)" if result["prior"]["source"] == UNIFORM_DEFAULT else ""
+        fewer = round((acc["before"] - acc["after"]) * acc["rows"])
         result["lowered_accuracy"] = True
-        result["warnings"].insert(0, f"CAN LOWERED ACCURACY on the {acc['rows']} labelled rows: "
-                                     f"{percent(acc['before'])} -> {percent(acc['after'])}{hint}")
+        result["warnings"].insert(0, f"CAN LOWERED ACCURACY on the {acc['rows']} labelled rows: {change} "
+                                     f"({fewer} fewer correct){hint}")
 
 
-def _finish(result: Dict[str, Any], opts: CanOptions) -> CanReport:
+def _finish(result: Dict[str, Any], opts: CanOptions, outs: RunOutputs) -> CanReport:
     report = CanReport.from_dict(result)
     if opts.report:
-        write_json(opts.report, report.to_dict())
+        outs.write_json("--report", opts.report, report.to_dict())
     return report
 
 
-def _apply(pf: PredictionFile, model: Any, p: Optional[CanParams], output: Optional[str], pred_key: str,
+def _apply(pf: PredictionFile, model: Any, p: Optional[CanParams], opts: CanOptions, outs: RunOutputs,
            result: Dict[str, Any]) -> None:
     """The pass that writes every row: CAN (``model`` a CanModel, ``p`` its knobs) on the
     uncertain rows, ``PriorShift`` on every row (``p`` None), or nothing (``model`` None)."""
     acc = _Accuracy()
     rows = uncertain_n = changed_n = untouched = 0
-    with PredictionWriter(output, pf, pred_key=pred_key) as writer:
+    with PredictionWriter(opts.output, pf, pred_key=opts.pred_key, outputs=outs) as writer:
         for chunk in pf.replay():
             probs = chunk.values / chunk.values.sum(axis=1, keepdims=True)
             if model is None:

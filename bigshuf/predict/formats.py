@@ -222,6 +222,37 @@ class Layout:
 
 
 
+def fields_used(lay: Layout, vectors: bool) -> List[str]:
+    """The JSONL keys / CSV columns a run reads or writes besides the predicted class: the
+    vector, the gold label, the ``probs`` (``prob_*``) written for logits when ``vectors`` are
+    written, and the keys a bare row is wrapped in."""
+    if lay.fmt in ("csv", "tsv"):
+        header = [h.strip() for h in lay.header or ()]
+        used = [header[c] for c in lay.columns or ()]
+        if lay.label_column is not None:
+            used.append(header[lay.label_column])
+        if vectors and lay.logits:
+            names = lay.classes or [str(j) for j in range(lay.width)]
+            used += [f"prob_{n}" for n in names]
+        return used
+    if lay.key is None:  # bare arrays, numbers, .npy rows: written as {"probs"|"score": ..., "label": ...}
+        return ["score" if lay.scalar else PROBS_OUT_KEY, "label"]
+    used = [lay.key] + ([lay.label_key] if lay.label_key else [])
+    if vectors and lay.logits:
+        used.append(PROBS_OUT_KEY)
+    return used
+
+
+def check_pred_key(lay: Layout, pred_key: str, name: str, vectors: bool) -> None:
+    """--pred-key must not name a field the run reads or writes (it would replace the gold
+    labels or the vector); another existing field of that name (a previous decision) is
+    overwritten in place, as documented."""
+    if pred_key in fields_used(lay, vectors):
+        what = "column" if lay.fmt in ("csv", "tsv") else "key"
+        raise UsageError(f"--pred-key {pred_key!r} is the {what} {name} holds its vector, label or probabilities "
+                         "under: give another --pred-key")
+
+
 def is_number(value: Any) -> bool:
     """A JSON number (not a bool, which Python counts as an int)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -311,6 +342,8 @@ def detect_layout(path: str, name: str, fmt: str, *, key: Optional[str] = None,
         lay = _detect_jsonl(path, name, key, label_key, logits)
     else:
         lay = _detect_csv(path, name, fmt, key, label_key, logits, classes)
+    if not lay.scalar and lay.width == 0:
+        raise InputError("the probability vector has no values", name)
     if classes is not None:
         if len(classes) != lay.n_classes:
             raise UsageError(f"{len(classes)} class names given, but {name} has {lay.n_classes} classes")
@@ -333,6 +366,8 @@ def _detect_jsonl(path: str, name: str, key: Optional[str], label_key: Optional[
                   logits: Optional[bool]) -> Layout:
     first, lineno = _first_json_row(path, name)
     if isinstance(first, list):
+        if not first:
+            raise InputError("the probability vector has no values", name, lineno)
         return Layout("jsonl", width=len(first), logits=bool(logits))
     if is_number(first):
         return Layout("jsonl", width=1, scalar=True)
@@ -351,6 +386,8 @@ def _detect_jsonl(path: str, name: str, key: Optional[str], label_key: Optional[
     value = first[key]
     lay = Layout("jsonl", width=1, key=key, label_key=label_key,
                  logits=is_logit_name(key) if logits is None else logits)
+    if isinstance(value, (dict, list)) and not value:
+        raise InputError(f"the vector under {key!r} has no values", name, lineno)
     if isinstance(value, dict):
         lay.dict_vector, lay.classes, lay.width = True, [str(k) for k in value], len(value)
     elif isinstance(value, list):

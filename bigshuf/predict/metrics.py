@@ -13,7 +13,7 @@ all read ``METRICS``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -322,6 +322,28 @@ def percent(value: Optional[float], width: int = 0) -> str:
     """``0.6052`` -> ``60.52%`` (right-aligned to ``width``); ``None`` -> ``-``."""
     text = "-" if value is None else f"{100 * value:.2f}%"
     return text.rjust(width)
+
+
+#: Most decimals a before -> after percentage pair is shown with: a change that does not show
+#: there (float noise) is no change.
+MAX_DECIMALS = 6
+
+
+def percent_pair(before: float, after: float) -> Tuple[str, str]:
+    """``before`` and ``after`` as percentages with the fewest decimals (2 to MAX_DECIMALS) that
+    tell them apart: ``9.950% -> 9.945%``, never ``9.95% -> 9.95%``."""
+    for d in range(2, MAX_DECIMALS + 1):
+        b, a = f"{100 * before:.{d}f}%", f"{100 * after:.{d}f}%"
+        if b != a:
+            break
+    return b, a
+
+
+def lowered(before: float, after: float) -> Optional[str]:
+    """``"B% -> A%"`` when ``after`` is lower than ``before`` by a change that shows at
+    MAX_DECIMALS decimals; None otherwise (no warning about a change that rounds to nothing)."""
+    b, a = percent_pair(before, after)
+    return f"{b} -> {a}" if after < before and a != b else None
 
 
 def cv_line(cv: Dict[str, Any], dev_gain: float) -> str:

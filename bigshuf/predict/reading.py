@@ -511,7 +511,8 @@ class PredictionFile:
     def _row_error(self, rows: _RowBuffer, exc: InputError, line: int) -> NoReturn:
         """Raise the error for row ``line`` -- after checking the rows buffered before it, so the
         earliest bad row in the file is the one reported."""
-        self._build(rows)
+        if len(rows):  # none buffered (the chunk's first row is bad): nothing to check
+            self._build(rows)
         if isinstance(exc, _Row):
             raise InputError(exc.reason, self.name, line) from None
         raise exc

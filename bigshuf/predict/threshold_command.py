@@ -7,12 +7,11 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import numpy as np
 
 from bigshuf.common.errors import InputError, UsageError
-from bigshuf.common.output import write_json
 from bigshuf.common.sizes import format_size
 from bigshuf.predict.budget import THRESHOLD_BYTES_PER_VALUE, Budget
 from bigshuf.predict.defaults import (
@@ -20,10 +19,11 @@ from bigshuf.predict.defaults import (
     DEFAULT_MULTILABEL_METRIC,
     DEFAULT_POSITIVE,
 )
-from bigshuf.predict.formats import Layout
-from bigshuf.predict.metrics import METRICS, Confusion, binary_metric, cv_folds, cv_line, percent
+from bigshuf.predict.formats import Layout, check_pred_key
+from bigshuf.predict.metrics import METRICS, Confusion, binary_metric, cv_folds, cv_line, lowered, percent
 from bigshuf.predict.multilabel import apply_label_cuts, find_label_cuts, multilabel_value
 from bigshuf.predict.options import ThresholdOptions, keywords
+from bigshuf.predict.outputs import RunOutputs, check_inputs, checkpoint, guarded
 from bigshuf.predict.reading import PredictionFile, Predictions, read_json
 from bigshuf.predict.reports import ThresholdReport
 from bigshuf.predict.safety import (
@@ -170,7 +170,22 @@ def threshold(input: Any, output: Any = None, **options: Any) -> ThresholdReport
 
 
 def run_threshold(opts: ThresholdOptions) -> ThresholdReport:
-    """``bigshuf threshold`` with validated options; returns the report."""
+    """``bigshuf threshold`` with validated options; returns the report. Every output is
+    checked before any work and published only when all are complete (``RunOutputs``); a signal stops
+    the run with nothing written (``guarded``)."""
+    check_inputs([("INPUT", opts.input), ("--labels", opts.labels), ("--params", opts.params)], stdin_ok=("INPUT",))
+    rows = bool(opts.params) or opts.output is not None
+    inputs = [("INPUT", opts.input), ("--labels", opts.labels), ("--params", opts.params),
+              ("--classes", opts.classes if isinstance(opts.classes, str) else None)]
+    with guarded() as guard, \
+            RunOutputs([("-o", opts.output if rows else None), ("--save-params", opts.save_params),
+                        ("--report", opts.report)], inputs, rows_to_stdout=rows) as outs:
+        report = _run_threshold(opts, outs)
+        outs.publish(guard.defer)
+    return report
+
+
+def _run_threshold(opts: ThresholdOptions, outs: RunOutputs) -> ThresholdReport:
     saved = load_threshold_params(opts.params) if opts.params else None
     if saved and (saved["mode"] == "multilabel") != opts.multi_label:
         raise UsageError("the params hold per-label cuts: add --multi-label" if not opts.multi_label else
@@ -180,25 +195,27 @@ def run_threshold(opts: ThresholdOptions) -> ThresholdReport:
     result: Dict[str, Any] = {"command": "threshold", "input": "<stdin>" if opts.input == "-" else opts.input,
                               "metric": metric}
     if saved:
-        result.update(_apply_params(opts, saved, metric))
+        result.update(_apply_params(opts, saved, metric, outs))
         result["params_file"] = opts.params
     else:
-        result.update(_search(opts, metric))
+        result.update(_search(opts, metric, outs))
     report = ThresholdReport.from_dict(result)
     if opts.report:
-        write_json(opts.report, report.to_dict())
+        outs.write_json("--report", opts.report, report.to_dict())
     return report
 
 
-def _check_layout(pf: PredictionFile, multi_label: bool) -> None:
+def _check_layout(pf: PredictionFile, multi_label: bool, opts: ThresholdOptions) -> None:
+    if opts.params or opts.output is not None:
+        check_pred_key(pf.layout, opts.pred_key, pf.name, vectors=False)
     if multi_label and pf.layout.scalar:
         raise UsageError(f"--multi-label needs one probability per label; {pf.name} has one score per row")
 
 
-def _search(opts: ThresholdOptions, metric: str) -> Dict[str, Any]:
+def _search(opts: ThresholdOptions, metric: str, outs: RunOutputs) -> Dict[str, Any]:
     budget = Budget(opts.memory)
     with PredictionFile(opts.input, chunk_rows=budget.chunk_rows, **opts.read_options()) as pf:
-        _check_layout(pf, opts.multi_label)
+        _check_layout(pf, opts.multi_label, opts)
         budget.fit(pf.layout.width)
         pf.chunk_rows = budget.chunk_rows
         data = pf.read_all(max_rows=budget.matrix_rows(per_value=THRESHOLD_BYTES_PER_VALUE), seed=opts.seed)
@@ -236,9 +253,9 @@ def _search(opts: ThresholdOptions, metric: str) -> Dict[str, Any]:
             out["cv"] = found["cv"] = cv.to_dict()
         found["dev"] = out["dev"]
         if opts.save_params:
-            write_json(opts.save_params, found)
+            outs.write_json("--save-params", opts.save_params, found)
         if opts.output is not None:
-            _write_decisions(pf, found, opts.output, opts.pred_key, scorer)
+            _write_decisions(pf, found, opts, outs, scorer)
     return out
 
 
@@ -260,6 +277,7 @@ def _cross_validate(scorer: _Scorer, values: np.ndarray, y: np.ndarray, strata: 
     # folds are independent and numpy releases the GIL in the heavy parts: two at a time
     with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
         list(pool.map(fit_fold, held_out))
+    checkpoint()  # a signal that came while waiting on the pool stops the run here
     base = scorer.baseline(values)
     gains = [scorer.score(y[h], held_preds[h]) - scorer.score(y[h], base[h]) for h in held_out]
     return CrossValidation(len(held_out), scorer.score(y, base), scorer.score(y, held_preds), gains)
@@ -286,11 +304,11 @@ class _Tally:
     after: Any = 0
 
 
-def _write_decisions(pf: PredictionFile, params: Dict[str, Any], output: Optional[str], pred_key: str,
+def _write_decisions(pf: PredictionFile, params: Dict[str, Any], opts: ThresholdOptions, outs: RunOutputs,
                      scorer: _Scorer) -> _Tally:
     """Stream ``pf``, write rows with decisions; return the decision counts and metric counts."""
     tally = _Tally()
-    with PredictionWriter(output, pf, pred_key=pred_key, vectors=False) as writer:
+    with PredictionWriter(opts.output, pf, pred_key=opts.pred_key, vectors=False, outputs=outs) as writer:
         for chunk in pf.chunks():
             p = scorer.decide(params, chunk.values)
             writer.write(chunk, p)
@@ -320,22 +338,23 @@ def _check_params_fit(params: Dict[str, Any], pf: PredictionFile) -> None:
         raise UsageError(f"the params were found for classes {saved}, but {pf.name} has {lay.classes}")
 
 
-def _apply_params(opts: ThresholdOptions, params: Dict[str, Any], metric: str) -> Dict[str, Any]:
+def _apply_params(opts: ThresholdOptions, params: Dict[str, Any], metric: str, outs: RunOutputs) -> Dict[str, Any]:
     budget = Budget(opts.memory)
     with PredictionFile(opts.input, chunk_rows=budget.chunk_rows, **opts.read_options()) as pf:
         pf.chunk_rows = budget.fit(pf.layout.width).chunk_rows
-        _check_layout(pf, opts.multi_label)
+        _check_layout(pf, opts.multi_label, opts)
         _check_params_fit(params, pf)
         scorer = _Scorer(metric, pf.layout, int(params.get("positive", DEFAULT_POSITIVE)))
-        tally = _write_decisions(pf, params, opts.output, opts.pred_key, scorer)
+        tally = _write_decisions(pf, params, opts, outs, scorer)
     out: Dict[str, Any] = {"mode": params["mode"], "rows": tally.rows, "params": params,
                            "decisions": np.asarray(tally.decisions).astype(int).tolist()}
     if tally.labelled:
         b, a = scorer.value(tally.base), scorer.value(tally.after)
         out["applied"] = {"labelled": tally.labelled, "before": b, "after": a, "gain": a - b}
-        if a < b - 1e-12:  # as `can` does: the labels say the saved rule hurts here
+        change = lowered(b, a)
+        if change:  # as `can` does: the labels say the saved rule hurts here
             out["warnings"] = [f"THE SAVED {params['mode'].upper()} RULE LOWERED {metric.upper()} on the {tally.labelled} "
-                               f"labelled rows: {percent(b)} -> {percent(a)} (were the params tuned on a sample "
+                               f"labelled rows: {change} (were the params tuned on a sample "
                                "like these rows?)"]
     return out
 

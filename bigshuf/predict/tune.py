@@ -54,6 +54,7 @@ from bigshuf.predict.defaults import (
     SEARCHES,
 )
 from bigshuf.predict.metrics import cv_folds
+from bigshuf.predict.outputs import checkpoint
 from bigshuf.predict.safety import (
     CrossValidation,
     adopt,
@@ -248,6 +249,7 @@ def _search(probs: np.ndarray, labels: np.ndarray, prior: np.ndarray, grid: Dict
             scores = list(pool.map(searcher.score, [u[0] for u in units], [u[1] for u in units],
                                    [rung] * len(units)))
             bar.update(len(units))
+            checkpoint()  # a signal that came while waiting on the pool stops the run here
             table = _table(units, scores, searcher.iterations)
             if r == len(rungs) - 1:
                 break
@@ -348,6 +350,8 @@ def tune_can(probs: np.ndarray, labels: np.ndarray, prior: "Sequence[float] | st
         table, info = _search(probs, labels, prior_for(np.arange(n)), grid, u, max_reference, search, rng, bar)
         cv = _cross_validate(probs, labels, prior_for, held_out, seed, grid, u, max_reference, search, bar) \
             if held_out else None
+        if hasattr(bar, "refresh"):
+            bar.refresh()  # the last state drawn is the total, not the last time-throttled redraw (99%)
     finally:
         bar.close()
     for row in table:

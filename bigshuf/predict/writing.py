@@ -24,9 +24,11 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import orjson
 
+from bigshuf.common.errors import describe_os_error
 from bigshuf.common.output import atomic_output, atomic_path
 from bigshuf.predict.defaults import PRED_KEY
 from bigshuf.predict.formats import PROBS_OUT_KEY
+from bigshuf.predict.outputs import RunOutputs
 from bigshuf.predict.reading import Chunk, PredictionFile
 
 _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
@@ -66,8 +68,9 @@ class PredictionWriter:
     """
 
     def __init__(self, dest: Optional[str], source: PredictionFile, *, pred_key: str = PRED_KEY,
-                 vectors: bool = True):
+                 vectors: bool = True, outputs: Optional[RunOutputs] = None):
         self.dest = dest
+        self.outputs = outputs  # the run's output set: published with its other outputs
         self.layout = source.layout
         self.names = source.label_map
         self.pred_key = pred_key
@@ -79,11 +82,14 @@ class PredictionWriter:
     def __enter__(self) -> "PredictionWriter":
         lay = self.layout
         if self.npy:
-            self._npy_tmp = self._stack.enter_context(atomic_path(self.dest))  # type: ignore[arg-type]
+            assert self.dest is not None
+            self._npy_tmp = self.outputs.temp_path("-o", self.dest) if self.outputs else \
+                self._stack.enter_context(atomic_path(self.dest))
             self._raw = self._stack.enter_context(tempfile.TemporaryFile())
             self._width = lay.width if self.vectors else 0
         else:
-            self._out = self._stack.enter_context(atomic_output(self.dest))
+            self._out = self.outputs.file("-o", self.dest) if self.outputs else \
+                self._stack.enter_context(atomic_output(self.dest))
             if lay.fmt in ("csv", "tsv"):
                 self._text = io.TextIOWrapper(self._out, encoding="utf-8", newline="")
                 self._stack.callback(self._text.detach)
@@ -100,7 +106,10 @@ class PredictionWriter:
         try:
             if exc_type is None:
                 if self.npy:
-                    self._finish_npy()
+                    try:
+                        self._finish_npy()
+                    except OSError as err:
+                        raise describe_os_error(err, f"writing {self.dest}") from None
                 elif self.layout.fmt in ("csv", "tsv"):
                     self._text.flush()
         finally:
@@ -249,7 +258,9 @@ def _plain(field: str, delim: str) -> bool:
 
 
 def _csv_line(row: List[str], delim: str) -> str:
-    """One row formatted by the csv module (quoting as needed), without its line end."""
+    """One row formatted by the csv module (quoting as needed), without its line end. The
+    writer's line end is \r\n so that it quotes fields holding either character (it quotes
+    only the characters of its line terminator), then the line end is cut off."""
     buf = io.StringIO()
-    csv.writer(buf, delimiter=delim, lineterminator="").writerow(row)
-    return buf.getvalue()
+    csv.writer(buf, delimiter=delim, lineterminator="\r\n").writerow(row)
+    return buf.getvalue()[:-2]

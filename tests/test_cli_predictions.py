@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import run_cli
+from helpers import invoke as invoke_cli
+from helpers import one_line_error, run
 
+import bigshuf
 from bigshuf.cli import main
 from bigshuf.common.errors import UsageError
 from bigshuf.predict.can import can_matrix
@@ -193,7 +196,6 @@ OPTION_CONFLICTS = [
 
 @pytest.mark.parametrize("command,keywords,flags,message", OPTION_CONFLICTS)
 def test_option_rules_live_in_the_library_and_the_cli_says_the_same(files, command, keywords, flags, message):
-    import bigshuf
 
     run = {"can": bigshuf.can, "threshold": bigshuf.threshold}[command]
     res = invoke(command, files["dev"], *flags)
@@ -253,6 +255,42 @@ def test_any_k_rule_from_the_command_line(files):
 
 
 def bigshuf_can(*args, **kwargs):
-    import bigshuf
 
     return bigshuf.can(*args, **kwargs)
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "balanced-accuracy"])
+def test_multi_label_accuracy_metrics_work(tmp_path, metric):
+    f = tmp_path / "m.jsonl"
+    f.write_text('{"probs":[0.9,0.2],"labels":[0]}\n{"probs":[0.3,0.8],"labels":[1]}\n'
+                 '{"probs":[0.6,0.7],"labels":[0,1]}\n')
+    p = invoke_cli(["threshold", f, "--multi-label", "--metric", metric, "--cv", "0", "-q"])
+    assert p.returncode == 0, p.stderr
+    assert b'"mode": "multilabel"' in p.stdout
+
+
+def test_no_confident_row_with_many_classes_is_a_clean_error(tmp_path):
+    import json
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    f = tmp_path / "w.jsonl"
+    f.write_text("".join(json.dumps({"probs": rng.dirichlet(np.ones(12000)).tolist()}) + "\n" for _ in range(2)))
+    one_line_error(invoke_cli(["can", f, "-q", "-o", tmp_path / "o.jsonl"]), 2, "identity reference")
+
+
+def test_numerical_warnings_do_not_leak(tmp_path):
+    f = tmp_path / "mll.csv"
+    f.write_text("id,logit_cat,logit_dog,labels\n1,3,-2,cat\n2,-1e300,1e300,dog\n")
+    p = run(["threshold", f, "--multi-label", "--cv", "0", "-q"])
+    assert p.returncode == 0 and p.stderr == b"", p.stderr
+
+
+def test_one_labelled_row_with_default_cross_validation(tmp_path):
+    one = tmp_path / "one.jsonl"
+    one.write_text('{"score":0.3,"label":1}\n')
+    assert invoke_cli(["threshold", one, "-q"]).returncode == 0
+    three = tmp_path / "one3.jsonl"
+    three.write_text('{"probs":[0.2,0.3,0.5],"label":1}\n')
+    assert invoke_cli(["can", three, "-q", "--tune"]).returncode == 0

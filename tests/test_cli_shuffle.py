@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import gzip
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from helpers import invoke, one_line_error, run
+from helpers import cli_env, invoke, one_line_error, run, spawn
+
+import bigshuf
 
 
 def test_stdin_to_stdout_and_dash(numbered):
@@ -42,7 +46,6 @@ def test_file_to_file_many_inputs_and_python_m(tmp_path, numbered):
 def test_fsync_output_and_sample(tmp_path, numbered, monkeypatch):
     """--fsync flushes data and directory before/after the rename (checked by counting calls
     in-process) and still writes the right thing."""
-    import bigshuf
     src = numbered(3000)
     calls = []
     real = os.fsync
@@ -123,3 +126,39 @@ def test_help_and_version():
     p = invoke(["shuffle", "--help"])
     assert p.returncode == 0 and b"--memory" in p.stdout and b"--seed" in p.stdout
     assert invoke(["--version"]).returncode == 0
+
+
+def test_a_read_once_input_named_twice_is_refused():
+    for args in (["verify", "/dev/stdin", "/dev/stdin"], ["shuffle", "-", "/dev/stdin"]):
+        p = run(args, input=b"a\nb\n")
+        one_line_error(p, 2, "more than once")
+
+
+def test_prediction_inputs_that_are_pipes_are_read_once(tmp_path):
+    rows = b'{"score":0.2,"label":0}\n{"score":0.7,"label":1}\n'
+    p = subprocess.run(["bash", "-c", f'"{sys.executable}" -m bigshuf threshold <(printf \'%s\' \'{rows.decode()}\') '
+                       "--format jsonl -q --cv 0"], capture_output=True, env=cli_env(), timeout=60)
+    assert p.returncode == 0 and b'"mode": "binary"' in p.stdout, p.stderr
+    fifo = tmp_path / "f"
+    os.mkfifo(fifo)
+    proc = spawn(["threshold", fifo, "--format", "jsonl", "-q", "--cv", "0"])
+    with open(fifo, "wb") as w:
+        w.write(rows)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and b'"mode": "binary"' in out, err
+
+
+def test_default_jobs_follow_cpu_affinity(monkeypatch):
+    from bigshuf.shuffler.plan import plan
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert plan(1 << 30).workers(None) == 1  # `taskset -c 0 bigshuf ...`: one worker
+
+
+def test_summary_counts_workers_in_words():
+    from bigshuf.shuffler.stats import ShuffleStats
+
+    assert "2 workers" in ShuffleStats(workers=2, levels=1, runs=1).summary()
+    one = ShuffleStats(workers=1, levels=1, runs=1).summary()
+    assert "1 worker;" in one and "(s)" not in one and "1 run," in one and "1 level," in one

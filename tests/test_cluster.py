@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 pytest.importorskip("fsspec")
+
+from helpers import invoke, one_line_error, run  # noqa: E402
 
 import bigshuf  # noqa: E402
 from bigshuf.common.errors import InputError, UsageError  # noqa: E402
@@ -154,8 +157,56 @@ def test_cluster_output_to_a_device_is_written_through(client, inputs, tmp_path)
 def test_cluster_refuses_stdin_before_starting(tmp_path):
     """No input argument means stdin, which a cluster cannot read: refused (it once wrote an
     empty output and exited 0)."""
-    from helpers import invoke, one_line_error
+    from helpers import one_line_error
 
     p = invoke(["shuffle", "--scheduler", "local:1", "-o", tmp_path / "o.txt"], input=b"a\nb\n")
     one_line_error(p, 2, "not stdin")
     assert not (tmp_path / "o.txt").exists()
+
+
+def test_the_cluster_refuses_pipes_before_starting(tmp_path):
+    pytest.importorskip("distributed")
+    p = run(["shuffle", "/dev/stdin", "--scheduler", "local:1", "-o", tmp_path / "o.txt"], input=b"a\n")
+    one_line_error(p, 2, "not pipes")
+
+
+def test_dask_missing_says_how_to_install_from_the_clone(monkeypatch):
+    import builtins
+
+    from bigshuf.common.errors import UsageError
+    from bigshuf.shuffler.methods import cluster
+
+    real = builtins.__import__
+
+    def no_dask(name, *a, **kw):
+        if name.split(".")[0] in ("distributed", "dask"):
+            raise ImportError(name)
+        return real(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_dask)
+    with pytest.raises(UsageError) as e:
+        cluster._require()
+    assert "'.[dask]'" in str(e.value) and "bigshuf[dask]" not in str(e.value)
+
+
+def test_a_local_cluster_is_quiet_when_port_8787_is_taken():
+    """--scheduler local:N with another cluster's dashboard on 8787: Dask printed a three-line
+    warning (the worker count of -v is checked in test_shared_dirs' cluster test)."""
+    import warnings
+
+    pytest.importorskip("distributed")
+    from bigshuf.shuffler.methods.cluster import _client
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("", 8787))
+            s.listen()
+        except OSError:
+            pass  # already taken: as good
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            client, cluster = _client("local:1", None)
+            client.close()
+            cluster.close()
+    assert not [w for w in seen if "8787" in str(w.message)], [str(w.message) for w in seen]

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import zstandard
-from helpers import invoke
+from helpers import invoke, lines_of
 
 import bigshuf
 from bigshuf.common import codecs
@@ -153,3 +153,59 @@ def test_a_zstd_window_beyond_the_default_is_named_not_corrupt(tmp_path):
     data = writer.compress(SMALL) + writer.flush()  # streamed: the frame declares the window
     res = invoke(["verify", _write(tmp_path, "s.txt", SMALL), _write(tmp_path, "l.zst", data)])
     assert res.returncode == 2 and b"window" in res.stderr and b"corrupt" not in res.stderr, res.stderr
+
+
+def _xz_declaring(data: bytes, dict_bits: int) -> bytes:
+    """An .xz stream of ``data`` whose block header declares a 2**(dict_bits//2 + 12)-byte
+    dictionary (xz -9: 64 MiB) without the encoder ever allocating one."""
+    import lzma
+    import zlib
+
+    xz = bytearray(lzma.compress(data, format=lzma.FORMAT_XZ,
+                                 filters=[{"id": lzma.FILTER_LZMA2, "dict_size": 1 << 16}]))
+    size = (xz[12] + 1) * 4
+    assert xz[13] == 0 and xz[14:16] == b"\x21\x01"
+    xz[16] = dict_bits
+    xz[12 + size - 4:12 + size] = zlib.crc32(bytes(xz[12:12 + size - 4])).to_bytes(4, "little")
+    return bytes(xz)
+
+
+def _zst_declaring(data: bytes, window_log: int) -> bytes:
+    """One zstd frame of raw blocks whose header declares a 2**window_log window (--long=27)."""
+    blocks = [data[i:i + (1 << 16)] for i in range(0, len(data), 1 << 16)] or [b""]
+    out = bytearray(b"\x28\xb5\x2f\xfd\x00" + bytes([(window_log - 10) << 3]))
+    for i, b in enumerate(blocks):
+        out += ((len(b) << 3) | (i == len(blocks) - 1)).to_bytes(3, "little") + b
+    return bytes(out)
+
+
+@pytest.mark.parametrize("kind", ["xz", "zst"])
+def test_a_large_decoder_window_is_refused_when_it_cannot_fit(tmp_path, kind):
+    data = b"".join(b"%d\n" % i for i in range(1000))
+    big = tmp_path / f"in.{kind}"
+    big.write_bytes(_xz_declaring(data, 28) if kind == "xz" else _zst_declaring(data, 27))
+    r = invoke(["shuffle", big, "-S", "16M", "-o", tmp_path / "out.txt"])
+    assert r.returncode == 2 and b"window" in r.stderr and b"--memory" in r.stderr, r.stderr
+    assert r.stderr.count(b"\n") == 1 and not (tmp_path / "out.txt").exists()
+    ok = invoke(["shuffle", big, "-S", "300M", "-o", tmp_path / "out.txt"])
+    assert ok.returncode == 0 and lines_of((tmp_path / "out.txt").read_bytes()) == lines_of(data)
+
+
+def test_a_window_that_fits_is_set_aside_from_the_budget(tmp_path):
+    from bigshuf.shuffler.options import ShuffleOptions
+    from bigshuf.shuffler.run import plan_run
+
+    big = tmp_path / "in.xz"
+    big.write_bytes(_xz_declaring(b"a\nb\n", 28))  # 64 MiB
+    assert plan_run(ShuffleOptions(inputs=[str(big)], memory="256M")).reserved >= 64 << 20
+
+
+def test_a_later_stream_beyond_the_limit_is_a_clean_input_error(tmp_path):
+    import lzma
+
+    data = b"".join(b"%d\n" % i for i in range(1000))
+    src = tmp_path / "in.xz"  # the first stream is small; the second declares 64 MiB
+    src.write_bytes(lzma.compress(data, format=lzma.FORMAT_XZ) + _xz_declaring(data, 28))
+    r = invoke(["shuffle", src, "-S", "16M", "-o", tmp_path / "out.txt"])
+    assert r.returncode == 2 and r.stderr.startswith(f"bigshuf: error: {src}: decompressing needs".encode())
+    assert r.stderr.count(b"\n") == 1 and not (tmp_path / "out.txt").exists()

@@ -5,6 +5,7 @@ private and cleaned only when no live run holds them."""
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -12,10 +13,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers import cli_env, invoke, one_line_error, run
+from helpers import cli_env, invoke, lines_of, one_line_error, run
 
 import bigshuf
 from bigshuf.common import output
+from bigshuf.shuffler.writing import Sink
 
 DATA = b"".join(b"%d\n" % i for i in range(2000))
 
@@ -264,7 +266,6 @@ def test_signals_are_deferred_only_once_every_output_exists(tmp_path):
     """Review break: --shards 100000 on two lines made its empty shards after the run had
     started ignoring signals (SIGTERM and SIGINT did nothing for minutes). The outputs are
     completed first, then signals deferred, then the renames."""
-    from bigshuf.shuffler.writing import Sink
 
     sink = Sink(str(tmp_path / "s.txt"), 10, 1, shards=3)
     sink.open()
@@ -272,3 +273,71 @@ def test_signals_are_deferred_only_once_every_output_exists(tmp_path):
     sink.finish(lambda: seen.append(sorted(p.name for p in tmp_path.iterdir())))
     assert len(seen[0]) == 3 and all(".tmp" in n for n in seen[0])  # all made, none renamed
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"s-0000{i}-of-00003.txt" for i in range(3)]
+
+
+def test_a_unix_socket_destination_is_connected_and_written(tmp_path, src):
+    path = str(tmp_path / "sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    got = bytearray()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        while chunk := conn.recv(1 << 16):
+            got.extend(chunk)
+        conn.close()
+
+    t = threading.Thread(target=serve)
+    t.start()
+    assert invoke(["shuffle", src, "-o", path]).returncode == 0
+    t.join(10)
+    server.close()
+    assert sorted(bytes(got).splitlines()) == sorted(DATA.splitlines())
+
+
+def test_a_fifo_planted_under_a_temporary_name_does_not_hang_the_next_run(tmp_path, src):
+    os.mkfifo(tmp_path / ".out.txt.bigshuf-a-1.tmp")
+    p = run(["shuffle", src, "-o", tmp_path / "out.txt"], timeout=30)
+    assert p.returncode == 0 and (tmp_path / ".out.txt.bigshuf-a-1.tmp").exists()
+
+
+def test_link_loops_and_link_targets_are_checked_before_any_work(tmp_path, src):
+    (tmp_path / "la").symlink_to("lb")
+    (tmp_path / "lb").symlink_to("la")
+    one_line_error(invoke(["shuffle", src, "-o", tmp_path / "la"]), 2, "symbolic links")
+    (tmp_path / "l1").symlink_to(tmp_path / "nodir" / "x")
+    one_line_error(invoke(["shuffle", src, "-o", tmp_path / "l1"]), 2, f"{tmp_path}/nodir (the target of")
+
+
+def test_a_file_name_with_a_line_break_gives_a_one_line_error(tmp_path):
+    one_line_error(invoke(["shuffle", str(tmp_path / "bad\nname")]), 2, "bad\\nname")
+
+
+def _numbered(path: Path, n: int, header: bytes = b"") -> Path:
+    path.write_bytes(header + b"".join(b"%d\n" % i for i in range(n)))
+    return path
+
+
+def test_a_write_only_drop_box_directory_is_an_output_directory(tmp_path):
+    """Mode 0733 (write and search, no read: a drop box): shuf -o works there, so must we."""
+    from helpers import run, unprivileged
+
+    how = unprivileged(tmp_path)
+    base = tmp_path / "pub"
+    base.mkdir()
+    base.chmod(0o755)
+    tmp_path.chmod(0o755)
+    src = _numbered(base / "in.txt", 100)
+    src.chmod(0o644)
+    box = base / "box"
+    box.mkdir()
+    box.chmod(0o733)
+    os.chown(box, 12345, 12345)  # neither the runner (nobody, or root without DAC override)
+    for args in (["-o", box / "out.txt"], ["--shards", "2", "-o", box / "s.txt"],
+                 ["-n", "3", "--fsync", "-o", box / "n.txt"]):
+        p = run(["shuffle", src, *args], prefix=how["prefix"], preexec=how["preexec"])
+        assert p.returncode == 0, p.stderr
+    box.chmod(0o755)
+    assert sorted(os.listdir(box)) == ["n.txt", "out.txt", "s-00000-of-00002.txt", "s-00001-of-00002.txt"]
+    assert lines_of((box / "out.txt").read_bytes()) == lines_of(src.read_bytes())

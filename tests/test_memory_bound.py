@@ -2,12 +2,16 @@
 huge --memory on tiny inputs, forced bucket counts. Peak RSS is measured on real processes."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
-from helpers import cli_env, invoke, one_line_error
+from helpers import cli_env, invoke, one_line_error, run
 
+import bigshuf
 from bigshuf.common.codecs import ZSTD_RSS_PER_JOB_BYTE, xz_preset, zstd_job
 
 MIB = 1 << 20
@@ -87,8 +91,6 @@ def test_a_sample_spilled_from_stdin_stays_within_the_budget():
     --memory allows for a reservoir, and peak RSS stays within the budget."""
     import io
 
-    import numpy as np
-
     import bigshuf
 
     rng = np.random.default_rng(0)
@@ -128,7 +130,6 @@ def test_a_big_write_is_compressed_in_pieces(ext):
     """Review break (.xz at --memory 1G: 1127 MiB of 1088): a unit of 64 MB went to the
     compressor in one write, and for data that does not compress, its output came back as one
     bytes object of about that size. Writes are fed in 1 MiB pieces to every codec."""
-    import os
     import tracemalloc
 
     from bigshuf.common.codecs import compressor_for
@@ -159,3 +160,49 @@ def test_a_big_write_is_compressed_in_pieces(ext):
     # 8 MB more written (xz, the slowest, from less) tells pieces from one object.
     small, big = (peak(2 << 20), peak(10 << 20)) if ext == "xz" else (peak(8 << 20), peak(16 << 20))
     assert big < small + (4 << 20), (small, big)
+
+
+DATA = b"".join(b"%d\n" % i for i in range(5000))
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    p = tmp_path / "in.txt"
+    p.write_bytes(DATA)
+    return p
+
+
+def test_an_input_without_a_final_newline_still_fits_in_memory(tmp_path):
+    src = tmp_path / "nonl.txt"
+    src.write_bytes(DATA[:-1])
+    missing = tmp_path / "no-temp-dir-needed"
+    missing.mkdir()
+    missing.chmod(0o500)  # a temp file would fail (when permissions apply)
+    stats = bigshuf.shuffle([str(src)], str(tmp_path / "o.txt"), temp_dir=str(missing), seed=1)
+    assert stats.store == "memory" and stats.records == 5000
+
+
+def test_a_budget_larger_than_the_machine_on_a_few_lines_of_stdin():
+    p = run(["shuffle", "-S", "100T"], input=b"a\nb\nc\n")
+    assert p.returncode == 0 and sorted(p.stdout.splitlines()) == [b"a", b"b", b"c"]
+
+
+def _numbered(path: Path, n: int, header: bytes = b"") -> Path:
+    path.write_bytes(header + b"".join(b"%d\n" % i for i in range(n)))
+    return path
+
+
+def test_enomem_from_the_system_reads_as_out_of_memory(tmp_path, monkeypatch):
+    """Under `prlimit --as` a thread or a mapping fails with ENOMEM (an OSError, not a
+    MemoryError): the same one line as a MemoryError, not a bare 'Cannot allocate memory'."""
+    import errno
+
+    from bigshuf.shuffler import run as run_module
+
+    def no_memory(opts):
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+    monkeypatch.setattr(run_module, "run", no_memory)
+    r = invoke(["shuffle", _numbered(tmp_path / "in.txt", 3)])
+    assert r.returncode == 1 and r.stderr == (b"bigshuf: error: out of memory; lower --memory or "
+                                              b"raise the process memory limit\n"), r.stderr

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from helpers import (
     REPO,
+    cli_env,
     fault_and_wait,
     invoke,
     leftovers,
@@ -376,7 +377,6 @@ def test_signal_at_the_worst_moment_inside_threading_code(setup):
     SIGINTs before the handler stopped raising there). The moment is CPython-specific (3.11 runs
     the handler at the start of the __exit__ that would release the lock); other versions may
     not reach the hazard this way, but must pass too."""
-    from helpers import cli_env
 
     src, dest, temp = setup
     h = sha256(src)
@@ -627,3 +627,51 @@ def test_output_is_an_input_shuffles_in_place(tmp_path, memory):
     assert f"runs in {store}" in p.stderr.decode()
     assert sha256(a) != before and leftovers(tmp_path) == []
     verify_cli(both, a)
+
+
+DATA = b"".join(b"%d\n" % i for i in range(5000))
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    p = tmp_path / "in.txt"
+    p.write_bytes(DATA)
+    return p
+
+
+def test_free_space_check_counts_what_it_says_and_not_compressed_outputs(tmp_path, monkeypatch, src):
+    from bigshuf.common import space
+
+    monkeypatch.setattr(space, "free_bytes", lambda d: 1 << 20)
+    p = invoke(["shuffle", src, "-o", tmp_path / "o.txt"])
+    one_line_error(p, 1, "+ 1M margin")  # 'need' includes the margin it compares with
+    assert invoke(["shuffle", src, "-o", tmp_path / "o.txt.gz"]).returncode == 0
+
+
+def test_a_sample_needs_its_own_room_not_the_inputs(tmp_path, monkeypatch):
+    from bigshuf.common import space
+
+    src = tmp_path / "big.txt"
+    src.write_bytes((b"x" * 99 + b"\n") * 40_000)  # 4 MB
+    monkeypatch.setattr(space, "free_bytes", lambda d: 2 << 20)  # a 2 MiB disk everywhere
+    r = invoke(["shuffle", "-n", "5", src, "-o", tmp_path / "s.txt", "--seed", "1"])
+    assert r.returncode == 0, r.stderr
+    assert len((tmp_path / "s.txt").read_bytes().splitlines()) == 5
+    full = invoke(["shuffle", src, "-o", tmp_path / "all.txt", "-S", "1M"])
+    assert full.returncode == 1 and b"not enough free space" in full.stderr
+
+
+def test_a_full_temp_dir_under_repeat_from_stdin_is_named(tmp_path):
+    import resource
+
+    from helpers import limit, run
+
+    temp = tmp_path / "scratch"
+    temp.mkdir()
+    data = b"".join(b"%06d\n" % i for i in range(100_000))  # 700 KB
+    p = run(["shuffle", "-r", "-n", "5", "-T", temp], input=data,
+            preexec=limit(resource.RLIMIT_FSIZE, 64 << 10))
+    assert p.returncode == 1, p.stderr
+    assert p.stderr.decode() == f"bigshuf: error: writing temporary data in {temp}: file too large " \
+                                "(file-size limit reached)\n"
+    assert os.listdir(temp) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -242,3 +243,60 @@ def test_closed_stdin(numbered):
         p = run(["shuffle", *args], preexec=close0)
         assert p.returncode == 0 and p.stderr == b"", (args, p.stderr)
     one_line_error(run(["shuffle"], preexec=close0), 2, "standard input is closed")
+
+
+@pytest.mark.parametrize("args", [["-i", "١-٣"], ["-i", " 1 - 3 "], ["-n", "1_0", "-i", "1-30"],
+                                  ["-n", "１", "-i", "1-3"]])
+def test_numbers_shuf_rejects_are_rejected(args):
+    one_line_error(invoke(["shuffle", *args]), 2)
+
+
+def test_a_plus_sign_is_accepted_like_shuf():
+    assert sorted(invoke(["shuffle", "-i", "+1-3"]).stdout.split()) == [b"1", b"2", b"3"]
+
+
+def test_the_same_random_source_twice_is_fine(tmp_path):
+    key = tmp_path / "k"
+    key.write_bytes(bytes(range(64)))
+    a = invoke(["shuffle", "-i", "1-9", "--random-source", key, "--random-source", key])
+    b = invoke(["shuffle", "-i", "1-9", "--random-source", key])
+    assert a.returncode == 0 and a.stdout == b.stdout
+
+
+def test_endless_repeat_to_dev_stdout_is_written_through(tmp_path):
+    p = subprocess.run(["bash", "-c", f'"{sys.executable}" -m bigshuf shuffle -r -i 1-3 -o /dev/stdout | head -2'],
+                       capture_output=True, env=cli_env(), timeout=60)
+    assert p.stdout.count(b"\n") == 2 and p.stderr == b""
+
+
+def test_range_sample_at_the_largest_k_stays_in_its_share(tmp_path):
+    import tracemalloc
+
+    import bigshuf
+    from bigshuf.shuffler.methods.direct import BYTES_PER_OFFSET
+
+    memory = 32 << 20
+    k = memory // 2 // BYTES_PER_OFFSET  # the largest K drawn without the engine
+    out = tmp_path / "s.txt"
+    tracemalloc.start()
+    stats = bigshuf.shuffle([], str(out), input_range=(1, 10 ** 10), sample=k, memory=memory, seed=1)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert stats.method == "range" and stats.records_out == k
+    assert peak <= memory // 2 + (4 << 20), f"{peak / 2**20:.1f} MiB"  # before: ~2x (ints, strs)
+    assert out.stat().st_size > 10 * k
+
+
+def test_a_range_sample_beyond_memory_never_expands_the_range(tmp_path):
+    """-i LO-HI -n K whose K draws do not fit the budget: a one-line usage error naming the
+    --memory it needs (its draws never depend on --memory: the order contract), never the
+    whole range expanded through the temporary file (before: 'need 101.4G')."""
+    out = tmp_path / "s.txt"
+    r = invoke(["shuffle", "-i", "1-10000000000", "-n", "20000", "-S", "1M", "--seed", "1", "-o", out])
+    assert r.returncode == 2 and b"needs --memory" in r.stderr, r.stderr
+    assert not out.exists()
+    r = invoke(["shuffle", "-i", "1-10000000000", "-n", "20000", "-S", "4M", "--seed", "1", "-o", out])
+    assert r.returncode == 0, r.stderr
+    values = [int(v) for v in out.read_bytes().split()]
+    assert len(values) == len(set(values)) == 20000 and all(1 <= v <= 10 ** 10 for v in values)
+    assert values != sorted(values)

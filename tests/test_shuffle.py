@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers import invoke
 
 import bigshuf
 from bigshuf.common.errors import BigshufError, InputError, UsageError
@@ -249,3 +250,57 @@ def test_failed_run_leaves_no_output_and_old_file_intact(tmp_path, numbered, mon
         bigshuf.shuffle([str(src)], str(dst), memory="4M", seed=1)
     assert dst.read_bytes() == b"old contents\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dst.txt", "in.txt"]
+
+
+def _numbered(path: Path, n: int, header: bytes = b"") -> Path:
+    path.write_bytes(header + b"".join(b"%d\n" % i for i in range(n)))
+    return path
+
+
+@pytest.mark.parametrize("extra", [[], ["-S", "1M"], ["-n", "3"]], ids=["input-method", "engine", "sample"])
+def test_header_comes_from_the_first_non_empty_input(tmp_path, extra):
+    empty = tmp_path / "part-00000"
+    empty.write_bytes(b"")
+    a = _numbered(tmp_path / "part-00001", 20, b"id\n")
+    b = _numbered(tmp_path / "part-00002", 20, b"id\n")
+    r = invoke(["shuffle", "--header", "--seed", "1", *extra, empty, a, b])
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.splitlines()
+    assert out[0] == b"id" and b"id" not in out[1:] and r.stderr == b""
+    assert len(out) == 1 + (3 if "-n" in extra else 40)
+    stdin = invoke(["shuffle", "--header", "--seed", "1", *extra, empty, "-"], input=a.read_bytes())
+    assert stdin.stdout.splitlines()[0] == b"id"
+
+
+@pytest.mark.parametrize("extra", [[], ["-S", "1M"], ["-n", "2"]], ids=["input-method", "engine", "sample"])
+def test_a_quoted_line_break_under_a_csv_header_is_warned(tmp_path, extra):
+    src = tmp_path / "data.csv"
+    src.write_bytes(b'id,text\n1,"plain"\n2,"two\nlines"\n3,x\n')
+    r = invoke(["shuffle", "--header", "--seed", "1", *extra, src])
+    assert r.returncode == 0
+    assert r.stderr.decode() == (f"bigshuf: warning: {src}:3: a quote is not closed on this line: "
+                                 "a quoted CSV field spanning lines is cut into separate records "
+                                 "(bigshuf shuffles lines, not CSV records)\n")
+    fine = tmp_path / "fine.csv"
+    fine.write_bytes(b'id,text\n1,"a, b"\n2,"say ""hi"""\n')
+    assert invoke(["shuffle", "--header", *extra, fine]).stderr == b""
+    tsv = tmp_path / "quotes.tsv"  # not CSV-like: a lone quote is just a byte
+    tsv.write_bytes(b'id\ttext\n1\t5" floppy\n')
+    assert invoke(["shuffle", "--header", *extra, tsv]).stderr == b""
+
+
+@pytest.mark.parametrize("memory", ["1M", "2M", "4M"])  # engine; input method, then engine; input method
+def test_a_quoted_line_break_is_warned_once_at_its_line_by_every_method(tmp_path, memory):
+    import random
+
+    import bigshuf
+
+    rng = random.Random(0)
+    rows = [b'%d,"%s"\n' % (i, b"x" * rng.randint(80, 300)) for i in range(40_000)]
+    rows.insert(20_000, b'x,"two\nlines"\n')
+    src = tmp_path / "d.csv"
+    src.write_bytes(b"id,text\n" + b"".join(rows))
+    said: list = []
+    bigshuf.shuffle([str(src)], str(tmp_path / "o.csv"), memory=memory, header=True, seed=1,
+                    warn=said.append)
+    assert len(said) == 1 and said[0].startswith(f"{src}:20002: a quote is not closed"), said

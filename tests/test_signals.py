@@ -12,7 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import cli_env, leftovers, one_line_error, run, spawn
+from helpers import cli_env, invoke, leftovers, one_line_error, run, spawn
+
+from bigshuf.common import output
+from bigshuf.shuffler.writing import Sink
 
 
 def _wait(proc: subprocess.Popen, timeout: float = 10) -> subprocess.CompletedProcess:
@@ -198,6 +201,83 @@ def test_verify_stops_on_the_first_signal_while_blocked_on_a_fifo(tmp_path):
 
 def test_verify_refuses_stdin_twice():
     """Review break: `verify - - < file` read the one stdin twice and said DIFFERENT."""
-    from helpers import invoke
 
     one_line_error(invoke(["verify", "-", "-"], input=b"a\n"), 2, "more than once")
+
+
+def _caught(pid: int, sig: int) -> bool:
+    """Has bigshuf installed its handlers (/proc/PID/status SigCgt)? All of them go in at once,
+    at its first instruction; SIGINT does not tell (Python catches it from its own start), so
+    the others are looked at."""
+    from bigshuf.common.signals import STOPPING
+
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            mask = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+    except (OSError, StopIteration):
+        return False
+    return all(mask >> (s - 1) & 1 for s in STOPPING if s != signal.SIGINT)
+
+
+def _opening_fifo(pid: int, sig: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            return f.read().strip() in ("wait_for_partner", "fifo_open")
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("moment", [_caught, _opening_fifo], ids=["imports", "opening"])
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGHUP, 129)], ids=["INT", "HUP"])
+def test_a_signal_while_the_command_starts_gives_one_line(tmp_path, moment, sig, code):
+    """Any moment after bigshuf's first instruction: as soon as its handler is installed
+    (imports still under way), or blocked opening the input (a FIFO nobody writes, so the run
+    cannot finish first). Synchronised on those events, not on a delay: under load a fixed
+    delay ended inside the interpreter's own start-up, before any bigshuf code, where a signal
+    still gets Python's default."""
+    fifo = tmp_path / "p"
+    os.mkfifo(fifo)
+    proc = spawn(["shuffle", fifo, "-o", tmp_path / "o.txt"])
+    deadline = time.monotonic() + 60
+    while not moment(proc.pid, sig):
+        assert proc.poll() is None and time.monotonic() < deadline, "the moment never came"
+        time.sleep(0.001)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    p = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    one_line_error(p, code, signal.Signals(sig).name)
+    assert sorted(os.listdir(tmp_path)) == ["p"]
+
+
+def test_a_signal_while_an_output_is_being_created_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """The signal lands after the temporary file exists but before anything knows about it."""
+    import fcntl
+    import stat
+
+    from bigshuf.common.errors import Interrupted
+
+    real = fcntl.flock
+
+    def interrupted(fd, op):
+        if stat.S_ISREG(os.fstat(fd).st_mode):  # the new temporary file (not a directory lock)
+            raise Interrupted(signal.SIGHUP, "SIGHUP")
+        return real(fd, op)
+
+    monkeypatch.setattr(output.fcntl, "flock", interrupted)
+    sink = Sink(str(tmp_path / "out.txt"), 10, 3)
+    with pytest.raises(Interrupted):
+        sink.open()
+    assert os.listdir(tmp_path) == []
+
+
+def test_interrupting_a_stream_output_says_it_is_incomplete(tmp_path):
+    numbers = tmp_path / "n.txt"
+    numbers.write_bytes(b"".join(b"%d\n" % i for i in range(300_000)))
+    proc = subprocess.Popen([sys.executable, "-m", "bigshuf", "shuffle", str(numbers), "-S", "4M"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+    proc.stdout.read(10)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    err = proc.stderr.read().decode()
+    proc.wait(10)
+    assert proc.returncode == 130 and "incomplete" in err, err

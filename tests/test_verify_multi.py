@@ -3,7 +3,9 @@ stdin at most once."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
+import pytest
 from helpers import invoke, one_line_error
 
 import bigshuf
@@ -71,3 +73,49 @@ def test_stdin_only_once(numbered):
     one_line_error(invoke(["verify", str(src), "-", "-"], input=b"a\n"), 2, "more than once")
     v = invoke(["verify", "-", str(src)], input=src.read_bytes())
     assert v.returncode == 0
+
+
+def _numbered(path: Path, n: int, header: bytes = b"") -> Path:
+    path.write_bytes(header + b"".join(b"%d\n" % i for i in range(n)))
+    return path
+
+
+def test_verify_of_header_outputs_without_header_hints_at_it(tmp_path):
+    src = _numbered(tmp_path / "in.txt", 30, b"id\n")
+    assert invoke(["shuffle", "--header", src, "--shards", "3", "-o", tmp_path / "s.txt"]).returncode == 0
+    shards = sorted(str(p) for p in tmp_path.glob("s-*"))
+    r = invoke(["verify", src, *shards])
+    assert r.returncode == 1 and b"--header" in r.stdout, r.stdout
+    assert invoke(["verify", "--header", src, *shards]).returncode == 0
+    other = _numbered(tmp_path / "other.txt", 31)
+    assert b"--header" not in invoke(["verify", src, other]).stdout  # no hint when unrelated
+
+
+def test_verify_progress_has_a_total(tmp_path):
+    a = _numbered(tmp_path / "a.txt", 1000)
+    r = invoke(["verify", "--progress", a, a])
+    assert r.returncode == 0 and b"%|" in r.stderr, r.stderr  # a percentage: tqdm knows the total
+
+
+def test_verify_tells_crafted_short_records_apart(tmp_path):
+    """A collision of the unkeyed short-record hash (its rounds are invertible, so a second
+    16-byte line with the first one's hash can be solved for): different files, said 'same'."""
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_bytes(b"hello, world!!!\n")
+    b.write_bytes(b"Yb({j3h9VH,|54k\n")
+    r = invoke(["verify", a, b])
+    assert r.returncode == 1 and b"DIFFERENT" in r.stdout, r.stdout
+
+
+def test_the_key_changes_the_hashes_not_the_verdict(tmp_path):
+    from bigshuf.shuffler import verify as v
+
+    src = _numbered(tmp_path / "in.txt", 500)
+    lines = src.read_bytes().splitlines(keepends=True)
+    other = tmp_path / "rev.txt"
+    other.write_bytes(b"".join(reversed(lines)))
+    one, two = v.fingerprint(str(src), key=1), v.fingerprint(str(src), key=2)
+    assert one.count == two.count and (one.sum1, one.sum2) != (two.sum1, two.sum2)
+    assert v.fingerprint(str(other), key=2).same_multiset(two)
+    with pytest.raises(ValueError):
+        one.same_multiset(two)  # sums under different keys say nothing

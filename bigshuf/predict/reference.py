@@ -31,12 +31,16 @@ class ReferenceSampler:
         self.keys: List[np.ndarray] = []
         self.size = 0
         self.seen = 0
+        self.bar = 1.0  # keys are below 1
         self.per_class = np.zeros(m, dtype=np.int64)
 
     def add(self, rows: np.ndarray) -> None:
         self.seen += len(rows)
         self.per_class += np.bincount(rows.argmax(axis=1), minlength=len(self.per_class))
         keys = self.rng.random(len(rows))
+        if self.bar < 1.0:  # a row whose key is above the cap-th smallest so far is never kept
+            low = keys <= self.bar
+            rows, keys = rows[low], keys[low]
         self.rows.append(rows)
         self.keys.append(keys)
         self.size += len(rows)
@@ -44,12 +48,20 @@ class ReferenceSampler:
             self._compact()
 
     def _compact(self) -> None:
+        """Keep the ``cap`` rows with the smallest keys, in file order; only the key arrays are
+        joined to find them, and each block copies just its kept rows."""
         if not self.rows:
             return
-        rows, keys = np.concatenate(self.rows), np.concatenate(self.keys)
-        if self.cap and len(rows) > self.cap:
-            keep = np.sort(np.argpartition(keys, self.cap - 1)[:self.cap])
-            rows, keys = rows[keep], keys[keep]
+        keys = np.concatenate(self.keys)
+        if self.cap and len(keys) > self.cap:
+            self.bar = float(np.partition(keys, self.cap - 1)[self.cap - 1])
+            kept = [(r[k <= self.bar], k[k <= self.bar]) for r, k in zip(self.rows, self.keys)]
+            rows, keys = np.concatenate([r for r, _ in kept]), np.concatenate([k for _, k in kept])
+            if len(keys) > self.cap:  # equal keys at the bar (never seen in practice)
+                keep = np.sort(np.argpartition(keys, self.cap - 1)[:self.cap])
+                rows, keys = rows[keep], keys[keep]
+        else:
+            rows = np.concatenate(self.rows)
         self.rows, self.keys, self.size = [rows], [keys], len(rows)
 
     def uniform(self) -> np.ndarray:

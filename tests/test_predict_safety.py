@@ -394,3 +394,21 @@ def test_unchanged_params_with_an_explicit_prior_run_can_with_default_knobs(tmp_
     assert kept.params == {"unchanged": True}
     moved = bigshuf.can(test, tmp_path / "b.jsonl", params=params, reference=dev, prior="estimate")
     assert moved.params["tau"] == 0.9 and moved.uncertain and moved.uncertain > 0
+
+
+# -- adversarial review (issue 22, round 2) ---------------------------------------------------------
+
+@pytest.mark.parametrize("spec", ["1_000,1,1", "\u0668,1,1", "1,-1,1"])
+def test_prior_numbers_follow_the_csv_decimal_rule(tmp_path, spec):
+    """float() reads 1_000 and Arabic-Indic digits; the prior must not (a file names its line)."""
+    from bigshuf.common.errors import UsageError
+    from bigshuf.predict.formats import LabelMap
+    from bigshuf.predict.priors import resolve_prior
+    lm = LabelMap(3, None)
+    with pytest.raises(UsageError):
+        resolve_prior(spec, lm)
+    f = tmp_path / "prior.txt"
+    f.write_text("# weights\n" * 0 + "\n".join(spec.split(",")) + "\n", encoding="utf-8")
+    with pytest.raises(UsageError, match=rf"{f}:\d+: "):
+        resolve_prior(str(f), lm)
+

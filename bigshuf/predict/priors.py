@@ -7,6 +7,7 @@ right prior is the training-label frequencies (``--prior train_labels.txt``).
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any, Optional, Tuple
 
@@ -16,7 +17,7 @@ from bigshuf.common.errors import UsageError
 from bigshuf.common.inputs import check_readable
 from bigshuf.predict.can import check_prior
 from bigshuf.predict.formats import LabelMap, is_number
-from bigshuf.predict.reading import read_label_file
+from bigshuf.predict.reading import csv_number, read_label_file
 
 UNIFORM_DEFAULT = "uniform (default)"
 
@@ -46,14 +47,14 @@ def resolve_prior(spec: Any, label_map: LabelMap, reference_labels: Optional[np.
             raise UsageError("--prior reference needs gold labels in the reference rows")
         n = int((reference_labels >= 0).sum())
         return frequencies(reference_labels, m), f"label frequencies of the {n} labelled reference rows"
-    source = "given"
+    source, where = "given", ""
     if isinstance(spec, str):
         if os.path.isfile(spec) or os.path.isdir(spec):
             weights = _weights_file(spec, m)
             if weights is None:
                 labels = read_label_file(spec, label_map)
                 return frequencies(labels, m), f"label frequencies of {spec} ({len(labels)} labels)"
-            spec, source = weights, f"weights from {spec}"
+            spec, source, where = weights, f"weights from {spec}", f"{spec}:1: "
         else:
             spec = _parse_weights(spec)
     if isinstance(spec, dict):
@@ -65,8 +66,10 @@ def resolve_prior(spec: Any, label_map: LabelMap, reference_labels: Optional[np.
         spec = [spec.get(c, 0.0) for c in label_map.classes]
     try:
         return check_prior(spec, m), source
+    except UsageError as e:
+        raise UsageError(f"{where}{e}") from None
     except (TypeError, ValueError):
-        raise UsageError(f"cannot read a prior from {spec!r}") from None
+        raise UsageError(f"{where}cannot read a prior from {spec!r}") from None
 
 
 def _parse_weights(text: str) -> Any:
@@ -74,38 +77,61 @@ def _parse_weights(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         pass
-    try:
-        return [float(v) for v in text.split(",")]
-    except ValueError:
+    values = [v.strip() for v in text.split(",")]
+    if not all(_is_float(v) for v in values):
         raise UsageError(f"--prior {text}: no such file (nor uniform, reference, estimate, a comma list "
                          "or JSON)") from None
+    return [_decimal(v, f"--prior {text}") for v in values]
+
+
+def _decimal(text: str, where: str) -> float:
+    """A prior weight written as a decimal number: the rule the CSV reader uses (ASCII digits,
+    no ``_``). Python's float() also reads ``1_000`` and ``٨`` (issue 22)."""
+    value = csv_number(text.strip())
+    if not isinstance(value, float):
+        raise UsageError(f"{where}: {text.strip()!r} is not a decimal number")
+    if not math.isfinite(value) or value < 0:
+        raise UsageError(f"{where}: prior weight {text.strip()!r} must be a non-negative finite number")
+    return value
 
 
 def _weights_file(path: str, m: int) -> Any:
     """The weights in a prior file, or None if the file is a list of labels. Weights are a JSON
     list or object, one comma list (``0.5,0.3,0.2``, as on the command line), or exactly one
-    number per class a line (per-class counts or weights: a file of m training labels would
-    be too small to be a prior anyway)."""
+    number per class a line (per-class counts or weights). Numbers follow the CSV reader's
+    decimal rule; a bad one is an error naming ``FILE:LINE``."""
     check_readable(path)
     with open(path, encoding="utf-8-sig") as f:
         text = f.read()
     try:
         obj = json.loads(text)
     except ValueError:
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        numbered = [(i, line.strip()) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+        lines = [v for _, v in numbered]
         if len(lines) == 1 and "," in lines[0]:
-            return _parse_weights(lines[0])
+            lineno = numbered[0][0]
+            return [_decimal(v, f"{path}:{lineno}") for v in lines[0].split(",")]
         if len(lines) == m > 1 and all(_is_float(v) for v in lines):
-            return [float(v) for v in lines]
+            return [_decimal(v, f"{path}:{lineno}") for lineno, v in numbered]
         return None
     if isinstance(obj, list) and all(is_number(v) for v in obj) and len(obj) > 1:
-        return obj
+        return _checked(obj, path)
     if isinstance(obj, dict) and obj and all(is_number(v) for v in obj.values()):
+        _checked(list(obj.values()), path)
         return obj
     return None
 
 
+def _checked(values: "list[Any]", path: str) -> "list[Any]":
+    for v in values:
+        if not math.isfinite(v) or v < 0:
+            raise UsageError(f"{path}:1: prior weight {v!r} must be a non-negative finite number")
+    return values
+
+
 def _is_float(text: str) -> bool:
+    """Python float() syntax: used only to tell numbers from label names; the value itself is
+    then read by ``_decimal`` (which refuses what float() alone would accept)."""
     try:
         float(text)
     except ValueError:

@@ -412,3 +412,16 @@ def test_prior_numbers_follow_the_csv_decimal_rule(tmp_path, spec):
     with pytest.raises(UsageError, match=rf"{f}:\d+: "):
         resolve_prior(str(f), lm)
 
+
+def test_a_label_file_of_one_line_per_class_is_not_read_as_weights(tmp_path):
+    """m lines of integers < m could be m labels or m counts: refused, exit 2; a 0 entry of an
+    explicit prior is warned about."""
+    probs = np.array([[0.5, 0.2, 0.3], [0.2, 0.5, 0.3], [0.3, 0.2, 0.5], [0.4, 0.4, 0.2]])
+    src = tmp_path / "p.jsonl"
+    src.write_text("".join(json.dumps({"probs": p.tolist()}) + "\n" for p in probs))
+    lab = tmp_path / "lab3.txt"
+    lab.write_text("1\n0\n2\n")
+    r = invoke("can", src, "--prior", lab, "-o", tmp_path / "o.jsonl")
+    assert r.exit_code == 2 and "lab3.txt" in r.output and "comma list" in r.output
+    r = invoke("can", src, "--prior", "1,0,1", "-o", tmp_path / "o.jsonl")
+    assert r.exit_code == 0 and "warning:" in r.output and "prior 0" in r.output

@@ -222,6 +222,9 @@ def _prior(pf: PredictionFile, opts: CanOptions, saved: Optional[Dict[str, Any]]
     if opts.prior is None and saved and saved.get("prior") is not None:
         source = f"saved in {opts.params} ({saved.get('prior_source', 'given')})"
     result["prior"] = {"source": source, "values": vec.tolist()}
+    if (vec == 0).any():
+        result["warnings"].append(f"{int((vec == 0).sum())} of {len(vec)} classes have prior 0 ({source}): "
+                                  "CAN can never pick them")
     if source == UNIFORM_DEFAULT:
         result["warnings"].append(
             "no --prior given, so CAN uses a uniform prior: it pushes uncertain rows towards equal class "

@@ -95,11 +95,17 @@ def _decimal(text: str, where: str) -> float:
     return value
 
 
+def _small_integers(lines: "list[str]", m: int) -> bool:
+    return all(v.isascii() and v.isdigit() and int(v) < m for v in lines)
+
+
 def _weights_file(path: str, m: int) -> Any:
     """The weights in a prior file, or None if the file is a list of labels. Weights are a JSON
     list or object, one comma list (``0.5,0.3,0.2``, as on the command line), or exactly one
     number per class a line (per-class counts or weights). Numbers follow the CSV reader's
-    decimal rule; a bad one is an error naming ``FILE:LINE``."""
+    decimal rule; a bad one is an error naming ``FILE:LINE``. A file of exactly m small integers
+    (each < m) could be m training labels or m per-class counts: it is refused rather than
+    guessed (``printf '1\n0\n2\n'`` was read as the prior [0.33, 0, 0.67])."""
     check_readable(path)
     with open(path, encoding="utf-8-sig") as f:
         text = f.read()
@@ -112,6 +118,11 @@ def _weights_file(path: str, m: int) -> Any:
             lineno = numbered[0][0]
             return [_decimal(v, f"{path}:{lineno}") for v in lines[0].split(",")]
         if len(lines) == m > 1 and all(_is_float(v) for v in lines):
+            if _small_integers(lines, m):
+                raise UsageError(
+                    f"{path}: {m} lines of integers below {m}, one per class: these could be {m} training labels "
+                    f"or {m} per-class counts; give counts as one comma list ({','.join(lines)}) or a JSON list, "
+                    "or labels as JSONL ({\"label\": ...}) or with more rows") from None
             return [_decimal(v, f"{path}:{lineno}") for lineno, v in numbered]
         return None
     if isinstance(obj, list) and all(is_number(v) for v in obj) and len(obj) > 1:

@@ -354,7 +354,7 @@ def test_a_dev_file_of_repeated_rows_is_not_tuned_on(tmp_path):
     dev = write(tmp_path / "dev.jsonl", probs[rep], y[rep])
     res = invoke("threshold", dev, "--save-params", tmp_path / "w.json")
     assert res.exit_code == 0, res.stderr
-    assert "1440 of 1500 rows repeat another row exactly" in res.stderr
+    assert "1440 of 1500 rows repeat another row" in res.stderr
     assert json.loads((tmp_path / "w.json").read_text())["unchanged"] is True
 
 
@@ -425,3 +425,23 @@ def test_a_label_file_of_one_line_per_class_is_not_read_as_weights(tmp_path):
     assert r.exit_code == 2 and "lab3.txt" in r.output and "comma list" in r.output
     r = invoke("can", src, "--prior", "1,0,1", "-o", tmp_path / "o.jsonl")
     assert r.exit_code == 0 and "warning:" in r.output and "prior 0" in r.output
+
+
+def test_near_copies_of_a_row_are_one_group_and_share_a_fold(tmp_path):
+    """Copies scaled by 1 + 1e-7 N(0,1) (float noise of a model run twice) evaded the exact
+    duplicate rule: 200 dev rows x 5 such copies made threshold adopt weights on a "+9.70"
+    held-out gain that lost 2.0 points on test."""
+    from bigshuf.predict.safety import duplicate_groups
+    rng = np.random.default_rng(3)
+    probs, y = gaussian_model(60, np.full(6, 1 / 6), np.full(6, 1 / 6), 19, sep=0.5)
+    rep = np.repeat(np.arange(60), 25)[rng.permutation(1500)]
+    jittered = np.abs(probs[rep] * (1 + 1e-7 * rng.standard_normal((1500, 6))))
+    groups = duplicate_groups(jittered)
+    assert np.unique(groups).size == 60
+    assert (groups[:, None] == groups[None, :]).sum() == (rep[:, None] == rep[None, :]).sum()
+    far = probs * (1 + 1e-4 * rng.standard_normal(probs.shape))  # different rows stay apart
+    assert np.unique(duplicate_groups(np.r_[probs, far])).size == 120
+    dev = write(tmp_path / "dev.jsonl", jittered, y[rep])
+    res = invoke("threshold", dev, "--save-params", tmp_path / "w.json")
+    assert "1440 of 1500 rows repeat another row" in res.stderr
+    assert json.loads((tmp_path / "w.json").read_text())["unchanged"] is True

@@ -24,7 +24,14 @@ from bigshuf.predict.defaults import (
 )
 from bigshuf.predict.metrics import cv_line, percent
 from bigshuf.predict.options import CanOptions, check_can_params, keywords
-from bigshuf.predict.priors import UNIFORM_DEFAULT, bbse_prior, em_prior, resolve_prior
+from bigshuf.predict.priors import (
+    UNIFORM_DEFAULT,
+    bbse_prior,
+    effective_prior,
+    em_prior,
+    em_warnings,
+    resolve_prior,
+)
 from bigshuf.predict.reading import PredictionFile, read_json
 from bigshuf.predict.reference import Reference, ReferenceSampler, collect_reference
 from bigshuf.predict.reports import CanReport
@@ -141,7 +148,7 @@ def run_can(opts: CanOptions) -> CanReport:
         result["reference"] = ref.stats
         if opts.method == "prior-shift":
             result["params"] = {"method": "prior-shift"}
-            _apply(pf, PriorShift(prior_vec, ref.mean), None, opts.output, opts.pred_key, result)
+            _apply(pf, PriorShift(prior_vec, effective_prior(ref.mean, ref.stats["rows"])), None, opts.output, opts.pred_key, result)
         elif chosen is None:
             result["params"] = {"unchanged": True}
             _apply(pf, None, None, opts.output, opts.pred_key, result)
@@ -251,16 +258,19 @@ def _estimate(pf: PredictionFile, opts: CanOptions, ref: Reference, result: Dict
         assert ref.confusion is not None
         vec = bbse_prior(ref.confusion, predicted)
         info: Dict[str, Any] = {"method": "bbse", "reference_labelled": int(ref.label_counts.sum())}
-        zero = int(((vec == 0) & (predicted > 0)).sum())
+        zero = int((vec == 0).sum())
         if zero:
-            result["warnings"].append(f"the BBSE estimate gives {zero} classes that {pf.name} predicts a prior of 0, so "
-                                      "CAN can never pick them (--prior estimate, EM, never gives 0)")
+            result["warnings"].append(f"the BBSE estimate gives {zero} classes ({int(((vec == 0) & (predicted > 0)).sum())} "
+                                      f"of which {pf.name} predicts) a prior of 0, so CAN can never pick them "
+                                      "(--prior estimate, EM, never gives 0)")
         source = f"BBSE estimate from {ref.stats['source']}'s confusion matrix and {pf.name}'s predictions"
     else:
         rows = sampler.uniform()
-        vec, iterations, converged = em_prior(rows, ref.mean)
+        start = effective_prior(ref.mean, ref.stats["rows"])
+        vec, iterations, converged = em_prior(rows, start)
         info = {"method": "em", "iterations": iterations, "converged": converged, "rows": len(rows),
-                "of_rows": sampler.seen, "start": ref.mean.tolist()}
+                "of_rows": sampler.seen, "start": start.tolist()}
+        result["warnings"].extend(em_warnings(vec, start, ref.stats["rows"], len(rows)))
         source = (f"EM estimate on {pf.name} ({iterations} iterations, "
                   f"{'converged' if converged else 'NOT converged'}) from the mean prediction on {ref.stats['source']}")
         if not converged:

@@ -152,31 +152,86 @@ def _is_float(text: str) -> bool:
 
 # -- label shift: estimating the prior of the file being adjusted ---------------------------------
 
-EM_TOLERANCE = 1e-8
-EM_MAX_ITERATIONS = 1000
+EM_TOLERANCE = 1e-6
+EM_MAX_ITERATIONS = 500
+"""EM on an uncalibrated model keeps creeping towards a corner after its useful steps: 725
+iterations on a 50-row reference ended at priors like 3e-189 (issue 22, adversarial pass)."""
+EM_FLOOR = 0.1
+"""No class's estimate goes below this share of its effective prior. A genuine shift that moves
+5 of 40 classes to 60% of the rows shrinks the others by about half; the estimates the floor
+stops had driven 23 of 40 classes below 1e-6 and lost up to 21 points of accuracy."""
+EM_MIN_ROWS_PER_CLASS = 20
+"""Fewer reference (or adjusted) rows per class than this and the estimate is mostly noise."""
+
+
+def effective_prior(mean: np.ndarray, rows: int) -> np.ndarray:
+    """The model's effective prior from its mean prediction on ``rows`` reference rows, with one
+    pseudo-row spread evenly over the classes: a class a 50-row reference happens never to
+    predict would otherwise get an effective prior near 0 and EM divides by it."""
+    mean = np.asarray(mean, dtype=np.float64)
+    m = len(mean)
+    total = float(mean.sum()) or 1.0
+    return (rows * mean / total + 1.0) / (rows + m)
 
 
 def em_prior(probs: np.ndarray, source: np.ndarray, tolerance: float = EM_TOLERANCE,
-             max_iterations: int = EM_MAX_ITERATIONS) -> Tuple[np.ndarray, int, bool]:
+             max_iterations: int = EM_MAX_ITERATIONS, floor: float = EM_FLOOR) -> Tuple[np.ndarray, int, bool]:
     """The class prior of ``probs``'s rows under label shift, by EM (Saerens et al. 2002).
 
     ``source`` is the prior the model's posteriors are calibrated to. Start it from the model's
-    *effective* prior -- its mean posterior on a dev/reference file -- not the training label
-    frequencies: on an uncalibrated model the latter lost 8-12 points (issue 22). Each step
-    re-weights every row by prior / source, renormalises, and takes the mean as the next prior.
+    *effective* prior -- its mean posterior on a dev/reference file (``effective_prior``) -- not
+    the training label frequencies: on an uncalibrated model the latter lost 8-12 points (issue
+    22). Each step re-weights every row by prior / source, renormalises, and takes the mean as
+    the next prior, held at ``floor`` x source or above (so the estimate is never 0).
     Returns (prior, iterations, converged)."""
     p = np.asarray(probs, dtype=np.float64)
     p = p / p.sum(axis=1, keepdims=True)
     src = np.maximum(np.asarray(source, dtype=np.float64), 1e-300)
-    prior = src / src.sum()
+    src = src / src.sum()
+    prior = src.copy()
+    low = floor * src
     for it in range(1, max_iterations + 1):
         w = p * (prior / src)
         w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-300)
-        new = w.mean(axis=0)
+        new = _floored(w.mean(axis=0), low)
         if np.abs(new - prior).max() < tolerance:
             return new, it, True
         prior = new
     return prior, max_iterations, False
+
+
+def _floored(prior: np.ndarray, low: np.ndarray) -> np.ndarray:
+    """``prior`` raised to ``low`` where below, the rest scaled down so it still sums to 1."""
+    out = prior
+    for _ in range(len(prior)):
+        under = out < low * (1 - 1e-12)
+        if not under.any():
+            break
+        fixed = np.where(under, low, 0.0)
+        rest = np.where(under, 0.0, out)
+        out = fixed + rest * (1 - fixed.sum()) / max(rest.sum(), 1e-300)
+    return out
+
+
+def em_warnings(estimate: np.ndarray, start: np.ndarray, reference_rows: int, rows: int,
+                floor: float = EM_FLOOR) -> "list[str]":
+    """What makes an EM estimate weak, one sentence each."""
+    m = len(estimate)
+    out = []
+    if reference_rows < EM_MIN_ROWS_PER_CLASS * m:
+        out.append(f"the EM prior estimate starts from the mean prediction on only {reference_rows} reference rows "
+                   f"for {m} classes (fewer than {EM_MIN_ROWS_PER_CLASS} a class): the effective prior it divides by "
+                   "is noisy; use a larger --reference file")
+    collapsed = int((estimate <= floor * start * (1 + 1e-9)).sum())
+    if collapsed:
+        out.append(f"EM drove {collapsed} of {m} classes to its floor ({floor:g} x their effective prior): the "
+                   "model's probabilities do not fit a pure label shift there; the estimate is held at the floor "
+                   "rather than 0")
+    moved = 0.5 * float(np.abs(estimate - start).sum())
+    if moved > 0.25 and rows < EM_MIN_ROWS_PER_CLASS * m:
+        out.append(f"the EM estimate moves {moved:.0%} of the prior mass away from the effective prior on only "
+                   f"{rows} rows for {m} classes: treat it as a guess")
+    return out
 
 
 def bbse_prior(confusion: np.ndarray, predicted: np.ndarray) -> np.ndarray:

@@ -475,3 +475,24 @@ def test_em_on_a_small_or_one_sided_reference_is_floored_and_warned(tmp_path):
     assert res.exit_code == 0, res.stderr
     assert min(json.loads((tmp_path / "r3.json").read_text())["prior"]["values"]) > 0
     assert "floor" in res.stderr
+
+
+@pytest.mark.parametrize("command", ["threshold", "can"])
+def test_a_dev_set_skewed_to_a_few_classes_is_not_tuned_on(tmp_path, command):
+    """2 900 rows of 8 classes and 3 rows of each of 32 others: the < 20-per-class check used
+    the average (no warning) and tuning lost 6-7 points on test. Here 4 classes x 150 rows and
+    3 rows of each of 8 others."""
+    m = 12
+    probs, y = gaussian_model(6000, np.full(m, 1 / m), np.full(m, 1 / m), 40, sep=0.5)
+    rng = np.random.default_rng(41)
+    pick = np.concatenate([rng.choice(np.flatnonzero(y == c), 150 if c < 4 else 3, replace=False) for c in range(m)])
+    pick = pick[rng.permutation(pick.size)]
+    dev = write(tmp_path / "dev.jsonl", probs[pick], y[pick])
+    extra = ["--tune", "--prior", ",".join(["1"] * m)] if command == "can" else []
+    res = invoke(command, dev, *extra, "--save-params", tmp_path / "p.json")
+    assert res.exit_code == 0, res.stderr
+    assert "8 of 12 classes have fewer than 20 distinct labelled rows" in res.stderr
+    assert "not spread like a sample" in res.stderr
+    assert json.loads((tmp_path / "p.json").read_text())["unchanged"] is True
+    if command == "can":
+        assert "far from the model's mean prediction" in res.stderr

@@ -34,6 +34,7 @@ from bigshuf.predict.safety import (
     cv_warnings,
     dev_warnings,
     duplicate_groups,
+    skew,
 )
 from bigshuf.predict.thresholds import (
     apply_threshold,
@@ -218,10 +219,12 @@ def _search(opts: ThresholdOptions, metric: str) -> Dict[str, Any]:
         cv = None
         if opts.cv >= 2 and len(data.values) >= 2:  # folds need rows to train on
             cv = _cross_validate(scorer, data.values, y, data.labels, opts.cv, opts.seed)
+        groups = duplicate_groups(data.values)
         labels_ok = True if scorer.mode == "multilabel" else covers_classes(data.labels, data.layout.n_classes)
-        adopted, reason = adopt(after - before, cv, labels_ok)
+        problem = "" if scorer.mode == "multilabel" else skew(data.labels, data.layout.n_classes, groups)
+        adopted, reason = adopt(after - before, cv, labels_ok, problem)
         if scorer.mode != "multilabel":
-            warnings += dev_warnings(data.labels, data.layout.n_classes, "the search", duplicate_groups(data.values))
+            warnings += dev_warnings(data.labels, data.layout.n_classes, "the search", groups)
         warnings += cv_warnings(cv, adopted)
         if not adopted:
             if reason != NO_GAIN:

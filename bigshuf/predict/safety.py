@@ -80,7 +80,7 @@ def adopt(dev_gain: float, cv: Optional[CrossValidation], labels_ok: bool,
           labels_problem: str = "") -> "tuple[bool, str]":
     """Keep the tuned setting? (and why not, in words). Leaving the predictions unchanged wins
     unless the tuned setting gains on the tuning rows, on held-out rows by more than the fold
-    noise (``NOISE_FACTOR`` standard errors), and was fitted to labels covering most classes
+    noise (``NOISE_FACTOR`` standard errors) and loses on no held-out fold, and was fitted to labels covering most classes
     (``labels_ok``) spread like a sample (``labels_problem`` empty; see ``skew``)."""
     if not labels_ok:
         return False, "the labels cover too few classes to tune on"
@@ -94,6 +94,9 @@ def adopt(dev_gain: float, cv: Optional[CrossValidation], labels_ok: bool,
         noise = f"{100 * cv.noise:.2f}" if math.isfinite(cv.noise) else "unknown"
         return False, (f"the held-out gain ({100 * cv.gain:+.2f} points) does not beat twice the cross-validation "
                        f"noise ({noise} points)")
+    if min(cv.fold_gains) < -1e-12:
+        return False, (f"the tuned setting loses on a held-out fold ({100 * min(cv.fold_gains):+.2f} points) even "
+                       f"though it gains {100 * cv.gain:+.2f} overall")
     return True, ""
 
 

@@ -106,8 +106,8 @@ def test_threshold_search_and_apply(files):
     c = json.loads(cut.read_text())["cut"]
     assert all(r["pred"] == int(r["score"] >= c) for r in read_rows(decided))
     # per-class weights for multi-class data; params on stdout when not saved
-    res = invoke("threshold", files["dev"], "-q")
-    assert res.exit_code == 0 and res.stderr == ""
+    res = invoke("threshold", files["dev"], "-q")  # one class has 17 rows: only that warning
+    assert res.exit_code == 0 and all("fewer than 20 distinct labelled rows" in x for x in res.stderr.splitlines())
     assert json.loads(res.stdout)["mode"] == "multiclass"
 
 

@@ -211,13 +211,15 @@ def _interval_point(breaks: np.ndarray, candidates: np.ndarray, best: float, now
     return float(_midpoints(breaks[g - 1:g], breaks[g:g + 1])[0])
 
 
-def _ascend(probs: np.ndarray, y: np.ndarray, t: np.ndarray, metric: str, max_rounds: int
-            ) -> Tuple[np.ndarray, float]:
+def _ascend(probs: np.ndarray, y: np.ndarray, t: np.ndarray, metric: str, max_rounds: int,
+            frozen: Optional[np.ndarray] = None) -> Tuple[np.ndarray, float]:
     """Coordinate ascent from ``t`` until no single weight can improve the metric. A coordinate
-    is searched again only after some other weight has moved since its last search."""
-    state = _Ascent(probs, y, t.astype(np.float64), metric)
+    is searched again only after some other weight has moved since its last search; ``frozen``
+    coordinates are never searched (they keep one shared value, see ``_tie``)."""
     m = probs.shape[1]
-    clean = np.zeros(m, dtype=bool)  # searched, and nothing moved since
+    frozen = np.zeros(m, dtype=bool) if frozen is None else frozen
+    state = _Ascent(probs, y, _tie(t.astype(np.float64), frozen), metric)
+    clean = frozen.copy()  # searched, and nothing moved since
     for _ in range(max_rounds):
         improved = False
         for c in range(m):
@@ -225,12 +227,21 @@ def _ascend(probs: np.ndarray, y: np.ndarray, t: np.ndarray, metric: str, max_ro
                 continue
             clean[c] = True
             if state.try_coordinate(c):
-                clean[:] = False
+                clean[:] = frozen
                 clean[c] = True
                 improved = True
         if not improved:
             break
     return state.t / state.t.max(), float(state.value)
+
+
+def _tie(t: np.ndarray, frozen: np.ndarray) -> np.ndarray:
+    """``t`` with every frozen class at one shared value (their geometric mean): their weights
+    relative to each other stay untuned (argmax among them is unchanged)."""
+    if frozen.any():
+        t = t.copy()
+        t[frozen] = np.exp(np.log(np.maximum(t[frozen], 1e-300)).mean())
+    return t
 
 
 def _starts(probs: np.ndarray, y: np.ndarray) -> List[np.ndarray]:
@@ -241,13 +252,15 @@ def _starts(probs: np.ndarray, y: np.ndarray) -> List[np.ndarray]:
 
 
 def _basin_hop(probs: np.ndarray, y: np.ndarray, metric: str, starts: List[np.ndarray], restarts: int,
-               max_rounds: int, rng: np.random.Generator) -> List[Tuple[float, np.ndarray]]:
+               max_rounds: int, rng: np.random.Generator, frozen: Optional[np.ndarray] = None
+               ) -> List[Tuple[float, np.ndarray]]:
     """Ascents from ``starts``, then ``restarts`` random perturbations of the best point so far;
     every end point as (value, weights), best first."""
-    ends = [(v, t) for v, t in (_ascend(probs, y, s, metric, max_rounds)[::-1] for s in starts)]
+    ends = [(v, t) for v, t in (_ascend(probs, y, s, metric, max_rounds, frozen)[::-1] for s in starts)]
     best_v, best_t = max(ends, key=lambda e: e[0])
     for _ in range(restarts):
-        t, v = _ascend(probs, y, best_t * np.exp(rng.normal(0.0, 0.5, probs.shape[1])), metric, max_rounds)
+        t, v = _ascend(probs, y, best_t * np.exp(rng.normal(0.0, 0.5, probs.shape[1])), metric, max_rounds,
+                       frozen)
         ends.append((v, t))
         if v > best_v + _TIE:
             best_v, best_t = v, t
@@ -257,7 +270,8 @@ def _basin_hop(probs: np.ndarray, y: np.ndarray, metric: str, starts: List[np.nd
 
 def find_class_weights(probs: np.ndarray, labels: np.ndarray, metric: str = "accuracy", *,
                        max_rounds: int = 50, restarts: int = 8, seed: int = 0,
-                       explore_rows: int = EXPLORE_ROWS, keep: int = 3) -> Tuple[np.ndarray, float]:
+                       explore_rows: int = EXPLORE_ROWS, keep: int = 3,
+                       frozen: Optional[np.ndarray] = None) -> Tuple[np.ndarray, float]:
     """Weights t (max 1) maximising ``metric`` of argmax(p * t); returns (t, metric value).
 
     Coordinate ascent with exact line searches from three starts, then ``restarts`` seeded
@@ -265,7 +279,9 @@ def find_class_weights(probs: np.ndarray, labels: np.ndarray, metric: str = "acc
     optima that no single-coordinate move escapes. With more than ``explore_rows`` rows, that
     exploration runs on a seeded, label-stratified subsample of ``explore_rows`` rows, and the
     ``keep`` best end points (plus the three starts) are then ascended on all rows, where the
-    best end point wins (0: explore on all rows).
+    best end point wins (0: explore on all rows). ``frozen`` (a mask of classes) keeps those
+    classes' weights untuned: one shared value, never searched (classes with too few labelled
+    rows to fit a weight to; see ``bigshuf.predict.safety.MIN_ROWS_TO_TUNE``).
     """
     probs = np.asarray(probs, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
@@ -273,13 +289,13 @@ def find_class_weights(probs: np.ndarray, labels: np.ndarray, metric: str = "acc
     rng = np.random.default_rng(seed)
     n = len(y)
     if not explore_rows or n <= explore_rows:
-        v, t = _basin_hop(probs, y, metric, _starts(probs, y), restarts, max_rounds, rng)[0]
+        v, t = _basin_hop(probs, y, metric, _starts(probs, y), restarts, max_rounds, rng, frozen)[0]
         return t, float(v)
     sub = _stratified_subsample(y, explore_rows, rng)
-    ends = _basin_hop(probs[sub], y[sub], metric, _starts(probs[sub], y[sub]), restarts, max_rounds, rng)
+    ends = _basin_hop(probs[sub], y[sub], metric, _starts(probs[sub], y[sub]), restarts, max_rounds, rng, frozen)
     best_t, best_v = np.ones(probs.shape[1]), -np.inf
     for t in [t for _, t in ends[:keep]] + _starts(probs, y):
-        t, v = _ascend(probs, y, t, metric, max_rounds)
+        t, v = _ascend(probs, y, t, metric, max_rounds, frozen)
         if v > best_v + _TIE:
             best_t, best_v = t, v
     return best_t, float(best_v)

@@ -62,6 +62,7 @@ from bigshuf.predict.safety import (
     cv_warnings,
     dev_warnings,
     duplicate_groups,
+    skew,
 )
 
 _FIRST_RUNG_ROWS = 1 / 16     # share of the rows the first rung scores
@@ -359,7 +360,7 @@ def tune_can(probs: np.ndarray, labels: np.ndarray, prior: "Sequence[float] | st
     info["grid_points"] = units * len(grid["iterations"])
     baseline = float((probs.argmax(axis=1) == labels).mean())
     res = TuneResult(_params(table[0]), n, baseline, table[0]["accuracy"], table, cv, info)
-    res.adopted, res.reason = adopt(res.gain, cv, covers_classes(labels, m))
+    res.adopted, res.reason = adopt(res.gain, cv, covers_classes(labels, m), skew(labels, m, groups))
     res.warnings = dev_warnings(labels, m, "tuning", groups) + cv_warnings(cv, res.adopted)
     return res
 

@@ -17,6 +17,7 @@ import pytest
 from scipy import stats
 
 import bigshuf
+from bigshuf.common.randomness import OrderKeys
 
 ALPHA = 1e-4
 
@@ -27,15 +28,23 @@ def shuffle_lines(data: bytes, **kw):
     return out.getvalue().split(b"\n")[:-1]
 
 
-def test_every_permutation_of_four_lines_equally_likely(buckets=2):
-    """All 24 orders of 4 lines, over 2400 seeded runs through the bucket path."""
-    data = b"a\nb\nc\nd\n"
-    perms = {p: i for i, p in enumerate(itertools.permutations(b"abcd"))}
+def _key_order(seed: int, n: int):
+    """The order the contract gives n records for a seed: the ranks of their keys (every path
+    writes exactly this order: tests/test_reproducible.py checks each against the keys)."""
+    return tuple(np.argsort(OrderKeys(seed).range(0, n)).tolist())
+
+
+def test_every_permutation_of_four_lines_equally_likely():
+    """All 24 orders of 4 records, over 4800 seeds (the keys' order), and the same counts
+    through the whole shuffle on 300 of them."""
+    perms = {p: i for i, p in enumerate(itertools.permutations(range(4)))}
     counts = np.zeros(len(perms))
-    for seed in range(2400):
-        out = shuffle_lines(data, seed=seed, buckets=buckets)
-        counts[perms[tuple(line[0] for line in out)]] += 1
+    for seed in range(4800):
+        counts[perms[_key_order(seed, 4)]] += 1
     assert stats.chisquare(counts).pvalue > ALPHA, counts
+    for seed in range(300):
+        out = shuffle_lines(b"0\n1\n2\n3\n", seed=seed, buckets=2)
+        assert tuple(int(x) for x in out) == _key_order(seed, 4)
 
 
 def _positions(n: int, **kw) -> np.ndarray:
@@ -76,10 +85,9 @@ def test_input_neighbours_not_kept_together(kw):
 
 
 def test_first_output_line_uniform_over_inputs():
-    """Which input line comes out first, over 3000 runs of 6 lines through 2 buckets."""
-    data = b"".join(b"%d\n" % i for i in range(6))
-    first = Counter(shuffle_lines(data, seed=s, buckets=2)[0] for s in range(3000))
-    assert stats.chisquare([first[b"%d" % i] for i in range(6)]).pvalue > ALPHA, first
+    """Which of 6 records comes out first, over 6000 seeds (the keys' order)."""
+    first = Counter(_key_order(s, 6)[0] for s in range(6000))
+    assert stats.chisquare([first[i] for i in range(6)]).pvalue > ALPHA, first
 
 
 def test_equal_lines_are_not_grouped():

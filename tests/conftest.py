@@ -18,3 +18,11 @@ def numbered(tmp_path: Path):
         return p
 
     return make
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    """A small input: 5000 numbered lines (modules with their own ``src`` override it)."""
+    p = tmp_path / "in.txt"
+    p.write_bytes(b"".join(b"%d\n" % i for i in range(5000)))
+    return p

@@ -359,3 +359,9 @@ def invoke(args: Sequence[str], input: Optional[bytes] = None) -> Invoked:
 
 def lines_of(data: bytes) -> List[bytes]:
     return sorted(data.splitlines())
+
+
+def numbered_file(path: Path, n: int, header: bytes = b"") -> Path:
+    """``path`` holding ``header`` then the lines '0'..'n-1'."""
+    path.write_bytes(header + b"".join(b"%d\n" % i for i in range(n)))
+    return path

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from helpers import cli_env, invoke, lines_of, one_line_error, run
+from helpers import numbered_file as _numbered
 
 import bigshuf
 from bigshuf.common import output
@@ -314,9 +315,6 @@ def test_a_file_name_with_a_line_break_gives_a_one_line_error(tmp_path):
     one_line_error(invoke(["shuffle", str(tmp_path / "bad\nname")]), 2, "bad\\nname")
 
 
-def _numbered(path: Path, n: int, header: bytes = b"") -> Path:
-    path.write_bytes(header + b"".join(b"%d\n" % i for i in range(n)))
-    return path
 
 
 def test_a_write_only_drop_box_directory_is_an_output_directory(tmp_path):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import cli_env, invoke, one_line_error, run
+from helpers import numbered_file as _numbered
 
 import bigshuf
 from bigshuf.common.codecs import ZSTD_RSS_PER_JOB_BYTE, xz_preset, zstd_job
@@ -162,19 +162,11 @@ def test_a_big_write_is_compressed_in_pieces(ext):
     assert big < small + (4 << 20), (small, big)
 
 
-DATA = b"".join(b"%d\n" % i for i in range(5000))
-
-
-@pytest.fixture
-def src(tmp_path: Path) -> Path:
-    p = tmp_path / "in.txt"
-    p.write_bytes(DATA)
-    return p
 
 
 def test_an_input_without_a_final_newline_still_fits_in_memory(tmp_path):
     src = tmp_path / "nonl.txt"
-    src.write_bytes(DATA[:-1])
+    src.write_bytes(b"".join(b"%d\n" % i for i in range(5000))[:-1])
     missing = tmp_path / "no-temp-dir-needed"
     missing.mkdir()
     missing.chmod(0o500)  # a temp file would fail (when permissions apply)
@@ -187,9 +179,6 @@ def test_a_budget_larger_than_the_machine_on_a_few_lines_of_stdin():
     assert p.returncode == 0 and sorted(p.stdout.splitlines()) == [b"a", b"b", b"c"]
 
 
-def _numbered(path: Path, n: int, header: bytes = b"") -> Path:
-    path.write_bytes(header + b"".join(b"%d\n" % i for i in range(n)))
-    return path
 
 
 def test_enomem_from_the_system_reads_as_out_of_memory(tmp_path, monkeypatch):

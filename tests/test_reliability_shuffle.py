@@ -629,14 +629,6 @@ def test_output_is_an_input_shuffles_in_place(tmp_path, memory):
     verify_cli(both, a)
 
 
-DATA = b"".join(b"%d\n" % i for i in range(5000))
-
-
-@pytest.fixture
-def src(tmp_path: Path) -> Path:
-    p = tmp_path / "in.txt"
-    p.write_bytes(DATA)
-    return p
 
 
 def test_free_space_check_counts_what_it_says_and_not_compressed_outputs(tmp_path, monkeypatch, src):

@@ -2,22 +2,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import invoke, one_line_error, run
+from helpers import numbered_file as _numbered
 
 from bigshuf.shuffler.writing import Sink
-
-DATA = b"".join(b"%d\n" % i for i in range(5000))
-
-
-@pytest.fixture
-def src(tmp_path: Path) -> Path:
-    p = tmp_path / "in.txt"
-    p.write_bytes(DATA)
-    return p
 
 
 def test_split_given_twice_and_shard_fields_without_shards_are_refused(tmp_path, src):
@@ -28,9 +19,6 @@ def test_split_given_twice_and_shard_fields_without_shards_are_refused(tmp_path,
                            "-o", f"{tmp_path}/{{split}}-{{index}}.txt"]), 2, "--shards")
 
 
-def _numbered(path: Path, n: int, header: bytes = b"") -> Path:
-    path.write_bytes(header + b"".join(b"%d\n" % i for i in range(n)))
-    return path
 
 
 @pytest.mark.parametrize("pattern", ["r{index.x}.txt", "r{index[0]}.txt", "r{0}.txt", "r{index!z}.txt",

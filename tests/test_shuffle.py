@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from helpers import invoke
+from helpers import numbered_file as _numbered
 
 import bigshuf
 from bigshuf.common.errors import BigshufError, InputError, UsageError
@@ -252,9 +253,6 @@ def test_failed_run_leaves_no_output_and_old_file_intact(tmp_path, numbered, mon
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dst.txt", "in.txt"]
 
 
-def _numbered(path: Path, n: int, header: bytes = b"") -> Path:
-    path.write_bytes(header + b"".join(b"%d\n" % i for i in range(n)))
-    return path
 
 
 @pytest.mark.parametrize("extra", [[], ["-S", "1M"], ["-n", "3"]], ids=["input-method", "engine", "sample"])

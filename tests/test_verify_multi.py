@@ -3,10 +3,10 @@ stdin at most once."""
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 from helpers import invoke, one_line_error
+from helpers import numbered_file as _numbered
 
 import bigshuf
 from bigshuf.shuffler import verify as verify_mod
@@ -75,9 +75,6 @@ def test_stdin_only_once(numbered):
     assert v.returncode == 0
 
 
-def _numbered(path: Path, n: int, header: bytes = b"") -> Path:
-    path.write_bytes(header + b"".join(b"%d\n" % i for i in range(n)))
-    return path
 
 
 def test_verify_of_header_outputs_without_header_hints_at_it(tmp_path):

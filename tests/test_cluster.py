@@ -97,6 +97,18 @@ def test_glob_inputs_and_errors(client, inputs, tmp_path):
         shuffle_on_cluster(inputs, None, scheduler=client)
 
 
+def test_a_truncated_input_is_an_input_error_on_the_cluster_too(client, tmp_path):
+    """The cluster reads inputs with the strict decoders every local run uses (it read them
+    through fsspec's compression="infer", which returns a truncated .gz's lines, exit 0)."""
+    data = gzip.compress(b"".join(b"%d\n" % i for i in range(200_000)), mtime=0)
+    bad = tmp_path / "cut.txt.gz"
+    bad.write_bytes(data[:len(data) // 2])
+    with pytest.raises(InputError, match="truncated"):
+        shuffle_on_cluster([str(bad)], str(tmp_path / "o.txt"), scheduler=client, seed=1,
+                           temp_dir=str(tmp_path), progress=False)
+    assert not (tmp_path / "o.txt").exists()
+
+
 def test_worker_killed_mid_run(client, tmp_path):
     """SIGKILL a worker while units are being gathered: the nanny restarts it, Dask reruns the
     lost tasks, and the output is still exactly the local engine's."""

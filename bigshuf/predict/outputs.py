@@ -255,6 +255,9 @@ class RunOutputs:
         for stage in self.stages:
             stage.close()
         for stage in self.stages:
+            # A signal that came while the main thread waited on workers is acted on before a
+            # stream is opened: opening a FIFO nobody reads would otherwise wait for ever.
+            checkpoint()
             try:
                 stage.send()
             except Interrupted as exc:

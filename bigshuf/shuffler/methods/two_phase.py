@@ -60,6 +60,7 @@ class TwoPhase(Method):
                 # --split: the stream cut into one Sink per split
                 sink = SplitSink(opts, stats.records, reader.header) if opts.split is not None \
                     else Sink.for_options(opts, stats.records, reader.header, limit=opts.sample)
+                engine.check()  # a signal flagged during phase 1: before opening (a FIFO) blocks
                 sink.open()
                 self.gather(engine, phase1, sink, prog)
                 self.release(phase1)

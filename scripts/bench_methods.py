@@ -22,7 +22,7 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENGINE = ("import sys; import bigshuf.shuffler.methods.reread as r; r.suitable = lambda *a: False; "
+ENGINE = ("import sys; import bigshuf.shuffler.methods.reread as r; r.suitable = lambda *a: None; "
           "from bigshuf.launch import main; sys.argv[0] = 'bigshuf'; main()")
 
 

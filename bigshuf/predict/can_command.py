@@ -24,7 +24,7 @@ from bigshuf.predict.defaults import (
 from bigshuf.predict.formats import check_pred_key
 from bigshuf.predict.metrics import cv_line, lowered, percent
 from bigshuf.predict.options import CanOptions, check_can_params, keywords
-from bigshuf.predict.outputs import RunOutputs, check_inputs, checkpoint, guarded
+from bigshuf.predict.outputs import RunOutputs, checkpoint, run_command
 from bigshuf.predict.priors import (
     UNIFORM_DEFAULT,
     bbse_prior,
@@ -128,20 +128,12 @@ def run_can(opts: CanOptions) -> CanReport:
     """``bigshuf can`` with validated options; returns the report. Every output is checked
     before any work and published only when all are complete (``RunOutputs``); a signal stops
     the run with nothing written (``guarded``)."""
-    check_inputs([("INPUT", opts.input), ("--reference", opts.reference), ("--labels", opts.labels),
-                  ("--reference-labels", opts.reference_labels), ("--params", opts.params)],
-                 stdin_ok=("INPUT", "--reference"))
-    rows = not opts.tune or opts.output is not None
-    inputs = [("INPUT", opts.input), ("--reference", opts.reference), ("--labels", opts.labels),
-              ("--reference-labels", opts.reference_labels), ("--params", opts.params),
-              ("--prior", opts.prior if isinstance(opts.prior, str) else None),
-              ("--classes", opts.classes if isinstance(opts.classes, str) else None)]
-    with guarded() as guard, \
-            RunOutputs([("-o", opts.output if rows else None), ("--save-params", opts.save_params),
-                        ("--report", opts.report)], inputs, rows_to_stdout=rows) as outs:
-        report = _run_can(opts, outs)
-        outs.publish(guard.defer)
-    return report
+    read = [("INPUT", opts.input), ("--reference", opts.reference), ("--labels", opts.labels),
+            ("--reference-labels", opts.reference_labels), ("--params", opts.params)]
+    also = [("--prior", opts.prior if isinstance(opts.prior, str) else None),
+            ("--classes", opts.classes if isinstance(opts.classes, str) else None)]
+    return run_command(opts, read, ("INPUT", "--reference"), also,
+                       not opts.tune or opts.output is not None, lambda outs: _run_can(opts, outs))
 
 
 def _run_can(opts: CanOptions, outs: RunOutputs) -> CanReport:

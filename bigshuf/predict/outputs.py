@@ -21,7 +21,7 @@ import os
 import shutil
 import signal
 import tempfile
-from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 from bigshuf.common import stdio
 from bigshuf.common.errors import BigshufError, Interrupted, UsageError, describe_os_error
@@ -285,3 +285,22 @@ class RunOutputs:
                 with contextlib.suppress(OSError):
                     stage.spool.close()
         self.group.release()
+
+
+R = TypeVar("R")
+
+
+def run_command(opts: Any, read: Sequence[Tuple[str, Optional[str]]], stdin_ok: Sequence[str],
+                also_read: Sequence[Tuple[str, Optional[str]]], rows: bool,
+                body: Callable[[RunOutputs], R]) -> R:
+    """The frame every prediction command runs in: its input paths checked (``read``; of them
+    only ``stdin_ok`` may be ``-``), its outputs (-o when ``rows`` are written, --save-params,
+    --report) checked against them and ``also_read`` before any work, ``body`` run under the
+    signal policy, and the outputs published together once it has succeeded."""
+    check_inputs(read, stdin_ok=stdin_ok)
+    with guarded() as guard, \
+            RunOutputs([("-o", opts.output if rows else None), ("--save-params", opts.save_params),
+                        ("--report", opts.report)], [*read, *also_read], rows_to_stdout=rows) as outs:
+        result = body(outs)
+        outs.publish(guard.defer)
+    return result

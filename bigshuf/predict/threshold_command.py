@@ -23,7 +23,7 @@ from bigshuf.predict.formats import Layout, check_pred_key
 from bigshuf.predict.metrics import METRICS, Confusion, binary_metric, cv_folds, cv_line, lowered, percent
 from bigshuf.predict.multilabel import apply_label_cuts, find_label_cuts, multilabel_value
 from bigshuf.predict.options import ThresholdOptions, keywords
-from bigshuf.predict.outputs import RunOutputs, check_inputs, checkpoint, guarded
+from bigshuf.predict.outputs import RunOutputs, checkpoint, run_command
 from bigshuf.predict.reading import PredictionFile, Predictions, read_json
 from bigshuf.predict.reports import ThresholdReport
 from bigshuf.predict.safety import (
@@ -179,16 +179,10 @@ def run_threshold(opts: ThresholdOptions) -> ThresholdReport:
     """``bigshuf threshold`` with validated options; returns the report. Every output is
     checked before any work and published only when all are complete (``RunOutputs``); a signal stops
     the run with nothing written (``guarded``)."""
-    check_inputs([("INPUT", opts.input), ("--labels", opts.labels), ("--params", opts.params)], stdin_ok=("INPUT",))
-    rows = bool(opts.params) or opts.output is not None
-    inputs = [("INPUT", opts.input), ("--labels", opts.labels), ("--params", opts.params),
-              ("--classes", opts.classes if isinstance(opts.classes, str) else None)]
-    with guarded() as guard, \
-            RunOutputs([("-o", opts.output if rows else None), ("--save-params", opts.save_params),
-                        ("--report", opts.report)], inputs, rows_to_stdout=rows) as outs:
-        report = _run_threshold(opts, outs)
-        outs.publish(guard.defer)
-    return report
+    read = [("INPUT", opts.input), ("--labels", opts.labels), ("--params", opts.params)]
+    also = [("--classes", opts.classes if isinstance(opts.classes, str) else None)]
+    return run_command(opts, read, ("INPUT",), also, bool(opts.params) or opts.output is not None,
+                       lambda outs: _run_threshold(opts, outs))
 
 
 def _run_threshold(opts: ThresholdOptions, outs: RunOutputs) -> ThresholdReport:

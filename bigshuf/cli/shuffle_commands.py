@@ -22,6 +22,7 @@ Examples:
   bigshuf shuffle corpus/*.jsonl --split train=0.98,valid=0.01,test=0.01 -o 'data/{split}.jsonl.gz'
   bigshuf shuffle in.txt --split valid=10000,test=10000,train=rest -o '{split}.txt' --shards 4
   bigshuf shuffle --aligned --seed 5 en.txt de.txt -o 'shuf/{name}'   # one permutation, 2 outputs
+  bigshuf shuffle --unique words.txt -o distinct.txt  # each distinct line once, in random order
 Full documentation: bigshuf readme
 """
 
@@ -124,6 +125,11 @@ class _LongPrefixCommand(click.Command):
                    "with the same permutation into its own output, -o with {name} replaced by the "
                    "input's file name, e.g. -o 'shuf/{name}'. Inputs whose line counts differ are "
                    "refused (exit 2) before anything is written.")
+@click.option("-u", "--unique", is_flag=True,
+              help="Drop duplicate lines (byte-equal): the first occurrence of each distinct line "
+                   "is kept and the distinct lines are shuffled uniformly (with -n: a uniform "
+                   "sample of them). -v reports how many were dropped. Not with -r, --aligned or "
+                   "--scheduler.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bars on stderr (default: only when stderr is a terminal).")
 @click.option("-v", "--verbose", is_flag=True, help="A summary on stderr: records, seed, buckets, runs, levels, timings.")

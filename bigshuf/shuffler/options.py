@@ -77,6 +77,7 @@ class ShuffleOptions:
     random_source: Any = None
     split: Any = None
     aligned: bool = False
+    unique: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.inputs, (str, bytes, os.PathLike)):  # one path, not its characters
@@ -166,6 +167,8 @@ class ShuffleOptions:
                                  "not -o or shards")
         if self.split is not None:
             self._check_split()
+        if self.unique and (self.repeat or self.aligned or self.scheduler is not None):
+            raise UsageError("--unique is not available with -r, --aligned or --scheduler")
         if self.aligned:
             self._check_aligned()
         elif isinstance(self.output, str) and NAME_FIELD in self.output:

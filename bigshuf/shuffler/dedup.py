@@ -165,6 +165,36 @@ def first_of_each(entries: np.ndarray) -> np.ndarray:
     return out
 
 
+def first_in_block(h1: np.ndarray, h2: np.ndarray, first: int) -> np.ndarray:
+    """:func:`first_of_each` for one block's records (indices ``first, first + 1, ...``), 3-4x
+    faster: each record's position is packed into the low bits of its first word and the packed
+    words sorted (numpy's SIMD sort, no argsort), which orders equal words by position, so the
+    head of each run of equal hashes is its first occurrence. A run of equal top bits holding
+    different hashes (a few in a million blocks) takes :func:`first_of_each`."""
+    n = len(h1)
+    bits = max(1, int(n - 1).bit_length())
+    low = _U((1 << bits) - 1)
+    packed = h1 & ~low
+    packed |= np.arange(n, dtype=_U)
+    packed.sort()
+    pos = (packed & low).astype(np.int64)
+    top = packed & ~low
+    s1, s2 = h1[pos], h2[pos]
+    same_top = top[1:] == top[:-1]
+    same = same_top & (s1[1:] == s1[:-1]) & (s2[1:] == s2[:-1])
+    if (same_top & ~same).any():
+        entries = np.empty((n, 3), _U)
+        entries[:, 0], entries[:, 1] = h1, h2
+        entries[:, 2] = np.arange(first, first + n, dtype=_U)
+        return first_of_each(entries)
+    heads = np.flatnonzero(np.concatenate(([True], ~same)))
+    out = np.empty((len(heads), 3), _U)
+    out[:, 0], out[:, 1] = s1[heads], s2[heads]
+    out[:, 2] = pos[heads]
+    out[:, 2] += _U(first)
+    return out
+
+
 class _Spill:
     """The table's pieces in the one unlinked temporary file: appended, read back whole."""
 
@@ -372,20 +402,19 @@ def find_distinct(reader: RecordReader, block_bytes: int, block_records: int, me
 
     table = Table(limit, parts, spill)
     pool = BufferPool(block_bytes)
-    salts: Dict[int, np.uint64] = {}
+    salts: Dict[int, Tuple[np.uint64, np.uint64]] = {}
 
     def hash_block(block: Block) -> np.ndarray:
         check()
         h1, h2 = record_hashes128(block.data, block.ends, key)
-        if per_input:
-            salt = salts.setdefault(block.source, _fmix(np.array([block.source + 1], _U) * _P1)[0])
-            h1 ^= salt
-            h2 ^= _U(salt) * _P2
-        entries = np.empty((block.count, 3), _U)
-        entries[:, 0], entries[:, 1] = h1, h2
-        entries[:, 2] = np.arange(block.first, block.first + block.count, dtype=_U)
+        if per_input:  # the same words xored into every record of one input
+            if block.source not in salts:
+                salt = _fmix(np.array([block.source + 1, block.source + 1 + (1 << 32)], _U))
+                salts[block.source] = (salt[0], salt[1])
+            h1 ^= salts[block.source][0]
+            h2 ^= salts[block.source][1]
         pool.release(block.data)
-        return first_of_each(entries)
+        return first_in_block(h1, h2, block.first)
 
     per_input_records = [0] * len(reader.inputs)
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bigshuf-unique")

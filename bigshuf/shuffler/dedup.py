@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Generator, Iterator, List, Optional, Tuple
 
 import numpy as np
 import xxhash
@@ -272,7 +272,7 @@ class Table:
 
     def _compact(self) -> None:
         self.rows = 0
-        for p, pieces in enumerate(self.ram):
+        for pieces in self.ram:
             if len(pieces) > 1:
                 pieces[:] = [first_of_each(np.concatenate(pieces))]
             self.rows += sum(len(x) for x in pieces)
@@ -485,7 +485,7 @@ class UniqueReader(RecordReader):
         return False
 
     def blocks(self, capacity: int, max_records: Optional[int] = None,
-               pool=None) -> Iterator[Block]:
+               pool=None) -> Generator[Block, None, None]:
         inner = self._inner
         release = pool.release if pool is not None else None
         try:

@@ -28,8 +28,8 @@ from bigshuf.common.randomness import resolve_seed
 from bigshuf.common.signals import SignalGuard
 from bigshuf.common.space import check_free_space
 from bigshuf.common.tempdir import temp_directory
-from bigshuf.shuffler.methods import Job, Method, choose
 from bigshuf.shuffler.dedup import find_distinct
+from bigshuf.shuffler.methods import Job, Method, choose
 from bigshuf.shuffler.methods.cluster import Cluster
 from bigshuf.shuffler.methods.repeat import SpoolPart, rereadable_inputs
 from bigshuf.shuffler.options import NAME_FIELD, ShuffleOptions

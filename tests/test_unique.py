@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -14,7 +15,7 @@ from typing import List
 
 import numpy as np
 import pytest
-from helpers import cli_env, invoke, one_line_error, run
+from helpers import cli_env, invoke, one_line_error, run, spawn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
@@ -283,3 +284,15 @@ def test_refused_where_it_cannot_apply(tmp_path, args):
     src.write_bytes(b"a\n")
     out = invoke(["shuffle", "-u", *args, src])
     one_line_error(out, 2, "--unique is not available")
+
+
+def test_a_signal_while_stdin_is_copied_stops_cleanly(tmp_path):
+    """SIGTERM while --unique copies an unfinished stdin: exit 143, one line, nothing written.
+    (Writing 1 MB through the pipe returns only once the process has read most of it.)"""
+    out = tmp_path / "out.txt"
+    proc = spawn(["shuffle", "-u", "-o", out], stdin=subprocess.PIPE)
+    proc.stdin.write(b"x\ny\n" * (1 << 18))
+    proc.stdin.flush()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and b"interrupted by SIGTERM" in err and not out.exists()

@@ -430,7 +430,7 @@ def find_distinct(reader: RecordReader, block_bytes: int, block_records: int, me
             per_input_records[block.source - reader.first_source] += block.count
             pending.append(executor.submit(hash_block, block))
             del block
-            while len(pending) >= workers + 1 or (pending and pending[0].done()):
+            while len(pending) >= workers or (pending and pending[0].done()):
                 table.add(pending.pop(0).result())
         for f in pending:
             table.add(f.result())

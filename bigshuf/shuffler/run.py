@@ -77,7 +77,7 @@ def find_duplicates(job: Job) -> Any:
     (stdin, pipes, streams) are first copied to an unlinked file in --temp-dir, so they can be
     read again. Returns what closes that copy."""
     opts, geo = job.opts, job.geo
-    if opts.input_range is not None:  # the numbers of a range are distinct
+    if opts.input_range is not None or opts.sample == 0:  # distinct numbers; nothing read
         return lambda: None
     t0 = time.perf_counter()
     stopped = threading.Event()

@@ -125,15 +125,20 @@ def record_hashes128(data: np.ndarray, ends: np.ndarray, key: ContentKey
     starts[0] = 0
     starts[1:] = ends[:-1]
     lengths = ends - starts
-    padded = np.zeros(len(data) + SHORT, np.uint8)
-    padded[:len(data)] = data
-    for lo in range(0, n, SLICE):
-        s, ln = starts[lo:lo + SLICE], lengths[lo:lo + SLICE]
-        for w, low in ((16, 0), (32, 17), (64, 33)):
-            sel = np.flatnonzero((ln >= low) & (ln <= w))
-            if len(sel):
-                h1[lo + sel], h2[lo + sel] = _nh_window(padded, s[sel], ln[sel], w, key)
-    del padded
+    # Windows are read from the block itself; only records starting in its last SHORT bytes,
+    # whose windows would run past it, are read from a small zero-padded copy of that tail.
+    tail = int(np.searchsorted(starts, len(data) - SHORT, side="right"))
+    padded = np.zeros(len(data) - int(starts[tail]) + SHORT if tail < n else 0, np.uint8)
+    if tail < n:
+        padded[:len(data) - int(starts[tail])] = data[int(starts[tail]):]
+    for lo, hi, buf, shift in ((0, tail, data, 0), (tail, n, padded, int(starts[min(tail, n - 1)]))):
+        for a in range(lo, hi, SLICE):
+            b = min(hi, a + SLICE)
+            s, ln = starts[a:b] - shift, lengths[a:b]
+            for w, low in ((16, 0), (32, 17), (64, 33)):
+                sel = np.flatnonzero((ln >= low) & (ln <= w))
+                if len(sel):
+                    h1[a + sel], h2[a + sel] = _nh_window(buf, s[sel], ln[sel], w, key)
     long_idx = np.flatnonzero(lengths > SHORT)
     if len(long_idx):
         mv = memoryview(data)  # type: ignore[arg-type]

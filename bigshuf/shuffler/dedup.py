@@ -49,8 +49,9 @@ _U = np.uint64
 SHORT = 64
 #: Records hashed per vectorised step (the temporaries stay in the CPU cache).
 SLICE = 16384
-#: Bytes of a table entry: the hash's two words and the record's index.
-ENTRY_BYTES = 24
+#: Bytes of a table entry: the hash's two words and the record's index (and in a base, a
+#: contiguous copy of the first word for the look-ups).
+ENTRY_BYTES = 32
 #: Most partitions a table level uses (a partition too big is split again one level down).
 MAX_PARTITIONS = 4096
 _MASKS = {w: np.tril(np.ones((w + 1, w), np.uint8), -1).astype(np.uint8) * 255 for w in (16, 32, 64)}
@@ -237,15 +238,23 @@ class _Spill:
 class Table:
     """(hash, first index) of every distinct hash seen, partitioned by the hash's top bits
     below ``shift`` bits already used by the levels above; in RAM up to ``limit`` bytes of
-    entries, the rest in the temporary file (see the module docstring)."""
+    entries, the rest in the temporary file (see the module docstring).
+
+    A partition holds a *base*, sorted and reduced, and the pieces added since. A piece's
+    hashes already in the base are absorbed at once (the base keeps the smaller index), so
+    with many duplicates the table stays at about one entry per distinct record and is seldom
+    compacted (base and pieces reduced into a new base)."""
 
     def __init__(self, limit: int, partitions: int, spill: Callable[[], _Spill], shift: int = 0):
         self.limit = max(limit, ENTRY_BYTES * 1024)
         self.bits = max(0, int(partitions - 1).bit_length())
         self.shift = shift
         self.spill = spill
-        self.ram: List[List[np.ndarray]] = [[] for _ in range(1 << self.bits)]
-        self.disk: List[List[Tuple[int, int]]] = [[] for _ in range(1 << self.bits)]
+        count = 1 << self.bits
+        self.base: List[np.ndarray] = [np.empty((0, 3), _U) for _ in range(count)]
+        self.base_h1: List[np.ndarray] = [np.empty(0, _U) for _ in range(count)]
+        self.ram: List[List[np.ndarray]] = [[] for _ in range(count)]
+        self.disk: List[List[Tuple[int, int]]] = [[] for _ in range(count)]
         self.rows = 0
 
     def partition_of(self, h1: np.ndarray) -> np.ndarray:
@@ -254,52 +263,68 @@ class Table:
         return ((h1 << _U(self.shift)) >> _U(64 - self.bits)).astype(np.int64)
 
     def add(self, entries: np.ndarray) -> None:
-        """Add rows (h1, h2, index), already reduced by :func:`first_of_each` (sorted by h1)."""
+        """Add rows (h1, h2, index), each (h1, h2) once (:func:`first_of_each`)."""
         if not len(entries):
             return
         part = self.partition_of(entries[:, 0])
-        if self.shift == 0:  # sorted by h1: the partitions are consecutive slices
+        if self.shift == 0 and (part[1:] >= part[:-1]).all():  # the partitions are slices
             cuts = np.flatnonzero(part[1:] != part[:-1]) + 1
             for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), len(part)]):
-                self.ram[int(part[a])].append(entries[a:b])
+                self._add(int(part[a]), entries[a:b])
         else:
             order = np.argsort(part, kind="stable")
             sizes = np.bincount(part, minlength=len(self.ram))
             at = 0
             for p in np.flatnonzero(sizes).tolist():
-                self.ram[p].append(entries[order[at:at + sizes[p]]])
+                self._add(p, entries[order[at:at + sizes[p]]])
                 at += int(sizes[p])
-        self.rows += len(entries)
         if self.rows * ENTRY_BYTES > self.limit:
             self._compact()
             if self.rows * ENTRY_BYTES > self.limit // 2:
                 self._to_disk()
 
+    def _add(self, p: int, rows: np.ndarray) -> None:
+        base, h1 = self.base[p], self.base_h1[p]
+        if len(base):
+            at = np.minimum(np.searchsorted(h1, rows[:, 0]), len(base) - 1)
+            hit = (h1[at] == rows[:, 0]) & (base[at, 1] == rows[:, 1])
+            if hit.any():
+                at = at[hit]
+                base[at, 2] = np.minimum(base[at, 2], rows[hit, 2])
+                rows = rows[~hit]
+        if len(rows):
+            self.ram[p].append(rows)
+            self.rows += len(rows)
+
     def _compact(self) -> None:
         self.rows = 0
-        for pieces in self.ram:
-            if len(pieces) > 1:
-                pieces[:] = [first_of_each(np.concatenate(pieces))]
-            self.rows += sum(len(x) for x in pieces)
+        for p, pieces in enumerate(self.ram):
+            if pieces:
+                self.base[p] = first_of_each(np.concatenate([self.base[p], *pieces]))
+                self.base_h1[p] = np.ascontiguousarray(self.base[p][:, 0])
+                pieces.clear()
+            self.rows += len(self.base[p])
 
     def _to_disk(self) -> None:
         spill = self.spill()
         for p, pieces in enumerate(self.ram):
-            for rows in pieces:
-                self.disk[p].append(spill.write(rows))
+            for rows in [self.base[p], *pieces]:
+                if len(rows):
+                    self.disk[p].append(spill.write(rows))
             pieces.clear()
+            self.base[p], self.base_h1[p] = np.empty((0, 3), _U), np.empty(0, _U)
         self.rows = 0
 
     def firsts(self, check: Callable[[], None]) -> Iterator[np.ndarray]:
         """The first index of every distinct hash, a partition at a time (unsorted)."""
         for p in range(len(self.ram)):
             check()
-            pieces, spilled = self.ram[p], self.disk[p]
-            self.ram[p] = []
+            pieces, spilled = [self.base[p], *self.ram[p]], self.disk[p]
+            self.ram[p], self.base[p], self.base_h1[p] = [], np.empty((0, 3), _U), np.empty(0, _U)
             rows = sum(len(x) for x in pieces) + sum(c for _, c in spilled)
             if rows * ENTRY_BYTES * 3 <= self.limit or self.shift + self.bits >= 56:
                 table = [self.spill().read(w) for w in spilled] + pieces
-                if table:
+                if rows:
                     yield first_of_each(np.concatenate(table))[:, 2]
                 continue
             # Too big for memory at once: split it again by the next bits of the hash.
@@ -307,7 +332,7 @@ class Table:
             for w in spilled:
                 sub.add(first_of_each(self.spill().read(w)))
             for x in pieces:
-                sub.add(x)
+                sub.add(first_of_each(x))
             del pieces
             yield from sub.firsts(check)
 
@@ -391,10 +416,12 @@ def find_distinct(reader: RecordReader, block_bytes: int, block_records: int, me
     own distinct records (for a mixture that deduplicates within each input)."""
     key = ContentKey.from_seed(seed)
     # The reader's block and each worker's block with its hashing temporaries (~100 bytes a
-    # record) come first; the table gets a quarter of what remains, the bitmap an eighth.
-    per_worker = 2 * block_bytes + 100 * block_records
+    # record) come first; the table gets half of what remains (a partition is reduced at most
+    # three times its size at once), and at the end, with the workers done, the bitmap (at
+    # most an eighth of the budget) is made beside it.
+    per_worker = block_bytes + 100 * block_records
     room = memory - block_bytes - workers * per_worker
-    limit = max(room // 4, ENTRY_BYTES * 4096)
+    limit = max(room // 2, ENTRY_BYTES * 4096)
     parts = 1
     while parts < MAX_PARTITIONS and estimated_records * ENTRY_BYTES * 3 > limit * parts:
         parts *= 2

@@ -310,3 +310,13 @@ def test_a_signal_while_stdin_is_copied_stops_cleanly(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and b"interrupted by SIGTERM" in err and not out.exists()
+
+
+def test_more_records_than_bytes_of_memory_is_refused(tmp_path):
+    """The bitmap takes a bit a record, within an eighth of --memory: 1.2 M empty lines at -S
+    1M are refused (exit 2, one line, nothing written) as soon as they are counted."""
+    src, out = tmp_path / "in.txt", tmp_path / "out.txt"
+    src.write_bytes(b"\n" * 1_200_000)
+    res = invoke(["shuffle", "-u", "-S", "1M", src, "-o", out])
+    one_line_error(res, 2, "raise --memory")
+    assert not out.exists()

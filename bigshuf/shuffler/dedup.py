@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Generator, Iterator, List, Optional, Tuple
+from typing import Callable, Generator, Iterator, List, Optional, Tuple
 
 import numpy as np
 import xxhash
@@ -405,22 +405,20 @@ class Distinct:
 
 def find_distinct(reader: RecordReader, block_bytes: int, block_records: int, memory: int,
                   workers: int, temp_dir: str, seed: int, estimated_records: int,
-                  check: Callable[[], None], per_input: bool = False,
-                  on_block: Optional[Callable[[], None]] = None) -> Distinct:
+                  check: Callable[[], None], per_input: bool = False) -> Distinct:
     """Read ``reader`` once and find the first occurrence of every distinct record.
 
     ``memory`` bounds what this pass holds (the reader's block, the workers' blocks and their
-    hashing temporaries, the table, and at the end the bitmap of n/8 bytes). With
-    ``per_input``, records of different inputs never count as duplicates of each other (each
-    input's hashes are salted with its number): ``input_distinct`` then counts each input's
-    own distinct records (for a mixture that deduplicates within each input)."""
-    key = ContentKey.from_seed(seed)
+    hashing temporaries, the table, and at the end the bitmap of n/8 bytes, refused past an
+    eighth of ``memory``). With ``per_input``, records of different inputs never count as
+    duplicates of each other (each input's hashes are salted with its number):
+    ``input_distinct`` then counts each input's own distinct records (for a mixture that
+    deduplicates within each input). ``check`` raises to stop (a signal)."""
     # The reader's block and each worker's block with its hashing temporaries (~100 bytes a
     # record) come first; the table gets half of what remains (a partition is reduced at most
-    # three times its size at once), and at the end, with the workers done, the bitmap (at
-    # most an eighth of the budget) is made beside it.
-    per_worker = block_bytes + 100 * block_records
-    room = memory - block_bytes - workers * per_worker
+    # three times its size at once), and at the end, with the workers done, the bitmap is made
+    # beside it.
+    room = memory - block_bytes - workers * (block_bytes + 100 * block_records)
     limit = max(room // 2, ENTRY_BYTES * 4096)
     parts = 1
     while parts < MAX_PARTITIONS and estimated_records * ENTRY_BYTES * 3 > limit * parts:
@@ -432,70 +430,74 @@ def find_distinct(reader: RecordReader, block_bytes: int, block_records: int, me
             spill_box.append(_Spill(temp_dir))
         return spill_box[0]
 
-    table = Table(limit, parts, spill)
+    try:
+        table = Table(limit, parts, spill)
+        counts = _fill(table, reader, block_bytes, block_records, memory // 8 * 8, workers,
+                       ContentKey.from_seed(seed), check, per_input)
+        return _survivors(table, counts, check, spill_box[0].end if spill_box else 0)
+    finally:
+        for s in spill_box:
+            s.close()
+
+
+def _fill(table: Table, reader: RecordReader, block_bytes: int, block_records: int,
+          most: int, workers: int, key: ContentKey, check: Callable[[], None],
+          per_input: bool) -> List[int]:
+    """Hash and reduce every block on the workers, adding each block's distinct hashes to
+    ``table`` in order; returns the records of each input. More than ``most`` records (the
+    bitmap's share) is refused as soon as it is seen."""
     pool = BufferPool(block_bytes)
-    salts: Dict[int, Tuple[np.uint64, np.uint64]] = {}
 
     def hash_block(block: Block) -> np.ndarray:
         check()
         h1, h2 = record_hashes128(block.data, block.ends, key)
         if per_input:  # the same words xored into every record of one input
-            if block.source not in salts:
-                salt = _fmix(np.array([block.source + 1, block.source + 1 + (1 << 32)], _U))
-                salts[block.source] = (salt[0], salt[1])
-            h1 ^= salts[block.source][0]
-            h2 ^= salts[block.source][1]
+            salt = _fmix(np.array([block.source + 1, block.source + 1 + (1 << 32)], _U))
+            h1 ^= salt[0]
+            h2 ^= salt[1]
         pool.release(block.data)
         return first_in_block(h1, h2, block.first)
 
-    per_input_records = [0] * len(reader.inputs)
+    counts = [0] * len(reader.inputs)
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bigshuf-unique")
     pending: List[Future] = []
     try:
         for block in reader.blocks(block_bytes, block_records, pool):
             check()
-            if on_block is not None:
-                on_block()
+            if reader.records > most:
+                raise UsageError(f"--unique keeps a bit per record: more than {most:,} records "
+                                 f"need more than --memory {most:,} bytes (raise --memory)")
             if block.count == 0:
                 pool.release(block.data)
                 continue
-            per_input_records[block.source - reader.first_source] += block.count
+            counts[block.source - reader.first_source] += block.count
             pending.append(executor.submit(hash_block, block))
             del block
             while len(pending) >= workers or (pending and pending[0].done()):
                 table.add(pending.pop(0).result())
-        for f in pending:
-            table.add(f.result())
-        pending.clear()
-        n = reader.records
-        records_per_input = per_input_records
-        keep_bytes = (n + 7) // 8
-        if keep_bytes > memory // 8:
-            raise UsageError(f"--unique keeps a bit per record: {n:,} records need --memory of "
-                             f"at least {keep_bytes * 8:,} bytes (raise --memory)")
-        keep = np.zeros(keep_bytes + 1, np.uint8)
-        bounds = np.cumsum(records_per_input)
-        input_distinct = np.zeros(len(records_per_input), np.int64)
-        distinct = 0
-        for firsts in table.firsts(check):
-            np.bitwise_or.at(keep, (firsts >> _U(3)).astype(np.int64),
-                             np.left_shift(1, (firsts & _U(7)).astype(np.uint8)).astype(np.uint8))
-            distinct += len(firsts)
-            if len(bounds) > 1:
-                input_distinct += np.bincount(np.searchsorted(bounds, firsts.astype(np.int64), "right"),
-                                              minlength=len(bounds))[:len(bounds)]
-            else:
-                input_distinct[0] += len(firsts)
-        return Distinct(keep, n, distinct, records_per_input, input_distinct.tolist(),
-                        spill_box[0].end if spill_box else 0)
+        while pending:
+            table.add(pending.pop(0).result())
+        return counts
     finally:
         for f in pending:
             f.cancel()
         executor.shutdown(wait=True, cancel_futures=True)
         pool.clear()
-        for s in spill_box:
-            s.close()
 
+
+def _survivors(table: Table, counts: List[int], check: Callable[[], None], spilled: int
+               ) -> Distinct:
+    """The bitmap of the table's first indices, and the survivors of each input."""
+    n = sum(counts)
+    keep = np.zeros((n + 7) // 8 + 1, np.uint8)
+    bounds = np.cumsum(counts)
+    per_input = np.zeros(len(counts), np.int64)
+    for firsts in table.firsts(check):
+        np.bitwise_or.at(keep, (firsts >> _U(3)).astype(np.int64),
+                         np.left_shift(1, (firsts & _U(7)).astype(np.uint8)).astype(np.uint8))
+        per_input += np.bincount(np.searchsorted(bounds, firsts.astype(np.int64), "right"),
+                                 minlength=len(counts))[:len(counts)]
+    return Distinct(keep, n, int(per_input.sum()), counts, per_input.tolist(), spilled)
 
 
 class UniqueReader(RecordReader):

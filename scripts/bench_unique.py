@@ -9,6 +9,9 @@ process tree (scripts/_proctree.py):
 
 * ``unique``: ``bigshuf shuffle -u FILE -o OUT -S MEMORY``;
 * ``plain``: ``bigshuf shuffle FILE -o OUT -S MEMORY`` (no dedup: the goal is unique <= 2x this);
+* ``engine``: the same with the input method switched off (the two-phase engine, which --unique
+  runs on: on a cached file of long lines, plain takes the input method and writes no temporary
+  file);
 * ``sort-u``: ``sort -u -S MEMORY FILE | shuf -o OUT`` (LC_ALL=C: byte order, as bigshuf compares);
 * ``awk``: ``awk '!seen[$0]++' FILE | bigshuf shuffle -S MEMORY -o OUT`` (same bytes as unique for
   a seed: checked when both run).
@@ -27,6 +30,9 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _proctree import run_measured  # noqa: E402
 
+ENGINE = ("import sys; import bigshuf.shuffler.methods.reread as r; r.suitable = lambda *a: None; "
+          "from bigshuf.launch import main; sys.argv[0] = 'bigshuf'; main()")
+
 
 def _commands(args, out: str):
     me = [sys.executable, "-m", "bigshuf", "shuffle"]
@@ -34,6 +40,8 @@ def _commands(args, out: str):
     return {
         "unique": (me + ["-u", args.file, "-o", out + ".unique"] + mem, None),
         "plain": (me + [args.file, "-o", out + ".plain"] + mem, None),
+        "engine": ([sys.executable, "-c", ENGINE, "shuffle", args.file, "-o", out + ".engine"] + mem,
+                   None),
         "sort-u": (["sh", "-c", f"LC_ALL=C sort -u -S {args.memory} -T {tempfile.gettempdir()} "
                           f"'{args.file}' | shuf -o '{out}.sort-u'"], None),
         "awk": (["sh", "-c", f"LC_ALL=C awk '!seen[$0]++' '{args.file}' | "
@@ -64,7 +72,7 @@ def main() -> int:
                 print(f"{tool}: exit {res.returncode}: {res.stderr_tail}", file=sys.stderr)
                 return 1
             results[tool].append(res)
-            for suffix in (".plain", ".sort-u"):  # free the page cache of big outputs
+            for suffix in (".plain", ".sort-u", ".engine"):  # free the page cache of big outputs
                 if os.path.exists(out + suffix) and tool != "unique":
                     os.unlink(out + suffix)
             print(f"round {r + 1} {tool}: {res.wall_s:.2f} s", file=sys.stderr)
@@ -84,7 +92,7 @@ def main() -> int:
         vs = f"{wall / plain:.2f}x" if plain else "-"
         print(f"| {tool} | {wall:.2f} | {min(x.wall_s for x in rs):.2f}-{max(x.wall_s for x in rs):.2f} "
               f"| {cpu:.2f} | {rss:.0f} | {vs} |")
-    for suffix in (".unique", ".plain", ".sort-u", ".awk"):
+    for suffix in (".unique", ".plain", ".sort-u", ".awk", ".engine"):
         if os.path.exists(out + suffix):
             os.unlink(out + suffix)
     return 0

@@ -320,3 +320,22 @@ def test_more_records_than_bytes_of_memory_is_refused(tmp_path):
     res = invoke(["shuffle", "-u", "-S", "1M", src, "-o", out])
     one_line_error(res, 2, "raise --memory")
     assert not out.exists()
+
+
+def test_an_input_that_changes_between_the_readings_is_an_error(tmp_path, monkeypatch):
+    """The second reading must hold the records the first counted: a file that grew in
+    between is a one-line error (exit 1), nothing written."""
+    from bigshuf.shuffler import dedup
+
+    src, out = tmp_path / "in.txt", tmp_path / "out.txt"
+    src.write_bytes(b"a\nb\na\n")
+    real = dedup.find_distinct
+
+    def then_grow(*a, **k):
+        found = real(*a, **k)
+        src.write_bytes(b"a\nb\na\nc\nd\n")
+        return found
+    monkeypatch.setattr("bigshuf.shuffler.run.find_distinct", then_grow)
+    res = invoke(["shuffle", "-u", src, "-o", out])
+    one_line_error(res, 1, "input changed")
+    assert not out.exists()

@@ -36,7 +36,7 @@ from typing import Callable, Generator, Iterator, List, Optional, Tuple
 import numpy as np
 import xxhash
 
-from bigshuf.common.errors import UsageError
+from bigshuf.common.errors import BigshufError, UsageError
 from bigshuf.common.output import pwrite_all
 from bigshuf.common.randomness import Purpose
 from bigshuf.common.tempdir import temp_write_error, unlinked_temp_fd
@@ -523,7 +523,8 @@ class UniqueReader(RecordReader):
         inner = self._inner
         release = pool.release if pool is not None else None
         try:
-            for block in self.distinct.filter(inner.blocks(capacity, max_records, pool),
+            for block in self.distinct.filter(self._same_records(inner.blocks(capacity, max_records,
+                                                                              pool)),
                                               release=release):
                 self.bytes_read, self.header = inner.bytes_read, inner.header
                 self.records += block.count
@@ -531,3 +532,16 @@ class UniqueReader(RecordReader):
                 yield block
         finally:
             self.bytes_read, self.header = inner.bytes_read, inner.header
+
+    def _same_records(self, blocks: Iterator[Block]) -> Iterator[Block]:
+        """The blocks of the second reading, which must hold the records the first counted
+        (a file that grew or shrank in between would be filtered by another file's bitmap)."""
+        n = self.distinct.records
+        for block in blocks:
+            if block.first + block.count > n:
+                break
+            yield block
+        if self._inner.records != n:
+            names = ", ".join(str(p) for p in self.inputs if isinstance(p, str))
+            raise BigshufError(f"{names or 'input'}: input changed while it was being shuffled "
+                               f"(--unique reads it twice)")

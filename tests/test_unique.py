@@ -106,6 +106,8 @@ def test_hash_words_depend_on_content_only():
     recs = [b"", b"a", b"a\x00", b"ab" * 8, b"ab" * 8 + b"c", b"q" * 63, b"q" * 64,
             b"q" * 65, b"q" * 200, b"q" * 199 + b"r"]
     recs += [bytes([i]) * 40 for i in range(32) if i != 10]
+    for n in (15, 31, 63, 70):  # one byte changed at every place (records 16, 32, 64, 71 bytes)
+        recs += [b"m" * i + b"M" + b"m" * (n - i - 1) for i in range(n)]
     data = b"".join(r + b"\n" for r in recs)
     ends = find_record_ends(np.frombuffer(data, np.uint8), 10)
     h1, h2 = record_hashes128(np.frombuffer(data, np.uint8), ends, ContentKey.from_seed(1))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -141,22 +142,36 @@ class _Searcher:
         self.hits = probs.argmax(axis=1) == labels
         self.iterations = sorted(set(int(i) for i in iterations))
         self.exact = exact
+        self._local = threading.local()
 
     def score(self, split: _Split, alpha: float, rung: _Rung) -> List[int]:
         """Correct predictions among ``rung.rows`` after each iteration count of the grid."""
-        conf = split.confident[rung.rows]
-        unc_rows = rung.rows[~conf]
-        base = int(self.hits[rung.rows[conf]].sum())
-        if unc_rows.size == 0:
+        base, ref, b, y = self._rows(split, rung)
+        if b is None:
             return [base] * len(self.iterations)
-        ref = self.probs[split.reference[:rung.reference]]
-        b, y = self.probs[unc_rows], self.labels[unc_rows]
         top = self.iterations[-1]
         if self.exact:
             outs = CanModel(ref, self.prior, alpha, top).adjust(b, all_iterations=True)
         else:
             outs = adjust_first_order(b, _column_sums(ref, self.prior, alpha, top), self.prior, alpha)
         return [base + int((outs[it - 1].argmax(axis=1) == y).sum()) for it in self.iterations]
+
+    def _rows(self, split: _Split, rung: _Rung) -> Tuple[int, Any, Any, Any]:
+        """(correct confident rows, reference rows, uncertain rows, their labels) of a split on a
+        rung: the same for every alpha, so each thread keeps its last one (the searches score a
+        split's alphas one after another) instead of copying the rows out again per alpha."""
+        last = getattr(self._local, "last", None)
+        if last is not None and last[0] is split and last[1] is rung:
+            return last[2]
+        self._local.last = None  # the old copies go before the new ones are made
+        conf = split.confident[rung.rows]
+        unc_rows = rung.rows[~conf]
+        base = int(self.hits[rung.rows[conf]].sum())
+        rows: Tuple[int, Any, Any, Any] = (base, None, None, None)
+        if unc_rows.size:
+            rows = (base, self.probs[split.reference[:rung.reference]], self.probs[unc_rows], self.labels[unc_rows])
+        self._local.last = (split, rung, rows)
+        return rows
 
 
 def _column_sums(ref: np.ndarray, prior: np.ndarray, alpha: float, iterations: int) -> List[np.ndarray]:
@@ -255,8 +270,12 @@ def _search(probs: np.ndarray, labels: np.ndarray, prior: np.ndarray, grid: Dict
     with ThreadPoolExecutor(max_workers=max(1, min(threads, os.cpu_count() or 1))) as pool:
         mapper = pool.map if threads > 1 else map
         for r, rung in enumerate(rungs):
-            scores = list(mapper(searcher.score, [u[0] for u in units], [u[1] for u in units],
-                                 [rung] * len(units)))
+            order = sorted(range(len(units)), key=lambda i: id(units[i][0]))  # a split's alphas in a row
+            scored = mapper(searcher.score, [units[i][0] for i in order], [units[i][1] for i in order],
+                            [rung] * len(units))
+            scores: List[List[int]] = [[] for _ in units]
+            for i, counts in zip(order, scored):
+                scores[i] = counts
             bar.update(len(units))
             checkpoint()  # a signal that came while waiting on the pool stops the run here
             table = _table(units, scores, searcher.iterations)

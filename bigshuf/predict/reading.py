@@ -759,7 +759,8 @@ def _any_json_bool(raw: List[Any]) -> bool:
     if not raw or not isinstance(raw[0], bytes):
         return False
     joined = b"".join(raw)  # one C-speed scan of the chunk instead of two per line
-    return b"true" in joined or b"false" in joined
+    # a single byte is found by memchr, ten times faster than a word: numbers hold no t or f
+    return (b"t" in joined or b"f" in joined) and (b"true" in joined or b"false" in joined)
 
 
 def _groups(blocks: Iterator[Tuple[Sequence[int], List[bytes]]], size: int) -> Iterator[Tuple[List[int], List[bytes]]]:

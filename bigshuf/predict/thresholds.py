@@ -96,13 +96,17 @@ def _midpoints(low: np.ndarray, high: np.ndarray) -> np.ndarray:
 # -- multi-class -----------------------------------------------------------------------------
 
 def _top_two(weighted: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's best class and value, and its second. The best entries are masked in place
+    and put back (their exact values are kept in ``v1``): no n x m copy, which the ascent's
+    column-major copy of the rows needs the room of."""
     rows = np.arange(len(weighted))
     first = weighted.argmax(axis=1)
     v1 = weighted[rows, first]
-    masked = weighted.copy()
-    masked[rows, first] = -np.inf
-    second = masked.argmax(axis=1)
-    return first, v1, second, masked[rows, second]
+    weighted[rows, first] = -np.inf
+    second = weighted.argmax(axis=1)
+    v2 = weighted[rows, second]
+    weighted[rows, first] = v1
+    return first, v1, second, v2
 
 
 class _Ascent:
@@ -111,12 +115,14 @@ class _Ascent:
     two best are recomputed), so a line search costs O(n) plus one sort of its breakpoints."""
 
     def __init__(self, probs: np.ndarray, y: np.ndarray, t: np.ndarray, metric: str):
-        self.probs, self.y, self.metric = probs, y, metric
+        # column-major: every line search and update reads one class's column (4.7 -> 3.7 s CPU
+        # for the 100k x 40 weights fit); the values and their argmax ties are the same
+        self.probs, self.y, self.metric = np.asfortranarray(probs), y, metric
         self.m = probs.shape[1]
         self.t = t / t.max()
         self.w = probs * self.t
         self.first, self.v1, self.second, self.v2 = _top_two(self.w)
-        self.value = multiclass_metric(metric, y, self.first, self.m)
+        self.value = self._metric()
 
     def set(self, c: int, tc: float) -> None:
         self.t[c] = tc
@@ -127,6 +133,11 @@ class _Ascent:
             f, v1, s, v2 = _top_two(self.w[rows])
             self.first[rows], self.v1[rows], self.second[rows], self.v2[rows] = f, v1, s, v2
 
+    def _metric(self) -> float:
+        if self.metric == "accuracy" and len(self.y):  # Confusion's tp.sum() / n without its three bincounts
+            return np.count_nonzero(self.first == self.y) / len(self.y)
+        return multiclass_metric(self.metric, self.y, self.first, self.m)
+
     def try_coordinate(self, c: int) -> bool:
         """Move t[c] to the best point of its exact line search if that improves the metric."""
         new = self._line_search(c)
@@ -134,7 +145,7 @@ class _Ascent:
             return False
         old = float(self.t[c])
         self.set(c, new)
-        v = multiclass_metric(self.metric, self.y, self.first, self.m)
+        v = self._metric()
         if v > self.value + _TIE:  # recheck: rounding at a breakpoint must not lose ground
             self.value = v
             return True

@@ -7,8 +7,10 @@ matrix products against the whole reference set, and the difference is an O(1/n)
 column sums. One trajectory per (rule, k, tau, alpha) gives every iteration count at once.
 On top of that, successive halving: every trajectory is scored on a nested row subsample (1/16
 of the rows, 2 048 reference rows), the best quarter goes on to 4x the rows and reference, and
-so on up to all rows and the full (capped) reference. Trajectories run on a thread pool (numpy
-releases the GIL in the array work). The cross-validated estimate applies each fold's winner
+so on up to all rows and the full (capped) reference. Two threads share the work (numpy
+releases the GIL in the array work): the whole-data search and the cross-validation folds'
+searches run side by side, one thread each (a rung's last trajectories no longer leave a thread
+idle); a lone search scores its trajectories on both. The cross-validated estimate applies each fold's winner
 to its held-out rows the same first-order way. How close is it? On 20 000 generated rows x 40
 classes the largest change of a probability was 1e-3 and at most 2 decisions in 20 000 differed
 from exact CAN (scripts/bench_predict.py also checks the held-out gain of the winner with exact
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -141,22 +144,36 @@ class _Searcher:
         self.hits = probs.argmax(axis=1) == labels
         self.iterations = sorted(set(int(i) for i in iterations))
         self.exact = exact
+        self._local = threading.local()
 
     def score(self, split: _Split, alpha: float, rung: _Rung) -> List[int]:
         """Correct predictions among ``rung.rows`` after each iteration count of the grid."""
-        conf = split.confident[rung.rows]
-        unc_rows = rung.rows[~conf]
-        base = int(self.hits[rung.rows[conf]].sum())
-        if unc_rows.size == 0:
+        base, ref, b, y = self._rows(split, rung)
+        if b is None:
             return [base] * len(self.iterations)
-        ref = self.probs[split.reference[:rung.reference]]
-        b, y = self.probs[unc_rows], self.labels[unc_rows]
         top = self.iterations[-1]
         if self.exact:
             outs = CanModel(ref, self.prior, alpha, top).adjust(b, all_iterations=True)
         else:
             outs = adjust_first_order(b, _column_sums(ref, self.prior, alpha, top), self.prior, alpha)
         return [base + int((outs[it - 1].argmax(axis=1) == y).sum()) for it in self.iterations]
+
+    def _rows(self, split: _Split, rung: _Rung) -> Tuple[int, Any, Any, Any]:
+        """(correct confident rows, reference rows, uncertain rows, their labels) of a split on a
+        rung: the same for every alpha, so each thread keeps its last one (the searches score a
+        split's alphas one after another) instead of copying the rows out again per alpha."""
+        last = getattr(self._local, "last", None)
+        if last is not None and last[0] is split and last[1] is rung:
+            return last[2]
+        self._local.last = None  # the old copies go before the new ones are made
+        conf = split.confident[rung.rows]
+        unc_rows = rung.rows[~conf]
+        base = int(self.hits[rung.rows[conf]].sum())
+        rows: Tuple[int, Any, Any, Any] = (base, None, None, None)
+        if unc_rows.size:
+            rows = (base, self.probs[split.reference[:rung.reference]], self.probs[unc_rows], self.labels[unc_rows])
+        self._local.last = (split, rung, rows)
+        return rows
 
 
 def _column_sums(ref: np.ndarray, prior: np.ndarray, alpha: float, iterations: int) -> List[np.ndarray]:
@@ -235,20 +252,32 @@ def planned_work(n: int, units: int, max_reference: int, search: str) -> int:
     return sum(_survivors(units, _rung_count(n, max_reference, search)))
 
 
+def _draws(n: int, grid: Dict[str, Sequence[Any]], u: Dict[Tuple[str, int], np.ndarray], max_reference: int,
+           search: str, rng: np.random.Generator) -> Tuple[List[_Split], List[_Rung]]:
+    """Everything a search on ``n`` rows draws from ``rng``, in order: the splits, then the rungs."""
+    splits = _splits(u, grid["taus"], max_reference, rng)
+    return splits, _rungs(n, max_reference, search, rng)
+
+
 def _search(probs: np.ndarray, labels: np.ndarray, prior: np.ndarray, grid: Dict[str, Sequence[Any]],
             u: Dict[Tuple[str, int], np.ndarray], max_reference: int, search: str, rng: np.random.Generator,
-            bar: Any) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+            bar: Any, threads: int = 2) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     """The grid's table (points scored on all rows, best first) and what the search did; ``u``
-    holds the rows' uncertainties (see ``uncertainties``)."""
+    holds the rows' uncertainties (see ``uncertainties``). ``threads``: trajectories scored at
+    once (1 when the searches themselves run side by side, see ``tune_can``)."""
     searcher = _Searcher(probs, labels, prior, grid["iterations"], exact=search == "exact")
-    splits = _splits(u, grid["taus"], max_reference, rng)
+    splits, rungs = _draws(len(labels), grid, u, max_reference, search, rng)
     units = [(s, float(a)) for s in splits for a in grid["alphas"]]
-    rungs = _rungs(len(labels), max_reference, search, rng)
     survivors = [len(units)]
-    with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, os.cpu_count() or 1))) as pool:
+        mapper = pool.map if threads > 1 else map
         for r, rung in enumerate(rungs):
-            scores = list(pool.map(searcher.score, [u[0] for u in units], [u[1] for u in units],
-                                   [rung] * len(units)))
+            order = sorted(range(len(units)), key=lambda i: id(units[i][0]))  # a split's alphas in a row
+            scored = mapper(searcher.score, [units[i][0] for i in order], [units[i][1] for i in order],
+                            [rung] * len(units))
+            scores: List[List[int]] = [[] for _ in units]
+            for i, counts in zip(order, scored):
+                scores[i] = counts
             bar.update(len(units))
             checkpoint()  # a signal that came while waiting on the pool stops the run here
             table = _table(units, scores, searcher.iterations)
@@ -348,9 +377,20 @@ def tune_can(probs: np.ndarray, labels: np.ndarray, prior: "Sequence[float] | st
     try:
         rng = np.random.default_rng(seed)
         u = uncertainties(probs, grid["ks"], grid["rules"])
-        table, info = _search(probs, labels, prior_for(np.arange(n)), grid, u, max_reference, search, rng, bar)
-        cv = _cross_validate(probs, labels, prior_for, held_out, seed, grid, u, max_reference, search, bar) \
-            if held_out else None
+        whole = (probs, labels, prior_for(np.arange(n)), grid, u, max_reference, search, rng, bar)
+        cv = None
+        if held_out and _folds_side_by_side(n, held_out, max_reference):
+            # six searches of similar cost, two at a time, each on one thread: no thread waits at
+            # the end of a rung for the other's last trajectories (same draws, same results)
+            with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
+                table_info = pool.submit(_search, *whole, threads=1)
+                cv = _cross_validate(probs, labels, prior_for, held_out, seed, grid, u, max_reference, search, bar,
+                                     pool)
+                table, info = table_info.result()
+        else:
+            table, info = _search(*whole)
+            if held_out:
+                cv = _cross_validate(probs, labels, prior_for, held_out, seed, grid, u, max_reference, search, bar)
         if hasattr(bar, "refresh"):
             bar.refresh()  # the last state drawn is the total, not the last time-throttled redraw (99%)
     finally:
@@ -371,34 +411,54 @@ def _unit_count(grid: Dict[str, Sequence[Any]], m: int) -> int:
     return splits * len(grid["taus"]) * len(grid["alphas"])
 
 
+def _folds_side_by_side(n: int, held_out: List[np.ndarray], max_reference: int) -> bool:
+    """Can the fold searches run at once with the draws of running them in turn? Yes when no
+    fold's winner is applied with a capped (randomly sampled) reference: then a fold's draws are
+    its search's alone, and each fold can start from the generator state the previous folds'
+    draws leave, drawn ahead in the main thread."""
+    return not max_reference or all(n - h.size <= max_reference for h in held_out)
+
+
 def _cross_validate(probs: np.ndarray, labels: np.ndarray, prior_for: Callable[[np.ndarray], np.ndarray],
                     held_out: List[np.ndarray], seed: int, grid: Dict[str, Sequence[Any]],
                     u: Dict[Tuple[str, int], np.ndarray], max_reference: int, search: str,
-                    bar: Any) -> CrossValidation:
+                    bar: Any, pool: Optional[ThreadPoolExecutor] = None) -> CrossValidation:
+    """Each fold's search and held-out score; on ``pool`` (one thread per fold search) when given,
+    else in turn (each search on two threads). Both give the same results: the folds draw from one
+    generator in fold order, so with a pool each fold gets the state the earlier folds leave
+    (``_folds_side_by_side`` says when that is known ahead)."""
     n = len(labels)
     rng = np.random.default_rng(seed + 1)
-    before = after = 0
-    chosen: List[Dict[str, Any]] = []
-    gains = []
-    for held in held_out:
+
+    def fold(held: np.ndarray, fold_rng: np.random.Generator, threads: int) -> Tuple[int, int, Dict[str, Any]]:
         train = np.setdiff1d(np.arange(n), held)
         q = prior_for(train)
         u_train = {key: values[train] for key, values in u.items()}
-        table, _ = _search(probs[train], labels[train], q, grid, u_train, max_reference, search, rng, bar)
+        table, _ = _search(probs[train], labels[train], q, grid, u_train, max_reference, search, fold_rng, bar,
+                           threads)
         hits_before = int((probs[held].argmax(axis=1) == labels[held]).sum())
         if table[0]["correct"] > int((probs[train].argmax(axis=1) == labels[train]).sum()):
             p = _params(table[0])
-            chosen.append(asdict(p))
             after_held = _apply_winner(probs[train], probs[held], q, p, max_reference, exact=search == "exact",
-                                       rng=rng)
-            hits_after = int((after_held.argmax(axis=1) == labels[held]).sum())
-        else:  # nothing beat "unchanged" on the training folds
-            chosen.append({"unchanged": True})
-            hits_after = hits_before
-        before += hits_before
-        after += hits_after
-        gains.append((hits_after - hits_before) / held.size)
-    return CrossValidation(len(held_out), before / n, after / n, gains, chosen)
+                                       rng=fold_rng)
+            return hits_before, int((after_held.argmax(axis=1) == labels[held]).sum()), asdict(p)
+        return hits_before, hits_before, {"unchanged": True}  # nothing beat "unchanged" on the training folds
+
+    if pool is None:
+        results = [fold(held, rng, 2) for held in held_out]
+    else:
+        futures = []
+        for held in held_out:
+            fold_rng = np.random.Generator(type(rng.bit_generator)())
+            fold_rng.bit_generator.state = rng.bit_generator.state
+            train = np.setdiff1d(np.arange(n), held)
+            _draws(train.size, grid, {key: values[train] for key, values in u.items()}, max_reference, search, rng)
+            futures.append(pool.submit(fold, held, fold_rng, 1))
+        results = [f.result() for f in futures]
+    before = sum(r[0] for r in results)
+    after = sum(r[1] for r in results)
+    gains = [(r[1] - r[0]) / held.size for r, held in zip(results, held_out)]
+    return CrossValidation(len(held_out), before / n, after / n, gains, [r[2] for r in results])
 
 
 def _apply_winner(train: np.ndarray, held: np.ndarray, prior: np.ndarray, p: CanParams, max_reference: int,

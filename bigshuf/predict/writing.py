@@ -29,7 +29,7 @@ from bigshuf.common.output import atomic_output, atomic_path
 from bigshuf.predict.defaults import PRED_KEY
 from bigshuf.predict.formats import PROBS_OUT_KEY
 from bigshuf.predict.outputs import RunOutputs
-from bigshuf.predict.reading import Chunk, PredictionFile
+from bigshuf.predict.reading import Chunk, PredictionFile, parse_json_line
 
 _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _LONG_RUN = b"0" * 19
@@ -160,6 +160,11 @@ class PredictionWriter:
         splice = chunk.raw is not None and lay.key is not None and not (self.vectors and lay.logits)
         tail: Dict[Any, bytes] = {}
         key = dump_json_line(self.pred_key)
+        if splice and names and not isinstance(names[0], list):
+            joined = b"\n".join(chunk.raw)  # type: ignore[arg-type]
+            if key not in joined and b"\\" not in joined:
+                self._splice_jsonl(chunk, names, new_vectors, changed, key)
+                return
         out = []
         for i in range(len(chunk)):
             new = new_vectors[i] if new_vectors is not None and changed[i] else None  # orjson writes numpy
@@ -187,6 +192,27 @@ class PredictionWriter:
                 rec = self._wrap(chunk, i, rec, new)
             rec[self.pred_key] = names[i]
             out.append(dump_json_line(rec))
+        out.append(b"")
+        self._out.write(b"\n".join(out))
+
+    def _splice_jsonl(self, chunk: Chunk, names: List[Any], new_vectors: Optional[np.ndarray],
+                      changed: np.ndarray, key: bytes) -> None:
+        """``_write_jsonl`` for a chunk of objects none of which holds the class key or a
+        backslash: every unchanged row is its line as read with the class spliced in before the
+        closing "}", in one list comprehension; the changed rows are written as in the loop."""
+        tails = {name: b"," + key + b":" + dump_json_line(name) + b"}" for name in set(names)}
+        raw: List[bytes] = chunk.raw  # type: ignore[assignment]
+        out = [line.rstrip()[:-1] + tails[name] for line, name in zip(raw, names)]
+        if new_vectors is not None:
+            for i in np.flatnonzero(changed).tolist():
+                rec: Dict[str, Any] = chunk.records[i] if chunk.records is not None else parse_json_line(raw[i])
+                if has_long_integer(raw[i]):
+                    rec = json.loads(raw[i])  # orjson reads integers beyond 64 bits as floats
+                lay = self.layout
+                assert lay.key is not None
+                rec[lay.key] = dict(zip(lay.classes or (), new_vectors[i])) if lay.dict_vector else new_vectors[i]
+                rec[self.pred_key] = names[i]
+                out[i] = dump_json_line(rec)
         out.append(b"")
         self._out.write(b"\n".join(out))
 

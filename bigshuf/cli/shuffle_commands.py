@@ -22,6 +22,10 @@ Examples:
   bigshuf shuffle corpus/*.jsonl --split train=0.98,valid=0.01,test=0.01 -o 'data/{split}.jsonl.gz'
   bigshuf shuffle in.txt --split valid=10000,test=10000,train=rest -o '{split}.txt' --shards 4
   bigshuf shuffle --aligned --seed 5 en.txt de.txt -o 'shuf/{name}'   # one permutation, 2 outputs
+  bigshuf shuffle in.txt --epochs 3 --seed 7 -o 'epoch-{epoch}.txt'   # 3 independent shuffles
+  bigshuf shuffle in.txt --seed 7 --first-epoch 2 --epochs 1 -o 'epoch-{epoch}.txt'   # epoch 2 again
+  bigshuf shuffle in.jsonl --shard-size 256M -o 'part-{index:05d}.jsonl.zst'   # shards <= 256M
+  bigshuf shuffle in.txt -o out.txt --manifest out.json && bigshuf verify --manifest out.json
 Full documentation: bigshuf readme
 """
 
@@ -124,6 +128,22 @@ class _LongPrefixCommand(click.Command):
                    "with the same permutation into its own output, -o with {name} replaced by the "
                    "input's file name, e.g. -o 'shuf/{name}'. Inputs whose line counts differ are "
                    "refused (exit 2) before anything is written.")
+@click.option("--epochs", type=int, metavar="E", default=None,
+              help="E independent shuffles of the inputs (epoch e: the seed of epoch e, README "
+                   "'Epochs'), into one output each when -o holds {epoch} (0..E-1, e.g. "
+                   "-o 'ep{epoch}.txt'), else one after the other in one output. The inputs "
+                   "must be files (read once per epoch).")
+@click.option("--first-epoch", type=int, metavar="F", default=None,
+              help="Number the epochs from F (default 0): '--first-epoch 2 --epochs 1' writes "
+                   "epoch 2 alone, the same bytes as in a longer run with that --seed.")
+@click.option("--shard-size", type=SIZE, metavar="SIZE", default=None,
+              help="Write shards of at most SIZE bytes (K/M/G, before compression, the header "
+                   "included), cut at record ends; a longer record is a shard of its own. Names: "
+                   "-o with {index}, or -NNNNN before the extension.")
+@click.option("--manifest", metavar="FILE.json", default=None,
+              help="After the outputs, write FILE.json: version, seed, options, every input and "
+                   "output with records, bytes and XXH3-128 digest; published with the outputs. "
+                   "Check it later with 'bigshuf verify --manifest FILE.json'.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bars on stderr (default: only when stderr is a terminal).")
 @click.option("-v", "--verbose", is_flag=True, help="A summary on stderr: records, seed, buckets, runs, levels, timings.")
@@ -151,15 +171,19 @@ def shuffle(inputs, verbose, echo, **options):
 
 
 @main.command(epilog=VERIFY_EXAMPLES)
-@click.argument("first", type=click.Path(allow_dash=True))
-@click.argument("others", nargs=-1, required=True, type=click.Path(allow_dash=True))
+@click.argument("first", required=False, type=click.Path(allow_dash=True))
+@click.argument("others", nargs=-1, type=click.Path(allow_dash=True))
+@click.option("--manifest", metavar="FILE.json", default=None,
+              help="Instead of FIRST and OTHERS: re-read every output file the manifest of a "
+                   "'shuffle --manifest' run lists; one line per missing, truncated, extended "
+                   "or altered file (exit 1), a summary when all match (exit 0).")
 @click.option("-z", "--zero-terminated", is_flag=True, help="Records end with NUL, not newline.")
 @click.option("--header", is_flag=True,
               help="Leave out the first line of every file (outputs of 'shuffle --header', which "
                    "repeats the header on every shard and split).")
 @click.option("--progress/--no-progress", default=None, help="Progress bars on stderr.")
 @reports_errors
-def verify(first, others, zero_terminated, header, progress):
+def verify(first, others, manifest, zero_terminated, header, progress):
     """Exit 0 if FIRST holds the same multiset of lines as OTHERS together, 1 if not.
 
     OTHERS is one file (a shuffle of FIRST) or several (its shards, or the splits of
@@ -169,6 +193,10 @@ def verify(first, others, zero_terminated, header, progress):
     """
     from bigshuf.shuffler.verify import verify as run_verify
 
+    if manifest is not None:
+        return _verify_manifest(manifest, first, zero_terminated or header)
+    if first is None or not others:
+        raise click.UsageError("verify needs FIRST and OTHERS (or --manifest FILE.json)")
     result = run_verify(first, *others, zero_terminated=zero_terminated, progress=progress,
                         header=header)
     for fp in (result.first, *(result.parts or (result.second,))):
@@ -181,3 +209,17 @@ def verify(first, others, zero_terminated, header, progress):
     else:
         click.echo("DIFFERENT: " + result.difference())
         sys.exit(1)
+
+
+def _verify_manifest(manifest: str, extra, line_options: bool) -> None:
+    from bigshuf.shuffler.manifest import verify_manifest
+
+    if extra is not None or line_options:
+        raise click.UsageError("verify --manifest takes no FILE arguments, -z or --header")
+    check = verify_manifest(manifest)
+    for line in check.problems:
+        click.echo(line)
+    if not check.ok:
+        click.echo(f"{len(check.problems)} problem(s) in the outputs of {manifest}")
+        sys.exit(1)
+    click.echo(check.summary())

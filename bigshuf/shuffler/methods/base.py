@@ -54,7 +54,8 @@ class Job:
     def reader(self) -> RecordReader:
         if self._reader is None:
             self._reader = RecordReader(record_inputs(self.opts), self.opts.sep,
-                                        header=self.opts.header, warn=self.warn)
+                                        header=self.opts.header, warn=self.warn,
+                                        digest=self.opts.manifest is not None)
             self._size = self._reader.known_size()
         return self._reader
 
@@ -63,7 +64,8 @@ class Job:
         warnings already given are not repeated."""
         said = self.reader.quote_reported
         self._reader = RecordReader(sources or record_inputs(self.opts), self.opts.sep,
-                                    header=self.opts.header, warn=self.warn)
+                                    header=self.opts.header, warn=self.warn,
+                                    digest=self.opts.manifest is not None)
         self._reader.quote_reported = said
         self._size = self._reader.known_size()
         return self._reader
@@ -111,4 +113,6 @@ class Method:
         """The job's stats, marked with this method and why it ran."""
         stats = self.job.stats
         stats.method, stats.why = self.ran_as, self.why
+        if self.job._reader is not None:  # what was read of each input (--manifest)
+            stats.inputs = list(self.job._reader.input_entries)
         return stats

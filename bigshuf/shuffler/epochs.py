@@ -1,0 +1,212 @@
+"""``--epochs E``: E independent shuffles of the same input, from one command.
+
+Epoch e is the order contract with its own seed, :func:`~bigshuf.common.randomness.epoch_seed`
+(seed, e) (epoch 0 is the seed itself): the same bytes as ``--seed S --first-epoch e --epochs 1``,
+whatever the other epochs. Each epoch is one ordinary run of the job (any method, any option
+that composes), reading the inputs again; so every epoch is exactly uniform and the epochs are
+independent (their keys come from unrelated seeds). Nothing is published before every epoch is
+complete.
+
+* With ``{epoch}`` in -o, each epoch writes its own outputs (shards, splits, compression as for
+  one run), held until the last epoch is done and published together.
+* Otherwise the epochs are one stream, epoch after epoch, into -o (or stdout), cut into shards
+  as one run's stream would be: :class:`EpochStream` hands each epoch's run a view of one
+  shared :class:`~bigshuf.shuffler.writing.Sink`.
+
+Why not scatter once for all epochs: each epoch's buckets come from its own keys, so a shared
+scatter would hold E copies of the data (E x the temporary file or RAM) to save one read and
+newline scan of the input per epoch; reading the inputs again is cheaper (they are files in the
+page cache) and keeps every epoch within ``--memory``.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import replace
+from typing import Any, Callable, List, Optional
+
+import numpy as np
+
+from bigshuf.common.errors import BigshufError, UsageError, warn_stderr
+from bigshuf.common.randomness import epoch_seed, resolve_seed
+from bigshuf.common.signals import SignalGuard
+from bigshuf.shuffler.options import EPOCH_FIELD_RE, ShuffleOptions
+from bigshuf.shuffler.records import find_record_ends
+from bigshuf.shuffler.stats import ShuffleStats
+from bigshuf.shuffler.writing import (
+    _FIELD_SPEC,
+    Sink,
+    check_distinct,
+    held,
+    outer_hold,
+    publish_or_hold,
+    shared_stream,
+)
+
+RunOne = Callable[[ShuffleOptions], ShuffleStats]
+
+
+def epoch_output(pattern: str, epoch: int) -> str:
+    """-o with every ``{epoch}`` / ``{epoch:FORMAT}`` replaced by the epoch's number (other
+    fields, {split} {index} {count}, stay for the later steps)."""
+    def number(m: Any) -> str:
+        spec = m.group(1) or ""
+        if _FIELD_SPEC.fullmatch(spec) is None:
+            raise UsageError(f"-o {pattern}: {{epoch}} takes an integer format such as :03d")
+        return format(epoch, spec)
+    return EPOCH_FIELD_RE.sub(number, pattern)
+
+
+def epoch_options(opts: ShuffleOptions, seed: int) -> List[ShuffleOptions]:
+    """One run's options per epoch: its seed, and its outputs when -o holds {epoch}."""
+    by_epoch = isinstance(opts.output, str) and EPOCH_FIELD_RE.search(opts.output)
+    return [replace(opts, epochs=None, first_epoch=None, random_source=None,
+                    seed=epoch_seed(seed, e),
+                    output=epoch_output(opts.output, e) if by_epoch else opts.output)
+            for e in opts.epoch_numbers]
+
+
+def run_epochs(opts: ShuffleOptions, run_one: RunOne, check: Callable[[ShuffleOptions], None]
+               ) -> ShuffleStats:
+    """Run every epoch of ``opts`` with ``run_one`` (``check`` validates one run's outputs, all
+    before any work), publish them together; the stats of the whole."""
+    seed = resolve_seed(opts.seed)  # drawn once if not given: every epoch derives from it
+    runs = epoch_options(opts, seed)
+    by_epoch = runs[0].output != opts.output
+    for r in runs:
+        check(r)
+    if by_epoch and len(runs) > 1:
+        check_distinct([os.fspath(r.output) for r in runs], "outputs of --epochs",
+                       " (put {epoch} in the file name)")
+    outer = outer_hold()
+    done: List[ShuffleStats] = []
+    stream = None if by_epoch else EpochStream(len(runs))
+    sinks: List[Any] = []
+    with SignalGuard() as signals:
+        try:
+            with held() as sinks, shared_stream(stream) if stream is not None else _nothing():
+                for e, r in zip(opts.epoch_numbers, runs):
+                    before = len(sinks)
+                    st = run_one(r)
+                    for s in sinks[before:]:
+                        s.epoch = e
+                    if done and (st.records, st.inputs) != (done[0].records, done[0].inputs):
+                        raise BigshufError("the input changed between epochs (its records or "
+                                           "digest differ): no epoch written")
+                    done.append(st)
+            if stream is not None and stream.sink is not None:
+                sinks = [stream.finish()]
+            signals.defer()
+            publish_or_hold(sinks, outer)
+        except BaseException:
+            for s in sinks:
+                s.abort()
+            if stream is not None:
+                stream.abort()
+            raise
+    stats = done[0]
+    stats.records_out = sum(st.records_out for st in done)
+    stats.outputs = list(dict.fromkeys(p for st in done for p in st.outputs))
+    stats.epoch_seeds = {e: st.seed for e, st in zip(opts.epoch_numbers, done)}
+    stats.seed = seed
+    return stats
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+class EpochStream:
+    """The one stream of all epochs (-o without {epoch}): the first epoch's run makes the Sink,
+    for E x its record count; every run writes through its own :class:`_EpochView`."""
+
+    def __init__(self, epochs: int) -> None:
+        self.sink: Optional[Sink] = None
+        self.epochs = epochs
+        self.bytes_before = 0  # stream bytes of the finished epochs (positional writes)
+
+    def view(self, opts: ShuffleOptions, records: int, header: Optional[bytes],
+             limit: Optional[int]) -> "_EpochView":
+        out = records if limit is None else min(limit, records)
+        if self.sink is None:  # every epoch reads the same input: E x the first one's records
+            self.sink = Sink(opts.output, opts.sep, out * self.epochs, shards=opts.shards,
+                             lines_per_shard=opts.lines_per_shard, header=header,
+                             durable=opts.fsync, memory=opts.memory_bytes,
+                             warn=opts.warn or warn_stderr, shard_size=opts.shard_size,
+                             digest=opts.manifest is not None)
+        return _EpochView(self, out)
+
+    def finish(self) -> Sink:
+        """Complete every output of the stream (published by the caller)."""
+        assert self.sink is not None
+        self.sink.complete()
+        return self.sink
+
+    def abort(self) -> None:
+        if self.sink is not None:
+            self.sink.abort()
+
+
+class _EpochView:
+    """One epoch's run's Sink: its records appended to the shared stream (positional writes
+    shifted by the epochs before it), finished without publishing."""
+
+    def __init__(self, stream: EpochStream, records_out: int):
+        assert stream.sink is not None
+        self.stream = stream
+        self.sink: Sink = stream.sink
+        self.records_out = records_out
+        self.done = 0
+        self.bytes = 0
+        self.base = stream.bytes_before
+        self.lock = threading.Lock()
+        self.epoch: Optional[int] = None
+
+    @property
+    def positional(self) -> bool:
+        return self.sink.positional
+
+    @property
+    def full(self) -> bool:
+        return self.done >= self.records_out
+
+    @property
+    def paths(self) -> Any:
+        return self.sink.paths
+
+    @property
+    def wrote_to_stream(self) -> bool:
+        return self.sink.wrote_to_stream
+
+    def open(self) -> None:
+        if not self.sink.files:
+            self.sink.open()
+
+    def write(self, data: np.ndarray, records: int) -> None:
+        take = min(records, self.records_out - self.done)
+        if take <= 0:
+            return
+        if take < records:
+            data = data[:int(find_record_ends(data, self.sink.sep, take)[take - 1])]
+        self.sink.write(data, take)
+        self.done += take
+        self.bytes += len(data)
+
+    def write_at(self, offset: int, data: np.ndarray, records: int) -> None:
+        self.sink.write_at(self.base + offset, data, records)
+        with self.lock:
+            self.done += records
+            self.bytes += len(data)
+
+    def finish(self, before_publish: Optional[Callable[[], None]] = None) -> None:
+        self.stream.bytes_before += self.bytes  # published with the last epoch
+
+    def close_current(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        self.sink.abort()

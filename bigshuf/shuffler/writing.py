@@ -313,8 +313,8 @@ class Sink:
         self.header = header or b""
         if shard_size:
             # The names are made as shards open: the first stands for all in the checks.
-            self.names = ShardNames(os.fspath(cast(str, output)), 1, known=False)
-            self.paths = [self.names[0]]
+            self.shard_names = ShardNames(os.fspath(cast(str, output)), 1, known=False)
+            self.paths = [self.shard_names[0]]
             self.quota = [n]
         elif shards or lines_per_shard:
             count = max(1, -(-n // lines_per_shard)) if lines_per_shard else int(shards or 1)
@@ -361,7 +361,7 @@ class Sink:
                                  f"{max_shards(self.memory):,} shards of {self.paths[0]}, the most "
                                  f"--memory {self.memory:,} bytes can keep track of (raise "
                                  f"--memory or --shard-size)")
-            cast(List[Optional[str]], self.paths).append(self.names[i])
+            cast(List[Optional[str]], self.paths).append(self.shard_names[i])
             self.quota.append(self.records_out - self.done)
         try:
             self.files.append(OutputFile(self.paths[i], self.group, self.memory, self.digest))

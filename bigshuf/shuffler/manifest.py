@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import xxhash
 
+from bigshuf import __version__
 from bigshuf.common.errors import BigshufError, InputError, UsageError, describe_os_error
 from bigshuf.common.output import Destination, check_destination, write_all
 from bigshuf.common.signals import SignalGuard
@@ -90,8 +91,6 @@ def check_manifest(opts: ShuffleOptions) -> None:
 
 def manifest_document(opts: ShuffleOptions, stats: ShuffleStats, sinks: List[Any]) -> Dict[str, Any]:
     """The manifest as a JSON-ready dict (see the module docstring)."""
-    import bigshuf
-
     base = os.path.dirname(os.path.abspath(opts.manifest))
     inputs = []
     for i, entry in enumerate(stats.inputs):
@@ -108,7 +107,7 @@ def manifest_document(opts: ShuffleOptions, stats: ShuffleStats, sinks: List[Any
             outputs.append({"path": None if path is None else os.path.relpath(os.path.abspath(path), base),
                             "split": entry.pop("split", None), "shard": entry.pop("shard"),
                             "epoch": getattr(sink, "epoch", None), **entry})
-    return {"bigshuf_manifest": FORMAT, "bigshuf_version": bigshuf.__version__,
+    return {"bigshuf_manifest": FORMAT, "bigshuf_version": __version__,
             "digest": DIGEST, "seed": stats.seed,
             "epoch_seeds": {str(e): s for e, s in stats.epoch_seeds.items()},
             "options": _options(opts), "run": {k: getattr(stats, k) for k in RUN_STATS},

@@ -62,7 +62,7 @@ def run(opts: ShuffleOptions) -> ShuffleStats:
     """Run a validated shuffle (see :func:`shuffle`): check every output, plan the budget,
     choose the method (:func:`bigshuf.shuffler.methods.choose`), check the file systems, run;
     with --manifest, record what was written (:mod:`bigshuf.shuffler.manifest`)."""
-    if opts.manifest is not None:
+    if opts.manifest is not None and outer_hold() is None:  # not for the runs of one inside
         return run_recorded(opts, _run)
     return _run(opts)
 
@@ -72,7 +72,7 @@ def _run(opts: ShuffleOptions) -> ShuffleStats:
     if opts.aligned:
         return run_aligned(opts)
     if opts.epochs is not None:
-        return run_epochs(opts, _run, _check_outputs)
+        return run_epochs(opts, run, _check_outputs)
     _check_outputs(opts)
     job = Job(opts, plan_run(opts), resolve_seed(opts.seed))
     with decoders_within(decoder_limit(opts.memory_bytes)):
@@ -107,7 +107,7 @@ def run_aligned(opts: ShuffleOptions) -> ShuffleStats:
         try:
             with held() as sinks:
                 for r in runs:
-                    done.append(_run(r))
+                    done.append(run(r))
             for p, st, n in zip(opts.inputs, done, counts):
                 if st.records != n:
                     raise BigshufError(f"{display_name(p)}: input changed while it was being shuffled")

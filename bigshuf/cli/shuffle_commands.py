@@ -6,6 +6,7 @@ import sys
 import click
 
 from bigshuf.cli.base import SIZE, main, reports_errors
+from bigshuf.common.errors import UsageError
 from bigshuf.shuffler.options import DEFAULT_MEMORY, ShuffleOptions
 
 SHUFFLE_EXAMPLES = """\b
@@ -196,7 +197,7 @@ def verify(first, others, manifest, zero_terminated, header, progress):
     if manifest is not None:
         return _verify_manifest(manifest, first, zero_terminated or header)
     if first is None or not others:
-        raise click.UsageError("verify needs FIRST and OTHERS (or --manifest FILE.json)")
+        raise UsageError("verify needs FIRST and OTHERS (or --manifest FILE.json)")
     result = run_verify(first, *others, zero_terminated=zero_terminated, progress=progress,
                         header=header)
     for fp in (result.first, *(result.parts or (result.second,))):
@@ -215,7 +216,7 @@ def _verify_manifest(manifest: str, extra, line_options: bool) -> None:
     from bigshuf.shuffler.manifest import verify_manifest
 
     if extra is not None or line_options:
-        raise click.UsageError("verify --manifest takes no FILE arguments, -z or --header")
+        raise UsageError("verify --manifest takes no FILE arguments, -z or --header")
     check = verify_manifest(manifest)
     for line in check.problems:
         click.echo(line)

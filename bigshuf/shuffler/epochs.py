@@ -37,6 +37,7 @@ from bigshuf.shuffler.writing import (
     _FIELD_SPEC,
     Sink,
     check_distinct,
+    check_shard_count,
     held,
     outer_hold,
     publish_or_hold,
@@ -75,6 +76,8 @@ def run_epochs(opts: ShuffleOptions, run_one: RunOne, check: Callable[[ShuffleOp
     by_epoch = runs[0].output != opts.output
     for r in runs:
         check(r)
+    if by_epoch and opts.shards:  # every epoch's shards are held until all are published
+        check_shard_count(opts.shards * len(runs) * len(opts.split or [None]), opts.memory_bytes)
     if by_epoch and len(runs) > 1:
         check_distinct([os.fspath(r.output) for r in runs], "outputs of --epochs",
                        " (put {epoch} in the file name)")

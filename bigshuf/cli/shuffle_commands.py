@@ -75,9 +75,9 @@ class _LongPrefixCommand(click.Command):
 @click.argument("inputs", nargs=-1, type=click.Path(dir_okay=True, allow_dash=True, readable=False))
 @click.option("-o", "--output", type=click.Path(allow_dash=True), multiple=True,
               help="Output file (default: stdout). Written under a temporary name beside it and "
-                   "renamed at the end. With --shards/--lines-per-shard, the shard name pattern "
-                   "(README, 'Sharded output names'); with --split, contains {split}. Given twice: "
-                   "an error, like shuf.")
+                   "renamed at the end. With --shards/--lines-per-shard/--shard-size, the shard name "
+                   "pattern (README, 'Sharded output names'); with --split, contains {split}; with "
+                   "--epochs, may contain {epoch}. Given twice: an error, like shuf.")
 @click.option("-S", "--memory", type=SIZE, default=DEFAULT_MEMORY, show_default=True,
               help="Memory budget of the whole run, K/M/G/T suffixes (minimum 1M). Peak RSS stays "
                    "within SIZE + ~64 MB of interpreter; the longest accepted line is SIZE/16.")

@@ -102,10 +102,14 @@ def run_epochs(opts: ShuffleOptions, run_one: RunOne, check: Callable[[ShuffleOp
             signals.defer()
             publish_or_hold(sinks, outer)
         except BaseException:
+            # Asked before the aborts: epochs already sent to stdout or a pipe stay there.
+            partial = stream is not None and stream.sink is not None and stream.sink.wrote_to_stream
             for s in sinks:
                 s.abort()
             if stream is not None:
                 stream.abort()
+            if signals.fired:
+                raise signals.error(partial=partial) from None
             raise
     stats = done[0]
     stats.records_out = sum(st.records_out for st in done)
@@ -131,10 +135,18 @@ class EpochStream:
         self.sink: Optional[Sink] = None
         self.epochs = epochs
         self.bytes_before = 0  # stream bytes of the finished epochs (positional writes)
+        self.finished = 0      # epochs finished
+        self.aborted = False   # a run took its outputs back (it may start over: see view)
 
     def view(self, opts: ShuffleOptions, records: int, header: Optional[bytes],
              limit: Optional[int]) -> "_EpochView":
         out = records if limit is None else min(limit, records)
+        if self.aborted:
+            # The input method starts over as the engine when an input changes under it: fine
+            # before any epoch is done (a new stream), not once one is (its lines are gone).
+            if self.finished:
+                raise BigshufError("an input changed while the epochs were being written")
+            self.sink, self.aborted = None, False
         if self.sink is None:  # every epoch reads the same input: E x the first one's records
             self.sink = Sink(opts.output, opts.sep, out * self.epochs, shards=opts.shards,
                              lines_per_shard=opts.lines_per_shard, header=header,
@@ -207,9 +219,11 @@ class _EpochView:
 
     def finish(self, before_publish: Optional[Callable[[], None]] = None) -> None:
         self.stream.bytes_before += self.bytes  # published with the last epoch
+        self.stream.finished += 1
 
     def close_current(self) -> None:
         pass
 
     def abort(self) -> None:
         self.sink.abort()
+        self.stream.aborted = True

@@ -66,7 +66,7 @@ def run_recorded(opts: ShuffleOptions, run_outputs: RunOutputs) -> ShuffleStats:
             with held() as sinks:
                 stats = run_outputs(opts)
             doc = manifest_document(opts, stats, sinks)
-            manifest = _ManifestFile(opts.manifest)
+            manifest = _ManifestFile(opts.manifest, opts.fsync)
             manifest.write(doc)
             signals.defer()
             publish_all([*sinks, manifest])
@@ -137,8 +137,9 @@ def _options(opts: ShuffleOptions) -> Dict[str, Any]:
 class _ManifestFile:
     """The manifest's destination, published with the outputs (Sink's publishing interface)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, durable: bool = False):
         self.dest = Destination(path)  # a FIFO or device is written through, like -o
+        self.durable = durable
 
     def write(self, doc: Dict[str, Any]) -> None:
         data = (json.dumps(doc, indent=1) + "\n").encode()
@@ -151,7 +152,7 @@ class _ManifestFile:
         return [self.dest]
 
     def commit(self) -> None:
-        self.dest.commit()
+        self.dest.commit(self.durable)
 
     def release(self) -> None:
         pass

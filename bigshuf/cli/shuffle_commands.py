@@ -36,6 +36,7 @@ Examples:
   bigshuf verify big.txt out-*-of-00064.txt.gz        # the shards together
   bigshuf verify in.txt data/train.txt data/valid.txt data/test.txt   # the splits together
   bigshuf verify --header data.tsv shuffled.tsv       # outputs of 'shuffle --header'
+  bigshuf verify --manifest data/manifest.json        # outputs of 'shuffle --manifest': exit 0, all intact
 Full documentation: bigshuf readme
 """
 
@@ -190,7 +191,8 @@ def verify(first, others, manifest, zero_terminated, header, progress):
     OTHERS is one file (a shuffle of FIRST) or several (its shards, or the splits of
     'shuffle --split': 'bigshuf verify in.txt data/train.txt data/valid.txt data/test.txt').
     Order-free: compares line counts and xxhash-based fingerprints, at disk speed; lines of any
-    length.
+    length. With --manifest FILE.json instead: every output file of a 'shuffle --manifest' run,
+    re-read and compared with the manifest's size and digest.
     """
     from bigshuf.shuffler.verify import verify as run_verify
 

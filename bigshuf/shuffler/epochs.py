@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any, Callable, List, Optional
 
@@ -58,12 +59,17 @@ def epoch_output(pattern: str, epoch: int) -> str:
     return EPOCH_FIELD_RE.sub(number, pattern)
 
 
+def by_epoch(opts: ShuffleOptions) -> bool:
+    """Does each epoch get its own outputs (-o holds {epoch})?"""
+    return isinstance(opts.output, str) and EPOCH_FIELD_RE.search(opts.output) is not None
+
+
 def epoch_options(opts: ShuffleOptions, seed: int) -> List[ShuffleOptions]:
     """One run's options per epoch: its seed, and its outputs when -o holds {epoch}."""
-    by_epoch = isinstance(opts.output, str) and EPOCH_FIELD_RE.search(opts.output)
+    own = by_epoch(opts)
     return [replace(opts, epochs=None, first_epoch=None, random_source=None,
                     seed=epoch_seed(seed, e),
-                    output=epoch_output(opts.output, e) if by_epoch else opts.output)
+                    output=epoch_output(opts.output, e) if own else opts.output)
             for e in opts.epoch_numbers]
 
 
@@ -73,21 +79,21 @@ def run_epochs(opts: ShuffleOptions, run_one: RunOne, check: Callable[[ShuffleOp
     before any work), publish them together; the stats of the whole."""
     seed = resolve_seed(opts.seed)  # drawn once if not given: every epoch derives from it
     runs = epoch_options(opts, seed)
-    by_epoch = runs[0].output != opts.output
+    own = by_epoch(opts)
     for r in runs:
         check(r)
-    if by_epoch and opts.shards:  # every epoch's shards are held until all are published
+    if own and opts.shards:  # every epoch's shards are held until all are published
         check_shard_count(opts.shards * len(runs) * len(opts.split or [None]), opts.memory_bytes)
-    if by_epoch and len(runs) > 1:
+    if own and len(runs) > 1:
         check_distinct([os.fspath(r.output) for r in runs], "outputs of --epochs",
                        " (put {epoch} in the file name)")
     outer = outer_hold()
     done: List[ShuffleStats] = []
-    stream = None if by_epoch else EpochStream(len(runs))
+    stream = None if own else EpochStream(len(runs))
     sinks: List[Any] = []
     with SignalGuard() as signals:
         try:
-            with held() as sinks, shared_stream(stream) if stream is not None else _nothing():
+            with held() as sinks, shared_stream(stream) if stream is not None else nullcontext():
                 for e, r in zip(opts.epoch_numbers, runs):
                     before = len(sinks)
                     st = run_one(r)
@@ -117,14 +123,6 @@ def run_epochs(opts: ShuffleOptions, run_one: RunOne, check: Callable[[ShuffleOp
     stats.epoch_seeds = {e: st.seed for e, st in zip(opts.epoch_numbers, done)}
     stats.seed = seed
     return stats
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 class EpochStream:

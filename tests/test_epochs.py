@@ -156,6 +156,14 @@ def test_one_output_is_the_epochs_in_turn(tmp_path):
     assert {len(p.read_bytes().splitlines()) for p in shards} == {225}
 
 
+def test_stdin_is_copied_once_and_read_by_every_epoch(tmp_path):
+    src = numbered_file(tmp_path / "in.txt", 200)
+    from_file = invoke(["shuffle", src, "--epochs", "3", "--seed", "4"]).stdout
+    r = invoke(["shuffle", "--epochs", "3", "--seed", "4", "-T", tmp_path], input=src.read_bytes())
+    assert r.returncode == 0 and r.stdout == from_file
+    assert sorted(os.listdir(tmp_path)) == ["in.txt"]  # the copy was unlinked from the start
+
+
 def test_header_once_per_file_and_epochs_with_split(tmp_path):
     src = numbered_file(tmp_path / "in.txt", 40, header=b"h\n")
     out = invoke(["shuffle", src, "--header", "--epochs", "2", "--seed", "1"]).stdout
@@ -206,7 +214,6 @@ def test_no_epoch_is_published_unless_all_are(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("args,needle", [
     (["--epochs", "0"], "--epochs must be at least 1"),
-    (["--epochs", "2", "-"], "read only once"),
     (["-o", "x{epoch}.txt"], "{epoch} names the outputs of --epochs"),
     (["--epochs", "2", "--split", "a=0.5,b=rest", "-o", "{split}.txt"], "needs {epoch}"),
     (["--epochs", "2", "-r", "-n", "3"], "not available with -r"),

@@ -133,8 +133,8 @@ class _LongPrefixCommand(click.Command):
 @click.option("--epochs", type=int, metavar="E", default=None,
               help="E independent shuffles of the inputs (epoch e: the seed of epoch e, README "
                    "'Epochs'), into one output each when -o holds {epoch} (0..E-1, e.g. "
-                   "-o 'ep{epoch}.txt'), else one after the other in one output. The inputs "
-                   "must be files (read once per epoch).")
+                   "-o 'ep{epoch}.txt'), else one after the other in one output. Inputs are "
+                   "read once per epoch (stdin is first copied to --temp-dir).")
 @click.option("--first-epoch", type=int, metavar="F", default=None,
               help="Number the epochs from F (default 0): '--first-epoch 2 --epochs 1' writes "
                    "epoch 2 alone, the same bytes as in a longer run with that --seed.")

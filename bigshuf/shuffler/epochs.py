@@ -24,14 +24,15 @@ import os
 import threading
 from contextlib import nullcontext
 from dataclasses import replace
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 import numpy as np
 
 from bigshuf.common.errors import BigshufError, UsageError, warn_stderr
+from bigshuf.common.inputs import is_read_once
 from bigshuf.common.randomness import epoch_seed, resolve_seed
 from bigshuf.common.signals import SignalGuard
-from bigshuf.shuffler.options import EPOCH_FIELD_RE, ShuffleOptions
+from bigshuf.shuffler.options import EPOCH_FIELD_RE, STDIO, ShuffleOptions
 from bigshuf.shuffler.records import find_record_ends
 from bigshuf.shuffler.stats import ShuffleStats
 from bigshuf.shuffler.writing import (
@@ -73,10 +74,13 @@ def epoch_options(opts: ShuffleOptions, seed: int) -> List[ShuffleOptions]:
             for e in opts.epoch_numbers]
 
 
-def run_epochs(opts: ShuffleOptions, run_one: RunOne, check: Callable[[ShuffleOptions], None]
+def run_epochs(opts: ShuffleOptions, run_one: RunOne, check: Callable[[ShuffleOptions], None],
+               spool_inputs: Optional[Callable[[ShuffleOptions], Tuple[List[Any], Any]]] = None
                ) -> ShuffleStats:
     """Run every epoch of ``opts`` with ``run_one`` (``check`` validates one run's outputs, all
-    before any work), publish them together; the stats of the whole."""
+    before any work), publish them together; the stats of the whole. Inputs that can be read
+    only once (stdin, a pipe, a caller's stream) are first copied by ``spool_inputs`` to an
+    unlinked file in --temp-dir (as -r does), which every epoch reads."""
     seed = resolve_seed(opts.seed)  # drawn once if not given: every epoch derives from it
     runs = epoch_options(opts, seed)
     own = by_epoch(opts)
@@ -91,11 +95,17 @@ def run_epochs(opts: ShuffleOptions, run_one: RunOne, check: Callable[[ShuffleOp
     done: List[ShuffleStats] = []
     stream = None if own else EpochStream(len(runs))
     sinks: List[Any] = []
+    spool = None
     with SignalGuard() as signals:
         try:
+            parts = None
+            if spool_inputs is not None and len(runs) > 1 and _read_once(opts):
+                parts, spool = spool_inputs(opts)
             with held() as sinks, shared_stream(stream) if stream is not None else nullcontext():
                 for e, r in zip(opts.epoch_numbers, runs):
                     before = len(sinks)
+                    if parts is not None:  # a fresh reading of the spooled inputs
+                        r = replace(r, inputs=[p.open() if hasattr(p, "open") else p for p in parts])
                     st = run_one(r)
                     for s in sinks[before:]:
                         s.epoch = e
@@ -117,12 +127,21 @@ def run_epochs(opts: ShuffleOptions, run_one: RunOne, check: Callable[[ShuffleOp
             if signals.fired:
                 raise signals.error(partial=partial) from None
             raise
+        finally:
+            if spool is not None:
+                spool.close()
     stats = done[0]
     stats.records_out = sum(st.records_out for st in done)
     stats.outputs = list(dict.fromkeys(p for st in done for p in st.outputs))
     stats.epoch_seeds = {e: st.seed for e, st in zip(opts.epoch_numbers, done)}
     stats.seed = seed
     return stats
+
+
+def _read_once(opts: ShuffleOptions) -> bool:
+    """Is any input readable only once (so it must be copied before the first epoch)?"""
+    return not opts.generated and any(not isinstance(p, str) or p == STDIO or is_read_once(p)
+                                      for p in opts.inputs)
 
 
 class EpochStream:

@@ -204,12 +204,6 @@ class ShuffleOptions:
             if self.split is not None and not by_epoch and self.epochs > 1:
                 raise UsageError("--split with --epochs needs {epoch} in -o: each epoch cuts its "
                                  "own splits (e.g. -o 'data/{epoch}/{split}.txt')")
-            if self.epochs > 1 and not self.generated:
-                for p in self.inputs:
-                    if not isinstance(p, str) or p == STDIO or is_read_once(p):
-                        name = p if isinstance(p, str) else repr(p)
-                        raise UsageError(f"--epochs reads the inputs once per epoch: {name} can "
-                                         f"be read only once (give a file)")
         if self.scheduler is not None and (self.shard_size is not None or self.manifest is not None):
             raise UsageError("--shard-size and --manifest are not available with --scheduler")
         if self.manifest is not None:

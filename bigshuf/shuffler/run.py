@@ -29,6 +29,7 @@ from bigshuf.shuffler.epochs import epoch_options, run_epochs
 from bigshuf.shuffler.manifest import run_recorded
 from bigshuf.shuffler.methods import Job, Method, choose
 from bigshuf.shuffler.methods.cluster import Cluster
+from bigshuf.shuffler.methods.repeat import rereadable_inputs
 from bigshuf.shuffler.options import NAME_FIELD, ShuffleOptions
 from bigshuf.shuffler.plan import Geometry, plan
 from bigshuf.shuffler.records import RecordReader, display_name
@@ -72,7 +73,7 @@ def _run(opts: ShuffleOptions) -> ShuffleStats:
     if opts.aligned:
         return run_aligned(opts)
     if opts.epochs is not None:
-        return run_epochs(opts, run, _check_outputs)
+        return run_epochs(opts, run, _check_outputs, rereadable_inputs)
     _check_outputs(opts)
     job = Job(opts, plan_run(opts), resolve_seed(opts.seed))
     with decoders_within(decoder_limit(opts.memory_bytes)):

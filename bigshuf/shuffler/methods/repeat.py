@@ -95,7 +95,7 @@ def run_repeat(opts: ShuffleOptions, geo: Geometry, streams: Streams, stats: Shu
             count = len(opts.echo)
             chunks = _echo_lines(opts.echo_lines, opts.sep, streams, total)
         else:
-            inputs, spool = _rereadable(opts)
+            inputs, spool = rereadable_inputs(opts)
             count, payload, header = _count(inputs, opts, geo)
             stats.bytes = payload
             # Half the round's byte cap at the mean line length, so a round rarely overflows.
@@ -156,7 +156,7 @@ def _echo_lines(args: List[bytes], sep: int, streams: Streams, total: Optional[i
 
 # -- files -----------------------------------------------------------------------------------
 
-def _rereadable(opts: ShuffleOptions) -> Tuple[List[Any], Any]:
+def rereadable_inputs(opts: ShuffleOptions) -> Tuple[List[Any], Any]:
     """Inputs that can be read several times: paths as they are; stdin (or a caller's stream)
     copied once to an unlinked file in --temp-dir, returned as a factory-friendly path list
     plus the spool file (the caller closes it)."""

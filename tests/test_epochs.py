@@ -235,3 +235,13 @@ def test_epoch_names_must_differ(tmp_path):
     with pytest.raises(UsageError, match="not distinct"):
         bigshuf.shuffle(src, f"{tmp_path}/e{{epoch}}/../same.txt", epochs=2)
     assert not (tmp_path / "same.txt").exists()
+
+
+def test_one_epoch_again_with_its_splits(tmp_path):
+    """--first-epoch e --epochs 1 with --split needs no {epoch}: epoch e's splits, alone."""
+    src = numbered_file(tmp_path / "in.txt", 60)
+    r = invoke(["shuffle", src, "--seed", "7", "--first-epoch", "2", "--split", "a=0.5,b=rest",
+                "-o", tmp_path / "{split}.txt"])
+    assert r.returncode == 0, r.stderr
+    epoch2 = invoke(["shuffle", src, "--seed", str(epoch_seed(7, 2))]).stdout
+    assert (tmp_path / "a.txt").read_bytes() + (tmp_path / "b.txt").read_bytes() == epoch2

@@ -83,7 +83,8 @@ def run_epochs(opts: ShuffleOptions, run_one: RunOne, check: Callable[[ShuffleOp
     unlinked file in --temp-dir (as -r does), which every epoch reads."""
     seed = resolve_seed(opts.seed)  # drawn once if not given: every epoch derives from it
     runs = epoch_options(opts, seed)
-    own = by_epoch(opts)
+    # --split without {epoch}: one epoch only (options), whose splits are its own outputs.
+    own = by_epoch(opts) or opts.split is not None
     for r in runs:
         check(r)
     if own and opts.shards:  # every epoch's shards are held until all are published

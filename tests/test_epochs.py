@@ -245,3 +245,22 @@ def test_one_epoch_again_with_its_splits(tmp_path):
     assert r.returncode == 0, r.stderr
     epoch2 = invoke(["shuffle", src, "--seed", str(epoch_seed(7, 2))]).stdout
     assert (tmp_path / "a.txt").read_bytes() + (tmp_path / "b.txt").read_bytes() == epoch2
+
+
+def test_a_signal_while_a_read_once_input_is_copied_leaves_nothing(tmp_path):
+    """A FIFO nobody writes: the run blocks copying it for the epochs; SIGTERM ends it at once,
+    with no output and no temporary file."""
+    import signal
+    import subprocess
+
+    from helpers import leftovers, spawn
+    from test_signals import _wait_blocked_opening_a_fifo
+
+    fifo = tmp_path / "p"
+    os.mkfifo(fifo)
+    proc = spawn(["shuffle", fifo, "--epochs", "2", "-T", tmp_path, "-o", tmp_path / "e{epoch}.txt"])
+    _wait_blocked_opening_a_fifo(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), 143, "SIGTERM")
+    assert sorted(os.listdir(tmp_path)) == ["p"] and not leftovers(tmp_path)

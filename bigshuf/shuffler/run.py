@@ -25,7 +25,7 @@ from bigshuf.common.randomness import resolve_seed
 from bigshuf.common.signals import SignalGuard
 from bigshuf.common.space import check_free_space
 from bigshuf.common.tempdir import temp_directory
-from bigshuf.shuffler.epochs import epoch_options, run_epochs
+from bigshuf.shuffler.epochs import allocator_slack, epoch_options, run_epochs
 from bigshuf.shuffler.manifest import run_recorded
 from bigshuf.shuffler.methods import Job, Method, choose
 from bigshuf.shuffler.methods.cluster import Cluster
@@ -140,13 +140,14 @@ def _count_records(opts: ShuffleOptions, geo: Geometry) -> int:
 def plan_run(opts: ShuffleOptions) -> Geometry:
     """The run's sizes: the budget's plan, with the output compressor's bytes and the input
     decoder's window (xz dictionary, zstd window: refused if it cannot fit) set aside from
-    what the engine and the input method keep in RAM. Only those two change (the shuffle's
-    blocks and units do not), so a compressed output holds the plain output's bytes."""
+    what the engine and the input method keep in RAM (and, in a run of several epochs, the
+    allocator's slack: epochs.allocator_slack). Only those change (the shuffle's blocks and
+    units do not), so a compressed output holds the plain output's bytes."""
     memory = opts.memory_bytes
     decoders = 0 if opts.generated or opts.scheduler is not None \
         else check_decoders(opts.inputs, memory)
-    return replace(plan(memory), reserved=decoders + max(compressor_bytes(o, memory)
-                                                         for o in _output_names(opts)))
+    return replace(plan(memory), reserved=decoders + allocator_slack(memory)
+                   + max(compressor_bytes(o, memory) for o in _output_names(opts)))
 
 
 def _output_names(opts: ShuffleOptions) -> List[Any]:

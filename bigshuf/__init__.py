@@ -20,6 +20,8 @@ _EXPORTS = {
     "verify": "bigshuf.shuffler.verify",
     "ShuffleOptions": "bigshuf.shuffler.options",
     "fingerprint": "bigshuf.shuffler.verify",
+    "epoch_seed": "bigshuf.common.randomness",
+    "verify_manifest": "bigshuf.shuffler.manifest",
     "can": "bigshuf.predict.can_command",
     "tune_can": "bigshuf.predict.tune",
     "can_adjust": "bigshuf.predict.can",

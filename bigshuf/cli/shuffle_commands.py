@@ -6,6 +6,7 @@ import sys
 import click
 
 from bigshuf.cli.base import SIZE, main, reports_errors
+from bigshuf.common.errors import UsageError
 from bigshuf.shuffler.options import DEFAULT_MEMORY, ShuffleOptions
 
 SHUFFLE_EXAMPLES = """\b
@@ -23,6 +24,10 @@ Examples:
   bigshuf shuffle in.txt --split valid=10000,test=10000,train=rest -o '{split}.txt' --shards 4
   bigshuf shuffle --aligned --seed 5 en.txt de.txt -o 'shuf/{name}'   # one permutation, 2 outputs
   bigshuf shuffle --unique words.txt -o distinct.txt  # each distinct line once, in random order
+  bigshuf shuffle in.txt --epochs 3 --seed 7 -o 'epoch-{epoch}.txt'   # 3 independent shuffles
+  bigshuf shuffle in.txt --seed 7 --first-epoch 2 --epochs 1 -o 'epoch-{epoch}.txt'   # epoch 2 again
+  bigshuf shuffle in.jsonl --shard-size 256M -o 'part-{index:05d}.jsonl.zst'   # shards <= 256M
+  bigshuf shuffle in.txt -o out.txt --manifest out.json && bigshuf verify --manifest out.json
 Full documentation: bigshuf readme
 """
 
@@ -32,6 +37,7 @@ Examples:
   bigshuf verify big.txt out-*-of-00064.txt.gz        # the shards together
   bigshuf verify in.txt data/train.txt data/valid.txt data/test.txt   # the splits together
   bigshuf verify --header data.tsv shuffled.tsv       # outputs of 'shuffle --header'
+  bigshuf verify --manifest data/manifest.json        # outputs of 'shuffle --manifest': exit 0, all intact
 Full documentation: bigshuf readme
 """
 
@@ -71,9 +77,9 @@ class _LongPrefixCommand(click.Command):
 @click.argument("inputs", nargs=-1, type=click.Path(dir_okay=True, allow_dash=True, readable=False))
 @click.option("-o", "--output", type=click.Path(allow_dash=True), multiple=True,
               help="Output file (default: stdout). Written under a temporary name beside it and "
-                   "renamed at the end. With --shards/--lines-per-shard, the shard name pattern "
-                   "(README, 'Sharded output names'); with --split, contains {split}. Given twice: "
-                   "an error, like shuf.")
+                   "renamed at the end. With --shards/--lines-per-shard/--shard-size, the shard name "
+                   "pattern (README, 'Sharded output names'); with --split, contains {split}; with "
+                   "--epochs, may contain {epoch}. Given twice: an error, like shuf.")
 @click.option("-S", "--memory", type=SIZE, default=DEFAULT_MEMORY, show_default=True,
               help="Memory budget of the whole run, K/M/G/T suffixes (minimum 1M). Peak RSS stays "
                    "within SIZE + ~64 MB of interpreter; the longest accepted line is SIZE/16.")
@@ -130,6 +136,22 @@ class _LongPrefixCommand(click.Command):
                    "is kept and the distinct lines are shuffled uniformly (with -n: a uniform "
                    "sample of them). -v reports how many were dropped. Not with -r, --aligned or "
                    "--scheduler.")
+@click.option("--epochs", type=int, metavar="E", default=None,
+              help="E independent shuffles of the inputs (epoch e: the seed of epoch e, README "
+                   "'Epochs'), into one output each when -o holds {epoch} (0..E-1, e.g. "
+                   "-o 'ep{epoch}.txt'), else one after the other in one output. Inputs are "
+                   "read once per epoch (stdin is first copied to --temp-dir).")
+@click.option("--first-epoch", type=int, metavar="F", default=None,
+              help="Number the epochs from F (default 0): '--first-epoch 2 --epochs 1' writes "
+                   "epoch 2 alone, the same bytes as in a longer run with that --seed.")
+@click.option("--shard-size", type=SIZE, metavar="SIZE", default=None,
+              help="Write shards of at most SIZE bytes (K/M/G, before compression, the header "
+                   "included), cut at record ends; a longer record is a shard of its own. Names: "
+                   "-o with {index}, or -NNNNN before the extension.")
+@click.option("--manifest", metavar="FILE.json", default=None,
+              help="After the outputs, write FILE.json: version, seed, options, every input and "
+                   "output with records, bytes and XXH3-128 digest; published with the outputs. "
+                   "Check it later with 'bigshuf verify --manifest FILE.json'.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bars on stderr (default: only when stderr is a terminal).")
 @click.option("-v", "--verbose", is_flag=True, help="A summary on stderr: records, seed, buckets, runs, levels, timings.")
@@ -157,24 +179,33 @@ def shuffle(inputs, verbose, echo, **options):
 
 
 @main.command(epilog=VERIFY_EXAMPLES)
-@click.argument("first", type=click.Path(allow_dash=True))
-@click.argument("others", nargs=-1, required=True, type=click.Path(allow_dash=True))
+@click.argument("first", required=False, type=click.Path(allow_dash=True))
+@click.argument("others", nargs=-1, type=click.Path(allow_dash=True))
+@click.option("--manifest", metavar="FILE.json", default=None,
+              help="Instead of FIRST and OTHERS: re-read every output file the manifest of a "
+                   "'shuffle --manifest' run lists; one line per missing, truncated, extended "
+                   "or altered file (exit 1), a summary when all match (exit 0).")
 @click.option("-z", "--zero-terminated", is_flag=True, help="Records end with NUL, not newline.")
 @click.option("--header", is_flag=True,
               help="Leave out the first line of every file (outputs of 'shuffle --header', which "
                    "repeats the header on every shard and split).")
 @click.option("--progress/--no-progress", default=None, help="Progress bars on stderr.")
 @reports_errors
-def verify(first, others, zero_terminated, header, progress):
+def verify(first, others, manifest, zero_terminated, header, progress):
     """Exit 0 if FIRST holds the same multiset of lines as OTHERS together, 1 if not.
 
     OTHERS is one file (a shuffle of FIRST) or several (its shards, or the splits of
     'shuffle --split': 'bigshuf verify in.txt data/train.txt data/valid.txt data/test.txt').
     Order-free: compares line counts and xxhash-based fingerprints, at disk speed; lines of any
-    length.
+    length. With --manifest FILE.json instead: every output file of a 'shuffle --manifest' run,
+    re-read and compared with the manifest's size and digest.
     """
     from bigshuf.shuffler.verify import verify as run_verify
 
+    if manifest is not None:
+        return _verify_manifest(manifest, first, zero_terminated or header)
+    if first is None or not others:
+        raise UsageError("verify needs FIRST and OTHERS (or --manifest FILE.json)")
     result = run_verify(first, *others, zero_terminated=zero_terminated, progress=progress,
                         header=header)
     for fp in (result.first, *(result.parts or (result.second,))):
@@ -187,3 +218,17 @@ def verify(first, others, zero_terminated, header, progress):
     else:
         click.echo("DIFFERENT: " + result.difference())
         sys.exit(1)
+
+
+def _verify_manifest(manifest: str, extra, line_options: bool) -> None:
+    from bigshuf.shuffler.manifest import verify_manifest
+
+    if extra is not None or line_options:
+        raise UsageError("verify --manifest takes no FILE arguments, -z or --header")
+    check = verify_manifest(manifest)
+    for line in check.problems:
+        click.echo(line)
+    if not check.ok:
+        click.echo(f"{len(check.problems)} problem(s) in the outputs of {manifest}")
+        sys.exit(1)
+    click.echo(check.summary())

@@ -32,7 +32,8 @@ class Purpose(IntEnum):
     RANGE_SAMPLE = 5  # -i LO-HI -n K: distinct offsets in the range, one chunk of draws
     REPEAT_DRAW = 6   # -r: the indices of the lines drawn with replacement, one chunk of draws
     ORDER = 7         # the order contract: the constants of every record's key (OrderKeys)
-    DEDUP = 8         # --unique: the keys of the content hash (shuffler/dedup.py)
+    EPOCH = 8         # --epochs: the seed of epoch e > 0 (epoch_seed)
+    DEDUP = 9         # --unique: the keys of the content hash (shuffler/dedup.py)
 
 
 def new_seed() -> int:
@@ -43,6 +44,18 @@ def new_seed() -> int:
 def resolve_seed(seed: Optional[int]) -> int:
     """The run's seed: the given one, or a fresh one."""
     return new_seed() if seed is None else int(seed)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch`` of a run with ``seed`` (``--epochs``): epoch 0 is ``seed``
+    itself (so ``--epochs 1`` is the plain run), epoch e > 0 the 63-bit number drawn from
+    ``SeedSequence(seed, spawn_key=(Purpose.EPOCH, e))``: every epoch is the order contract with
+    its own seed, so ``--seed S --first-epoch e --epochs 1`` (or ``--seed epoch_seed(S, e)``)
+    gives epoch e alone. Part of the contract: changing it changes every epoch's output."""
+    if epoch == 0:
+        return int(seed)
+    lo, hi = np.random.SeedSequence(seed, spawn_key=(Purpose.EPOCH, epoch)).generate_state(2)
+    return (int(lo) | int(hi) << 32) & ((1 << 63) - 1)
 
 
 def seed_from_bytes(data: bytes) -> int:

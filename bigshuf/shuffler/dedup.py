@@ -506,11 +506,13 @@ class UniqueReader(RecordReader):
     count the survivors; the size is unknown beforehand, as for a stream, so the input method,
     which re-reads inputs by position, declines)."""
 
-    def __init__(self, distinct: Distinct, inputs, sep: int = 10, header: bool = False, warn=None):
+    def __init__(self, distinct: Distinct, inputs, sep: int = 10, header: bool = False, warn=None,
+                 digest: bool = False):
         super().__init__(inputs, sep, header=header, warn=warn)
         self.distinct = distinct
         # The reading itself (its warnings were given by the first pass: not repeated).
-        self._inner = RecordReader(inputs, sep, header=header)
+        self._inner = RecordReader(inputs, sep, header=header, digest=digest)
+        self.input_entries = self._inner.input_entries  # --manifest: what was read, as read
 
     def known_size(self) -> Optional[int]:
         return None

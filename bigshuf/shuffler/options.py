@@ -36,6 +36,8 @@ SPLIT_REST = "rest"
 SPLIT_FIELD = "{split}"
 #: In -o with --aligned: each input's file name.
 NAME_FIELD = "{name}"
+#: In -o with --epochs: the epoch's number (0..E-1), with an optional integer format ({epoch:02d}).
+EPOCH_FIELD_RE = re.compile(r"\{epoch(?::([^{}]*))?\}")
 
 
 #: Python keywords spelled as the CLI's long options, for the fields named otherwise.
@@ -78,6 +80,10 @@ class ShuffleOptions:
     split: Any = None
     aligned: bool = False
     unique: bool = False
+    epochs: Optional[int] = None
+    first_epoch: Optional[int] = None
+    shard_size: Any = None
+    manifest: Any = None
 
     def __post_init__(self) -> None:
         if isinstance(self.inputs, (str, bytes, os.PathLike)):  # one path, not its characters
@@ -87,6 +93,8 @@ class ShuffleOptions:
             self.output = os.fspath(self.output)
         if isinstance(self.temp_dir, os.PathLike):
             self.temp_dir = os.fspath(self.temp_dir)
+        if isinstance(self.manifest, os.PathLike):
+            self.manifest = os.fspath(self.manifest)
         explicit_inputs = [p for p in self.inputs]
         self.inputs = list(self.inputs) or [STDIO]
         self.memory = parse_size(self.memory)
@@ -106,13 +114,18 @@ class ShuffleOptions:
             if self.seed is not None:
                 raise UsageError("--seed and --random-source cannot be used together")
             self.seed = seed_from_random_source(self.random_source)
+        if self.shard_size is not None:
+            self.shard_size = parse_size(self.shard_size)
         for name, flag in (("jobs", "--jobs"), ("buckets", "--buckets"), ("shards", "--shards"),
-                           ("lines_per_shard", "--lines-per-shard")):
+                           ("lines_per_shard", "--lines-per-shard"), ("epochs", "--epochs")):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, _at_least(value, 1, flag))
         if self.sample is not None:
             self.sample = _at_least(self.sample, 0, "-n")
+        if self.first_epoch is not None:
+            self.first_epoch = _at_least(self.first_epoch, 0, "--first-epoch")
+            self.epochs = 1 if self.epochs is None else self.epochs
         self._check_combinations()
         self._check_budget()
 
@@ -147,8 +160,9 @@ class ShuffleOptions:
                     raise UsageError(f"-e argument {i} contains {what}: a line cannot hold its terminator")
 
     def _check_combinations(self) -> None:
-        if self.shards is not None and self.lines_per_shard is not None:
-            raise UsageError("--shards and --lines-per-shard cannot be used together")
+        if sum(v is not None for v in (self.shards, self.lines_per_shard, self.shard_size)) > 1:
+            raise UsageError("--shards, --lines-per-shard and --shard-size cannot be used together")
+        self._check_outputs_options()
         if self.sharded and self.to_stdout:
             raise UsageError("sharded output needs -o/--output (the shard name pattern)")
         if self.scheduler is not None:
@@ -174,9 +188,30 @@ class ShuffleOptions:
         elif isinstance(self.output, str) and NAME_FIELD in self.output:
             raise UsageError(f"-o {self.output}: {NAME_FIELD} names the outputs of --aligned")
         if not self.sharded and isinstance(self.output, str) \
-                and re.search(r"\{(index|count)[:}]", self.output):
+                and re.search(r"\{(index|count)[:!}]", self.output):
             raise UsageError(f"-o {self.output}: {{index}}/{{count}} name shards: add --shards or "
                              "--lines-per-shard")
+
+    def _check_outputs_options(self) -> None:
+        """--epochs, --shard-size and --manifest (README, 'Epochs, byte-sized shards, manifest')."""
+        pattern = self.output if isinstance(self.output, str) else ""
+        if self.shard_size is not None and re.search(r"\{count[:!}]", pattern):
+            raise UsageError(f"-o {pattern}: {{count}} is not known in advance with --shard-size "
+                             "(use {index})")
+        if self.epochs is None and EPOCH_FIELD_RE.search(pattern):
+            raise UsageError(f"-o {pattern}: {{epoch}} names the outputs of --epochs")
+        if self.epochs is not None:
+            if self.repeat or self.scheduler is not None:
+                raise UsageError("--epochs is not available with -r or --scheduler")
+            by_epoch = bool(EPOCH_FIELD_RE.search(pattern))
+            if self.split is not None and not by_epoch and self.epochs > 1:
+                raise UsageError("--split with --epochs needs {epoch} in -o: each epoch cuts its "
+                                 "own splits (e.g. -o 'data/{epoch}/{split}.txt')")
+        if self.scheduler is not None and (self.shard_size is not None or self.manifest is not None):
+            raise UsageError("--shard-size and --manifest are not available with --scheduler")
+        if self.manifest is not None:
+            if not isinstance(self.manifest, str) or self.manifest in ("", STDIO):
+                raise UsageError("--manifest needs a file name (FILE.json)")
 
     def _check_aligned(self) -> None:
         """--aligned: one permutation for line-parallel input files, one output each."""
@@ -213,7 +248,8 @@ class ShuffleOptions:
 
     @property
     def sharded(self) -> bool:
-        return self.shards is not None or self.lines_per_shard is not None
+        return self.shards is not None or self.lines_per_shard is not None \
+            or self.shard_size is not None
 
     @property
     def to_stdout(self) -> bool:
@@ -253,6 +289,12 @@ class ShuffleOptions:
         if unknown:
             raise TypeError(f"shuffle() got unexpected keyword(s): {', '.join(unknown)}")
         return cls(inputs=inputs, output=output, **kw)
+
+    @property
+    def epoch_numbers(self) -> range:
+        """The epochs this run writes: --first-epoch .. + --epochs - 1."""
+        first = self.first_epoch or 0
+        return range(first, first + (self.epochs or 1))
 
     def input_names(self) -> List[str]:
         return [os.fspath(p) if isinstance(p, (str, os.PathLike)) else repr(p) for p in self.inputs]

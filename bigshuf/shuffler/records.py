@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Generator, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
+import xxhash
 
 from bigshuf.common import stdio
 from bigshuf.common.codecs import check_codecs, open_decompressed
@@ -266,8 +267,12 @@ class RecordReader:
     """
 
     def __init__(self, inputs: Sequence[Union[PathLike, "Source"]], sep: int = 10, header: bool = False,
-                 warn=None, first_source: int = 0, first_record: int = 0):
+                 warn=None, first_source: int = 0, first_record: int = 0, digest: bool = False):
         self.inputs = list(inputs)
+        # --manifest: each input's path, bytes, records and XXH3-128 of the bytes read (the
+        # decompressed stream), computed as it is read: no pass of its own.
+        self.digest = digest
+        self.input_entries: List[dict] = []
         self.first_source = first_source  # number of the first input, for Block.source
         self.first_record = first_record  # records of the inputs before these (Block.first)
         self.sep = sep
@@ -378,6 +383,8 @@ class RecordReader:
         for source, path in enumerate(self.inputs, self.first_source):
             index = 0
             src = _as_source(path)
+            hasher = xxhash.xxh3_128() if self.digest else None
+            raw = 0
             try:
                 file_records = 0
                 consumed = 0  # bytes of this input so far, with the terminator given to its end
@@ -395,6 +402,9 @@ class RecordReader:
                         want = min(capacity, want)
                         view = memoryview(buf)  # type: ignore[arg-type]
                         got = read_fully(src.stream, view[n:want], src.name)
+                        if hasher is not None:
+                            hasher.update(view[n:n + got])
+                        raw += got
                         self.bytes_read += got
                         consumed += got
                         eof = n + got < want
@@ -452,6 +462,10 @@ class RecordReader:
                                 self.first_record + self.records - count)
                     index += 1
                     del buf, data
+                self.input_entries.append({
+                    "path": os.fspath(cast(PathLike, path)) if _is_path(path) else src.name, "bytes": raw,
+                    "records": file_records,
+                    "digest": None if hasher is None else hasher.hexdigest()})
             finally:
                 src.close()
 

@@ -29,6 +29,8 @@ from bigshuf.common.signals import SignalGuard
 from bigshuf.common.space import check_free_space
 from bigshuf.common.tempdir import temp_directory
 from bigshuf.shuffler.dedup import find_distinct
+from bigshuf.shuffler.epochs import allocator_slack, epoch_options, run_epochs
+from bigshuf.shuffler.manifest import run_recorded
 from bigshuf.shuffler.methods import Job, Method, choose
 from bigshuf.shuffler.methods.cluster import Cluster
 from bigshuf.shuffler.methods.repeat import SpoolPart, rereadable_inputs
@@ -38,7 +40,13 @@ from bigshuf.shuffler.records import RecordReader, display_name
 from bigshuf.shuffler.sources import record_inputs
 from bigshuf.shuffler.split import split_outputs, split_pattern
 from bigshuf.shuffler.stats import ShuffleStats
-from bigshuf.shuffler.writing import check_distinct, check_shard_names, held, publish_all
+from bigshuf.shuffler.writing import (
+    check_distinct,
+    check_shard_names,
+    held,
+    outer_hold,
+    publish_or_hold,
+)
 
 
 def shuffle(inputs: Sequence[Any] = ("-",), output: Any = None, **options: Any) -> ShuffleStats:
@@ -57,9 +65,19 @@ def shuffle(inputs: Sequence[Any] = ("-",), output: Any = None, **options: Any) 
 
 def run(opts: ShuffleOptions) -> ShuffleStats:
     """Run a validated shuffle (see :func:`shuffle`): check every output, plan the budget,
-    choose the method (:func:`bigshuf.shuffler.methods.choose`), check the file systems, run."""
+    choose the method (:func:`bigshuf.shuffler.methods.choose`), check the file systems, run;
+    with --manifest, record what was written (:mod:`bigshuf.shuffler.manifest`)."""
+    if opts.manifest is not None and outer_hold() is None:  # not for the runs of one inside
+        return run_recorded(opts, _run)
+    return _run(opts)
+
+
+def _run(opts: ShuffleOptions) -> ShuffleStats:
+    """--aligned: one run per input; --epochs: one run per epoch; else one run."""
     if opts.aligned:
         return run_aligned(opts)
+    if opts.epochs is not None:
+        return run_epochs(opts, run, _check_outputs, rereadable_inputs)
     _check_outputs(opts)
     job = Job(opts, plan_run(opts), resolve_seed(opts.seed))
     with decoders_within(decoder_limit(opts.memory_bytes)), ExitStack() as spooled:
@@ -120,29 +138,34 @@ def run_aligned(opts: ShuffleOptions) -> ShuffleStats:
                     random_source=None) for p in opts.inputs]
     check_distinct([os.fspath(r.output) for r in runs], "outputs of --aligned",
                    " (inputs with the same file name)")
-    for r in runs:
-        _check_outputs(r)
+    for r in runs:  # every output's names (every epoch's), before any work
+        for one in (epoch_options(r, 0) if r.epochs is not None else [r]):
+            _check_outputs(one)
     geo = plan_run(opts)
     counts = [_count_records(r, geo) for r in runs]
     if len(set(counts)) > 1:
         listed = ", ".join(f"{display_name(p)} {n:,}" for p, n in zip(opts.inputs, counts))
         raise UsageError(f"--aligned: the inputs hold different numbers of records: {listed}")
     done: List[ShuffleStats] = []
-    with SignalGuard() as signals, held() as sinks:
+    outer = outer_hold()
+    sinks: List[Any] = []
+    with SignalGuard() as signals:
         try:
-            for r in runs:
-                done.append(run(r))
+            with held() as sinks:
+                for r in runs:
+                    done.append(run(r))
             for p, st, n in zip(opts.inputs, done, counts):
                 if st.records != n:
                     raise BigshufError(f"{display_name(p)}: input changed while it was being shuffled")
             signals.defer()
-            publish_all(sinks)
+            publish_or_hold(sinks, outer)
         except BaseException:
             for sink in sinks:
                 sink.abort()
             raise
     stats = done[0]
     stats.outputs = [o for st in done for o in st.outputs]
+    stats.inputs = [i for st in done for i in st.inputs]
     return stats
 
 
@@ -162,13 +185,14 @@ def _count_records(opts: ShuffleOptions, geo: Geometry) -> int:
 def plan_run(opts: ShuffleOptions) -> Geometry:
     """The run's sizes: the budget's plan, with the output compressor's bytes and the input
     decoder's window (xz dictionary, zstd window: refused if it cannot fit) set aside from
-    what the engine and the input method keep in RAM. Only those two change (the shuffle's
-    blocks and units do not), so a compressed output holds the plain output's bytes."""
+    what the engine and the input method keep in RAM (and, in a run of several epochs, the
+    allocator's slack: epochs.allocator_slack). Only those change (the shuffle's blocks and
+    units do not), so a compressed output holds the plain output's bytes."""
     memory = opts.memory_bytes
     decoders = 0 if opts.generated or opts.scheduler is not None \
         else check_decoders(opts.inputs, memory)
-    return replace(plan(memory), reserved=decoders + max(compressor_bytes(o, memory)
-                                                         for o in _output_names(opts)))
+    return replace(plan(memory), reserved=decoders + allocator_slack(memory)
+                   + max(compressor_bytes(o, memory) for o in _output_names(opts)))
 
 
 def _output_names(opts: ShuffleOptions) -> List[Any]:

@@ -92,6 +92,7 @@ class SplitSink(Sink):
         self.sinks = [Sink.for_options(opts, size, header, split_pattern(os.fspath(opts.output), name))
                       for (name, _, _), size in zip(opts.split, sizes)]
         self.sizes = sizes
+        self.names = [name for name, _, _ in opts.split]
         self.paths = [p for s in self.sinks for p in s.paths]
         self.quota = [q for s in self.sinks for q in s.quota]
         self.current = 0

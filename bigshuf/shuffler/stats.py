@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List
+from typing import Any, Dict, List
 
 from bigshuf.common.sizes import format_size
 
@@ -30,8 +30,19 @@ class ShuffleStats:
     scatter_seconds: float = 0.0
     gather_seconds: float = 0.0
     outputs: List[str] = field(default_factory=list)
+    #: Each input's path, bytes, records and digest (--manifest; see RecordReader.input_entries).
+    inputs: List[Dict[str, Any]] = field(default_factory=list)
+    #: --epochs: each epoch's number and seed (epoch_seed).
+    epoch_seeds: Dict[int, int] = field(default_factory=dict)
 
     def summary(self) -> str:
+        text = self._summary()
+        if len(self.epoch_seeds) > 1 or any(e for e in self.epoch_seeds):
+            text += "\nbigshuf: epochs (number: seed): " + ", ".join(
+                f"{e}: {s}" for e, s in self.epoch_seeds.items())
+        return text
+
+    def _summary(self) -> str:
         what = self._what() + (f"; --unique dropped {self.duplicates:,} duplicates "
                                f"({self.unique_seconds:.2f}s)" if self.unique else "")
         return f"{what}; method: {self.method} ({self.why})" if self.why else what

@@ -17,6 +17,7 @@ from contextvars import ContextVar
 from typing import Any, Callable, Iterator, List, Optional, Sequence, cast
 
 import numpy as np
+import xxhash
 
 from bigshuf.common import stdio
 from bigshuf.common.codecs import compression_of, compressor_for
@@ -60,11 +61,15 @@ class OutputFile:
     """One destination: stdout, a caller's stream, or a path (see bigshuf.common.output for what
     happens to files, links, devices and pipes), optionally compressed by its extension."""
 
-    def __init__(self, path: Any, group: Optional[TempGroup] = None, memory: Optional[int] = None):
+    def __init__(self, path: Any, group: Optional[TempGroup] = None, memory: Optional[int] = None,
+                 digest: bool = False):
         self._write_lock = threading.Lock()
         self.dest: Optional[Destination] = None
         self.compressor = None
         self.bytes_written = 0
+        self.records = 0  # records written (the header not counted), for the manifest
+        # --manifest: the digest of the plain bytes, as they are written (sequential writes only)
+        self.hasher = xxhash.xxh3_128() if digest else None
         self.path: Optional[str] = None
         if hasattr(path, "write"):  # a caller's binary stream: written in order, not closed
             self.fd, self.raw, self.stream = -1, path, path
@@ -88,9 +93,17 @@ class OutputFile:
     @property
     def positional(self) -> bool:
         """True if bytes can be written at any offset (a plain file under a temporary name)."""
-        return self.dest is not None and self.dest.positional and self.compressor is None
+        return self.dest is not None and self.dest.positional and self.compressor is None \
+            and self.hasher is None
+
+    @property
+    def digest(self) -> Optional[str]:
+        """The plain bytes' XXH3-128, hex (None without --manifest)."""
+        return None if self.hasher is None else self.hasher.hexdigest()
 
     def write(self, data: np.ndarray) -> None:
+        if self.hasher is not None:
+            self.hasher.update(memoryview(data))
         try:
             self.stream.write(memoryview(data))
         except BrokenPipeError:
@@ -142,17 +155,22 @@ class OutputFile:
         writer's): the run keeps one per shard."""
         if self.dest is None or self.compressor is not None:
             return self
-        return _Finished(self.dest, self.bytes_written)  # type: ignore[return-value]
+        return _Finished(self.dest, self.bytes_written, self.records,  # type: ignore[return-value]
+                         self.digest)
 
 
 class _Finished:
     """A closed output waiting for its rename: OutputFile's publishing interface only."""
 
-    __slots__ = ("dest", "bytes_written")
+    __slots__ = ("dest", "bytes_written", "records", "digest")
     compressor = None
 
-    def __init__(self, dest: Destination, bytes_written: int):
-        self.dest, self.bytes_written = dest, bytes_written
+    def __init__(self, dest: Destination, bytes_written: int, records: int, digest: Optional[str]):
+        self.dest, self.bytes_written, self.records, self.digest = dest, bytes_written, records, digest
+
+    @property
+    def path(self) -> str:
+        return self.dest.path
 
     def finish(self) -> None:
         pass
@@ -184,8 +202,9 @@ class ShardNames(Sequence[str]):
     """The names of ``count`` shards, each formatted when it is asked for: a run holds the
     pattern, not N names (20 000 shards made up front held 81 MB at ``-S 1M``)."""
 
-    def __init__(self, pattern: str, count: int):
+    def __init__(self, pattern: str, count: int, known: bool = True):
         self.n = count
+        self.known = known  # False with --shard-size: no {count}, no -of-MMMMM in the names
         if "{" in pattern:
             check_pattern(pattern)  # {index} with an integer format: distinct, bounded names
             self.template = pattern
@@ -199,8 +218,9 @@ class ShardNames(Sequence[str]):
             if not stem:
                 stem, ext = base, ""
             width = max(5, len(str(count)))
+            numbered = f"-{{index:0{width}d}}-of-{{count:0{width}d}}" if known else "-{index:05d}"
             self.template = os.path.join(d, stem.replace("{", "{{").replace("}", "}}")
-                                         + f"-{{index:0{width}d}}-of-{{count:0{width}d}}"
+                                         + numbered
                                          + (ext + suffix).replace("{", "{{").replace("}", "}}"))
         self[0] if count else None  # a pattern that cannot format fails now, before any work
 
@@ -212,7 +232,7 @@ class ShardNames(Sequence[str]):
             return [self[j] for j in range(*i.indices(self.n))]
         if i < 0:
             i += self.n
-        if not 0 <= i < self.n:
+        if not 0 <= i < self.n and self.known:
             raise IndexError(i)
         try:
             return self.template.format(index=i, count=self.n)
@@ -274,19 +294,29 @@ class Sink:
     file also accepts positional writes, so gather workers need not wait for each other.
     """
 
+    paths: Sequence[Optional[str]]
+
     def __init__(self, output: Optional[str], sep: int, total_records: int,
                  shards: Optional[int] = None, lines_per_shard: Optional[int] = None,
                  limit: Optional[int] = None, header: Optional[bytes] = None,
                  durable: bool = False, memory: Optional[int] = None,
-                 warn: Optional[Callable[[str], None]] = None):
+                 warn: Optional[Callable[[str], None]] = None, shard_size: Optional[int] = None,
+                 digest: bool = False):
         self.sep = sep
+        self.shard_size = shard_size  # --shard-size: cut by bytes, the count found as it goes
+        self.digest = digest
         self.memory = memory  # the run's budget: bounds the compressor's memory
         self.durable = durable
         self.limit = limit
         n = total_records if limit is None else min(limit, total_records)
         self.records_out = n
         self.header = header or b""
-        if shards or lines_per_shard:
+        if shard_size:
+            # The names are made as shards open: the first stands for all in the checks.
+            self.shard_names = ShardNames(os.fspath(cast(str, output)), 1, known=False)
+            self.paths = [self.shard_names[0]]
+            self.quota = [n]
+        elif shards or lines_per_shard:
             count = max(1, -(-n // lines_per_shard)) if lines_per_shard else int(shards or 1)
             if memory is not None:  # before any per-shard bookkeeping is made
                 check_shard_count(count, memory)
@@ -299,7 +329,7 @@ class Sink:
                 if warn is not None and n < count:
                     warn(f"--shards {count} for {n:,} line(s): {count - n} of the shards of "
                          f"{output} are empty" + (" but for the header" if header else ""))
-            self.paths: Sequence[Optional[str]] = shard_paths(os.fspath(cast(str, output)), count)
+            self.paths = shard_paths(os.fspath(cast(str, output)), count)
             self.quota = per
             check_distinct(cast(Sequence[str], self.paths))
         else:
@@ -315,7 +345,8 @@ class Sink:
 
     def open(self) -> None:
         self._start_file(0)
-        self.positional = len(self.paths) == 1 and self.files[0].positional and self.limit is None
+        self.positional = len(self.paths) == 1 and self.files[0].positional \
+            and self.limit is None and not self.shard_size
 
     def _start_file(self, i: int) -> None:
         """Open output ``i`` (closing the finished one before it, and keeping only what its
@@ -323,8 +354,17 @@ class Sink:
         if self.files:
             self.files[-1].close()
             self.files[-1] = self.files[-1].finished()
+        if self.shard_size and i >= len(self.paths):
+            if self.memory is not None and i >= max_shards(self.memory):
+                self.abort()
+                raise UsageError(f"--shard-size {self.shard_size:,} makes more than "
+                                 f"{max_shards(self.memory):,} shards of {self.paths[0]}, the most "
+                                 f"--memory {self.memory:,} bytes can keep track of (raise "
+                                 f"--memory or --shard-size)")
+            cast(List[Optional[str]], self.paths).append(self.shard_names[i])
+            self.quota.append(self.records_out - self.done)
         try:
-            self.files.append(OutputFile(self.paths[i], self.group, self.memory))
+            self.files.append(OutputFile(self.paths[i], self.group, self.memory, self.digest))
         except BaseException:
             self.abort()
             raise
@@ -348,13 +388,17 @@ class Sink:
         self.files[0].write_at(len(self.header) + offset, data)
         with self.lock:
             self.done += records
+            self.files[0].records += records
 
     def write(self, data: np.ndarray, records: int) -> None:
         """Append the next ``records`` whole records of the stream, in order."""
         if self.full or records == 0:
             return
+        if self.shard_size:
+            return self._write_by_size(data, records)
         if len(self.paths) == 1 and self.done + records <= self.records_out:
             self.files[0].write(data)
+            self.files[0].records += records
             self.done += records
             return
         ends = find_record_ends(data, self.sep)
@@ -365,11 +409,33 @@ class Sink:
             if take:
                 end = int(ends[i + take - 1])
                 self.files[self.current].write(data[pos:end])
+                self.files[self.current].records += take
                 pos = end
                 i += take
                 self.done += take
                 self.left_in_current -= take
             if self.left_in_current == 0 and self.current + 1 < len(self.paths):
+                self._start_file(self.current + 1)
+
+    def _write_by_size(self, data: np.ndarray, records: int) -> None:
+        """--shard-size: as many whole records as fit in the current shard's SIZE bytes (the
+        header counts), then the next shard; a record longer than SIZE is a shard of its own."""
+        ends = find_record_ends(data, self.sep)[:self.records_out - self.done]
+        size = cast(int, self.shard_size)
+        pos = i = 0
+        while i < len(ends):
+            f = self.files[self.current]
+            room = size - f.bytes_written
+            take = int(np.searchsorted(ends[i:], pos + room, side="right")) if room > 0 else 0
+            if take == 0 and f.records == 0:
+                take = 1  # alone in its shard
+            if take:
+                end = int(ends[i + take - 1])
+                f.write(data[pos:end])
+                f.records += take
+                pos, i = end, i + take
+                self.done += take
+            if i < len(ends):
                 self._start_file(self.current + 1)
 
     @classmethod
@@ -378,11 +444,18 @@ class Sink:
                     checking: bool = False) -> "Sink":
         """The sink a run with options ``opts`` writes ``records`` records to (``output``
         overrides ``opts.output``, e.g. one split's name). ``checking``: only its names are
-        wanted (before the line count is known), so nothing is reported about its shards."""
+        wanted (before the line count is known), so nothing is reported about its shards.
+        Inside :func:`shared_stream` (``--epochs`` into one output), the epoch's view of the
+        stream shared by all epochs."""
+        shared = _SHARED.get()
+        if shared is not None and not checking:
+            return shared.view(opts, records, header, limit)
         return cls(opts.output if output is None else output, opts.sep, records,
                    shards=opts.shards, lines_per_shard=opts.lines_per_shard, limit=limit,
                    header=header, durable=opts.fsync, memory=opts.memory_bytes,
-                   warn=None if checking else (opts.warn or warn_stderr))
+                   warn=None if checking else (opts.warn or warn_stderr),
+                   shard_size=getattr(opts, "shard_size", None),
+                   digest=getattr(opts, "manifest", None) is not None)
 
     def finish(self, before_publish: Optional[Callable[[], None]] = None) -> None:
         """Flush every output (and create the empty ones: a signal can still stop that), call
@@ -415,6 +488,16 @@ class Sink:
     def destinations(self) -> List[Destination]:
         return [f.dest for f in self.files if f.dest is not None]
 
+    def output_entries(self) -> List[dict]:
+        """What each output holds, for the manifest: its path (None: standard output or a
+        caller's stream), shard number (None if not sharded), records, plain bytes, digest,
+        and whether it can be read back (a renamed file, not a pipe or device)."""
+        sharded = len(self.paths) > 1 or bool(self.shard_size) or not isinstance(self.paths, list)
+        return [{"path": getattr(f, "path", None), "shard": i if sharded else None,
+                 "records": f.records, "bytes": f.bytes_written, "digest": f.digest,
+                 "file": f.dest is not None and f.dest.atomic}
+                for i, f in enumerate(self.files)]
+
     def commit(self) -> None:
         """Rename every completed output into place (the caller holds the publishing lock)."""
         for f in self.files:
@@ -428,6 +511,33 @@ class Sink:
 
 
 _HELD: ContextVar[Optional[List[Any]]] = ContextVar("bigshuf_held_outputs", default=None)
+#: --epochs without {epoch}: the stream every epoch's run appends to (see shuffler/epochs.py).
+_SHARED: ContextVar[Optional[Any]] = ContextVar("bigshuf_shared_stream", default=None)
+
+
+@contextlib.contextmanager
+def shared_stream(stream: Any) -> Iterator[Any]:
+    """Inside this block, :meth:`Sink.for_options` returns ``stream.view(...)``: the runs of
+    all epochs write one stream, cut into the same outputs."""
+    token = _SHARED.set(stream)
+    try:
+        yield stream
+    finally:
+        _SHARED.reset(token)
+
+
+def outer_hold() -> Optional[List[Any]]:
+    """The list of an enclosing :func:`held` block (None outside one)."""
+    return _HELD.get()
+
+
+def publish_or_hold(sinks: Sequence[Any], outer: Optional[List[Any]]) -> None:
+    """Publish ``sinks`` together, or leave them to the enclosing :func:`held` block whose list
+    is ``outer`` (a manifest is written before anything is published)."""
+    if outer is not None:
+        outer.extend(sinks)
+    else:
+        publish_all(sinks)
 
 
 @contextlib.contextmanager

@@ -58,12 +58,14 @@ class Job:
     @property
     def reader(self) -> RecordReader:
         if self._reader is None:
+            digest = self.opts.manifest is not None
             if self.distinct is not None:
                 self._reader = UniqueReader(self.distinct, self.inputs(), self.opts.sep,
-                                            header=self.opts.header)
+                                            header=self.opts.header, digest=digest)
             else:
                 self._reader = RecordReader(self.inputs(), self.opts.sep,
-                                            header=self.opts.header, warn=self.warn)
+                                            header=self.opts.header, warn=self.warn,
+                                            digest=digest)
             self._size = self._reader.known_size()
         return self._reader
 
@@ -72,7 +74,8 @@ class Job:
         warnings already given are not repeated."""
         said = self.reader.quote_reported
         self._reader = RecordReader(sources or record_inputs(self.opts), self.opts.sep,
-                                    header=self.opts.header, warn=self.warn)
+                                    header=self.opts.header, warn=self.warn,
+                                    digest=self.opts.manifest is not None)
         self._reader.quote_reported = said
         self._size = self._reader.known_size()
         return self._reader
@@ -120,4 +123,6 @@ class Method:
         """The job's stats, marked with this method and why it ran."""
         stats = self.job.stats
         stats.method, stats.why = self.ran_as, self.why
+        if self.job._reader is not None:  # what was read of each input (--manifest)
+            stats.inputs = list(self.job._reader.input_entries)
         return stats

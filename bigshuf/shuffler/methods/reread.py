@@ -557,6 +557,8 @@ class InputMethod(TwoPhase):
 
     @classmethod
     def applies(cls, job: Job) -> Optional[str]:
+        if job.opts.manifest is not None:
+            return None  # its first pass reads the inputs in parallel pieces: no in-order digest
         return suitable(job.reader, job.geo, job.size, job.stats.workers, job.output_path)
 
     def temp_bytes(self) -> Optional[int]:

@@ -19,7 +19,8 @@ from bigshuf.common.codecs import (
     decoder_limit,
     decoders_within,
 )
-from bigshuf.common.errors import BigshufError, UsageError
+from bigshuf.common.container import budget_warning
+from bigshuf.common.errors import BigshufError, UsageError, warn_stderr
 from bigshuf.common.output import check_destination
 from bigshuf.common.randomness import resolve_seed
 from bigshuf.common.signals import SignalGuard
@@ -53,10 +54,25 @@ def shuffle(inputs: Sequence[Any] = ("-",), output: Any = None, **options: Any) 
 def run(opts: ShuffleOptions) -> ShuffleStats:
     """Run a validated shuffle (see :func:`shuffle`): check every output, plan the budget,
     choose the method (:func:`bigshuf.shuffler.methods.choose`), check the file systems, run."""
+    _check_budget(opts)
     if opts.aligned:
         return run_aligned(opts)
+    return _run_one(opts)
+
+
+def _check_budget(opts: ShuffleOptions) -> None:
+    """Warn if an explicit --memory cannot fit this container's memory cgroup (the default
+    was already capped to fit it: :func:`bigshuf.common.container.default_budget`)."""
+    if opts.memory_capped is None and opts.scheduler is None:
+        why = budget_warning(opts.memory_bytes)
+        if why is not None:
+            (opts.warn or warn_stderr)(why)
+
+
+def _run_one(opts: ShuffleOptions) -> ShuffleStats:
     _check_outputs(opts)
     job = Job(opts, plan_run(opts), resolve_seed(opts.seed))
+    job.stats.budget = opts.memory_capped or ""
     with decoders_within(decoder_limit(opts.memory_bytes)):
         method = choose(job)
         if not isinstance(method, Cluster):
@@ -85,7 +101,7 @@ def run_aligned(opts: ShuffleOptions) -> ShuffleStats:
     with SignalGuard() as signals, held() as sinks:
         try:
             for r in runs:
-                done.append(run(r))
+                done.append(_run_one(r))
             for p, st, n in zip(opts.inputs, done, counts):
                 if st.records != n:
                     raise BigshufError(f"{display_name(p)}: input changed while it was being shuffled")

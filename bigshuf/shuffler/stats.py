@@ -27,9 +27,11 @@ class ShuffleStats:
     scatter_seconds: float = 0.0
     gather_seconds: float = 0.0
     outputs: List[str] = field(default_factory=list)
+    budget: str = ""  # why the default --memory was lowered (a container's limit), if it was
 
     def summary(self) -> str:
-        return f"{self._what()}; method: {self.method} ({self.why})" if self.why else self._what()
+        text = f"{self._what()}; method: {self.method} ({self.why})" if self.why else self._what()
+        return f"{text}; budget: {self.budget}" if self.budget else text
 
     def _what(self) -> str:
         if self.method in ("repeat", "range", "nothing"):  # no engine, no buckets

@@ -49,6 +49,8 @@ class Job:
         self.warn = opts.warn or warn_stderr
         self._reader: Optional[RecordReader] = None
         self._size: Optional[int] = None
+        #: Why a faster method did not take the job (``-v`` adds it to the engine's reason).
+        self.declined: List[str] = []
 
     @property
     def reader(self) -> RecordReader:

@@ -29,6 +29,7 @@ from typing import Any, Callable, List, Optional, Tuple
 import numpy as np
 import xxhash
 
+from bigshuf.common.container import INTERPRETER_BYTES, MemoryView, memory_view
 from bigshuf.common.errors import BigshufError
 from bigshuf.common.output import is_write_through
 from bigshuf.common.progress import Progress
@@ -133,19 +134,28 @@ class _Input:
             self.fd = -1
 
 
-def available_memory() -> int:
-    """What the system can give without swapping (MemAvailable), or free RAM elsewhere."""
-    try:
-        with open("/proc/meminfo", "rb") as f:
-            for line in f:
-                if line.startswith(b"MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 0
+#: Memory pressure (PSI ``some avg10``, %) above which the page cache is not relied on: tasks
+#: already wait for memory, and the cached input would be evicted between passes.
+MAX_PRESSURE = 10.0
+#: Output pages share the cgroup's page cache with the input's: they are written once and
+#: dropped first, but some are dirty at any time. Room asked for the input: this much its size.
+CACHE_FACTOR = 1.25
+
+
+def cache_holds(size: int, budget: int, view: MemoryView) -> Optional[str]:
+    """Why the page cache cannot keep ``size`` bytes of input between passes next to a run of
+    ``budget`` bytes, or None if it can. Under a memory cgroup (a container) the cache is
+    charged to its limit: the tightest level's room must hold the input, the budget and the
+    interpreter; on the host, MemAvailable twice the input (as before containers counted)."""
+    if view.pressure > MAX_PRESSURE:
+        return f"memory pressure ({view.pressure:.0f}% of the last 10 s waiting for memory)"
+    if 2 * size > view.host:
+        return f"the page cache cannot hold it ({format_size(view.host)} available)"
+    cg = view.cgroup
+    if cg is not None and CACHE_FACTOR * size + budget + INTERPRETER_BYTES > cg.room:
+        return (f"the page cache cannot hold it (cgroup limit {format_size(cg.limit)}, "
+                f"{format_size(cg.room)} free)")
+    return None
 
 
 def window_budget(geo: Geometry, workers: int, records: Optional[int] = None,
@@ -160,17 +170,24 @@ def window_budget(geo: Geometry, workers: int, records: Optional[int] = None,
 
 
 def suitable(reader: RecordReader, geo: Geometry, size: Optional[int], workers: int,
-             output: Any = None) -> Optional[str]:
-    """Why this run can (and should) use the input method, or None. See the module docstring.
-    ``output`` is the run's -o (None: stdout)."""
+             output: Any = None, view: Optional[MemoryView] = None,
+             declined: Optional[List[str]] = None) -> Optional[str]:
+    """Why this run can (and should) use the input method, or None (and then, if the page
+    cache is what rules it out, why in ``declined``). See the module docstring. ``output`` is
+    the run's -o (None: stdout); ``view`` the memory seen (default: read now)."""
     if size is None or not 0 < len(reader.inputs) <= MAX_INPUTS or not reader.plain_files():
         return None
     if size <= geo.memory_store_capacity(workers):
         return None  # the engine keeps the runs in RAM: no temporary file to save
     window = window_budget(geo, workers)
     passes = -(-size // window)
-    available = available_memory()
-    if window <= geo.block_bytes or passes > MAX_PASSES or 2 * size > available:
+    if window <= geo.block_bytes or passes > MAX_PASSES:
+        return None
+    view = view or memory_view()
+    why_not = cache_holds(size, geo.memory, view)
+    if why_not is not None:
+        if declined is not None:
+            declined.append(f"not read {passes + 1} times: {why_not}")
         return None
     if reader.estimated_records() > geo.index_share // META_BYTES:
         return None  # short lines: their metadata would not fit
@@ -180,8 +197,8 @@ def suitable(reader: RecordReader, geo: Geometry, size: Optional[int], workers: 
     if output is None or output == "-" or hasattr(output, "write") \
             or is_write_through(os.fspath(output)):
         return None
-    return (f"the inputs ({format_size(size)}) stay in the page cache ({format_size(available)} "
-            f"available): about {passes} windows instead of a temporary copy")
+    return (f"input read about {passes + 1} times: the page cache can hold it "
+            f"({format_size(size)}; {view.describe()}), no temporary copy")
 
 
 class Index:
@@ -557,7 +574,8 @@ class InputMethod(TwoPhase):
 
     @classmethod
     def applies(cls, job: Job) -> Optional[str]:
-        return suitable(job.reader, job.geo, job.size, job.stats.workers, job.output_path)
+        return suitable(job.reader, job.geo, job.size, job.stats.workers, job.output_path,
+                        declined=job.declined)
 
     def temp_bytes(self) -> Optional[int]:
         return 0  # if it falls back, a full disk is still a clean one-line error
@@ -573,7 +591,8 @@ class InputMethod(TwoPhase):
         # otherwise live on beside the engine's and break the memory bound.
         gc.collect()
         job.fresh_reader(sources)
-        job.stats = ShuffleStats(seed=job.stats.seed, workers=job.stats.workers)
+        job.stats = ShuffleStats(seed=job.stats.seed, workers=job.stats.workers,
+                                 budget=job.stats.budget)
         return TwoPhase(job, f"started over: {why}").run()
 
     def scatter(self, engine: Engine, prog: Progress) -> Any:

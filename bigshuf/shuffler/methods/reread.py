@@ -22,6 +22,7 @@ from __future__ import annotations
 import gc
 import os
 import resource
+import time
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Tuple
@@ -142,20 +143,60 @@ MAX_PRESSURE = 10.0
 CACHE_FACTOR = 1.25
 
 
-def cache_holds(size: int, budget: int, view: MemoryView) -> Optional[str]:
-    """Why the page cache cannot keep ``size`` bytes of input between passes next to a run of
-    ``budget`` bytes, or None if it can. Under a memory cgroup (a container) the cache is
-    charged to its limit: the tightest level's room must hold the input, the budget and the
-    interpreter; on the host, MemAvailable twice the input (as before containers counted)."""
+#: A read of the input's middle at least this fast (bytes/s) is served from a cache: the input
+#: is resident outside this cgroup's share (another cgroup's pages, the host's cache under a
+#: VM), and reading it again costs less than writing and reading a temporary copy. A disk
+#: (even throttled to 200 MB/s by blkio) reads slower.
+FAST_READ = 1 << 30
+#: The probe: this many reads of PROBE_BYTES spread over the largest input.
+PROBE_READS = 4
+PROBE_BYTES = 4 << 20
+
+
+def cache_holds(size: int, budget: int, view: MemoryView,
+                read_rate: Callable[[], float] = lambda: 0.0) -> Tuple[Optional[str], str]:
+    """(Why the input cannot be read again from a cache, None if it can; what was seen.)
+
+    Under a memory cgroup (a container) the page cache is charged to its limit: the tightest
+    level's room must hold the input, the budget and the interpreter. If it cannot, the input
+    may still be resident elsewhere: ``read_rate()`` (a probe, bytes/s) must be cache-fast. On
+    the host, MemAvailable must be twice the input (as before), and memory pressure rules the
+    cache out."""
     if view.pressure > MAX_PRESSURE:
-        return f"memory pressure ({view.pressure:.0f}% of the last 10 s waiting for memory)"
+        return f"memory pressure ({view.pressure:.0f}% of the last 10 s waiting for memory)", ""
     if 2 * size > view.host:
-        return f"the page cache cannot hold it ({format_size(view.host)} available)"
+        return f"the page cache cannot hold it ({format_size(view.host)} available)", ""
     cg = view.cgroup
-    if cg is not None and CACHE_FACTOR * size + budget + INTERPRETER_BYTES > cg.room:
-        return (f"the page cache cannot hold it (cgroup limit {format_size(cg.limit)}, "
-                f"{format_size(cg.room)} free)")
-    return None
+    if cg is None or CACHE_FACTOR * size + budget + INTERPRETER_BYTES <= cg.room:
+        return None, f"the page cache can hold it ({format_size(size)}; {view.describe()})"
+    rate = read_rate()
+    full = f"cgroup limit {format_size(cg.limit)}, {format_size(cg.room)} free"
+    if rate >= FAST_READ:
+        return None, (f"the input is cached outside this cgroup ({full}; it reads at "
+                      f"{format_size(rate)}/s)")
+    return (f"the page cache cannot hold it ({full}) and it reads from disk "
+            f"({format_size(rate)}/s)"), ""
+
+
+def probe_read_rate(paths: List[str]) -> float:
+    """Bytes/s of PROBE_READS reads spread over the largest of ``paths`` (0 if unreadable)."""
+    try:
+        path = max(paths, key=lambda p: os.stat(p).st_size)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except (OSError, ValueError):
+        return 0.0
+    try:
+        size = os.fstat(fd).st_size
+        buf = bytearray(min(PROBE_BYTES, max(1, size)))
+        start, got = time.perf_counter(), 0
+        for i in range(PROBE_READS):
+            offset = (size - len(buf)) * (2 * i + 1) // (2 * PROBE_READS) & ~4095
+            got += os.preadv(fd, [buf], offset)
+        return got / max(time.perf_counter() - start, 1e-6)
+    except OSError:
+        return 0.0
+    finally:
+        os.close(fd)
 
 
 def window_budget(geo: Geometry, workers: int, records: Optional[int] = None,
@@ -184,7 +225,8 @@ def suitable(reader: RecordReader, geo: Geometry, size: Optional[int], workers: 
     if window <= geo.block_bytes or passes > MAX_PASSES:
         return None
     view = view or memory_view()
-    why_not = cache_holds(size, geo.memory, view)
+    why_not, seen = cache_holds(size, geo.memory, view, lambda: probe_read_rate(
+        [os.fspath(p) for p in reader.inputs]))
     if why_not is not None:
         if declined is not None:
             declined.append(f"not read {passes + 1} times: {why_not}")
@@ -197,8 +239,7 @@ def suitable(reader: RecordReader, geo: Geometry, size: Optional[int], workers: 
     if output is None or output == "-" or hasattr(output, "write") \
             or is_write_through(os.fspath(output)):
         return None
-    return (f"input read about {passes + 1} times: the page cache can hold it "
-            f"({format_size(size)}; {view.describe()}), no temporary copy")
+    return f"input read about {passes + 1} times: {seen}, no temporary copy"
 
 
 class Index:

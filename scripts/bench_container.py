@@ -163,7 +163,7 @@ def drop_caches() -> None:
         with open("/proc/sys/vm/drop_caches", "w") as f:
             f.write("3")
     except OSError as exc:
-        raise SystemExit(f"--cold needs root (drop_caches): {exc}")
+        raise SystemExit(f"--cold needs root (drop_caches): {exc}") from None
 
 
 def command(tool: str, args: argparse.Namespace, inp: str, out: str, tmp: str

@@ -226,7 +226,7 @@ class ShuffleOptions:
 
     @property
     def memory_bytes(self) -> int:
-        return int(self.memory)
+        return self.memory if isinstance(self.memory, int) else parse_size(self.memory or DEFAULT_MEMORY)
 
     @property
     def direct(self) -> bool:

@@ -226,7 +226,7 @@ def suitable(reader: RecordReader, geo: Geometry, size: Optional[int], workers: 
         return None
     view = view or memory_view()
     why_not, seen = cache_holds(size, geo.memory, view, lambda: probe_read_rate(
-        [os.fspath(p) for p in reader.inputs]))
+        [os.fspath(p) for p in reader.inputs if isinstance(p, (str, os.PathLike))]))
     if why_not is not None:
         if declined is not None:
             declined.append(f"not read {passes + 1} times: {why_not}")

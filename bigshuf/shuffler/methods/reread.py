@@ -615,8 +615,8 @@ class InputMethod(TwoPhase):
 
     @classmethod
     def applies(cls, job: Job) -> Optional[str]:
-        return suitable(job.reader, job.geo, job.size, job.stats.workers, job.output_path,
-                        declined=job.declined)
+        return suitable(job.reader, job.geo, job.size, job.stats.workers, job.output_path, None,
+                        job.declined)
 
     def temp_bytes(self) -> Optional[int]:
         return 0  # if it falls back, a full disk is still a clean one-line error

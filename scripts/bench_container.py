@@ -39,6 +39,7 @@ import argparse
 import os
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -318,6 +319,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for shape in shapes:
         path = ensure_corpus(args.data_dir, shape, size, args.corpus_seed)
         corpora[shape] = {"path": path, "bytes": os.path.getsize(path), "lines": count_lines(path)}
+    # SIGTERM ends the run through the finally below (the cgroup is removed).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     cg = Cgroup(limit, f"bench-container-{os.getpid()}", throttle)
     results: Dict[Tuple[str, str], List[Tuple[RunResult, int, bool, str]]] = {}
     try:

@@ -148,7 +148,8 @@ CACHE_FACTOR = 1.25
 #: VM), and reading it again costs less than writing and reading a temporary copy. A disk
 #: (even throttled to 200 MB/s by blkio) reads slower.
 FAST_READ = 1 << 30
-#: The probe: this many reads of PROBE_BYTES spread over the largest input.
+#: The probe: this many reads of PROBE_BYTES spread over the largest input (readahead of one
+#: read does not reach the next: they are hundreds of MB apart on the inputs that need it).
 PROBE_READS = 4
 PROBE_BYTES = 4 << 20
 
@@ -179,7 +180,9 @@ def cache_holds(size: int, budget: int, view: MemoryView,
 
 
 def probe_read_rate(paths: List[str]) -> float:
-    """Bytes/s of PROBE_READS reads spread over the largest of ``paths`` (0 if unreadable)."""
+    """Bytes/s of the fastest of PROBE_READS reads spread over the largest of ``paths`` (0 if
+    unreadable). The fastest, not the total: on a busy machine a read can wait for a CPU, which
+    would make a cached input look like a disk; a disk's read is slow every time."""
     try:
         path = max(paths, key=lambda p: os.stat(p).st_size)
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
@@ -188,11 +191,13 @@ def probe_read_rate(paths: List[str]) -> float:
     try:
         size = os.fstat(fd).st_size
         buf = bytearray(min(PROBE_BYTES, max(1, size)))
-        start, got = time.perf_counter(), 0
+        best = 0.0
         for i in range(PROBE_READS):
             offset = (size - len(buf)) * (2 * i + 1) // (2 * PROBE_READS) & ~4095
-            got += os.preadv(fd, [buf], offset)
-        return got / max(time.perf_counter() - start, 1e-6)
+            start = time.perf_counter()
+            got = os.preadv(fd, [buf], offset)
+            best = max(best, got / max(time.perf_counter() - start, 1e-6))
+        return best
     except OSError:
         return 0.0
     finally:

@@ -206,3 +206,21 @@ def test_real_cgroup_caps_the_default(real_cgroup: str, tmp_path: Path) -> None:
     p = subprocess.run(["sh", "-c", f'{enter} && exec "$@"', "sh", sys.executable, "-c", probe],
                        capture_output=True, text=True)
     assert p.returncode == 0 and "--memory 2G does not fit" in p.stdout, p.stderr
+
+
+def test_tmpfs_temp_dir_in_a_cgroup(tmp_path: Path) -> None:
+    """A temporary file on tmpfs is RAM the cgroup charges: refused before any work if it cannot
+    fit, fine on a disk or without a limit."""
+    paths = fake_tree(tmp_path, 1, {"/a/b": v1(1 << 30, 0)})
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    with open(paths.mountinfo, "a") as f:
+        f.write(f"50 23 0:40 / {shm} rw,nosuid - tmpfs tmpfs rw,size=4g\n")
+    view = container.memory_view(paths)
+    assert container.filesystem_type(str(shm / "x"), paths) == "tmpfs"
+    why = container.memory_temp_problem(str(shm), 2 << 30, 256 * MB, view, paths)
+    assert why is not None and "in memory (tmpfs)" in why and "--temp-dir" in why
+    assert container.memory_temp_problem(str(shm), 100 * MB, 256 * MB, view, paths) is None
+    assert container.memory_temp_problem(str(tmp_path), 2 << 30, 256 * MB, view, paths) is None
+    free = container.memory_view(fake_tree(tmp_path / "nolimit", 1, {}))
+    assert container.memory_temp_problem(str(shm), 2 << 30, 256 * MB, free, paths) is None

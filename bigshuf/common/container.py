@@ -267,3 +267,40 @@ def budget_warning(memory: int, view: Optional[MemoryView] = None) -> Optional[s
             f"(limit {format_size(view.cgroup.limit)}, {format_size(view.cgroup.room)} free, "
             f"{view.cgroup.path}): the kernel may kill the run; about --memory "
             f"{format_size(fit)} would fit")
+
+
+#: File systems whose files live in RAM: a memory cgroup charges their pages, and without swap
+#: they cannot be reclaimed.
+IN_MEMORY_FS = ("tmpfs", "ramfs")
+
+
+def filesystem_type(path: str, paths: Paths = Paths()) -> Optional[str]:
+    """The type of the file system holding ``path`` (the longest mount point above it)."""
+    real = os.path.realpath(path)
+    best, kind = "", None
+    for line in (_read(paths.mountinfo) or "").splitlines():
+        left, sep, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if not sep or len(fields) < 5 or not tail:
+            continue
+        point = _unescape(fields[4])
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, tail[0]
+    return kind
+
+
+def memory_temp_problem(directory: str, nbytes: int, budget: int,
+                        view: Optional[MemoryView] = None, paths: Paths = Paths()
+                        ) -> Optional[str]:
+    """Why a temporary file of ``nbytes`` in ``directory`` cannot work, if the directory is in
+    RAM (tmpfs) and a memory cgroup would charge the file to a limit it cannot fit; else None."""
+    if nbytes <= 0 or filesystem_type(directory, paths) not in IN_MEMORY_FS:
+        return None
+    view = view or memory_view(paths)
+    if view.cgroup is None or nbytes + budget + INTERPRETER_BYTES <= view.cgroup.room:
+        return None
+    return (f"temporary directory {directory} is in memory ({filesystem_type(directory, paths)}): "
+            f"the temporary file ({format_size(nbytes)}) would count against this container's "
+            f"memory limit ({format_size(view.cgroup.limit)}, {format_size(view.cgroup.room)} "
+            f"free) and the run would be killed; give --temp-dir on a disk")

@@ -19,7 +19,7 @@ from bigshuf.common.codecs import (
     decoder_limit,
     decoders_within,
 )
-from bigshuf.common.container import budget_warning
+from bigshuf.common.container import budget_warning, memory_temp_problem
 from bigshuf.common.errors import BigshufError, UsageError, warn_stderr
 from bigshuf.common.output import check_destination
 from bigshuf.common.randomness import resolve_seed
@@ -172,6 +172,11 @@ def _preflight(method: Method) -> None:
     if not method.reads_inputs():
         return
     known = job.size if job.size is not None else job.reader.estimated_size()
-    check_free_space(known, job.output_path, opts.temp_dir,
-                     job.geo.memory_store_capacity(job.stats.workers), method.temp_bytes(),
+    in_ram = job.geo.memory_store_capacity(job.stats.workers)
+    check_free_space(known, job.output_path, opts.temp_dir, in_ram, method.temp_bytes(),
                      sample=opts.sample is not None)
+    temp = method.temp_bytes() if known else 0
+    if temp and temp > in_ram:  # a tmpfs temp dir in a memory cgroup: RAM the limit charges
+        why = memory_temp_problem(temp_directory(opts.temp_dir), temp, job.geo.memory)
+        if why is not None:
+            raise BigshufError(why)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from typing import Any, List, Sequence
+from typing import Any, List, Sequence, Set
 
 from bigshuf.common.codecs import (
     check_codecs,
@@ -57,19 +57,6 @@ def run(opts: ShuffleOptions) -> ShuffleStats:
     _check_budget(opts)
     if opts.aligned:
         return run_aligned(opts)
-    return _run_one(opts)
-
-
-def _check_budget(opts: ShuffleOptions) -> None:
-    """Warn if an explicit --memory cannot fit this container's memory cgroup (the default
-    was already capped to fit it: :func:`bigshuf.common.container.default_budget`)."""
-    if opts.memory_capped is None and opts.scheduler is None:
-        why = budget_warning(opts.memory_bytes)
-        if why is not None:
-            (opts.warn or warn_stderr)(why)
-
-
-def _run_one(opts: ShuffleOptions) -> ShuffleStats:
     _check_outputs(opts)
     job = Job(opts, plan_run(opts), resolve_seed(opts.seed))
     job.stats.budget = opts.memory_capped or ""
@@ -78,6 +65,20 @@ def _run_one(opts: ShuffleOptions) -> ShuffleStats:
         if not isinstance(method, Cluster):
             _preflight(method)
         return method.run()
+
+
+#: Budgets warned about in this process (an --aligned run's jobs would repeat its warning).
+_WARNED: Set[int] = set()
+
+
+def _check_budget(opts: ShuffleOptions) -> None:
+    """Warn (once) if an explicit --memory cannot fit this container's memory cgroup (the
+    default was already capped to fit it: :func:`bigshuf.common.container.default_budget`)."""
+    if opts.memory_capped is None and opts.scheduler is None:
+        why = budget_warning(opts.memory_bytes)
+        if why is not None and opts.memory_bytes not in _WARNED:
+            _WARNED.add(opts.memory_bytes)
+            (opts.warn or warn_stderr)(why)
 
 
 def run_aligned(opts: ShuffleOptions) -> ShuffleStats:
@@ -101,7 +102,7 @@ def run_aligned(opts: ShuffleOptions) -> ShuffleStats:
     with SignalGuard() as signals, held() as sinks:
         try:
             for r in runs:
-                done.append(_run_one(r))
+                done.append(run(r))
             for p, st, n in zip(opts.inputs, done, counts):
                 if st.records != n:
                     raise BigshufError(f"{display_name(p)}: input changed while it was being shuffled")

@@ -10,8 +10,10 @@ reads the inputs again and copies the records that belong there straight to thei
 the data is copied once instead of being partitioned, written to a temporary file, read back,
 scanned and sorted.
 
-When: every input an uncompressed regular file, together too big for RAM runs but small enough
-to stay in the page cache and need at most MAX_PASSES windows, with records long enough that
+When: every input an uncompressed regular file, together too big for RAM runs but readable again
+from a cache (:func:`cache_holds`: the page cache this process may use, a container's memory
+cgroup included, or a read probe that finds the input cached elsewhere) and need at most
+MAX_PASSES windows, with records long enough that
 their metadata fits an eighth of the budget (the 1 GB JSONL benchmark at --memory 256M: pass 0
 and 5 windows). Reading a cached file is a plain copy (~23 GB/s on the 2-core dev machine), far
 less than what the temporary file costs. Short lines, compressed or read-once inputs, or an input that

@@ -62,7 +62,7 @@ def test_v1_tightest_ancestor(tmp_path: Path) -> None:
     """The parent's limit binds when it leaves less room than the process's own level."""
     paths = fake_tree(tmp_path, 1, {"/": v1(V1_UNLIMITED, 5000 * MB),
                                     "/a": v1(2048 * MB, 1900 * MB, cache=400 * MB),
-                                    "/a/b": v1(V1_UNLIMITED, 300 * MB)})
+                                    "/a/b": v1(4096 * MB, 300 * MB)})
     cg = container.cgroup_memory(paths)
     assert cg is not None and cg.version == 1 and cg.path.endswith("memory/a")
     assert cg.limit == 2048 * MB and cg.room == (2048 - 1900 + 400) * MB

@@ -7,7 +7,7 @@ import click
 
 from bigshuf.cli.base import SIZE, main, reports_errors
 from bigshuf.common.errors import UsageError
-from bigshuf.shuffler.options import DEFAULT_MEMORY, ShuffleOptions
+from bigshuf.shuffler.options import DEFAULT_MEMORY_HELP, ShuffleOptions
 
 SHUFFLE_EXAMPLES = """\b
 Examples:
@@ -80,7 +80,7 @@ class _LongPrefixCommand(click.Command):
                    "renamed at the end. With --shards/--lines-per-shard/--shard-size, the shard name "
                    "pattern (README, 'Sharded output names'); with --split, contains {split}; with "
                    "--epochs, may contain {epoch}. Given twice: an error, like shuf.")
-@click.option("-S", "--memory", type=SIZE, default=DEFAULT_MEMORY, show_default=True,
+@click.option("-S", "--memory", type=SIZE, default=None, show_default=DEFAULT_MEMORY_HELP,
               help="Memory budget of the whole run, K/M/G/T suffixes (minimum 1M). Peak RSS stays "
                    "within SIZE + ~64 MB of interpreter; the longest accepted line is SIZE/16.")
 @click.option("--seed", type=int, metavar="N", default=None,

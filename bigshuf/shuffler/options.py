@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
+from bigshuf.common.container import NO_LIMIT, default_budget
 from bigshuf.common.errors import InputError, UsageError
 from bigshuf.common.inputs import check_readable, is_read_once
 from bigshuf.common.output import is_write_through
@@ -24,8 +25,10 @@ from bigshuf.shuffler.writing import check_shard_count
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-#: Defaults, shown in --help and the README from here.
+#: Defaults, shown in --help and the README from here. Without --memory a run in a
+#: memory-limited cgroup (a container) gets less: bigshuf.common.container.default_budget.
 DEFAULT_MEMORY = "1G"
+DEFAULT_MEMORY_HELP = f"{DEFAULT_MEMORY}, less in a memory-limited container"
 STDIO = "-"
 #: Bytes of --random-source that make the seed (a 256-bit number: the contract in
 #: bigshuf.common.randomness); a shorter file is an error, like shuf's "end of file".
@@ -59,7 +62,7 @@ class ShuffleOptions:
 
     inputs: Sequence[Any] = field(default_factory=lambda: [STDIO])
     output: Any = None
-    memory: Union[int, str] = DEFAULT_MEMORY
+    memory: Union[int, str, None] = None  # None: DEFAULT_MEMORY, capped to fit the cgroup
     seed: Optional[int] = None
     jobs: Optional[int] = None
     temp_dir: Optional[str] = None
@@ -97,6 +100,11 @@ class ShuffleOptions:
             self.manifest = os.fspath(self.manifest)
         explicit_inputs = [p for p in self.inputs]
         self.inputs = list(self.inputs) or [STDIO]
+        #: Why the default budget was lowered (-v says it), or None.
+        self.memory_capped: Optional[str] = None
+        if self.memory is None:
+            self.memory, self.memory_capped = default_budget(
+                parse_size(DEFAULT_MEMORY), None if self.scheduler is None else NO_LIMIT)
         self.memory = parse_size(self.memory)
         # Options given more than once (a tuple from the CLI): as GNU shuf treats them.
         self.output = _only_one(self.output, "multiple output files specified")
@@ -257,7 +265,7 @@ class ShuffleOptions:
 
     @property
     def memory_bytes(self) -> int:
-        return int(self.memory)
+        return self.memory if isinstance(self.memory, int) else parse_size(self.memory or DEFAULT_MEMORY)
 
     @property
     def direct(self) -> bool:

@@ -13,7 +13,7 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import replace
-from typing import Any, List, Sequence
+from typing import Any, List, Sequence, Set
 
 from bigshuf.common.codecs import (
     check_codecs,
@@ -22,7 +22,8 @@ from bigshuf.common.codecs import (
     decoder_limit,
     decoders_within,
 )
-from bigshuf.common.errors import BigshufError, UsageError
+from bigshuf.common.container import budget_warning, memory_temp_problem
+from bigshuf.common.errors import BigshufError, UsageError, warn_stderr
 from bigshuf.common.output import check_destination
 from bigshuf.common.randomness import resolve_seed
 from bigshuf.common.signals import SignalGuard
@@ -67,6 +68,7 @@ def run(opts: ShuffleOptions) -> ShuffleStats:
     """Run a validated shuffle (see :func:`shuffle`): check every output, plan the budget,
     choose the method (:func:`bigshuf.shuffler.methods.choose`), check the file systems, run;
     with --manifest, record what was written (:mod:`bigshuf.shuffler.manifest`)."""
+    _check_budget(opts)
     if opts.manifest is not None and outer_hold() is None:  # not for the runs of one inside
         return run_recorded(opts, _run)
     return _run(opts)
@@ -80,6 +82,7 @@ def _run(opts: ShuffleOptions) -> ShuffleStats:
         return run_epochs(opts, run, _check_outputs, rereadable_inputs)
     _check_outputs(opts)
     job = Job(opts, plan_run(opts), resolve_seed(opts.seed))
+    job.stats.budget = opts.memory_capped or ""
     with decoders_within(decoder_limit(opts.memory_bytes)), ExitStack() as spooled:
         if opts.unique:
             spooled.callback(find_duplicates(job))
@@ -126,6 +129,20 @@ def find_duplicates(job: Job) -> Any:
     job.stats.unique, job.stats.duplicates = True, distinct.duplicates
     job.stats.unique_seconds = time.perf_counter() - t0
     return spool.close if spool is not None else (lambda: None)
+
+
+#: Budgets warned about in this process (an --aligned run's jobs would repeat its warning).
+_WARNED: Set[int] = set()
+
+
+def _check_budget(opts: ShuffleOptions) -> None:
+    """Warn (once) if an explicit --memory cannot fit this container's memory cgroup (the
+    default was already capped to fit it: :func:`bigshuf.common.container.default_budget`)."""
+    if opts.memory_capped is None and opts.scheduler is None:
+        why = budget_warning(opts.memory_bytes)
+        if why is not None and opts.memory_bytes not in _WARNED:
+            _WARNED.add(opts.memory_bytes)
+            (opts.warn or warn_stderr)(why)
 
 
 def run_aligned(opts: ShuffleOptions) -> ShuffleStats:
@@ -226,6 +243,11 @@ def _preflight(method: Method) -> None:
     if not method.reads_inputs():
         return
     known = job.size if job.size is not None else job.reader.estimated_size()
-    check_free_space(known, job.output_path, opts.temp_dir,
-                     job.geo.memory_store_capacity(job.stats.workers), method.temp_bytes(),
+    in_ram = job.geo.memory_store_capacity(job.stats.workers)
+    check_free_space(known, job.output_path, opts.temp_dir, in_ram, method.temp_bytes(),
                      sample=opts.sample is not None)
+    temp = method.temp_bytes() if known else 0
+    if temp and temp > in_ram:  # a tmpfs temp dir in a memory cgroup: RAM the limit charges
+        why = memory_temp_problem(temp_directory(opts.temp_dir), temp, job.geo.memory)
+        if why is not None:
+            raise BigshufError(why)

@@ -34,6 +34,7 @@ class ShuffleStats:
     inputs: List[Dict[str, Any]] = field(default_factory=list)
     #: --epochs: each epoch's number and seed (epoch_seed).
     epoch_seeds: Dict[int, int] = field(default_factory=dict)
+    budget: str = ""  # why the default --memory was lowered (a container's limit), if it was
 
     def summary(self) -> str:
         text = self._summary()
@@ -45,7 +46,8 @@ class ShuffleStats:
     def _summary(self) -> str:
         what = self._what() + (f"; --unique dropped {self.duplicates:,} duplicates "
                                f"({self.unique_seconds:.2f}s)" if self.unique else "")
-        return f"{what}; method: {self.method} ({self.why})" if self.why else what
+        text = f"{what}; method: {self.method} ({self.why})" if self.why else what
+        return f"{text}; budget: {self.budget}" if self.budget else text
 
     def _what(self) -> str:
         if self.method in ("repeat", "range", "nothing"):  # no engine, no buckets

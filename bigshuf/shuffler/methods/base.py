@@ -54,6 +54,8 @@ class Job:
         #: (--unique), the reader drops the duplicates it found.
         self.inputs: Callable[[], List[Any]] = lambda: record_inputs(opts)
         self.distinct: Optional[Distinct] = None
+        #: Why a faster method did not take the job (``-v`` adds it to the engine's reason).
+        self.declined: List[str] = []
 
     @property
     def reader(self) -> RecordReader:

@@ -10,8 +10,10 @@ reads the inputs again and copies the records that belong there straight to thei
 the data is copied once instead of being partitioned, written to a temporary file, read back,
 scanned and sorted.
 
-When: every input an uncompressed regular file, together too big for RAM runs but small enough
-to stay in the page cache and need at most MAX_PASSES windows, with records long enough that
+When: every input an uncompressed regular file, together too big for RAM runs but readable again
+from a cache (:func:`cache_holds`: the page cache this process may use, a container's memory
+cgroup included, or a read probe that finds the input cached elsewhere) and need at most
+MAX_PASSES windows, with records long enough that
 their metadata fits an eighth of the budget (the 1 GB JSONL benchmark at --memory 256M: pass 0
 and 5 windows). Reading a cached file is a plain copy (~23 GB/s on the 2-core dev machine), far
 less than what the temporary file costs. Short lines, compressed or read-once inputs, or an input that
@@ -22,6 +24,7 @@ from __future__ import annotations
 import gc
 import os
 import resource
+import time
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Tuple
@@ -29,6 +32,7 @@ from typing import Any, Callable, List, Optional, Tuple
 import numpy as np
 import xxhash
 
+from bigshuf.common.container import INTERPRETER_BYTES, MemoryView, memory_view
 from bigshuf.common.errors import BigshufError
 from bigshuf.common.output import is_write_through
 from bigshuf.common.progress import Progress
@@ -133,19 +137,82 @@ class _Input:
             self.fd = -1
 
 
-def available_memory() -> int:
-    """What the system can give without swapping (MemAvailable), or free RAM elsewhere."""
+#: Memory pressure (PSI ``some avg10``, %) above which the page cache is not relied on: tasks
+#: already wait for memory, and the cached input would be evicted between passes.
+MAX_PRESSURE = 10.0
+#: Output pages share the cgroup's page cache with the input's: they are written once and
+#: dropped first, but some are dirty at any time. Room asked for the input: this much its size.
+CACHE_FACTOR = 1.25
+
+
+#: A read of the input's middle at least this fast (bytes/s) is served from a cache: the input
+#: is resident outside this cgroup's share (another cgroup's pages, the host's cache under a
+#: VM), and reading it again costs less than writing and reading a temporary copy. A disk
+#: (even throttled to 200 MB/s by blkio) reads slower.
+FAST_READ = 1 << 30
+#: The probe: this many reads of PROBE_BYTES spread over the largest input (readahead of one
+#: read does not reach the next: they are hundreds of MB apart on the inputs that need it).
+#: 64 MB: 60 ms from a cache, 0.3 s from a disk throttled to 200 MB/s.
+PROBE_READS = 8
+PROBE_BYTES = 8 << 20
+
+
+def cache_holds(size: int, budget: int, view: MemoryView,
+                read_rate: Callable[[], float] = lambda: 0.0) -> Tuple[Optional[str], str]:
+    """(Why the input cannot be read again from a cache, None if it can; what was seen.)
+
+    Under a memory cgroup (a container) the page cache is charged to its limit: the tightest
+    level's room must hold the input, the budget and the interpreter. If it cannot, the input
+    may still be resident elsewhere: ``read_rate()`` (a probe, bytes/s) must be cache-fast. On
+    the host, MemAvailable must be twice the input (as before), and memory pressure rules the
+    cache out."""
+    if view.pressure > MAX_PRESSURE:
+        return f"memory pressure ({view.pressure:.0f}% of the last 10 s waiting for memory)", ""
+    if 2 * size > view.host:
+        return f"the page cache cannot hold it ({format_size(view.host)} available)", ""
+    cg = view.cgroup
+    if cg is None or CACHE_FACTOR * size + budget + INTERPRETER_BYTES <= cg.room:
+        return None, f"the page cache can hold it ({format_size(size)}; {view.describe()})"
+    rate = read_rate()
+    full = f"cgroup limit {format_size(cg.limit)}, {format_size(cg.room)} free"
+    if rate >= FAST_READ:
+        return None, (f"the input is cached outside this cgroup ({full}; it reads at "
+                      f"{format_size(rate)}/s)")
+    return (f"the page cache cannot hold it ({full}) and it reads from disk "
+            f"({format_size(rate)}/s)"), ""
+
+
+def probe_read_rate(paths: List[str]) -> float:
+    """Bytes/s of PROBE_READS reads spread over the largest of ``paths`` (0 if unreadable).
+    Timed without the time this thread waited for a CPU (``schedstat``'s run delay): on a busy
+    machine a cached input must not look like a disk. Enough bytes that a throttle's burst
+    allowance (blkio lets ~100 ms worth through at once) does not make a disk look cached."""
     try:
-        with open("/proc/meminfo", "rb") as f:
-            for line in f:
-                if line.startswith(b"MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+        path = max(paths, key=lambda p: os.stat(p).st_size)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except (OSError, ValueError):
+        return 0.0
+    try:
+        size = os.fstat(fd).st_size
+        buf = bytearray(min(PROBE_BYTES, max(1, size)))
+        waited, start, got = _run_delay(), time.perf_counter(), 0
+        for i in range(PROBE_READS):
+            got += os.preadv(fd, [buf], (size - len(buf)) * (2 * i + 1) // (2 * PROBE_READS) & ~4095)
+        spent = time.perf_counter() - start - (_run_delay() - waited)
+        return got / max(spent, 1e-6)
+    except OSError:
+        return 0.0
+    finally:
+        os.close(fd)
+
+
+def _run_delay() -> float:
+    """Seconds this thread has waited for a CPU (0 where the kernel does not say)."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as f:
+            return int(f.read().split()[1]) / 1e9
     except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 0
+        return 0.0
 
 
 def window_budget(geo: Geometry, workers: int, records: Optional[int] = None,
@@ -160,17 +227,25 @@ def window_budget(geo: Geometry, workers: int, records: Optional[int] = None,
 
 
 def suitable(reader: RecordReader, geo: Geometry, size: Optional[int], workers: int,
-             output: Any = None) -> Optional[str]:
-    """Why this run can (and should) use the input method, or None. See the module docstring.
-    ``output`` is the run's -o (None: stdout)."""
+             output: Any = None, view: Optional[MemoryView] = None,
+             declined: Optional[List[str]] = None) -> Optional[str]:
+    """Why this run can (and should) use the input method, or None (and then, if the page
+    cache is what rules it out, why in ``declined``). See the module docstring. ``output`` is
+    the run's -o (None: stdout); ``view`` the memory seen (default: read now)."""
     if size is None or not 0 < len(reader.inputs) <= MAX_INPUTS or not reader.plain_files():
         return None
     if size <= geo.memory_store_capacity(workers):
         return None  # the engine keeps the runs in RAM: no temporary file to save
     window = window_budget(geo, workers)
     passes = -(-size // window)
-    available = available_memory()
-    if window <= geo.block_bytes or passes > MAX_PASSES or 2 * size > available:
+    if window <= geo.block_bytes or passes > MAX_PASSES:
+        return None
+    view = view or memory_view()
+    why_not, seen = cache_holds(size, geo.memory, view, lambda: probe_read_rate(
+        [os.fspath(p) for p in reader.inputs if isinstance(p, (str, os.PathLike))]))
+    if why_not is not None:
+        if declined is not None:
+            declined.append(f"not read {passes + 1} times: {why_not}")
         return None
     if reader.estimated_records() > geo.index_share // META_BYTES:
         return None  # short lines: their metadata would not fit
@@ -180,8 +255,7 @@ def suitable(reader: RecordReader, geo: Geometry, size: Optional[int], workers: 
     if output is None or output == "-" or hasattr(output, "write") \
             or is_write_through(os.fspath(output)):
         return None
-    return (f"the inputs ({format_size(size)}) stay in the page cache ({format_size(available)} "
-            f"available): about {passes} windows instead of a temporary copy")
+    return f"input read about {passes + 1} times: {seen}, no temporary copy"
 
 
 class Index:
@@ -559,7 +633,8 @@ class InputMethod(TwoPhase):
     def applies(cls, job: Job) -> Optional[str]:
         if job.opts.manifest is not None:
             return None  # its first pass reads the inputs in parallel pieces: no in-order digest
-        return suitable(job.reader, job.geo, job.size, job.stats.workers, job.output_path)
+        return suitable(job.reader, job.geo, job.size, job.stats.workers, job.output_path, None,
+                        job.declined)
 
     def temp_bytes(self) -> Optional[int]:
         return 0  # if it falls back, a full disk is still a clean one-line error
@@ -575,7 +650,8 @@ class InputMethod(TwoPhase):
         # otherwise live on beside the engine's and break the memory bound.
         gc.collect()
         job.fresh_reader(sources)
-        job.stats = ShuffleStats(seed=job.stats.seed, workers=job.stats.workers)
+        job.stats = ShuffleStats(seed=job.stats.seed, workers=job.stats.workers,
+                                 budget=job.stats.budget)
         return TwoPhase(job, f"started over: {why}").run()
 
     def scatter(self, engine: Engine, prog: Progress) -> Any:

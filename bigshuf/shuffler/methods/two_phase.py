@@ -34,7 +34,7 @@ class TwoPhase(Method):
         room = geo.memory_store_capacity(job.stats.workers)
         if size + len(job.reader.inputs) <= room:
             return "the input fits in RAM next to the workers"
-        return "runs in the temporary file"
+        return "; ".join(["runs in the temporary file"] + job.declined)
 
     def temp_bytes(self) -> Optional[int]:
         job = self.job

@@ -1,0 +1,229 @@
+"""Memory cgroups (containers): the limit found from a fake tree as from a real one, the default
+--memory capped by it, and the input method's page-cache decision."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, Optional
+
+import pytest
+
+from bigshuf.common import container
+from bigshuf.common.container import CgroupMemory, MemoryView, Paths
+from bigshuf.shuffler.methods.reread import FAST_READ, cache_holds
+
+MB = 1 << 20
+V1_UNLIMITED = "9223372036854771712"
+
+
+def _files(root: Path, files: Dict[str, str]) -> None:
+    for name, text in files.items():
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+
+
+def fake_tree(tmp_path: Path, version: int, levels: Dict[str, Dict[str, str]],
+              own: str = "/a/b", meminfo_kb: int = 16 << 20, pressure: Optional[str] = None
+              ) -> Paths:
+    """A /proc and a cgroup mount under ``tmp_path``: ``levels`` maps cgroup paths ("/", "/a",
+    "/a/b") to their files; the process is in ``own``."""
+    mnt = tmp_path / "sys" / "fs" / "cgroup" / ("memory" if version == 1 else "unified")
+    for cg, files in levels.items():
+        _files(mnt / cg.lstrip("/") if cg != "/" else mnt, files)
+    fstype = "cgroup cgroup rw,memory" if version == 1 else "cgroup2 cgroup2 rw"
+    _files(tmp_path / "proc", {
+        "mountinfo": f"31 23 0:28 / {tmp_path}/sys/fs/cgroup rw,relatime - tmpfs tmpfs rw\n"
+                     f"35 31 0:32 / {mnt} rw,relatime - {fstype}\n",
+        "cgroup": (f"4:memory:{own}\n0::/\n" if version == 1 else f"0::{own}\n"),
+        "meminfo": f"MemTotal: {meminfo_kb * 2} kB\nMemAvailable: {meminfo_kb} kB\n",
+        "pressure": pressure or "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+    })
+    proc = tmp_path / "proc"
+    return Paths(str(proc / "cgroup"), str(proc / "mountinfo"), str(proc / "meminfo"),
+                 str(proc / "pressure"))
+
+
+def v1(limit: object, usage: int, cache: int = 0) -> Dict[str, str]:
+    return {"memory.limit_in_bytes": str(limit), "memory.usage_in_bytes": str(usage),
+            "memory.stat": f"cache {cache}\ntotal_inactive_file {cache // 2}\n"
+                           f"total_active_file {cache - cache // 2}\n"}
+
+
+def v2(maximum: object, current: int, file: int = 0, high: object = "max") -> Dict[str, str]:
+    return {"memory.max": str(maximum), "memory.high": str(high), "memory.current": str(current),
+            "memory.stat": f"anon 1\nfile {file}\nactive_file {file // 2}\n"
+                           f"inactive_file {file - file // 2}\n"}
+
+
+def test_v1_tightest_ancestor(tmp_path: Path) -> None:
+    """The parent's limit binds when it leaves less room than the process's own level."""
+    paths = fake_tree(tmp_path, 1, {"/": v1(V1_UNLIMITED, 5000 * MB),
+                                    "/a": v1(2048 * MB, 1900 * MB, cache=400 * MB),
+                                    "/a/b": v1(4096 * MB, 300 * MB)})
+    cg = container.cgroup_memory(paths)
+    assert cg is not None and cg.version == 1 and cg.path.endswith("memory/a")
+    assert cg.limit == 2048 * MB and cg.room == (2048 - 1900 + 400) * MB
+
+
+def test_v2_max_high_and_nesting(tmp_path: Path) -> None:
+    paths = fake_tree(tmp_path, 2, {"/": {}, "/a": v2(4096 * MB, 100 * MB),
+                                    "/a/b": v2("max", 50 * MB, high=1024 * MB)})
+    cg = container.cgroup_memory(paths)
+    assert cg is not None and cg.version == 2 and cg.path.endswith("unified/a/b")
+    assert cg.limit == 1024 * MB and cg.free == 974 * MB
+
+
+def test_no_limit_anywhere(tmp_path: Path) -> None:
+    paths = fake_tree(tmp_path, 1, {"/": v1(V1_UNLIMITED, 1), "/a/b": v1(V1_UNLIMITED, 1)})
+    view = container.memory_view(paths)
+    assert view.cgroup is None and view.host == (16 << 20) * 1024
+    assert container.default_budget(1 << 30, view) == (1 << 30, None)
+    assert container.budget_warning(8 << 30, view) is None
+
+
+def test_unreadable_tree_is_no_limit(tmp_path: Path) -> None:
+    paths = Paths(str(tmp_path / "none"), str(tmp_path / "none"), str(tmp_path / "none"),
+                  str(tmp_path / "none"))
+    assert container.cgroup_memory(paths) is None
+    assert container.memory_pressure(paths) == 0.0
+
+
+def test_mount_root_of_a_namespace(tmp_path: Path) -> None:
+    """A container sees its own cgroup mounted at the mount point (mountinfo root /docker/x)."""
+    paths = fake_tree(tmp_path, 1, {"/": v1(700 * MB, 10 * MB)}, own="/docker/x")
+    text = Path(paths.mountinfo).read_text().replace(" / " + str(tmp_path) + "/sys/fs/cgroup/memory",
+                                                     " /docker/x " + str(tmp_path) + "/sys/fs/cgroup/memory")
+    Path(paths.mountinfo).write_text(text)
+    cg = container.cgroup_memory(paths)
+    assert cg is not None and cg.limit == 700 * MB and cg.path.endswith("cgroup/memory")
+
+
+def test_default_budget_capped_and_warned(tmp_path: Path) -> None:
+    paths = fake_tree(tmp_path, 1, {"/a/b": v1(700 * MB, 20 * MB, cache=10 * MB)})
+    view = container.memory_view(paths)
+    budget, why = container.default_budget(1 << 30, view)
+    room = (700 - 20 + 10) * MB
+    assert budget == int((room - container.INTERPRETER_BYTES) * container.BUDGET_SHARE) >> 20 << 20
+    assert why is not None and "limit is 700M" in why and "(not 1G)" in why
+    warn = container.budget_warning(1 << 30, view)
+    assert warn is not None and "does not fit" in warn and "700M" in warn
+    assert container.budget_warning(budget, view) is None
+    big = fake_tree(tmp_path / "big", 1, {"/a/b": v1(8 << 30, 0)})
+    assert container.default_budget(1 << 30, container.memory_view(big)) == (1 << 30, None)
+
+
+def test_pressure_v2_and_host(tmp_path: Path) -> None:
+    levels = {"/a/b": {**v2(1 << 30, 0), "memory.pressure": "some avg10=42.50 avg60=1 avg300=0 total=9\n"}}
+    paths = fake_tree(tmp_path, 2, levels)
+    assert container.memory_view(paths).pressure == 42.5
+    host = fake_tree(tmp_path / "h", 1, {}, pressure="some avg10=3.25 avg60=0 avg300=0 total=1\n")
+    assert container.memory_view(host).pressure == 3.25
+
+
+def _view(limit: Optional[int], room: int, host: int = 16 << 30, pressure: float = 0.0) -> MemoryView:
+    cg = None if limit is None else CgroupMemory("/cg", 1, limit, limit - room, 0)
+    return MemoryView(cg, host, pressure)
+
+
+@pytest.mark.parametrize("size,view,rate,uses", [
+    (1 << 30, _view(None, 0), 0.0, True),                        # host with room: as before
+    (1 << 30, _view(None, 0, host=1 << 30), 0.0, False),         # host without room
+    (1 << 30, _view(2 << 30, 2 << 30), 0.0, True),               # cgroup holds input + budget
+    (2600 * MB, _view(1 << 30, 1 << 30), 200e6, False),          # beyond it, from a disk
+    (2600 * MB, _view(1 << 30, 1 << 30), 2.0 * FAST_READ, True),  # beyond it, cached elsewhere
+    (1 << 30, _view(None, 0, pressure=50.0), 9e9, False),        # pressure
+])
+def test_cache_decision(size: int, view: MemoryView, rate: float, uses: bool) -> None:
+    why_not, seen = cache_holds(size, 256 * MB, view, lambda: rate)
+    assert (why_not is None) == uses, (why_not, seen)
+    if view.cgroup is not None and not uses:
+        assert "cgroup limit" in why_not  # -v names the limit
+    if uses:
+        assert seen
+
+
+def test_decision_from_fake_tree_as_real(tmp_path: Path) -> None:
+    """The same numbers through the files: a 2 GB cgroup with 1.2 GB used by cache holds 1 GB."""
+    paths = fake_tree(tmp_path, 1, {"/a/b": v1(2048 * MB, 1500 * MB, cache=1200 * MB)})
+    view = container.memory_view(paths)
+    why_not, seen = cache_holds(1 << 30, 256 * MB, view)
+    assert why_not is None and "cgroup limit 2G" in seen
+    why_not, _ = cache_holds(3 << 30, 256 * MB, view)
+    assert why_not is not None and "reads from disk" in why_not
+
+
+# -- a real cgroup, when this machine lets us make one ------------------------------------------
+
+def _own_v1_memory() -> Optional[str]:
+    try:
+        with open("/proc/self/cgroup") as f:
+            own = next((ln.split(":", 2)[2].strip() for ln in f
+                        if "memory" in ln.split(":", 2)[1].split(",")), None)
+    except (OSError, IndexError):
+        return None
+    d = None if own is None else "/sys/fs/cgroup/memory" + own.rstrip("/")
+    return d if d and os.access(d, os.W_OK) else None
+
+
+@pytest.fixture
+def real_cgroup():
+    parent = _own_v1_memory()
+    if parent is None:
+        pytest.skip("no writable cgroup v1 memory controller here")
+    d = os.path.join(parent, f"bigshuf-test-{os.getpid()}")
+    try:
+        os.mkdir(d)
+        with open(os.path.join(d, "memory.limit_in_bytes"), "w") as f:
+            f.write(str(600 * MB))
+    except OSError as exc:
+        pytest.skip(f"cannot make a child memory cgroup: {exc}")
+    yield d
+    for _ in range(100):
+        try:
+            os.rmdir(d)
+            break
+        except OSError:
+            import time
+            time.sleep(0.05)
+
+
+def test_real_cgroup_caps_the_default(real_cgroup: str, tmp_path: Path) -> None:
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"".join(b"%d\n" % i for i in range(1000)))
+    out = tmp_path / "out.txt"
+    enter = f"echo $$ > {real_cgroup}/cgroup.procs"
+    cmd = [sys.executable, "-m", "bigshuf", "shuffle", str(src), "-o", str(out), "-v", "--seed", "1"]
+    p = subprocess.run(["sh", "-c", f'{enter} && exec "$@"', "sh"] + cmd, capture_output=True,
+                       text=True)
+    assert p.returncode == 0, p.stderr
+    assert "budget: --memory" in p.stderr and "limit is 600M" in p.stderr
+    # The order contract: the capped budget changes nothing but speed.
+    import bigshuf
+    bigshuf.shuffle([str(src)], str(tmp_path / "free.txt"), seed=1, memory="1G")
+    assert out.read_bytes() == (tmp_path / "free.txt").read_bytes()
+    # An explicit budget larger than the limit: warned (read in the cgroup, as a run would).
+    probe = "from bigshuf.common.container import budget_warning as w; print(w(2 << 30))"
+    p = subprocess.run(["sh", "-c", f'{enter} && exec "$@"', "sh", sys.executable, "-c", probe],
+                       capture_output=True, text=True)
+    assert p.returncode == 0 and "--memory 2G does not fit" in p.stdout, p.stderr
+
+
+def test_tmpfs_temp_dir_in_a_cgroup(tmp_path: Path) -> None:
+    """A temporary file on tmpfs is RAM the cgroup charges: refused before any work if it cannot
+    fit, fine on a disk or without a limit."""
+    paths = fake_tree(tmp_path, 1, {"/a/b": v1(1 << 30, 0)})
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    with open(paths.mountinfo, "a") as f:
+        f.write(f"50 23 0:40 / {shm} rw,nosuid - tmpfs tmpfs rw,size=4g\n")
+    view = container.memory_view(paths)
+    assert container.filesystem_type(str(shm / "x"), paths) == "tmpfs"
+    why = container.memory_temp_problem(str(shm), 2 << 30, 256 * MB, view, paths)
+    assert why is not None and "in memory (tmpfs)" in why and "--temp-dir" in why
+    assert container.memory_temp_problem(str(shm), 100 * MB, 256 * MB, view, paths) is None
+    assert container.memory_temp_problem(str(tmp_path), 2 << 30, 256 * MB, view, paths) is None
+    free = container.memory_view(fake_tree(tmp_path / "nolimit", 1, {}))
+    assert container.memory_temp_problem(str(shm), 2 << 30, 256 * MB, free, paths) is None

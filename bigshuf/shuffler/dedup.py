@@ -350,6 +350,9 @@ class Distinct:
     input_records: List[int] = field(default_factory=list)
     input_distinct: List[int] = field(default_factory=list)
     spilled: int = 0  # bytes of table entries the pass wrote to the temporary file
+    #: XXH3-128 of each input's bytes as the pass read them (None: not recorded); the
+    #: shuffle's reading must find the same (UniqueReader).
+    digests: Optional[List[Optional[str]]] = None
 
     @property
     def duplicates(self) -> int:
@@ -405,12 +408,13 @@ class Distinct:
 
 def find_distinct(reader: RecordReader, block_bytes: int, block_records: int, memory: int,
                   workers: int, temp_dir: str, seed: int, estimated_records: int,
-                  check: Callable[[], None], per_input: bool = False) -> Distinct:
+                  check: Callable[[], None], per_input: bool = False,
+                  budget: Optional[int] = None) -> Distinct:
     """Read ``reader`` once and find the first occurrence of every distinct record.
 
     ``memory`` bounds what this pass holds (the reader's block, the workers' blocks and their
     hashing temporaries, the table, and at the end the bitmap of n/8 bytes, refused past an
-    eighth of ``memory``). With ``per_input``, records of different inputs never count as
+    eighth of ``budget``, the run's --memory: default ``memory``). With ``per_input``, records of different inputs never count as
     duplicates of each other (each input's hashes are salted with its number):
     ``input_distinct`` then counts each input's own distinct records (for a mixture that
     deduplicates within each input). ``check`` raises to stop (a signal)."""
@@ -432,7 +436,8 @@ def find_distinct(reader: RecordReader, block_bytes: int, block_records: int, me
 
     try:
         table = Table(limit, parts, spill)
-        counts = _fill(table, reader, block_bytes, block_records, memory // 8 * 8, workers,
+        counts = _fill(table, reader, block_bytes, block_records,
+                       max(budget if budget is not None else memory, 0), workers,
                        ContentKey.from_seed(seed), check, per_input)
         return _survivors(table, counts, check, spill_box[0].end if spill_box else 0)
     finally:
@@ -441,11 +446,12 @@ def find_distinct(reader: RecordReader, block_bytes: int, block_records: int, me
 
 
 def _fill(table: Table, reader: RecordReader, block_bytes: int, block_records: int,
-          most: int, workers: int, key: ContentKey, check: Callable[[], None],
+          budget: int, workers: int, key: ContentKey, check: Callable[[], None],
           per_input: bool) -> List[int]:
     """Hash and reduce every block on the workers, adding each block's distinct hashes to
-    ``table`` in order; returns the records of each input. More than ``most`` records (the
-    bitmap's share) is refused as soon as it is seen."""
+    ``table`` in order; returns the records of each input. More records than ``budget`` (the
+    run's --memory: the bitmap gets an eighth of it, a bit a record) is refused as soon as it
+    is seen, naming the --memory the records seen so far need."""
     pool = BufferPool(block_bytes)
 
     def hash_block(block: Block) -> np.ndarray:
@@ -464,9 +470,8 @@ def _fill(table: Table, reader: RecordReader, block_bytes: int, block_records: i
     try:
         for block in reader.blocks(block_bytes, block_records, pool):
             check()
-            if reader.records > most:
-                raise UsageError(f"--unique keeps a bit per record: more than {most:,} records "
-                                 f"need more than --memory {most:,} bytes (raise --memory)")
+            if reader.records > budget:
+                raise UsageError(too_many_records(reader.records, budget))
             if block.count == 0:
                 pool.release(block.data)
                 continue
@@ -483,6 +488,14 @@ def _fill(table: Table, reader: RecordReader, block_bytes: int, block_records: i
             f.cancel()
         executor.shutdown(wait=True, cancel_futures=True)
         pool.clear()
+
+
+def too_many_records(records: int, budget: int) -> str:
+    """The refusal of ``records`` (and more to come) at --memory ``budget``: the bitmap's
+    bit a record may take an eighth of --memory, so they need --memory ``records`` bytes."""
+    need = -(-records // (1 << 20))
+    return (f"--unique keeps a bit per record in an eighth of --memory: {records:,} records "
+            f"(or more) need --memory {need}M or more, not {budget:,} bytes")
 
 
 def _survivors(table: Table, counts: List[int], check: Callable[[], None], spilled: int
@@ -510,8 +523,10 @@ class UniqueReader(RecordReader):
                  digest: bool = False):
         super().__init__(inputs, sep, header=header, warn=warn)
         self.distinct = distinct
-        # The reading itself (its warnings were given by the first pass: not repeated).
-        self._inner = RecordReader(inputs, sep, header=header, digest=digest)
+        # The reading itself (its warnings were given by the first pass: not repeated); its
+        # digests are compared with the pass's whatever --manifest says.
+        self._inner = RecordReader(inputs, sep, header=header,
+                                   digest=digest or distinct.digests is not None)
         self.input_entries = self._inner.input_entries  # --manifest: what was read, as read
 
     def known_size(self) -> Optional[int]:
@@ -536,14 +551,18 @@ class UniqueReader(RecordReader):
             self.bytes_read, self.header = inner.bytes_read, inner.header
 
     def _same_records(self, blocks: Iterator[Block]) -> Iterator[Block]:
-        """The blocks of the second reading, which must hold the records the first counted
-        (a file that grew or shrank in between would be filtered by another file's bitmap)."""
+        """The blocks of the second reading, which must hold the bytes the first read (a file
+        that changed in between would be filtered by another file's bitmap): checked at its
+        end, before any output is published."""
         n = self.distinct.records
         for block in blocks:
             if block.first + block.count > n:
                 break
             yield block
-        if self._inner.records != n:
-            names = ", ".join(str(p) for p in self.inputs if isinstance(p, str))
+        digests = [e["digest"] for e in self._inner.input_entries]
+        if self._inner.records != n or \
+                (self.distinct.digests is not None and digests != self.distinct.digests):
+            names = ", ".join(p if isinstance(p, str) else p.name for p in self.inputs
+                              if isinstance(p, str) or isinstance(getattr(p, "name", None), str))
             raise BigshufError(f"{names or 'input'}: input changed while it was being shuffled "
                                f"(--unique reads it twice)")

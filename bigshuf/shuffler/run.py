@@ -24,6 +24,7 @@ from bigshuf.common.codecs import (
 )
 from bigshuf.common.container import budget_warning, memory_temp_problem
 from bigshuf.common.errors import BigshufError, UsageError, warn_stderr
+from bigshuf.common.inputs import InputKind, describe_input
 from bigshuf.common.output import check_destination
 from bigshuf.common.randomness import resolve_seed
 from bigshuf.common.signals import SignalGuard
@@ -34,10 +35,10 @@ from bigshuf.shuffler.epochs import allocator_slack, epoch_options, run_epochs
 from bigshuf.shuffler.manifest import run_recorded
 from bigshuf.shuffler.methods import Job, Method, choose
 from bigshuf.shuffler.methods.cluster import Cluster
-from bigshuf.shuffler.methods.repeat import SpoolPart, rereadable_inputs
 from bigshuf.shuffler.options import NAME_FIELD, ShuffleOptions
 from bigshuf.shuffler.plan import Geometry, plan
 from bigshuf.shuffler.records import RecordReader, display_name
+from bigshuf.shuffler.rereading import rereadable_inputs
 from bigshuf.shuffler.sources import record_inputs
 from bigshuf.shuffler.split import split_outputs, split_pattern
 from bigshuf.shuffler.stats import ShuffleStats
@@ -85,6 +86,7 @@ def _run(opts: ShuffleOptions) -> ShuffleStats:
     job.stats.budget = opts.memory_capped or ""
     with decoders_within(decoder_limit(opts.memory_bytes)), ExitStack() as spooled:
         if opts.unique:
+            _unique_preflight(job)
             spooled.callback(find_duplicates(job))
         method = choose(job)
         if not isinstance(method, Cluster):
@@ -94,41 +96,68 @@ def _run(opts: ShuffleOptions) -> ShuffleStats:
 
 def find_duplicates(job: Job) -> Any:
     """--unique: the pass that finds the first occurrence of every distinct record
-    (:mod:`bigshuf.shuffler.dedup`); the job's reader then drops the others. Inputs read once
-    (stdin, pipes, streams) are first copied to an unlinked file in --temp-dir, so they can be
-    read again. Returns what closes that copy."""
+    (:mod:`bigshuf.shuffler.dedup`); the job's reader then drops the others. Every input is
+    read again from what this pass opened (:mod:`bigshuf.shuffler.rereading`: streams copied
+    once to an unlinked file in --temp-dir, files held open), and must hold the same bytes
+    (digests compared by the second reading). Returns what closes them."""
     opts, geo = job.opts, job.geo
     if opts.input_range is not None or opts.sample == 0:  # distinct numbers; nothing read
         return lambda: None
     t0 = time.perf_counter()
     stopped = threading.Event()
-    spool = None
+    held: Any = None
     with SignalGuard(stop=stopped.set) as signals:
         def check() -> None:
             if stopped.is_set():
                 raise signals.error()
         try:
-            items, spool = ([], None) if opts.generated else rereadable_inputs(opts)
+            items, held = ([], None) if opts.generated else rereadable_inputs(opts)
 
             def inputs() -> List[Any]:
                 if opts.generated:
                     return record_inputs(opts)
-                return [p.open() if isinstance(p, SpoolPart) else p for p in items]
-            reader = RecordReader(inputs(), opts.sep, header=opts.header, warn=job.warn)
+                return [p.open() if hasattr(p, "open") else p for p in items]
+            reader = RecordReader(inputs(), opts.sep, header=opts.header, warn=job.warn,
+                                  digest=True)
+            # The output's compressor is not open yet: the pass may use its share. The bitmap
+            # (which stays for the shuffle) is bounded by --memory itself, not by what is left.
             distinct = find_distinct(reader, geo.block_bytes, geo.block_records,
-                                     geo.memory - geo.reserved, job.stats.workers,
-                                     temp_directory(opts.temp_dir), job.streams.seed,
-                                     reader.estimated_records(), check)
+                                     geo.memory - geo.reserved + _compressor_reserve(opts),
+                                     job.stats.workers, temp_directory(opts.temp_dir),
+                                     job.streams.seed, reader.estimated_records(), check,
+                                     budget=opts.memory_bytes)
+            distinct.digests = [e["digest"] for e in reader.input_entries]
         except BaseException:
-            if spool is not None:
-                spool.close()
+            if held is not None:
+                held.close()
             raise
     job.inputs, job.distinct = inputs, distinct
     # The bitmap stays for the shuffle, with a block of scratch for the filter's compaction.
     job.geo = replace(geo, reserved=geo.reserved + distinct.nbytes + geo.block_bytes)
     job.stats.unique, job.stats.duplicates = True, distinct.duplicates
     job.stats.unique_seconds = time.perf_counter() - t0
-    return spool.close if spool is not None else (lambda: None)
+    return held.close if held is not None else (lambda: None)
+
+
+def _unique_preflight(job: Job) -> None:
+    """--unique, before its pass: the temporary directory, and free space for the input's
+    size (the distinct records are at most that) in the temporary file and the output, as the
+    run without -u checks before any work. Streams' sizes are unknown: not counted."""
+    opts = job.opts
+    temp_directory(opts.temp_dir)
+    if opts.generated or opts.scheduler is not None:
+        return
+    known = 0
+    for p in opts.inputs:
+        info = describe_input(p) if isinstance(p, (str, os.PathLike)) else None
+        if info is not None and info.kind is InputKind.FILE:
+            known += info.size or 0
+        elif info is not None and info.kind is InputKind.COMPRESSED:
+            known += 4 * (info.disk_bytes or 0)  # the estimate the methods use
+    # The spool copy of streams is not counted (unknown); the shuffle's own preflight still runs.
+    check_free_space(known, job.output_path, opts.temp_dir,
+                     job.geo.memory_store_capacity(job.stats.workers),
+                     sample=opts.sample is not None)
 
 
 #: Budgets warned about in this process (an --aligned run's jobs would repeat its warning).
@@ -209,7 +238,12 @@ def plan_run(opts: ShuffleOptions) -> Geometry:
     decoders = 0 if opts.generated or opts.scheduler is not None \
         else check_decoders(opts.inputs, memory)
     return replace(plan(memory), reserved=decoders + allocator_slack(memory)
-                   + max(compressor_bytes(o, memory) for o in _output_names(opts)))
+                   + _compressor_reserve(opts))
+
+
+def _compressor_reserve(opts: ShuffleOptions) -> int:
+    """Bytes of the output's compressor (one open at a time, whatever the splits)."""
+    return max(compressor_bytes(o, opts.memory_bytes) for o in _output_names(opts))
 
 
 def _output_names(opts: ShuffleOptions) -> List[Any]:

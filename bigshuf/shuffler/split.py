@@ -25,18 +25,21 @@ from bigshuf.shuffler.records import find_record_ends
 from bigshuf.shuffler.writing import Sink, _hold, check_distinct, check_shard_count, publish_all
 
 
-def split_sizes(parts: Sequence[SplitPart], total: int) -> List[int]:
+def split_sizes(parts: Sequence[SplitPart], total: int, unique: bool = False) -> List[int]:
     """Lines per split: counts as given, fractions (and the rest) by largest remainder of their
-    share of ``total``; ties go to the split named first."""
+    share of ``total`` (with ``unique``, the distinct records: so the messages say);
+    ties go to the split named first."""
+    what = " distinct" if unique else ""
     fixed = sum(int(split_value(p)) for p in parts if p[1] == "count")
     if fixed > total:
         wanted = ", ".join(f"{n}={v}" for n, kind, v in parts if kind == "count")
-        raise InputError(f"--split {wanted} needs {fixed:,} lines; the input has {total:,}")
+        raise InputError(f"--split {wanted} needs {fixed:,}{what} lines; "
+                         f"the input has {total:,}{what}")
     free = total - fixed
     fractions = sum(split_value(p) for p in parts if p[1] == "fraction")
     if fixed and fractions * total > free + 1e-6:
-        raise InputError(f"--split: {fixed:,} lines by count plus {fractions:g} of {total:,} "
-                         f"lines is more than the input has")
+        raise InputError(f"--split: {fixed:,} lines by count plus {fractions:g} of {total:,}"
+                         f"{what} lines is more than the input has")
     share = [split_value(p) * total if p[1] == "fraction" else
              max(0.0, free - fractions * total) if p[1] == "rest" else 0.0
              for p in parts]
@@ -66,7 +69,7 @@ def split_outputs(opts: ShuffleOptions, total: int, sizes: Optional[List[int]] =
     paths: List[str] = []
     quota: List[int] = []
     if sizes is None:
-        sizes = split_sizes(opts.split, total)
+        sizes = split_sizes(opts.split, total, opts.unique)
     for (name, _, _), size in zip(opts.split, sizes):
         sink = Sink.for_options(opts, size, output=split_pattern(os.fspath(opts.output), name),
                                 checking=checking)
@@ -88,7 +91,7 @@ class SplitSink(Sink):
         self.header = header or b""
         self.records_out = total_records
         split_outputs(opts, total_records)  # distinct names, checked before any file is made
-        sizes = split_sizes(opts.split, total_records)
+        sizes = split_sizes(opts.split, total_records, opts.unique)
         self.sinks = [Sink.for_options(opts, size, header, split_pattern(os.fspath(opts.output), name))
                       for (name, _, _), size in zip(opts.split, sizes)]
         self.sizes = sizes

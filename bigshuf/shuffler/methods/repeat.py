@@ -9,8 +9,8 @@ Memory stays bounded whatever the input size and N:
 
 * ``-i LO-HI``: an index *is* the line (LO + index); nothing is read.
 * ``-e ARG...``: the arguments are already in memory; an index picks one.
-* files: one pass counts the lines (stdin and streams are first copied to an unlinked file in
-  ``--temp-dir``, since they must be read again). Then *rounds*: take the next B indices of the
+* files: one pass counts the lines (streams are first copied to an unlinked file in
+  ``--temp-dir`` and files held open, since they must be read again: ``shuffler/rereading.py``). Then *rounds*: take the next B indices of the
   sequence (B chosen so their lines fill an eighth of ``--memory`` at the mean line length),
   read the input once collecting those lines in file order, and write them in draw order. Lines
   that turn out longer than expected (more than a quarter of ``--memory``) make a round split in
@@ -20,7 +20,6 @@ Memory stays bounded whatever the input size and N:
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -28,11 +27,11 @@ import numpy as np
 from bigshuf.common.errors import InputError
 from bigshuf.common.randomness import Streams
 from bigshuf.common.signals import SignalGuard
-from bigshuf.common.tempdir import temp_directory, temp_write_error, unlinked_temp_fd
 from bigshuf.shuffler.methods.base import Job, Method, MethodName
-from bigshuf.shuffler.options import STDIO, ShuffleOptions
+from bigshuf.shuffler.options import ShuffleOptions
 from bigshuf.shuffler.plan import Geometry
-from bigshuf.shuffler.records import RecordReader, Source, open_input, read_fully
+from bigshuf.shuffler.records import RecordReader
+from bigshuf.shuffler.rereading import rereadable_inputs
 from bigshuf.shuffler.segments import gather_records
 from bigshuf.shuffler.sources import format_numbers
 from bigshuf.shuffler.stats import ShuffleStats
@@ -156,97 +155,8 @@ def _echo_lines(args: List[bytes], sep: int, streams: Streams, total: Optional[i
 
 # -- files -----------------------------------------------------------------------------------
 
-def rereadable_inputs(opts: ShuffleOptions) -> Tuple[List[Any], Any]:
-    """Inputs that can be read several times: paths as they are; stdin (or a caller's stream)
-    copied once to an unlinked file in --temp-dir, returned as a factory-friendly path list
-    plus the spool file (the caller closes it)."""
-    if all(isinstance(p, (str, os.PathLike)) and os.fspath(p) != STDIO for p in opts.inputs):
-        return list(opts.inputs), None
-    directory = temp_directory(opts.temp_dir)
-    spool = os.fdopen(unlinked_temp_fd(directory), "w+b")
-    streamed: List[Any] = []
-    try:
-        for item in opts.inputs:
-            if isinstance(item, (str, os.PathLike)) and os.fspath(item) != STDIO:
-                streamed.append(item)
-                continue
-            start = spool.tell()
-            name = _copy_into(spool, item)
-            streamed.append(SpoolPart(spool, start, spool.tell(), name))
-        spool.flush()
-    except OSError as exc:
-        spool.close()
-        raise temp_write_error(exc, directory) from None
-    except BaseException:
-        spool.close()
-        raise
-    return streamed, spool
-
-
-def _copy_into(spool: Any, item: Any) -> str:
-    """Append stdin ('-') or a caller's binary stream to ``spool``; returns its display name."""
-    if isinstance(item, (str, os.PathLike)):
-        src = open_input(item)
-        name, read = src.name, lambda view: read_fully(src.stream, view, src.name)
-    else:
-        src = None
-        name = item.name if isinstance(getattr(item, "name", None), str) else "<stream>"
-        read = (lambda view: read_fully(item, view, name)) if hasattr(item, "readinto") else \
-            (lambda view: _read_into(item, view))
-    buf = memoryview(bytearray(1 << 20))
-    try:
-        while True:
-            got = read(buf)
-            if not got:
-                return name
-            spool.write(buf[:got])
-    finally:
-        if src is not None:
-            src.close()
-
-
-def _read_into(stream: Any, view: memoryview) -> int:
-    data = stream.read(len(view))
-    view[:len(data)] = data
-    return len(data)
-
-
-class SpoolPart:
-    """One spooled input inside the spool file: ``open()`` gives a fresh Source over it."""
-
-    def __init__(self, spool: Any, start: int, end: int, name: str):
-        self.spool, self.start, self.end, self.name = spool, start, end, name
-
-    def open(self) -> Source:
-        fd = os.dup(self.spool.fileno())
-        stream = _Window(fd, self.start, self.end)
-        return Source(self.name, stream, self.end - self.start, False, None)  # type: ignore[arg-type]
-
-
-class _Window:
-    """Reads bytes [start, end) of a descriptor with pread (its own position)."""
-
-    def __init__(self, fd: int, start: int, end: int):
-        self.fd, self.pos, self.end = fd, start, end
-
-    def readinto(self, view: Any) -> int:
-        view = memoryview(view).cast("B")
-        want = min(len(view), self.end - self.pos)
-        if want <= 0:
-            return 0
-        data = os.pread(self.fd, want, self.pos)
-        view[:len(data)] = data
-        self.pos += len(data)
-        return len(data)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
 def _reader(inputs: List[Any], opts: ShuffleOptions) -> RecordReader:
-    items = [p.open() if isinstance(p, SpoolPart) else p for p in inputs]
+    items = [p.open() if hasattr(p, "open") else p for p in inputs]
     return RecordReader(items, opts.sep, header=opts.header, warn=opts.warn)
 
 

@@ -1,0 +1,169 @@
+"""Inputs for the modes that read them more than once (``-u``, ``-r``, ``--epochs``).
+
+Every input is read the same way each time, from what the first reading opened:
+
+* a stream (:func:`bigshuf.common.inputs.describe_input` says ``InputKind.STREAM``: stdin,
+  FIFOs, ``<(cmd)``, /dev/stdin, /proc/self/fd/N; or a caller's open stream) is copied once to
+  an unlinked file in --temp-dir (a second opening would read nothing, or wait forever for a
+  FIFO's writer);
+* a regular file (plain or compressed) is opened once and held open: each reading reads that
+  same inode with ``pread`` (its own position), so a file replaced by ``mv`` in between is not
+  read in its successor's place. A file rewritten in place is caught by the caller comparing
+  the digests of the readings (``UniqueReader``).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, List, Optional, Tuple
+
+from bigshuf.common.codecs import open_decompressed
+from bigshuf.common.errors import InputError
+from bigshuf.common.inputs import InputKind, check_readable, describe_input
+from bigshuf.common.tempdir import temp_directory, temp_write_error, unlinked_temp_fd
+from bigshuf.shuffler.options import ShuffleOptions
+from bigshuf.shuffler.records import Source, display_name, open_input, read_fully
+
+#: Bytes of the buffer that copies a stream to the spool (counted in the plan's reserve).
+COPY_BYTES = 256 << 10
+
+
+class Held:
+    """The inputs of one run, held for every reading: :meth:`items` gives fresh readers'
+    inputs (Sources over the held files and the spool); :meth:`close` lets them go."""
+
+    def __init__(self) -> None:
+        self.parts: List[Any] = []
+        self.fds: List[int] = []
+        self.spool: Any = None
+
+    def items(self) -> List[Any]:
+        return [p.open() if hasattr(p, "open") else p for p in self.parts]
+
+    def close(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+
+def rereadable_inputs(opts: ShuffleOptions) -> Tuple[List[Any], Any]:
+    """The inputs of ``opts`` as parts each reading opens afresh (``part.open()`` is a new
+    :class:`Source`), and what to ``close()`` when every reading is done."""
+    held = Held()
+    directory: Optional[str] = None
+    try:
+        for item in opts.inputs:
+            info = describe_input(item) if isinstance(item, (str, os.PathLike)) else None
+            if info is not None and info.kind is not InputKind.STREAM:
+                check_readable(item)
+                try:
+                    fd = os.open(info.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                except OSError as exc:
+                    raise InputError(exc.strerror or str(exc), info.path) from None
+                held.fds.append(fd)
+                held.parts.append(HeldFile(fd, info.path, info.codec, info.size, info.disk_bytes))
+                continue
+            if held.spool is None:
+                directory = temp_directory(opts.temp_dir)
+                held.spool = os.fdopen(unlinked_temp_fd(directory), "w+b", buffering=0)
+            start = held.spool.tell()
+            name = _copy_into(held.spool, item)
+            held.parts.append(SpoolPart(held.spool, start, held.spool.tell(), name))
+    except OSError as exc:
+        held.close()
+        raise temp_write_error(exc, directory or "") from None
+    except BaseException:
+        held.close()
+        raise
+    return held.parts, held
+
+
+def _copy_into(spool: Any, item: Any) -> str:
+    """Append a stream path ('-', a FIFO, ...) or a caller's binary stream to ``spool``;
+    returns its display name."""
+    src: Optional[Source] = open_input(item) if isinstance(item, (str, os.PathLike)) else None
+    stream: Any = src.stream if src is not None else item
+    name = src.name if src is not None else \
+        (item.name if isinstance(getattr(item, "name", None), str) else "<stream>")
+    read = (lambda view: read_fully(stream, view, name)) if hasattr(stream, "readinto") else \
+        (lambda view: _read_into(stream, view))
+    buf = memoryview(bytearray(COPY_BYTES))
+    try:
+        while True:
+            got = read(buf)
+            if not got:
+                return name
+            view = buf[:got]
+            while len(view):
+                view = view[spool.write(view):]
+    finally:
+        if src is not None:
+            src.close()
+
+
+def _read_into(stream: Any, view: memoryview) -> int:
+    data = stream.read(len(view))
+    view[:len(data)] = data
+    return len(data)
+
+
+class HeldFile:
+    """A regular file opened once: ``open()`` reads it from the start (decompressed by its
+    extension), on the held descriptor, whatever happened to its name since."""
+
+    def __init__(self, fd: int, path: str, codec: Optional[str], size: Optional[int],
+                 disk_bytes: Optional[int]):
+        self.fd, self.path, self.codec = fd, path, codec
+        self.size, self.disk_bytes = size, disk_bytes
+
+    def open(self) -> Source:
+        stream = _Window(os.dup(self.fd), 0, None)
+        name = display_name(self.path)
+        if self.codec is None:
+            return Source(name, stream, self.size, False, self.disk_bytes)  # type: ignore[arg-type]
+        return Source(name, open_decompressed(stream, self.codec, self.path),  # type: ignore[arg-type]
+                      None, True, self.disk_bytes)
+
+
+class SpoolPart:
+    """One spooled input inside the spool file: ``open()`` gives a fresh Source over it."""
+
+    def __init__(self, spool: Any, start: int, end: int, name: str):
+        self.spool, self.start, self.end, self.name = spool, start, end, name
+
+    def open(self) -> Source:
+        fd = os.dup(self.spool.fileno())
+        stream = _Window(fd, self.start, self.end)
+        return Source(self.name, stream, self.end - self.start, False, None)  # type: ignore[arg-type]
+
+
+class _Window:
+    """Reads bytes [start, end) of a descriptor (to its end if ``end`` is None) with pread:
+    its own position, whoever else reads the descriptor."""
+
+    def __init__(self, fd: int, start: int, end: Optional[int]):
+        self.fd, self.pos, self.end = fd, start, end
+
+    def readinto(self, view: Any) -> int:
+        view = memoryview(view).cast("B")
+        want = len(view) if self.end is None else min(len(view), self.end - self.pos)
+        if want <= 0:
+            return 0
+        data = os.pread(self.fd, want, self.pos)
+        view[:len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = 1 << 20
+        buf = bytearray(size)
+        got = self.readinto(buf)
+        return bytes(buf[:got])
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

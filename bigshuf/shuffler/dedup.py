@@ -54,6 +54,8 @@ SLICE = 16384
 ENTRY_BYTES = 32
 #: Most partitions a table level uses (a partition too big is split again one level down).
 MAX_PARTITIONS = 4096
+#: Fewest entries a partition's share of the table holds (fewer partitions below it).
+PIECE_ENTRIES = 1024
 _MASKS = {w: np.tril(np.ones((w + 1, w), np.uint8), -1).astype(np.uint8) * 255 for w in (16, 32, 64)}
 _MASKS = {w: m.view("<u8") for w, m in _MASKS.items()}
 _M1, _M2 = _U(0xFF51AFD7ED558CCD), _U(0xC4CEB9FE1A85EC53)
@@ -247,6 +249,10 @@ class Table:
 
     def __init__(self, limit: int, partitions: int, spill: Callable[[], _Spill], shift: int = 0):
         self.limit = max(limit, ENTRY_BYTES * 1024)
+        # Each spill writes a piece of every partition and keeps its place (a tuple, ~120
+        # bytes): so many partitions that pieces hold a few entries would make that list
+        # outgrow the table itself (-S 1M on 800 k records: +23 MiB).
+        partitions = min(partitions, max(2, self.limit // (ENTRY_BYTES * PIECE_ENTRIES)))
         self.bits = max(0, int(partitions - 1).bit_length())
         self.shift = shift
         self.spill = spill
@@ -495,7 +501,7 @@ def too_many_records(records: int, budget: int) -> str:
     bit a record may take an eighth of --memory, so they need --memory ``records`` bytes."""
     need = -(-records // (1 << 20))
     return (f"--unique keeps a bit per record in an eighth of --memory: {records:,} records "
-            f"(or more) need --memory {need}M or more, not {budget:,} bytes")
+            f"or more need --memory {need}M or more (raise --memory from {budget:,} bytes)")
 
 
 def _survivors(table: Table, counts: List[int], check: Callable[[], None], spilled: int

@@ -23,7 +23,7 @@ from bigshuf.common.tempdir import temp_directory, temp_write_error, unlinked_te
 from bigshuf.shuffler.options import ShuffleOptions
 from bigshuf.shuffler.records import Source, display_name, open_input, read_fully
 
-#: Bytes of the buffer that copies a stream to the spool (counted in the plan's reserve).
+#: Bytes of the buffer that copies a stream to the spool (freed before any pass reads).
 COPY_BYTES = 256 << 10
 
 

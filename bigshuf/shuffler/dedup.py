@@ -568,7 +568,7 @@ class UniqueReader(RecordReader):
         digests = [e["digest"] for e in self._inner.input_entries]
         if self._inner.records != n or \
                 (self.distinct.digests is not None and digests != self.distinct.digests):
-            names = ", ".join(p if isinstance(p, str) else p.name for p in self.inputs
-                              if isinstance(p, str) or isinstance(getattr(p, "name", None), str))
+            named = [p if isinstance(p, str) else getattr(p, "name", None) for p in self.inputs]
+            names = ", ".join(p for p in named if isinstance(p, str))
             raise BigshufError(f"{names or 'input'}: input changed while it was being shuffled "
                                f"(--unique reads it twice)")

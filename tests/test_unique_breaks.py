@@ -16,7 +16,7 @@ DATA = b"".join(b"w%d\n" % (i % 37) for i in range(400))
 def _expected(tmp_path, *args):
     src = tmp_path / "ref.txt"
     src.write_bytes(DATA)
-    res = run(["shuffle", *args, src])
+    res = invoke(["shuffle", *args, src])  # in this process: cheaper than another run
     assert res.returncode == 0, res.stderr
     return res.stdout
 
@@ -47,7 +47,7 @@ def test_process_substitutions_and_dev_stdin_under_unique(tmp_path):
     b = " ".join(cli_argv(["shuffle", "-u", "--seed", "9"]))
     res = _bash(f"{b} <(cat d1.txt) <(cat d1.txt)", tmp_path)
     assert res.returncode == 0, res.stderr
-    both = run(["shuffle", "-u", "--seed", "9", tmp_path / "d1.txt", tmp_path / "d1.txt"])
+    both = invoke(["shuffle", "-u", "--seed", "9", tmp_path / "d1.txt", tmp_path / "d1.txt"])
     assert res.stdout == both.stdout
     for name in ("/dev/stdin", "/proc/self/fd/0"):
         res = _bash(f"cat d1.txt | {b} {name}", tmp_path)
@@ -61,7 +61,7 @@ def test_an_input_changed_between_the_readings_is_never_silently_wrong(tmp_path,
     written); replaced by mv, the file held open is read again (the output is the original's)."""
     src, out, new = tmp_path / "in.txt", tmp_path / "out.txt", tmp_path / "new.txt"
     src.write_bytes(DATA)
-    want = run(["shuffle", "-u", "--seed", "4", src]).stdout
+    want = invoke(["shuffle", "-u", "--seed", "4", src]).stdout
     from bigshuf.shuffler import dedup
     real = dedup.find_distinct
 
@@ -91,7 +91,7 @@ def test_unique_with_a_compressed_output_at_the_smallest_budget(tmp_path, ext):
     src.write_bytes(b"a\nb\na\n")
     res = run(["shuffle", "-u", "--seed", "3", "-S", "1M", src, "-o", out])
     assert res.returncode == 0, res.stderr
-    assert sorted(run(["shuffle", out]).stdout.splitlines()) == [b"a", b"b"]
+    assert sorted(invoke(["shuffle", out]).stdout.splitlines()) == [b"a", b"b"]
 
 
 def test_too_many_records_for_the_budget_names_the_memory_needed(tmp_path):
@@ -115,7 +115,7 @@ def test_free_space_is_checked_before_the_unique_pass(tmp_path):
 def test_split_count_above_the_distinct_records_says_distinct(tmp_path):
     src = tmp_path / "in.txt"
     src.write_bytes(b"a\na\nb\n")
-    res = run(["shuffle", "-u", "--split", "a=3,b=rest", src, "-o", tmp_path / "{split}.txt"])
+    res = invoke(["shuffle", "-u", "--split", "a=3,b=rest", src, "-o", tmp_path / "{split}.txt"])
     err = one_line_error(res, 2, "distinct")
     assert "has 2 distinct" in err, err
 

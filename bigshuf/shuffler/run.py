@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from typing import Any, List, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 from bigshuf.common.codecs import (
     check_codecs,
@@ -19,7 +19,7 @@ from bigshuf.common.codecs import (
     decoder_limit,
     decoders_within,
 )
-from bigshuf.common.errors import BigshufError, UsageError
+from bigshuf.common.errors import BigshufError, UsageError, warn_stderr
 from bigshuf.common.output import check_destination
 from bigshuf.common.randomness import resolve_seed
 from bigshuf.common.signals import SignalGuard
@@ -27,11 +27,12 @@ from bigshuf.common.space import check_free_space
 from bigshuf.common.tempdir import temp_directory
 from bigshuf.shuffler.methods import Job, Method, choose
 from bigshuf.shuffler.methods.cluster import Cluster
+from bigshuf.shuffler.mixture import MixReader, Share, count_inputs, input_names, plan_mixture, split_table
 from bigshuf.shuffler.options import NAME_FIELD, ShuffleOptions
 from bigshuf.shuffler.plan import Geometry, plan
 from bigshuf.shuffler.records import RecordReader, display_name
 from bigshuf.shuffler.sources import record_inputs
-from bigshuf.shuffler.split import split_outputs, split_pattern
+from bigshuf.shuffler.split import split_outputs, split_pattern, split_sizes
 from bigshuf.shuffler.stats import ShuffleStats
 from bigshuf.shuffler.writing import check_distinct, check_shard_names, held, publish_all
 
@@ -55,6 +56,8 @@ def run(opts: ShuffleOptions) -> ShuffleStats:
     choose the method (:func:`bigshuf.shuffler.methods.choose`), check the file systems, run."""
     if opts.aligned:
         return run_aligned(opts)
+    if opts.mix is not None and opts.sample != 0:
+        return run_mixture(opts)
     _check_outputs(opts)
     job = Job(opts, plan_run(opts), resolve_seed(opts.seed))
     with decoders_within(decoder_limit(opts.memory_bytes)):
@@ -98,6 +101,62 @@ def run_aligned(opts: ShuffleOptions) -> ShuffleStats:
     stats = done[0]
     stats.outputs = [o for st in done for o in st.outputs]
     return stats
+
+
+def run_mixture(opts: ShuffleOptions) -> ShuffleStats:
+    """``--mix``: count the inputs, share the total out, then shuffle the mixture as one
+    virtual stream (:mod:`bigshuf.shuffler.mixture`); with --split, one run per split (each
+    keeps its own elements), published together."""
+    _check_outputs(opts)
+    geo = plan_run(opts)
+    seed = resolve_seed(opts.seed)
+    inner = replace(opts, mix=None, sample=None, split=None, seed=seed, random_source=None)
+    with decoders_within(decoder_limit(opts.memory_bytes)):
+        counter = RecordReader(record_inputs(opts), opts.sep, header=opts.header, warn=lambda m: None)
+        counts = count_inputs(counter, geo.block_bytes, geo.block_records)
+        shares = plan_mixture(input_names(opts.inputs), counts, opts.mix, opts.sample)
+        if opts.split is None:
+            stats = _mixture_job(inner, geo, seed, shares, None)
+        else:
+            stats = _mixture_splits(opts, inner, geo, seed, shares)
+    stats.taken = [s.as_dict() for s in shares]
+    return stats
+
+
+def _mixture_splits(opts: ShuffleOptions, inner: ShuffleOptions, geo: Geometry, seed: int,
+                    shares: List[Share]) -> ShuffleStats:
+    """Each split of a mixture in its own run over the stream, none published before all are
+    complete."""
+    sizes = split_sizes(opts.split, sum(s.taken for s in shares))
+    table = split_table([s.taken for s in shares], sizes)
+    done: List[ShuffleStats] = []
+    with SignalGuard() as signals, held() as sinks:
+        try:
+            for label, (name, _, _) in enumerate(opts.split):
+                part = replace(inner, output=split_pattern(os.fspath(opts.output), name))
+                done.append(_mixture_job(part, geo, seed, shares, (label, table)))
+            signals.defer()
+            publish_all(sinks)
+        except BaseException:
+            for sink in sinks:
+                sink.abort()
+            raise
+    stats = done[0]
+    stats.outputs = [o for st in done for o in st.outputs]
+    stats.records = stats.records_out = sum(st.records_out for st in done)
+    stats.bytes = sum(st.bytes for st in done)
+    return stats
+
+
+def _mixture_job(opts: ShuffleOptions, geo: Geometry, seed: int, shares: List[Share],
+                 split: Optional[Tuple[int, List[List[int]]]]) -> ShuffleStats:
+    """One run over the mixture's stream (of one split's elements, with ``split``)."""
+    base = RecordReader(record_inputs(opts), opts.sep, header=opts.header,
+                        warn=opts.warn or warn_stderr)
+    method = choose(Job(opts, geo, seed, MixReader(base, shares, seed, split)))
+    method.why = "a mixture (--mix): the chosen records of the inputs as one stream"
+    _preflight(method)
+    return method.run()
 
 
 def aligned_output(opts: ShuffleOptions, path: Any) -> str:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List
+from typing import Any, Dict, List
 
 from bigshuf.common.sizes import format_size
 
@@ -27,9 +27,12 @@ class ShuffleStats:
     scatter_seconds: float = 0.0
     gather_seconds: float = 0.0
     outputs: List[str] = field(default_factory=list)
+    #: --mix: per input, {path, records, weight, taken, copies, rest} (what it gave the mixture)
+    taken: List[Dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> str:
-        return f"{self._what()}; method: {self.method} ({self.why})" if self.why else self._what()
+        line = f"{self._what()}; method: {self.method} ({self.why})" if self.why else self._what()
+        return line + "".join(_taken_line(t) for t in self.taken)
 
     def _what(self) -> str:
         if self.method in ("repeat", "range", "nothing"):  # no engine, no buckets
@@ -50,6 +53,16 @@ class ShuffleStats:
                 f"{_n(self.runs, 'run')}, {_n(self.levels, 'level')}, {where}; "
                 f"{_n(self.workers, 'worker')}; scatter {self.scatter_seconds:.2f}s, "
                 f"gather {self.gather_seconds:.2f}s")
+
+
+def _taken_line(t: Dict[str, Any]) -> str:
+    """``-v``'s line for one input of a mixture."""
+    copies = t["copies"]
+    how = ("all of them" if copies == 1 and not t["rest"] else
+           f"{copies} whole cop{'y' if copies == 1 else 'ies'} + {t['rest']:,}" if copies
+           else "a uniform subset")
+    return (f"\n  {t['path']}: {t['records']:,} records, weight {t['weight']:g} -> "
+            f"{t['taken']:,} taken ({how})")
 
 
 def _n(count: int, word: str) -> str:

@@ -8,7 +8,7 @@ asks them in order. Whatever the method, the bytes are the same (the order contr
 from __future__ import annotations
 
 from enum import Enum
-from typing import ClassVar, List, Optional
+from typing import Any, ClassVar, List, Optional
 
 from bigshuf.common.errors import warn_stderr
 from bigshuf.common.randomness import Streams
@@ -41,14 +41,14 @@ class Job:
     """One run: its options, its plan, its randomness and what it reports; the reader of its
     inputs is made once, on first use (a second reading gets :meth:`fresh_reader`)."""
 
-    def __init__(self, opts: ShuffleOptions, geo: Geometry, seed: int):
+    def __init__(self, opts: ShuffleOptions, geo: Geometry, seed: int, reader: Optional[Any] = None):
         self.opts = opts
         self.geo = geo
         self.streams = Streams(seed)
         self.stats = ShuffleStats(seed=seed, workers=geo.workers(opts.jobs))
         self.warn = opts.warn or warn_stderr
-        self._reader: Optional[RecordReader] = None
-        self._size: Optional[int] = None
+        self._reader: Optional[RecordReader] = reader  # given: a virtual stream (--mix)
+        self._size: Optional[int] = None if reader is None else reader.known_size()
 
     @property
     def reader(self) -> RecordReader:

@@ -53,10 +53,11 @@ def largest_remainder(total: int, weights: Sequence[Fraction]) -> List[int]:
     """``total`` cut in proportion to ``weights`` (exact fractions): each part is its share
     rounded down, and the parts with the largest remainders get one more (ties: the input named
     first), so they add up to ``total``."""
-    whole = sum(weights)
-    shares = [total * w / whole for w in weights]
-    parts = [math.floor(s) for s in shares]
-    order = sorted(range(len(parts)), key=lambda j: (-(shares[j] - parts[j]), j))
+    scale = math.lcm(*(Fraction(w).denominator for w in weights))
+    ints = [int(w * scale) for w in weights]  # the same proportions, as integers
+    whole = sum(ints)
+    parts = [total * a // whole for a in ints]
+    order = sorted(range(len(parts)), key=lambda j: (-(total * ints[j] % whole), j))
     for j in order[:total - sum(parts)]:
         parts[j] += 1
     return parts

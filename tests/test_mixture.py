@@ -130,6 +130,15 @@ def test_rank_keys_is_the_sorted_keys(n, cap):
     assert rank_keys(keys, n, ranks, cap) == [int(every[r]) for r in ranks]
 
 
+def test_rank_keys_when_the_bracket_misses(monkeypatch):
+    """Keys far from uniform (the index itself): the one-pass bracket misses and the radix
+    select still gives the exact ranks."""
+    monkeypatch.setattr(Keys, "range", _by_position)
+    keys = Keys(3, (Purpose.MIX_SELECT, 0))
+    assert mixture._bracketed(keys, 100_000, [500], 1 << 20) is None
+    assert rank_keys(keys, 100_000, [500, 99_999]) == [500 << 40, 99_999 << 40]
+
+
 # -- options and errors ----------------------------------------------------------------------
 
 def test_weights_parse_exactly():

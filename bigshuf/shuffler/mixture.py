@@ -170,7 +170,7 @@ def _count_file(path: str, sep: int, block_bytes: int, header: bool) -> int:
 class Keys(OrderKeys):
     """A bijection of the 64-bit integers like the order keys, keyed by ``(purpose, j)``."""
 
-    def __init__(self, seed: int, key: Tuple[int, ...]):  # noqa: super().__init__ not wanted
+    def __init__(self, seed: int, key: Tuple[int, ...]):  # its own spawn key, not ORDER's
         a, b, c = np.random.SeedSequence(seed, spawn_key=key).generate_state(3, np.uint64)
         self.a, self.b, self.c = np.uint64(a), np.uint64(b), np.uint64(c)
 
@@ -340,12 +340,12 @@ class MixReader:
             copies: List[Tuple[int, Optional[np.ndarray]]] = [
                 (share.base + k * share.records + first, None) for k in range(share.copies)]
             if share.rest:
-                keep = np.flatnonzero(select[j].range(first, block.count) < select[j].limit)
-                copies.append((share.base + share.copies * share.records + chosen[j], keep))
-                chosen[j] += len(keep)
-            for n, (v, keep) in enumerate(copies):
+                picked = np.flatnonzero(select[j].range(first, block.count) < select[j].limit)
+                copies.append((share.base + share.copies * share.records + chosen[j], picked))
+                chosen[j] += len(picked)
+            for n, (v, rows) in enumerate(copies):
                 last = n == len(copies) - 1
-                out = self._emit(block, v, keep, labels[j], share.base, pool, last)
+                out = self._emit(block, v, rows, labels[j], share.base, pool, last)
                 if out is not None:
                     self.records += out.count
                     self.payload += out.nbytes

@@ -108,7 +108,8 @@ def run_mixture(opts: ShuffleOptions) -> ShuffleStats:
     virtual stream (:mod:`bigshuf.shuffler.mixture`); with --split, one run per split (each
     keeps its own elements), published together."""
     _check_outputs(opts)
-    geo = plan_run(opts)
+    geo = plan_run(opts)  # one more block: the copy (or compacted block) made while one is held
+    geo = replace(geo, reserved=geo.reserved + geo.block_bytes)
     seed = resolve_seed(opts.seed)
     inner = replace(opts, mix=None, sample=None, split=None, seed=seed, random_source=None)
     with decoders_within(decoder_limit(opts.memory_bytes)):

@@ -214,6 +214,15 @@ def test_model_is_the_output_at_any_memory_and_jobs(tmp_path):
     assert out.getvalue() == want
 
 
+def test_pinned_output_of_a_seed(tmp_path):
+    """The mixture's bytes for a seed are part of the contract (selection keys: Purpose 10, split
+    keys: 11, order: the order contract): a change here changes users' mixtures."""
+    a, b = _lines(tmp_path, "a.txt", "a", 6), _lines(tmp_path, "b.txt", "b", 2)
+    out = io.BytesIO()
+    bigshuf.shuffle([a, b], out, mix="2,1", head_count=9, seed=1)
+    assert out.getvalue() == b"a0\na1\nb1\na5\na4\na2\na3\nb0\nb0\n"
+
+
 def test_split_is_stratified_and_header_kept(tmp_path):
     a = _lines(tmp_path, "a.txt", "a", 1000)
     b = _lines(tmp_path, "b.txt", "b", 100)

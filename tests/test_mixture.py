@@ -103,6 +103,9 @@ def test_largest_total_is_the_largest_that_repeats_nothing():
     assert paradox  # some smaller N does not fit: a bisection would miss the largest
     # e.g. weights 5,2,2,8 and 28,7,13,30 lines: N = 63 fits, 62 does not (the second input would give 8 of its 7 lines)
     assert largest_total([F(5), F(2), F(2), F(8)], [28, 7, 13, 30]) == 63
+    # A tiny weight on a one-line input: a gap of 10^6 totals to search, in batches
+    assert largest_total([F(1, 10**6), F(1)], [1, 10**7]) == 1_500_001
+    assert largest_total([F(1, 10**20), F(1)], [5, 5]) == 5   # past int64: Python integers
 
 
 def test_split_table_keeps_both_margins_and_rounds_each_share():

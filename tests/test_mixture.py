@@ -142,6 +142,21 @@ def test_rank_keys_when_the_bracket_misses(monkeypatch):
     assert rank_keys(keys, 100_000, [500, 99_999]) == [500 << 40, 99_999 << 40]
 
 
+@pytest.mark.parametrize("header", [False, True])
+def test_counts_are_the_readers(tmp_path, header):
+    """The fast count of plain files (and the reader's count of compressed ones) equals the
+    records a reader yields: a last line without a newline, empty files, header lines."""
+    import gzip
+    files = {"a.txt": b"x\ny\nz", "b.txt": b"", "c.txt": b"h\n", "d.txt": b"\n\n\n",
+             "e.txt.gz": gzip.compress(b"1\n2\n3")}
+    paths = []
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        paths.append(str(tmp_path / name))
+    want = [sum(b.count for b in RecordReader([p], header=header).blocks(1 << 16)) for p in paths]
+    assert count_inputs(RecordReader(paths, header=header), 1 << 16, 1 << 11) == want
+
+
 # -- options and errors ----------------------------------------------------------------------
 
 def test_weights_parse_exactly():

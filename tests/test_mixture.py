@@ -174,6 +174,7 @@ def test_weights_parse_exactly():
     ([], "1,x", "bad weight"),
     ([], "0,0", "add up to 0"),
     (["-r"], "1,1", "not with -e, -i, -r"),
+    (["--unique"], "1,1", "--mix and --unique cannot be used together yet"),
 ])
 def test_bad_weights_are_one_line_usage_errors(tmp_path, extra, weights, needle):
     a, b = _lines(tmp_path, "a.txt", "a", 3), _lines(tmp_path, "b.txt", "b", 3)

@@ -29,7 +29,15 @@ def test_every_shuffle_option_is_a_python_keyword():
     names = set(_long_names("shuffle")) - NOT_KEYWORDS
     missing = sorted(n for n in names if n not in fields and n not in KEYWORD_ALIASES)
     assert not missing, missing
-    assert "head_count" in names and "aligned" in names
+    assert "head_count" in names and "aligned" in names and "unique" in names
+
+
+def test_unique_keyword(tmp_path):
+    src = tmp_path / "words.txt"
+    src.write_bytes(b"b\na\nb\nc\na\n")
+    stats = bigshuf.shuffle(src, tmp_path / "out.txt", unique=True, seed=1)
+    assert stats.duplicates == 2 and stats.records_out == 3
+    assert sorted((tmp_path / "out.txt").read_bytes().splitlines()) == [b"a", b"b", b"c"]
 
 
 def test_paths_and_keywords_as_the_cli_spells_them(tmp_path):

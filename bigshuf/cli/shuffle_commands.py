@@ -22,6 +22,7 @@ Examples:
   bigshuf shuffle corpus/*.jsonl --split train=0.98,valid=0.01,test=0.01 -o 'data/{split}.jsonl.gz'
   bigshuf shuffle in.txt --split valid=10000,test=10000,train=rest -o '{split}.txt' --shards 4
   bigshuf shuffle --aligned --seed 5 en.txt de.txt -o 'shuf/{name}'   # one permutation, 2 outputs
+  bigshuf shuffle --unique words.txt -o distinct.txt  # each distinct line once, in random order
   bigshuf shuffle --mix 7,3 -n 1000000 web.txt books.txt -o mix.txt   # 70% web, 30% books
 Full documentation: bigshuf readme
 """
@@ -125,6 +126,11 @@ class _LongPrefixCommand(click.Command):
                    "with the same permutation into its own output, -o with {name} replaced by the "
                    "input's file name, e.g. -o 'shuf/{name}'. Inputs whose line counts differ are "
                    "refused (exit 2) before anything is written.")
+@click.option("-u", "--unique", is_flag=True,
+              help="Drop duplicate lines (byte-equal): the first occurrence of each distinct line "
+                   "is kept and the distinct lines are shuffled uniformly (with -n: a uniform "
+                   "sample of them). -v reports how many were dropped. Not with -r, --aligned or "
+                   "--scheduler.")
 @click.option("--mix", metavar="W1,W2,...", default=None,
               help="Mix the INPUTS in these proportions, one weight per input: with -n N, each "
                    "input gives exactly its share of N (largest remainder), repeated when it holds "

@@ -32,6 +32,7 @@ class Purpose(IntEnum):
     RANGE_SAMPLE = 5  # -i LO-HI -n K: distinct offsets in the range, one chunk of draws
     REPEAT_DRAW = 6   # -r: the indices of the lines drawn with replacement, one chunk of draws
     ORDER = 7         # the order contract: the constants of every record's key (OrderKeys)
+    DEDUP = 8         # --unique: the keys of the content hash (shuffler/dedup.py)
     MIX_SELECT = 10   # --mix: input j's selection keys (spawn key (10, j)): its partial copy
     MIX_SPLIT = 11    # --mix --split: input j's split keys (11, j): which split gets an element
 

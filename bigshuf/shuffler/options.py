@@ -79,6 +79,7 @@ class ShuffleOptions:
     random_source: Any = None
     split: Any = None
     aligned: bool = False
+    unique: bool = False
     mix: Any = None
 
     def __post_init__(self) -> None:
@@ -171,6 +172,8 @@ class ShuffleOptions:
                                  "not -o or shards")
         if self.split is not None:
             self._check_split()
+        if self.unique and (self.repeat or self.aligned or self.scheduler is not None):
+            raise UsageError("--unique is not available with -r, --aligned or --scheduler")
         if self.mix is not None:
             self._check_mix()
         if self.aligned:
@@ -203,6 +206,8 @@ class ShuffleOptions:
         """--mix: one weight per input file, each input counted before it is read again."""
         if self.generated or self.repeat or self.aligned or self.scheduler is not None:
             raise UsageError("--mix mixes input files: not with -e, -i, -r, --aligned or --scheduler")
+        if self.unique:
+            raise UsageError("--mix and --unique cannot be used together yet")
         if len(self.mix) != len(self.inputs):
             raise UsageError(f"--mix takes one weight per input: {len(self.mix)} weights for "
                              f"{len(self.inputs)} input{'s' if len(self.inputs) != 1 else ''}")

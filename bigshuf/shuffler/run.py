@@ -9,6 +9,9 @@ publishes the outputs together.
 from __future__ import annotations
 
 import os
+import threading
+import time
+from contextlib import ExitStack
 from dataclasses import replace
 from typing import Any, List, Optional, Sequence, Tuple
 
@@ -25,8 +28,10 @@ from bigshuf.common.randomness import resolve_seed
 from bigshuf.common.signals import SignalGuard
 from bigshuf.common.space import check_free_space
 from bigshuf.common.tempdir import temp_directory
+from bigshuf.shuffler.dedup import find_distinct
 from bigshuf.shuffler.methods import Job, Method, choose
 from bigshuf.shuffler.methods.cluster import Cluster
+from bigshuf.shuffler.methods.repeat import SpoolPart, rereadable_inputs
 from bigshuf.shuffler.mixture import MixReader, Share, count_inputs, input_names, plan_mixture, split_table
 from bigshuf.shuffler.options import NAME_FIELD, ShuffleOptions
 from bigshuf.shuffler.plan import Geometry, plan
@@ -60,11 +65,52 @@ def run(opts: ShuffleOptions) -> ShuffleStats:
         return run_mixture(opts)
     _check_outputs(opts)
     job = Job(opts, plan_run(opts), resolve_seed(opts.seed))
-    with decoders_within(decoder_limit(opts.memory_bytes)):
+    with decoders_within(decoder_limit(opts.memory_bytes)), ExitStack() as spooled:
+        if opts.unique:
+            spooled.callback(find_duplicates(job))
         method = choose(job)
         if not isinstance(method, Cluster):
             _preflight(method)
         return method.run()
+
+
+def find_duplicates(job: Job) -> Any:
+    """--unique: the pass that finds the first occurrence of every distinct record
+    (:mod:`bigshuf.shuffler.dedup`); the job's reader then drops the others. Inputs read once
+    (stdin, pipes, streams) are first copied to an unlinked file in --temp-dir, so they can be
+    read again. Returns what closes that copy."""
+    opts, geo = job.opts, job.geo
+    if opts.input_range is not None or opts.sample == 0:  # distinct numbers; nothing read
+        return lambda: None
+    t0 = time.perf_counter()
+    stopped = threading.Event()
+    spool = None
+    with SignalGuard(stop=stopped.set) as signals:
+        def check() -> None:
+            if stopped.is_set():
+                raise signals.error()
+        try:
+            items, spool = ([], None) if opts.generated else rereadable_inputs(opts)
+
+            def inputs() -> List[Any]:
+                if opts.generated:
+                    return record_inputs(opts)
+                return [p.open() if isinstance(p, SpoolPart) else p for p in items]
+            reader = RecordReader(inputs(), opts.sep, header=opts.header, warn=job.warn)
+            distinct = find_distinct(reader, geo.block_bytes, geo.block_records,
+                                     geo.memory - geo.reserved, job.stats.workers,
+                                     temp_directory(opts.temp_dir), job.streams.seed,
+                                     reader.estimated_records(), check)
+        except BaseException:
+            if spool is not None:
+                spool.close()
+            raise
+    job.inputs, job.distinct = inputs, distinct
+    # The bitmap stays for the shuffle, with a block of scratch for the filter's compaction.
+    job.geo = replace(geo, reserved=geo.reserved + distinct.nbytes + geo.block_bytes)
+    job.stats.unique, job.stats.duplicates = True, distinct.duplicates
+    job.stats.unique_seconds = time.perf_counter() - t0
+    return spool.close if spool is not None else (lambda: None)
 
 
 def run_aligned(opts: ShuffleOptions) -> ShuffleStats:

@@ -23,6 +23,9 @@ class ShuffleStats:
     store: str = "memory"   # where the engine's runs lived: memory, temporary file, none
     passes: int = 0  # readings of the input after the first (the input method)
     spilled: int = 0  # bytes the reservoir wrote to the temporary file
+    unique: bool = False  # --unique ran: duplicates is what it dropped
+    duplicates: int = 0  # --unique: records dropped as copies of an earlier one
+    unique_seconds: float = 0.0  # --unique: the pass that finds them
     workers: int = 1
     scatter_seconds: float = 0.0
     gather_seconds: float = 0.0
@@ -31,7 +34,9 @@ class ShuffleStats:
     taken: List[Dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> str:
-        line = f"{self._what()}; method: {self.method} ({self.why})" if self.why else self._what()
+        what = self._what() + (f"; --unique dropped {self.duplicates:,} duplicates "
+                               f"({self.unique_seconds:.2f}s)" if self.unique else "")
+        line = f"{what}; method: {self.method} ({self.why})" if self.why else what
         return line + "".join(_taken_line(t) for t in self.taken)
 
     def _what(self) -> str:

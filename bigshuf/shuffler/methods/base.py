@@ -8,10 +8,11 @@ asks them in order. Whatever the method, the bytes are the same (the order contr
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, ClassVar, List, Optional
+from typing import Any, Callable, ClassVar, List, Optional
 
 from bigshuf.common.errors import warn_stderr
 from bigshuf.common.randomness import Streams
+from bigshuf.shuffler.dedup import Distinct, UniqueReader
 from bigshuf.shuffler.options import ShuffleOptions
 from bigshuf.shuffler.plan import Geometry
 from bigshuf.shuffler.records import RecordReader, Source
@@ -49,12 +50,20 @@ class Job:
         self.warn = opts.warn or warn_stderr
         self._reader: Optional[RecordReader] = reader  # given: a virtual stream (--mix)
         self._size: Optional[int] = None if reader is None else reader.known_size()
+        #: What a reading reads (--unique: stdin spooled, see run.py); with ``distinct``
+        #: (--unique), the reader drops the duplicates it found.
+        self.inputs: Callable[[], List[Any]] = lambda: record_inputs(opts)
+        self.distinct: Optional[Distinct] = None
 
     @property
     def reader(self) -> RecordReader:
         if self._reader is None:
-            self._reader = RecordReader(record_inputs(self.opts), self.opts.sep,
-                                        header=self.opts.header, warn=self.warn)
+            if self.distinct is not None:
+                self._reader = UniqueReader(self.distinct, self.inputs(), self.opts.sep,
+                                            header=self.opts.header)
+            else:
+                self._reader = RecordReader(self.inputs(), self.opts.sep,
+                                            header=self.opts.header, warn=self.warn)
             self._size = self._reader.known_size()
         return self._reader
 

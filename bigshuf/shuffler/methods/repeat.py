@@ -95,7 +95,7 @@ def run_repeat(opts: ShuffleOptions, geo: Geometry, streams: Streams, stats: Shu
             count = len(opts.echo)
             chunks = _echo_lines(opts.echo_lines, opts.sep, streams, total)
         else:
-            inputs, spool = _rereadable(opts)
+            inputs, spool = rereadable_inputs(opts)
             count, payload, header = _count(inputs, opts, geo)
             stats.bytes = payload
             # Half the round's byte cap at the mean line length, so a round rarely overflows.
@@ -156,7 +156,7 @@ def _echo_lines(args: List[bytes], sep: int, streams: Streams, total: Optional[i
 
 # -- files -----------------------------------------------------------------------------------
 
-def _rereadable(opts: ShuffleOptions) -> Tuple[List[Any], Any]:
+def rereadable_inputs(opts: ShuffleOptions) -> Tuple[List[Any], Any]:
     """Inputs that can be read several times: paths as they are; stdin (or a caller's stream)
     copied once to an unlinked file in --temp-dir, returned as a factory-friendly path list
     plus the spool file (the caller closes it)."""
@@ -172,7 +172,7 @@ def _rereadable(opts: ShuffleOptions) -> Tuple[List[Any], Any]:
                 continue
             start = spool.tell()
             name = _copy_into(spool, item)
-            streamed.append(_SpoolPart(spool, start, spool.tell(), name))
+            streamed.append(SpoolPart(spool, start, spool.tell(), name))
         spool.flush()
     except OSError as exc:
         spool.close()
@@ -211,7 +211,7 @@ def _read_into(stream: Any, view: memoryview) -> int:
     return len(data)
 
 
-class _SpoolPart:
+class SpoolPart:
     """One spooled input inside the spool file: ``open()`` gives a fresh Source over it."""
 
     def __init__(self, spool: Any, start: int, end: int, name: str):
@@ -246,7 +246,7 @@ class _Window:
 
 
 def _reader(inputs: List[Any], opts: ShuffleOptions) -> RecordReader:
-    items = [p.open() if isinstance(p, _SpoolPart) else p for p in inputs]
+    items = [p.open() if isinstance(p, SpoolPart) else p for p in inputs]
     return RecordReader(items, opts.sep, header=opts.header, warn=opts.warn)
 
 

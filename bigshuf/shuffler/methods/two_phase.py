@@ -27,6 +27,8 @@ class TwoPhase(Method):
     @classmethod
     def applies(cls, job: Job) -> Optional[str]:
         size, geo = job.size, job.geo
+        if job.distinct is not None:
+            return "--unique: the size of the distinct records is known as they are read"
         if size is None:
             return "input size unknown before reading (a stream or compressed)"
         room = geo.memory_store_capacity(job.stats.workers)

@@ -174,7 +174,6 @@ def test_weights_parse_exactly():
     ([], "1,x", "bad weight"),
     ([], "0,0", "add up to 0"),
     (["-r"], "1,1", "not with -e, -i, -r"),
-    (["--unique"], "1,1", "--mix and --unique cannot be used together yet"),
 ])
 def test_bad_weights_are_one_line_usage_errors(tmp_path, extra, weights, needle):
     a, b = _lines(tmp_path, "a.txt", "a", 3), _lines(tmp_path, "b.txt", "b", 3)
@@ -231,6 +230,24 @@ def test_model_is_the_output_at_any_memory_and_jobs(tmp_path):
     out = io.BytesIO()
     bigshuf.shuffle([gz, b], out, mix="5,1", head_count=20_000, seed=7, memory="1M")
     assert out.getvalue() == want
+
+
+def test_unique_drops_duplicates_within_each_input(tmp_path):
+    """--mix --unique: each input's distinct lines are what its weight shares out; a line in
+    two inputs stays in both; at any --memory the same bytes."""
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_bytes(b"x\ny\nx\nz\nx\n" * 3)
+    b.write_bytes(b"x\nq\nq\n")
+    outs = []
+    for memory in ("1M", "16M"):
+        out = io.BytesIO()
+        stats = bigshuf.shuffle([a, b], out, mix="3,1", head_count=8, unique=True, seed=2,
+                                memory=memory)
+        outs.append(out.getvalue())
+    assert outs[0] == outs[1]
+    assert Counter(outs[0].splitlines()) == {b"x": 3, b"y": 2, b"z": 2, b"q": 1}
+    assert [(t["records"], t["taken"]) for t in stats.taken] == [(3, 6), (2, 2)]
+    assert stats.duplicates == 13
 
 
 def test_pinned_output_of_a_seed(tmp_path):

@@ -206,8 +206,6 @@ class ShuffleOptions:
         """--mix: one weight per input file, each input counted before it is read again."""
         if self.generated or self.repeat or self.aligned or self.scheduler is not None:
             raise UsageError("--mix mixes input files: not with -e, -i, -r, --aligned or --scheduler")
-        if self.unique:
-            raise UsageError("--mix and --unique cannot be used together yet")
         if len(self.mix) != len(self.inputs):
             raise UsageError(f"--mix takes one weight per input: {len(self.mix)} weights for "
                              f"{len(self.inputs)} input{'s' if len(self.inputs) != 1 else ''}")

@@ -28,7 +28,7 @@ from bigshuf.common.randomness import resolve_seed
 from bigshuf.common.signals import SignalGuard
 from bigshuf.common.space import check_free_space
 from bigshuf.common.tempdir import temp_directory
-from bigshuf.shuffler.dedup import find_distinct
+from bigshuf.shuffler.dedup import Distinct, UniqueReader, find_distinct
 from bigshuf.shuffler.methods import Job, Method, choose
 from bigshuf.shuffler.methods.cluster import Cluster
 from bigshuf.shuffler.methods.repeat import SpoolPart, rereadable_inputs
@@ -157,21 +157,48 @@ def run_mixture(opts: ShuffleOptions) -> ShuffleStats:
     geo = plan_run(opts)  # one more block: the copy (or compacted block) made while one is held
     geo = replace(geo, reserved=geo.reserved + geo.block_bytes)
     seed = resolve_seed(opts.seed)
-    inner = replace(opts, mix=None, sample=None, split=None, seed=seed, random_source=None)
+    inner = replace(opts, mix=None, sample=None, split=None, seed=seed, random_source=None,
+                    unique=False)
     with decoders_within(decoder_limit(opts.memory_bytes)):
-        counter = RecordReader(record_inputs(opts), opts.sep, header=opts.header, warn=lambda m: None)
-        counts = count_inputs(counter, geo.block_bytes, geo.block_records)
+        distinct = None
+        if opts.unique:  # dedup within each input: the counts are of each one's distinct records
+            distinct, geo = _distinct_within_inputs(opts, geo, seed)
+            counts = distinct.input_distinct
+        else:
+            counter = RecordReader(record_inputs(opts), opts.sep, header=opts.header,
+                                   warn=lambda m: None)
+            counts = count_inputs(counter, geo.block_bytes, geo.block_records)
         shares = plan_mixture(input_names(opts.inputs), counts, opts.mix, opts.sample)
         if opts.split is None:
-            stats = _mixture_job(inner, geo, seed, shares, None)
+            stats = _mixture_job(inner, geo, seed, shares, None, distinct)
         else:
-            stats = _mixture_splits(opts, inner, geo, seed, shares)
+            stats = _mixture_splits(opts, inner, geo, seed, shares, distinct)
     stats.taken = [s.as_dict() for s in shares]
+    if distinct is not None:
+        stats.unique, stats.duplicates = True, distinct.duplicates
     return stats
 
 
+def _distinct_within_inputs(opts: ShuffleOptions, geo: Geometry, seed: int
+                            ) -> Tuple[Distinct, Geometry]:
+    """--mix --unique: the first occurrence of each distinct record of each input (records of
+    different inputs are never duplicates of each other); the bitmap stays for the mixture."""
+    stopped = threading.Event()
+    with SignalGuard(stop=stopped.set) as signals:
+        def check() -> None:
+            if stopped.is_set():
+                raise signals.error()
+        reader = RecordReader(record_inputs(opts), opts.sep, header=opts.header,
+                              warn=lambda m: None)
+        distinct = find_distinct(reader, geo.block_bytes, geo.block_records,
+                                 geo.memory - geo.reserved, geo.workers(opts.jobs),
+                                 temp_directory(opts.temp_dir), seed,
+                                 reader.estimated_records(), check, per_input=True)
+    return distinct, replace(geo, reserved=geo.reserved + distinct.nbytes + geo.block_bytes)
+
+
 def _mixture_splits(opts: ShuffleOptions, inner: ShuffleOptions, geo: Geometry, seed: int,
-                    shares: List[Share]) -> ShuffleStats:
+                    shares: List[Share], distinct: Optional[Distinct]) -> ShuffleStats:
     """Each split of a mixture in its own run over the stream, none published before all are
     complete."""
     sizes = split_sizes(opts.split, sum(s.taken for s in shares))
@@ -181,7 +208,7 @@ def _mixture_splits(opts: ShuffleOptions, inner: ShuffleOptions, geo: Geometry, 
         try:
             for label, (name, _, _) in enumerate(opts.split):
                 part = replace(inner, output=split_pattern(os.fspath(opts.output), name))
-                done.append(_mixture_job(part, geo, seed, shares, (label, table)))
+                done.append(_mixture_job(part, geo, seed, shares, (label, table), distinct))
             signals.defer()
             publish_all(sinks)
         except BaseException:
@@ -196,10 +223,13 @@ def _mixture_splits(opts: ShuffleOptions, inner: ShuffleOptions, geo: Geometry, 
 
 
 def _mixture_job(opts: ShuffleOptions, geo: Geometry, seed: int, shares: List[Share],
-                 split: Optional[Tuple[int, List[List[int]]]]) -> ShuffleStats:
-    """One run over the mixture's stream (of one split's elements, with ``split``)."""
-    base = RecordReader(record_inputs(opts), opts.sep, header=opts.header,
-                        warn=opts.warn or warn_stderr)
+                 split: Optional[Tuple[int, List[List[int]]]],
+                 distinct: Optional[Distinct] = None) -> ShuffleStats:
+    """One run over the mixture's stream (of one split's elements, with ``split``); with
+    ``distinct`` (--unique), of each input's distinct records."""
+    base: RecordReader = RecordReader(record_inputs(opts), opts.sep, header=opts.header,
+                                      warn=opts.warn or warn_stderr) if distinct is None else \
+        UniqueReader(distinct, record_inputs(opts), opts.sep, header=opts.header)
     method = choose(Job(opts, geo, seed, MixReader(base, shares, seed, split)))
     method.why = "a mixture (--mix): the chosen records of the inputs as one stream"
     _preflight(method)

@@ -206,3 +206,21 @@ def test_per_input_stats_fields_are_copied_generically(monkeypatch, tmp_path):
                                   manifest=str(tmp_path / "m.json"))
     doc = manifest_module.manifest_document(opts, stats, [])
     assert [i["taken"] for i in doc["inputs"]] == [3, 4]
+
+
+def test_a_mixture_with_splits_and_dedup_records_what_each_input_gave(tmp_path):
+    """--mix with --split, --unique and --epochs together: every input is listed with its digest
+    and what it gave the mixture; every split of every epoch is recorded and verifies."""
+    a = tmp_path / "a.txt"
+    a.write_bytes(b"".join(b"a%d\n" % (i % 80) for i in range(100)))  # 80 distinct
+    b = numbered_file(tmp_path / "b.txt", 30)
+    m = tmp_path / "m.json"
+    stats = bigshuf.shuffle([a, b], str(tmp_path / "{epoch}-{split}.txt"), mix="7,3", sample=50,
+                            split="tr=0.8,te=rest", unique=True, epochs=2, manifest=str(m), seed=1)
+    doc = _load(m)
+    assert [i["digest"] for i in doc["inputs"]][:2] == [_xxh(a.read_bytes()), _xxh(Path(b).read_bytes())]
+    assert [i["taken"]["taken"] for i in doc["inputs"]][:2] == [35, 15]
+    assert sorted((o["epoch"], o["path"], o["records"]) for o in doc["outputs"]) == [
+        (0, "0-te.txt", 10), (0, "0-tr.txt", 40), (1, "1-te.txt", 10), (1, "1-tr.txt", 40)]
+    assert bigshuf.verify_manifest(str(m)).ok
+    assert len(stats.outputs) == 4

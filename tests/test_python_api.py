@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import click
+from helpers import invoke
 
 import bigshuf
 from bigshuf.cli import main
@@ -48,3 +49,20 @@ def test_paths_and_keywords_as_the_cli_spells_them(tmp_path):
     again = tmp_path / "again.txt"
     bigshuf.shuffle(str(src), str(again), sample=10, seed=1, temp_dir=Path(tmp_path))
     assert again.read_bytes() == out.read_bytes()
+
+
+def test_mix_keyword_takes_text_or_numbers_like_the_cli(tmp_path):
+    """``mix=`` is --mix: "7,3" or a sequence of numbers, the same bytes as the command line."""
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_bytes(b"".join(b"a%d\n" % i for i in range(50)))
+    b.write_bytes(b"".join(b"b%d\n" % i for i in range(5)))
+    outs = []
+    for i, mix in enumerate(("7,3", [7, 3], (0.7, 0.3))):
+        out = tmp_path / f"out{i}.txt"
+        stats = bigshuf.shuffle([a, b], out, mix=mix, head_count=20, seed=2)
+        assert [t["taken"] for t in stats.taken] == [14, 6]
+        outs.append(out.read_bytes())
+    cli = tmp_path / "cli.txt"
+    r = invoke(["shuffle", str(a), str(b), "--mix", "7,3", "-n", "20", "--seed", "2", "-o", str(cli)])
+    assert r.returncode == 0
+    assert outs[0] == outs[1] == outs[2] == cli.read_bytes()

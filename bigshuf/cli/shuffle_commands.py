@@ -28,6 +28,7 @@ Examples:
   bigshuf shuffle in.txt --seed 7 --first-epoch 2 --epochs 1 -o 'epoch-{epoch}.txt'   # epoch 2 again
   bigshuf shuffle in.jsonl --shard-size 256M -o 'part-{index:05d}.jsonl.zst'   # shards <= 256M
   bigshuf shuffle in.txt -o out.txt --manifest out.json && bigshuf verify --manifest out.json
+  bigshuf shuffle --mix 7,3 -n 1000000 web.txt books.txt -o mix.txt   # 70% web, 30% books
 Full documentation: bigshuf readme
 """
 
@@ -152,6 +153,13 @@ class _LongPrefixCommand(click.Command):
               help="After the outputs, write FILE.json: version, seed, options, every input and "
                    "output with records, bytes and XXH3-128 digest; published with the outputs. "
                    "Check it later with 'bigshuf verify --manifest FILE.json'.")
+@click.option("--mix", metavar="W1,W2,...", default=None,
+              help="Mix the INPUTS in these proportions, one weight per input: with -n N, each "
+                   "input gives exactly its share of N (largest remainder), repeated when it holds "
+                   "fewer lines (whole copies plus a uniform subset); without -n, the largest N "
+                   "that repeats no input. The lines of an input are a uniform subset, the order "
+                   "uniform; -v says what each input gave. With --split, each split holds the "
+                   "same proportions.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bars on stderr (default: only when stderr is a terminal).")
 @click.option("-v", "--verbose", is_flag=True, help="A summary on stderr: records, seed, buckets, runs, levels, timings.")

@@ -34,6 +34,8 @@ class Purpose(IntEnum):
     ORDER = 7         # the order contract: the constants of every record's key (OrderKeys)
     EPOCH = 8         # --epochs: the seed of epoch e > 0 (epoch_seed)
     DEDUP = 9         # --unique: the keys of the content hash (shuffler/dedup.py)
+    MIX_SELECT = 10   # --mix: input j's selection keys (spawn key (10, j)): its partial copy
+    MIX_SPLIT = 11    # --mix --split: input j's split keys (11, j): which split gets an element
 
 
 def new_seed() -> int:

@@ -46,7 +46,7 @@ FORMAT = 1
 DIGEST = "xxh3_128"
 #: ShuffleStats fields holding one value per input, copied into each input's entry when the
 #: run set them (the lead adds e.g. "taken" for --mix, "duplicates" for --unique).
-PER_INPUT_STATS: Tuple[str, ...] = ()
+PER_INPUT_STATS: Tuple[str, ...] = ("taken",)
 #: ShuffleStats fields copied into the manifest's "run" section.
 RUN_STATS: Tuple[str, ...] = ("records", "bytes", "records_out", "method", "duplicates")
 #: Options not recorded (callbacks, and what has its own section).

@@ -9,9 +9,11 @@ any work, also once.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field, fields
+from fractions import Fraction
 from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from bigshuf.common.container import NO_LIMIT, default_budget
@@ -87,6 +89,7 @@ class ShuffleOptions:
     first_epoch: Optional[int] = None
     shard_size: Any = None
     manifest: Any = None
+    mix: Any = None
 
     def __post_init__(self) -> None:
         if isinstance(self.inputs, (str, bytes, os.PathLike)):  # one path, not its characters
@@ -118,6 +121,8 @@ class ShuffleOptions:
         self._check_generated(explicit_inputs)
         if self.split is not None:
             self.split = parse_split(self.split)
+        if self.mix is not None:
+            self.mix = parse_mix(self.mix)
         if self.random_source is not None:
             if self.seed is not None:
                 raise UsageError("--seed and --random-source cannot be used together")
@@ -191,6 +196,8 @@ class ShuffleOptions:
             self._check_split()
         if self.unique and (self.repeat or self.aligned or self.scheduler is not None):
             raise UsageError("--unique is not available with -r, --aligned or --scheduler")
+        if self.mix is not None:
+            self._check_mix()
         if self.aligned:
             self._check_aligned()
         elif isinstance(self.output, str) and NAME_FIELD in self.output:
@@ -238,8 +245,21 @@ class ShuffleOptions:
                                  f"field of the -o pattern ({{split}}, {{index}}): give it "
                                  f"through a link of another name")
 
+    def _check_mix(self) -> None:
+        """--mix: one weight per input file, each input counted before it is read again."""
+        if self.generated or self.repeat or self.aligned or self.scheduler is not None:
+            raise UsageError("--mix mixes input files: not with -e, -i, -r, --aligned or --scheduler")
+        if len(self.mix) != len(self.inputs):
+            raise UsageError(f"--mix takes one weight per input: {len(self.mix)} weights for "
+                             f"{len(self.inputs)} input{'s' if len(self.inputs) != 1 else ''}")
+        for p in self.inputs:
+            if not isinstance(p, str) or p == STDIO or is_read_once(p):
+                name = p if isinstance(p, str) else repr(p)
+                raise UsageError(f"--mix counts every input's records before mixing them: "
+                                 f"{name} can be read only once (give a file)")
+
     def _check_split(self) -> None:
-        if self.sample is not None:
+        if self.sample is not None and self.mix is None:
             raise UsageError("--split and -n/--head-count cannot be used together")
         if self.to_stdout or not isinstance(self.output, (str, os.PathLike)):
             raise UsageError(f"--split needs -o with {SPLIT_FIELD} in it, "
@@ -392,6 +412,39 @@ def parse_split(value: Any) -> List[SplitPart]:
         raise UsageError(f"--split: the fractions add up to {fractions:g}, not 1 (or make one "
                          f"split '{SPLIT_REST}')")
     return parts
+
+
+def parse_mix(value: Any) -> List[Fraction]:
+    """``--mix 7,3`` (or a sequence of numbers) as exact fractions: non-negative, finite, some
+    positive. Decimals are taken as written (``0.1`` is 1/10), floats by their shortest repr."""
+    if isinstance(value, list) and all(isinstance(w, Fraction) for w in value) and value:
+        return value  # parsed already (options copied with dataclasses.replace)
+    items = str(value).split(",") if isinstance(value, str) else list(value)
+    weights = [_weight(w) for w in items]
+    if not weights or sum(weights) <= 0:
+        raise UsageError("--mix: the weights add up to 0 (give at least one positive weight)")
+    return weights
+
+
+def _weight(value: Any) -> Fraction:
+    """One --mix weight as a Fraction, or a usage error."""
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        if isinstance(value, str):
+            w = Fraction(value.strip())
+        elif isinstance(value, (int, Fraction)):
+            w = Fraction(value)
+        else:
+            f = float(value)
+            if not math.isfinite(f):
+                raise ValueError
+            w = Fraction(repr(f))
+    except (TypeError, ValueError, ZeroDivisionError):
+        raise UsageError(f"--mix: bad weight {value!r} (a non-negative number, e.g. --mix 7,3)") from None
+    if w < 0:
+        raise UsageError(f"--mix: bad weight {value!r}: weights must not be negative")
+    return w
 
 
 def split_value(part: SplitPart) -> float:

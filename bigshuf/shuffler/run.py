@@ -13,7 +13,7 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import replace
-from typing import Any, List, Sequence, Set
+from typing import Any, List, Optional, Sequence, Set, Tuple
 
 from bigshuf.common.codecs import (
     check_codecs,
@@ -30,17 +30,18 @@ from bigshuf.common.randomness import resolve_seed
 from bigshuf.common.signals import SignalGuard
 from bigshuf.common.space import check_free_space
 from bigshuf.common.tempdir import temp_directory
-from bigshuf.shuffler.dedup import find_distinct
+from bigshuf.shuffler.dedup import Distinct, UniqueReader, find_distinct
 from bigshuf.shuffler.epochs import allocator_slack, epoch_options, run_epochs
 from bigshuf.shuffler.manifest import run_recorded
 from bigshuf.shuffler.methods import Job, Method, choose
 from bigshuf.shuffler.methods.cluster import Cluster
+from bigshuf.shuffler.mixture import MixReader, Share, count_inputs, input_names, plan_mixture, split_table
 from bigshuf.shuffler.options import NAME_FIELD, ShuffleOptions
 from bigshuf.shuffler.plan import Geometry, plan
 from bigshuf.shuffler.records import RecordReader, display_name
 from bigshuf.shuffler.rereading import rereadable_inputs
 from bigshuf.shuffler.sources import record_inputs
-from bigshuf.shuffler.split import split_outputs, split_pattern
+from bigshuf.shuffler.split import split_outputs, split_pattern, split_sizes
 from bigshuf.shuffler.stats import ShuffleStats
 from bigshuf.shuffler.writing import (
     check_distinct,
@@ -81,6 +82,8 @@ def _run(opts: ShuffleOptions) -> ShuffleStats:
         return run_aligned(opts)
     if opts.epochs is not None:
         return run_epochs(opts, run, _check_outputs, rereadable_inputs)
+    if opts.mix is not None and opts.sample != 0:
+        return run_mixture(opts)
     _check_outputs(opts)
     job = Job(opts, plan_run(opts), resolve_seed(opts.seed))
     job.stats.budget = opts.memory_capped or ""
@@ -213,6 +216,100 @@ def run_aligned(opts: ShuffleOptions) -> ShuffleStats:
     stats.outputs = [o for st in done for o in st.outputs]
     stats.inputs = [i for st in done for i in st.inputs]
     return stats
+
+
+def run_mixture(opts: ShuffleOptions) -> ShuffleStats:
+    """``--mix``: count the inputs, share the total out, then shuffle the mixture as one
+    virtual stream (:mod:`bigshuf.shuffler.mixture`); with --split, one run per split (each
+    keeps its own elements), published together."""
+    _check_outputs(opts)
+    geo = plan_run(opts)  # one more block: the copy (or compacted block) made while one is held
+    geo = replace(geo, reserved=geo.reserved + geo.block_bytes)
+    seed = resolve_seed(opts.seed)
+    inner = replace(opts, mix=None, sample=None, split=None, seed=seed, random_source=None,
+                    unique=False)
+    with decoders_within(decoder_limit(opts.memory_bytes)):
+        distinct = None
+        if opts.unique:  # dedup within each input: the counts are of each one's distinct records
+            distinct, geo = _distinct_within_inputs(opts, geo, seed)
+            counts = distinct.input_distinct
+        else:
+            counter = RecordReader(record_inputs(opts), opts.sep, header=opts.header,
+                                   warn=lambda m: None)
+            counts = count_inputs(counter, geo.block_bytes, geo.block_records)
+        shares = plan_mixture(input_names(opts.inputs), counts, opts.mix, opts.sample)
+        if opts.split is None:
+            stats = _mixture_job(inner, geo, seed, shares, None, distinct)
+        else:
+            stats = _mixture_splits(opts, inner, geo, seed, shares, distinct)
+    stats.taken = [s.as_dict() for s in shares]
+    if distinct is not None:
+        stats.unique, stats.duplicates = True, distinct.duplicates
+    return stats
+
+
+def _distinct_within_inputs(opts: ShuffleOptions, geo: Geometry, seed: int
+                            ) -> Tuple[Distinct, Geometry]:
+    """--mix --unique: the first occurrence of each distinct record of each input (records of
+    different inputs are never duplicates of each other); the bitmap stays for the mixture."""
+    stopped = threading.Event()
+    with SignalGuard(stop=stopped.set) as signals:
+        def check() -> None:
+            if stopped.is_set():
+                raise signals.error()
+        reader = RecordReader(record_inputs(opts), opts.sep, header=opts.header,
+                              warn=lambda m: None)
+        distinct = find_distinct(reader, geo.block_bytes, geo.block_records,
+                                 geo.memory - geo.reserved + _compressor_reserve(opts),
+                                 geo.workers(opts.jobs), temp_directory(opts.temp_dir), seed,
+                                 reader.estimated_records(), check, per_input=True,
+                                 budget=opts.memory_bytes)  # as find_duplicates
+    return distinct, replace(geo, reserved=geo.reserved + distinct.nbytes + geo.block_bytes)
+
+
+def _mixture_splits(opts: ShuffleOptions, inner: ShuffleOptions, geo: Geometry, seed: int,
+                    shares: List[Share], distinct: Optional[Distinct]) -> ShuffleStats:
+    """Each split of a mixture in its own run over the stream, none published before all are
+    complete."""
+    sizes = split_sizes(opts.split, sum(s.taken for s in shares), opts.unique)
+    table = split_table([s.taken for s in shares], sizes)
+    done: List[ShuffleStats] = []
+    outer = outer_hold()  # --manifest, --epochs: published with the others
+    sinks: List[Any] = []
+    with SignalGuard() as signals:
+        try:
+            with held() as sinks:
+                for label, (name, _, _) in enumerate(opts.split):
+                    part = replace(inner, output=split_pattern(os.fspath(opts.output), name))
+                    done.append(_mixture_job(part, geo, seed, shares, (label, table), distinct))
+            signals.defer()
+            publish_or_hold(sinks, outer)
+        except BaseException:
+            for sink in sinks:
+                sink.abort()
+            raise
+    stats = done[0]
+    stats.outputs = [o for st in done for o in st.outputs]
+    stats.records = stats.records_out = sum(st.records_out for st in done)
+    stats.bytes = sum(st.bytes for st in done)
+    stats.inputs = done[0].inputs
+    return stats
+
+
+def _mixture_job(opts: ShuffleOptions, geo: Geometry, seed: int, shares: List[Share],
+                 split: Optional[Tuple[int, List[List[int]]]],
+                 distinct: Optional[Distinct] = None) -> ShuffleStats:
+    """One run over the mixture's stream (of one split's elements, with ``split``); with
+    ``distinct`` (--unique), of each input's distinct records."""
+    digest = opts.manifest is not None
+    base: RecordReader = RecordReader(record_inputs(opts), opts.sep, header=opts.header,
+                                      warn=opts.warn or warn_stderr, digest=digest) \
+        if distinct is None else \
+        UniqueReader(distinct, record_inputs(opts), opts.sep, header=opts.header, digest=digest)
+    method = choose(Job(opts, geo, seed, MixReader(base, shares, seed, split)))
+    method.why = "a mixture (--mix): the chosen records of the inputs as one stream"
+    _preflight(method)
+    return method.run()
 
 
 def aligned_output(opts: ShuffleOptions, path: Any) -> str:

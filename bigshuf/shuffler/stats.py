@@ -35,6 +35,8 @@ class ShuffleStats:
     #: --epochs: each epoch's number and seed (epoch_seed).
     epoch_seeds: Dict[int, int] = field(default_factory=dict)
     budget: str = ""  # why the default --memory was lowered (a container's limit), if it was
+    #: --mix: per input, {path, records, weight, taken, copies, rest} (what it gave the mixture)
+    taken: List[Dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> str:
         text = self._summary()
@@ -47,6 +49,7 @@ class ShuffleStats:
         what = self._what() + (f"; --unique dropped {self.duplicates:,} duplicates "
                                f"({self.unique_seconds:.2f}s)" if self.unique else "")
         text = f"{what}; method: {self.method} ({self.why})" if self.why else what
+        text += "".join(_taken_line(t) for t in self.taken)
         return f"{text}; budget: {self.budget}" if self.budget else text
 
     def _what(self) -> str:
@@ -68,6 +71,16 @@ class ShuffleStats:
                 f"{_n(self.runs, 'run')}, {_n(self.levels, 'level')}, {where}; "
                 f"{_n(self.workers, 'worker')}; scatter {self.scatter_seconds:.2f}s, "
                 f"gather {self.gather_seconds:.2f}s")
+
+
+def _taken_line(t: Dict[str, Any]) -> str:
+    """``-v``'s line for one input of a mixture."""
+    copies = t["copies"]
+    how = ("all of them" if copies == 1 and not t["rest"] else
+           f"{copies} whole cop{'y' if copies == 1 else 'ies'} + {t['rest']:,}" if copies
+           else "a uniform subset")
+    return (f"\n  {t['path']}: {t['records']:,} records, weight {t['weight']:g} -> "
+            f"{t['taken']:,} taken ({how})")
 
 
 def _n(count: int, word: str) -> str:

@@ -42,14 +42,14 @@ class Job:
     """One run: its options, its plan, its randomness and what it reports; the reader of its
     inputs is made once, on first use (a second reading gets :meth:`fresh_reader`)."""
 
-    def __init__(self, opts: ShuffleOptions, geo: Geometry, seed: int):
+    def __init__(self, opts: ShuffleOptions, geo: Geometry, seed: int, reader: Optional[Any] = None):
         self.opts = opts
         self.geo = geo
         self.streams = Streams(seed)
         self.stats = ShuffleStats(seed=seed, workers=geo.workers(opts.jobs))
         self.warn = opts.warn or warn_stderr
-        self._reader: Optional[RecordReader] = None
-        self._size: Optional[int] = None
+        self._reader: Optional[RecordReader] = reader  # given: a virtual stream (--mix)
+        self._size: Optional[int] = None if reader is None else reader.known_size()
         #: What a reading reads (--unique: stdin spooled, see run.py); with ``distinct``
         #: (--unique), the reader drops the duplicates it found.
         self.inputs: Callable[[], List[Any]] = lambda: record_inputs(opts)

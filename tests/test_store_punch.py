@@ -3,7 +3,7 @@ punch makes ext4 zero a partial block, and thousands of them made the last ftrun
 seconds. The unaligned tail of a range is punched with the next range of the same run."""
 import random
 
-from bigshuf.shuffler.store import FileStore, _PAGE
+from bigshuf.shuffler.store import _PAGE, FileStore
 
 
 def _record_punches(store):

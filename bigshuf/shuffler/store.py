@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from bigshuf.common.container import temp_growth_watch
 from bigshuf.common.errors import BigshufError, describe_os_error
 from bigshuf.common.output import pwrite_all
 from bigshuf.common.tempdir import temp_directory, temp_write_error, unlinked_temp_fd
@@ -124,12 +125,17 @@ class _TempFile:
         self.directory = directory
         self.fd = unlinked_temp_fd(directory)
         self.lock = threading.Lock()
+        self.watch = temp_growth_watch(directory)  # a tmpfs file inside a memory cgroup
 
     def write(self, offset: int, data: np.ndarray) -> None:
         # One writer at a time: the kernel serialises buffered writes to a file anyway, and a
         # second writer would spin on the inode lock, burning CPU another worker could use
         # (9% of all CPU in a profile of two concurrent writers).
         with self.lock:
+            if self.watch is not None:
+                why = self.watch.check(len(data))
+                if why is not None:
+                    raise BigshufError(why)
             pwrite_all(self.fd, data, offset)
 
     def readv(self, offset: int, mvs: List[memoryview]) -> None:

@@ -246,3 +246,14 @@ def test_temp_file_in_ram_is_watched_while_it_grows(tmp_path: Path) -> None:
     assert watch.check(4 * MB) is None  # not re-read within WATCH_EVERY
     why = watch.check(container.WATCH_EVERY)
     assert why is not None and str(ram) in why and "--temp-dir" in why and "\n" not in why
+
+
+def test_v1_limit_ignores_host_pressure(tmp_path: Path) -> None:
+    """Under a v1 limit the host's PSI (other cgroups' stalls) does not count as this run's
+    memory pressure; the cgroup's room does."""
+    paths = fake_tree(tmp_path, 1, {"/a/b": v1(1 << 30, 0)},
+                      pressure="some avg10=50.00 avg60=0 avg300=0 total=1\n")
+    view = container.memory_view(paths)
+    assert view.cgroup is not None and view.pressure == 0.0
+    why, _ = cache_holds(100 * MB, 64 * MB, view)
+    assert why is None

@@ -11,7 +11,8 @@ question, from files whose paths are injectable (:class:`Paths`, for tests with 
   v2 the lower of ``memory.max`` and ``memory.high``), the usage (``usage_in_bytes`` /
   ``memory.current``) and the page cache it could drop (``memory.stat``'s file pages); the
   *tightest* level (least room left) is the one that counts;
-* memory pressure: v2 ``memory.pressure`` of that level, or the host's ``/proc/pressure/memory``.
+* memory pressure: v2 ``memory.pressure`` of that level, or the host's ``/proc/pressure/memory``
+  when no cgroup limits the process (under a v1 limit, none: see :func:`memory_pressure`).
 
 Nothing here fails: an unreadable or absent file means "no limit known" (None).
 """
@@ -184,7 +185,15 @@ def host_available(paths: Paths = Paths()) -> int:
 
 def memory_pressure(paths: Paths = Paths(), cgroup: Optional[CgroupMemory] = None) -> float:
     """Share of the last 10 s some task waited for memory (PSI ``some avg10``, in %): the
-    cgroup's (v2) if known, else the host's; 0 if not reported."""
+    cgroup's (v2) if known, else the host's; 0 if not reported.
+
+    Under a cgroup v1 limit it is 0: v1 has no pressure file of its own, and the host's counts
+    other cgroups' stalls (a neighbour at its limit would decline this run's input method).
+    The cgroup's own state is in its room (limit - usage + cache), which the callers weigh,
+    and the host's shortage in MemAvailable. (v1's ``memory.failcnt`` is no signal: it counts
+    every reclaim at the limit, ~100,000 in a healthy 700 MB run in a 256M cgroup.)"""
+    if cgroup is not None and cgroup.version == 1:
+        return 0.0
     files = ([os.path.join(cgroup.path, "memory.pressure")] if cgroup and cgroup.version == 2
              else []) + [paths.host_pressure]
     for name in files:

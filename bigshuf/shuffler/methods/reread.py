@@ -239,7 +239,7 @@ def suitable(reader: RecordReader, geo: Geometry, size: Optional[int], workers: 
         return None
 
     if size is None:
-        return decline("not read again: its size is unknown")
+        return None  # -v says the size is unknown (a stream or compressed)
     if not 0 < len(reader.inputs) <= MAX_INPUTS or not reader.plain_files():
         return decline(f"not read again: only 1 to {MAX_INPUTS} plain (uncompressed, seekable) "
                        "files are")

@@ -227,3 +227,33 @@ def test_tmpfs_temp_dir_in_a_cgroup(tmp_path: Path) -> None:
     assert container.memory_temp_problem(str(tmp_path), 2 << 30, 256 * MB, view, paths) is None
     free = container.memory_view(fake_tree(tmp_path / "nolimit", 1, {}))
     assert container.memory_temp_problem(str(shm), 2 << 30, 256 * MB, free, paths) is None
+
+
+def test_temp_file_in_ram_is_watched_while_it_grows(tmp_path: Path) -> None:
+    """A tmpfs temporary file inside a memory cgroup re-reads the cgroup's room as it grows
+    (stdin's size is unknown, a compressed input's a guess) and refuses the write that would
+    leave too little, before the OOM killer fires; a disk's temp file is not watched."""
+    paths = fake_tree(tmp_path, 1, {"/": v1(V1_UNLIMITED, 1),
+                                    "/a/b": v1(256 * MB, 100 * MB, cache=20 * MB)})
+    ram = tmp_path / "sys" / "fs" / "cgroup" / "tmp"  # under the fake tmpfs mount
+    ram.mkdir()
+    assert container.temp_growth_watch(str(tmp_path / "proc"), paths) is None  # not in RAM
+    watch = container.temp_growth_watch(str(ram), paths)
+    assert watch is not None
+    assert watch.check(4 * MB) is None  # 176M room
+    usage = tmp_path / "sys" / "fs" / "cgroup" / "memory" / "a" / "b" / "memory.usage_in_bytes"
+    usage.write_text(str(240 * MB))  # the file grew: 36M room
+    assert watch.check(4 * MB) is None  # not re-read within WATCH_EVERY
+    why = watch.check(container.WATCH_EVERY)
+    assert why is not None and str(ram) in why and "--temp-dir" in why and "\n" not in why
+
+
+def test_v1_limit_ignores_host_pressure(tmp_path: Path) -> None:
+    """Under a v1 limit the host's PSI (other cgroups' stalls) does not count as this run's
+    memory pressure; the cgroup's room does."""
+    paths = fake_tree(tmp_path, 1, {"/a/b": v1(1 << 30, 0)},
+                      pressure="some avg10=50.00 avg60=0 avg300=0 total=1\n")
+    view = container.memory_view(paths)
+    assert view.cgroup is not None and view.pressure == 0.0
+    why, _ = cache_holds(100 * MB, 64 * MB, view)
+    assert why is None

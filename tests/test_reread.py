@@ -407,3 +407,17 @@ def test_many_inputs_under_a_low_descriptor_limit(tmp_path):
     assert p.returncode == 0, p.stderr
     assert sorted((tmp_path / "out").read_bytes().splitlines()) == sorted(
         b"".join(open(x, "rb").read() for x in paths).splitlines())
+
+
+def test_verbose_says_why_the_input_method_was_declined(tmp_path):
+    """Review break (issue 21): at the capped default budget -v said only "method: engine",
+    not why the input was not read again."""
+    import gzip
+    big, packed = tmp_path / "in.jsonl", tmp_path / "in.jsonl.gz"
+    big.write_bytes(long_lines(30000, 7))  # ~6 MB at --memory 1M: too many windows
+    packed.write_bytes(gzip.compress(long_lines(4000, 6)))
+    for src, why in ((big, b"windows"), (packed, b"size unknown")):
+        res = invoke(["shuffle", str(src), "-S", "1M", "--seed", "1", "-v",
+                      "-o", str(tmp_path / "out")])
+        assert res.returncode == 0, res.stderr
+        assert why in res.stderr, res.stderr

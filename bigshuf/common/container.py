@@ -11,7 +11,8 @@ question, from files whose paths are injectable (:class:`Paths`, for tests with 
   v2 the lower of ``memory.max`` and ``memory.high``), the usage (``usage_in_bytes`` /
   ``memory.current``) and the page cache it could drop (``memory.stat``'s file pages); the
   *tightest* level (least room left) is the one that counts;
-* memory pressure: v2 ``memory.pressure`` of that level, or the host's ``/proc/pressure/memory``.
+* memory pressure: v2 ``memory.pressure`` of that level, or the host's ``/proc/pressure/memory``
+  when no cgroup limits the process (under a v1 limit, none: see :func:`memory_pressure`).
 
 Nothing here fails: an unreadable or absent file means "no limit known" (None).
 """
@@ -184,7 +185,15 @@ def host_available(paths: Paths = Paths()) -> int:
 
 def memory_pressure(paths: Paths = Paths(), cgroup: Optional[CgroupMemory] = None) -> float:
     """Share of the last 10 s some task waited for memory (PSI ``some avg10``, in %): the
-    cgroup's (v2) if known, else the host's; 0 if not reported."""
+    cgroup's (v2) if known, else the host's; 0 if not reported.
+
+    Under a cgroup v1 limit it is 0: v1 has no pressure file of its own, and the host's counts
+    other cgroups' stalls (a neighbour at its limit would decline this run's input method).
+    The cgroup's own state is in its room (limit - usage + cache), which the callers weigh,
+    and the host's shortage in MemAvailable. (v1's ``memory.failcnt`` is no signal: it counts
+    every reclaim at the limit, ~100,000 in a healthy 700 MB run in a 256M cgroup.)"""
+    if cgroup is not None and cgroup.version == 1:
+        return 0.0
     files = ([os.path.join(cgroup.path, "memory.pressure")] if cgroup and cgroup.version == 2
              else []) + [paths.host_pressure]
     for name in files:
@@ -304,3 +313,50 @@ def memory_temp_problem(directory: str, nbytes: int, budget: int,
             f"the temporary file ({format_size(nbytes)}) would count against this container's "
             f"memory limit ({format_size(view.cgroup.limit)}, {format_size(view.cgroup.room)} "
             f"free) and the run would be killed; give --temp-dir on a disk")
+
+
+#: How often (bytes written) a temporary file in RAM re-reads the cgroup's room.
+WATCH_EVERY = 8 << 20
+#: Room kept free when a temporary file in RAM grows: the interpreter's own growth and the
+#: output's dirty pages, so the run stops with an error rather than the OOM killer's SIGKILL.
+WATCH_MARGIN = 32 << 20
+
+
+class TempGrowthWatch:
+    """Watches a temporary file in RAM (tmpfs) inside a memory cgroup while it is written.
+
+    The size checked before the run is only an estimate (stdin's size is unknown; a
+    compressed input is guessed at 4x its size, and a repetitive one inflates 400x), so every
+    :data:`WATCH_EVERY` bytes the cgroup's room is read again, and a write that would leave
+    less than :data:`WATCH_MARGIN` is refused with a one-line error before it is made."""
+
+    def __init__(self, directory: str, kind: str, paths: Paths = Paths()):
+        self.directory = directory
+        self.kind = kind
+        self.paths = paths
+        self.unchecked = WATCH_EVERY  # check at the first write
+
+    def check(self, nbytes: int) -> Optional[str]:
+        """Before writing ``nbytes``: why it must not be written, or None."""
+        self.unchecked += nbytes
+        if self.unchecked < WATCH_EVERY:
+            return None
+        cg = cgroup_memory(self.paths)
+        if cg is None:
+            return None
+        if cg.room < nbytes + WATCH_EVERY + WATCH_MARGIN:  # this write and the unchecked next
+            return (f"temporary directory {self.directory} is in memory ({self.kind}) and the "
+                    f"temporary file outgrew this container's memory limit "
+                    f"({format_size(cg.limit)}, {format_size(cg.room)} free, {cg.path}); "
+                    f"give --temp-dir on a disk")
+        self.unchecked = 0
+        return None
+
+
+def temp_growth_watch(directory: str, paths: Paths = Paths()) -> Optional[TempGrowthWatch]:
+    """A watch for a temporary file in ``directory`` if it is in RAM inside a memory cgroup;
+    None otherwise (a disk's temporary file is page cache the kernel can write back)."""
+    kind = filesystem_type(directory, paths)
+    if kind not in IN_MEMORY_FS or cgroup_memory(paths) is None:
+        return None
+    return TempGrowthWatch(directory, kind or "", paths)

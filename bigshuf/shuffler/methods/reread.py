@@ -232,14 +232,25 @@ def suitable(reader: RecordReader, geo: Geometry, size: Optional[int], workers: 
     """Why this run can (and should) use the input method, or None (and then, if the page
     cache is what rules it out, why in ``declined``). See the module docstring. ``output`` is
     the run's -o (None: stdout); ``view`` the memory seen (default: read now)."""
-    if size is None or not 0 < len(reader.inputs) <= MAX_INPUTS or not reader.plain_files():
+    def decline(why: str) -> Optional[str]:
+        """Not the input method: say why (-v)."""
+        if declined is not None:
+            declined.append(why)
         return None
+
+    if size is None:
+        return None  # -v says the size is unknown (a stream or compressed)
+    if not 0 < len(reader.inputs) <= MAX_INPUTS or not reader.plain_files():
+        return decline(f"not read again: only 1 to {MAX_INPUTS} plain (uncompressed, seekable) "
+                       "files are")
     if size <= geo.memory_store_capacity(workers):
         return None  # the engine keeps the runs in RAM: no temporary file to save
     window = window_budget(geo, workers)
     passes = -(-size // window)
     if window <= geo.block_bytes or passes > MAX_PASSES:
-        return None
+        return decline(f"not read again: --memory {format_size(geo.memory)} leaves "
+                       f"{format_size(max(window, 0))} per output window, {passes} windows "
+                       f"(at most {MAX_PASSES}, each over a {format_size(geo.block_bytes)} block)")
     view = view or memory_view()
     why_not, seen = cache_holds(size, geo.memory, view, lambda: probe_read_rate(
         [os.fspath(p) for p in reader.inputs if isinstance(p, (str, os.PathLike))]))
@@ -248,13 +259,15 @@ def suitable(reader: RecordReader, geo: Geometry, size: Optional[int], workers: 
             declined.append(f"not read {passes + 1} times: {why_not}")
         return None
     if reader.estimated_records() > geo.index_share // META_BYTES:
-        return None  # short lines: their metadata would not fit
+        return decline(f"not read {passes + 1} times: the records' metadata would not fit "
+                       f"--memory {format_size(geo.memory)}")  # short lines
     # Output written in place (stdout, a device, an inherited descriptor) could not be taken back
     # if an input changed after a window went out, and might even be an input (`f >> f`): only
     # outputs under temporary names, which a restart simply rewrites.
     if output is None or output == "-" or hasattr(output, "write") \
             or is_write_through(os.fspath(output)):
-        return None
+        return decline(f"not read {passes + 1} times: the output is written in place (stdout "
+                       "or a device), which a changed input could not take back")
     return f"input read about {passes + 1} times: {seen}, no temporary copy"
 
 

@@ -232,6 +232,27 @@ def test_model_is_the_output_at_any_memory_and_jobs(tmp_path):
     assert out.getvalue() == want
 
 
+def test_many_copies_are_packed_into_ordinary_blocks(tmp_path):
+    """Heavy repetition (200,000 copies of a one-line input, 10,000 of a 5-line one) is
+    scattered in as many runs as an ordinary input of the output's size, not one a copy (that
+    grew the run index past --memory and took minutes); the bytes are the model's."""
+    one = tmp_path / "one.txt"
+    one.write_bytes(b"hello\n")
+    out = io.BytesIO()
+    stats = bigshuf.shuffle([one], out, mix="1", head_count=200_000, seed=3, memory="4M")
+    assert out.getvalue() == b"hello\n" * 200_000
+    plain = tmp_path / "plain.txt"
+    plain.write_bytes(b"hello\n" * 200_000)
+    ordinary = bigshuf.shuffle([plain], io.BytesIO(), seed=3, memory="4M")
+    assert stats.runs <= 2 * ordinary.runs + 2, (stats.runs, ordinary.runs)
+    a, b = _lines(tmp_path, "a.txt", "a", 10), _lines(tmp_path, "b.txt", "b", 5)
+    out = io.BytesIO()
+    stats = bigshuf.shuffle([a, b], out, mix="1,1", head_count=100_000, seed=3, memory="4M",
+                            jobs=2)
+    assert stats.runs <= 2 * ordinary.runs + 2, stats.runs
+    assert out.getvalue() == b"".join(_model([a, b], "1,1", 100_000, 3))
+
+
 def test_unique_drops_duplicates_within_each_input(tmp_path):
     """--mix --unique: each input's distinct lines are what its weight shares out; a line in
     two inputs stays in both; at any --memory the same bytes."""

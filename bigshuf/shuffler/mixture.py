@@ -368,15 +368,20 @@ class MixReader:
             seen[j] += block.count
             if seen[j] > share.records:
                 raise BigshufError(f"{share.name}: input changed while it was being shuffled")
-            copies: List[Tuple[int, Optional[np.ndarray]]] = [
-                (share.base + k * share.records + first, None) for k in range(share.copies)]
+            # Whole copies: a block that is the whole input is packed ``times`` copies to a
+            # block (their virtual indices are contiguous), so the engine sees as many blocks
+            # as for an ordinary input of the output's size, whatever the copy count.
+            times = _pack(block, share.records, capacity, max_records)
+            copies: List[Tuple[int, Optional[np.ndarray], int]] = [
+                (share.base + k * share.records + first, None, min(times, share.copies - k))
+                for k in range(0, share.copies, times)]
             if share.rest:
                 picked = np.flatnonzero(select[j].range(first, block.count) < select[j].limit)
-                copies.append((share.base + share.copies * share.records + chosen[j], picked))
+                copies.append((share.base + share.copies * share.records + chosen[j], picked, 1))
                 chosen[j] += len(picked)
-            for n, (v, rows) in enumerate(copies):
+            for n, (v, rows, m) in enumerate(copies):
                 last = n == len(copies) - 1
-                out = self._emit(block, v, rows, labels[j], share.base, pool, last)
+                out = self._emit(block, v, rows, labels[j], share.base, pool, last, m)
                 if out is not None:
                     self.records += out.count
                     self.payload += out.nbytes
@@ -404,9 +409,15 @@ class MixReader:
         return Cuts(Keys(self._seed, (Purpose.MIX_SPLIT, j)), share.taken, cuts)
 
     def _emit(self, block: Block, v: int, keep: Optional[np.ndarray], labels: Optional[Cuts],
-              base: int, pool: Any, last: bool) -> Optional[Block]:
+              base: int, pool: Any, last: bool, times: int = 1) -> Optional[Block]:
         """One copy of ``block``: its records ``keep`` (all if None) numbered from ``v``; with a
-        split, only its elements. The block's own buffer goes to the last copy."""
+        split, only its elements. The block's own buffer goes to the last copy. ``times`` > 1
+        (whole copies only): that many consecutive copies of it in one block."""
+        if times > 1:  # a buffer of its own: the block's goes back if this was its last use
+            tiled = _tiled(block, times, pool)
+            if last and pool is not None:
+                pool.release(block.data)
+            block, last = tiled, True
         count = block.count if keep is None else len(keep)
         keys = None
         if labels is not None:
@@ -432,6 +443,27 @@ class MixReader:
             pool.release(block.data)
         return Block(block.index, data[:used], None, block.source, block.sep, count,
                      block.offset, v, keys)
+
+
+def _pack(block: Block, records: int, capacity: int, max_records: Optional[int]) -> int:
+    """Whole copies of an input to put in one block: as many as fit the block size when
+    ``block`` is the whole input, else 1."""
+    if block.count != records or not block.nbytes:
+        return 1
+    times = capacity // block.nbytes
+    if max_records:
+        times = min(times, max_records // block.count)
+    return max(1, times)
+
+
+def _tiled(block: Block, times: int, pool: Any) -> Block:
+    """``times`` consecutive copies of ``block``'s records as one block (in a pool buffer)."""
+    size = block.nbytes
+    out = pool.get()[:size * times] if pool is not None else np.empty(size * times, np.uint8)
+    out.reshape(times, size)[:] = block.data
+    ends = (block.ends[None, :] + np.arange(times, dtype=np.int64)[:, None] * size).ravel()
+    return Block(block.index, out, ends, block.source, block.sep, block.count * times,
+                 block.offset, block.first)
 
 
 def _copy(data: np.ndarray, pool: Any) -> np.ndarray:

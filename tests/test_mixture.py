@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import itertools
 import random
+from decimal import Decimal
 from collections import Counter
 from fractions import Fraction
 from pathlib import Path
@@ -22,6 +23,7 @@ from helpers import invoke, one_line_error
 from scipy import stats
 
 import bigshuf
+from bigshuf.common.errors import UsageError
 from bigshuf.common.randomness import OrderKeys, Purpose
 from bigshuf.shuffler import mixture
 from bigshuf.shuffler.mixture import (
@@ -173,12 +175,64 @@ def test_weights_parse_exactly():
     ([], "1,inf", "bad weight"),
     ([], "1,x", "bad weight"),
     ([], "0,0", "add up to 0"),
+    ([], "1/2,1", "bad weight '1/2'"),
+    ([], "1_000,1", "bad weight '1_000'"),
+    ([], "\u0663,1", "bad weight"),          # an Arabic-Indic digit
+    ([], "1e309,1", "out of range"),
+    ([], "1e400,1", "out of range"),
+    ([], "1e999999999999,1", "out of range"),  # refused at once, not 10**exponent computed
+    ([], "1e100000000,1", "out of range"),
+    ([], "1e-100000000,1", "out of range"),
+    ([], "1" * 5000 + ",1", "out of range"),
     (["-r"], "1,1", "not with -e, -i, -r"),
 ])
 def test_bad_weights_are_one_line_usage_errors(tmp_path, extra, weights, needle):
     a, b = _lines(tmp_path, "a.txt", "a", 3), _lines(tmp_path, "b.txt", "b", 3)
     r = invoke(["shuffle", str(a), str(b), "--mix", weights, *extra])
     one_line_error(r, 2, needle)
+
+
+@pytest.mark.parametrize("mix,needle", [
+    ([F(10**400), 1], "out of range"),
+    ([Decimal("1E+999999"), 1], "out of range"),
+    ([Decimal("1E+999999999999"), 1], "out of range"),
+    (["1e309", 1], "out of range"),
+    ([1e-320, 1], "out of range"),              # a subnormal float
+    ([F(3**700 + 1, 3**700), 1], "out of range"),
+    (b"1,1", "not bytes"),
+    ({"1": 1, "2": 1}, "not dict"),
+    (["1/2", 1], "bad weight"),
+])
+def test_python_weights_are_checked_like_the_cli(tmp_path, mix, needle):
+    """Python's weights follow the CLI's rule; bytes or a dict are refused, not misread."""
+    a, b = _lines(tmp_path, "a.txt", "a", 3), _lines(tmp_path, "b.txt", "b", 3)
+    out = tmp_path / "out.txt"
+    with pytest.raises(UsageError, match=needle):
+        bigshuf.shuffle([a, b], out, mix=mix, head_count=10)
+    assert not out.exists()
+
+
+def test_weights_at_the_limits_run_and_report(tmp_path):
+    a, b = _lines(tmp_path, "a.txt", "a", 3), _lines(tmp_path, "b.txt", "b", 3)
+    out = tmp_path / "out.txt"
+    stats = bigshuf.shuffle([a, b], out, mix=["1e300", Decimal("1e-300")], head_count=10, seed=1)
+    assert [t["taken"] for t in stats.taken] == [10, 0]
+    assert [t["weight"] for t in stats.taken] == [1e300, 1e-300]
+    assert parse_mix([np.float64(0.5), np.int64(3), Decimal("0.25")]) == [F(1, 2), 3, F(1, 4)]
+
+
+def test_the_report_is_made_before_publishing(tmp_path, monkeypatch):
+    """What each input gave is worked out before the output is published: a failure there
+    (once a float() of a huge weight) leaves no output behind."""
+    a, b = _lines(tmp_path, "a.txt", "a", 3), _lines(tmp_path, "b.txt", "b", 3)
+    out = tmp_path / "out.txt"
+
+    def fail(self):
+        raise RuntimeError("report")
+    monkeypatch.setattr(mixture.Share, "as_dict", fail)
+    with pytest.raises(RuntimeError):
+        bigshuf.shuffle([a, b], out, mix="1,1", head_count=10)
+    assert not out.exists()
 
 
 def test_inputs_read_once_and_empty_inputs(tmp_path):

@@ -134,8 +134,16 @@ class Share:
         return self.taken % self.records if self.records else 0
 
     def as_dict(self) -> Dict[str, Any]:
-        return {"path": self.name, "records": self.records, "weight": float(self.weight),
+        return {"path": self.name, "records": self.records, "weight": _float(self.weight),
                 "taken": self.taken, "copies": self.copies, "rest": self.rest}
+
+
+def _float(w: Fraction) -> float:
+    """A weight as a float for reports (never fails: options keep weights within floats)."""
+    try:
+        return float(w)
+    except OverflowError:
+        return math.inf if w > 0 else 0.0
 
 
 def plan_mixture(names: Sequence[str], counts: Sequence[int], weights: Sequence[Fraction],

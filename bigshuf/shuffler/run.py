@@ -209,11 +209,12 @@ def run_mixture(opts: ShuffleOptions) -> ShuffleStats:
                                    warn=lambda m: None)
             counts = count_inputs(counter, geo.block_bytes, geo.block_records)
         shares = plan_mixture(input_names(opts.inputs), counts, opts.mix, opts.sample)
+        taken = [s.as_dict() for s in shares]  # before anything is published
         if opts.split is None:
             stats = _mixture_job(inner, geo, seed, shares, None, distinct)
         else:
             stats = _mixture_splits(opts, inner, geo, seed, shares, distinct)
-    stats.taken = [s.as_dict() for s in shares]
+    stats.taken = taken
     if distinct is not None:
         stats.unique, stats.duplicates = True, distinct.duplicates
     return stats

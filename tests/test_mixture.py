@@ -11,8 +11,8 @@ from __future__ import annotations
 import io
 import itertools
 import random
-from decimal import Decimal
 from collections import Counter
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import List, Optional, Sequence

@@ -9,7 +9,6 @@ any work, also once.
 """
 from __future__ import annotations
 
-import math
 import numbers
 import os
 import re

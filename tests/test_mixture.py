@@ -26,6 +26,7 @@ import bigshuf
 from bigshuf.common.errors import UsageError
 from bigshuf.common.randomness import OrderKeys, Purpose
 from bigshuf.shuffler import mixture
+from bigshuf.shuffler import run as run_module
 from bigshuf.shuffler.mixture import (
     Keys,
     MixReader,
@@ -219,6 +220,26 @@ def test_weights_at_the_limits_run_and_report(tmp_path):
     assert [t["taken"] for t in stats.taken] == [10, 0]
     assert [t["weight"] for t in stats.taken] == [1e300, 1e-300]
     assert parse_mix([np.float64(0.5), np.int64(3), Decimal("0.25")]) == [F(1, 2), 3, F(1, 4)]
+
+
+@pytest.mark.parametrize("change", [+5, -5])
+@pytest.mark.parametrize("which", [0, 1])
+def test_an_input_changed_after_counting(tmp_path, monkeypatch, change, which):
+    """An input that holds more or fewer records than counted (appended to, or truncated, while
+    the run went on) is a one-line runtime error naming it (exit 1), and nothing is written."""
+    a, b = _lines(tmp_path, "a.txt", "a", 40), _lines(tmp_path, "b.txt", "b", 30)
+    real = run_module.count_inputs
+
+    def counted(*args):
+        counts = real(*args)
+        counts[which] -= change  # the file now holds `change` more records than counted
+        return counts
+    monkeypatch.setattr(run_module, "count_inputs", counted)
+    out = tmp_path / "out.txt"
+    r = invoke(["shuffle", str(a), str(b), "--mix", "1,1", "-n", "200", "-S", "1M",
+                "-o", str(out)])
+    one_line_error(r, 1, f"{[a, b][which].name}: input changed while it was being shuffled")
+    assert not out.exists()
 
 
 def test_the_report_is_made_before_publishing(tmp_path, monkeypatch):

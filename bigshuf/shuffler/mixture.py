@@ -373,9 +373,8 @@ class MixReader:
             j = block.source
             share = self.shares[j]
             first = block.first - starts[j]
+            self._check_position(j, first, block.count, seen)
             seen[j] += block.count
-            if seen[j] > share.records:
-                raise BigshufError(f"{share.name}: input changed while it was being shuffled")
             # Whole copies: a block that is the whole input is packed ``times`` copies to a
             # block (their virtual indices are contiguous), so the engine sees as many blocks
             # as for an ordinary input of the output's size, whatever the copy count.
@@ -399,6 +398,16 @@ class MixReader:
         for share, n in zip(self.shares, seen):
             if n != share.records:
                 raise BigshufError(f"{share.name}: input changed while it was being shuffled")
+
+    def _check_position(self, j: int, first: int, count: int, seen: List[int]) -> None:
+        """A block of input j must continue it where the last one ended, within its count, after
+        every earlier input has given all its records: else an input grew or shrank since it was
+        counted (a truncated input would shift the positions of the next)."""
+        short = [i for i in range(j) if seen[i] != self.shares[i].records]
+        changed = short[0] if short else j
+        if short or first != seen[j] or seen[j] + count > self.shares[j].records:
+            raise BigshufError(f"{self.shares[changed].name}: input changed while it was being "
+                               "shuffled")
 
     def _selector(self, share: Share, j: int) -> Any:
         """Input j's selection keys, with ``limit``: the partial copy is the records whose

@@ -61,7 +61,7 @@ def _model(paths: Sequence[Path], weights: str, total: Optional[int], seed: int,
     table = None
     if split is not None:
         sizes = split_sizes(parse_split(split), sum(s.taken for s in shares))
-        table = (label, split_table([s.taken for s in shares], sizes))
+        table = (label, split_table([s.taken for s in shares], sizes, seed))
     mix = MixReader(RecordReader([str(p) for p in paths], header=header), shares, seed, table)
     order = OrderKeys(seed)
     recs, keys = [], []
@@ -118,7 +118,7 @@ def test_split_table_keeps_both_margins_and_rounds_each_share():
         total = sum(quotas)
         cuts = sorted(rng.randint(0, total) for _ in range(rng.randint(0, 3)))
         sizes = [b - a for a, b in zip([0] + cuts, cuts + [total])]
-        table = split_table(quotas, sizes)
+        table = split_table(quotas, sizes, rng.randint(0, 99))
         assert [sum(row) for row in table] == sizes
         assert [sum(col) for col in zip(*table)] == quotas
         for s, row in enumerate(table):
@@ -445,11 +445,35 @@ def _by_position(self, first, n, out=None):
     return np.arange(first, first + n, dtype=np.uint64) << np.uint64(40)
 
 
+def _rounding_p(tmp_path: Path, trials: int) -> float:
+    """--split's rounding: 3 inputs give 1 line each, split 50/50 of 3 lines: which input gives
+    the split of one line is uniform over the 3 (it was always the same input); and the table's
+    cells are rounded up with probability their fractional part (quotas 5,3,2 in sizes 4,6)."""
+    paths = [_lines(tmp_path, f"{x}.txt", x, 2) for x in "abc"]
+    sizes = split_sizes(parse_split("x=0.5,y=0.5"), 3)
+    single = sizes.index(1)
+    got: Counter = Counter()
+    for seed in range(trials):
+        (line,) = _model(paths, "1,1,1", 3, seed, "x=0.5,y=0.5", single)
+        got[line[:1]] += 1
+    p_which = stats.chisquare([got[x] for x in (b"a", b"b", b"c")]).pvalue
+    ups = np.array([split_table([5, 3, 2], [4, 6], seed)[0] for seed in range(trials)])
+    want = np.array([5 * 4 / 10, 3 * 4 / 10, 2 * 4 / 10])   # 2, 1.2, 0.8: floor + P(up)
+    rounded_up = (ups - np.floor(want)).sum(axis=0)[1:]     # cells (0,1) and (0,2)
+    p_cells = stats.binomtest(int(rounded_up[0]), trials, 0.2).pvalue
+    return min(p_which, p_cells)
+
+
+def test_split_rounding_is_random_and_unbiased(tmp_path):
+    assert _rounding_p(tmp_path, 300) > ALPHA
+
+
 def test_mutations_of_the_steps_are_caught(tmp_path, monkeypatch):
     """(1) selection keys that follow the position (the first r records taken): selection and
     repetition tests fail; (2) order keys that follow the virtual index: the order test fails;
     (3) the order key of an element taken from its selection key (steps 2 and 3 coupled): the
-    joint test fails; (4) split keys that follow the position: the split test fails."""
+    joint test fails; (4) split keys that follow the position: the split test fails; (5) split
+    rounding without draws: the rounding test fails."""
     monkeypatch.setattr(Keys, "range", _by_position)
     assert _selection_p(tmp_path, 60) < ALPHA
     assert _repeat_p(tmp_path, 60) < ALPHA
@@ -470,3 +494,10 @@ def test_mutations_of_the_steps_are_caught(tmp_path, monkeypatch):
 
     monkeypatch.setattr(mixture.MixReader, "_selector", coupled)
     assert _joint_p(tmp_path, 480) < ALPHA
+    monkeypatch.undo()
+
+    class Fixed:   # (5) the rounding's draws always the same: one input always rounded up
+        def random(self):
+            return 0.5
+    monkeypatch.setattr(mixture, "_rounding_draws", lambda seed: Fixed())
+    assert _rounding_p(tmp_path, 300) < ALPHA

@@ -19,7 +19,7 @@ A mixture is three independent steps (DESIGN.md section 6):
 
 ``--split`` is stratified: split ``s`` gets ``q_js`` elements of input ``j``, the table of the
 shares ``q_j S_s / N`` rounded up or down so that both the split sizes ``S_s`` and the quotas
-add up exactly (:func:`split_table`); which elements of input ``j`` go to split ``s`` is decided
+add up exactly, each rounded up with probability its fractional part (:func:`split_table`); which elements of input ``j`` go to split ``s`` is decided
 by the ranks of a third key ``H_j(u)`` (Purpose.MIX_SPLIT) over the input's elements ``u =
 v - base_j``: a uniform partition, independent of the order. Each split is then one run over
 the stream, keeping its own elements (with their keys ``F_seed(v)``).
@@ -491,72 +491,62 @@ def _copy(data: np.ndarray, pool: Any) -> np.ndarray:
 
 
 # -- --split: stratified by input --------------------------------------------------------------
-def split_table(quotas: Sequence[int], sizes: Sequence[int]) -> List[List[int]]:
+def split_table(quotas: Sequence[int], sizes: Sequence[int], seed: int = 0) -> List[List[int]]:
     """``table[s][j]``: elements of input ``j`` in split ``s``. Each entry is its share
     ``q_j S_s / N`` rounded down or up, the rows add up to the split sizes and the columns to the
-    quotas (such a rounding always exists: a transportation problem with integral margins).
-    Rounded up first where the remainder is largest; augmenting paths settle the rest."""
+    quotas, and each entry is rounded up with probability its fractional part (dependent
+    rounding of a bipartite graph, Gandhi et al. 2006: seeded by ``seed``, Purpose.MIX_ROUND),
+    so no input is favoured by its position."""
     total = sum(quotas)
     m, k = len(sizes), len(quotas)
     if total == 0:
         return [[0] * k for _ in range(m)]
     exact = [[Fraction(q * s, total) for q in quotas] for s in sizes]
     table = [[math.floor(x) for x in row] for row in exact]
-    need_row = [sizes[s] - sum(table[s]) for s in range(m)]
-    need_col = [quotas[j] - sum(table[s][j] for s in range(m)) for j in range(k)]
-    up = [[False] * k for _ in range(m)]
-    cells = sorted(((s, j) for s in range(m) for j in range(k) if exact[s][j] != table[s][j]),
-                   key=lambda c: (-(exact[c[0]][c[1]] - table[c[0]][c[1]]), c))
-    for s, j in cells:
-        if need_row[s] and need_col[j]:
-            up[s][j] = True
-            need_row[s] -= 1
-            need_col[j] -= 1
-    open_cell = {(s, j) for s, j in cells}
-    while any(need_row):
-        s0 = next(s for s in range(m) if need_row[s])
-        path = _augment(s0, up, open_cell, need_col, m, k)
-        if path is None:
-            raise AssertionError("split_table: no rounding found")
-        for n, (s, j) in enumerate(path):
-            up[s][j] = n % 2 == 0  # the path alternates: add, remove, add, ...
-        need_row[s0] -= 1
-        need_col[path[-1][1]] -= 1
-    return [[table[s][j] + up[s][j] for j in range(k)] for s in range(m)]
+    frac = {(s, j): exact[s][j] - table[s][j] for s in range(m) for j in range(k)
+            if exact[s][j] != table[s][j]}
+    rng = _rounding_draws(seed)
+    while frac:
+        cycle = _cycle(frac)
+        plus, minus = cycle[0::2], cycle[1::2]   # alternate cells: every row and column on the
+        up = min([1 - frac[c] for c in plus] + [frac[c] for c in minus])    # cycle has one of each
+        down = min([frac[c] for c in plus] + [1 - frac[c] for c in minus])
+        step = up if rng.random() < float(down / (up + down)) else -down   # mean shift 0
+        for cells, sign in ((plus, 1), (minus, -1)):
+            for c in cells:
+                frac[c] += sign * step
+                if frac[c] in (0, 1):
+                    table[c[0]][c[1]] += int(frac.pop(c))
+    return table
 
 
-def _augment(s0: int, up: List[List[bool]], open_cell: set, need_col: List[int], m: int,
-             k: int) -> Optional[List[Tuple[int, int]]]:
-    """A path from row ``s0`` to a column that still needs one: cells not rounded up (row to
-    column) and cells rounded up (column back to row), alternately (breadth first)."""
-    prev: Dict[Any, Any] = {("r", s0): None}
-    queue = [("r", s0)]
-    while queue:
-        node = queue.pop(0)
+def _rounding_draws(seed: int) -> np.random.Generator:
+    """The draws of :func:`split_table`'s rounding (their own stream of the seed)."""
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(
+        seed, spawn_key=(Purpose.MIX_ROUND,))))
+
+
+def _cycle(frac: Dict[Tuple[int, int], Fraction]) -> List[Tuple[int, int]]:
+    """A cycle of cells with fractional parts, as its cells in order (even length: it alternates
+    rows and columns). Every row and column with such a cell has two (its sum is whole)."""
+    rows: Dict[int, List[int]] = {}
+    cols: Dict[int, List[int]] = {}
+    for s, j in sorted(frac):
+        rows.setdefault(s, []).append(j)
+        cols.setdefault(j, []).append(s)
+    node, seen, path = ("r", min(rows)), {}, []  # type: Tuple[str, int], Dict[Any, int], List[Tuple[int, int]]
+    while node not in seen:
+        seen[node] = len(path)
         side, x = node
+        last = path[-1] if path else None
         if side == "r":
-            for j in range(k):
-                if (x, j) in open_cell and not up[x][j] and ("c", j) not in prev:
-                    prev[("c", j)] = node
-                    if need_col[j]:
-                        return _path(prev, ("c", j))
-                    queue.append(("c", j))
+            cell = next((x, j) for j in rows[x] if (x, j) != last)
+            node = ("c", cell[1])
         else:
-            for s in range(m):
-                if up[s][x] and ("r", s) not in prev:
-                    prev[("r", s)] = node
-                    queue.append(("r", s))
-    return None
-
-
-def _path(prev: Dict[Any, Any], end: Any) -> List[Tuple[int, int]]:
-    cells: List[Tuple[int, int]] = []
-    node = end
-    while prev[node] is not None:
-        before = prev[node]
-        cells.append((before[1], node[1]) if before[0] == "r" else (node[1], before[1]))
-        node = before
-    return cells[::-1]
+            cell = next((s, x) for s in cols[x] if (s, x) != last)
+            node = ("r", cell[0])
+        path.append(cell)
+    return path[seen[node]:]
 
 
 def input_names(inputs: Sequence[Any]) -> List[str]:

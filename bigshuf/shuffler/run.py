@@ -243,7 +243,7 @@ def _mixture_splits(opts: ShuffleOptions, inner: ShuffleOptions, geo: Geometry, 
     """Each split of a mixture in its own run over the stream, none published before all are
     complete."""
     sizes = split_sizes(opts.split, sum(s.taken for s in shares))
-    table = split_table([s.taken for s in shares], sizes)
+    table = split_table([s.taken for s in shares], sizes, seed)
     done: List[ShuffleStats] = []
     outer = outer_hold()  # --manifest, --epochs: published with the others
     sinks: List[Any] = []

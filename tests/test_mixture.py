@@ -261,6 +261,11 @@ def test_inputs_read_once_and_empty_inputs(tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_bytes(b"")
     one_line_error(invoke(["shuffle", str(a), "-", "--mix", "1,1"]), 2, "can be read only once")
+    adir = tmp_path / "adir"
+    adir.mkdir()
+    r = invoke(["shuffle", str(a), str(adir), "--mix", "1,1"])
+    one_line_error(r, 2, f"{adir}: is a directory")
+    assert b"only once" not in r.stderr
     one_line_error(invoke(["shuffle", str(a), str(empty), "--mix", "1,1"]), 2, "empty.txt")
     out = io.BytesIO()
     stats = bigshuf.shuffle([a, empty], out, mix=[1, 0], seed=1)   # weight 0: contributes nothing

@@ -50,6 +50,16 @@ EPOCH_FIELD_RE = re.compile(r"\{epoch(?::([^{}]*))?\}")
 KEYWORD_ALIASES = {"head_count": "sample"}
 
 
+def _check_rereadable(p: Any, why: str) -> None:
+    """An input read twice (counted, then read) must be a file: one-line usage error naming it
+    (a directory is said to be one, not "read only once")."""
+    if isinstance(p, str) and p != STDIO and os.path.isdir(p):
+        raise UsageError(f"{p}: is a directory")
+    if not isinstance(p, str) or p == STDIO or is_read_once(p):
+        name = p if isinstance(p, str) else repr(p)
+        raise UsageError(f"{why}{name} can be read only once (give a file)")
+
+
 @dataclass
 class ShuffleOptions:
     """Everything that decides what a shuffle does. See ``bigshuf shuffle --help``.
@@ -237,10 +247,7 @@ class ShuffleOptions:
             raise UsageError(f"--aligned needs -o with {NAME_FIELD} in it (each input's file name "
                              f"goes there), e.g. -o 'shuf/{NAME_FIELD}'")
         for p in self.inputs:
-            if not isinstance(p, str) or p == STDIO or is_read_once(p):
-                name = p if isinstance(p, str) else repr(p)
-                raise UsageError(f"--aligned counts every input's records before shuffling it: "
-                                 f"{name} can be read only once (give a file)")
+            _check_rereadable(p, "--aligned counts every input's records before shuffling it: ")
             if set("{}") & set(os.path.basename(p)):
                 raise UsageError(f"--aligned: {p}: a file name with a brace would be read as a "
                                  f"field of the -o pattern ({{split}}, {{index}}): give it "
@@ -254,10 +261,7 @@ class ShuffleOptions:
             raise UsageError(f"--mix takes one weight per input: {len(self.mix)} weights for "
                              f"{len(self.inputs)} input{'s' if len(self.inputs) != 1 else ''}")
         for p in self.inputs:
-            if not isinstance(p, str) or p == STDIO or is_read_once(p):
-                name = p if isinstance(p, str) else repr(p)
-                raise UsageError(f"--mix counts every input's records before mixing them: "
-                                 f"{name} can be read only once (give a file)")
+            _check_rereadable(p, "--mix counts every input's records before mixing them: ")
 
     def _check_split(self) -> None:
         if self.sample is not None and self.mix is None:

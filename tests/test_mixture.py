@@ -12,6 +12,7 @@ import io
 import itertools
 import random
 from collections import Counter
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -22,8 +23,10 @@ from helpers import invoke, one_line_error
 from scipy import stats
 
 import bigshuf
+from bigshuf.common.errors import UsageError
 from bigshuf.common.randomness import OrderKeys, Purpose
 from bigshuf.shuffler import mixture
+from bigshuf.shuffler import run as run_module
 from bigshuf.shuffler.mixture import (
     Keys,
     MixReader,
@@ -58,7 +61,7 @@ def _model(paths: Sequence[Path], weights: str, total: Optional[int], seed: int,
     table = None
     if split is not None:
         sizes = split_sizes(parse_split(split), sum(s.taken for s in shares))
-        table = (label, split_table([s.taken for s in shares], sizes))
+        table = (label, split_table([s.taken for s in shares], sizes, seed))
     mix = MixReader(RecordReader([str(p) for p in paths], header=header), shares, seed, table)
     order = OrderKeys(seed)
     recs, keys = [], []
@@ -115,7 +118,7 @@ def test_split_table_keeps_both_margins_and_rounds_each_share():
         total = sum(quotas)
         cuts = sorted(rng.randint(0, total) for _ in range(rng.randint(0, 3)))
         sizes = [b - a for a, b in zip([0] + cuts, cuts + [total])]
-        table = split_table(quotas, sizes)
+        table = split_table(quotas, sizes, rng.randint(0, 99))
         assert [sum(row) for row in table] == sizes
         assert [sum(col) for col in zip(*table)] == quotas
         for s, row in enumerate(table):
@@ -173,6 +176,15 @@ def test_weights_parse_exactly():
     ([], "1,inf", "bad weight"),
     ([], "1,x", "bad weight"),
     ([], "0,0", "add up to 0"),
+    ([], "1/2,1", "bad weight '1/2'"),
+    ([], "1_000,1", "bad weight '1_000'"),
+    ([], "\u0663,1", "bad weight"),          # an Arabic-Indic digit
+    ([], "1e309,1", "out of range"),
+    ([], "1e400,1", "out of range"),
+    ([], "1e999999999999,1", "out of range"),  # refused at once, not 10**exponent computed
+    ([], "1e100000000,1", "out of range"),
+    ([], "1e-100000000,1", "out of range"),
+    ([], "1" * 5000 + ",1", "out of range"),
     (["-r"], "1,1", "not with -e, -i, -r"),
 ])
 def test_bad_weights_are_one_line_usage_errors(tmp_path, extra, weights, needle):
@@ -181,11 +193,79 @@ def test_bad_weights_are_one_line_usage_errors(tmp_path, extra, weights, needle)
     one_line_error(r, 2, needle)
 
 
+@pytest.mark.parametrize("mix,needle", [
+    ([F(10**400), 1], "out of range"),
+    ([Decimal("1E+999999"), 1], "out of range"),
+    ([Decimal("1E+999999999999"), 1], "out of range"),
+    (["1e309", 1], "out of range"),
+    ([1e-320, 1], "out of range"),              # a subnormal float
+    ([F(3**700 + 1, 3**700), 1], "out of range"),
+    (b"1,1", "not bytes"),
+    ({"1": 1, "2": 1}, "not dict"),
+    (["1/2", 1], "bad weight"),
+])
+def test_python_weights_are_checked_like_the_cli(tmp_path, mix, needle):
+    """Python's weights follow the CLI's rule; bytes or a dict are refused, not misread."""
+    a, b = _lines(tmp_path, "a.txt", "a", 3), _lines(tmp_path, "b.txt", "b", 3)
+    out = tmp_path / "out.txt"
+    with pytest.raises(UsageError, match=needle):
+        bigshuf.shuffle([a, b], out, mix=mix, head_count=10)
+    assert not out.exists()
+
+
+def test_weights_at_the_limits_run_and_report(tmp_path):
+    a, b = _lines(tmp_path, "a.txt", "a", 3), _lines(tmp_path, "b.txt", "b", 3)
+    out = tmp_path / "out.txt"
+    stats = bigshuf.shuffle([a, b], out, mix=["1e300", Decimal("1e-300")], head_count=10, seed=1)
+    assert [t["taken"] for t in stats.taken] == [10, 0]
+    assert [t["weight"] for t in stats.taken] == [1e300, 1e-300]
+    assert parse_mix([np.float64(0.5), np.int64(3), Decimal("0.25")]) == [F(1, 2), 3, F(1, 4)]
+
+
+@pytest.mark.parametrize("change", [+5, -5])
+@pytest.mark.parametrize("which", [0, 1])
+def test_an_input_changed_after_counting(tmp_path, monkeypatch, change, which):
+    """An input that holds more or fewer records than counted (appended to, or truncated, while
+    the run went on) is a one-line runtime error naming it (exit 1), and nothing is written."""
+    a, b = _lines(tmp_path, "a.txt", "a", 40), _lines(tmp_path, "b.txt", "b", 30)
+    real = run_module.count_inputs
+
+    def counted(*args):
+        counts = real(*args)
+        counts[which] -= change  # the file now holds `change` more records than counted
+        return counts
+    monkeypatch.setattr(run_module, "count_inputs", counted)
+    out = tmp_path / "out.txt"
+    r = invoke(["shuffle", str(a), str(b), "--mix", "1,1", "-n", "200", "-S", "1M",
+                "-o", str(out)])
+    one_line_error(r, 1, f"{[a, b][which].name}: input changed while it was being shuffled")
+    assert not out.exists()
+
+
+def test_the_report_is_made_before_publishing(tmp_path, monkeypatch):
+    """What each input gave is worked out before the output is published: a failure there
+    (once a float() of a huge weight) leaves no output behind."""
+    a, b = _lines(tmp_path, "a.txt", "a", 3), _lines(tmp_path, "b.txt", "b", 3)
+    out = tmp_path / "out.txt"
+
+    def fail(self):
+        raise RuntimeError("report")
+    monkeypatch.setattr(mixture.Share, "as_dict", fail)
+    with pytest.raises(RuntimeError):
+        bigshuf.shuffle([a, b], out, mix="1,1", head_count=10)
+    assert not out.exists()
+
+
 def test_inputs_read_once_and_empty_inputs(tmp_path):
     a = _lines(tmp_path, "a.txt", "a", 3)
     empty = tmp_path / "empty.txt"
     empty.write_bytes(b"")
     one_line_error(invoke(["shuffle", str(a), "-", "--mix", "1,1"]), 2, "can be read only once")
+    adir = tmp_path / "adir"
+    adir.mkdir()
+    r = invoke(["shuffle", str(a), str(adir), "--mix", "1,1"])
+    one_line_error(r, 2, f"{adir}: is a directory")
+    assert b"only once" not in r.stderr
     one_line_error(invoke(["shuffle", str(a), str(empty), "--mix", "1,1"]), 2, "empty.txt")
     out = io.BytesIO()
     stats = bigshuf.shuffle([a, empty], out, mix=[1, 0], seed=1)   # weight 0: contributes nothing
@@ -230,6 +310,27 @@ def test_model_is_the_output_at_any_memory_and_jobs(tmp_path):
     out = io.BytesIO()
     bigshuf.shuffle([gz, b], out, mix="5,1", head_count=20_000, seed=7, memory="1M")
     assert out.getvalue() == want
+
+
+def test_many_copies_are_packed_into_ordinary_blocks(tmp_path):
+    """Heavy repetition (200,000 copies of a one-line input, 10,000 of a 5-line one) is
+    scattered in as many runs as an ordinary input of the output's size, not one a copy (that
+    grew the run index past --memory and took minutes); the bytes are the model's."""
+    one = tmp_path / "one.txt"
+    one.write_bytes(b"hello\n")
+    out = io.BytesIO()
+    stats = bigshuf.shuffle([one], out, mix="1", head_count=200_000, seed=3, memory="4M")
+    assert out.getvalue() == b"hello\n" * 200_000
+    plain = tmp_path / "plain.txt"
+    plain.write_bytes(b"hello\n" * 200_000)
+    ordinary = bigshuf.shuffle([plain], io.BytesIO(), seed=3, memory="4M")
+    assert stats.runs <= 2 * ordinary.runs + 2, (stats.runs, ordinary.runs)
+    a, b = _lines(tmp_path, "a.txt", "a", 10), _lines(tmp_path, "b.txt", "b", 5)
+    out = io.BytesIO()
+    stats = bigshuf.shuffle([a, b], out, mix="1,1", head_count=100_000, seed=3, memory="4M",
+                            jobs=2)
+    assert stats.runs <= 2 * ordinary.runs + 2, stats.runs
+    assert out.getvalue() == b"".join(_model([a, b], "1,1", 100_000, 3))
 
 
 def test_unique_drops_duplicates_within_each_input(tmp_path):
@@ -349,11 +450,35 @@ def _by_position(self, first, n, out=None):
     return np.arange(first, first + n, dtype=np.uint64) << np.uint64(40)
 
 
+def _rounding_p(tmp_path: Path, trials: int) -> float:
+    """--split's rounding: 3 inputs give 1 line each, split 50/50 of 3 lines: which input gives
+    the split of one line is uniform over the 3 (it was always the same input); and the table's
+    cells are rounded up with probability their fractional part (quotas 5,3,2 in sizes 4,6)."""
+    paths = [_lines(tmp_path, f"{x}.txt", x, 2) for x in "abc"]
+    sizes = split_sizes(parse_split("x=0.5,y=0.5"), 3)
+    single = sizes.index(1)
+    got: Counter = Counter()
+    for seed in range(trials):
+        (line,) = _model(paths, "1,1,1", 3, seed, "x=0.5,y=0.5", single)
+        got[line[:1]] += 1
+    p_which = stats.chisquare([got[x] for x in (b"a", b"b", b"c")]).pvalue
+    ups = np.array([split_table([5, 3, 2], [4, 6], seed)[0] for seed in range(trials)])
+    want = np.array([5 * 4 / 10, 3 * 4 / 10, 2 * 4 / 10])   # 2, 1.2, 0.8: floor + P(up)
+    rounded_up = (ups - np.floor(want)).sum(axis=0)[1:]     # cells (0,1) and (0,2)
+    p_cells = stats.binomtest(int(rounded_up[0]), trials, 0.2).pvalue
+    return min(p_which, p_cells)
+
+
+def test_split_rounding_is_random_and_unbiased(tmp_path):
+    assert _rounding_p(tmp_path, 300) > ALPHA
+
+
 def test_mutations_of_the_steps_are_caught(tmp_path, monkeypatch):
     """(1) selection keys that follow the position (the first r records taken): selection and
     repetition tests fail; (2) order keys that follow the virtual index: the order test fails;
     (3) the order key of an element taken from its selection key (steps 2 and 3 coupled): the
-    joint test fails; (4) split keys that follow the position: the split test fails."""
+    joint test fails; (4) split keys that follow the position: the split test fails; (5) split
+    rounding without draws: the rounding test fails."""
     monkeypatch.setattr(Keys, "range", _by_position)
     assert _selection_p(tmp_path, 60) < ALPHA
     assert _repeat_p(tmp_path, 60) < ALPHA
@@ -374,3 +499,10 @@ def test_mutations_of_the_steps_are_caught(tmp_path, monkeypatch):
 
     monkeypatch.setattr(mixture.MixReader, "_selector", coupled)
     assert _joint_p(tmp_path, 480) < ALPHA
+    monkeypatch.undo()
+
+    class Fixed:   # (5) the rounding's draws always the same: one input always rounded up
+        def random(self):
+            return 0.5
+    monkeypatch.setattr(mixture, "_rounding_draws", lambda seed: Fixed())
+    assert _rounding_p(tmp_path, 300) < ALPHA

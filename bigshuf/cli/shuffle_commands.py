@@ -154,7 +154,9 @@ class _LongPrefixCommand(click.Command):
                    "output with records, bytes and XXH3-128 digest; published with the outputs. "
                    "Check it later with 'bigshuf verify --manifest FILE.json'.")
 @click.option("--mix", metavar="W1,W2,...", default=None,
-              help="Mix the INPUTS in these proportions, one weight per input: with -n N, each "
+              help="Mix the INPUTS in these proportions, one weight per input (plain decimal "
+                   "numbers such as 7, 0.25 or 1e-6, taken exactly; 0 or 1e-300 to 1e300): "
+                   "with -n N, each "
                    "input gives exactly its share of N (largest remainder), repeated when it holds "
                    "fewer lines (whole copies plus a uniform subset); without -n, the largest N "
                    "that repeats no input. The lines of an input are a uniform subset, the order "

@@ -36,6 +36,7 @@ class Purpose(IntEnum):
     DEDUP = 9         # --unique: the keys of the content hash (shuffler/dedup.py)
     MIX_SELECT = 10   # --mix: input j's selection keys (spawn key (10, j)): its partial copy
     MIX_SPLIT = 11    # --mix --split: input j's split keys (11, j): which split gets an element
+    MIX_ROUND = 12    # --mix --split: which cells of the split table are rounded up
 
 
 def new_seed() -> int:

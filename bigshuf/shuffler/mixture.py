@@ -19,7 +19,7 @@ A mixture is three independent steps (DESIGN.md section 6):
 
 ``--split`` is stratified: split ``s`` gets ``q_js`` elements of input ``j``, the table of the
 shares ``q_j S_s / N`` rounded up or down so that both the split sizes ``S_s`` and the quotas
-add up exactly (:func:`split_table`); which elements of input ``j`` go to split ``s`` is decided
+add up exactly, each rounded up with probability its fractional part (:func:`split_table`); which elements of input ``j`` go to split ``s`` is decided
 by the ranks of a third key ``H_j(u)`` (Purpose.MIX_SPLIT) over the input's elements ``u =
 v - base_j``: a uniform partition, independent of the order. Each split is then one run over
 the stream, keeping its own elements (with their keys ``F_seed(v)``).
@@ -134,8 +134,16 @@ class Share:
         return self.taken % self.records if self.records else 0
 
     def as_dict(self) -> Dict[str, Any]:
-        return {"path": self.name, "records": self.records, "weight": float(self.weight),
+        return {"path": self.name, "records": self.records, "weight": _float(self.weight),
                 "taken": self.taken, "copies": self.copies, "rest": self.rest}
+
+
+def _float(w: Fraction) -> float:
+    """A weight as a float for reports (never fails: options keep weights within floats)."""
+    try:
+        return float(w)
+    except OverflowError:
+        return math.inf if w > 0 else 0.0
 
 
 def plan_mixture(names: Sequence[str], counts: Sequence[int], weights: Sequence[Fraction],
@@ -365,18 +373,22 @@ class MixReader:
             j = block.source
             share = self.shares[j]
             first = block.first - starts[j]
+            self._check_position(j, first, block.count, seen)
             seen[j] += block.count
-            if seen[j] > share.records:
-                raise BigshufError(f"{share.name}: input changed while it was being shuffled")
-            copies: List[Tuple[int, Optional[np.ndarray]]] = [
-                (share.base + k * share.records + first, None) for k in range(share.copies)]
+            # Whole copies: a block that is the whole input is packed ``times`` copies to a
+            # block (their virtual indices are contiguous), so the engine sees as many blocks
+            # as for an ordinary input of the output's size, whatever the copy count.
+            times = _pack(block, share.records, capacity, max_records)
+            copies: List[Tuple[int, Optional[np.ndarray], int]] = [
+                (share.base + k * share.records + first, None, min(times, share.copies - k))
+                for k in range(0, share.copies, times)]
             if share.rest:
                 picked = np.flatnonzero(select[j].range(first, block.count) < select[j].limit)
-                copies.append((share.base + share.copies * share.records + chosen[j], picked))
+                copies.append((share.base + share.copies * share.records + chosen[j], picked, 1))
                 chosen[j] += len(picked)
-            for n, (v, rows) in enumerate(copies):
+            for n, (v, rows, m) in enumerate(copies):
                 last = n == len(copies) - 1
-                out = self._emit(block, v, rows, labels[j], share.base, pool, last)
+                out = self._emit(block, v, rows, labels[j], share.base, pool, last, m)
                 if out is not None:
                     self.records += out.count
                     self.payload += out.nbytes
@@ -386,6 +398,16 @@ class MixReader:
         for share, n in zip(self.shares, seen):
             if n != share.records:
                 raise BigshufError(f"{share.name}: input changed while it was being shuffled")
+
+    def _check_position(self, j: int, first: int, count: int, seen: List[int]) -> None:
+        """A block of input j must continue it where the last one ended, within its count, after
+        every earlier input has given all its records: else an input grew or shrank since it was
+        counted (a truncated input would shift the positions of the next)."""
+        short = [i for i in range(j) if seen[i] != self.shares[i].records]
+        changed = short[0] if short else j
+        if short or first != seen[j] or seen[j] + count > self.shares[j].records:
+            raise BigshufError(f"{self.shares[changed].name}: input changed while it was being "
+                               "shuffled")
 
     def _selector(self, share: Share, j: int) -> Any:
         """Input j's selection keys, with ``limit``: the partial copy is the records whose
@@ -404,9 +426,15 @@ class MixReader:
         return Cuts(Keys(self._seed, (Purpose.MIX_SPLIT, j)), share.taken, cuts)
 
     def _emit(self, block: Block, v: int, keep: Optional[np.ndarray], labels: Optional[Cuts],
-              base: int, pool: Any, last: bool) -> Optional[Block]:
+              base: int, pool: Any, last: bool, times: int = 1) -> Optional[Block]:
         """One copy of ``block``: its records ``keep`` (all if None) numbered from ``v``; with a
-        split, only its elements. The block's own buffer goes to the last copy."""
+        split, only its elements. The block's own buffer goes to the last copy. ``times`` > 1
+        (whole copies only): that many consecutive copies of it in one block."""
+        if times > 1:  # a buffer of its own: the block's goes back if this was its last use
+            tiled = _tiled(block, times, pool)
+            if last and pool is not None:
+                pool.release(block.data)
+            block, last = tiled, True
         count = block.count if keep is None else len(keep)
         keys = None
         if labels is not None:
@@ -434,6 +462,27 @@ class MixReader:
                      block.offset, v, keys)
 
 
+def _pack(block: Block, records: int, capacity: int, max_records: Optional[int]) -> int:
+    """Whole copies of an input to put in one block: as many as fit the block size when
+    ``block`` is the whole input, else 1."""
+    if block.count != records or not block.nbytes:
+        return 1
+    times = capacity // block.nbytes
+    if max_records:
+        times = min(times, max_records // block.count)
+    return max(1, times)
+
+
+def _tiled(block: Block, times: int, pool: Any) -> Block:
+    """``times`` consecutive copies of ``block``'s records as one block (in a pool buffer)."""
+    size = block.nbytes
+    out = pool.get()[:size * times] if pool is not None else np.empty(size * times, np.uint8)
+    out.reshape(times, size)[:] = block.data
+    ends = (block.ends[None, :] + np.arange(times, dtype=np.int64)[:, None] * size).ravel()
+    return Block(block.index, out, ends, block.source, block.sep, block.count * times,
+                 block.offset, block.first)
+
+
 def _copy(data: np.ndarray, pool: Any) -> np.ndarray:
     """``data`` copied into a buffer of the pool (the engine gives every block's buffer back)."""
     out = pool.get()[:len(data)] if pool is not None else np.empty(len(data), np.uint8)
@@ -442,72 +491,62 @@ def _copy(data: np.ndarray, pool: Any) -> np.ndarray:
 
 
 # -- --split: stratified by input --------------------------------------------------------------
-def split_table(quotas: Sequence[int], sizes: Sequence[int]) -> List[List[int]]:
+def split_table(quotas: Sequence[int], sizes: Sequence[int], seed: int = 0) -> List[List[int]]:
     """``table[s][j]``: elements of input ``j`` in split ``s``. Each entry is its share
     ``q_j S_s / N`` rounded down or up, the rows add up to the split sizes and the columns to the
-    quotas (such a rounding always exists: a transportation problem with integral margins).
-    Rounded up first where the remainder is largest; augmenting paths settle the rest."""
+    quotas, and each entry is rounded up with probability its fractional part (dependent
+    rounding of a bipartite graph, Gandhi et al. 2006: seeded by ``seed``, Purpose.MIX_ROUND),
+    so no input is favoured by its position."""
     total = sum(quotas)
     m, k = len(sizes), len(quotas)
     if total == 0:
         return [[0] * k for _ in range(m)]
     exact = [[Fraction(q * s, total) for q in quotas] for s in sizes]
     table = [[math.floor(x) for x in row] for row in exact]
-    need_row = [sizes[s] - sum(table[s]) for s in range(m)]
-    need_col = [quotas[j] - sum(table[s][j] for s in range(m)) for j in range(k)]
-    up = [[False] * k for _ in range(m)]
-    cells = sorted(((s, j) for s in range(m) for j in range(k) if exact[s][j] != table[s][j]),
-                   key=lambda c: (-(exact[c[0]][c[1]] - table[c[0]][c[1]]), c))
-    for s, j in cells:
-        if need_row[s] and need_col[j]:
-            up[s][j] = True
-            need_row[s] -= 1
-            need_col[j] -= 1
-    open_cell = {(s, j) for s, j in cells}
-    while any(need_row):
-        s0 = next(s for s in range(m) if need_row[s])
-        path = _augment(s0, up, open_cell, need_col, m, k)
-        if path is None:
-            raise AssertionError("split_table: no rounding found")
-        for n, (s, j) in enumerate(path):
-            up[s][j] = n % 2 == 0  # the path alternates: add, remove, add, ...
-        need_row[s0] -= 1
-        need_col[path[-1][1]] -= 1
-    return [[table[s][j] + up[s][j] for j in range(k)] for s in range(m)]
+    frac = {(s, j): exact[s][j] - table[s][j] for s in range(m) for j in range(k)
+            if exact[s][j] != table[s][j]}
+    rng = _rounding_draws(seed)
+    while frac:
+        cycle = _cycle(frac)
+        plus, minus = cycle[0::2], cycle[1::2]   # alternate cells: every row and column on the
+        up = min([1 - frac[c] for c in plus] + [frac[c] for c in minus])    # cycle has one of each
+        down = min([frac[c] for c in plus] + [1 - frac[c] for c in minus])
+        step = up if rng.random() < float(down / (up + down)) else -down   # mean shift 0
+        for cells, sign in ((plus, 1), (minus, -1)):
+            for c in cells:
+                frac[c] += sign * step
+                if frac[c] in (0, 1):
+                    table[c[0]][c[1]] += int(frac.pop(c))
+    return table
 
 
-def _augment(s0: int, up: List[List[bool]], open_cell: set, need_col: List[int], m: int,
-             k: int) -> Optional[List[Tuple[int, int]]]:
-    """A path from row ``s0`` to a column that still needs one: cells not rounded up (row to
-    column) and cells rounded up (column back to row), alternately (breadth first)."""
-    prev: Dict[Any, Any] = {("r", s0): None}
-    queue = [("r", s0)]
-    while queue:
-        node = queue.pop(0)
+def _rounding_draws(seed: int) -> np.random.Generator:
+    """The draws of :func:`split_table`'s rounding (their own stream of the seed)."""
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(
+        seed, spawn_key=(Purpose.MIX_ROUND,))))
+
+
+def _cycle(frac: Dict[Tuple[int, int], Fraction]) -> List[Tuple[int, int]]:
+    """A cycle of cells with fractional parts, as its cells in order (even length: it alternates
+    rows and columns). Every row and column with such a cell has two (its sum is whole)."""
+    rows: Dict[int, List[int]] = {}
+    cols: Dict[int, List[int]] = {}
+    for s, j in sorted(frac):
+        rows.setdefault(s, []).append(j)
+        cols.setdefault(j, []).append(s)
+    node, seen, path = ("r", min(rows)), {}, []  # type: Tuple[str, int], Dict[Any, int], List[Tuple[int, int]]
+    while node not in seen:
+        seen[node] = len(path)
         side, x = node
+        last = path[-1] if path else None
         if side == "r":
-            for j in range(k):
-                if (x, j) in open_cell and not up[x][j] and ("c", j) not in prev:
-                    prev[("c", j)] = node
-                    if need_col[j]:
-                        return _path(prev, ("c", j))
-                    queue.append(("c", j))
+            cell = next((x, j) for j in rows[x] if (x, j) != last)
+            node = ("c", cell[1])
         else:
-            for s in range(m):
-                if up[s][x] and ("r", s) not in prev:
-                    prev[("r", s)] = node
-                    queue.append(("r", s))
-    return None
-
-
-def _path(prev: Dict[Any, Any], end: Any) -> List[Tuple[int, int]]:
-    cells: List[Tuple[int, int]] = []
-    node = end
-    while prev[node] is not None:
-        before = prev[node]
-        cells.append((before[1], node[1]) if before[0] == "r" else (node[1], before[1]))
-        node = before
-    return cells[::-1]
+            cell = next((s, x) for s in cols[x] if (s, x) != last)
+            node = ("r", cell[0])
+        path.append(cell)
+    return path[seen[node]:]
 
 
 def input_names(inputs: Sequence[Any]) -> List[str]:

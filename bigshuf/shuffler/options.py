@@ -9,10 +9,11 @@ any work, also once.
 """
 from __future__ import annotations
 
-import math
+import numbers
 import os
 import re
 from dataclasses import dataclass, field, fields
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -47,6 +48,16 @@ EPOCH_FIELD_RE = re.compile(r"\{epoch(?::([^{}]*))?\}")
 
 #: Python keywords spelled as the CLI's long options, for the fields named otherwise.
 KEYWORD_ALIASES = {"head_count": "sample"}
+
+
+def _check_rereadable(p: Any, why: str) -> None:
+    """An input read twice (counted, then read) must be a file: one-line usage error naming it
+    (a directory is said to be one, not "read only once")."""
+    if isinstance(p, str) and p != STDIO and os.path.isdir(p):
+        raise UsageError(f"{p}: is a directory")
+    if not isinstance(p, str) or p == STDIO or is_read_once(p):
+        name = p if isinstance(p, str) else repr(p)
+        raise UsageError(f"{why}{name} can be read only once (give a file)")
 
 
 @dataclass
@@ -236,10 +247,7 @@ class ShuffleOptions:
             raise UsageError(f"--aligned needs -o with {NAME_FIELD} in it (each input's file name "
                              f"goes there), e.g. -o 'shuf/{NAME_FIELD}'")
         for p in self.inputs:
-            if not isinstance(p, str) or p == STDIO or is_read_once(p):
-                name = p if isinstance(p, str) else repr(p)
-                raise UsageError(f"--aligned counts every input's records before shuffling it: "
-                                 f"{name} can be read only once (give a file)")
+            _check_rereadable(p, "--aligned counts every input's records before shuffling it: ")
             if set("{}") & set(os.path.basename(p)):
                 raise UsageError(f"--aligned: {p}: a file name with a brace would be read as a "
                                  f"field of the -o pattern ({{split}}, {{index}}): give it "
@@ -253,10 +261,7 @@ class ShuffleOptions:
             raise UsageError(f"--mix takes one weight per input: {len(self.mix)} weights for "
                              f"{len(self.inputs)} input{'s' if len(self.inputs) != 1 else ''}")
         for p in self.inputs:
-            if not isinstance(p, str) or p == STDIO or is_read_once(p):
-                name = p if isinstance(p, str) else repr(p)
-                raise UsageError(f"--mix counts every input's records before mixing them: "
-                                 f"{name} can be read only once (give a file)")
+            _check_rereadable(p, "--mix counts every input's records before mixing them: ")
 
     def _check_split(self) -> None:
         if self.sample is not None and self.mix is None:
@@ -414,12 +419,28 @@ def parse_split(value: Any) -> List[SplitPart]:
     return parts
 
 
+#: A --mix weight as written: plain decimal digits, one optional point, an optional exponent.
+WEIGHT = re.compile(r"([0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE]([+-]?[0-9]+))?", re.ASCII)
+#: Weights lie in [1e-300, 1e300] (or are 0): exact arithmetic on them stays cheap (no 10**e
+#: of a huge exponent) and every weight has a float (what -v and the stats report).
+WEIGHT_EXP = 300
+_WEIGHT_MAX = Fraction(10) ** WEIGHT_EXP
+_WEIGHT_MIN = 1 / _WEIGHT_MAX
+
+
 def parse_mix(value: Any) -> List[Fraction]:
-    """``--mix 7,3`` (or a sequence of numbers) as exact fractions: non-negative, finite, some
-    positive. Decimals are taken as written (``0.1`` is 1/10), floats by their shortest repr."""
+    """``--mix 7,3`` (or a list or tuple of numbers) as exact fractions: non-negative, some
+    positive, each 0 or in [1e-300, 1e300]. Strings are plain decimals taken as written (``0.1`` is
+    1/10), floats by their shortest repr."""
     if isinstance(value, list) and all(isinstance(w, Fraction) for w in value) and value:
         return value  # parsed already (options copied with dataclasses.replace)
-    items = str(value).split(",") if isinstance(value, str) else list(value)
+    if isinstance(value, str):
+        items: List[Any] = value.split(",")
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        raise UsageError(f"--mix: give the weights as a string such as '7,3' or a list of numbers, "
+                         f"not {type(value).__name__}")
     weights = [_weight(w) for w in items]
     if not weights or sum(weights) <= 0:
         raise UsageError("--mix: the weights add up to 0 (give at least one positive weight)")
@@ -428,23 +449,43 @@ def parse_mix(value: Any) -> List[Fraction]:
 
 def _weight(value: Any) -> Fraction:
     """One --mix weight as a Fraction, or a usage error."""
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        if isinstance(value, str):
-            w = Fraction(value.strip())
-        elif isinstance(value, (int, Fraction)):
-            w = Fraction(value)
-        else:
-            f = float(value)
-            if not math.isfinite(f):
-                raise ValueError
-            w = Fraction(repr(f))
-    except (TypeError, ValueError, ZeroDivisionError):
-        raise UsageError(f"--mix: bad weight {value!r} (a non-negative number, e.g. --mix 7,3)") from None
+    bad = UsageError(f"--mix: bad weight {_short(value)} (a plain decimal number such as 7, 0.25 or "
+                     f"1e-6, e.g. --mix 7,3)")
+    if isinstance(value, bool):
+        raise bad
+    if isinstance(value, numbers.Rational):
+        w = Fraction(int(value.numerator), int(value.denominator))
+    elif isinstance(value, (str, Decimal, numbers.Real)):
+        text = value.strip() if isinstance(value, str) else \
+            str(value) if isinstance(value, Decimal) else repr(float(value))
+        if text.startswith("-") and text[1:].strip() and WEIGHT.fullmatch(text[1:]):
+            raise UsageError(f"--mix: bad weight {_short(value)}: weights must not be negative")
+        m = WEIGHT.fullmatch(text)
+        if m is None:
+            raise bad
+        exp = m.group(2)
+        if len(m.group(1)) > 2 * WEIGHT_EXP or exp is not None and (
+                len(exp.lstrip("+-")) > 6 or abs(int(exp)) > 2 * WEIGHT_EXP):
+            raise _out_of_range(value)  # before 10**exp or a long digit string is computed
+        w = Fraction(text)
+    else:
+        raise bad
     if w < 0:
-        raise UsageError(f"--mix: bad weight {value!r}: weights must not be negative")
+        raise UsageError(f"--mix: bad weight {_short(value)}: weights must not be negative")
+    if w and not (_WEIGHT_MIN <= w <= _WEIGHT_MAX and w.denominator <= _WEIGHT_MAX):
+        raise _out_of_range(value)
     return w
+
+
+def _short(value: Any) -> str:
+    """A weight as the message shows it (at most 40 characters)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _out_of_range(value: Any) -> UsageError:
+    return UsageError(f"--mix: weight {_short(value)} out of range (0, or between 1e-{WEIGHT_EXP} and "
+                      f"1e{WEIGHT_EXP} in at most {2 * WEIGHT_EXP} digits)")
 
 
 def split_value(part: SplitPart) -> float:

@@ -238,11 +238,12 @@ def run_mixture(opts: ShuffleOptions) -> ShuffleStats:
                                    warn=lambda m: None)
             counts = count_inputs(counter, geo.block_bytes, geo.block_records)
         shares = plan_mixture(input_names(opts.inputs), counts, opts.mix, opts.sample)
+        taken = [s.as_dict() for s in shares]  # before anything is published
         if opts.split is None:
             stats = _mixture_job(inner, geo, seed, shares, None, distinct)
         else:
             stats = _mixture_splits(opts, inner, geo, seed, shares, distinct)
-    stats.taken = [s.as_dict() for s in shares]
+    stats.taken = taken
     if distinct is not None:
         stats.unique, stats.duplicates = True, distinct.duplicates
     return stats
@@ -272,7 +273,7 @@ def _mixture_splits(opts: ShuffleOptions, inner: ShuffleOptions, geo: Geometry, 
     """Each split of a mixture in its own run over the stream, none published before all are
     complete."""
     sizes = split_sizes(opts.split, sum(s.taken for s in shares), opts.unique)
-    table = split_table([s.taken for s in shares], sizes)
+    table = split_table([s.taken for s in shares], sizes, seed)
     done: List[ShuffleStats] = []
     outer = outer_hold()  # --manifest, --epochs: published with the others
     sinks: List[Any] = []

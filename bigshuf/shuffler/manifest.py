@@ -34,7 +34,7 @@ import xxhash
 
 from bigshuf import __version__
 from bigshuf.common.errors import BigshufError, InputError, UsageError, describe_os_error
-from bigshuf.common.output import Destination, check_destination, write_all
+from bigshuf.common.output import Destination, check_destination, file_key, write_all
 from bigshuf.common.signals import SignalGuard
 from bigshuf.shuffler.options import ShuffleOptions
 from bigshuf.shuffler.records import open_input, read_fully
@@ -80,13 +80,19 @@ def run_recorded(opts: ShuffleOptions, run_outputs: RunOutputs) -> ShuffleStats:
 
 
 def check_manifest(opts: ShuffleOptions) -> None:
-    """Before any work: the manifest's directory exists and is writable, its name is not an
-    output's or an input's."""
+    """Before any work: the manifest's directory exists and is writable, and it does not end at
+    an input's file or the --random-source (by the file a write ends at, links followed: a
+    symbolic link to an input is that input). The outputs are checked with it by the run
+    (:func:`bigshuf.shuffler.run.run`: every output name of the run, the manifest's too)."""
     check_destination(opts.manifest)
-    mine = os.path.abspath(opts.manifest)
-    others = [p for p in [opts.output, *opts.inputs] if isinstance(p, str) and p != "-"]
-    if any(os.path.abspath(p) == mine for p in others):
-        raise UsageError(f"--manifest {opts.manifest} is also an input or the output")
+    mine = file_key(opts.manifest)
+    read = [*opts.inputs, opts.random_source]
+    for p in read:
+        if isinstance(p, (str, os.PathLike)) and os.fspath(p) != "-" \
+                and os.path.realpath(os.fspath(p)) == mine:
+            what = "the --random-source" if p is opts.random_source else "an input"
+            raise UsageError(f"--manifest {opts.manifest} is {what} ({os.fspath(p)}): it "
+                             "would be replaced")
 
 
 def manifest_document(opts: ShuffleOptions, stats: ShuffleStats, sinks: List[Any]) -> Dict[str, Any]:

@@ -14,7 +14,7 @@ import re
 import string
 import threading
 from contextvars import ContextVar
-from typing import Any, Callable, Iterator, List, Optional, Sequence, cast
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, cast
 
 import numpy as np
 import xxhash
@@ -27,6 +27,7 @@ from bigshuf.common.output import (
     Destination,
     TempGroup,
     check_destination,
+    file_key,
     publishing,
     pwrite_all,
     same_file,
@@ -62,7 +63,7 @@ class OutputFile:
     happens to files, links, devices and pipes), optionally compressed by its extension."""
 
     def __init__(self, path: Any, group: Optional[TempGroup] = None, memory: Optional[int] = None,
-                 digest: bool = False):
+                 digest: bool = False, names: Optional[Dict[str, str]] = None):
         self._write_lock = threading.Lock()
         self.dest: Optional[Destination] = None
         self.compressor = None
@@ -84,6 +85,7 @@ class OutputFile:
             self.stream = self.raw
             return
         self.path = os.fspath(path)
+        claim_name(self.path, names=names)
         self.dest = Destination(self.path, group)
         self.fd = self.dest.fd
         self.raw = _FdWriter(self.fd, self.path)
@@ -336,6 +338,7 @@ class Sink:
             self.paths = [output]
             self.quota = [n]
         self.files: List[OutputFile] = []  # opened so far; shards open one at a time, in order
+        self.run_files = _OPENED.get()  # the run's files (writing threads do not share its context)
         self.group = TempGroup()
         self.current = 0
         self.left_in_current = 0
@@ -364,7 +367,7 @@ class Sink:
             cast(List[Optional[str]], self.paths).append(self.shard_names[i])
             self.quota.append(self.records_out - self.done)
         try:
-            self.files.append(OutputFile(self.paths[i], self.group, self.memory, self.digest))
+            self.files.append(OutputFile(self.paths[i], self.group, self.memory, self.digest, self.run_files))
         except BaseException:
             self.abort()
             raise
@@ -511,6 +514,46 @@ class Sink:
 
 
 _HELD: ContextVar[Optional[List[Any]]] = ContextVar("bigshuf_held_outputs", default=None)
+#: The files one run has opened (or reserved, like its manifest), by :func:`file_key`.
+_OPENED: ContextVar[Optional[Dict[str, str]]] = ContextVar("bigshuf_opened_outputs", default=None)
+
+
+@contextlib.contextmanager
+def run_names() -> Iterator[Dict[str, str]]:
+    """The scope of one run (the outermost call; the runs of epochs, splits and --aligned
+    inputs inside share it): no file is written twice in it. Names known before any work are
+    checked then (:func:`check_all_distinct`); this catches the others (--shard-size,
+    --lines-per-shard) as each file is opened: exit 2, nothing published."""
+    names = _OPENED.get()
+    if names is not None:
+        yield names
+        return
+    names = {}
+    token = _OPENED.set(names)
+    try:
+        yield names
+    finally:
+        _OPENED.reset(token)
+
+
+def in_run() -> bool:
+    """Inside :func:`run_names` (a run inside another: an epoch's, an --aligned input's)?"""
+    return _OPENED.get() is not None
+
+
+def claim_name(path: str, what: str = "", names: Optional[Dict[str, str]] = None) -> None:
+    """Record that this run writes ``path`` (``what``: how to name it in the error); a second
+    output (or the manifest) ending at the same file is a usage error. ``names``: the run's
+    (a Sink keeps it: shards may open in a worker thread, outside the run's context)."""
+    names = _OPENED.get() if names is None else names
+    if names is None:
+        return
+    key = file_key(path)
+    if key in names:
+        first = names[key]
+        raise UsageError(f"the output names are not distinct: {first} and {what or path} are "
+                         "the same file (nothing written)")
+    names[key] = what or path
 #: --epochs without {epoch}: the stream every epoch's run appends to (see shuffler/epochs.py).
 _SHARED: ContextVar[Optional[Any]] = ContextVar("bigshuf_shared_stream", default=None)
 
@@ -578,7 +621,7 @@ def check_distinct(paths: Sequence[str], what: str = "shard names", hint: str = 
     if pair is not None:
         a, b = pair
         raise UsageError(f"{what} are not distinct: {a} and {b} are the same file" if a != b
-                         else f"{what} are not distinct{hint}")
+                         else f"{what} are not distinct: {a} more than once{hint}")
 
 
 def check_shard_names(pattern: str, shards: Optional[int]) -> None:

@@ -3,14 +3,17 @@ replaces an input, the random source or an output (links followed), and no file 
 twice by one run (all epochs, splits, shards, --aligned names and the manifest)."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from helpers import invoke, numbered_file, one_line_error, run
+from helpers import cli_env, invoke, numbered_file, one_line_error, run
 
 import bigshuf
-from bigshuf.common.errors import UsageError
+from bigshuf.common.errors import InputError, UsageError
 
 
 @pytest.fixture
@@ -107,3 +110,85 @@ def test_distinct_names_across_epochs_still_run(here):
                 "e{epoch}-{index}.txt", "--manifest", "m.json"])
     assert r.returncode == 0, r.stderr
     assert invoke(["verify", "--manifest", "m.json"]).returncode == 0
+
+
+# -- verify --manifest ------------------------------------------------------------------------
+
+@pytest.fixture
+def made(here) -> Path:
+    """A run with a manifest: o.txt with a header line and 99 records, m.json."""
+    r = invoke(["shuffle", "in.txt", "--header", "-o", "o.txt", "--manifest", "m.json"])
+    assert r.returncode == 0, r.stderr
+    return here / "m.json"
+
+
+def _edit(m: Path, change) -> None:
+    doc = json.loads(m.read_text())
+    change(doc)
+    m.write_text(json.dumps(doc))
+
+
+def test_a_signal_while_verifying_is_an_interruption(made):
+    """SIGTERM arrives while an output is read (sent by the process to itself from read_fully):
+    exit 143 and the interruption's message, not a DAMAGED file."""
+    code = ("import os, signal, sys\n"
+            "import bigshuf.shuffler.manifest as m\n"
+            "orig = m.read_fully\n"
+            "def read(*a):\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    return orig(*a)\n"
+            "m.read_fully = read\n"
+            "from bigshuf.cli import main\n"
+            "main(prog_name='bigshuf')\n")
+    p = subprocess.run([sys.executable, "-c", code, "verify", "--manifest", str(made)],
+                       capture_output=True, env=cli_env(), timeout=60)
+    err = one_line_error(p, 143, "interrupted by SIGTERM")
+    assert "DAMAGED" not in err and p.stdout == b""
+
+
+def test_reads_of_an_output_stop_after_the_recorded_bytes(made, here):
+    """A 1 TiB sparse file where a 290-byte output should be: EXTRA BYTES at once; a device is
+    not opened (it could block or never end)."""
+    os.truncate(here / "o.txt", 1 << 40)
+    p = run(["verify", "--manifest", made], timeout=30)
+    assert p.returncode == 1 and b"EXTRA BYTES" in p.stdout, p
+    _edit(made, lambda d: d["outputs"][0].update(path="/dev/zero"))
+    p = run(["verify", "--manifest", made], timeout=30)
+    assert p.returncode == 1 and b"NOT A FILE /dev/zero" in p.stdout, p
+
+
+def test_a_manifest_is_read_in_bounded_memory(here):
+    p = run(["verify", "--manifest", "/dev/zero"], timeout=60,
+            prefix=["prlimit", "--as=%d" % (1 << 30), "--"])
+    one_line_error(p, 2, "not a bigshuf manifest: larger than")
+    with pytest.raises(InputError, match="larger than 100 bytes"):
+        bigshuf.verify_manifest("/dev/urandom", max_bytes=100)
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: d["outputs"][0].update(bytes="abc"),
+    lambda d: d["outputs"][0].update(bytes=-1),
+    lambda d: d["outputs"][0].update(bytes=True),
+    lambda d: d["outputs"][0].update(records=None),
+    lambda d: d["outputs"][0].update(path=None),          # a file with no path: not skipped
+    lambda d: d["outputs"][0].update(file="yes"),
+    lambda d: d["outputs"][0].update(digest=None),
+    lambda d: d["outputs"].append(42),
+    lambda d: d["outputs"].append(dict(d["outputs"][0])),  # listed twice: not counted twice
+    lambda d: d["outputs"].append(dict(d["outputs"][0], path="./o.txt")),
+    lambda d: d.update(bigshuf_manifest=2),
+    lambda d: d.update(bigshuf_manifest=True),
+    lambda d: d.update(outputs={}),
+    lambda d: d.pop("options"),
+])
+def test_a_malformed_manifest_is_one_line_exit_2(made, change):
+    _edit(made, change)
+    one_line_error(invoke(["verify", "--manifest", made]), 2, "not a bigshuf manifest")
+
+
+def test_the_record_count_is_checked(made):
+    assert invoke(["verify", "--manifest", made]).stdout.startswith(b"1 output file(s), 99 records")
+    _edit(made, lambda d: d["outputs"][0].update(records=98))
+    p = invoke(["verify", "--manifest", made])
+    assert p.returncode == 1 and b"RECORDS " in p.stdout and b"99 records, the manifest says 98" \
+        in p.stdout, p

@@ -192,3 +192,26 @@ def test_the_record_count_is_checked(made):
     p = invoke(["verify", "--manifest", made])
     assert p.returncode == 1 and b"RECORDS " in p.stdout and b"99 records, the manifest says 98" \
         in p.stdout, p
+
+
+# -- sizes ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", [True, False, "1.9", 1.9, "0.5B", [1]])
+def test_a_size_is_a_whole_number_of_bytes(here, value):
+    """One rule (common/sizes.parse_size) for --shard-size and --memory: a bool or a fraction of a
+    byte is refused, not read as 1 byte."""
+    for key in ("shard_size", "memory"):
+        with pytest.raises(UsageError, match="size"):
+            bigshuf.shuffle(["in.txt"], "p{index}.txt", **{key: value})
+    if isinstance(value, str):
+        one_line_error(invoke(["shuffle", "in.txt", "--shard-size", value, "-o", "p{index}.txt"]), 2,
+                       "size")
+        one_line_error(invoke(["shuffle", "in.txt", "--memory", value, "-o", "o.txt"]), 2, "size")
+    assert sorted(os.listdir(here)) == ["in.txt"]
+
+
+def test_fractions_of_a_unit_are_rounded_down():
+    from bigshuf.common.sizes import parse_size
+
+    assert parse_size("1.5K") == 1536 and parse_size("1.3G") == int(1.3 * (1 << 30))
+    assert parse_size(4096) == 4096 and parse_size(4096.0) == 4096

@@ -63,7 +63,7 @@ class OutputFile:
     happens to files, links, devices and pipes), optionally compressed by its extension."""
 
     def __init__(self, path: Any, group: Optional[TempGroup] = None, memory: Optional[int] = None,
-                 digest: bool = False, names: Optional[Dict[str, str]] = None):
+                 digest: bool = False):
         self._write_lock = threading.Lock()
         self.dest: Optional[Destination] = None
         self.compressor = None
@@ -85,7 +85,6 @@ class OutputFile:
             self.stream = self.raw
             return
         self.path = os.fspath(path)
-        claim_name(self.path, names=names)
         self.dest = Destination(self.path, group)
         self.fd = self.dest.fd
         self.raw = _FdWriter(self.fd, self.path)
@@ -339,6 +338,7 @@ class Sink:
             self.quota = [n]
         self.files: List[OutputFile] = []  # opened so far; shards open one at a time, in order
         self.run_files = _OPENED.get()  # the run's files (writing threads do not share its context)
+        self.claimed: List[str] = []  # ... of them, this sink's (given back if it is aborted)
         self.group = TempGroup()
         self.current = 0
         self.left_in_current = 0
@@ -367,7 +367,10 @@ class Sink:
             cast(List[Optional[str]], self.paths).append(self.shard_names[i])
             self.quota.append(self.records_out - self.done)
         try:
-            self.files.append(OutputFile(self.paths[i], self.group, self.memory, self.digest, self.run_files))
+            path = self.paths[i]
+            if isinstance(path, (str, os.PathLike)) and os.fspath(path) != "-":
+                self.claimed.append(claim_name(os.fspath(path), names=self.run_files))
+            self.files.append(OutputFile(path, self.group, self.memory, self.digest))
         except BaseException:
             self.abort()
             raise
@@ -509,6 +512,10 @@ class Sink:
     def abort(self) -> None:
         for f in self.files:
             f.abort()
+        for key in self.claimed:  # a method that starts over opens them again
+            if self.run_files is not None:
+                self.run_files.pop(key, None)
+        self.claimed = []
         self.group.remove_all()  # also one whose creation a signal interrupted
         self.group.release()
 
@@ -541,19 +548,22 @@ def in_run() -> bool:
     return _OPENED.get() is not None
 
 
-def claim_name(path: str, what: str = "", names: Optional[Dict[str, str]] = None) -> None:
+def claim_name(path: str, what: str = "", names: Optional[Dict[str, str]] = None) -> str:
     """Record that this run writes ``path`` (``what``: how to name it in the error); a second
     output (or the manifest) ending at the same file is a usage error. ``names``: the run's
     (a Sink keeps it: shards may open in a worker thread, outside the run's context)."""
     names = _OPENED.get() if names is None else names
-    if names is None:
-        return
     key = file_key(path)
+    if names is None:
+        return key
     if key in names:
         first = names[key]
         raise UsageError(f"the output names are not distinct: {first} and {what or path} are "
                          "the same file (nothing written)")
     names[key] = what or path
+    return key
+
+
 #: --epochs without {epoch}: the stream every epoch's run appends to (see shuffler/epochs.py).
 _SHARED: ContextVar[Optional[Any]] = ContextVar("bigshuf_shared_stream", default=None)
 

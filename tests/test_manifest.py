@@ -151,7 +151,8 @@ def test_a_read_only_directory_is_refused_before_any_work(tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--manifest", "in.txt"], "also an input or the output"),
+    (["--manifest", "in.txt"], "is an input"),
+    (["--manifest", "out.txt"], "not distinct"),
     (["--manifest", "nodir/m.json"], "does not exist"),
     (["--manifest", "-"], "needs a file name"),
 ])

@@ -103,11 +103,17 @@ def same_file(paths: Sequence[str]) -> Optional[Tuple[str, str]]:
     to one target: the second output would replace the first), or None."""
     seen: Dict[str, str] = {}
     for p in paths:
-        key = os.path.abspath(p) if is_write_through(p) else _final_target(p)
+        key = file_key(p)
         if key in seen:
             return seen[key], p
         seen[key] = p
     return None
+
+
+def file_key(out: str) -> str:
+    """What a write to ``out`` ends at, to compare outputs by the file, not the name: the
+    final target of its links (a device or pipe: its name)."""
+    return os.path.abspath(out) if is_write_through(out) else _final_target(out)
 
 
 def _final_target(out: str) -> str:

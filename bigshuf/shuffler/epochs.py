@@ -21,7 +21,6 @@ page cache) and keeps every epoch within ``--memory``.
 from __future__ import annotations
 
 import ctypes
-import os
 import threading
 from contextlib import nullcontext
 from contextvars import ContextVar
@@ -40,7 +39,6 @@ from bigshuf.shuffler.stats import ShuffleStats
 from bigshuf.shuffler.writing import (
     _FIELD_SPEC,
     Sink,
-    check_distinct,
     check_shard_count,
     held,
     outer_hold,
@@ -91,9 +89,7 @@ def run_epochs(opts: ShuffleOptions, run_one: RunOne, check: Callable[[ShuffleOp
         check(r)
     if own and opts.shards:  # every epoch's shards are held until all are published
         check_shard_count(opts.shards * len(runs) * len(opts.split or [None]), opts.memory_bytes)
-    if own and len(runs) > 1:
-        check_distinct([os.fspath(r.output) for r in runs], "outputs of --epochs",
-                       " (put {epoch} in the file name)")
+    # Every output name of the whole run is checked distinct by run.run, before any work.
     outer = outer_hold()
     done: List[ShuffleStats] = []
     stream = None if own else EpochStream(len(runs))

@@ -27,14 +27,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import stat
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, cast
 
 import xxhash
 
 from bigshuf import __version__
-from bigshuf.common.errors import BigshufError, InputError, UsageError, describe_os_error
-from bigshuf.common.output import Destination, check_destination, write_all
+from bigshuf.common.errors import (
+    BigshufError,
+    InputError,
+    Interrupted,
+    UsageError,
+    describe_os_error,
+    one_line,
+)
+from bigshuf.common.output import Destination, check_destination, file_key, write_all
 from bigshuf.common.signals import SignalGuard
 from bigshuf.shuffler.options import ShuffleOptions
 from bigshuf.shuffler.records import open_input, read_fully
@@ -80,13 +89,19 @@ def run_recorded(opts: ShuffleOptions, run_outputs: RunOutputs) -> ShuffleStats:
 
 
 def check_manifest(opts: ShuffleOptions) -> None:
-    """Before any work: the manifest's directory exists and is writable, its name is not an
-    output's or an input's."""
+    """Before any work: the manifest's directory exists and is writable, and it does not end at
+    an input's file or the --random-source (by the file a write ends at, links followed: a
+    symbolic link to an input is that input). The outputs are checked with it by the run
+    (:func:`bigshuf.shuffler.run.run`: every output name of the run, the manifest's too)."""
     check_destination(opts.manifest)
-    mine = os.path.abspath(opts.manifest)
-    others = [p for p in [opts.output, *opts.inputs] if isinstance(p, str) and p != "-"]
-    if any(os.path.abspath(p) == mine for p in others):
-        raise UsageError(f"--manifest {opts.manifest} is also an input or the output")
+    mine = file_key(opts.manifest)
+    read = [*opts.inputs, opts.random_source]
+    for p in read:
+        if isinstance(p, (str, os.PathLike)) and os.fspath(p) != "-" \
+                and os.path.realpath(os.fspath(p)) == mine:
+            what = "the --random-source" if p is opts.random_source else "an input"
+            raise UsageError(f"--manifest {opts.manifest} is {what} ({os.fspath(p)}): it "
+                             "would be replaced")
 
 
 def manifest_document(opts: ShuffleOptions, stats: ShuffleStats, sinks: List[Any]) -> Dict[str, Any]:
@@ -183,57 +198,137 @@ class ManifestCheck:
                 f"all match the manifest{skipped}")
 
 
-def verify_manifest(path: str, read_bytes: int = 1 << 20) -> ManifestCheck:
+#: The largest manifest ``verify --manifest`` reads (JSON of ~300 bytes an output: about 900 000
+#: outputs); a larger file, or a device that never ends, is refused without reading it whole.
+MAX_MANIFEST = 256 << 20
+
+
+def verify_manifest(path: str, read_bytes: int = 1 << 20,
+                    max_bytes: int = MAX_MANIFEST) -> ManifestCheck:
     """Re-read every output file of the manifest at ``path`` (decompressed, strictly) and compare
-    its size and digest; a missing, truncated, extended or altered file is a problem."""
-    try:
-        with open(path, "rb") as f:
-            doc = json.loads(f.read())
-        outputs = doc["outputs"]
-        if doc.get("digest") != DIGEST:
-            raise ValueError(f"digest {doc.get('digest')!r} is not {DIGEST}")
-    except FileNotFoundError:
-        raise InputError("no such file", path) from None
-    except OSError as exc:
-        raise InputError(exc.strerror or str(exc), path) from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"not a bigshuf manifest ({exc})", path) from None
+    its size, digest and record count; a missing, truncated, extended or altered file is a
+    problem. Reads are bounded: the manifest by ``max_bytes``, each output by the bytes it
+    should hold plus one (a device or FIFO is not opened). A signal stops it (Interrupted)."""
+    with SignalGuard():  # a signal is an interruption (exit 128+N), never a damaged file
+        return _verify(path, load_manifest(path, max_bytes), read_bytes)
+
+
+def _verify(path: str, doc: Dict[str, Any], read_bytes: int) -> ManifestCheck:
+    outputs = doc["outputs"]
     base = os.path.dirname(os.path.abspath(path))
+    sep = 0 if doc["options"].get("zero_terminated") else 10
+    header = bool(doc["options"].get("header"))
     check = ManifestCheck()
     for out in outputs:
-        if out.get("path") is None or not out.get("file", True):
+        if out["path"] is None or not out["file"]:
             check.skipped += 1
             continue
-        problem = _check_output(os.path.join(base, out["path"]), out, read_bytes)
+        problem = _check_output(os.path.join(base, out["path"]), out, read_bytes, sep, header)
         if problem:
             check.problems.append(problem)
         else:
             check.checked += 1
-            check.records += int(out.get("records") or 0)
-            check.bytes += int(out["bytes"])
+            check.records += out["records"]
+            check.bytes += out["bytes"]
     return check
 
 
-def _check_output(path: str, out: Dict[str, Any], read_bytes: int) -> Optional[str]:
-    """None if ``path`` holds what ``out`` says, else the one-line problem."""
-    want = int(out["bytes"])
-    if not os.path.lexists(path):
-        return f"MISSING {path}"
+def load_manifest(path: str, max_bytes: int = MAX_MANIFEST) -> Dict[str, Any]:
+    """The manifest at ``path``, read in at most ``max_bytes`` and checked against the schema
+    once (so the rest may trust its types): InputError "not a bigshuf manifest: ..." if not."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise InputError("no such file", path) from None
+    except OSError as exc:
+        raise InputError(exc.strerror or str(exc), path) from None
+    if len(data) > max_bytes:
+        raise InputError(f"not a bigshuf manifest: larger than {max_bytes:,} bytes", path)
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise InputError(f"not a bigshuf manifest: {one_line(str(exc))[:200]}", path) from None
+    problem = _schema_problem(doc)
+    if problem is not None:
+        raise InputError(f"not a bigshuf manifest: {problem}", path)
+    return cast(Dict[str, Any], doc)
+
+
+def _count(v: Any) -> bool:
+    """A non-negative integer (not a bool)."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _schema_problem(doc: Any) -> Optional[str]:
+    """What makes ``doc`` not a manifest of this format, or None."""
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    version = doc.get("bigshuf_manifest")
+    if not _count(version) or version != FORMAT:
+        return f"format {version!r}, this bigshuf reads format {FORMAT}"
+    if doc.get("digest") != DIGEST:
+        return f"digest {doc.get('digest')!r} is not {DIGEST}"
+    if not isinstance(doc.get("options"), dict) or not isinstance(doc.get("outputs"), list):
+        return "no options or outputs"
+    seen = set()
+    for i, out in enumerate(doc["outputs"]):
+        where = f"output {i}"
+        if not isinstance(out, dict):
+            return f"{where} is not an object"
+        path, file = out.get("path"), out.get("file")
+        if not (path is None or (isinstance(path, str) and path)) or not isinstance(file, bool):
+            return f"{where}: path must be a name or null, file true or false"
+        if path is None and file:
+            return f"{where}: a file with no path"
+        if not _count(out.get("bytes")) or not _count(out.get("records")):
+            return f"{where}: bytes and records must be non-negative integers"
+        digest = out.get("digest")
+        if file and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{32}", digest)):
+            return f"{where}: digest must be 32 hex digits"
+        if path is not None:
+            key = os.path.normpath(path)
+            if key in seen:
+                return f"{path} is listed twice"
+            seen.add(key)
+    return None
+
+
+def _check_output(path: str, out: Dict[str, Any], read_bytes: int, sep: int = 10,
+                  header: bool = False) -> Optional[str]:
+    """None if ``path`` holds what ``out`` says, else the one-line problem. At most the recorded
+    bytes plus one are read (decompressed): a file that goes on is EXTRA BYTES, whatever it is."""
+    want = out["bytes"]
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return f"MISSING {path}" if not os.path.lexists(path) else f"UNREADABLE {path}: a broken link"
+    except OSError as exc:
+        return f"UNREADABLE {path}: {exc.strerror or exc}"
+    if not stat.S_ISREG(st.st_mode):  # a device or FIFO could block or never end
+        return f"NOT A FILE {path}: the manifest lists a file"
     hasher = xxhash.xxh3_128()
-    size = 0
+    size = terminators = 0
+    last = -1
     buf = bytearray(read_bytes)
     view = memoryview(buf)
     try:
         src = open_input(path)
         try:
-            while True:
-                n = read_fully(src.stream, view, src.name)
-                hasher.update(view[:n])
+            while size <= want:
+                chunk = view[:min(len(view), want + 1 - size)]
+                n = read_fully(src.stream, chunk, src.name)
+                if n:
+                    hasher.update(chunk[:n])
+                    terminators += buf.count(sep, 0, n)
+                    last = buf[n - 1]
                 size += n
-                if n < len(view):
+                if n < len(chunk):
                     break
         finally:
             src.close()
+    except Interrupted:
+        raise
     except BigshufError as exc:  # a truncated or corrupt compressed file, unreadable
         return f"DAMAGED {path}: {exc}"
     except OSError as exc:
@@ -241,7 +336,10 @@ def _check_output(path: str, out: Dict[str, Any], read_bytes: int) -> Optional[s
     if size < want:
         return f"TRUNCATED {path}: {size:,} bytes, the manifest says {want:,}"
     if size > want:
-        return f"EXTRA BYTES {path}: {size:,} bytes, the manifest says {want:,}"
+        return f"EXTRA BYTES {path}: more than the {want:,} bytes the manifest says"
     if hasher.hexdigest() != out["digest"]:
         return f"ALTERED {path}: its content differs from the manifest's digest"
+    records = terminators + (1 if size and last != sep else 0) - (1 if header and size else 0)
+    if records != out["records"]:
+        return f"RECORDS {path}: {records:,} records, the manifest says {out['records']:,}"
     return None

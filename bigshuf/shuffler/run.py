@@ -13,7 +13,7 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import replace
-from typing import Any, List, Optional, Sequence, Set, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, Set, Tuple
 
 from bigshuf.common.codecs import (
     check_codecs,
@@ -31,7 +31,7 @@ from bigshuf.common.signals import SignalGuard
 from bigshuf.common.space import check_free_space
 from bigshuf.common.tempdir import temp_directory
 from bigshuf.shuffler.dedup import Distinct, UniqueReader, find_distinct
-from bigshuf.shuffler.epochs import allocator_slack, epoch_options, run_epochs
+from bigshuf.shuffler.epochs import allocator_slack, by_epoch, epoch_options, run_epochs
 from bigshuf.shuffler.manifest import run_recorded
 from bigshuf.shuffler.methods import Job, Method, choose
 from bigshuf.shuffler.methods.cluster import Cluster
@@ -45,10 +45,15 @@ from bigshuf.shuffler.split import split_outputs, split_pattern, split_sizes
 from bigshuf.shuffler.stats import ShuffleStats
 from bigshuf.shuffler.writing import (
     check_distinct,
+    check_shard_count,
     check_shard_names,
+    claim_name,
     held,
+    in_run,
     outer_hold,
     publish_or_hold,
+    run_names,
+    shard_paths,
 )
 
 
@@ -70,6 +75,16 @@ def run(opts: ShuffleOptions) -> ShuffleStats:
     """Run a validated shuffle (see :func:`shuffle`): check every output, plan the budget,
     choose the method (:func:`bigshuf.shuffler.methods.choose`), check the file systems, run;
     with --manifest, record what was written (:mod:`bigshuf.shuffler.manifest`)."""
+    if not in_run():  # the whole run: every file it writes is written once
+        with run_names():
+            names = list(_known_output_names(opts))
+            if opts.manifest is not None:
+                names.append(opts.manifest)
+            check_distinct(names, "the output names", " (put {index}, {epoch}, {split} or "
+                           "{name} where it tells the files apart)")
+            if opts.manifest is not None:
+                claim_name(opts.manifest, f"--manifest {opts.manifest}")
+            return run(opts)
     _check_budget(opts)
     if opts.manifest is not None and outer_hold() is None:  # not for the runs of one inside
         return run_recorded(opts, _run)
@@ -185,8 +200,6 @@ def run_aligned(opts: ShuffleOptions) -> ShuffleStats:
     seed = resolve_seed(opts.seed)  # one seed for every input, drawn once if not given
     runs = [replace(opts, inputs=[p], output=aligned_output(opts, p), aligned=False, seed=seed,
                     random_source=None) for p in opts.inputs]
-    check_distinct([os.fspath(r.output) for r in runs], "outputs of --aligned",
-                   " (inputs with the same file name)")
     for r in runs:  # every output's names (every epoch's), before any work
         for one in (epoch_options(r, 0) if r.epochs is not None else [r]):
             _check_outputs(one)
@@ -342,6 +355,36 @@ def plan_run(opts: ShuffleOptions) -> Geometry:
 def _compressor_reserve(opts: ShuffleOptions) -> int:
     """Bytes of the output's compressor (one open at a time, whatever the splits)."""
     return max(compressor_bytes(o, opts.memory_bytes) for o in _output_names(opts))
+
+
+def _known_output_names(opts: ShuffleOptions) -> Iterator[str]:
+    """Every output file of the whole run known before any work (each --aligned input's, each
+    epoch's, each split's, each of --shards N), for one distinctness check. Names found while
+    writing (--shard-size, --lines-per-shard) are checked as they open (writing.claim_name)."""
+    tops = [opts]
+    if opts.aligned:
+        tops = [replace(opts, output=aligned_output(opts, p), aligned=False, inputs=[p])
+                for p in opts.inputs]
+        check_distinct([os.fspath(r.output) for r in tops], "outputs of --aligned",
+                       " (inputs with the same file name)")
+    runs = []
+    for top in tops:
+        epochs = epoch_options(top, 0) if top.epochs is not None else [top]
+        if len(epochs) > 1 and (by_epoch(top) or top.split is not None):
+            check_distinct([os.fspath(r.output) for r in epochs], "outputs of --epochs",
+                           " (put {epoch} in the file name)")
+        runs += epochs if by_epoch(top) else epochs[:1]
+    if opts.shards:  # all held until published: refuse before making their names
+        check_shard_count(opts.shards * len(runs) * len(opts.split or [None]), opts.memory_bytes)
+    for r in runs:
+        for name in _output_names(r):
+            name = os.fspath(name) if isinstance(name, (str, os.PathLike)) else None
+            if name is None or name == "-" or "://" in name:
+                continue
+            if r.shards:
+                yield from shard_paths(name, r.shards)
+            elif not r.sharded:
+                yield name
 
 
 def _output_names(opts: ShuffleOptions) -> List[Any]:

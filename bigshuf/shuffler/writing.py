@@ -14,7 +14,7 @@ import re
 import string
 import threading
 from contextvars import ContextVar
-from typing import Any, Callable, Iterator, List, Optional, Sequence, cast
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, cast
 
 import numpy as np
 import xxhash
@@ -27,6 +27,7 @@ from bigshuf.common.output import (
     Destination,
     TempGroup,
     check_destination,
+    file_key,
     publishing,
     pwrite_all,
     same_file,
@@ -336,6 +337,8 @@ class Sink:
             self.paths = [output]
             self.quota = [n]
         self.files: List[OutputFile] = []  # opened so far; shards open one at a time, in order
+        self.run_files = _OPENED.get()  # the run's files (writing threads do not share its context)
+        self.claimed: List[str] = []  # ... of them, this sink's (given back if it is aborted)
         self.group = TempGroup()
         self.current = 0
         self.left_in_current = 0
@@ -364,7 +367,10 @@ class Sink:
             cast(List[Optional[str]], self.paths).append(self.shard_names[i])
             self.quota.append(self.records_out - self.done)
         try:
-            self.files.append(OutputFile(self.paths[i], self.group, self.memory, self.digest))
+            path = self.paths[i]
+            if isinstance(path, (str, os.PathLike)) and os.fspath(path) != "-":
+                self.claimed.append(claim_name(os.fspath(path), names=self.run_files))
+            self.files.append(OutputFile(path, self.group, self.memory, self.digest))
         except BaseException:
             self.abort()
             raise
@@ -506,11 +512,58 @@ class Sink:
     def abort(self) -> None:
         for f in self.files:
             f.abort()
+        for key in self.claimed:  # a method that starts over opens them again
+            if self.run_files is not None:
+                self.run_files.pop(key, None)
+        self.claimed = []
         self.group.remove_all()  # also one whose creation a signal interrupted
         self.group.release()
 
 
 _HELD: ContextVar[Optional[List[Any]]] = ContextVar("bigshuf_held_outputs", default=None)
+#: The files one run has opened (or reserved, like its manifest), by :func:`file_key`.
+_OPENED: ContextVar[Optional[Dict[str, str]]] = ContextVar("bigshuf_opened_outputs", default=None)
+
+
+@contextlib.contextmanager
+def run_names() -> Iterator[Dict[str, str]]:
+    """The scope of one run (the outermost call; the runs of epochs, splits and --aligned
+    inputs inside share it): no file is written twice in it. Names known before any work are
+    checked then (:func:`check_all_distinct`); this catches the others (--shard-size,
+    --lines-per-shard) as each file is opened: exit 2, nothing published."""
+    names = _OPENED.get()
+    if names is not None:
+        yield names
+        return
+    names = {}
+    token = _OPENED.set(names)
+    try:
+        yield names
+    finally:
+        _OPENED.reset(token)
+
+
+def in_run() -> bool:
+    """Inside :func:`run_names` (a run inside another: an epoch's, an --aligned input's)?"""
+    return _OPENED.get() is not None
+
+
+def claim_name(path: str, what: str = "", names: Optional[Dict[str, str]] = None) -> str:
+    """Record that this run writes ``path`` (``what``: how to name it in the error); a second
+    output (or the manifest) ending at the same file is a usage error. ``names``: the run's
+    (a Sink keeps it: shards may open in a worker thread, outside the run's context)."""
+    names = _OPENED.get() if names is None else names
+    key = file_key(path)
+    if names is None:
+        return key
+    if key in names:
+        first = names[key]
+        raise UsageError(f"the output names are not distinct: {first} and {what or path} are "
+                         "the same file (nothing written)")
+    names[key] = what or path
+    return key
+
+
 #: --epochs without {epoch}: the stream every epoch's run appends to (see shuffler/epochs.py).
 _SHARED: ContextVar[Optional[Any]] = ContextVar("bigshuf_shared_stream", default=None)
 
@@ -578,7 +631,7 @@ def check_distinct(paths: Sequence[str], what: str = "shard names", hint: str = 
     if pair is not None:
         a, b = pair
         raise UsageError(f"{what} are not distinct: {a} and {b} are the same file" if a != b
-                         else f"{what} are not distinct{hint}")
+                         else f"{what} are not distinct: {a} more than once{hint}")
 
 
 def check_shard_names(pattern: str, shards: Optional[int]) -> None:

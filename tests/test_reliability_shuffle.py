@@ -161,7 +161,7 @@ def test_read_only_temp_dir_mount(setup, tmp_path):
     h = sha256(src)
     with tmpfs(tmp_path / "ro", "64m", readonly=True) as ro:
         args = ["shuffle", src, "-o", dest, "-S", "4M", "--seed", "1"]
-        p = run([*args, "-T", ro])
+        p = invoke([*args, "-T", ro])
         check_failed(p, 1, [f"cannot create a temporary file in {ro}", "Read-only file system"],
                      src=src, src_hash=h, dest=dest, old=OLD, dirs=[ro, dest.parent, src.parent])
     retry_ok([*args, "-T", temp], src, dest, [temp, dest.parent], store="temporary file")
@@ -194,7 +194,7 @@ def test_temp_dir_missing_at_start(setup, tmp_path):
     src, dest, temp = setup
     h = sha256(src)
     gone = tmp_path / "gone"
-    p = run(["shuffle", src, "-o", dest, "-S", "4M", "-T", gone])
+    p = invoke(["shuffle", src, "-o", dest, "-S", "4M", "-T", gone])
     check_failed(p, 2, [f"temporary directory does not exist: {gone}"], src=src, src_hash=h,
                  dest=dest, old=OLD, dirs=[temp, dest.parent, src.parent])
     assert not gone.exists()
@@ -230,7 +230,7 @@ def test_not_enough_free_space_for_temp_precheck(setup, tmp_path):
     small = tmp_path / "small"
     with tmpfs(small, "1m"):
         args = ["shuffle", src, "-o", dest, "-S", "4M", "-T", small, "--seed", "1"]
-        p = run(args)
+        p = invoke(args)
         check_failed(p, 1, [f"not enough free space in {small}"], src=src, src_hash=h, dest=dest,
                      old=OLD, dirs=[small, dest.parent, src.parent])
         subprocess.run(["mount", "-o", "remount,size=16m", str(small)], check=True)
@@ -245,7 +245,7 @@ def test_not_enough_free_space_for_output_precheck(setup, tmp_path):
         dest = small / "out.txt"
         dest.write_bytes(OLD)
         args = ["shuffle", src, "-o", dest, "-S", "64M", "-T", temp, "--seed", "1"]
-        p = run(args)
+        p = invoke(args)
         check_failed(p, 1, [f"not enough free space in {small}"], src=src, src_hash=h, dest=dest,
                      old=OLD, dirs=[small, temp, src.parent])
         subprocess.run(["mount", "-o", "remount,size=16m", str(small)], check=True)
@@ -526,7 +526,7 @@ def test_edge_case_inputs(tmp_path, name):
     src = tmp_path / "in.txt"
     src.write_bytes(data)
     dest = tmp_path / "out.txt"
-    p = run(["shuffle", src, "-o", dest, "--seed", "7"])
+    p = invoke(["shuffle", src, "-o", dest, "--seed", "7"])
     assert p.returncode == 0 and p.stderr == b"" and p.stdout == b"", p.stderr
     out = dest.read_bytes()
     assert sorted(out.splitlines(keepends=True)) == sorted(lines)
@@ -539,7 +539,7 @@ def test_zero_terminated_records_keep_newlines(tmp_path):
     src = tmp_path / "in.bin"
     src.write_bytes(b"".join(recs))
     dest = tmp_path / "out.bin"
-    p = run(["shuffle", "-z", src, "-o", dest, "-S", "1M", "--seed", "2"])
+    p = invoke(["shuffle", "-z", src, "-o", dest, "-S", "1M", "--seed", "2"])
     assert p.returncode == 0, p.stderr
     out = dest.read_bytes()
     got = [r + b"\x00" for r in out.split(b"\x00")[:-1]]
@@ -554,7 +554,7 @@ def test_longest_line_accepted_and_one_byte_more_rejected(tmp_path):
     ok = tmp_path / "ok.txt"
     ok.write_bytes(b"a\n" * 10 + b"x" * (cap - 1) + b"\n" + b"b\n" * 10)
     dest = tmp_path / "out.txt"
-    p = run(["shuffle", ok, "-o", dest, "-S", "1M", "--seed", "1"])
+    p = invoke(["shuffle", ok, "-o", dest, "-S", "1M", "--seed", "1"])
     assert p.returncode == 0, p.stderr
     verify_cli(ok, dest)
 
@@ -562,7 +562,7 @@ def test_longest_line_accepted_and_one_byte_more_rejected(tmp_path):
     bad.write_bytes(b"a\n" * 10 + b"x" * cap + b"\n" + b"b\n" * 10)
     dest.write_bytes(OLD)
     h = sha256(bad)
-    p = run(["shuffle", bad, "-o", dest, "-S", "1M"])
+    p = invoke(["shuffle", bad, "-o", dest, "-S", "1M"])
     check_failed(p, 2, [f"{bad}:11: line longer than {cap:,} bytes", "raise --memory"], src=bad,
                  src_hash=h, dest=dest, old=OLD, dirs=[tmp_path])
 
@@ -573,7 +573,7 @@ def test_huge_line_after_the_temp_file_is_in_use(setup, tmp_path):
     with open(src, "ab") as f:
         f.write(b"y" * (1 << 20) + b"\n" + b"tail\n")
     h = sha256(src)
-    p = run(["shuffle", src, "-o", dest, "-S", "1M", "-T", temp])
+    p = invoke(["shuffle", src, "-o", dest, "-S", "1M", "-T", temp])
     check_failed(p, 2, [f"{src}:{SMALL_LINES + 1}: line longer than", "raise --memory"], src=src,
                  src_hash=h, dest=dest, old=OLD, dirs=[temp, dest.parent, src.parent])
 
@@ -582,7 +582,7 @@ def test_huge_line_on_stdin(tmp_path):
     dest = tmp_path / "out.txt"
     dest.write_bytes(OLD)
     data = b"x\n" * 1000 + b"z" * (200 << 10) + b"\n"
-    p = run(["shuffle", "-o", dest, "-S", "1M", "-T", tmp_path], input=data)
+    p = invoke(["shuffle", "-o", dest, "-S", "1M", "-T", tmp_path], input=data)
     one_line_error(p, 2, "<stdin>:1001: line longer than", "raise --memory")
     assert dest.read_bytes() == OLD and leftovers(tmp_path) == []
 
@@ -597,7 +597,7 @@ def test_bad_input_paths(setup, tmp_path, kind):
         inputs, needle = [tmp_path / "nope.txt"], f"{tmp_path / 'nope.txt'}: no such file"
     else:
         inputs, needle = [src, tmp_path / "nope.txt"], f"{tmp_path / 'nope.txt'}: no such file"
-    p = run(["shuffle", *inputs, "-o", dest, "-S", "4M", "-T", temp])
+    p = invoke(["shuffle", *inputs, "-o", dest, "-S", "4M", "-T", temp])
     check_failed(p, 2, [needle], src=src, src_hash=h, dest=dest, old=OLD,
                  dirs=[temp, dest.parent, src.parent])
 
@@ -621,7 +621,7 @@ def test_output_is_an_input_shuffles_in_place(tmp_path, memory):
     both = tmp_path / "both.txt"
     both.write_bytes(a.read_bytes() + b.read_bytes())
     before = sha256(a)
-    p = run(["shuffle", a, b, "-o", a, "-S", memory, "-T", tmp_path, "--seed", "9", "-v"])
+    p = invoke(["shuffle", a, b, "-o", a, "-S", memory, "-T", tmp_path, "--seed", "9", "-v"])
     assert p.returncode == 0, p.stderr
     store = "memory" if memory == "64M" else "temporary file"
     assert f"runs in {store}" in p.stderr.decode()

@@ -173,16 +173,24 @@ def _file_lines(inputs: List[Any], opts: ShuffleOptions, geo: Geometry, streams:
     """The drawn lines, in draw order, a round of ``per_round`` draws at a time."""
     if count == 0:
         return
-    pending = np.empty(0, dtype=np.int64)
+    # Draw chunks are kept in a list and joined once a round is full: joining at every chunk
+    # copied the whole pending round each time (quadratic in the round size).
+    parts: List[np.ndarray] = []
+    have = 0
     # Endless output (`| head -5`) starts after one chunk, not after a memory-full of draws.
     target = DRAW_CHUNK if total is None else per_round
     for idx in draws(streams, count, total):
-        pending = np.concatenate([pending, idx.astype(np.int64)])
+        parts.append(idx.astype(np.int64))
+        have += len(idx)
+        if have < target:
+            continue
+        pending = np.concatenate(parts)
         while len(pending) >= target:
             yield from _round(pending[:target], inputs, opts, geo)
             pending, target = pending[target:], per_round
-    if len(pending):
-        yield from _round(pending, inputs, opts, geo)
+        parts, have = [pending], len(pending)
+    if have:
+        yield from _round(np.concatenate(parts), inputs, opts, geo)
 
 
 def _round(idx: np.ndarray, inputs: List[Any], opts: ShuffleOptions, geo: Geometry

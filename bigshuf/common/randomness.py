@@ -139,15 +139,17 @@ class OrderKeys:
         x += self.a
         x *= _GOLDEN
         x ^= self.b
-        _fmix(x)
+        fmix(x)
         x += self.c
-        _fmix(x)
+        fmix(x)
 
 
-def _fmix(x: np.ndarray) -> None:
-    """murmur3's 64-bit finaliser, in place: a bijection that mixes every bit into every bit."""
+def fmix(x: np.ndarray) -> np.ndarray:
+    """murmur3's 64-bit finaliser, in place (uint64): a bijection that mixes every bit into
+    every bit. Returns ``x``."""
     x ^= x >> _S33
     x *= _M1
     x ^= x >> _S33
     x *= _M2
     x ^= x >> _S33
+    return x

@@ -38,7 +38,7 @@ import xxhash
 
 from bigshuf.common.errors import BigshufError, UsageError
 from bigshuf.common.output import pwrite_all
-from bigshuf.common.randomness import Purpose
+from bigshuf.common.randomness import Purpose, fmix
 from bigshuf.common.tempdir import temp_write_error, unlinked_temp_fd
 from bigshuf.shuffler.buffers import BufferPool
 from bigshuf.shuffler.records import Block, RecordReader
@@ -58,18 +58,7 @@ MAX_PARTITIONS = 4096
 PIECE_ENTRIES = 1024
 _MASKS = {w: np.tril(np.ones((w + 1, w), np.uint8), -1).astype(np.uint8) * 255 for w in (16, 32, 64)}
 _MASKS = {w: m.view("<u8") for w, m in _MASKS.items()}
-_M1, _M2 = _U(0xFF51AFD7ED558CCD), _U(0xC4CEB9FE1A85EC53)
 _P1, _P2 = _U(0x9E3779B185EBCA87), _U(0xC2B2AE3D27D4EB4F)
-
-
-def _fmix(x: np.ndarray) -> np.ndarray:
-    """murmur3's 64-bit finaliser, in place (a bijection)."""
-    x ^= x >> _U(33)
-    x *= _M1
-    x ^= x >> _U(33)
-    x *= _M2
-    x ^= x >> _U(33)
-    return x
 
 
 @dataclass(frozen=True)
@@ -109,10 +98,10 @@ def _nh_window(padded: np.ndarray, starts: np.ndarray, lengths: np.ndarray, w: i
             acc += p
     length = lengths.astype(_U)
     h1 = sums[1] + length * _P1
-    h1 = sums[0] + _fmix(h1)
+    h1 = sums[0] + fmix(h1)
     h2 = sums[3] + length * _P2
-    h2 = sums[2] + _fmix(h2)
-    return _fmix(h1), _fmix(h2)
+    h2 = sums[2] + fmix(h2)
+    return fmix(h1), fmix(h2)
 
 
 def record_hashes128(data: np.ndarray, ends: np.ndarray, key: ContentKey
@@ -464,7 +453,7 @@ def _fill(table: Table, reader: RecordReader, block_bytes: int, block_records: i
         check()
         h1, h2 = record_hashes128(block.data, block.ends, key)
         if per_input:  # the same words xored into every record of one input
-            salt = _fmix(np.array([block.source + 1, block.source + 1 + (1 << 32)], _U))
+            salt = fmix(np.array([block.source + 1, block.source + 1 + (1 << 32)], _U))
             h1 ^= salt[0]
             h2 ^= salt[1]
         pool.release(block.data)

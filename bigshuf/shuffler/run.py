@@ -13,7 +13,8 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import replace
-from typing import Any, Iterator, List, Optional, Sequence, Set, Tuple
+from functools import partial
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from bigshuf.common.codecs import (
     check_codecs,
@@ -208,27 +209,40 @@ def run_aligned(opts: ShuffleOptions) -> ShuffleStats:
     if len(set(counts)) > 1:
         listed = ", ".join(f"{display_name(p)} {n:,}" for p, n in zip(opts.inputs, counts))
         raise UsageError(f"--aligned: the inputs hold different numbers of records: {listed}")
+    def same_counts(done: List[ShuffleStats]) -> None:
+        for p, st, n in zip(opts.inputs, done, counts):
+            if st.records != n:
+                raise BigshufError(f"{display_name(p)}: input changed while it was being shuffled")
+    done = published_together([partial(run, r) for r in runs], same_counts)
+    stats = done[0]
+    stats.outputs = [o for st in done for o in st.outputs]
+    stats.inputs = [i for st in done for i in st.inputs]
+    return stats
+
+
+def published_together(jobs: Sequence[Callable[[], ShuffleStats]],
+                       check: Optional[Callable[[List[ShuffleStats]], None]] = None
+                       ) -> List[ShuffleStats]:
+    """Run ``jobs`` with every output they finish held under its temporary name, then publish
+    them together (or hand them to an enclosing hold: --manifest, --epochs). A failure, a
+    signal or ``check`` raising publishes none of them."""
     done: List[ShuffleStats] = []
     outer = outer_hold()
     sinks: List[Any] = []
     with SignalGuard() as signals:
         try:
             with held() as sinks:
-                for r in runs:
-                    done.append(run(r))
-            for p, st, n in zip(opts.inputs, done, counts):
-                if st.records != n:
-                    raise BigshufError(f"{display_name(p)}: input changed while it was being shuffled")
+                for job in jobs:
+                    done.append(job())
+            if check is not None:
+                check(done)
             signals.defer()
             publish_or_hold(sinks, outer)
         except BaseException:
             for sink in sinks:
                 sink.abort()
             raise
-    stats = done[0]
-    stats.outputs = [o for st in done for o in st.outputs]
-    stats.inputs = [i for st in done for i in st.inputs]
-    return stats
+    return done
 
 
 def run_mixture(opts: ShuffleOptions) -> ShuffleStats:
@@ -287,21 +301,11 @@ def _mixture_splits(opts: ShuffleOptions, inner: ShuffleOptions, geo: Geometry, 
     complete."""
     sizes = split_sizes(opts.split, sum(s.taken for s in shares), opts.unique)
     table = split_table([s.taken for s in shares], sizes, seed)
-    done: List[ShuffleStats] = []
-    outer = outer_hold()  # --manifest, --epochs: published with the others
-    sinks: List[Any] = []
-    with SignalGuard() as signals:
-        try:
-            with held() as sinks:
-                for label, (name, _, _) in enumerate(opts.split):
-                    part = replace(inner, output=split_pattern(os.fspath(opts.output), name))
-                    done.append(_mixture_job(part, geo, seed, shares, (label, table), distinct))
-            signals.defer()
-            publish_or_hold(sinks, outer)
-        except BaseException:
-            for sink in sinks:
-                sink.abort()
-            raise
+    def split_job(label: int, name: str) -> ShuffleStats:
+        part = replace(inner, output=split_pattern(os.fspath(opts.output), name))
+        return _mixture_job(part, geo, seed, shares, (label, table), distinct)
+    done = published_together([partial(split_job, label, name)
+                               for label, (name, _, _) in enumerate(opts.split)])
     stats = done[0]
     stats.outputs = [o for st in done for o in st.outputs]
     stats.records = stats.records_out = sum(st.records_out for st in done)

@@ -16,6 +16,12 @@ class BigshufError(Exception):
     exit_code = 1
 
 
+def changed(name: str, detail: str = "") -> str:
+    """The one wording for an input that changed between two readings of it (a runtime
+    failure, exit 1: nothing is published)."""
+    return f"{name}: input changed while it was being shuffled{detail}"
+
+
 class UsageError(BigshufError):
     """Options that cannot work together or have bad values (exit 2)."""
 

@@ -36,7 +36,7 @@ from typing import Callable, Generator, Iterator, List, Optional, Tuple
 import numpy as np
 import xxhash
 
-from bigshuf.common.errors import BigshufError, UsageError
+from bigshuf.common.errors import BigshufError, UsageError, changed
 from bigshuf.common.output import pwrite_all
 from bigshuf.common.randomness import Purpose, fmix
 from bigshuf.common.tempdir import temp_write_error, unlinked_temp_fd
@@ -559,5 +559,4 @@ class UniqueReader(RecordReader):
                 (self.distinct.digests is not None and digests != self.distinct.digests):
             named = [p if isinstance(p, str) else getattr(p, "name", None) for p in self.inputs]
             names = ", ".join(p for p in named if isinstance(p, str))
-            raise BigshufError(f"{names or 'input'}: input changed while it was being shuffled "
-                               f"(--unique reads it twice)")
+            raise BigshufError(changed(names or "input", " (--unique reads it twice)"))

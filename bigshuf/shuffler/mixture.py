@@ -37,7 +37,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from bigshuf.common.errors import BigshufError, InputError
+from bigshuf.common.errors import BigshufError, InputError, changed
 from bigshuf.common.inputs import InputKind
 from bigshuf.common.randomness import OrderKeys, Purpose
 from bigshuf.shuffler.buffers import BufferPool
@@ -397,17 +397,16 @@ class MixReader:
                 pool.release(block.data)
         for share, n in zip(self.shares, seen):
             if n != share.records:
-                raise BigshufError(f"{share.name}: input changed while it was being shuffled")
+                raise BigshufError(changed(share.name))
 
     def _check_position(self, j: int, first: int, count: int, seen: List[int]) -> None:
         """A block of input j must continue it where the last one ended, within its count, after
         every earlier input has given all its records: else an input grew or shrank since it was
         counted (a truncated input would shift the positions of the next)."""
         short = [i for i in range(j) if seen[i] != self.shares[i].records]
-        changed = short[0] if short else j
+        moved = short[0] if short else j
         if short or first != seen[j] or seen[j] + count > self.shares[j].records:
-            raise BigshufError(f"{self.shares[changed].name}: input changed while it was being "
-                               "shuffled")
+            raise BigshufError(changed(self.shares[moved].name))
 
     def _selector(self, share: Share, j: int) -> Any:
         """Input j's selection keys, with ``limit``: the partial copy is the records whose

@@ -24,7 +24,7 @@ from bigshuf.common.codecs import (
     decoders_within,
 )
 from bigshuf.common.container import budget_warning, memory_temp_problem
-from bigshuf.common.errors import BigshufError, UsageError, warn_stderr
+from bigshuf.common.errors import BigshufError, UsageError, changed, warn_stderr
 from bigshuf.common.inputs import InputKind, describe_input
 from bigshuf.common.output import check_destination
 from bigshuf.common.randomness import resolve_seed
@@ -212,7 +212,7 @@ def run_aligned(opts: ShuffleOptions) -> ShuffleStats:
     def same_counts(done: List[ShuffleStats]) -> None:
         for p, st, n in zip(opts.inputs, done, counts):
             if st.records != n:
-                raise BigshufError(f"{display_name(p)}: input changed while it was being shuffled")
+                raise BigshufError(changed(display_name(p)))
     done = published_together([partial(run, r) for r in runs], same_counts)
     stats = done[0]
     stats.outputs = [o for st in done for o in st.outputs]

@@ -33,7 +33,7 @@ import numpy as np
 import xxhash
 
 from bigshuf.common.container import INTERPRETER_BYTES, MemoryView, memory_view
-from bigshuf.common.errors import BigshufError
+from bigshuf.common.errors import BigshufError, changed
 from bigshuf.common.output import is_write_through
 from bigshuf.common.progress import Progress
 from bigshuf.common.randomness import Streams
@@ -114,7 +114,7 @@ class _Input:
         except OSError:
             same = False
         if not same:
-            raise InputChanged(f"{self.name}: input changed while it was being shuffled")
+            raise InputChanged(changed(self.name))
 
     def read(self, offset: int, out: np.ndarray) -> None:
         """Fill ``out`` from ``offset``; the one byte past the end is the terminator the reader
@@ -129,7 +129,7 @@ class _Input:
         if done == len(out) - 1 and offset + done == self.size:
             out[done] = self.sep
         elif done != len(out):
-            raise InputChanged(f"{self.name}: input changed while it was being shuffled")
+            raise InputChanged(changed(self.name))
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -431,7 +431,7 @@ def _index_block(engine: Engine, inputs: List[_Input], block: _Pass0, limit: _Li
         source.read(block.offset, data)
         ends = find_record_ends(data, source.sep)
         if not len(ends) or ends[-1] != len(data):  # no longer ends where its cut was found
-            raise InputChanged(f"{source.name}: input changed while it was being shuffled")
+            raise InputChanged(changed(source.name))
         limit.seen += len(ends)  # under the GIL; an approximate running total is enough
         if len(ends) >= limit.per_block or limit.seen > limit.total:
             raise _NotSame()
@@ -623,7 +623,7 @@ def _fill(engine: Engine, index: Index, pool: BufferPool, j: int, ids: np.ndarra
         source = index.inputs[span.source]
         source.read(span.offset, data)
         if xxhash.xxh3_64_intdigest(data) != index.digests[j]:
-            raise InputChanged(f"{source.name}: input changed while it was being shuffled")
+            raise InputChanged(changed(source.name))
         block_lengths = index.lengths[span.first:span.first + span.count]
         ends = np.cumsum(block_lengths, dtype=np.int64)
         local = ids - span.first

@@ -20,7 +20,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from bigshuf.common.container import IN_MEMORY_FS, filesystem_type, temp_growth_watch
+from bigshuf.common.container import (IN_MEMORY_FS, filesystem_type, memory_view,
+                                      temp_growth_watch)
 from bigshuf.common.errors import BigshufError, describe_os_error
 from bigshuf.common.output import pwrite_all
 from bigshuf.common.space import free_bytes
@@ -122,6 +123,9 @@ LOOK_EVERY = 64 << 20
 #: Free space kept beyond the temp file's blocks (the output may share the disk) before
 #: discarded data is punched rather than only dropped from the page cache.
 PUNCH_SLACK = 1 << 30
+#: Page cache kept beyond twice the temp file (its pages and the output's) before consumed
+#: temp pages are dropped from the cache rather than left to the kernel.
+CACHE_SLACK = 256 << 20
 
 
 class _TempFile:
@@ -199,6 +203,17 @@ class _TempFile:
         except OSError:
             return True
 
+    def cache_is_tight(self) -> bool:
+        """True if the page cache this run may fill (a memory cgroup's room, or the host's
+        MemAvailable) cannot hold the temp file and as much output: then consumed temp pages
+        are dropped at once, so the kernel does not reclaim them under pressure. With room to
+        spare they are left alone: dropping 1 GB of clean pages costs ~0.5 s of gather."""
+        try:
+            size = os.fstat(self.fd).st_blocks * 512
+        except OSError:
+            return True
+        return memory_view().cacheable < 2 * size + CACHE_SLACK
+
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
@@ -222,6 +237,7 @@ class FileStore(Store):
         self._tails: Dict[int, int] = {}
         self._tails_lock = threading.Lock()
         self._punch = self.file.disk_is_short()
+        self._drop: Optional[bool] = None  # decided when the gather first discards
         self._since_look = 0
 
     @property
@@ -245,7 +261,8 @@ class FileStore(Store):
         the temp file shrinks as the gather proceeds and the output reuses the page cache.
         Punched only while the disk is short of room (or the file is in RAM): a punch makes
         ext4 write the range's dirty pages first and costs ~0.8 s per GB in a 256M cgroup;
-        with room to spare the range's cached pages are dropped instead (``fadvise``).
+        with room to spare the range's cached pages are dropped instead (``fadvise``), and
+        only when the page cache is tight (:meth:`_TempFile.cache_is_tight`).
 
         Only whole pages are punched: punching a partial page makes the filesystem zero it
         (a dirty page, written back, and a one-block extent left in the file) -- with ~16,000
@@ -262,12 +279,13 @@ class FileStore(Store):
         if last <= first:
             return
         self._since_look += last - first
-        if self._since_look >= LOOK_EVERY:
+        if self._drop is None or self._since_look >= LOOK_EVERY:
             self._since_look = 0
             self._punch = self.file.disk_is_short()
+            self._drop = self._punch or self.file.cache_is_tight()
         if self._punch:
             self.file.punch(first, last - first)
-        else:
+        elif self._drop:
             self.file.drop(first, last - first)
 
     def truncate(self, size: int) -> None:

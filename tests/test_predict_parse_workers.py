@@ -47,6 +47,9 @@ def _write(path: Path, lines: List[bytes], bom: bool = True) -> Path:
 
 def _read(path: Path, workers: int, monkeypatch: Any, piece: int = 70, size: int = 300) -> List[Tuple[Any, ...]]:
     monkeypatch.setattr(parse_workers, "MIN_FILE_BYTES", 0)
+    # Threads other tests left idle would make the reader decline to fork; these workers only
+    # parse (no lock of those threads is needed), so fork anyway.
+    monkeypatch.setattr(parse_workers, "can_fork", lambda: True)
     out = []
     with PredictionFile(str(path), chunk_rows=size) as pf:
         pf.budget = _Plan(workers, piece)  # type: ignore[assignment]

@@ -123,12 +123,21 @@ class ParseWorkers:
             for _ in range(n):
                 req_r, req_w = os.pipe()
                 ans_r, ans_w = os.pipe()
-                pid = os.fork()
+                # Blocked across the fork: a signal must not run the parent's handler in the
+                # worker before it ignores them (the handler's exception would unwind the
+                # caller's frames there); the parent gets its pending signal at the unblock.
+                signal.pthread_sigmask(signal.SIG_BLOCK, STOPPING)
+                try:
+                    pid = os.fork()
+                except BaseException:
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING)
+                    raise
                 if pid == 0:  # the worker: never returns into the caller's frames
                     code = 1
                     try:
                         for sig in STOPPING:
                             signal.signal(sig, signal.SIG_IGN)
+                        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING)
                         _die_with_parent(parent)
                         for fd in (req_w, ans_r, *self.requests, *self.answers):
                             os.close(fd)
@@ -136,11 +145,12 @@ class ParseWorkers:
                         code = 0
                     finally:
                         os._exit(code)
-                os.close(req_r)
-                os.close(ans_w)
                 self.pids.append(pid)
                 self.requests.append(req_w)
                 self.answers.append(ans_r)
+                os.close(req_r)
+                os.close(ans_w)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING)
         except BaseException:
             self.close()
             raise

@@ -24,7 +24,6 @@ import argparse
 import filecmp
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,8 @@ import numpy as np
 import orjson
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+from _proctree import run_measured  # noqa: E402
 
 
 def make_big(path: Path, n: int = 1_000_000, m: int = 100, seed: int = 5) -> None:
@@ -58,17 +59,12 @@ def make_big(path: Path, n: int = 1_000_000, m: int = 100, seed: int = 5) -> Non
 
 
 def run(python: str, cwd: str, args: List[str]) -> Tuple[float, float, float]:
-    """(wall s, CPU s, peak RSS MiB) of ``python -m bigshuf args``."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([python, "-m", "bigshuf", *args], cwd=cwd, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        sys.exit(f"{python} -m bigshuf {' '.join(args)} failed:\n{err}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    """(wall s, CPU s, peak RSS MiB) of ``python -m bigshuf args``: CPU and RSS of its whole process
+    tree (JSONL parse workers included; RSS sampled by ``_proctree``, shared pages counted per process)."""
+    res = run_measured([python, "-m", "bigshuf", *args], cwd=cwd, interval=0.05)
+    if res.returncode != 0:
+        sys.exit(f"{python} -m bigshuf {' '.join(args)} failed:\n{res.stderr_tail}")
+    return res.wall_s, res.user_s + res.sys_s, res.peak_rss_kb / 1024
 
 
 def main(argv: List[str]) -> int:

@@ -28,6 +28,15 @@ THRESHOLD_BYTES_PER_VALUE = 48
 #: Per row whatever the width: labels, line numbers, the search's per-row index arrays.
 SEARCH_BYTES_PER_ROW = 256
 MAX_CHUNK_ROWS = 1 << 15
+#: JSONL parse workers (``parse_workers.py``) run beside the streaming pass; their share holds
+#: each worker's RSS -- the reading process's RSS when it forks (copy-on-write pages count again
+#: in the worker's RSS) plus its piece -- and the reading process's copy of the pieces in flight.
+WORKER_SHARE = 1 / 4
+#: Per value of a worker's piece: its text and split lines, orjson's Python floats and lists
+#: (~40 B), the float64 array and the lines and answer the reading process holds meanwhile.
+WORKER_BYTES_PER_VALUE = 100
+#: Smaller pieces cost more in messages than the workers save.
+MIN_PIECE_ROWS = 256
 MIN_RESERVOIR_ROWS = 64
 
 
@@ -68,6 +77,16 @@ class Budget:
         """Rows of ``m`` values a search may hold at once (at least a small sample)."""
         m = self.m if m is None else m
         return max(MIN_RESERVOIR_ROWS, int(self.memory * MATRIX_SHARE // (per_value * max(m, 1) + SEARCH_BYTES_PER_ROW)))
+
+    def parse_plan(self, wanted: int, base: int) -> "tuple[int, int]":
+        """(workers, rows per piece) for parsing on up to ``wanted`` worker processes, each
+        starting at ``base`` bytes of RSS; (0, 0) when the share holds none: parse in-process."""
+        for n in range(wanted, 0, -1):
+            room = int(self.memory * WORKER_SHARE) // n - base
+            rows = min(self.chunk_rows, max(0, room) // (WORKER_BYTES_PER_VALUE * self.m))
+            if rows >= min(MIN_PIECE_ROWS, self.chunk_rows):
+                return n, rows
+        return 0, 0
 
     def tuning_rows(self, m: int) -> int:
         return self.matrix_rows(m)

@@ -145,7 +145,7 @@ def _run_can(opts: CanOptions, outs: RunOutputs) -> CanReport:
     with PredictionFile(opts.input, chunk_rows=budget.chunk_rows, **opts.read_options()) as pf:
         _check_input(pf, saved, opts)
         budget.fit(pf.layout.width)
-        pf.chunk_rows = budget.chunk_rows
+        pf.chunk_rows, pf.budget = budget.chunk_rows, budget
         prior_vec = None
         if opts.tune:
             chosen = _tune(pf, result, opts, budget)

@@ -27,6 +27,8 @@ import orjson
 
 from bigshuf.common.errors import InputError
 from bigshuf.common.inputs import check_readable, is_read_once
+from bigshuf.predict import parse_workers
+from bigshuf.predict.budget import Budget
 from bigshuf.predict.formats import (
     CHUNK_ROWS,
     LABEL_KEYS,
@@ -252,6 +254,10 @@ class PredictionFile:
                  chunk_rows: int = CHUNK_ROWS):
         path = os.fspath(path)
         self.chunk_rows = chunk_rows
+        #: With a budget, big JSONL files are parsed on the worker processes it holds
+        #: (``parse_workers``); ``workers`` caps them (None: the usable CPUs; 0: in-process).
+        self.budget: Optional[Budget] = None
+        self.workers: Optional[int] = None
         self.notes: List[str] = []
         labels = None if labels is None else os.fspath(labels)
         self._spool: Optional[str] = None
@@ -402,42 +408,80 @@ class PredictionFile:
         """The common shape -- objects with a list under one key, integer labels: each chunk's
         lines are parsed by list comprehensions and checked as a whole (``_plain_chunk``); a chunk
         with any other row goes row by row (``_plain_rows``), which explains problems."""
+        plan = self._parse_plan()
+        if plan[0]:
+            yield from self._jsonl_worker_chunks(size, *plan)
+            return
         for numbers, raws in _groups(jsonl_line_blocks(self.path), size):
             chunk = self._plain_chunk(numbers, raws)
             yield chunk if chunk is not None else self._plain_rows(numbers, raws)
+
+    def _parse_plan(self) -> Tuple[int, int]:
+        """(workers, rows per piece) the budget holds for this pass, or (0, 0): in-process."""
+        wanted = parse_workers.wanted_workers() if self.workers is None else self.workers
+        if self.budget is None or wanted < 1 or not parse_workers.can_fork() or \
+                os.path.getsize(self.path) < parse_workers.MIN_FILE_BYTES:
+            return 0, 0
+        return self.budget.parse_plan(wanted, parse_workers.current_rss())
+
+    def _jsonl_worker_chunks(self, size: int, workers: int, piece: int) -> Iterator[Chunk]:
+        """``_jsonl_plain_chunks`` with each chunk's pieces parsed on worker processes a few pieces
+        ahead; a chunk with a piece a worker declined is parsed here as without workers (so the
+        first bad line in file order is the one reported). If a worker is lost, the rest of the
+        file is parsed here."""
+        lay = self.layout
+        key, label_key, width, m = lay.key, lay.label_key, lay.width, self.label_map.n_classes
+
+        def parse(raws: List[bytes]) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+            arrays = _plain_arrays(raws, key, label_key, width, m)
+            return None if arrays is None else arrays[1:]
+
+        spans = parse_workers.chunk_spans(self.path, size, piece)
+        queue = parse_workers.ChunkQueue()
+        try:
+            with parse_workers.ParseWorkers(self.path, workers, parse, width) as pool:
+                for numbers, raws, pieces in spans:
+                    queue.add(numbers, raws, len(pieces))
+                    for start, end, rows in pieces:
+                        while pool.in_flight >= parse_workers.DEPTH * workers:
+                            queue.take(pool)
+                            while queue.ready():
+                                yield self._worker_chunk(*queue.items.popleft())
+                        pool.submit(start, end, rows)
+                while queue.items:
+                    while not queue.ready():
+                        queue.take(pool)
+                    yield self._worker_chunk(*queue.items.popleft())
+        except parse_workers.WorkerLost:
+            pass
+        for numbers, raws, _, _ in queue.items:  # a worker was lost: the rest in-process
+            yield self._worker_chunk(numbers, raws, 0, [None])
+        for numbers, raws, _ in spans:
+            yield self._worker_chunk(numbers, raws, 0, [None])
+
+    def _worker_chunk(self, numbers: List[int], raws: List[bytes], pieces: int,
+                      answers: List[Optional[Tuple[np.ndarray, np.ndarray]]]) -> Chunk:
+        if any(a is None for a in answers):
+            chunk = self._plain_chunk(numbers, raws)
+            return chunk if chunk is not None else self._plain_rows(numbers, raws)
+        parts = [a for a in answers if a is not None]
+        values = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])
+        labels = parts[0][1] if len(parts) == 1 else np.concatenate([p[1] for p in parts])
+        chunk = self._finish(values, labels, _LazyRecords(raws, "jsonl", ""),  # type: ignore[arg-type]
+                             np.array(numbers, dtype=np.int64))
+        chunk.raw = raws
+        return chunk
 
     def _plain_chunk(self, numbers: Sequence[int], raws: List[bytes]) -> Optional[Chunk]:
         """The chunk of these lines if every row has the common shape (the values, labels and
         records ``_plain_rows`` would give, made by the same calls), else None. No Python step
         per row: 1M x 100 JSONL read in 11 s instead of 15."""
         lay = self.layout
-        key, label_key = lay.key, lay.label_key
-        loads = orjson.loads
-        try:
-            objs = [loads(raw) for raw in raws]
-            vectors = [obj[key] for obj in objs]
-            labels = [obj.get(label_key) for obj in objs] if label_key else None
-        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        arrays = _plain_arrays(raws, lay.key, lay.label_key, lay.width, self.label_map.n_classes)
+        if arrays is None:
             return None
-        if labels is None:
-            label_array = np.full(len(objs), -1, dtype=np.int64)
-        else:
-            if set(map(type, labels)) != {int}:  # a missing label, a class name, a bool: row by row
-                return None
-            try:
-                label_array = np.array(labels, dtype=np.int64)
-            except OverflowError:
-                return None
-            if label_array.min() < 0 or label_array.max() >= self.label_map.n_classes:
-                return None
-        try:
-            values = np.array(vectors)
-        except (ValueError, TypeError, OverflowError):
-            return None
-        if values.shape != (len(objs), lay.width) or values.dtype.kind not in "fiu" or _any_json_bool(raws):
-            return None
-        chunk = self._finish(values.astype(np.float64, copy=False), label_array, objs,
-                             np.array(numbers, dtype=np.int64))
+        objs, values, label_array = arrays
+        chunk = self._finish(values, label_array, objs, np.array(numbers, dtype=np.int64))
         chunk.raw = raws
         return chunk
 
@@ -761,6 +805,38 @@ def _any_json_bool(raw: List[Any]) -> bool:
     joined = b"".join(raw)  # one C-speed scan of the chunk instead of two per line
     # a single byte is found by memchr, ten times faster than a word: numbers hold no t or f
     return (b"t" in joined or b"f" in joined) and (b"true" in joined or b"false" in joined)
+
+
+def _plain_arrays(raws: List[bytes], key: Any, label_key: Optional[str], width: int,
+                  m: int) -> Optional[Tuple[List[Any], np.ndarray, np.ndarray]]:
+    """(records, float64 values, labels) of JSONL lines if every row has the common shape -- an
+    object with a list of ``width`` numbers under ``key``, an integer label in range -- else None.
+    The one parse of such rows, in the reading process and in the parse workers alike."""
+    loads = orjson.loads
+    try:
+        objs = [loads(raw) for raw in raws]
+        vectors = [obj[key] for obj in objs]
+        labels = [obj.get(label_key) for obj in objs] if label_key else None
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return None
+    if labels is None:
+        label_array = np.full(len(objs), -1, dtype=np.int64)
+    else:
+        if set(map(type, labels)) != {int}:  # a missing label, a class name, a bool: row by row
+            return None
+        try:
+            label_array = np.array(labels, dtype=np.int64)
+        except OverflowError:
+            return None
+        if label_array.min() < 0 or label_array.max() >= m:
+            return None
+    try:
+        values = np.array(vectors)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if values.shape != (len(objs), width) or values.dtype.kind not in "fiu" or _any_json_bool(raws):
+        return None
+    return objs, values.astype(np.float64, copy=False), label_array
 
 
 def _groups(blocks: Iterator[Tuple[Sequence[int], List[bytes]]], size: int) -> Iterator[Tuple[List[int], List[bytes]]]:

@@ -217,7 +217,7 @@ def _search(opts: ThresholdOptions, metric: str, outs: RunOutputs) -> Dict[str, 
     with PredictionFile(opts.input, chunk_rows=budget.chunk_rows, **opts.read_options()) as pf:
         _check_layout(pf, opts.multi_label, opts)
         budget.fit(pf.layout.width)
-        pf.chunk_rows = budget.chunk_rows
+        pf.chunk_rows, pf.budget = budget.chunk_rows, budget
         data = pf.read_all(max_rows=budget.matrix_rows(per_value=THRESHOLD_BYTES_PER_VALUE), seed=opts.seed)
         missing = np.flatnonzero(data.labels < 0)
         if missing.size:

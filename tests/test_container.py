@@ -133,11 +133,12 @@ def _view(limit: Optional[int], room: int, host: int = 16 << 30, pressure: float
     (1 << 30, _view(None, 0, host=1 << 30), 0.0, False),         # host without room
     (1 << 30, _view(2 << 30, 2 << 30), 0.0, True),               # cgroup holds input + budget
     (2600 * MB, _view(1 << 30, 1 << 30), 200e6, False),          # beyond it, from a disk
-    (2600 * MB, _view(1 << 30, 1 << 30), 2.0 * FAST_READ, True),  # beyond it, cached elsewhere
+    (2600 * MB, _view(1 << 30, 1 << 30), 8.0 * FAST_READ, True),  # beyond it, cached elsewhere
+    (2600 * MB, _view(1 << 30, 1 << 30), 1.3 * FAST_READ, False),  # the dev VM's cold disk
     (1 << 30, _view(None, 0, pressure=50.0), 9e9, False),        # pressure
 ])
 def test_cache_decision(size: int, view: MemoryView, rate: float, uses: bool) -> None:
-    why_not, seen = cache_holds(size, 256 * MB, view, lambda: rate)
+    why_not, seen = cache_holds(size, 256 * MB, view, lambda: rate, 7)
     assert (why_not is None) == uses, (why_not, seen)
     if view.cgroup is not None and not uses:
         assert "cgroup limit" in why_not  # -v names the limit

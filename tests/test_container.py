@@ -101,6 +101,26 @@ def test_mount_root_of_a_namespace(tmp_path: Path) -> None:
     assert cg is not None and cg.limit == 700 * MB and cg.path.endswith("cgroup/memory")
 
 
+def test_levels_found_once_per_process_but_limits_read_each_time(tmp_path: Path, monkeypatch) -> None:
+    """The real /proc layout is parsed once per process (a tiny shuffle asked 2-3 times); a fake
+    tree is never cached, and a limit written after the first look is seen at the next."""
+    calls = []
+    real_layout = container._layout
+    monkeypatch.setattr(container, "_layout", lambda p: calls.append(p) or real_layout(p))
+    monkeypatch.setattr(container, "_REAL_LAYOUT", [])
+    container.cgroup_memory()
+    container.default_budget(1 << 30)
+    container.budget_warning(1 << 30)
+    assert calls == [Paths()]
+    paths = fake_tree(tmp_path, 1, {"/a/b": v1(V1_UNLIMITED, 20 * MB)})
+    assert container.cgroup_memory(paths) is None
+    _files(tmp_path / "sys/fs/cgroup/memory/a/b", v1(700 * MB, 20 * MB))
+    cg = container.cgroup_memory(paths)
+    assert cg is not None and cg.limit == 700 * MB
+    assert container.default_budget(1 << 30, container.memory_view(paths))[1] is not None
+    assert calls[1:] == [paths, paths, paths]
+
+
 def test_default_budget_capped_and_warned(tmp_path: Path) -> None:
     paths = fake_tree(tmp_path, 1, {"/a/b": v1(700 * MB, 20 * MB, cache=10 * MB)})
     view = container.memory_view(paths)

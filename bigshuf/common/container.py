@@ -2,8 +2,9 @@
 not the host's RAM.
 
 Docker and Kubernetes limit a container with a memory cgroup that charges its RSS *and* the page
-cache it fills; the host's ``/proc/meminfo`` says nothing of that limit. Found here, once per
-question, from files whose paths are injectable (:class:`Paths`, for tests with a fake tree):
+cache it fills; the host's ``/proc/meminfo`` says nothing of that limit. Found here, at each
+question (where the levels are: once per process), from files whose paths are injectable
+(:class:`Paths`, for tests with a fake tree):
 
 * the process's cgroups (``/proc/self/cgroup``) and where the hierarchies are mounted
   (``/proc/self/mountinfo``): cgroup v1 (the ``memory`` controller's mount) or v2 (``cgroup2``);
@@ -156,16 +157,38 @@ def _level_v2(path: str) -> Optional[CgroupMemory]:
     return CgroupMemory(path, 2, min(limits), usage, min(cache, usage))
 
 
-def cgroup_memory(paths: Paths = Paths()) -> Optional[CgroupMemory]:
-    """The tightest memory-limited level of this process's cgroup and its ancestors (v1's
-    memory controller, else v2), or None if no level has a limit."""
+def _layout(paths: Paths) -> Tuple[List[str], List[str]]:
+    """The directories of this process's v1 memory cgroup and of its v2 cgroup, each with its
+    ancestors (innermost first); empty where that hierarchy is not mounted."""
     mount1, mount2 = _mounts(paths)
     own1, own2 = _own_cgroups(paths)
-    found: List[CgroupMemory] = []
-    if mount1 is not None and own1 is not None:
-        found = [c for c in map(_level_v1, _levels(mount1, own1)) if c is not None]
-    if not found and mount2 is not None and own2 is not None:
-        found = [c for c in map(_level_v2, _levels(mount2, own2)) if c is not None]
+    return (_levels(mount1, own1) if mount1 is not None and own1 is not None else [],
+            _levels(mount2, own2) if mount2 is not None and own2 is not None else [])
+
+
+#: The layout from the real /proc files, with the pid that read it: which cgroup a process is
+#: in and where the hierarchies are mounted do not change under a run, and parsing mountinfo
+#: again cost ~0.1 ms a call (a tiny shuffle asks 2-3 times). Injected Paths are never cached.
+_REAL_LAYOUT: List[Tuple[int, Tuple[List[str], List[str]]]] = []
+
+
+def _cached_layout(paths: Paths) -> Tuple[List[str], List[str]]:
+    if paths != Paths():
+        return _layout(paths)
+    pid = os.getpid()
+    if not _REAL_LAYOUT or _REAL_LAYOUT[0][0] != pid:  # a forked child may have been moved
+        _REAL_LAYOUT[:] = [(pid, _layout(paths))]
+    return _REAL_LAYOUT[0][1]
+
+
+def cgroup_memory(paths: Paths = Paths()) -> Optional[CgroupMemory]:
+    """The tightest memory-limited level of this process's cgroup and its ancestors (v1's
+    memory controller, else v2), or None if no level has a limit. The limits and usage are
+    read at each call; where the levels are, once per process (:func:`_cached_layout`)."""
+    levels1, levels2 = _cached_layout(paths)
+    found = [c for c in map(_level_v1, levels1) if c is not None]
+    if not found:
+        found = [c for c in map(_level_v2, levels2) if c is not None]
     return min(found, key=lambda c: c.room) if found else None
 
 
@@ -253,28 +276,27 @@ MIN_DEFAULT = 16 << 20
 def default_budget(default: int, view: Optional[MemoryView] = None) -> Tuple[int, Optional[str]]:
     """The default --memory: ``default``, capped to fit a memory-limited cgroup; and why it
     was capped (None if it was not)."""
-    view = view or memory_view()
-    if view.cgroup is None:
+    cg = view.cgroup if view is not None else cgroup_memory()  # the host's figures are not needed
+    if cg is None:
         return default, None
-    cap = int((view.cgroup.room - INTERPRETER_BYTES) * BUDGET_SHARE)
+    cap = int((cg.room - INTERPRETER_BYTES) * BUDGET_SHARE)
     if cap >= default:
         return default, None
     cap = max(MIN_DEFAULT, cap >> 20 << 20)
     return cap, (f"--memory {format_size(cap)} (not {format_size(default)}): the cgroup's "
-                 f"limit is {format_size(view.cgroup.limit)}, {format_size(view.cgroup.room)} free "
-                 f"({view.cgroup.path})")
+                 f"limit is {format_size(cg.limit)}, {format_size(cg.room)} free ({cg.path})")
 
 
 def budget_warning(memory: int, view: Optional[MemoryView] = None) -> Optional[str]:
     """A warning if an explicit --memory cannot fit the cgroup (the kernel would kill the run
     rather than let it finish), else None."""
-    view = view or memory_view()
-    if view.cgroup is None or memory + INTERPRETER_BYTES <= view.cgroup.room:
+    cg = view.cgroup if view is not None else cgroup_memory()
+    if cg is None or memory + INTERPRETER_BYTES <= cg.room:
         return None
-    fit, _ = default_budget(1 << 62, view)
+    fit, _ = default_budget(1 << 62, MemoryView(cg, 0, 0.0))
     return (f"--memory {format_size(memory)} does not fit this container's memory cgroup "
-            f"(limit {format_size(view.cgroup.limit)}, {format_size(view.cgroup.room)} free, "
-            f"{view.cgroup.path}): the kernel may kill the run; about --memory "
+            f"(limit {format_size(cg.limit)}, {format_size(cg.room)} free, "
+            f"{cg.path}): the kernel may kill the run; about --memory "
             f"{format_size(fit)} would fit")
 
 

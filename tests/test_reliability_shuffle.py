@@ -71,11 +71,12 @@ def setup(tmp_path):
 
 @pytest.fixture(scope="module")
 def big_input(tmp_path_factory):
-    """32 MB of unique lines (scripts/gen_corpus.py), shared read-only by the signal tests."""
+    """8 MB of unique lines (scripts/gen_corpus.py), shared read-only by the signal tests: twice
+    the -S 4M they run at, so the runs are in the temporary file (32 MB took the same paths)."""
     d = tmp_path_factory.mktemp("big")
     path = d / "big.txt"
     subprocess.run([sys.executable, str(REPO / "scripts" / "gen_corpus.py"), "--shape", "short",
-                    "--numbered", "--size", "32M", "-o", str(path)], check=True, capture_output=True)
+                    "--numbered", "--size", "8M", "-o", str(path)], check=True, capture_output=True)
     return path, sha256(path)
 
 
@@ -202,7 +203,7 @@ def test_temp_dir_missing_at_start(setup, tmp_path):
              store="temporary file")
 
 
-@pytest.mark.parametrize("memory,levels", [("16M", "1"), ("2M", "[2-9]")],
+@pytest.mark.parametrize("memory,levels", [("4M", "1"), ("1M", "[2-9]")],
                          ids=["one-level", "multi-level"])
 def test_temp_dir_removed_mid_scatter_completes(big_input, tmp_path, memory, levels):
     """The runs file is unlinked as soon as it is created, and every level (buckets
@@ -311,7 +312,7 @@ def test_disk_full_mid_gather_from_stdin(setup, tmp_path):
 def test_signal_mid_phase(big_input, tmp_path, sig, phase):
     src, h = big_input
     temp, out_dir, dest = _work_dirs(tmp_path)
-    args = ["shuffle", src, "-o", dest, "-S", "16M", "-T", temp, "--seed", "5"]
+    args = ["shuffle", src, "-o", dest, "-S", "4M", "-T", temp, "--seed", "5"]
     proc = spawn(args, pause_at=phase)
     state = stop_in_phase(proc, phase, src, dest, temp, need_runs_file=True)
     if phase == "gather":
@@ -328,7 +329,7 @@ def test_second_signal_during_cleanup_is_ignored(big_input, tmp_path, phase):
     second arrives while the first one's cleanup runs. The first decides the exit status."""
     src, h = big_input
     temp, out_dir, dest = _work_dirs(tmp_path)
-    args = ["shuffle", src, "-o", dest, "-S", "16M", "-T", temp, "--seed", "5"]
+    args = ["shuffle", src, "-o", dest, "-S", "4M", "-T", temp, "--seed", "5"]
     proc = spawn(args, pause_at=phase)
     stop_in_phase(proc, phase, src, dest, temp, need_runs_file=True)
     os.kill(proc.pid, signal.SIGINT)
@@ -462,7 +463,7 @@ def test_sigkill_mid_scatter_leaves_nothing(big_input, tmp_path):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     dest = out_dir / "out.txt"
-    args = ["shuffle", src, "-o", dest, "-S", "16M", "-T", temp, "--seed", "5"]
+    args = ["shuffle", src, "-o", dest, "-S", "4M", "-T", temp, "--seed", "5"]
     proc = spawn(args, pause_at="scatter")
     stop_in_phase(proc, "scatter", src, dest, temp, need_runs_file=True)
     p = fault_and_wait(proc, signal.SIGKILL)
@@ -475,7 +476,7 @@ def test_sigkill_mid_scatter_leaves_nothing(big_input, tmp_path):
 def test_sigkill_mid_gather_leaves_only_the_temp_name_and_next_run_removes_it(big_input, tmp_path):
     src, h = big_input
     temp, out_dir, dest = _work_dirs(tmp_path)
-    args = ["shuffle", src, "-o", dest, "-S", "16M", "-T", temp, "--seed", "5"]
+    args = ["shuffle", src, "-o", dest, "-S", "4M", "-T", temp, "--seed", "5"]
     proc = spawn(args, pause_at="gather")
     stop_in_phase(proc, "gather", src, dest, temp)
     p = fault_and_wait(proc, signal.SIGKILL)

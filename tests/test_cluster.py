@@ -71,15 +71,26 @@ def test_identical_to_local_engine(client, inputs, tmp_path, kw):
 
 
 def test_result_verifies_and_cli_works(inputs, tmp_path):
+    """--scheduler local:2 from the command line, with another cluster's dashboard on port 8787:
+    quiet (Dask printed a three-line warning when the local cluster asked for 8787; the worker
+    count of -v is checked in test_shared_dirs' cluster test). One cluster for both checks:
+    starting one costs ~1.5 s of CPU."""
     out = tmp_path / "out.txt"
-    from conftest import run_cli
-    p = run_cli(["shuffle", *inputs, "-o", str(out), "--scheduler", "local:2", "-T", str(tmp_path),
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("", 8787))
+            s.listen()
+        except OSError:
+            pass  # already taken: as good
+        p = run(["shuffle", *inputs, "-o", str(out), "--scheduler", "local:2", "-T", str(tmp_path),
                  "--seed", "1", "-S", "2M"], timeout=300)
     assert p.returncode == 0, p.stderr
+    assert b"8787" not in p.stderr and p.stderr == b"", p.stderr
     cat = tmp_path / "cat.txt"
     cat.write_bytes(b"".join(gzip.decompress(Path(i).read_bytes()) if i.endswith(".gz")
                              else Path(i).read_bytes() for i in inputs))
-    v = run_cli(["verify", str(cat), str(out)])
+    v = invoke(["verify", str(cat), str(out)])  # in this process: verifying needs none of its own
     assert v.returncode == 0, v.stdout
 
 
@@ -199,26 +210,3 @@ def test_dask_missing_says_how_to_install_from_the_clone(monkeypatch):
     with pytest.raises(UsageError) as e:
         cluster._require()
     assert "'.[dask]'" in str(e.value) and "bigshuf[dask]" not in str(e.value)
-
-
-def test_a_local_cluster_is_quiet_when_port_8787_is_taken():
-    """--scheduler local:N with another cluster's dashboard on 8787: Dask printed a three-line
-    warning (the worker count of -v is checked in test_shared_dirs' cluster test)."""
-    import warnings
-
-    pytest.importorskip("distributed")
-    from bigshuf.shuffler.methods.cluster import _client
-
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("", 8787))
-            s.listen()
-        except OSError:
-            pass  # already taken: as good
-        with warnings.catch_warnings(record=True) as seen:
-            warnings.simplefilter("always")
-            client, cluster = _client("local:1", None)
-            client.close()
-            cluster.close()
-    assert not [w for w in seen if "8787" in str(w.message)], [str(w.message) for w in seen]

@@ -23,7 +23,7 @@ from bigshuf.common import randomness
 from bigshuf.shuffler.methods import reservoir as sampling
 
 ALPHA = 1e-4
-#: Runs for the 28 pairs of 8 lines (the test and its mutation use the same number).
+#: Seeds of the keys for the 28 pairs of 8 lines.
 RUNS_28 = 700
 
 
@@ -57,12 +57,30 @@ def _files(*sizes: int) -> Callable[[], list]:
     return lambda: [io.BytesIO(d) for d in datas]
 
 
+def _first_keys(seed: int, n: int, k: int) -> tuple:
+    """The indices of the first ``k`` of ``n`` records in the keys' order (the order contract)."""
+    return tuple(np.argsort(randomness.OrderKeys(seed).range(0, n), kind="stable")[:k].tolist())
+
+
+#: Whole runs checked record for record against the keys (the statistics are on the keys).
+EXACT_RUNS = 150
+
+
+def _pairs_are_the_keys(sizes: Sequence[int]) -> None:
+    """-n 2 over 8 lines split as ``sizes``: exactly the keys' first pair on EXACT_RUNS runs."""
+    make = _files(*sizes)
+    for seed in range(EXACT_RUNS):
+        assert frozenset(_sample(make, 2, seed)) == {b"L%d" % i for i in _first_keys(seed, 8, 2)}, seed
+
+
 @pytest.mark.parametrize("sizes", [(4, 4), (2, 3, 3), (1, 7)], ids=["4+4", "2+3+3", "1+7"])
 def test_every_pair_equally_likely_over_several_inputs(sizes):
     """-n 2 over 8 lines split over several inputs: 28 pairs, each 1/28 (the inputs reused one
-    stream before, and 3 of the 28 pairs never appeared). 700 runs (25 a pair) keep the fixed
-    seeds' p-value far above ALPHA, and the mutation below still shows 4 pairs of 28, p ~ 0."""
-    counts = _counts(_files(*sizes), 2, RUNS_28)
+    stream before, and 3 of the 28 pairs never appeared). The runs give the keys' first pair
+    exactly (150 runs; it was a chi-square over 700 whole runs, ~0.5 s each size), and the keys'
+    pairs are uniform (chi-square over RUNS_28 seeds); the mutation below is caught at once."""
+    _pairs_are_the_keys(sizes)
+    counts = Counter(frozenset(_first_keys(seed, 8, 2)) for seed in range(RUNS_28))
     assert len(counts) == 28
     assert _p_uniform(counts, 28) > ALPHA
 
@@ -193,7 +211,9 @@ def test_mutation_a_key_that_ignores_the_inputs_index_is_caught(monkeypatch):
     keys must never have)."""
     real = randomness.OrderKeys.range
     monkeypatch.setattr(randomness.OrderKeys, "range", lambda self, first, count: real(self, 0, count))
-    counts = _counts(_files(4, 4), 2, RUNS_28)
+    with pytest.raises(AssertionError):
+        _pairs_are_the_keys((4, 4))
+    counts = _counts(_files(4, 4), 2, 150)  # and the statistics of whole runs see it too
     assert len(counts) < 28 or _p_uniform(counts, 28) < ALPHA
 
 
@@ -205,8 +225,8 @@ def test_mutation_a_key_without_its_mixing_is_caught(monkeypatch):
         x *= np.uint64(0x9E3779B97F4A7C15)
 
     monkeypatch.setattr(randomness.OrderKeys, "_mix", weak)
-    counts = _counts(_files(4), 2, 1200, ordered=True)
-    assert len(counts) < 12 or _p_uniform(counts, 12) < ALPHA
+    counts = _counts(_files(4), 2, 300, ordered=True)  # 1200 before; 300 still see 4 pairs of 12
+    assert len(counts) < 12 or _p_uniform(counts, 12) < ALPHA, counts
 
 
 def test_mutation_spilled_sample_written_in_file_order_is_caught(spill, monkeypatch):

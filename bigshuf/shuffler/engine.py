@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import FIRST_COMPLETED, FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, List, Optional, Set
 
@@ -19,6 +20,7 @@ from bigshuf.common.progress import Progress
 from bigshuf.common.randomness import Streams
 from bigshuf.shuffler.buffers import BufferPool
 from bigshuf.shuffler.gather import BucketReader, Piece, Unit, order_unit, plan_units
+from bigshuf.shuffler.heap import roomy_heap
 from bigshuf.shuffler.plan import Geometry
 from bigshuf.shuffler.records import Block
 from bigshuf.shuffler.scatter import KEY_BYTES, KeyRange, partition
@@ -86,6 +88,9 @@ class Engine:
         self.pool = BufferPool(geo.block_bytes)
         self.temp = TempSpace(temp_dir)
         self.inflight: Set[Future] = set()
+        # Freed per-record arrays stay with the process until close (shuffler/heap.py).
+        self.heap = ExitStack()
+        self.heap.enter_context(roomy_heap(geo.block_bytes))
 
     def submit(self, fn: Callable[..., Any], *args: object) -> Future:
         future = self.executor.submit(fn, *args)
@@ -110,6 +115,7 @@ class Engine:
             s.close()
         self.stores.clear()
         self.temp.close()
+        self.heap.close()
 
     def check(self) -> None:
         if self.signalled or self.cancel.is_set():

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from bigshuf.shuffler import heap
-from bigshuf.shuffler.heap import M_MMAP_THRESHOLD, M_TOP_PAD, roomy_heap, top_pad
+from bigshuf.shuffler.heap import M_MMAP_THRESHOLD, M_TOP_PAD, M_TRIM_THRESHOLD, roomy_heap, top_pad
 
 
 class FakeLibc:
@@ -22,9 +22,11 @@ def test_set_on_entry_and_defaults_back_on_exit():
     libc = FakeLibc()
     with roomy_heap(16 << 20, (libc.mallopt, libc.trim)) as pad:
         assert pad == 8 << 20
-        assert libc.calls == [(M_MMAP_THRESHOLD, 32 << 20), (M_TOP_PAD, 8 << 20)]
-    assert libc.calls[2:] == [(M_TOP_PAD, heap.DEFAULT_TOP_PAD),
-                              (M_MMAP_THRESHOLD, heap.DEFAULT_MMAP_THRESHOLD), ("trim", 0)]
+        assert libc.calls == [(M_MMAP_THRESHOLD, 32 << 20), (M_TOP_PAD, 8 << 20),
+                              (M_TRIM_THRESHOLD, 16 << 20)]
+    # The pad back to glibc's default; the thresholds where glibc's dynamic rule leaves them.
+    assert libc.calls[3:] == [(M_TOP_PAD, heap.DEFAULT_TOP_PAD), (M_TRIM_THRESHOLD, 64 << 20),
+                              ("trim", 0)]
 
 
 def test_nested_uses_keep_the_first_settings_and_the_last_restores():
@@ -33,7 +35,7 @@ def test_nested_uses_keep_the_first_settings_and_the_last_restores():
     with roomy_heap(1 << 20, calls):
         with roomy_heap(1 << 30, calls):
             pass
-        assert len(libc.calls) == 2  # the inner one changed nothing, nor put anything back
+        assert len(libc.calls) == 3  # the inner one changed nothing, nor put anything back
     assert libc.calls[-1] == ("trim", 0)
 
 

@@ -1,17 +1,21 @@
 """glibc's malloc told to keep what numpy frees while the engine runs.
 
 The phases allocate and free per-record arrays of a few MB for every block and unit (ends,
-orders, lengths, a fancy index's temporary). With glibc's defaults, a worker thread's arena gives
-the top of its heap back (``madvise``) whenever it frees more than 128 KB, and the next block
-faults the same pages in again and the kernel clears them: on 1 GiB of short lines at
-``--memory 256M``, 630,000 page faults and ~1.5 s of system time out of ~7 s of CPU. A fixed mmap
-threshold above those arrays (they come from the arenas, not from one ``mmap`` each) and a top
-pad of half a block (what an arena keeps beyond its top chunk) bring it to ~35,000 faults.
+orders, lengths, a fancy index's temporary). With glibc's defaults a worker thread's arena gives
+the top of its heap back (``madvise``) as soon as it frees more than its small top pad (128 KB),
+and the next block faults the same pages in again while the kernel clears them: on 1 GiB of short
+lines at ``--memory 256M``, 630,000 page faults and ~1.3 s of system time out of ~7 s of CPU.
+Arrays up to 32 MB taken from the arenas (a fixed mmap threshold), a top pad of half a block
+(what a thread's arena keeps when it shrinks) and a trim threshold of a block (the main thread's)
+bring it to ~35,000 faults.
 
-The pad is sized by the budget (a block is ``--memory``/16), so the memory kept is a few per
-cent of it; peak RSS stays within the budget's bound (``scripts/bench_memory.py``). The settings
-are process-wide, so :func:`roomy_heap` puts glibc's defaults back on exit and trims the heap:
-a library caller's process is left as it was. Elsewhere than glibc it does nothing.
+The pad is sized by the budget (a block is ``--memory``/16), so what is kept is a few per cent
+of it; peak RSS stays within the budget's bound (``scripts/bench_memory.py``). The settings are
+process-wide: on exit :func:`roomy_heap` puts the pad back to glibc's default and leaves the
+thresholds where glibc's own dynamic rule puts them once a 32 MB array has been freed (mmap 32
+MB, trim 64 MB: the dynamic rule cannot be switched back on), then trims the heap, so a library
+caller's process keeps no more than it would after any large numpy work. Elsewhere than glibc it
+does nothing.
 """
 from __future__ import annotations
 
@@ -23,10 +27,8 @@ from typing import Iterator, Optional
 
 #: mallopt(3) parameters.
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
-#: glibc's defaults (mallopt(3)): put back on exit. (The default mmap threshold grows by itself
-#: with what is freed; once set it stays fixed, so 128 KB is its starting value.)
+#: glibc's default top pad (mallopt(3)), put back on exit.
 DEFAULT_TOP_PAD = 128 << 10
-DEFAULT_MMAP_THRESHOLD = 128 << 10
 #: Allocations up to this come from the arenas: glibc's largest mmap threshold (32 MB on 64-bit).
 MMAP_THRESHOLD = 32 << 20
 #: The top pad's bounds.
@@ -64,8 +66,8 @@ def top_pad(block_bytes: int) -> int:
 def roomy_heap(block_bytes: int, mallopt=None) -> Iterator[Optional[int]]:
     """While inside, freed arrays up to 32 MB stay with the process (see the module's
     docstring); yields the pad set, or None where glibc is not there. Nested or concurrent
-    uses (threads running shuffles) keep the first one's settings; the last to leave puts the
-    defaults back."""
+    uses (threads running shuffles) keep the first one's settings; the last to leave sets
+    what the module's docstring says and trims."""
     global _users
     calls = mallopt if mallopt is not None else _mallopt
     if calls is None:
@@ -78,6 +80,7 @@ def roomy_heap(block_bytes: int, mallopt=None) -> Iterator[Optional[int]]:
         if _users == 1:
             set_(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
             set_(M_TOP_PAD, pad)
+            set_(M_TRIM_THRESHOLD, 2 * pad)
     try:
         yield pad
     finally:
@@ -85,5 +88,5 @@ def roomy_heap(block_bytes: int, mallopt=None) -> Iterator[Optional[int]]:
             _users -= 1
             if _users == 0:
                 set_(M_TOP_PAD, DEFAULT_TOP_PAD)
-                set_(M_MMAP_THRESHOLD, DEFAULT_MMAP_THRESHOLD)
+                set_(M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD)
                 trim(0)

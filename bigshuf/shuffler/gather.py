@@ -199,8 +199,8 @@ def order_unit(buf: np.ndarray, total: int, keys: np.ndarray, sep: int, out: np.
     if n == 0:
         return 0
     order = key_order(keys, scratch)
-    starts = ends[order]
-    lengths = np.diff(ends, prepend=0)[order]
+    starts = np.take(ends, order, mode="clip")  # see scatter.partition: a permutation
+    lengths = np.take(np.diff(ends, prepend=0), order, mode="clip")
     del order, ends
     starts -= lengths
     gather_records(buf, starts, lengths, out, 0)

@@ -38,6 +38,8 @@ from bigshuf.shuffler.writing import Sink
 
 #: Blocks smaller than this are scattered by the main thread itself (no hand-off to a worker).
 INLINE_BYTES = 64 << 10
+#: Gather units whose pieces are asked for ahead of the one being handed to a worker.
+PREFETCH_UNITS = 1
 #: Seconds the cleanup waits for workers that do not stop (blocked writing to a stalled reader).
 STUCK_WAIT = 0.5
 
@@ -258,6 +260,12 @@ class Engine:
             self.check()
             if sink.full:
                 break
+            # The next units' pieces are read ahead while this one waits for a worker
+            # (a hint: only when the temporary file cannot stay in the page cache).
+            first_ahead = 0 if i == 0 else i + PREFETCH_UNITS
+            for ahead in units[first_ahead:i + PREFETCH_UNITS + 1]:
+                if not ahead.oversized:
+                    reader.prefetch(ahead.first, ahead.last)
             if unit.oversized:
                 pending = self.wait_some(pending, 1)
                 self.rescatter(level.store, reader.pieces(unit.first), level.keys.child(unit.first),

@@ -105,6 +105,16 @@ class BucketReader:
                     self.store.discard(int(start[r, first]), int(spans[r]))
         return starts
 
+    def prefetch(self, first: int, last: int) -> None:
+        """Tell the store that buckets first..last-1 and their keys are read next: per run,
+        one range of records and one of keys (consecutive buckets are contiguous in a run)."""
+        ranges = []
+        for start, size in ((self.piece_start, self.piece_bytes),
+                            (self.key_start, KEY_BYTES * self.piece_records)):
+            spans = size[:, first:last].sum(axis=1)
+            ranges.extend(zip(start[:, first].tolist(), spans.tolist()))
+        self.store.prefetch([(o, n) for o, n in ranges if n])
+
     def pieces(self, bucket: int) -> List[Piece]:
         """Every non-empty piece of one bucket, in run order."""
         rows = np.flatnonzero(self.piece_records[:, bucket])

@@ -23,7 +23,7 @@ def test_set_on_entry_and_defaults_back_on_exit():
     with roomy_heap(16 << 20, (libc.mallopt, libc.trim)) as pad:
         assert pad == 8 << 20
         assert libc.calls == [(M_MMAP_THRESHOLD, 32 << 20), (M_TOP_PAD, 8 << 20),
-                              (M_TRIM_THRESHOLD, 16 << 20)]
+                              (M_TRIM_THRESHOLD, 32 << 20)]
     # The pad back to glibc's default; the thresholds where glibc's dynamic rule leaves them.
     assert libc.calls[3:] == [(M_TOP_PAD, heap.DEFAULT_TOP_PAD), (M_TRIM_THRESHOLD, 64 << 20),
                               ("trim", 0)]
@@ -55,21 +55,32 @@ def test_pad_follows_the_block_within_bounds():
     assert top_pad(1 << 30) == heap.MAX_PAD        # --memory 16G
 
 
-def test_the_engine_holds_it_until_closed(monkeypatch):
+def test_the_engine_phases_hold_it(tmp_path, monkeypatch):
+    """Held while the engine scatters and gathers (not by the input method, which has
+    phases of its own), and let go after each."""
     from bigshuf.common.progress import Progress
     from bigshuf.common.randomness import Streams
     from bigshuf.shuffler.engine import Engine
     from bigshuf.shuffler.plan import plan
+    from bigshuf.shuffler.records import RecordReader
+    from bigshuf.shuffler.scatter import KeyRange
     from bigshuf.shuffler.stats import ShuffleStats
 
     libc = FakeLibc()
     monkeypatch.setattr(heap, "_mallopt", (libc.mallopt, libc.trim))
-    engine = Engine(plan(16 << 20), 1, Streams(1), 10, None, Progress(False, None),
-                    ShuffleStats(seed=1))
-    assert heap._users == 1 and (M_TOP_PAD, top_pad(1 << 20)) in libc.calls
-    engine.close()
-    engine.close()  # twice (the failure path) is fine
-    assert heap._users == 0 and libc.calls.count(("trim", 0)) == 1
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"a\nb\nc\n")
+    geo = plan(16 << 20)
+    engine = Engine(geo, 1, Streams(1), 10, None, Progress(False, None), ShuffleStats(seed=1))
+    seen = []
+    try:
+        assert heap._users == 0
+        blocks = RecordReader([str(src)]).blocks(geo.block_bytes, geo.block_records, engine.pool)
+        engine.scatter(blocks, KeyRange(), 6, None, lambda b: seen.append(heap._users))
+        assert heap._users == 0 and seen == [1]
+        assert (M_TOP_PAD, top_pad(1 << 20)) in libc.calls and libc.calls[-1] == ("trim", 0)
+    finally:
+        engine.close()
 
 
 def test_real_glibc_calls_do_not_fail():

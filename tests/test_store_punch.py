@@ -73,8 +73,8 @@ def test_punch_only_when_the_disk_is_short(tmp_path, monkeypatch):
 def test_cached_pages_are_left_alone_while_the_cache_has_room(tmp_path, monkeypatch):
     """Dropping consumed temp pages costs ~0.5 s per GB of gather when the page cache could
     hold them anyway: only a tight cache (a small cgroup) drops them."""
-    from bigshuf.shuffler import store as store_mod
     from bigshuf.common.container import MemoryView
+    from bigshuf.shuffler import store as store_mod
     store = FileStore(str(tmp_path))
     store.write(0, np.zeros(4 * _PAGE, dtype=np.uint8))
     calls = []

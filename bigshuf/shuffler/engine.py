@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import FIRST_COMPLETED, FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, List, Optional, Set
 
@@ -90,9 +89,6 @@ class Engine:
         self.pool = BufferPool(geo.block_bytes)
         self.temp = TempSpace(temp_dir)
         self.inflight: Set[Future] = set()
-        # Freed per-record arrays stay with the process until close (shuffler/heap.py).
-        self.heap = ExitStack()
-        self.heap.enter_context(roomy_heap(geo.block_bytes))
 
     def submit(self, fn: Callable[..., Any], *args: object) -> Future:
         future = self.executor.submit(fn, *args)
@@ -117,7 +113,6 @@ class Engine:
             s.close()
         self.stores.clear()
         self.temp.close()
-        self.heap.close()
 
     def check(self) -> None:
         if self.signalled or self.cancel.is_set():
@@ -147,6 +142,11 @@ class Engine:
     def scatter(self, blocks: Iterator[Block], space: KeyRange, size: Optional[int],
                 buckets: Optional[int], on_block: Callable[[Block], None], depth: int = 1) -> Level:
         """Scatter a stream of blocks, whose keys all lie in ``space``, into a new level."""
+        with roomy_heap(self.geo.block_bytes):  # freed per-record arrays kept (heap.py)
+            return self._scatter(blocks, space, size, buckets, on_block, depth)
+
+    def _scatter(self, blocks: Iterator[Block], space: KeyRange, size: Optional[int],
+                 buckets: Optional[int], on_block: Callable[[Block], None], depth: int) -> Level:
         k0 = buckets or self.geo.initial_buckets()
         cut = KeyRange.cut(space.lo, space.span, k0)
         job = _ScatterJob(cut, k0, RunIndex(k0, self.geo.index_entries, fixed=buckets is not None))
@@ -251,6 +251,10 @@ class Engine:
     # -- gather ----------------------------------------------------------------------------
     def gather(self, level: Level, sink: Sink, base_offset: int = 0) -> None:
         """Write every bucket of ``level`` to ``sink`` in bucket order, each in key order."""
+        with roomy_heap(self.geo.block_bytes):
+            self._gather(level, sink, base_offset)
+
+    def _gather(self, level: Level, sink: Sink, base_offset: int) -> None:
         geo = self.geo
         reader = BucketReader(level.store, level.run_offsets, level.piece_bytes, level.piece_records)
         units = plan_units(level.bucket_bytes, level.bucket_records, geo.unit_bytes, geo.unit_records)

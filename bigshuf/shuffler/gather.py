@@ -9,7 +9,7 @@ again by the next bits of its keys (one level down, same order).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -108,7 +108,7 @@ class BucketReader:
     def prefetch(self, first: int, last: int) -> None:
         """Tell the store that buckets first..last-1 and their keys are read next: per run,
         one range of records and one of keys (consecutive buckets are contiguous in a run)."""
-        ranges = []
+        ranges: List[Tuple[int, int]] = []
         for start, size in ((self.piece_start, self.piece_bytes),
                             (self.key_start, KEY_BYTES * self.piece_records)):
             spans = size[:, first:last].sum(axis=1)

@@ -146,9 +146,7 @@ class _TempFile:
         # (9% of all CPU in a profile of two concurrent writers).
         with self.lock:
             if self.watch is not None:
-                why = self.watch.check(len(data))
-                if why is not None:
-                    raise BigshufError(why)
+                self.watch.guard(len(data))
             pwrite_all(self.fd, data, offset)
 
     def readv(self, offset: int, mvs: List[memoryview]) -> None:

@@ -278,3 +278,41 @@ def test_v1_limit_ignores_host_pressure(tmp_path: Path) -> None:
     assert view.cgroup is not None and view.pressure == 0.0
     why, _ = cache_holds(100 * MB, 64 * MB, view)
     assert why is None
+
+
+class _Refuse(container.TempGrowthWatch):
+    """A watch whose cgroup has no room left: every write is refused."""
+
+    def __init__(self) -> None:
+        super().__init__("/dev/shm/x", "tmpfs")
+
+    def check(self, nbytes: int) -> Optional[str]:
+        return "temporary directory /dev/shm/x is in memory (tmpfs) and outgrew the limit"
+
+
+@pytest.mark.parametrize("module,options", [
+    ("bigshuf.shuffler.rereading", {"unique": True}),  # a stream spooled to read it twice
+    ("bigshuf.shuffler.dedup", {"unique": True, "memory": "1M"}),  # the table spilled
+])
+def test_every_temp_file_in_ram_is_watched(tmp_path: Path, monkeypatch, module, options) -> None:
+    """Not only the engine's temp file: the spool of a stream read twice and --unique's spilled
+    table stop with the one-line error before the OOM killer would (a tmpfs -T in a cgroup)."""
+    import importlib
+    import io
+
+    import bigshuf
+    from bigshuf.common.errors import BigshufError
+    monkeypatch.setattr(importlib.import_module(module), "temp_growth_watch",
+                        lambda directory: _Refuse())
+    data = b"".join(b"%d\n" % i for i in range(60_000))
+    source = io.BytesIO(data) if module.endswith("rereading") else _file(tmp_path, data)
+    out = tmp_path / "out"
+    with pytest.raises(BigshufError, match="outgrew"):
+        bigshuf.shuffle([source], output=str(out), seed=1, **options)
+    assert not out.exists()
+
+
+def _file(tmp_path: Path, data: bytes) -> str:
+    path = tmp_path / "in.txt"
+    path.write_bytes(data)
+    return str(path)

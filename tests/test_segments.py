@@ -47,6 +47,31 @@ def test_gather_matches_reference(lengths, gap, out_pos, rnd):
     assert (out[:out_pos] == sentinel).all() and (out[end:] == sentinel).all()
 
 
+@settings(max_examples=60, deadline=None)
+@given(lengths=st.lists(st.integers(0, 16), min_size=1, max_size=120), gap=st.integers(0, 3),
+       out_pos=st.integers(0, 9), step=st.integers(1, 6), rnd=st.randoms(use_true_random=False))
+def test_one_window_each_matches_reference(lengths, gap, out_pos, step, rnd):
+    """Short records (none longer than the window): the path without chunks or masks, with
+    sources and destinations at both buffers' ends and many steps."""
+    starts, lengths = _layout(lengths)
+    starts = starts + np.arange(len(starts)) * gap
+    size = int(starts[-1] + lengths[-1])
+    src = np.frombuffer(bytes(rnd.getrandbits(8) for _ in range(size)), np.uint8)
+    order = list(range(len(lengths)))
+    rnd.shuffle(order)
+    expect = _reference(src, starts, lengths, order)
+    out = np.full(out_pos + len(expect) + 5, 0xAB, np.uint8)
+    used = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(segments, "STEP_BYTES", step * 16)
+        inner = segments._copy_one_window_each
+        mp.setattr(segments, "_copy_one_window_each", lambda *a: used.append(1) or inner(*a))
+        end = gather_records(src, starts[order], lengths[order], out, out_pos)
+    assert used or not expect  # the short path ran
+    assert out[out_pos:end].tobytes() == expect
+    assert (out[:out_pos] == 0xAB).all() and (out[end:] == 0xAB).all()
+
+
 @pytest.mark.parametrize("mean", [1, 36, 200, 1000])
 def test_every_window_width_and_big_records(monkeypatch, mean):
     monkeypatch.setattr(segments, "BIG", 300)       # records over 300 bytes: exact copies

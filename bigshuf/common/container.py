@@ -23,6 +23,7 @@ import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
+from bigshuf.common.errors import BigshufError
 from bigshuf.common.sizes import format_size
 
 #: A v1 limit at or above this is "unlimited" (the kernel writes PAGE_COUNTER_MAX pages).
@@ -373,6 +374,12 @@ class TempGrowthWatch:
                     f"give --temp-dir on a disk")
         self.unchecked = 0
         return None
+
+    def guard(self, nbytes: int) -> None:
+        """Before writing ``nbytes``: the one-line error (exit 1) if they must not be written."""
+        why = self.check(nbytes)
+        if why is not None:
+            raise BigshufError(why)
 
 
 def temp_growth_watch(directory: str, paths: Paths = Paths()) -> Optional[TempGrowthWatch]:

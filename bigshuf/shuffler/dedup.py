@@ -36,6 +36,7 @@ from typing import Callable, Generator, Iterator, List, Optional, Tuple
 import numpy as np
 import xxhash
 
+from bigshuf.common.container import temp_growth_watch
 from bigshuf.common.errors import BigshufError, UsageError, changed
 from bigshuf.common.output import pwrite_all
 from bigshuf.common.randomness import Purpose, fmix
@@ -199,8 +200,11 @@ class _Spill:
         self.directory = directory
         self.fd = unlinked_temp_fd(directory)
         self.end = 0
+        self.watch = temp_growth_watch(directory)  # a tmpfs file inside a memory cgroup
 
     def write(self, rows: np.ndarray) -> Tuple[int, int]:
+        if self.watch is not None:
+            self.watch.guard(rows.nbytes)
         try:
             pwrite_all(self.fd, np.ascontiguousarray(rows), self.end)
         except OSError as exc:

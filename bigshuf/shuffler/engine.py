@@ -19,6 +19,7 @@ from bigshuf.common.progress import Progress
 from bigshuf.common.randomness import Streams
 from bigshuf.shuffler.buffers import BufferPool
 from bigshuf.shuffler.gather import BucketReader, Piece, Unit, order_unit, plan_units
+from bigshuf.shuffler.heap import roomy_heap
 from bigshuf.shuffler.plan import Geometry
 from bigshuf.shuffler.records import Block
 from bigshuf.shuffler.scatter import KEY_BYTES, KeyRange, partition
@@ -36,6 +37,8 @@ from bigshuf.shuffler.writing import Sink
 
 #: Blocks smaller than this are scattered by the main thread itself (no hand-off to a worker).
 INLINE_BYTES = 64 << 10
+#: Gather units whose pieces are asked for ahead of the one being handed to a worker.
+PREFETCH_UNITS = 1
 #: Seconds the cleanup waits for workers that do not stop (blocked writing to a stalled reader).
 STUCK_WAIT = 0.5
 
@@ -139,6 +142,11 @@ class Engine:
     def scatter(self, blocks: Iterator[Block], space: KeyRange, size: Optional[int],
                 buckets: Optional[int], on_block: Callable[[Block], None], depth: int = 1) -> Level:
         """Scatter a stream of blocks, whose keys all lie in ``space``, into a new level."""
+        with roomy_heap(self.geo.block_bytes):  # freed per-record arrays kept (heap.py)
+            return self._scatter(blocks, space, size, buckets, on_block, depth)
+
+    def _scatter(self, blocks: Iterator[Block], space: KeyRange, size: Optional[int],
+                 buckets: Optional[int], on_block: Callable[[Block], None], depth: int) -> Level:
         k0 = buckets or self.geo.initial_buckets()
         cut = KeyRange.cut(space.lo, space.span, k0)
         job = _ScatterJob(cut, k0, RunIndex(k0, self.geo.index_entries, fixed=buckets is not None))
@@ -243,6 +251,10 @@ class Engine:
     # -- gather ----------------------------------------------------------------------------
     def gather(self, level: Level, sink: Sink, base_offset: int = 0) -> None:
         """Write every bucket of ``level`` to ``sink`` in bucket order, each in key order."""
+        with roomy_heap(self.geo.block_bytes):
+            self._gather(level, sink, base_offset)
+
+    def _gather(self, level: Level, sink: Sink, base_offset: int) -> None:
         geo = self.geo
         reader = BucketReader(level.store, level.run_offsets, level.piece_bytes, level.piece_records)
         units = plan_units(level.bucket_bytes, level.bucket_records, geo.unit_bytes, geo.unit_records)
@@ -252,6 +264,12 @@ class Engine:
             self.check()
             if sink.full:
                 break
+            # The next units' pieces are read ahead while this one waits for a worker
+            # (a hint: only when the temporary file cannot stay in the page cache).
+            first_ahead = 0 if i == 0 else i + PREFETCH_UNITS
+            for ahead in units[first_ahead:i + PREFETCH_UNITS + 1]:
+                if not ahead.oversized:
+                    reader.prefetch(ahead.first, ahead.last)
             if unit.oversized:
                 pending = self.wait_some(pending, 1)
                 self.rescatter(level.store, reader.pieces(unit.first), level.keys.child(unit.first),

@@ -9,7 +9,7 @@ again by the next bits of its keys (one level down, same order).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -105,6 +105,16 @@ class BucketReader:
                     self.store.discard(int(start[r, first]), int(spans[r]))
         return starts
 
+    def prefetch(self, first: int, last: int) -> None:
+        """Tell the store that buckets first..last-1 and their keys are read next: per run,
+        one range of records and one of keys (consecutive buckets are contiguous in a run)."""
+        ranges: List[Tuple[int, int]] = []
+        for start, size in ((self.piece_start, self.piece_bytes),
+                            (self.key_start, KEY_BYTES * self.piece_records)):
+            spans = size[:, first:last].sum(axis=1)
+            ranges.extend(zip(start[:, first].tolist(), spans.tolist()))
+        self.store.prefetch([(o, n) for o, n in ranges if n])
+
     def pieces(self, bucket: int) -> List[Piece]:
         """Every non-empty piece of one bucket, in run order."""
         rows = np.flatnonzero(self.piece_records[:, bucket])
@@ -199,8 +209,8 @@ def order_unit(buf: np.ndarray, total: int, keys: np.ndarray, sep: int, out: np.
     if n == 0:
         return 0
     order = key_order(keys, scratch)
-    starts = ends[order]
-    lengths = np.diff(ends, prepend=0)[order]
+    starts = np.take(ends, order, mode="clip")  # see scatter.partition: a permutation
+    lengths = np.take(np.diff(ends, prepend=0), order, mode="clip")
     del order, ends
     starts -= lengths
     gather_records(buf, starts, lengths, out, 0)

@@ -17,6 +17,7 @@ import os
 from typing import Any, List, Optional, Tuple
 
 from bigshuf.common.codecs import open_decompressed
+from bigshuf.common.container import TempGrowthWatch, temp_growth_watch
 from bigshuf.common.errors import InputError
 from bigshuf.common.inputs import InputKind, check_readable, describe_input
 from bigshuf.common.tempdir import temp_directory, temp_write_error, unlinked_temp_fd
@@ -69,7 +70,7 @@ def rereadable_inputs(opts: ShuffleOptions) -> Tuple[List[Any], Any]:
                 directory = temp_directory(opts.temp_dir)
                 held.spool = os.fdopen(unlinked_temp_fd(directory), "w+b", buffering=0)
             start = held.spool.tell()
-            name = _copy_into(held.spool, item)
+            name = _copy_into(held.spool, item, temp_growth_watch(directory or ""))
             held.parts.append(SpoolPart(held.spool, start, held.spool.tell(), name))
     except OSError as exc:
         held.close()
@@ -80,9 +81,9 @@ def rereadable_inputs(opts: ShuffleOptions) -> Tuple[List[Any], Any]:
     return held.parts, held
 
 
-def _copy_into(spool: Any, item: Any) -> str:
-    """Append a stream path ('-', a FIFO, ...) or a caller's binary stream to ``spool``;
-    returns its display name."""
+def _copy_into(spool: Any, item: Any, watch: Optional[TempGrowthWatch] = None) -> str:
+    """Append a stream path ('-', a FIFO, ...) or a caller's binary stream to ``spool``
+    (``watch``: a spool in RAM inside a memory cgroup); returns its display name."""
     src: Optional[Source] = open_input(item) if isinstance(item, (str, os.PathLike)) else None
     stream: Any = src.stream if src is not None else item
     name = src.name if src is not None else \
@@ -96,6 +97,8 @@ def _copy_into(spool: Any, item: Any) -> str:
             if not got:
                 return name
             view = buf[:got]
+            if watch is not None:
+                watch.guard(got)
             while len(view):
                 view = view[spool.write(view):]
     finally:

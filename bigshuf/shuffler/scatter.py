@@ -91,10 +91,12 @@ def partition(data: np.ndarray, ends: np.ndarray, keys: np.ndarray, bucket_of: n
     # Records in (bucket, input position) order: a stable sort on the small bucket numbers is
     # a radix sort in numpy (cheap); the copy then reads forward through at most K streams
     # and writes sequentially.
+    # (``take`` in "clip" mode: an order is never out of range, and the default mode checks
+    # every index and buffers ``out``; 3-4x faster than indexing.)
     order = np.argsort(bucket_of, kind="stable")
-    starts = ends[order]
-    sorted_lengths = lengths[order]
-    sorted_keys = np.take(keys, order, out=None if keys_out is None else keys_out[:n])
+    starts = np.take(ends, order, mode="clip")
+    sorted_lengths = np.take(lengths, order, mode="clip")
+    sorted_keys = np.take(keys, order, out=None if keys_out is None else keys_out[:n], mode="clip")
     del order, lengths
     starts -= sorted_lengths
     gather_records(data, starts, sorted_lengths, out, 0)

@@ -20,8 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from bigshuf.common.container import (IN_MEMORY_FS, filesystem_type, memory_view,
-                                      temp_growth_watch)
+from bigshuf.common.container import IN_MEMORY_FS, filesystem_type, memory_view, temp_growth_watch
 from bigshuf.common.errors import BigshufError, describe_os_error
 from bigshuf.common.output import pwrite_all
 from bigshuf.common.space import free_bytes
@@ -44,6 +43,9 @@ class Store:
 
     def discard(self, offset: int, length: int) -> None:
         """Bytes that will not be read again (a hint; storage may free them)."""
+
+    def prefetch(self, ranges: Sequence[Tuple[int, int]]) -> None:
+        """(offset, length) ranges that will be read soon (a hint; storage may start reading)."""
 
     def close(self) -> None:
         pass
@@ -144,9 +146,7 @@ class _TempFile:
         # (9% of all CPU in a profile of two concurrent writers).
         with self.lock:
             if self.watch is not None:
-                why = self.watch.check(len(data))
-                if why is not None:
-                    raise BigshufError(why)
+                self.watch.guard(len(data))
             pwrite_all(self.fd, data, offset)
 
     def readv(self, offset: int, mvs: List[memoryview]) -> None:
@@ -187,6 +187,11 @@ class _TempFile:
         """Free the pages (page cache and disk) of a range that will not be read again."""
         if _fallocate is not None and length > 0:
             _fallocate(self.fd, _PUNCH_HOLE | _KEEP_SIZE, offset, length)
+
+    def will_need(self, offset: int, length: int) -> None:
+        """Start reading a range into the page cache, without waiting for it."""
+        if hasattr(os, "posix_fadvise") and length > 0:
+            os.posix_fadvise(self.fd, offset, length, os.POSIX_FADV_WILLNEED)
 
     def drop(self, offset: int, length: int) -> None:
         """Drop the (clean) cached pages of a range not read again; the disk keeps its blocks."""
@@ -238,6 +243,7 @@ class FileStore(Store):
         self._tails_lock = threading.Lock()
         self._punch = self.file.disk_is_short()
         self._drop: Optional[bool] = None  # decided when the gather first discards
+        self._prefetch: Optional[bool] = None  # decided when the gather first prefetches
         self._since_look = 0
 
     @property
@@ -288,6 +294,21 @@ class FileStore(Store):
         elif self._drop:
             self.file.drop(first, last - first)
 
+    def prefetch(self, ranges: Sequence[Tuple[int, int]]) -> None:
+        """Ask the kernel to read the ranges (a gather unit's pieces) ahead, when the page cache
+        cannot hold the temp file (:meth:`_TempFile.cache_is_tight`, decided once): the reads
+        then run while other units are sorted, and a unit's ~2 pieces per run are fetched at
+        once rather than one synchronous read after another. With the file cached they would
+        only cost the page lookups."""
+        if self._prefetch is None:
+            self._prefetch = self.file.cache_is_tight()
+        if self._prefetch:
+            try:
+                for offset, length in ranges:
+                    self.file.will_need(offset, length)
+            except OSError:
+                self._prefetch = False  # only a hint
+
     def truncate(self, size: int) -> None:
         """Give back the disk space past ``size`` (a finished nested level)."""
         with self._tails_lock:
@@ -322,6 +343,9 @@ class FileRegion(Store):
 
     def discard(self, offset: int, length: int) -> None:
         self.file.discard(self.base + offset, length)
+
+    def prefetch(self, ranges: Sequence[Tuple[int, int]]) -> None:
+        self.file.prefetch([(self.base + o, n) for o, n in ranges])
 
     def close(self) -> None:
         if not self.closed:

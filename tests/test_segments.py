@@ -180,3 +180,15 @@ def test_placing_a_huge_record_allocates_nothing_of_its_size():
     finally:
         tracemalloc.stop()
     assert out[10:].all() and peak < segments.STEP_BYTES, peak
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.tuples(st.integers(0, 50), st.integers(0, 5)), max_size=60),
+       max_bytes=st.integers(1, 400), max_records=st.integers(1, 40))
+def test_units_of_a_level_that_fits_are_the_loops(sizes, max_bytes, max_records):
+    """plan_units' one-unit shortcut (a level within both caps) gives what the loop gives."""
+    from bigshuf.shuffler.gather import _plan_units_loop, plan_units
+
+    b = np.array([s[0] for s in sizes], dtype=np.int64)
+    r = np.array([s[1] for s in sizes], dtype=np.int64)
+    assert plan_units(b, r, max_bytes, max_records) == _plan_units_loop(b, r, max_bytes, max_records)

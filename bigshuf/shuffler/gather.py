@@ -40,6 +40,15 @@ class Unit:
 def plan_units(bucket_bytes: np.ndarray, bucket_records: np.ndarray, max_bytes: int,
                max_records: int) -> List[Unit]:
     """Group consecutive buckets into units of at most ``max_bytes`` and ``max_records``."""
+    nbytes, nrec = int(bucket_bytes.sum()), int(bucket_records.sum())
+    if nbytes <= max_bytes and nrec <= max_records:  # one unit, as the loop finds it: a small
+        # input's 4096 buckets took the loop ~0.6 ms, an eighth of a tiny run's CPU
+        return [Unit(0, len(bucket_bytes), nbytes, nrec, 0, 0)] if nbytes or nrec else []
+    return _plan_units_loop(bucket_bytes, bucket_records, max_bytes, max_records)
+
+
+def _plan_units_loop(bucket_bytes: np.ndarray, bucket_records: np.ndarray, max_bytes: int,
+                     max_records: int) -> List[Unit]:
     units: List[Unit] = []
     k = len(bucket_bytes)
     out_offset = 0

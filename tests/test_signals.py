@@ -31,20 +31,35 @@ def _stopped_within(proc: subprocess.Popen, sig: int, seconds: float) -> subproc
     return p
 
 
-def _wait_blocked_opening_a_fifo(pid: int, timeout: float = 20) -> None:
-    """Until the process sleeps in open(2) of a FIFO (kernel wait channel), however slow its
-    start-up on a loaded machine."""
+def _wait_blocked_in(pid: int, what: str, channels, timeout: float = 20) -> None:
+    """Until a thread of the process sleeps in one of the kernel wait ``channels`` (a suffix
+    match: 6.x kernels say ``anon_pipe_read`` where older ones said ``pipe_read``), however slow
+    its start-up on a loaded machine: a phase is waited for, never guessed with a delay."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             for task in os.listdir(f"/proc/{pid}/task"):  # any thread (verify opens in a worker)
                 with open(f"/proc/{pid}/task/{task}/wchan") as f:
-                    if f.read().strip() in ("wait_for_partner", "fifo_open"):
+                    if f.read().strip().endswith(channels):
                         return
         except OSError:
             pass
-        time.sleep(0.02)
-    raise AssertionError("the process never blocked opening the FIFO")
+        time.sleep(0.01)
+    raise AssertionError(f"the process never blocked {what}")
+
+
+def _wait_blocked_opening_a_fifo(pid: int) -> None:
+    _wait_blocked_in(pid, "opening the FIFO", ("wait_for_partner", "fifo_open"))
+
+
+def _wait_blocked_reading(pid: int) -> None:
+    """Until the run has taken what was written and waits for more."""
+    _wait_blocked_in(pid, "reading a pipe", ("pipe_read",))
+
+
+def _wait_blocked_writing(pid: int) -> None:
+    """Until the output pipe is full and the run's writer waits for its reader."""
+    _wait_blocked_in(pid, "writing a pipe", ("pipe_write",))
 
 
 @pytest.fixture
@@ -65,10 +80,9 @@ def test_sigterm_while_opening_a_fifo_nobody_writes(tmp_path):
 
 
 def test_sigint_while_the_stdout_reader_stalls(numbers, tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "bigshuf", "shuffle", str(numbers), "-S", "4M"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+    proc = spawn(["shuffle", numbers, "-S", "4M"])
     proc.stdout.read(10)  # started writing; now nobody reads: the pipe fills and the writer blocks
-    time.sleep(0.8)
+    _wait_blocked_writing(proc.pid)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
     while proc.poll() is None and time.monotonic() - t0 < 10:
@@ -86,7 +100,7 @@ def test_hup_and_usr1_clean_up_like_term(numbers, tmp_path, sig, code):
     with open(fifo, "wb") as w:
         w.write(numbers.read_bytes()[:100_000])  # part of the input: the run waits for more
         w.flush()
-        time.sleep(0.3)
+        _wait_blocked_reading(proc.pid)
         p = _stopped_within(proc, sig, 1.5)
     one_line_error(p, code, signal.Signals(sig).name)
     assert leftovers(tmp_path) == [] and not dest.exists()
@@ -99,7 +113,7 @@ def test_int_then_term_reports_the_first(numbers, tmp_path):
     with open(fifo, "wb") as w:
         w.write(b"a\nb\n")
         w.flush()
-        time.sleep(0.3)
+        _wait_blocked_reading(proc.pid)
         proc.send_signal(signal.SIGINT)
         time.sleep(0.02)
         proc.send_signal(signal.SIGTERM)
@@ -273,10 +287,9 @@ def test_a_signal_while_an_output_is_being_created_leaves_no_temporary_file(tmp_
 def test_interrupting_a_stream_output_says_it_is_incomplete(tmp_path):
     numbers = tmp_path / "n.txt"
     numbers.write_bytes(b"".join(b"%d\n" % i for i in range(300_000)))
-    proc = subprocess.Popen([sys.executable, "-m", "bigshuf", "shuffle", str(numbers), "-S", "4M"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+    proc = spawn(["shuffle", numbers, "-S", "4M"])
     proc.stdout.read(10)
-    time.sleep(0.5)
+    _wait_blocked_writing(proc.pid)
     proc.send_signal(signal.SIGINT)
     err = proc.stderr.read().decode()
     proc.wait(10)

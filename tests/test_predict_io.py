@@ -200,6 +200,21 @@ def test_byte_order_mark_is_dropped_in_every_format(tmp_path, fmt):
     assert outs[0] == outs[1] and not outs[1].startswith(b"\xef\xbb\xbf")
 
 
+@pytest.mark.parametrize("command,text", [
+    ("can", '{"probs":[0.2,0.8],"label":1}\n{"probs":[0.3,0.7],"label":0}\n'),
+    ("threshold", '{"probs":[0.2,0.8],"label":1}\n{"probs":[0.6,0.4],"label":0}\n'),
+    ("can", "[0.2,0.8]\n[0.3,0.7]\n"),  # bare-array rows
+])
+def test_byte_order_mark_before_jsonl_on_stdin(command, text):
+    """Sniffed stdin saw the mark before '{' and took the JSONL for CSV (exit 2, "no probability
+    columns"), while the same bytes in a .jsonl file worked."""
+    extra = ["--prior", "uniform"] if command == "can" else []
+    plain = invoke(command, "-", "-q", *extra, input=text.encode())
+    marked = invoke(command, "-", "-q", *extra, input=b"\xef\xbb\xbf" + text.encode())
+    assert plain.exit_code == 0 and marked.exit_code == 0, marked.stderr
+    assert marked.stdout == plain.stdout
+
+
 @pytest.mark.parametrize("content,values", [
     ("0.5,0.3,0.2\n", [0.5, 0.3, 0.2]),          # a comma list, as documented
     ("50\n30\n20\n", [0.5, 0.3, 0.2]),           # one count per class

@@ -3,7 +3,9 @@ kept, floats exact), the cached second pass, the quote-free CSV path against the
 `bigshuf threshold --multi-label` end to end."""
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -238,3 +240,37 @@ def test_missing_prior_file_says_so(tmp_path):
     assert res.exit_code == 2
     assert res.stderr == "bigshuf: error: --prior train.txt: no such file (nor uniform, reference, estimate, " \
                          "a comma list or JSON)\n"
+
+
+def test_spooled_stdin_has_no_name_while_it_is_read(tmp_path):
+    """Standard input was copied to a named $TMPDIR/bigshuf-stdin-*.tmp that ``kill -9`` left
+    behind (a full copy of private data). Now the copy is unlinked from the start: while the
+    run is reading, it holds a temporary file open that no directory lists."""
+    import subprocess
+    import time
+
+    from tests.helpers import cli_argv, cli_env
+    temp = tmp_path / "t"
+    temp.mkdir()
+    proc = subprocess.Popen(cli_argv(["can", "-", "--prior", "uniform", "-q", "-o", tmp_path / "o.jsonl"]),
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=cli_env({"TMPDIR": str(temp)}))
+    assert proc.stdin is not None
+    proc.stdin.write(b'{"probs":[0.2,0.8]}\n' * 1000)
+    proc.stdin.flush()
+    spool = None
+    deadline = time.monotonic() + 60
+    while spool is None and time.monotonic() < deadline:  # until the run holds its spool open
+        for fd in os.listdir(f"/proc/{proc.pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{proc.pid}/fd/{fd}")
+                if target.startswith(str(temp)):
+                    spool = target
+        time.sleep(0.01)
+    try:
+        assert spool is not None and spool.endswith(" (deleted)"), spool
+        assert os.listdir(temp) == []
+    finally:
+        proc.stdin.close()
+        assert proc.wait(60) == 0
+    assert (tmp_path / "o.jsonl").read_bytes().count(b"\n") == 1000 and os.listdir(temp) == []

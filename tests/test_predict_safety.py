@@ -111,6 +111,33 @@ def test_bbse_needs_reference_labels(tmp_path):
     assert res.exit_code == 2 and "needs gold labels in the --reference rows" in res.stderr
 
 
+def test_bbse_confusion_matrix_is_charged_to_memory(tmp_path):
+    """A 4 000-class confusion matrix and its solve were not counted: 6 000 x 4 000 rows peaked at
+    490 MiB under --memory 256M. Now it is a usage error before any work when it cannot fit."""
+    m = 1200  # 32 B x 1200^2 = 44 MiB, more than half of 64M
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(m), 8)
+    np.save(tmp_path / "p.npy", probs)
+    np.save(tmp_path / "y.npy", probs.argmax(axis=1))
+    args = ["can", tmp_path / "p.npy", "--reference", tmp_path / "p.npy", "--reference-labels", tmp_path / "y.npy",
+            "--prior", "estimate-bbse", "-o", tmp_path / "o.npy", "-q"]
+    res = invoke(*args, "-S", "64M")
+    assert res.exit_code == 2 and "1,200 x 1,200 confusion matrix" in res.stderr and "--prior estimate" in res.stderr
+    assert res.stderr.count("\n") == 1 and not (tmp_path / "o.npy").exists()
+
+
+def test_bbse_warns_when_the_confusion_matrix_is_rank_deficient(tmp_path):
+    """A reference that never predicts a class leaves BBSE's weights undetermined; the prior was
+    returned without a word."""
+    probs, y = gaussian_model(300, SOURCE, SOURCE, 9)
+    probs = probs[probs.argmax(axis=1) != 3]  # the reference never predicts class 3
+    ref = write(tmp_path / "ref.jsonl", probs, y[:len(probs)])
+    src = write(tmp_path / "t.jsonl", *gaussian_model(100, SOURCE, SOURCE, 10))
+    res = invoke("can", src, "--reference", ref, "--prior", "estimate-bbse", "-o", tmp_path / "o.jsonl", "-q")
+    assert res.exit_code == 0, res.stderr
+    assert "confusion matrix has rank 3 for 4 classes: the reference never predicts 1 of them" in res.stderr
+
+
 # -- safe tuning -------------------------------------------------------------------------------------
 
 def imbalanced(n: int, seed: int):

@@ -217,6 +217,8 @@ def _reference(pf: PredictionFile, p: Optional[CanParams], opts: CanOptions, bud
     """The reference pass: ``--reference`` (read first, so INPUT streams once) or INPUT itself."""
     rng = np.random.default_rng(opts.seed)
     confusion = opts.prior == "estimate-bbse"
+    if confusion:
+        budget.check_bbse(pf.layout.width)
     cap = budget.reference_rows(opts.max_reference, p.iterations if p else 1)
     if cap != opts.max_reference:
         pf.notes.append(f"reference capped at {cap} rows to stay within --memory {format_size(opts.memory)}")
@@ -279,7 +281,7 @@ def _estimate(pf: PredictionFile, opts: CanOptions, ref: Reference, result: Dict
             sampler.add(probs)
     if opts.prior == "estimate-bbse":
         assert ref.confusion is not None
-        vec = bbse_prior(ref.confusion, predicted)
+        vec = bbse_prior(ref.confusion, predicted, result["warnings"])
         info: Dict[str, Any] = {"method": "bbse", "reference_labelled": int(ref.label_counts.sum())}
         zero = int((vec == 0).sum())
         if zero:

@@ -575,3 +575,30 @@ def test_classes_with_few_rows_keep_their_untuned_weight(tmp_path):
     one_fold_loses = CrossValidation(5, 0.70, 0.747, [0.06, 0.06, 0.06, 0.06, -0.005])
     assert one_fold_loses.gain > 2 * one_fold_loses.noise
     assert adopt(0.03, one_fold_loses, True)[0] is False
+
+
+
+def test_threshold_search_gives_freed_arrays_back(tmp_path, monkeypatch):
+    """What glibc kept of freed arrays (the sample's reservoir, the fold threads' arenas) was not
+    in the budget: 150 000 x 200 rows at -S 100M peaked at 168-170 MiB, over the 164 MiB bound
+    (126 MiB now); .npy 20 000 x 2 000 at 128M 180-199 MiB (108 now). The search runs with arrays
+    over 1 MiB mapped on their own, and the threshold goes back afterwards."""
+    from bigshuf.predict import heap
+
+    calls = []
+
+    class FakeLibc:
+        def mallopt(self, param, value):
+            calls.append(("mallopt", param, value))
+            return 1
+
+        def malloc_trim(self, pad):
+            calls.append(("trim", pad))
+            return 1
+
+    monkeypatch.setattr(heap, "_LIBC", FakeLibc())
+    probs, y = gaussian_model(200, SOURCE, SOURCE, 12)
+    res = invoke("threshold", write(tmp_path / "dev.jsonl", probs, y), "-q")
+    assert res.exit_code == 0, res.stderr
+    assert calls == [("mallopt", heap.M_MMAP_THRESHOLD, 1 << 20), ("mallopt", heap.M_MMAP_THRESHOLD, 32 << 20),
+                     ("trim", 0)]

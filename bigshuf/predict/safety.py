@@ -161,28 +161,35 @@ def duplicate_groups(values: np.ndarray, rtol: float = DUPLICATE_RTOL) -> np.nda
     keys = rows.view(np.dtype((np.void, rows.shape[1] * 8))).reshape(-1)
     first, exact = np.unique(keys, return_index=True, return_inverse=True)[1:]
     exact = exact.reshape(-1)
-    u = np.nan_to_num(rows[first], nan=0.0, posinf=0.0, neginf=0.0)
-    k = len(u)
+    t = rows[first]  # becomes t in place: one k x m array (a threshold search is in --memory)
+    np.nan_to_num(t, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    k = len(t)
     if k < 2 or rtol <= 0:
         return exact
-    f = DUPLICATE_FLOOR * max(float(np.abs(u).max()), 1e-300)
-    t = np.sign(u) * np.log1p(np.abs(u) / f)
-    tol = float(np.log1p(rtol))
-    weights = np.random.default_rng(0).uniform(0.5, 1.5, (u.shape[1], 2))
+    negative = np.signbit(t)
+    np.abs(t, out=t)
+    t /= DUPLICATE_FLOOR * max(float(t.max()), 1e-300)
+    np.log1p(t, out=t)
+    t[negative] *= -1
+    del negative
+    tol = float(np.log1p(rtol)) * (1 + 1e-9)
+    weights = np.random.default_rng(0).uniform(0.5, 1.5, (t.shape[1], 2))
     proj = t @ weights
-    reach = tol * weights.sum(axis=0) * (1 + 1e-9)
+    reach = tol * weights.sum(axis=0)
     order = np.argsort(proj[:, 0], kind="stable")
     s, s2 = proj[order, 0], proj[order, 1]
+    step = max(1, (1 << 17) // t.shape[1])  # pairs compared at once: bounded temporaries
     edges_a, edges_b = [], []
     for d in range(1, k):
         close = np.flatnonzero(s[d:] - s[:-d] <= reach[0])
         if close.size == 0:
             break
         close = close[np.abs(s2[close + d] - s2[close]) <= reach[1]]
-        ia, ib = order[close], order[close + d]
-        same = (np.abs(t[ia] - t[ib]) <= tol * (1 + 1e-9)).all(axis=1)
-        edges_a.append(ia[same])
-        edges_b.append(ib[same])
+        for i in range(0, close.size, step):
+            ia, ib = order[close[i:i + step]], order[close[i:i + step] + d]
+            same = (np.abs(t[ia] - t[ib]) <= tol).all(axis=1)
+            edges_a.append(ia[same])
+            edges_b.append(ib[same])
     label = np.arange(k)
     if edges_a:
         ea, eb = np.concatenate(edges_a), np.concatenate(edges_b)
@@ -194,15 +201,26 @@ def duplicate_groups(values: np.ndarray, rtol: float = DUPLICATE_RTOL) -> np.nda
             label = label[label]
             if np.array_equal(label, before):
                 break
-    # a long chain of distinct close rows (thousands of binary rows) is cut into cells 4
-    # tolerances wide in every value; a group of copies is far shorter and never cut
-    high, low = np.full(t.shape, -np.inf), np.full(t.shape, np.inf)
-    np.maximum.at(high, label, t)
-    np.minimum.at(low, label, t)
-    long = (high - low).max(axis=1)[label] > 4 * tol
-    cell = np.where(long[:, None], np.floor(t / (4 * tol)), 0).astype(np.int64)
-    label = np.unique(np.c_[label, cell], axis=0, return_inverse=True)[1].reshape(-1)
-    return label[exact]
+        label = _cut_chains(label, t, tol)
+    return np.unique(label, return_inverse=True)[1].reshape(-1)[exact]
+
+
+def _cut_chains(label: np.ndarray, t: np.ndarray, tol: float) -> np.ndarray:
+    """A long chain of distinct close rows (thousands of binary rows) is cut into cells 4
+    tolerances wide in every value; a group of copies is far shorter and never cut."""
+    members = np.flatnonzero(np.bincount(label, minlength=len(label))[label] > 1)
+    comp = np.unique(label[members], return_inverse=True)[1].reshape(-1)
+    high = np.full((comp.max() + 1, t.shape[1]), -np.inf) if members.size else np.empty((0, t.shape[1]))
+    low = np.full(high.shape, np.inf)
+    np.maximum.at(high, comp, t[members])
+    np.minimum.at(low, comp, t[members])
+    cut = members[(high - low).max(axis=1)[comp] > 4 * tol]
+    if cut.size:
+        key = np.ascontiguousarray(np.c_[label[cut], np.floor(t[cut] / (4 * tol))])
+        cells = np.unique(key.view(np.dtype((np.void, key.shape[1] * 8))).reshape(-1), return_inverse=True)[1]
+        label = label.copy()
+        label[cut] = len(label) + cells.reshape(-1)
+    return label
 
 
 def distinct_counts(labels: np.ndarray, m: int, groups: Optional[np.ndarray] = None) -> np.ndarray:

@@ -444,7 +444,7 @@ def _params_document(p: Optional[CanParams], result: Dict[str, Any], classes: Op
 def format_can_report(report: CanReport) -> str:
     """The human-readable report ``bigshuf can`` prints on stderr (warnings first)."""
     result = report.to_dict()
-    lines = [f"warning: {w}" for w in result.get("warnings", ())]
+    lines = [f"bigshuf: warning: {w}" for w in result.get("warnings", ())]  # as with -q and shuffle
     if result.get("tune"):
         lines += _tune_lines(result["tune"])
     if "rows" in result and result["params"].get("unchanged"):

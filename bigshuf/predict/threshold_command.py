@@ -375,7 +375,7 @@ def format_threshold_report(report: ThresholdReport) -> str:
     result = report.to_dict()
     p = result["params"]
     metric = result["metric"]
-    lines = [f"warning: {w}" for w in result.get("warnings", ())]
+    lines = [f"bigshuf: warning: {w}" for w in result.get("warnings", ())]  # as with -q and shuffle
     lines.append(f"{result['rows']} rows, {_describe(p)}" + (" -- the usual rule, kept" if p.get("unchanged") else ""))
     dev = result.get("dev")
     if dev:

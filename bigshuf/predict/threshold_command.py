@@ -20,7 +20,7 @@ from bigshuf.predict.defaults import (
     DEFAULT_POSITIVE,
 )
 from bigshuf.predict.formats import Layout, check_pred_key
-from bigshuf.predict.heap import returned_arrays
+from bigshuf.predict.heap import give_back_freed
 from bigshuf.predict.metrics import METRICS, Confusion, binary_metric, cv_folds, cv_line, lowered, percent
 from bigshuf.predict.multilabel import apply_label_cuts, find_label_cuts, multilabel_value
 from bigshuf.predict.options import ThresholdOptions, keywords
@@ -200,8 +200,7 @@ def _run_threshold(opts: ThresholdOptions, outs: RunOutputs) -> ThresholdReport:
         result.update(_apply_params(opts, saved, metric, outs))
         result["params_file"] = opts.params
     else:
-        with returned_arrays():  # what glibc keeps of the freed sample is not in the budget
-            result.update(_search(opts, metric, outs))
+        result.update(_search(opts, metric, outs))
     report = ThresholdReport.from_dict(result)
     if opts.report:
         outs.write_json("--report", opts.report, report.to_dict())
@@ -222,6 +221,7 @@ def _search(opts: ThresholdOptions, metric: str, outs: RunOutputs) -> Dict[str, 
         budget.fit(pf.layout.width)
         pf.chunk_rows, pf.budget = budget.chunk_rows, budget
         data = pf.read_all(max_rows=budget.matrix_rows(per_value=THRESHOLD_BYTES_PER_VALUE), seed=opts.seed)
+        give_back_freed()  # what glibc keeps of the reading pass is not in the budget
         missing = np.flatnonzero(data.labels < 0)
         if missing.size:
             raise InputError("no gold label on this row (the search needs labelled rows)", data.path,

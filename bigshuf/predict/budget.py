@@ -13,6 +13,7 @@ from typing import Optional
 
 from bigshuf.common.errors import UsageError
 from bigshuf.common.sizes import format_size, parse_size
+from bigshuf.predict.can import BLAS_BLOCK
 
 #: Shares of the budget: a streaming chunk, the reference set, CanModel's batch buffers, and
 #: everything held at once by a search (tuning rows, threshold rows, EM rows).
@@ -67,7 +68,7 @@ class Budget:
 
     def reference_rows(self, cap: int, iterations: int) -> int:
         """``--max-reference`` lowered so the reference and CanModel's per-iteration copies fit."""
-        per_row = 8 * self.m * max(4, 2 + 2 * iterations)
+        per_row = 8 * self.m * max(4, 2 + 2 * iterations) + (8 * BLAS_BLOCK if iterations > 1 else 0)
         fits = int(self.memory * REFERENCE_SHARE // per_row)
         if fits < 1:
             raise UsageError(f"--memory {format_size(self.memory)} holds no reference row of {self.m:,} classes")

@@ -45,8 +45,11 @@ Prior = Union[Sequence[float], np.ndarray, None]
 """A class prior: m non-negative weights (normalised here), or None for uniform."""
 _BATCH_BYTES = 256 << 20  # per-batch working set of the correction factors (larger: faster BLAS)
 _TINY = np.finfo(np.float64).tiny
-#: Rows per matrix product with several iterations: one fixed shape, whatever the batch.
-BLAS_BLOCK = 64
+#: Rows per matrix product with several iterations: one shape whatever the batch (``adjust``).
+#: 256: 64-row blocks had made 3 iterations against 31 000 reference rows 2x slower (BLAS packs
+#: the reference for every product). Its buffer, 8 x 256 bytes a reference row, is charged in
+#: ``Budget.reference_rows``.
+BLAS_BLOCK = 256
 
 
 # -- the algorithm ---------------------------------------------------------------------------
@@ -197,7 +200,8 @@ class CanModel:
         if self.iterations > 1:
             # Fixed blocks of BLAS_BLOCK rows, the last one padded with copies of its last row: the
             # matrix products then always have one shape, so a row's bytes do not depend on how
-            # many rows come with it (--memory, the chunking, the CPU count had changed ~1e-16).
+            # many rows come with it (--memory, the chunking and the CPU count had changed ~1e-16
+            # in 48 of 300 000 rows; a multiple of 8 rows was not enough for small references).
             batch = BLAS_BLOCK
         else:
             batch = max(1, self.batch_bytes // (8 * 4 * max(m, 1)))

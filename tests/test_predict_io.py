@@ -256,15 +256,16 @@ def test_spooled_stdin_has_no_name_while_it_is_read(tmp_path):
                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=cli_env({"TMPDIR": str(temp)}))
     assert proc.stdin is not None
-    proc.stdin.write(b'{"probs":[0.2,0.8]}\n' * 1000)
+    data = b'{"probs":[0.2,0.8],"pad":"' + b"x" * (3 << 19) + b'"}\n' + b'{"probs":[0.2,0.8]}\n' * 999  # > the copy's 1 MiB buffer
+    proc.stdin.write(data)
     proc.stdin.flush()
     spool = None
     deadline = time.monotonic() + 60
-    while spool is None and time.monotonic() < deadline:  # until the run holds its spool open
+    while spool is None and time.monotonic() < deadline:  # until the copy has written to the spool
         for fd in os.listdir(f"/proc/{proc.pid}/fd"):
             with contextlib.suppress(OSError):
                 target = os.readlink(f"/proc/{proc.pid}/fd/{fd}")
-                if target.startswith(str(temp)):
+                if target.startswith(str(temp)) and os.stat(f"/proc/{proc.pid}/fd/{fd}").st_size > 0:
                     spool = target
         time.sleep(0.01)
     try:

@@ -217,10 +217,11 @@ def test_default_prior_is_named_with_its_risk_on_stderr(files):
     res = invoke("can", files["dev"], "-o", str(files["dir"] / "o.jsonl"))
     assert res.exit_code == 0
     warning = next(line for line in res.stderr.splitlines() if "uniform prior" in line)
-    assert warning.startswith("warning: no --prior given") and "--prior train_labels.txt" in warning
-    # -q keeps the warnings, drops the report
+    assert warning.startswith("bigshuf: warning: no --prior given") and "--prior train_labels.txt" in warning
+    # -q keeps the warnings (in the same form, as bigshuf shuffle prints its own), drops the report
     res = invoke("can", files["dev"], "-o", str(files["dir"] / "o.jsonl"), "-q")
     assert "uniform prior" in res.stderr and "accuracy      rows" not in res.stderr
+    assert next(line for line in res.stderr.splitlines() if "uniform prior" in line) == warning
     # with a prior there is no such warning
     res = invoke("can", files["dev"], "-o", str(files["dir"] / "o.jsonl"), "--prior", files["train"])
     assert "uniform prior" not in res.stderr
@@ -235,7 +236,7 @@ def test_lowered_accuracy_is_the_first_line(tmp_path):
     res = invoke("can", str(src), "-o", str(tmp_path / "o.jsonl"), "--prior", "0.1,0.8,0.1")
     assert res.exit_code == 0
     first = res.stderr.splitlines()[0]
-    assert first.startswith("warning: CAN LOWERED ACCURACY on the 50 labelled rows: 100.00% -> ")
+    assert first.startswith("bigshuf: warning: CAN LOWERED ACCURACY on the 50 labelled rows: 100.00% -> ")
     report = bigshuf_can(str(src), str(tmp_path / "o.jsonl"), prior="0.1,0.8,0.1").to_dict()
     assert report["lowered_accuracy"] is True and report["warnings"][0].startswith("CAN LOWERED ACCURACY")
 

@@ -3,7 +3,9 @@ kept, floats exact), the cached second pass, the quote-free CSV path against the
 `bigshuf threshold --multi-label` end to end."""
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -200,6 +202,21 @@ def test_byte_order_mark_is_dropped_in_every_format(tmp_path, fmt):
     assert outs[0] == outs[1] and not outs[1].startswith(b"\xef\xbb\xbf")
 
 
+@pytest.mark.parametrize("command,text", [
+    ("can", '{"probs":[0.2,0.8],"label":1}\n{"probs":[0.3,0.7],"label":0}\n'),
+    ("threshold", '{"probs":[0.2,0.8],"label":1}\n{"probs":[0.6,0.4],"label":0}\n'),
+    ("can", "[0.2,0.8]\n[0.3,0.7]\n"),  # bare-array rows
+])
+def test_byte_order_mark_before_jsonl_on_stdin(command, text):
+    """Sniffed stdin saw the mark before '{' and took the JSONL for CSV (exit 2, "no probability
+    columns"), while the same bytes in a .jsonl file worked."""
+    extra = ["--prior", "uniform"] if command == "can" else []
+    plain = invoke(command, "-", "-q", *extra, input=text.encode())
+    marked = invoke(command, "-", "-q", *extra, input=b"\xef\xbb\xbf" + text.encode())
+    assert plain.exit_code == 0 and marked.exit_code == 0, marked.stderr
+    assert marked.stdout == plain.stdout
+
+
 @pytest.mark.parametrize("content,values", [
     ("0.5,0.3,0.2\n", [0.5, 0.3, 0.2]),          # a comma list, as documented
     ("50\n30\n20\n", [0.5, 0.3, 0.2]),           # one count per class
@@ -223,3 +240,38 @@ def test_missing_prior_file_says_so(tmp_path):
     assert res.exit_code == 2
     assert res.stderr == "bigshuf: error: --prior train.txt: no such file (nor uniform, reference, estimate, " \
                          "a comma list or JSON)\n"
+
+
+def test_spooled_stdin_has_no_name_while_it_is_read(tmp_path):
+    """Standard input was copied to a named $TMPDIR/bigshuf-stdin-*.tmp that ``kill -9`` left
+    behind (a full copy of private data). Now the copy is unlinked from the start: while the
+    run is reading, it holds a temporary file open that no directory lists."""
+    import subprocess
+    import time
+
+    from tests.helpers import cli_argv, cli_env
+    temp = tmp_path / "t"
+    temp.mkdir()
+    proc = subprocess.Popen(cli_argv(["can", "-", "--prior", "uniform", "-q", "-o", tmp_path / "o.jsonl"]),
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=cli_env({"TMPDIR": str(temp)}))
+    assert proc.stdin is not None
+    data = b'{"probs":[0.2,0.8],"pad":"' + b"x" * (3 << 19) + b'"}\n' + b'{"probs":[0.2,0.8]}\n' * 999  # > the copy's 1 MiB buffer
+    proc.stdin.write(data)
+    proc.stdin.flush()
+    spool = None
+    deadline = time.monotonic() + 60
+    while spool is None and time.monotonic() < deadline:  # until the copy has written to the spool
+        for fd in os.listdir(f"/proc/{proc.pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{proc.pid}/fd/{fd}")
+                if target.startswith(str(temp)) and os.stat(f"/proc/{proc.pid}/fd/{fd}").st_size > 0:
+                    spool = target
+        time.sleep(0.01)
+    try:
+        assert spool is not None and spool.endswith(" (deleted)"), spool
+        assert os.listdir(temp) == []
+    finally:
+        proc.stdin.close()
+        assert proc.wait(60) == 0
+    assert (tmp_path / "o.jsonl").read_bytes().count(b"\n") == 1000 and os.listdir(temp) == []

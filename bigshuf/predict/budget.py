@@ -13,6 +13,7 @@ from typing import Optional
 
 from bigshuf.common.errors import UsageError
 from bigshuf.common.sizes import format_size, parse_size
+from bigshuf.predict.can import BLAS_BLOCK
 
 #: Shares of the budget: a streaming chunk, the reference set, CanModel's batch buffers, and
 #: everything held at once by a search (tuning rows, threshold rows, EM rows).
@@ -28,6 +29,10 @@ THRESHOLD_BYTES_PER_VALUE = 48
 #: Per row whatever the width: labels, line numbers, the search's per-row index arrays.
 SEARCH_BYTES_PER_ROW = 256
 MAX_CHUNK_ROWS = 1 << 15
+#: BBSE's per cell of its m x m confusion matrix: the int64 counts, the float64 copy it solves,
+#: and the copy LAPACK's least squares overwrites (measured 26 B; 6 000 x 4 000 rows had peaked at
+#: 490 MiB under --memory 256M before it was counted).
+BBSE_BYTES_PER_CELL = 32
 #: JSONL parse workers (``parse_workers.py``) run beside the streaming pass; their share holds
 #: each worker's RSS -- the reading process's RSS when it forks (copy-on-write pages count again
 #: in the worker's RSS) plus its piece -- and the reading process's copy of the pieces in flight.
@@ -63,7 +68,7 @@ class Budget:
 
     def reference_rows(self, cap: int, iterations: int) -> int:
         """``--max-reference`` lowered so the reference and CanModel's per-iteration copies fit."""
-        per_row = 8 * self.m * max(4, 2 + 2 * iterations)
+        per_row = 8 * self.m * max(4, 2 + 2 * iterations) + (8 * BLAS_BLOCK if iterations > 1 else 0)
         fits = int(self.memory * REFERENCE_SHARE // per_row)
         if fits < 1:
             raise UsageError(f"--memory {format_size(self.memory)} holds no reference row of {self.m:,} classes")
@@ -87,6 +92,14 @@ class Budget:
             if rows >= min(MIN_PIECE_ROWS, self.chunk_rows):
                 return n, rows
         return 0, 0
+
+    def check_bbse(self, m: int) -> None:
+        """BBSE's confusion matrix and its solve, in the share a search holds, or a usage error."""
+        need = BBSE_BYTES_PER_CELL * m * m
+        if need > self.memory * MATRIX_SHARE:
+            raise UsageError(f"--prior estimate-bbse with {m:,} classes needs about {format_size(need)} for its "
+                             f"{m:,} x {m:,} confusion matrix and solve, more than --memory {format_size(self.memory)} "
+                             f"holds for it; use --prior estimate (EM) or --memory {format_size(int(need / MATRIX_SHARE) + 1)}")
 
     def tuning_rows(self, m: int) -> int:
         return self.matrix_rows(m)

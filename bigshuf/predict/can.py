@@ -45,6 +45,11 @@ Prior = Union[Sequence[float], np.ndarray, None]
 """A class prior: m non-negative weights (normalised here), or None for uniform."""
 _BATCH_BYTES = 256 << 20  # per-batch working set of the correction factors (larger: faster BLAS)
 _TINY = np.finfo(np.float64).tiny
+#: Rows per matrix product with several iterations: one shape whatever the batch (``adjust``).
+#: 256: 64-row blocks had made 3 iterations against 31 000 reference rows 2x slower (BLAS packs
+#: the reference for every product). Its buffer, 8 x 256 bytes a reference row, is charged in
+#: ``Budget.reference_rows``.
+BLAS_BLOCK = 256
 
 
 # -- the algorithm ---------------------------------------------------------------------------
@@ -192,17 +197,29 @@ class CanModel:
         rows = np.asarray(rows, dtype=np.float64)
         outs = [np.empty_like(rows) for _ in range(self.iterations if all_iterations else 1)]
         m = rows.shape[1] if rows.ndim == 2 else 0
-        per_row = 8 * (self.n_reference if self.iterations > 1 else 0) + 8 * 4 * max(m, 1)
-        batch = max(1, self.batch_bytes // per_row)
+        if self.iterations > 1:
+            # Fixed blocks of BLAS_BLOCK rows, the last one padded with copies of its last row: the
+            # matrix products then always have one shape, so a row's bytes do not depend on how
+            # many rows come with it (--memory, the chunking and the CPU count had changed ~1e-16
+            # in 48 of 300 000 rows; a multiple of 8 rows was not enough for small references).
+            batch = BLAS_BLOCK
+        else:
+            batch = max(1, self.batch_bytes // (8 * 4 * max(m, 1)))
         # one buffer for the n-wide correction factors x of a batch, reused (no page faults
-        # from a fresh 64 MB array per batch and iteration)
-        buf = np.empty((min(batch, len(rows)), self.n_reference)) if self.iterations > 1 else None
+        # from a fresh array per batch and iteration)
+        buf = np.empty((batch, self.n_reference)) if self.iterations > 1 else None
         risky = np.zeros(len(rows), dtype=bool)
         for start in range(0, len(rows), batch):
             sl = slice(start, start + batch)
-            trajectory = self._adjust_batch(rows[sl], buf, risky[sl])
+            part = rows[sl]
+            real = len(part)
+            if buf is not None and real < batch:
+                part = np.concatenate([part, np.repeat(part[-1:], batch - real, axis=0)])
+            flags = np.zeros(len(part), dtype=bool)
+            trajectory = self._adjust_batch(part, buf, flags)
+            risky[sl] = flags[:real]
             for t, out in enumerate(outs):
-                out[sl] = trajectory[t if all_iterations else -1]
+                out[sl] = trajectory[t if all_iterations else -1][:real]
         for out in outs:  # e.g. subnormal probabilities: 0 * inf in the factored form
             risky |= ~np.isfinite(out).all(axis=1)
         self.fallback_rows = int(risky.sum())

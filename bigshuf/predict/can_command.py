@@ -217,9 +217,18 @@ def _reference(pf: PredictionFile, p: Optional[CanParams], opts: CanOptions, bud
     """The reference pass: ``--reference`` (read first, so INPUT streams once) or INPUT itself."""
     rng = np.random.default_rng(opts.seed)
     confusion = opts.prior == "estimate-bbse"
+    if confusion:
+        budget.check_bbse(pf.layout.width)
     cap = budget.reference_rows(opts.max_reference, p.iterations if p else 1)
-    if cap != opts.max_reference:
-        pf.notes.append(f"reference capped at {cap} rows to stay within --memory {format_size(opts.memory)}")
+    ref = _collect(pf, p, opts, cap, rng, confusion, budget.chunk_rows)
+    if cap != opts.max_reference and ref.stats["confident"] > cap:  # only when the cap bites
+        pf.notes.append(f"reference capped at {cap} of {ref.stats['confident']} rows to stay within --memory "
+                        f"{format_size(opts.memory)}")
+    return ref
+
+
+def _collect(pf: PredictionFile, p: Optional[CanParams], opts: CanOptions, cap: int, rng: np.random.Generator,
+             confusion: bool, chunk_rows: int) -> Reference:
     if not opts.reference:
         if opts.method == "prior-shift" or isinstance(opts.prior, str) and opts.prior in ESTIMATES:
             what = "--method prior-shift" if opts.method == "prior-shift" else f"--prior {opts.prior}"
@@ -229,7 +238,7 @@ def _reference(pf: PredictionFile, p: Optional[CanParams], opts: CanOptions, bud
         ref.stats["source"] = f"{pf.name} (its own confident rows)"
         return ref
     ref_options = dict(opts.read_options(), labels=opts.reference_labels)
-    with PredictionFile(opts.reference, chunk_rows=budget.chunk_rows, **ref_options) as rf:
+    with PredictionFile(opts.reference, chunk_rows=chunk_rows, **ref_options) as rf:
         if rf.layout.width != pf.layout.width:
             raise UsageError(f"{rf.name} has {rf.layout.width} classes, {pf.name} has {pf.layout.width}")
         ref = collect_reference(rf, p, cap, opts.subsample, rng, confusion=confusion)
@@ -279,7 +288,7 @@ def _estimate(pf: PredictionFile, opts: CanOptions, ref: Reference, result: Dict
             sampler.add(probs)
     if opts.prior == "estimate-bbse":
         assert ref.confusion is not None
-        vec = bbse_prior(ref.confusion, predicted)
+        vec = bbse_prior(ref.confusion, predicted, result["warnings"])
         info: Dict[str, Any] = {"method": "bbse", "reference_labelled": int(ref.label_counts.sum())}
         zero = int((vec == 0).sum())
         if zero:
@@ -435,7 +444,7 @@ def _params_document(p: Optional[CanParams], result: Dict[str, Any], classes: Op
 def format_can_report(report: CanReport) -> str:
     """The human-readable report ``bigshuf can`` prints on stderr (warnings first)."""
     result = report.to_dict()
-    lines = [f"warning: {w}" for w in result.get("warnings", ())]
+    lines = [f"bigshuf: warning: {w}" for w in result.get("warnings", ())]  # as with -q and shuffle
     if result.get("tune"):
         lines += _tune_lines(result["tune"])
     if "rows" in result and result["params"].get("unchanged"):

@@ -335,6 +335,7 @@ def detect_format(path: str, name: str, fmt: Optional[str]) -> str:
         return _EXTENSIONS[ext]
     with open(path, "rb") as f:
         head = f.read(1 << 16)
+    head = head[len(BOM):] if head.startswith(BOM) else head  # the readers drop it too
     if head.startswith(b"\x93NUMPY"):
         return "npy"
     first = head.lstrip().split(b"\n", 1)[0]

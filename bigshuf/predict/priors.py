@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
@@ -234,18 +234,26 @@ def em_warnings(estimate: np.ndarray, start: np.ndarray, reference_rows: int, ro
     return out
 
 
-def bbse_prior(confusion: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+def bbse_prior(confusion: np.ndarray, predicted: np.ndarray, warnings: Optional[List[str]] = None) -> np.ndarray:
     """Black-box shift estimation (Lipton et al. 2018): ``confusion[i, j]`` counts reference rows
     predicted i with label j; ``predicted[i]`` counts rows of the adjusted file predicted i.
     Solves C w = mu for the importance weights w = target / reference label prior (least squares,
-    clipped at 0) and returns the target prior w * reference label prior."""
-    c = np.asarray(confusion, dtype=np.float64)
-    c = c / c.sum()
+    clipped at 0) and returns the target prior w * reference label prior. A rank-deficient C (a
+    class the reference never predicts) leaves part of w undetermined: one line in ``warnings``."""
+    c = np.asarray(confusion).astype(np.float64)  # one copy, normalised in place
+    c /= c.sum()
     mu = np.asarray(predicted, dtype=np.float64)
     mu = mu / mu.sum()
-    w = np.maximum(np.linalg.lstsq(c, mu, rcond=None)[0], 0.0)
+    solution, _, rank, _ = np.linalg.lstsq(c, mu, rcond=None)
+    w = np.maximum(solution, 0.0)
     prior = w * c.sum(axis=0)
     if prior.sum() <= 0:
         raise UsageError("BBSE found no positive class weight: the reference's confusion matrix says nothing "
                          "about this file (use --prior estimate)")
+    if rank < len(c) and warnings is not None:
+        never = int((c.sum(axis=1) == 0).sum())
+        what = f": the reference never predicts {never} of them" if never else ""
+        warnings.append(f"the reference's confusion matrix has rank {rank} for {len(c)} classes{what}; the BBSE "
+                        "estimate is not determined for every class (least squares picked one; --prior estimate, "
+                        "EM, does not need it)")
     return prior / prior.sum()

@@ -27,6 +27,7 @@ import orjson
 
 from bigshuf.common.errors import InputError
 from bigshuf.common.inputs import check_readable, is_read_once
+from bigshuf.common.tempdir import unlinked_temp_fd
 from bigshuf.predict import parse_workers
 from bigshuf.predict.budget import Budget
 from bigshuf.predict.formats import (
@@ -207,21 +208,39 @@ class _RowBuffer:
         return len(self.lines)
 
 
-def spool_stdin(source: Optional[str] = None) -> str:
+def spool_stdin(source: Optional[str] = None) -> Tuple[int, str]:
     """Copy standard input (or a pipe, FIFO, ``/dev/stdin``, ``<(cmd)``: anything that can be
-    read only once) to a private temporary file, so it can be read twice; returns its path."""
-    fd, path = tempfile.mkstemp(prefix="bigshuf-stdin-", suffix=".tmp")
+    read only once) to a private temporary file, so it can be read twice; returns its descriptor
+    and a path to read it by. The file is unlinked at once (a named copy of private data was
+    left behind by ``kill -9``) and read as ``/proc/self/fd/N``, which forked parse workers
+    inherit; without ``/proc`` it keeps a name until ``close`` (descriptor -1)."""
+    if os.path.isdir("/proc/self/fd"):
+        fd = unlinked_temp_fd(tempfile.gettempdir())
+        path = f"/proc/self/fd/{fd}"
+    else:  # pragma: no cover - not Linux
+        fd, path = tempfile.mkstemp(prefix="bigshuf-stdin-", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as out:
+        with os.fdopen(fd, "wb", closefd=False) as out:
             if source is None:
                 shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
             else:
                 with open(source, "rb") as src:
                     shutil.copyfileobj(src, out, 1 << 20)
     except BaseException:
-        os.unlink(path)
+        _drop_spool(fd, path)
         raise
-    return path
+    if not path.startswith("/proc/"):  # pragma: no cover
+        os.close(fd)
+        fd = -1
+    return fd, path
+
+
+def _drop_spool(fd: int, path: str) -> None:
+    with contextlib.suppress(OSError):
+        if path.startswith("/proc/"):
+            os.close(fd)
+        else:
+            os.unlink(path)
 
 
 def parse_json_line(raw: bytes) -> Any:
@@ -260,19 +279,19 @@ class PredictionFile:
         self.workers: Optional[int] = None
         self.notes: List[str] = []
         labels = None if labels is None else os.fspath(labels)
-        self._spool: Optional[str] = None
+        self._spool: Optional[Tuple[int, str]] = None
         self._cache: Optional[_ValueCache] = None
         if path == "-":
             self.name = "<stdin>"
             self._spool = spool_stdin()
-            self.path = self._spool
+            self.path = self._spool[1]
         else:
             self.name = path
             self.path = path
             check_readable(path)
             if is_read_once(path):  # detection reads it, then the passes: copy it once
                 self._spool = spool_stdin(path)
-                self.path = self._spool
+                self.path = self._spool[1]
         try:
             self.fmt = detect_format(self.path, self.name, fmt)
             self.layout = detect_layout(self.path, self.name, self.fmt, key=key, label_key=label_key,
@@ -293,8 +312,7 @@ class PredictionFile:
     def close(self) -> None:
         self._drop_cache()
         if self._spool:
-            with contextlib.suppress(OSError):
-                os.unlink(self._spool)
+            _drop_spool(*self._spool)
             self._spool = None
 
     def __enter__(self) -> "PredictionFile":

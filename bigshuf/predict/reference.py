@@ -116,7 +116,7 @@ def collect_reference(pf: PredictionFile, params: Optional[CanParams], cap: int,
         has = chunk.labels >= 0
         label_counts += np.bincount(chunk.labels[has], minlength=m)
         if joint is not None:
-            joint += np.bincount(probs[has].argmax(axis=1) * m + chunk.labels[has], minlength=m * m)
+            np.add.at(joint, probs[has].argmax(axis=1) * m + chunk.labels[has], 1)  # no m x m temporary
         if params is not None:
             sampler.add(probs[confident_mask(probs, params.tau, params.k, params.rule)])
     used_subsample = None

@@ -20,6 +20,7 @@ from bigshuf.predict.defaults import (
     DEFAULT_POSITIVE,
 )
 from bigshuf.predict.formats import Layout, check_pred_key
+from bigshuf.predict.heap import give_back_freed
 from bigshuf.predict.metrics import METRICS, Confusion, binary_metric, cv_folds, cv_line, lowered, percent
 from bigshuf.predict.multilabel import apply_label_cuts, find_label_cuts, multilabel_value
 from bigshuf.predict.options import ThresholdOptions, keywords
@@ -88,7 +89,7 @@ class _Scorer:
             "binary" if layout.scalar or layout.width == 2 else "multiclass"
         self.m = layout.n_classes
 
-    def fit(self, values: np.ndarray, y: np.ndarray) -> Dict[str, Any]:
+    def fit(self, values: np.ndarray, y: np.ndarray, groups: np.ndarray) -> Dict[str, Any]:
         if self.mode == "multilabel":
             cuts, _ = find_label_cuts(values, y, self.metric)
             return {"mode": "multilabel", "cuts": cuts.tolist()}
@@ -98,7 +99,7 @@ class _Scorer:
             return {"mode": "binary", "cut": cut, "positive": self.positive}
         # classes with too few distinct rows keep their untuned weight (fitted to 1-2 rows, weights
         # of 0.02-0.9 lost 4.6 test points from a 200-row dev file)
-        frozen = distinct_counts(y, self.m, duplicate_groups(values)) < MIN_ROWS_TO_TUNE
+        frozen = distinct_counts(y, self.m, groups) < MIN_ROWS_TO_TUNE
         weights, _ = find_class_weights(values, y, self.metric, frozen=frozen)
         return {"mode": "multiclass", "weights": weights.tolist()}
 
@@ -111,10 +112,11 @@ class _Scorer:
             return {"mode": "binary", "cut": default_cut(scores), "positive": self.positive}
         return {"mode": "multiclass", "weights": [1.0] * self.m}
 
-    def fit_or_keep(self, values: np.ndarray, y: np.ndarray) -> Dict[str, Any]:
+    def fit_or_keep(self, values: np.ndarray, y: np.ndarray, groups: np.ndarray) -> Dict[str, Any]:
         """Fitted params, or the usual rule when the fit does not beat it on these rows:
-        "unchanged" is a point of every search."""
-        fitted = self.fit(values, y)
+        "unchanged" is a point of every search. ``groups``: the rows' copy groups
+        (``duplicate_groups`` of the whole file, restricted to these rows)."""
+        fitted = self.fit(values, y, groups)
         if self.score(y, self.decide(fitted, values)) > self.score(y, self.baseline(values)) + 1e-12:
             return fitted
         return self.unchanged(values)
@@ -219,6 +221,7 @@ def _search(opts: ThresholdOptions, metric: str, outs: RunOutputs) -> Dict[str, 
         budget.fit(pf.layout.width)
         pf.chunk_rows, pf.budget = budget.chunk_rows, budget
         data = pf.read_all(max_rows=budget.matrix_rows(per_value=THRESHOLD_BYTES_PER_VALUE), seed=opts.seed)
+        give_back_freed()  # what glibc keeps of the reading pass is not in the budget
         missing = np.flatnonzero(data.labels < 0)
         if missing.size:
             raise InputError("no gold label on this row (the search needs labelled rows)", data.path,
@@ -230,10 +233,10 @@ def _search(opts: ThresholdOptions, metric: str, outs: RunOutputs) -> Dict[str, 
         scorer = _Scorer(metric, data.layout, 1 if opts.multi_label else _resolve_positive(opts.positive, data.layout))
         y = _gold(data)
         folds = opts.cv if opts.cv >= 2 and len(data.values) >= 2 else 0  # folds need rows to train on
-        fitted, cv = _fit_and_cross_validate(scorer, data.values, y, data.labels, folds, opts.seed)
+        groups = duplicate_groups(data.values)  # once: the folds' fits take their rows' part
+        fitted, cv = _fit_and_cross_validate(scorer, data.values, y, data.labels, folds, opts.seed, groups)
         before = scorer.score(y, scorer.baseline(data.values))
         after = scorer.score(y, scorer.decide(fitted, data.values))
-        groups = duplicate_groups(data.values)
         labels_ok = True if scorer.mode == "multilabel" else covers_classes(data.labels, data.layout.n_classes)
         problem = "" if scorer.mode == "multilabel" else skew(data.labels, data.layout.n_classes, groups)
         adopted, reason = adopt(after - before, cv, labels_ok, problem)
@@ -260,7 +263,7 @@ def _search(opts: ThresholdOptions, metric: str, outs: RunOutputs) -> Dict[str, 
 
 
 def _fit_and_cross_validate(scorer: _Scorer, values: np.ndarray, y: np.ndarray, strata: np.ndarray, folds: int,
-                            seed: int) -> Tuple[Dict[str, Any], Optional[CrossValidation]]:
+                            seed: int, groups: np.ndarray) -> Tuple[Dict[str, Any], Optional[CrossValidation]]:
     """The params fitted on all rows, and (``folds`` >= 2) the held-out metric of params fitted on
     the other folds (or the usual rule, when the fit does not beat it there) versus the usual rule:
     pooled, and per fold for the noise.
@@ -270,19 +273,19 @@ def _fit_and_cross_validate(scorer: _Scorer, values: np.ndarray, y: np.ndarray, 
     cost in three rounds (the whole-data fit alone first took a fourth). Two fits at a time is
     what ``THRESHOLD_BYTES_PER_VALUE`` counts."""
     if folds < 2:
-        return scorer.fit_or_keep(values, y), None
+        return scorer.fit_or_keep(values, y, groups), None
     n = len(values)
     held_preds = np.zeros(y.shape if scorer.mode == "multilabel" else n, dtype=y.dtype if scorer.mode == "multilabel"
                           else np.int64)
     key = _strata(y) if scorer.mode == "multilabel" else strata
-    held_out = [held for held in cv_folds(key, min(folds, n), seed, duplicate_groups(values)) if held.size]
+    held_out = [held for held in cv_folds(key, min(folds, n), seed, groups) if held.size]
 
     def fit_fold(held: np.ndarray) -> None:
         train = np.setdiff1d(np.arange(n), held)
-        held_preds[held] = scorer.decide(scorer.fit_or_keep(values[train], y[train]), values[held])
+        held_preds[held] = scorer.decide(scorer.fit_or_keep(values[train], y[train], groups[train]), values[held])
 
     with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
-        whole = pool.submit(scorer.fit_or_keep, values, y)
+        whole = pool.submit(scorer.fit_or_keep, values, y, groups)
         list(pool.map(fit_fold, held_out))
         fitted = whole.result()
     checkpoint()  # a signal that came while waiting on the pool stops the run here
@@ -372,7 +375,7 @@ def format_threshold_report(report: ThresholdReport) -> str:
     result = report.to_dict()
     p = result["params"]
     metric = result["metric"]
-    lines = [f"warning: {w}" for w in result.get("warnings", ())]
+    lines = [f"bigshuf: warning: {w}" for w in result.get("warnings", ())]  # as with -q and shuffle
     lines.append(f"{result['rows']} rows, {_describe(p)}" + (" -- the usual rule, kept" if p.get("unchanged") else ""))
     dev = result.get("dev")
     if dev:

@@ -583,7 +583,8 @@ def test_threshold_search_gives_freed_arrays_back(tmp_path, monkeypatch):
     the budget: 150 000 x 200 rows at -S 100M peaked at 168-170 MiB, over the 164 MiB bound (150
     MiB now); .npy 20 000 x 2 000 at 128M 180-199 MiB against 192 (150 now). The pages are handed
     back between the reading pass and the search."""
-    from bigshuf.predict import heap, threshold_command
+    from bigshuf.common import heap
+    from bigshuf.predict import threshold_command
 
     calls = []
 
@@ -598,7 +599,7 @@ def test_threshold_search_gives_freed_arrays_back(tmp_path, monkeypatch):
         calls.append(("search",))
         return real_groups(values)
 
-    monkeypatch.setattr(heap, "_LIBC", FakeLibc())
+    monkeypatch.setattr(heap, "GLIBC", FakeLibc())
     monkeypatch.setattr(threshold_command, "duplicate_groups", groups)
     probs, y = gaussian_model(200, SOURCE, SOURCE, 12)
     res = invoke("threshold", write(tmp_path / "dev.jsonl", probs, y), "-q")

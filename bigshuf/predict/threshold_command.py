@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from bigshuf.common.errors import InputError, UsageError
+from bigshuf.common.heap import give_back_freed
 from bigshuf.common.sizes import format_size
 from bigshuf.predict.budget import THRESHOLD_BYTES_PER_VALUE, Budget
 from bigshuf.predict.defaults import (
@@ -20,7 +21,6 @@ from bigshuf.predict.defaults import (
     DEFAULT_POSITIVE,
 )
 from bigshuf.predict.formats import Layout, check_pred_key
-from bigshuf.predict.heap import give_back_freed
 from bigshuf.predict.metrics import METRICS, Confusion, binary_metric, cv_folds, cv_line, lowered, percent
 from bigshuf.predict.multilabel import apply_label_cuts, find_label_cuts, multilabel_value
 from bigshuf.predict.options import ThresholdOptions, keywords

@@ -21,10 +21,10 @@ does nothing.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import sys
 import threading
 from typing import Iterator, Optional
+
+from bigshuf.common.heap import GLIBC
 
 #: mallopt(3) parameters.
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
@@ -39,23 +39,8 @@ _lock = threading.Lock()
 _users = 0
 
 
-def _libc_mallopt():
-    """glibc's mallopt, looked up in the running process; None elsewhere (musl, macOS)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None)
-        if not hasattr(libc, "gnu_get_libc_version"):
-            return None  # not glibc: its mallopt ignores these parameters or has none
-        f, trim = libc.mallopt, libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
-    f.argtypes, f.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return f, trim
-
-
-_mallopt = _libc_mallopt()
+#: glibc's (mallopt, malloc_trim), or None where the C library is not glibc.
+_mallopt = (GLIBC.mallopt, GLIBC.malloc_trim) if GLIBC is not None else None
 
 
 def top_pad(block_bytes: int) -> int:

@@ -1,4 +1,6 @@
-"""Freed arrays handed back to the system between a reading pass and a search.
+"""glibc's allocator, reached once through ctypes (None elsewhere: musl, macOS), for the two
+places that tell it what to keep: the engine's phases (``shuffler/heap.py``) and, here, freed
+arrays handed back to the system between a reading pass and a search (``threshold``).
 
 The budget counts the arrays a step holds, not what the allocator keeps after they are freed.
 With glibc's defaults, freeing a large (mmapped) array raises the mmap threshold to its size, so
@@ -17,6 +19,7 @@ from typing import Any
 
 
 def _libc() -> Any:
+    """glibc's functions in the running process, with their C types; None where not glibc."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -24,16 +27,17 @@ def _libc() -> Any:
         if not hasattr(libc, "gnu_get_libc_version"):
             return None
         libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+        libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
         return libc
     except (OSError, AttributeError):
         return None
 
 
-_LIBC = _libc()
+GLIBC = _libc()
 
 
 def give_back_freed() -> None:
     """Hand the pages of freed arrays back to the system (``malloc_trim``: every arena, not
     only the top of each heap), e.g. the reading pass's reservoir and chunks before a search."""
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
+    if GLIBC is not None:
+        GLIBC.malloc_trim(0)

@@ -189,27 +189,36 @@ def cache_holds(size: int, budget: int, view: MemoryView,
 
 
 def probe_read_rate(paths: List[str]) -> float:
-    """Bytes/s of PROBE_READS reads spread over the largest of ``paths`` (0 if unreadable).
-    Timed without the time this thread waited for a CPU (``schedstat``'s run delay): on a busy
-    machine a cached input must not look like a disk. Enough bytes that a throttle's burst
-    allowance (blkio lets ~100 ms worth through at once) does not make a disk look cached."""
+    """Bytes/s of PROBE_READS reads spread evenly over all of ``paths`` taken end to end (so
+    each input is sampled by its share of the bytes: an input cached beside others on a disk
+    must not make them all look cached), 0 if one is unreadable. Timed without the time this
+    thread waited for a CPU (``schedstat``'s run delay): on a busy machine a cached input must
+    not look like a disk. Enough bytes that a throttle's burst allowance (blkio lets ~100 ms
+    worth through at once) does not make a disk look cached."""
+    fds: List[Tuple[int, int]] = []  # (fd, size)
     try:
-        path = max(paths, key=lambda p: os.stat(p).st_size)
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except (OSError, ValueError):
-        return 0.0
-    try:
-        size = os.fstat(fd).st_size
-        buf = bytearray(min(PROBE_BYTES, max(1, size)))
+        for path in paths:
+            fds.append((os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)), 0))
+            fds[-1] = (fds[-1][0], os.fstat(fds[-1][0]).st_size)
+        total = sum(size for _, size in fds)
+        if not fds or total <= 0:
+            return 0.0
+        buf = bytearray(min(PROBE_BYTES, max(1, max(size for _, size in fds))))
         waited, start, got = _run_delay(), time.perf_counter(), 0
         for i in range(PROBE_READS):
-            got += os.preadv(fd, [buf], (size - len(buf)) * (2 * i + 1) // (2 * PROBE_READS) & ~4095)
+            at = total * (2 * i + 1) // (2 * PROBE_READS)  # the i-th sample of all the bytes
+            for fd, size in fds:
+                if at < size:
+                    got += os.preadv(fd, [buf], max(0, min(at, size - len(buf))) & ~4095)
+                    break
+                at -= size
         spent = time.perf_counter() - start - (_run_delay() - waited)
         return got / max(spent, 1e-6)
-    except OSError:
+    except (OSError, ValueError):
         return 0.0
     finally:
-        os.close(fd)
+        for fd, _ in fds:
+            os.close(fd)
 
 
 def _run_delay() -> float:

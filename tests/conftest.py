@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import compileall
+import signal
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,21 @@ def pytest_configure(config) -> None:
     Python checks each .pyc against its source, as for any import."""
     if not hasattr(config, "workerinput"):  # the controller, or a run without xdist
         compileall.compile_dir(str(REPO / "bigshuf"), quiet=1)
+    _children_get_default_signals()
+
+
+def _ignore(signum, frame) -> None:
+    """Still ignored here, but a handler: exec gives the children the default again."""
+
+
+def _children_get_default_signals() -> None:
+    """A suite run under ``nohup`` or as a background job has INT or HUP ignored, and an ignored
+    signal stays ignored across exec: every bigshuf the signal tests start would then never
+    stop (they hung, or exited 0). A do-nothing handler keeps this process as it was asked to
+    be, while exec resets handled signals to their defaults in every child."""
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            signal.signal(sig, _ignore)
 
 
 @pytest.fixture

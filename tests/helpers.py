@@ -65,18 +65,6 @@ main()
 """
 
 
-def _child(preexec: Optional[Callable]) -> Callable[[], None]:
-    """The child's set-up: INT and HUP back to their defaults (a suite run under ``nohup`` or in
-    a background job ignores them, and an ignored signal stays ignored across exec: the signal
-    tests' children would never stop), then the caller's ``preexec``."""
-    def setup() -> None:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        signal.signal(signal.SIGHUP, signal.SIG_DFL)
-        if preexec is not None:
-            preexec()
-    return setup
-
-
 def spawn(args: Sequence[str], *, prefix: Sequence[str] = (), preexec: Optional[Callable] = None,
           stdin=subprocess.DEVNULL, pause_at: Optional[str] = None) -> subprocess.Popen:
     """Start ``python -m bigshuf ARGS`` (optionally under a command prefix such as setpriv).
@@ -85,7 +73,7 @@ def spawn(args: Sequence[str], *, prefix: Sequence[str] = (), preexec: Optional[
     argv = cli_argv(args, prefix) if pause_at is None else \
         [*prefix, sys.executable, "-c", _PAUSING, pause_at, *map(str, args)]
     proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=cli_env(), preexec_fn=_child(preexec))
+                            stderr=subprocess.PIPE, env=cli_env(), preexec_fn=preexec)
     proc.pause_at = pause_at  # type: ignore[attr-defined]
     return proc
 
@@ -95,7 +83,7 @@ def run(args: Sequence[str], *, prefix: Sequence[str] = (), preexec: Optional[Ca
         env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
     """Run ``python -m bigshuf ARGS`` as a real process and capture its output (bytes)."""
     return subprocess.run(cli_argv(args, prefix), input=input, stdin=stdin, capture_output=True,
-                          env=cli_env(env), preexec_fn=_child(preexec), timeout=timeout, cwd=cwd)
+                          env=cli_env(env), preexec_fn=preexec, timeout=timeout, cwd=cwd)
 
 
 # -- resource limits ------------------------------------------------------------------------------

@@ -84,19 +84,15 @@ class Cgroup:
         raise SystemExit(f"no {controller or 'cgroup2'} cgroup for this process")
 
     def _make_memory(self, limit: int, name: str) -> str:
-        if os.path.isdir(V1_MEMORY):
-            d = os.path.join(V1_MEMORY + self._own("memory"), name)
-            os.makedirs(d, exist_ok=True)
-            self.dirs.append(d)
-            self._write(d, "memory.limit_in_bytes", str(limit))
-            self.version = 1
-            return d
-        root = "/sys/fs/cgroup"
-        d = os.path.join(root + self._own(""), name)
+        """A child of this process's memory cgroup: v1's controller if mounted, else v2's."""
+        v1 = os.path.isdir(V1_MEMORY)
+        root, own, limit_file = ((V1_MEMORY, "memory", "memory.limit_in_bytes") if v1
+                                 else ("/sys/fs/cgroup", "", "memory.max"))
+        d = os.path.join(root + self._own(own), name)
         os.makedirs(d, exist_ok=True)
         self.dirs.append(d)
-        self._write(d, "memory.max", str(limit))
-        self.version = 2
+        self._write(d, limit_file, str(limit))
+        self.version = 1 if v1 else 2
         return d
 
     def _make_blkio(self, name: str, throttle: Tuple[str, int, int]) -> str:

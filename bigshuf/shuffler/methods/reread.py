@@ -198,8 +198,9 @@ def probe_read_rate(paths: List[str]) -> float:
     fds: List[Tuple[int, int]] = []  # (fd, size)
     try:
         for path in paths:
-            fds.append((os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)), 0))
-            fds[-1] = (fds[-1][0], os.fstat(fds[-1][0]).st_size)
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            fds.append((fd, -1))  # closed in finally even if fstat fails
+            fds[-1] = (fd, os.fstat(fd).st_size)
         total = sum(size for _, size in fds)
         if not fds or total <= 0:
             return 0.0

@@ -232,6 +232,29 @@ def test_real_cgroup_caps_the_default(real_cgroup: str, tmp_path: Path) -> None:
     assert p.returncode == 0 and "--memory 2G does not fit" in p.stdout, p.stderr
 
 
+def test_real_cgroup_tmpfs_pages_are_not_room(real_cgroup: str, tmp_path: Path) -> None:
+    """On the real kernel: 32M written to tmpfs from inside the cgroup leave at most the limit
+    less 32M of room, whatever the file LRUs hold (the input reached this run through a pipe
+    from outside the cgroup: then they were empty, and the tmpfs pages were taken as room)."""
+    shm = "/dev/shm"
+    if container.filesystem_type(shm) not in container.IN_MEMORY_FS or not os.access(shm, os.W_OK):
+        pytest.skip("no writable tmpfs at /dev/shm")
+    f = os.path.join(shm, f"bigshuf-test-{os.getpid()}")
+    probe = ("from bigshuf.common.container import cgroup_memory as c; g = c(); "
+             "print(g.limit, g.room)")
+    script = (f"echo $$ > {real_cgroup}/cgroup.procs && "
+              f"dd if=/dev/zero of={f} bs=1M count=32 status=none && exec \"$@\"")
+    try:
+        p = subprocess.run(["sh", "-c", script, "sh", sys.executable, "-c", probe],
+                           capture_output=True, text=True)
+    finally:
+        if os.path.exists(f):
+            os.unlink(f)
+    assert p.returncode == 0, p.stderr
+    limit, room = map(int, p.stdout.split())
+    assert limit == 600 * MB and room <= limit - 32 * MB
+
+
 def test_tmpfs_temp_dir_in_a_cgroup(tmp_path: Path) -> None:
     """A temporary file on tmpfs is RAM the cgroup charges: refused before any work if it cannot
     fit, fine on a disk or without a limit."""
@@ -267,6 +290,41 @@ def test_temp_file_in_ram_is_watched_while_it_grows(tmp_path: Path) -> None:
     assert watch.check(4 * MB) is None  # not re-read within WATCH_EVERY
     why = watch.check(container.WATCH_EVERY)
     assert why is not None and str(ram) in why and "--temp-dir" in why and "\n" not in why
+
+
+def _only_tmpfs(version: int, limit: int, shm: int) -> Dict[str, str]:
+    """A cgroup whose charge is all tmpfs pages, every file page reclaimed: memory.stat as a
+    real v1 (or v2) kernel prints it then, the tmpfs pages in cache/file and shmem."""
+    if version == 1:
+        return {"memory.limit_in_bytes": str(limit), "memory.usage_in_bytes": str(shm),
+                "memory.stat": f"cache {shm}\nrss 0\nshmem {shm}\ninactive_anon {shm}\n"
+                               f"inactive_file 0\nactive_file 0\ntotal_cache {shm}\n"
+                               f"total_shmem {shm}\ntotal_inactive_file 0\ntotal_active_file 0\n"}
+    return {"memory.max": str(limit), "memory.high": "max", "memory.current": str(shm),
+            "memory.stat": f"anon 0\nfile {shm}\nshmem {shm}\nactive_file 0\ninactive_file 0\n"}
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_tmpfs_pages_are_not_room(tmp_path: Path, version: int) -> None:
+    """tmpfs pages count in the cgroup's cache (v1) or file (v2) total but cannot be dropped.
+    When the file LRUs were empty, the total was taken as reclaimable: a run whose tmpfs temp
+    filled a 256M cgroup saw 193M of room, and was OOM-killed instead of stopping (seen under
+    CPU load, which reclaims every file page)."""
+    paths = fake_tree(tmp_path, version, {"/a/b": _only_tmpfs(version, 256 * MB, 230 * MB)})
+    cg = container.cgroup_memory(paths)
+    assert cg is not None and cg.room == 26 * MB
+    ram = tmp_path / "sys" / "fs" / "cgroup" / "tmp"  # under the fake tmpfs mount
+    ram.mkdir()
+    watch = container.temp_growth_watch(str(ram), paths)
+    assert watch is not None and watch.check(4 * MB) is not None
+
+
+def test_cache_total_without_lrus_excludes_tmpfs(tmp_path: Path) -> None:
+    """A kernel that reports no file LRUs: the cache total less its tmpfs pages."""
+    files = {"memory.limit_in_bytes": str(256 * MB), "memory.usage_in_bytes": str(200 * MB),
+             "memory.stat": f"cache {150 * MB}\nshmem {100 * MB}\n"}
+    cg = container.cgroup_memory(fake_tree(tmp_path, 1, {"/a/b": files}))
+    assert cg is not None and cg.room == (256 - 200 + 50) * MB
 
 
 def test_v1_limit_ignores_host_pressure(tmp_path: Path) -> None:

@@ -141,9 +141,8 @@ def _level_v1(path: str) -> Optional[CgroupMemory]:
     if limit is None:
         return None
     usage = _int(_read(os.path.join(path, "memory.usage_in_bytes"))) or 0
-    stat = _stat(path)
-    cache = stat.get("total_inactive_file", 0) + stat.get("total_active_file", 0) \
-        or stat.get("total_cache", stat.get("cache", 0))
+    cache = _file_cache(_stat(path), ("total_inactive_file", "total_active_file"),
+                        ("total_cache", "cache"), ("total_shmem", "shmem"))
     return CgroupMemory(path, 1, limit, usage, min(cache, usage))
 
 
@@ -153,9 +152,21 @@ def _level_v2(path: str) -> Optional[CgroupMemory]:
     if not limits:
         return None
     usage = _int(_read(os.path.join(path, "memory.current"))) or 0
-    stat = _stat(path)
-    cache = stat.get("inactive_file", 0) + stat.get("active_file", 0) or stat.get("file", 0)
+    cache = _file_cache(_stat(path), ("inactive_file", "active_file"), ("file",), ("shmem",))
     return CgroupMemory(path, 2, min(limits), usage, min(cache, usage))
+
+
+def _file_cache(stat: Dict[str, int], lru: Tuple[str, ...], total: Tuple[str, ...],
+                shmem: Tuple[str, ...]) -> int:
+    """The page cache the kernel could drop: the file LRUs where reported, else the cache
+    total less its tmpfs/shared pages. tmpfs pages (``shmem``) count in ``cache``/``file`` but
+    live on the anon LRUs and, without swap, are never dropped: a run whose tmpfs temp had
+    pushed every file page out saw ``cache`` = its own temp file as room, and was OOM-killed
+    instead of stopping with an error. The LRU figures are used even when they are 0."""
+    if any(k in stat for k in lru):
+        return sum(stat.get(k, 0) for k in lru)
+    first = next((stat[k] for k in total if k in stat), 0)
+    return max(0, first - next((stat[k] for k in shmem if k in stat), 0))
 
 
 def _layout(paths: Paths) -> Tuple[List[str], List[str]]:

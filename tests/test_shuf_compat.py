@@ -139,6 +139,45 @@ def test_repeat_without_count_is_endless_until_the_pipe_closes(args, stdin):
     assert all(v.endswith(b"\n") for v in lines)
 
 
+class _HeadReader(io.RawIOBase):
+    """A reader that goes away after ``limit`` bytes, as `| head -c` does."""
+
+    def __init__(self, limit: int):
+        self.got, self.limit = bytearray(), limit
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        if len(self.got) >= self.limit:
+            raise BrokenPipeError(32, "Broken pipe")
+        self.got += bytes(b)
+        return len(memoryview(b).cast("B"))
+
+
+def test_endless_repeat_rounds_grow_from_one_chunk(tmp_path, monkeypatch):
+    """Endless -r of a tiny file: rounds of 4096 draws, then doubling (a full first round of a
+    2-line file took 0.65 s of CPU before `| head` was noticed); an input of many lines gets
+    full rounds at once (no extra passes). The output is the -n prefix either way."""
+    from bigshuf.shuffler.methods import repeat
+    sizes = []
+    real = repeat._round
+    monkeypatch.setattr(repeat, "_round", lambda idx, *a: sizes.append(len(idx)) or real(idx, *a))
+    src = tmp_path / "tiny.txt"
+    src.write_bytes(b"a\nb\n")
+    head = _HeadReader(200_000)
+    bigshuf.shuffle([str(src)], head, repeat=True, seed=5)
+    assert sizes[:4] == [4096, 8192, 16384, 32768] and sizes[-1] < 1 << 20
+    prefix = io.BytesIO()
+    bigshuf.shuffle([str(src)], prefix, repeat=True, seed=5, sample=200_000)
+    assert bytes(head.got) == prefix.getvalue()[:len(head.got)] and len(head.got) >= 200_000
+    sizes.clear()
+    many = tmp_path / "many.txt"
+    many.write_bytes(b"".join(b"%d\n" % i for i in range(50_000)))
+    bigshuf.shuffle([str(many)], _HeadReader(1 << 20), repeat=True, seed=5, memory="16M")
+    assert sizes[0] == 4096 and sizes[1] == sizes[2] > 8192
+
+
 def test_repeat_of_a_file_larger_than_memory_same_output_at_any_memory(tmp_path):
     """Lines of 1 B to 60 KB (so rounds overflow and are halved) in a 4 MB file, --memory 1M:
     draws are input lines, and the same seed gives the same bytes at 1M and 8M."""

@@ -14,7 +14,9 @@ Memory stays bounded whatever the input size and N:
   sequence (B chosen so their lines fill an eighth of ``--memory`` at the mean line length),
   read the input once collecting those lines in file order, and write them in draw order. Lines
   that turn out longer than expected (more than a quarter of ``--memory``) make a round split in
-  two halves (recursively), so the budget holds for any line lengths. The output is the draw sequence itself, so it does not
+  two halves (recursively), so the budget holds for any line lengths. Endless output starts
+  with one chunk of draws and doubles its rounds up to B (never below the line count, so a
+  large input gets no extra pass): `| head` of a tiny file stops at once. The output is the draw sequence itself, so it does not
   depend on B, ``--memory`` or the input's block layout; a round re-reads the input, so N far
   beyond memory costs one input pass per round.
 """
@@ -177,7 +179,11 @@ def _file_lines(inputs: List[Any], opts: ShuffleOptions, geo: Geometry, streams:
     # copied the whole pending round each time (quadratic in the round size).
     parts: List[np.ndarray] = []
     have = 0
-    # Endless output (`| head -5`) starts after one chunk, not after a memory-full of draws.
+    # Endless output (`| head -5`) starts after one chunk, not after a memory-full of draws,
+    # and its rounds then double: a tiny input's full round (1.6M draws of a 2-line file at
+    # 1G) cost 0.65 s of CPU before the closed pipe was seen. A round of at least ``count``
+    # draws costs at least its input pass, so rounds never go below that: a large input gets
+    # no extra passes. The output is the draw sequence whatever the rounds.
     target = DRAW_CHUNK if total is None else per_round
     for idx in draws(streams, count, total):
         parts.append(idx.astype(np.int64))
@@ -187,7 +193,8 @@ def _file_lines(inputs: List[Any], opts: ShuffleOptions, geo: Geometry, streams:
         pending = np.concatenate(parts)
         while len(pending) >= target:
             yield from _round(pending[:target], inputs, opts, geo)
-            pending, target = pending[target:], per_round
+            pending = pending[target:]
+            target = min(per_round, max(2 * target, count))
         parts, have = [pending], len(pending)
     if have:
         yield from _round(np.concatenate(parts), inputs, opts, geo)

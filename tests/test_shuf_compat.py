@@ -178,6 +178,35 @@ def test_endless_repeat_rounds_grow_from_one_chunk(tmp_path, monkeypatch):
     assert sizes[0] == 4096 and sizes[1] == sizes[2] > 8192
 
 
+def test_repeat_stops_when_the_file_is_rewritten_in_place(tmp_path, monkeypatch):
+    """-r reads its file once a round: a rewrite in place (same size) between rounds is a
+    runtime error (exit 1) naming the file, and -o is not published; a file that stays the
+    same is read by every round."""
+    from bigshuf.shuffler.methods import repeat
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"".join(b"%04d\n" % i for i in range(2000)))
+    os.utime(src, ns=(10**18, 10**18))  # an old mtime: the rewrite's shows, whatever the clock
+    real, calls = repeat._collect, []
+
+    def rewriting(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            with open(src, "r+b") as f:
+                f.write(b"XXXX")
+        return real(*args)
+
+    monkeypatch.setattr(repeat, "_collect", rewriting)
+    out = tmp_path / "out.txt"
+    p = invoke(["shuffle", "-r", "-n", "200000", "-S", "1M", str(src), "-o", str(out)])
+    one_line_error(p, 1, "input changed while it was being shuffled")
+    assert b"in.txt" in p.stderr and not out.exists() and len(calls) == 2
+    calls.clear()
+    src.write_bytes(b"".join(b"%04d\n" % i for i in range(2000)))
+    monkeypatch.setattr(repeat, "_collect", lambda *a: calls.append(1) or real(*a))
+    assert invoke(["shuffle", "-r", "-n", "200000", "-S", "1M", str(src), "-o", str(out)]).returncode == 0
+    assert len(calls) > 2
+
+
 def test_repeat_of_a_file_larger_than_memory_same_output_at_any_memory(tmp_path):
     """Lines of 1 B to 60 KB (so rounds overflow and are halved) in a 4 MB file, --memory 1M:
     draws are input lines, and the same seed gives the same bytes at 1M and 8M."""

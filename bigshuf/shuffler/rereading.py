@@ -9,7 +9,8 @@ Every input is read the same way each time, from what the first reading opened:
 * a regular file (plain or compressed) is opened once and held open: each reading reads that
   same inode with ``pread`` (its own position), so a file replaced by ``mv`` in between is not
   read in its successor's place. A file rewritten in place is caught by the caller comparing
-  the digests of the readings (``UniqueReader``).
+  the digests of the readings (``UniqueReader``), or by :func:`check_unchanged` (its size,
+  mtime and ctime) where a reading stops early (``-r``'s rounds).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Any, List, Optional, Tuple
 
 from bigshuf.common.codecs import open_decompressed
 from bigshuf.common.container import TempGrowthWatch, temp_growth_watch
-from bigshuf.common.errors import InputError
+from bigshuf.common.errors import BigshufError, InputError, changed
 from bigshuf.common.inputs import InputKind, check_readable, describe_input
 from bigshuf.common.tempdir import temp_directory, temp_write_error, unlinked_temp_fd
 from bigshuf.shuffler.options import ShuffleOptions
@@ -120,6 +121,17 @@ class HeldFile:
                  disk_bytes: Optional[int]):
         self.fd, self.path, self.codec = fd, path, codec
         self.size, self.disk_bytes = size, disk_bytes
+        self.identity = self._identity()
+
+    def _identity(self) -> Tuple[int, int, int]:
+        st = os.fstat(self.fd)
+        return st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+    def check(self) -> None:
+        """A runtime error (exit 1) if the file was written since it was opened (its size,
+        mtime or ctime moved: a rewrite in place, which the held descriptor still reads)."""
+        if self._identity() != self.identity:
+            raise BigshufError(changed(display_name(self.path)))
 
     def open(self) -> Source:
         stream = _Window(os.dup(self.fd), 0, None)
@@ -128,6 +140,14 @@ class HeldFile:
             return Source(name, stream, self.size, False, self.disk_bytes)  # type: ignore[arg-type]
         return Source(name, open_decompressed(stream, self.codec, self.path),  # type: ignore[arg-type]
                       None, True, self.disk_bytes)
+
+
+def check_unchanged(parts: List[Any]) -> None:
+    """Each held file of ``parts`` as it was opened (:meth:`HeldFile.check`); a spooled stream
+    is a private copy, unchanged by definition."""
+    for part in parts:
+        if isinstance(part, HeldFile):
+            part.check()
 
 
 class SpoolPart:

@@ -33,7 +33,7 @@ from bigshuf.shuffler.methods.base import Job, Method, MethodName
 from bigshuf.shuffler.options import ShuffleOptions
 from bigshuf.shuffler.plan import Geometry
 from bigshuf.shuffler.records import RecordReader
-from bigshuf.shuffler.rereading import rereadable_inputs
+from bigshuf.shuffler.rereading import check_unchanged, rereadable_inputs
 from bigshuf.shuffler.segments import gather_records
 from bigshuf.shuffler.sources import format_numbers
 from bigshuf.shuffler.stats import ShuffleStats
@@ -205,6 +205,7 @@ def _round(idx: np.ndarray, inputs: List[Any], opts: ShuffleOptions, geo: Geomet
     """The lines of ``idx`` in that order; halves the round if they overflow the budget."""
     cap = geo.repeat_split
     got = _collect(idx, inputs, opts, geo, cap)
+    check_unchanged(inputs)  # a file rewritten in place since the count: no lines from it
     if got is None:
         half = len(idx) // 2
         yield from _round(idx[:half], inputs, opts, geo)

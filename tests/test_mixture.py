@@ -256,11 +256,30 @@ def test_the_report_is_made_before_publishing(tmp_path, monkeypatch):
     assert not out.exists()
 
 
+def test_inputs_read_once_are_copied_first(tmp_path):
+    """stdin and caller streams in a mixture (counted, then read again; with --split, once a
+    split; with --unique, three times): copied to --temp-dir once, the same bytes as files."""
+    a, b = _lines(tmp_path, "a.txt", "a", 30), _lines(tmp_path, "b.txt", "b", 50)
+    for extra in ([], ["--split", "x=0.5,y=rest", "-o", str(tmp_path / "{split}.txt")],
+                  ["-u", "-o", str(tmp_path / "u.txt")]):
+        args = ["shuffle", "--mix", "2,1", "-n", "40", "--seed", "4", *extra]
+        files = invoke(args + [str(a), str(b)])
+        kept = {f.name: f.read_bytes() for f in tmp_path.glob("[xyu].txt")}
+        piped = invoke(args + [str(a), "-"], input=b.read_bytes())
+        assert files.returncode == piped.returncode == 0 and files.stdout == piped.stdout
+        assert {f.name: f.read_bytes() for f in tmp_path.glob("[xyu].txt")} == kept
+    out = io.BytesIO()
+    bigshuf.shuffle([a, io.BytesIO(b.read_bytes())], out, mix="2,1", head_count=40, seed=4)
+    assert out.getvalue() == invoke(["shuffle", "--mix", "2,1", "-n", "40", "--seed", "4",
+                                     str(a), str(b)]).stdout
+
+
 def test_inputs_read_once_and_empty_inputs(tmp_path):
     a = _lines(tmp_path, "a.txt", "a", 3)
     empty = tmp_path / "empty.txt"
     empty.write_bytes(b"")
-    one_line_error(invoke(["shuffle", str(a), "-", "--mix", "1,1"]), 2, "can be read only once")
+    one_line_error(invoke(["shuffle", str(a), "-", "--mix", "1,1"], input=b""), 2, "<stdin>",
+                   "holds no records")
     adir = tmp_path / "adir"
     adir.mkdir()
     r = invoke(["shuffle", str(a), str(adir), "--mix", "1,1"])

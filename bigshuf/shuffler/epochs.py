@@ -30,11 +30,11 @@ from typing import Any, Callable, List, Optional, Tuple
 import numpy as np
 
 from bigshuf.common.errors import BigshufError, UsageError, warn_stderr
-from bigshuf.common.inputs import is_read_once
 from bigshuf.common.randomness import epoch_seed, resolve_seed
 from bigshuf.common.signals import SignalGuard
-from bigshuf.shuffler.options import EPOCH_FIELD_RE, STDIO, ShuffleOptions
+from bigshuf.shuffler.options import EPOCH_FIELD_RE, ShuffleOptions
 from bigshuf.shuffler.records import find_record_ends
+from bigshuf.shuffler.rereading import read_once
 from bigshuf.shuffler.stats import ShuffleStats
 from bigshuf.shuffler.writing import (
     _FIELD_SPEC,
@@ -99,7 +99,7 @@ def run_epochs(opts: ShuffleOptions, run_one: RunOne, check: Callable[[ShuffleOp
     with SignalGuard() as signals:
         try:
             parts = None
-            if spool_inputs is not None and len(runs) > 1 and _read_once(opts):
+            if spool_inputs is not None and len(runs) > 1 and read_once(opts):
                 parts, spool = spool_inputs(opts)
             with held() as sinks, shared_stream(stream) if stream is not None else nullcontext():
                 for e, r in zip(opts.epoch_numbers, runs):
@@ -167,12 +167,6 @@ def release_freed_memory() -> None:
         ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError):
         pass
-
-
-def _read_once(opts: ShuffleOptions) -> bool:
-    """Is any input readable only once (so it must be copied before the first epoch)?"""
-    return not opts.generated and any(not isinstance(p, str) or p == STDIO or is_read_once(p)
-                                      for p in opts.inputs)
 
 
 class EpochStream:

@@ -254,14 +254,15 @@ class ShuffleOptions:
                                  f"through a link of another name")
 
     def _check_mix(self) -> None:
-        """--mix: one weight per input file, each input counted before it is read again."""
+        """--mix: one weight per input, each input counted before it is read again."""
         if self.generated or self.repeat or self.aligned or self.scheduler is not None:
             raise UsageError("--mix mixes input files: not with -e, -i, -r, --aligned or --scheduler")
         if len(self.mix) != len(self.inputs):
             raise UsageError(f"--mix takes one weight per input: {len(self.mix)} weights for "
                              f"{len(self.inputs)} input{'s' if len(self.inputs) != 1 else ''}")
-        for p in self.inputs:
-            _check_rereadable(p, "--mix counts every input's records before mixing them: ")
+        for p in self.inputs:  # streams are copied to --temp-dir first (run.run_mixture)
+            if isinstance(p, str) and p != STDIO and os.path.isdir(p):
+                raise UsageError(f"{p}: is a directory")
 
     def _check_split(self) -> None:
         if self.sample is not None and self.mix is None:

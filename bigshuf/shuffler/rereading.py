@@ -20,9 +20,9 @@ from typing import Any, List, Optional, Tuple
 from bigshuf.common.codecs import open_decompressed
 from bigshuf.common.container import TempGrowthWatch, temp_growth_watch
 from bigshuf.common.errors import BigshufError, InputError, changed
-from bigshuf.common.inputs import InputKind, check_readable, describe_input
+from bigshuf.common.inputs import InputKind, check_readable, describe_input, is_read_once
 from bigshuf.common.tempdir import temp_directory, temp_write_error, unlinked_temp_fd
-from bigshuf.shuffler.options import ShuffleOptions
+from bigshuf.shuffler.options import STDIO, ShuffleOptions
 from bigshuf.shuffler.records import Source, display_name, open_input, read_fully
 
 #: Bytes of the buffer that copies a stream to the spool (freed before any pass reads).
@@ -48,6 +48,13 @@ class Held:
         for fd in self.fds:
             os.close(fd)
         self.fds = []
+
+
+def read_once(opts: ShuffleOptions) -> bool:
+    """Is any input readable only once (stdin, a pipe, a caller's stream), so that a mode that
+    reads the inputs more than once must copy it first?"""
+    return not opts.generated and any(not isinstance(p, str) or p == STDIO or is_read_once(p)
+                                      for p in opts.inputs)
 
 
 def rereadable_inputs(opts: ShuffleOptions) -> Tuple[List[Any], Any]:
@@ -85,7 +92,8 @@ def rereadable_inputs(opts: ShuffleOptions) -> Tuple[List[Any], Any]:
 def _copy_into(spool: Any, item: Any, watch: Optional[TempGrowthWatch] = None) -> str:
     """Append a stream path ('-', a FIFO, ...) or a caller's binary stream to ``spool``
     (``watch``: a spool in RAM inside a memory cgroup); returns its display name."""
-    src: Optional[Source] = open_input(item) if isinstance(item, (str, os.PathLike)) else None
+    src: Optional[Source] = open_input(item) if isinstance(item, (str, os.PathLike)) else \
+        item if isinstance(item, Source) else None  # a Source: an epoch's reading of a spool
     stream: Any = src.stream if src is not None else item
     name = src.name if src is not None else \
         (item.name if isinstance(getattr(item, "name", None), str) else "<stream>")

@@ -40,7 +40,7 @@ from bigshuf.shuffler.mixture import MixReader, Share, count_inputs, input_names
 from bigshuf.shuffler.options import NAME_FIELD, ShuffleOptions
 from bigshuf.shuffler.plan import Geometry, plan
 from bigshuf.shuffler.records import RecordReader, display_name
-from bigshuf.shuffler.rereading import rereadable_inputs
+from bigshuf.shuffler.rereading import read_once, rereadable_inputs
 from bigshuf.shuffler.sources import record_inputs
 from bigshuf.shuffler.split import split_outputs, split_pattern, split_sizes
 from bigshuf.shuffler.stats import ShuffleStats
@@ -255,25 +255,39 @@ def run_mixture(opts: ShuffleOptions) -> ShuffleStats:
     seed = resolve_seed(opts.seed)
     inner = replace(opts, mix=None, sample=None, split=None, seed=seed, random_source=None,
                     unique=False)
-    with decoders_within(decoder_limit(opts.memory_bytes)):
+    names = input_names(opts.inputs)
+    with decoders_within(decoder_limit(opts.memory_bytes)), ExitStack() as spooled:
+        fresh = _fresh_readings(opts, spooled)
         distinct = None
         if opts.unique:  # dedup within each input: the counts are of each one's distinct records
-            distinct, geo = _distinct_within_inputs(opts, geo, seed)
+            distinct, geo = _distinct_within_inputs(fresh(opts), geo, seed)
             counts = distinct.input_distinct
         else:
-            counter = RecordReader(record_inputs(opts), opts.sep, header=opts.header,
+            counter = RecordReader(record_inputs(fresh(opts)), opts.sep, header=opts.header,
                                    warn=lambda m: None)
             counts = count_inputs(counter, geo.block_bytes, geo.block_records)
-        shares = plan_mixture(input_names(opts.inputs), counts, opts.mix, opts.sample)
+        shares = plan_mixture(names, counts, opts.mix, opts.sample)
         taken = [s.as_dict() for s in shares]  # before anything is published
         if opts.split is None:
-            stats = _mixture_job(inner, geo, seed, shares, None, distinct)
+            stats = _mixture_job(fresh(inner), geo, seed, shares, None, distinct)
         else:
-            stats = _mixture_splits(opts, inner, geo, seed, shares, distinct)
+            stats = _mixture_splits(opts, inner, geo, seed, shares, distinct, fresh)
     stats.taken = taken
     if distinct is not None:
         stats.unique, stats.duplicates = True, distinct.duplicates
     return stats
+
+
+def _fresh_readings(opts: ShuffleOptions, spooled: ExitStack
+                    ) -> Callable[[ShuffleOptions], ShuffleOptions]:
+    """Options whose inputs are a new reading at each call: as given when every input can be
+    opened again; else streams (stdin, pipes) are first copied to --temp-dir and files held
+    open (rereading.py), and each reading opens those afresh."""
+    if not read_once(opts):
+        return lambda o: o
+    parts, held = rereadable_inputs(opts)
+    spooled.callback(held.close)
+    return lambda o: replace(o, inputs=[p.open() if hasattr(p, "open") else p for p in parts])
 
 
 def _distinct_within_inputs(opts: ShuffleOptions, geo: Geometry, seed: int
@@ -296,13 +310,14 @@ def _distinct_within_inputs(opts: ShuffleOptions, geo: Geometry, seed: int
 
 
 def _mixture_splits(opts: ShuffleOptions, inner: ShuffleOptions, geo: Geometry, seed: int,
-                    shares: List[Share], distinct: Optional[Distinct]) -> ShuffleStats:
-    """Each split of a mixture in its own run over the stream, none published before all are
-    complete."""
+                    shares: List[Share], distinct: Optional[Distinct],
+                    fresh: Callable[[ShuffleOptions], ShuffleOptions]) -> ShuffleStats:
+    """Each split of a mixture in its own run over the stream (``fresh``: a new reading of
+    the inputs), none published before all are complete."""
     sizes = split_sizes(opts.split, sum(s.taken for s in shares), opts.unique)
     table = split_table([s.taken for s in shares], sizes, seed)
     def split_job(label: int, name: str) -> ShuffleStats:
-        part = replace(inner, output=split_pattern(os.fspath(opts.output), name))
+        part = replace(fresh(inner), output=split_pattern(os.fspath(opts.output), name))
         return _mixture_job(part, geo, seed, shares, (label, table), distinct)
     done = published_together([partial(split_job, label, name)
                                for label, (name, _, _) in enumerate(opts.split)])

@@ -164,6 +164,23 @@ def test_stdin_is_copied_once_and_read_by_every_epoch(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["in.txt"]  # the copy was unlinked from the start
 
 
+@pytest.mark.parametrize("extra", [["-u"], ["--mix", "1,1"]])
+def test_unique_or_mix_epochs_copy_stdin_once(tmp_path, monkeypatch, extra):
+    """-u (and --mix) read each epoch's inputs twice: an epoch's reading of the spool is read
+    again, not copied to a second spool (a full copy per epoch, before)."""
+    from bigshuf.shuffler import rereading
+    copies = []
+    real = rereading._copy_into
+    monkeypatch.setattr(rereading, "_copy_into", lambda *a: copies.append(1) or real(*a))
+    src = numbered_file(tmp_path / "in.txt", 200)
+    other = [] if extra[0] == "-u" else [str(numbered_file(tmp_path / "b.txt", 50))]
+    args = ["shuffle", *extra, "--epochs", "3", "--seed", "4", "-n", "150"]
+    from_file = invoke(args + other + [str(src)]).stdout
+    assert copies == []
+    r = invoke(args + other + ["-"], input=src.read_bytes())
+    assert r.returncode == 0 and r.stdout == from_file and copies == [1]
+
+
 def test_header_once_per_file_and_epochs_with_split(tmp_path):
     src = numbered_file(tmp_path / "in.txt", 40, header=b"h\n")
     out = invoke(["shuffle", src, "--header", "--epochs", "2", "--seed", "1"]).stdout

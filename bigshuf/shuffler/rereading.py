@@ -6,6 +6,8 @@ Every input is read the same way each time, from what the first reading opened:
   FIFOs, ``<(cmd)``, /dev/stdin, /proc/self/fd/N; or a caller's open stream) is copied once to
   an unlinked file in --temp-dir (a second opening would read nothing, or wait forever for a
   FIFO's writer);
+* an unread reading of an earlier spool or held file (what --epochs gives each epoch) is read
+  again from the same descriptor: ``-u`` or ``--mix`` in an epoch does not copy it again;
 * a regular file (plain or compressed) is opened once and held open: each reading reads that
   same inode with ``pread`` (its own position), so a file replaced by ``mv`` in between is not
   read in its successor's place. A file rewritten in place is caught by the caller comparing
@@ -64,6 +66,13 @@ def rereadable_inputs(opts: ShuffleOptions) -> Tuple[List[Any], Any]:
     directory: Optional[str] = None
     try:
         for item in opts.inputs:
+            if isinstance(item, Source) and isinstance(item.stream, _Window) \
+                    and item.stream.pos == item.stream.start:
+                # A reading of an earlier spool (an epoch's, for -u): read that again
+                held.fds.append(os.dup(item.stream.fd))
+                held.parts.append(WindowPart(held.fds[-1], item.stream, item))
+                item.close()
+                continue
             info = describe_input(item) if isinstance(item, (str, os.PathLike)) else None
             if info is not None and info.kind is not InputKind.STREAM:
                 check_readable(item)
@@ -165,9 +174,26 @@ class SpoolPart:
         self.spool, self.start, self.end, self.name = spool, start, end, name
 
     def open(self) -> Source:
-        fd = os.dup(self.spool.fileno())
-        stream = _Window(fd, self.start, self.end)
-        return Source(self.name, stream, self.end - self.start, False, None)  # type: ignore[arg-type]
+        return _window_source(os.dup(self.spool.fileno()), self.start, self.end, self.name,
+                              self.end - self.start)
+
+
+class WindowPart:
+    """An unread reading of an earlier spool (a :class:`SpoolPart`'s Source, handed on by
+    --epochs): read again from the same bytes, not copied a second time."""
+
+    def __init__(self, fd: int, window: "_Window", source: Source):
+        self.fd, self.start, self.end = fd, window.start, window.end
+        self.name, self.size, self.disk_bytes = source.name, source.size, source.file_size
+
+    def open(self) -> Source:
+        return _window_source(os.dup(self.fd), self.start, self.end, self.name, self.size,
+                              self.disk_bytes)
+
+
+def _window_source(fd: int, start: int, end: Optional[int], name: str, size: Optional[int],
+                   disk_bytes: Optional[int] = None) -> Source:
+    return Source(name, _Window(fd, start, end), size, False, disk_bytes)  # type: ignore[arg-type]
 
 
 class _Window:
@@ -175,7 +201,7 @@ class _Window:
     its own position, whoever else reads the descriptor."""
 
     def __init__(self, fd: int, start: int, end: Optional[int]):
-        self.fd, self.pos, self.end = fd, start, end
+        self.fd, self.pos, self.start, self.end = fd, start, start, end
 
     def readinto(self, view: Any) -> int:
         view = memoryview(view).cast("B")

@@ -249,7 +249,7 @@ def test_spooled_stdin_has_no_name_while_it_is_read(tmp_path):
     import subprocess
     import time
 
-    from tests.helpers import cli_argv, cli_env
+    from helpers import cli_argv, cli_env
     temp = tmp_path / "t"
     temp.mkdir()
     proc = subprocess.Popen(cli_argv(["can", "-", "--prior", "uniform", "-q", "-o", tmp_path / "o.jsonl"]),

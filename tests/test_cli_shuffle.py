@@ -3,6 +3,7 @@ one-line errors."""
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 from helpers import cli_env, invoke, one_line_error, run, spawn
 
 import bigshuf
+from bigshuf.common.errors import UsageError
 
 
 def test_stdin_to_stdout_and_dash(numbered):
@@ -132,6 +134,18 @@ def test_a_read_once_input_named_twice_is_refused():
     for args in (["verify", "/dev/stdin", "/dev/stdin"], ["shuffle", "-", "/dev/stdin"]):
         p = run(args, input=b"a\nb\n")
         one_line_error(p, 2, "more than once")
+
+
+@pytest.mark.parametrize("mode", [[], ["-u"], ["--epochs", "2"], ["-r", "-n", "3"],
+                                  ["--mix", "1,1"], ["--mix", "1,0"]])
+def test_stdin_twice_is_refused_in_every_mode(mode):
+    """The modes that copy stdin before reading it (-u, --epochs, -r, --mix) read the second
+    "-" as empty, silently: the rule is now checked with the options, for every mode."""
+    one_line_error(invoke(["shuffle", *mode, "--seed", "1", "-", "-"], input=b"1\n2\n"), 2,
+                   "-: an input that can be read only once", "more than once")
+    stream = io.BytesIO(b"a\n")
+    with pytest.raises(UsageError, match="given more than once"):
+        bigshuf.shuffle([stream, stream], io.BytesIO(), **({"mix": "1,1"} if "--mix" in mode else {}))
 
 
 def test_prediction_inputs_that_are_pipes_are_read_once(tmp_path):

@@ -85,10 +85,15 @@ def is_read_once(path: PathLike) -> bool:
 
 def check_read_once_given_once(paths: Sequence[object]) -> None:
     """An input that can be read only once (stdin, a FIFO, /dev/stdin, /proc/self/fd/N,
-    ``<(cmd)``) named twice would be read empty the second time: refused (exit 2)."""
-    seen = set()
+    ``<(cmd)``) named twice, or one Python stream given twice, would be read empty the second
+    time: refused (exit 2)."""
+    seen: set = set()
     for path in paths:
         if not isinstance(path, (str, os.PathLike)):
+            if id(path) in seen:
+                raise UsageError(f"{getattr(path, 'name', '<stream>')}: a stream (read only "
+                                 "once) is given more than once")
+            seen.add(id(path))
             continue
         key = _read_once_identity(os.fspath(path))
         if key is None:

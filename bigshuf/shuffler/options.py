@@ -19,7 +19,7 @@ from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Unio
 
 from bigshuf.common.container import NO_LIMIT, default_budget
 from bigshuf.common.errors import InputError, UsageError
-from bigshuf.common.inputs import check_readable, is_read_once
+from bigshuf.common.inputs import check_read_once_given_once, check_readable, is_read_once
 from bigshuf.common.output import is_write_through
 from bigshuf.common.randomness import seed_from_bytes
 from bigshuf.common.sizes import parse_size
@@ -152,6 +152,8 @@ class ShuffleOptions:
             self.epochs = 1 if self.epochs is None else self.epochs
         self._check_combinations()
         self._check_budget()
+        if not self.generated:  # every mode: -u, -r, --epochs, --mix copy streams before reading
+            check_read_once_given_once(self.inputs)
 
     def _check_budget(self) -> None:
         """Rules that come from --memory: a forced bucket count must fit the run index."""

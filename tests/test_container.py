@@ -273,6 +273,25 @@ def test_tmpfs_temp_dir_in_a_cgroup(tmp_path: Path) -> None:
     assert container.memory_temp_problem(str(shm), 2 << 30, 256 * MB, free, paths) is None
 
 
+def test_overlay_over_tmpfs_is_in_memory(tmp_path: Path) -> None:
+    """An overlay whose upper layer is on tmpfs keeps its new files in RAM (a container's
+    scratch overlay): the temp file there is refused or watched as on tmpfs. One over a disk,
+    or whose upper layer is not visible (a container's root), is not."""
+    paths = fake_tree(tmp_path, 1, {"/a/b": v1(256 * MB, 100 * MB)})
+    for d in ("shm/upper", "disk/upper", "ov", "ov2", "ov3"):
+        (tmp_path / d).mkdir(parents=True)
+    with open(paths.mountinfo, "a") as f:
+        f.write(f"50 23 0:40 / {tmp_path}/shm rw - tmpfs tmpfs rw,size=4g\n"
+                f"51 23 0:41 / {tmp_path}/disk rw - ext4 /dev/vdb rw\n")
+        for name, upper in (("ov", "shm/upper"), ("ov2", "disk/upper"), ("ov3", "gone/upper")):
+            f.write(f"52 23 0:42 / {tmp_path}/{name} rw - overlay overlay rw,lowerdir=/l,"
+                    f"upperdir={tmp_path}/{upper},workdir={tmp_path}/w\n")
+    kinds = [container.filesystem_type(str(tmp_path / d / "x"), paths) for d in ("ov", "ov2", "ov3")]
+    assert kinds == ["tmpfs", "ext4", "overlay"]
+    assert container.temp_growth_watch(str(tmp_path / "ov"), paths) is not None
+    assert container.temp_growth_watch(str(tmp_path / "ov2"), paths) is None
+
+
 def test_temp_file_in_ram_is_watched_while_it_grows(tmp_path: Path) -> None:
     """A tmpfs temporary file inside a memory cgroup re-reads the cgroup's room as it grows
     (stdin's size is unknown, a compressed input's a guess) and refuses the write that would

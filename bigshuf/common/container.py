@@ -317,10 +317,13 @@ def budget_warning(memory: int, view: Optional[MemoryView] = None) -> Optional[s
 IN_MEMORY_FS = ("tmpfs", "ramfs")
 
 
-def filesystem_type(path: str, paths: Paths = Paths()) -> Optional[str]:
-    """The type of the file system holding ``path`` (the longest mount point above it)."""
+def filesystem_type(path: str, paths: Paths = Paths(), _depth: int = 0) -> Optional[str]:
+    """The type of the file system holding ``path`` (the longest mount point above it). An
+    overlay's new files go to its upper layer: an overlay over a tmpfs upper directory is
+    "tmpfs" (RAM); one whose upper layer is not visible here (a container's root, the layer
+    on the host's disk) stays "overlay"."""
     real = os.path.realpath(path)
-    best, kind = "", None
+    best, kind, options = "", None, ""
     for line in (_read(paths.mountinfo) or "").splitlines():
         left, sep, right = line.partition(" - ")
         fields, tail = left.split(), right.split()
@@ -329,7 +332,14 @@ def filesystem_type(path: str, paths: Paths = Paths()) -> Optional[str]:
         point = _unescape(fields[4])
         inside = real == point or real.startswith(point.rstrip("/") + "/")
         if inside and len(point) >= len(best):
-            best, kind = point, tail[0]
+            best, kind, options = point, tail[0], tail[2] if len(tail) > 2 else ""
+    if kind == "overlay" and _depth < 4:
+        upper = next((_unescape(o[len("upperdir="):]) for o in options.split(",")
+                      if o.startswith("upperdir=")), None)
+        if upper is not None and os.path.isdir(upper):
+            under = filesystem_type(upper, paths, _depth + 1)
+            if under is not None and under != "overlay":
+                return under
     return kind
 
 

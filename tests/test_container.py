@@ -101,6 +101,24 @@ def test_mount_root_of_a_namespace(tmp_path: Path) -> None:
     assert cg is not None and cg.limit == 700 * MB and cg.path.endswith("cgroup/memory")
 
 
+@pytest.mark.parametrize("own", ["/", "/inner"])
+def test_inside_a_cgroup_namespace(tmp_path: Path, own: str) -> None:
+    """`unshare --cgroup` without remounting: /proc/self/cgroup is relative to the namespace
+    (``/``) and mountinfo's root is ``/..``; the limit is found where this process is listed
+    (it was not: the default stayed 1G and the run was OOM-killed)."""
+    mine = {**v1(256 * MB, 10 * MB), "cgroup.procs": f"1\n{os.getpid()}\n"}
+    levels = {"/": v1(V1_UNLIMITED, 1), "/other": {**v1(8 << 30, 0), "cgroup.procs": "7\n"},
+              "/ns": v1(512 * MB, 10 * MB) if own != "/" else mine}
+    if own != "/":
+        levels["/ns/inner"] = mine
+    paths = fake_tree(tmp_path, 1, levels, own=own)
+    mnt = f"{tmp_path}/sys/fs/cgroup/memory"
+    text = Path(paths.mountinfo).read_text().replace(f" / {mnt} ", f" /.. {mnt} ")
+    Path(paths.mountinfo).write_text(text)
+    cg = container.cgroup_memory(paths)
+    assert cg is not None and cg.limit == 256 * MB and cg.path == f"{mnt}/ns{own.rstrip('/')}"
+
+
 def test_levels_found_once_per_process_but_limits_read_each_time(tmp_path: Path, monkeypatch) -> None:
     """The real /proc layout is parsed once per process (a tiny shuffle asked 2-3 times); a fake
     tree is never cached, and a limit written after the first look is seen at the next."""

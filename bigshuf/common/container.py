@@ -133,7 +133,42 @@ def _levels(mount: Tuple[str, str], cgroup: str) -> List[str]:
     if root != "/" and (cgroup == root or cgroup.startswith(root.rstrip("/") + "/")):
         rel = cgroup[len(root.rstrip("/")):]
     parts = [p for p in rel.split("/") if p and p != ".."]
+    if root.startswith("/.."):  # a cgroup namespace below the mount: find where it starts
+        parts = _under_namespace(point, root.count("/.."), parts) or parts
     return [os.path.join(point, *parts[:n]) for n in range(len(parts), -1, -1)]
+
+
+#: Directories looked at, at most, for a cgroup namespace's place under the mount.
+NAMESPACE_SEARCH = 4096
+
+
+def _under_namespace(point: str, ups: int, own: List[str]) -> Optional[List[str]]:
+    """Inside a cgroup namespace (``unshare --cgroup``, the hierarchy not remounted) the
+    process's cgroup path is relative to the namespace's root, which mountinfo shows as
+    ``/..`` (``ups`` levels) below the mount: the one directory that many levels down whose
+    ``own`` cgroup lists this process. None if not found (then the limit is unknown)."""
+    found: List[List[str]] = [[]]
+    looked = 0
+    for _ in range(ups):
+        deeper = []
+        for base in found:
+            try:
+                names = sorted(os.listdir(os.path.join(point, *base)))
+            except OSError:
+                continue
+            for name in names:
+                looked += 1
+                if looked > NAMESPACE_SEARCH:
+                    return None
+                if os.path.isdir(os.path.join(point, *base, name)):
+                    deeper.append(base + [name])
+        found = deeper
+    pid = str(os.getpid())
+    for base in found:
+        procs = _read(os.path.join(point, *base, *own, "cgroup.procs")) or ""
+        if pid in procs.split():
+            return base + own
+    return None
 
 
 def _level_v1(path: str) -> Optional[CgroupMemory]:

@@ -101,6 +101,28 @@ def test_epoch_seeds_never_repeat_a_seed_or_each_other():
     assert all(0 <= d < 1 << 63 for d in derived)
 
 
+def test_epochs_are_made_as_they_run(tmp_path, monkeypatch):
+    """--epochs E made all E option sets (and kept every epoch's stats) before the first line:
+    --epochs 1000000000 -n 1 grew by 1.4 KB an epoch and wrote nothing. Now the first epoch
+    runs after one seed is drawn, the stats do not grow, and -v lists 20 seeds."""
+    src = numbered_file(tmp_path / "in.txt", 3)
+    drawn, at_first_run = [], []
+    real_seed = epochs_module.epoch_seed
+    monkeypatch.setattr(epochs_module, "epoch_seed", lambda s, e: drawn.append(e) or real_seed(s, e))
+    real_run = run_module.run
+
+    def run(opts):
+        at_first_run.append(len(drawn))
+        return real_run(opts)
+    monkeypatch.setattr(run_module, "run", run)
+    out = io.BytesIO()
+    stats = bigshuf.shuffle(src, out, seed=2, epochs=1000, sample=1)
+    assert at_first_run[:3] == [0, 1, 3]  # the outer run, then each epoch after its own seed
+    assert len(at_first_run) >= 1000 and stats.records_out == 1000
+    assert len(stats.epoch_seeds) == 1000 and stats.epoch_seeds[999] == real_seed(2, 999)
+    assert "... (980 more)" in stats.summary() and len(out.getvalue().splitlines()) == 1000
+
+
 def test_the_runs_follow_the_contract_and_a_reused_seed_is_caught(tmp_path, monkeypatch):
     """The whole shuffle, one output: epoch e's lines are the keys' order of epoch_seed(S, e)."""
     src = numbered_file(tmp_path / "in.txt", 7)

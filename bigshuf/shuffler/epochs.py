@@ -25,7 +25,7 @@ import threading
 from contextlib import nullcontext
 from contextvars import ContextVar
 from dataclasses import replace
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 
@@ -65,13 +65,53 @@ def by_epoch(opts: ShuffleOptions) -> bool:
     return isinstance(opts.output, str) and EPOCH_FIELD_RE.search(opts.output) is not None
 
 
-def epoch_options(opts: ShuffleOptions, seed: int) -> List[ShuffleOptions]:
+def epoch_options(opts: ShuffleOptions, seed: int) -> "EpochRuns":
     """One run's options per epoch: its seed, and its outputs when -o holds {epoch}."""
-    own = by_epoch(opts)
-    return [replace(opts, epochs=None, first_epoch=None, random_source=None,
-                    seed=epoch_seed(seed, e),
-                    output=epoch_output(opts.output, e) if own else opts.output)
-            for e in opts.epoch_numbers]
+    return EpochRuns(opts, seed)
+
+
+class EpochRuns(Sequence[ShuffleOptions]):
+    """The epochs' options, made when asked for: ``--epochs 1000000000 -n 1`` neither holds a
+    billion option sets nor waits for them before its first line."""
+
+    def __init__(self, opts: ShuffleOptions, seed: int):
+        self.opts, self.seed, self.numbers = opts, seed, opts.epoch_numbers
+        self.own = by_epoch(opts)
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    @overload
+    def __getitem__(self, i: int) -> ShuffleOptions: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> List[ShuffleOptions]: ...
+
+    def __getitem__(self, i: Union[int, slice]) -> Union[ShuffleOptions, List[ShuffleOptions]]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        e = self.numbers[i]
+        return replace(self.opts, epochs=None, first_epoch=None, random_source=None,
+                       seed=epoch_seed(self.seed, e),
+                       output=epoch_output(self.opts.output, e) if self.own else self.opts.output)
+
+
+class EpochSeeds(Mapping[int, int]):
+    """Each epoch's number and seed, computed when read (as many as --epochs)."""
+
+    def __init__(self, seed: int, numbers: range):
+        self.seed, self.numbers = seed, numbers
+
+    def __getitem__(self, e: int) -> int:
+        if e not in self.numbers:
+            raise KeyError(e)
+        return epoch_seed(self.seed, e)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.numbers)
+
+    def __len__(self) -> int:
+        return len(self.numbers)
 
 
 def run_epochs(opts: ShuffleOptions, run_one: RunOne, check: Callable[[ShuffleOptions], None],
@@ -85,13 +125,13 @@ def run_epochs(opts: ShuffleOptions, run_one: RunOne, check: Callable[[ShuffleOp
     runs = epoch_options(opts, seed)
     # --split without {epoch}: one epoch only (options), whose splits are its own outputs.
     own = by_epoch(opts) or opts.split is not None
-    for r in runs:
+    for r in (runs if own else runs[:1]):  # one stream: every epoch has the same outputs
         check(r)
     if own and opts.shards:  # every epoch's shards are held until all are published
         check_shard_count(opts.shards * len(runs) * len(opts.split or [None]), opts.memory_bytes)
     # Every output name of the whole run is checked distinct by run.run, before any work.
     outer = outer_hold()
-    done: List[ShuffleStats] = []
+    done = _Totals()
     stream = None if own else EpochStream(len(runs))
     sinks: List[Any] = []
     spool = None
@@ -110,10 +150,11 @@ def run_epochs(opts: ShuffleOptions, run_one: RunOne, check: Callable[[ShuffleOp
                     release_freed_memory()
                     for s in sinks[before:]:
                         s.epoch = e
-                    if done and (st.records, st.inputs) != (done[0].records, done[0].inputs):
+                    if done.first and (st.records, st.inputs) != (done.first.records,
+                                                                  done.first.inputs):
                         raise BigshufError("the input changed between epochs (its records or "
                                            "digest differ): no epoch written")
-                    done.append(st)
+                    done.add(st)
             if stream is not None and stream.sink is not None:
                 sinks = [stream.finish()]
             signals.defer()
@@ -132,12 +173,28 @@ def run_epochs(opts: ShuffleOptions, run_one: RunOne, check: Callable[[ShuffleOp
             _SLACK.reset(slack)
             if spool is not None:
                 spool.close()
-    stats = done[0]
-    stats.records_out = sum(st.records_out for st in done)
-    stats.outputs = list(dict.fromkeys(p for st in done for p in st.outputs))
-    stats.epoch_seeds = {e: st.seed for e, st in zip(opts.epoch_numbers, done)}
+    stats = done.first
+    assert stats is not None
+    stats.records_out = done.records_out
+    stats.outputs = list(done.outputs)
+    stats.epoch_seeds = EpochSeeds(seed, opts.epoch_numbers)
     stats.seed = seed
     return stats
+
+
+class _Totals:
+    """What the epochs' stats add up to, without keeping each one (memory stays bounded
+    whatever --epochs): the first run's stats, the records written, the distinct outputs."""
+
+    def __init__(self) -> None:
+        self.first: Optional[ShuffleStats] = None
+        self.records_out = 0
+        self.outputs: Dict[str, None] = {}
+
+    def add(self, st: ShuffleStats) -> None:
+        self.first = self.first or st
+        self.records_out += st.records_out
+        self.outputs.update(dict.fromkeys(st.outputs))
 
 
 #: Inside a run of several epochs (see allocator_slack).

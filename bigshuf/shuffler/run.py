@@ -202,7 +202,8 @@ def run_aligned(opts: ShuffleOptions) -> ShuffleStats:
     runs = [replace(opts, inputs=[p], output=aligned_output(opts, p), aligned=False, seed=seed,
                     random_source=None) for p in opts.inputs]
     for r in runs:  # every output's names (every epoch's), before any work
-        for one in (epoch_options(r, 0) if r.epochs is not None else [r]):
+        epochs = epoch_options(r, 0) if r.epochs is not None else [r]
+        for one in (epochs if by_epoch(r) or r.split is not None else epochs[:1]):
             _check_outputs(one)
     geo = plan_run(opts)
     counts = [_count_records(r, geo) for r in runs]
@@ -386,7 +387,7 @@ def _known_output_names(opts: ShuffleOptions) -> Iterator[str]:
                 for p in opts.inputs]
         check_distinct([os.fspath(r.output) for r in tops], "outputs of --aligned",
                        " (inputs with the same file name)")
-    runs = []
+    runs: List[ShuffleOptions] = []
     for top in tops:
         epochs = epoch_options(top, 0) if top.epochs is not None else [top]
         if len(epochs) > 1 and (by_epoch(top) or top.split is not None):

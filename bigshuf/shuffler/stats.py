@@ -1,10 +1,14 @@
 """What a shuffle did: counts, layout and timings; ``summary()`` is what ``-v`` prints."""
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Mapping
 
 from bigshuf.common.sizes import format_size
+
+#: Epochs whose seeds -v lists (the manifest has them all).
+SHOWN_EPOCHS = 20
 
 
 @dataclass
@@ -33,7 +37,7 @@ class ShuffleStats:
     #: Each input's path, bytes, records and digest (--manifest; see RecordReader.input_entries).
     inputs: List[Dict[str, Any]] = field(default_factory=list)
     #: --epochs: each epoch's number and seed (epoch_seed).
-    epoch_seeds: Dict[int, int] = field(default_factory=dict)
+    epoch_seeds: Mapping[int, int] = field(default_factory=dict)
     budget: str = ""  # why the default --memory was lowered (a container's limit), if it was
     #: --mix: per input, {path, records, weight, taken, copies, rest} (what it gave the mixture)
     taken: List[Dict[str, Any]] = field(default_factory=list)
@@ -41,8 +45,10 @@ class ShuffleStats:
     def summary(self) -> str:
         text = self._summary()
         if len(self.epoch_seeds) > 1 or any(e for e in self.epoch_seeds):
+            shown = list(itertools.islice(self.epoch_seeds.items(), SHOWN_EPOCHS))
+            more = len(self.epoch_seeds) - len(shown)
             text += "\nbigshuf: epochs (number: seed): " + ", ".join(
-                f"{e}: {s}" for e, s in self.epoch_seeds.items())
+                f"{e}: {s}" for e, s in shown) + (f", ... ({more:,} more)" if more else "")
         return text
 
     def _summary(self) -> str:

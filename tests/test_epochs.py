@@ -123,6 +123,21 @@ def test_epochs_are_made_as_they_run(tmp_path, monkeypatch):
     assert "... (980 more)" in stats.summary() and len(out.getvalue().splitlines()) == 1000
 
 
+def test_the_budget_is_checked_once_for_the_options_given(tmp_path, monkeypatch):
+    """Each epoch's own options carry the budget as a number, as if given: they were warned
+    about (--memory 84M does not fit ...) when a spool had taken room, without any -S. The
+    check is made once, for the options as given; -v's budget note stays for epochs."""
+    from bigshuf.shuffler import options as options_module
+    asked = []
+    monkeypatch.setattr(run_module, "budget_warning", lambda m: asked.append(m))
+    monkeypatch.setattr(options_module, "default_budget", lambda d, v=None: (64 << 20, "capped"))
+    src = numbered_file(tmp_path / "in.txt", 20)
+    stats = bigshuf.shuffle(src, io.BytesIO(), epochs=3, seed=1, memory="32M")
+    assert asked == [32 << 20]
+    stats = bigshuf.shuffle(src, io.BytesIO(), epochs=3, seed=1)
+    assert asked == [32 << 20] and stats.budget == "capped"
+
+
 def test_the_runs_follow_the_contract_and_a_reused_seed_is_caught(tmp_path, monkeypatch):
     """The whole shuffle, one output: epoch e's lines are the keys' order of epoch_seed(S, e)."""
     src = numbered_file(tmp_path / "in.txt", 7)

@@ -14,7 +14,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import replace
 from functools import partial
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 from bigshuf.common.codecs import (
     check_codecs,
@@ -85,8 +85,12 @@ def run(opts: ShuffleOptions) -> ShuffleStats:
                            "{name} where it tells the files apart)")
             if opts.manifest is not None:
                 claim_name(opts.manifest, f"--manifest {opts.manifest}")
-            return run(opts)
-    _check_budget(opts)
+            # Once, for the options as given: an epoch's or a split's own options carry the
+            # budget as a number, and the room may have shrunk by a spool since.
+            _check_budget(opts)
+            stats = run(opts)
+            stats.budget = opts.memory_capped or stats.budget
+            return stats
     if opts.manifest is not None and outer_hold() is None:  # not for the runs of one inside
         return run_recorded(opts, _run)
     return _run(opts)
@@ -179,17 +183,12 @@ def _unique_preflight(job: Job) -> None:
                      sample=opts.sample is not None)
 
 
-#: Budgets warned about in this process (an --aligned run's jobs would repeat its warning).
-_WARNED: Set[int] = set()
-
-
 def _check_budget(opts: ShuffleOptions) -> None:
-    """Warn (once) if an explicit --memory cannot fit this container's memory cgroup (the
-    default was already capped to fit it: :func:`bigshuf.common.container.default_budget`)."""
+    """Warn if an explicit --memory cannot fit this container's memory cgroup (the default
+    was already capped to fit it: :func:`bigshuf.common.container.default_budget`)."""
     if opts.memory_capped is None and opts.scheduler is None:
         why = budget_warning(opts.memory_bytes)
-        if why is not None and opts.memory_bytes not in _WARNED:
-            _WARNED.add(opts.memory_bytes)
+        if why is not None:
             (opts.warn or warn_stderr)(why)
 
 

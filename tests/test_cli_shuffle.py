@@ -148,6 +148,17 @@ def test_stdin_twice_is_refused_in_every_mode(mode):
         bigshuf.shuffle([stream, stream], io.BytesIO(), **({"mix": "1,1"} if "--mix" in mode else {}))
 
 
+@pytest.mark.parametrize("mode", [{}, {"mix": "1,1"}, {"unique": True}, {"epochs": 2}])
+def test_a_text_stream_is_an_input_error_in_every_mode(tmp_path, mode):
+    """A text stream (io.StringIO) given to the library: the reader's InputError naming it,
+    also where the stream is copied first (a bare TypeError there before)."""
+    src = tmp_path / "a.txt"
+    src.write_bytes(b"x\n")
+    from bigshuf.common.errors import InputError
+    with pytest.raises(InputError, match="<stream>: read error"):
+        bigshuf.shuffle([io.StringIO("a\n"), str(src)], io.BytesIO(), **mode)
+
+
 def test_prediction_inputs_that_are_pipes_are_read_once(tmp_path):
     rows = b'{"score":0.2,"label":0}\n{"score":0.7,"label":1}\n'
     p = subprocess.run(["bash", "-c", f'"{sys.executable}" -m bigshuf threshold <(printf \'%s\' \'{rows.decode()}\') '

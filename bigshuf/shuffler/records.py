@@ -82,12 +82,12 @@ def _as_source(item) -> Source:
     if hasattr(item, "readinto") or hasattr(item, "read"):
         name = getattr(item, "name", None)
         name = name if isinstance(name, str) else "<stream>"
-        stream = item if hasattr(item, "readinto") else _ReadintoAdapter(item)
+        stream = item if hasattr(item, "readinto") else ReadintoAdapter(item)
         return Source(name, stream, None, False, None, owned=False)  # type: ignore[arg-type]
     return open_input(item)
 
 
-class _ReadintoAdapter:
+class ReadintoAdapter:
     """Gives a stream with only read() a readinto()."""
 
     def __init__(self, stream):

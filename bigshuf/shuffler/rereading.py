@@ -25,7 +25,7 @@ from bigshuf.common.errors import BigshufError, InputError, changed
 from bigshuf.common.inputs import InputKind, check_readable, describe_input, is_read_once
 from bigshuf.common.tempdir import temp_directory, temp_write_error, unlinked_temp_fd
 from bigshuf.shuffler.options import STDIO, ShuffleOptions
-from bigshuf.shuffler.records import Source, display_name, open_input, read_fully
+from bigshuf.shuffler.records import Source, ReadintoAdapter, display_name, open_input, read_fully
 
 #: Bytes of the buffer that copies a stream to the spool (freed before any pass reads).
 COPY_BYTES = 256 << 10
@@ -106,12 +106,12 @@ def _copy_into(spool: Any, item: Any, watch: Optional[TempGrowthWatch] = None) -
     stream: Any = src.stream if src is not None else item
     name = src.name if src is not None else \
         (item.name if isinstance(getattr(item, "name", None), str) else "<stream>")
-    read = (lambda view: read_fully(stream, view, name)) if hasattr(stream, "readinto") else \
-        (lambda view: _read_into(stream, view))
+    if not hasattr(stream, "readinto"):
+        stream = ReadintoAdapter(stream)  # read errors (a text stream) named as the reader does
     buf = memoryview(bytearray(COPY_BYTES))
     try:
         while True:
-            got = read(buf)
+            got = read_fully(stream, buf, name)
             if not got:
                 return name
             view = buf[:got]
@@ -122,12 +122,6 @@ def _copy_into(spool: Any, item: Any, watch: Optional[TempGrowthWatch] = None) -
     finally:
         if src is not None:
             src.close()
-
-
-def _read_into(stream: Any, view: memoryview) -> int:
-    data = stream.read(len(view))
-    view[:len(data)] = data
-    return len(data)
 
 
 class HeldFile:

@@ -25,7 +25,7 @@ from bigshuf.common.errors import BigshufError, InputError, changed
 from bigshuf.common.inputs import InputKind, check_readable, describe_input, is_read_once
 from bigshuf.common.tempdir import temp_directory, temp_write_error, unlinked_temp_fd
 from bigshuf.shuffler.options import STDIO, ShuffleOptions
-from bigshuf.shuffler.records import Source, ReadintoAdapter, display_name, open_input, read_fully
+from bigshuf.shuffler.records import ReadintoAdapter, Source, display_name, open_input, read_fully
 
 #: Bytes of the buffer that copies a stream to the spool (freed before any pass reads).
 COPY_BYTES = 256 << 10

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 import pytest
+from helpers import invoke, one_line_error
 
 from bigshuf.common import container
 from bigshuf.common.container import CgroupMemory, MemoryView, Paths
@@ -388,6 +389,8 @@ class _Refuse(container.TempGrowthWatch):
 @pytest.mark.parametrize("module,options", [
     ("bigshuf.shuffler.rereading", {"unique": True}),  # a stream spooled to read it twice
     ("bigshuf.shuffler.dedup", {"unique": True, "memory": "1M"}),  # the table spilled
+    ("bigshuf.shuffler.writing", {}),  # the output itself (-o on tmpfs), written in place
+    ("bigshuf.shuffler.writing", {"output": "out.gz"}),  # ... or through a compressor
 ])
 def test_every_temp_file_in_ram_is_watched(tmp_path: Path, monkeypatch, module, options) -> None:
     """Not only the engine's temp file: the spool of a stream read twice and --unique's spilled
@@ -398,13 +401,29 @@ def test_every_temp_file_in_ram_is_watched(tmp_path: Path, monkeypatch, module, 
     import bigshuf
     from bigshuf.common.errors import BigshufError
     monkeypatch.setattr(importlib.import_module(module), "temp_growth_watch",
-                        lambda directory: _Refuse())
+                        lambda directory, role="temporary": _Refuse())
     data = b"".join(b"%d\n" % i for i in range(60_000))
     source = io.BytesIO(data) if module.endswith("rereading") else _file(tmp_path, data)
-    out = tmp_path / "out"
+    out = tmp_path / options.pop("output", "out")
     with pytest.raises(BigshufError, match="outgrew"):
         bigshuf.shuffle([source], output=str(out), seed=1, **options)
-    assert not out.exists()
+    assert not out.exists() and os.listdir(tmp_path) == ["in.txt"] * (not module.endswith("rereading"))
+
+
+def test_an_output_in_ram_is_refused_before_work(tmp_path: Path, monkeypatch) -> None:
+    """-o on tmpfs inside a memory cgroup, of a known size that cannot fit: refused before any
+    work, with the output's words (the watch stops it later when the size was not known)."""
+    from bigshuf.shuffler import run as run_module
+    asked = []
+
+    def problem(directory, nbytes, budget, view=None, paths=Paths(), role="temporary"):
+        asked.append((role, nbytes))
+        return f"output directory {directory} is in memory" if role == "output" else None
+    monkeypatch.setattr(run_module, "memory_temp_problem", problem)
+    src = _file(tmp_path, b"x\n" * 50_000)
+    p = invoke(["shuffle", src, "-o", str(tmp_path / "out.txt")])
+    one_line_error(p, 1, "output directory", "is in memory")
+    assert ("output", 100_000) in asked and not (tmp_path / "out.txt").exists()
 
 
 def _file(tmp_path: Path, data: bytes) -> str:

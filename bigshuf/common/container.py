@@ -378,20 +378,27 @@ def filesystem_type(path: str, paths: Paths = Paths(), _depth: int = 0) -> Optio
     return kind
 
 
+#: What a file in RAM is, for the messages: (its directory, the file, the advice).
+ROLES = {"temporary": ("temporary directory", "temporary file", "give --temp-dir on a disk"),
+         "output": ("output directory", "output", "write the output to a disk")}
+
+
 def memory_temp_problem(directory: str, nbytes: int, budget: int,
-                        view: Optional[MemoryView] = None, paths: Paths = Paths()
-                        ) -> Optional[str]:
-    """Why a temporary file of ``nbytes`` in ``directory`` cannot work, if the directory is in
-    RAM (tmpfs) and a memory cgroup would charge the file to a limit it cannot fit; else None."""
+                        view: Optional[MemoryView] = None, paths: Paths = Paths(),
+                        role: str = "temporary") -> Optional[str]:
+    """Why a temporary file (or an output: ``role``) of ``nbytes`` in ``directory`` cannot
+    work, if the directory is in RAM (tmpfs) and a memory cgroup would charge the file to a
+    limit it cannot fit; else None."""
     if nbytes <= 0 or filesystem_type(directory, paths) not in IN_MEMORY_FS:
         return None
     view = view or memory_view(paths)
     if view.cgroup is None or nbytes + budget + INTERPRETER_BYTES <= view.cgroup.room:
         return None
-    return (f"temporary directory {directory} is in memory ({filesystem_type(directory, paths)}): "
-            f"the temporary file ({format_size(nbytes)}) would count against this container's "
+    where, what, advice = ROLES[role]
+    return (f"{where} {directory} is in memory ({filesystem_type(directory, paths)}): "
+            f"the {what} ({format_size(nbytes)}) would count against this container's "
             f"memory limit ({format_size(view.cgroup.limit)}, {format_size(view.cgroup.room)} "
-            f"free) and the run would be killed; give --temp-dir on a disk")
+            f"free) and the run would be killed; {advice}")
 
 
 #: How often (bytes written) a temporary file in RAM re-reads the cgroup's room.
@@ -409,10 +416,11 @@ class TempGrowthWatch:
     :data:`WATCH_EVERY` bytes the cgroup's room is read again, and a write that would leave
     less than :data:`WATCH_MARGIN` is refused with a one-line error before it is made."""
 
-    def __init__(self, directory: str, kind: str, paths: Paths = Paths()):
+    def __init__(self, directory: str, kind: str, paths: Paths = Paths(), role: str = "temporary"):
         self.directory = directory
         self.kind = kind
         self.paths = paths
+        self.role = role
         self.unchecked = WATCH_EVERY  # check at the first write
 
     def check(self, nbytes: int) -> Optional[str]:
@@ -424,10 +432,11 @@ class TempGrowthWatch:
         if cg is None:
             return None
         if cg.room < nbytes + WATCH_EVERY + WATCH_MARGIN:  # this write and the unchecked next
-            return (f"temporary directory {self.directory} is in memory ({self.kind}) and the "
-                    f"temporary file outgrew this container's memory limit "
+            where, what, advice = ROLES[self.role]
+            return (f"{where} {self.directory} is in memory ({self.kind}) and the "
+                    f"{what} outgrew this container's memory limit "
                     f"({format_size(cg.limit)}, {format_size(cg.room)} free, {cg.path}); "
-                    f"give --temp-dir on a disk")
+                    f"{advice}")
         self.unchecked = 0
         return None
 
@@ -438,10 +447,12 @@ class TempGrowthWatch:
             raise BigshufError(why)
 
 
-def temp_growth_watch(directory: str, paths: Paths = Paths()) -> Optional[TempGrowthWatch]:
-    """A watch for a temporary file in ``directory`` if it is in RAM inside a memory cgroup;
-    None otherwise (a disk's temporary file is page cache the kernel can write back)."""
+def temp_growth_watch(directory: str, paths: Paths = Paths(), role: str = "temporary"
+                      ) -> Optional[TempGrowthWatch]:
+    """A watch for a temporary file (or an output: ``role``) in ``directory`` if it is in RAM
+    inside a memory cgroup; None otherwise (a disk's file is page cache the kernel can write
+    back)."""
     kind = filesystem_type(directory, paths)
     if kind not in IN_MEMORY_FS or cgroup_memory(paths) is None:
         return None
-    return TempGrowthWatch(directory, kind or "", paths)
+    return TempGrowthWatch(directory, kind or "", paths, role)

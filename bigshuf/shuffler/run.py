@@ -445,3 +445,10 @@ def _preflight(method: Method) -> None:
         why = memory_temp_problem(temp_directory(opts.temp_dir), temp, job.geo.memory)
         if why is not None:
             raise BigshufError(why)
+    out = job.output_path
+    if known and opts.sample is None and isinstance(out, str) and out != "-" and "://" not in out:
+        # an output file in RAM too (tmpfs -o); its temp file goes beside the target
+        where = os.path.dirname(os.path.realpath(out))
+        why = memory_temp_problem(where, known, job.geo.memory, role="output")
+        if why is not None:
+            raise BigshufError(why)

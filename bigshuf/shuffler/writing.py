@@ -21,6 +21,7 @@ import xxhash
 
 from bigshuf.common import stdio
 from bigshuf.common.codecs import compression_of, compressor_for
+from bigshuf.common.container import TempGrowthWatch, temp_growth_watch
 from bigshuf.common.errors import UsageError, describe_os_error, warn_stderr
 from bigshuf.common.output import (
     NAME_MAX,
@@ -72,6 +73,7 @@ class OutputFile:
         # --manifest: the digest of the plain bytes, as they are written (sequential writes only)
         self.hasher = xxhash.xxh3_128() if digest else None
         self.path: Optional[str] = None
+        self.watch: Optional[TempGrowthWatch] = None
         if hasattr(path, "write"):  # a caller's binary stream: written in order, not closed
             self.fd, self.raw, self.stream = -1, path, path
             return
@@ -87,6 +89,10 @@ class OutputFile:
         self.path = os.fspath(path)
         self.dest = Destination(self.path, group)
         self.fd = self.dest.fd
+        # A file in RAM (tmpfs) inside a memory cgroup: stopped with an error before the
+        # OOM killer fires, as the temporary files are (devices and pipes are not files).
+        self.watch = temp_growth_watch(os.path.dirname(self.dest.target), role="output") \
+            if self.dest.atomic else None
         self.raw = _FdWriter(self.fd, self.path)
         self.compressor = compressor_for(self.path, self.raw, memory)
         self.stream = self.compressor if self.compressor is not None else self.raw
@@ -103,6 +109,8 @@ class OutputFile:
         return None if self.hasher is None else self.hasher.hexdigest()
 
     def write(self, data: np.ndarray) -> None:
+        if self.watch is not None:
+            self.watch.guard(len(data))  # the plain bytes: a compressed file grows less
         if self.hasher is not None:
             self.hasher.update(memoryview(data))
         try:
@@ -116,6 +124,8 @@ class OutputFile:
     def write_at(self, offset: int, data: np.ndarray) -> None:
         try:
             with self._write_lock:  # see FileStore.write: one writer at a time is faster
+                if self.watch is not None:
+                    self.watch.guard(len(data))
                 pwrite_all(self.fd, data, offset)
         except OSError as exc:
             raise describe_os_error(exc, f"writing {self.path}") from None

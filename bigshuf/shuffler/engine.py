@@ -20,6 +20,7 @@ from bigshuf.common.randomness import Streams
 from bigshuf.shuffler.buffers import BufferPool
 from bigshuf.shuffler.gather import BucketReader, Piece, Unit, order_unit, plan_units
 from bigshuf.shuffler.heap import roomy_heap
+from bigshuf.shuffler.outflow import LAG_UNITS, Cancelled, UnitWriter, WriteBehind
 from bigshuf.shuffler.plan import Geometry
 from bigshuf.shuffler.records import Block
 from bigshuf.shuffler.scatter import KEY_BYTES, KeyRange, partition
@@ -41,10 +42,6 @@ INLINE_BYTES = 64 << 10
 PREFETCH_UNITS = 1
 #: Seconds the cleanup waits for workers that do not stop (blocked writing to a stalled reader).
 STUCK_WAIT = 0.5
-
-
-class Cancelled(Exception):
-    """Raised inside workers once the run is being torn down."""
 
 
 @dataclass
@@ -89,6 +86,7 @@ class Engine:
         self.pool = BufferPool(geo.block_bytes)
         self.temp = TempSpace(temp_dir)
         self.inflight: Set[Future] = set()
+        self.writers: Set[UnitWriter] = set()
 
     def submit(self, fn: Callable[..., Any], *args: object) -> Future:
         future = self.executor.submit(fn, *args)
@@ -107,6 +105,8 @@ class Engine:
         (the CLI then exits without waiting for it)."""
         self.cancel.set()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        for w in list(self.writers):
+            w.stop(STUCK_WAIT)
         wait(list(self.inflight), timeout=STUCK_WAIT)
         self.pool.clear()
         for s in list(reversed(self.stores)):
@@ -115,8 +115,11 @@ class Engine:
         self.temp.close()
 
     def check(self) -> None:
-        if self.signalled or self.cancel.is_set():
+        if self.stopping():
             raise Cancelled()
+
+    def stopping(self) -> bool:
+        return self.signalled or self.cancel.is_set()
 
     def wait_for(self, future: Future) -> Any:
         """``future``'s result, waited for as :meth:`wait_some` does (signals noticed)."""
@@ -258,7 +261,22 @@ class Engine:
         geo = self.geo
         reader = BucketReader(level.store, level.run_offsets, level.piece_bytes, level.piece_records)
         units = plan_units(level.bucket_bytes, level.bucket_records, geo.unit_bytes, geo.unit_records)
-        job = _GatherJob(reader, sink, base_offset)
+        behind = None
+        if sink.positional and level.store.cache_is_tight():
+            behind = WriteBehind(sink.start_writeback, sink.forget, LAG_UNITS * geo.unit_bytes)
+        writer = UnitWriter(lambda item: self._write_unit(sink, base_offset, behind, *item),
+                            geo.writer_units, self.stopping)
+        self.writers.add(writer)
+        try:
+            self._hand_out(level, reader, units, _GatherJob(reader, writer), sink, base_offset)
+            writer.finish()
+        finally:
+            writer.stop(STUCK_WAIT)
+            self.writers.discard(writer)
+
+    def _hand_out(self, level: Level, reader: BucketReader, units: List[Unit], job: "_GatherJob",
+                  sink: Sink, base_offset: int) -> None:
+        """Hand the units to the workers in order (oversized ones gathered one level down)."""
         pending: List[Future] = []
         for i, unit in enumerate(units):
             self.check()
@@ -272,9 +290,10 @@ class Engine:
                     reader.prefetch(ahead.first, ahead.last)
             if unit.oversized:
                 pending = self.wait_some(pending, 1)
+                job.writer.drain()  # the units before it are written (a stream takes them in turn)
                 self.rescatter(level.store, reader.pieces(unit.first), level.keys.child(unit.first),
                                sink, base_offset + unit.out_offset, level.depth + 1)
-                job.next_turn()
+                job.writer.put(i, None)
                 continue
             pending = self.wait_some(pending, self.workers)
             pending.append(self.submit(self._gather_unit, job, i, unit))
@@ -282,7 +301,7 @@ class Engine:
 
     def _gather_unit(self, job: "_GatherJob", i: int, unit: Unit) -> None:
         """Read unit ``i``'s buckets and keys, order the records by key, and hand them to the
-        sink (at their offset, or in turn when the sink takes a stream)."""
+        writer (which writes the units in turn while this worker goes on with its next)."""
         self.check()
         buf = self.pool.get()[:unit.nbytes]
         scratch = self.pool.get()  # the keys and the sort's packed keys: a quarter each at most
@@ -294,15 +313,19 @@ class Engine:
         self.pool.release(buf)
         del buf, keys
         self.pool.release(scratch)
-        if job.sink.positional:
-            job.sink.write_at(job.base_offset + unit.out_offset, out, n)
+        job.writer.put(i, (unit, out, n))
+
+    def _write_unit(self, sink: Sink, base_offset: int, behind: Optional[WriteBehind], unit: Unit,
+                    out: np.ndarray, n: int) -> None:
+        """The writer thread's part: one sorted unit to the sink (at its offset, or appended:
+        units come in order), then its buffer back to the pool."""
+        if sink.positional:
+            sink.write_at(base_offset + unit.out_offset, out, n)
+            if behind is not None:
+                behind.written(base_offset + unit.out_offset, unit.nbytes)
         else:
-            job.wait_turn(i, self.cancel)
-            try:
-                self.check()
-                job.sink.write(out, n)
-            finally:
-                job.next_turn()
+            self.check()
+            sink.write(out, n)
         self.pool.release(out)
         self.progress.gathered(unit.nbytes)
 
@@ -355,24 +378,9 @@ class _ScatterJob:
     index: RunIndex
 
 
+@dataclass
 class _GatherJob:
-    """What the units of one gather share, and the turn that orders stream writes."""
+    """What the units of one gather share: the reader of the level, the writer of the units."""
 
-    def __init__(self, reader: BucketReader, sink: Sink, base_offset: int):
-        self.reader = reader
-        self.sink = sink
-        self.base_offset = base_offset
-        self.turn = 0
-        self.cond = threading.Condition()
-
-    def wait_turn(self, i: int, cancel: threading.Event) -> None:
-        with self.cond:
-            while self.turn != i:
-                if cancel.is_set():
-                    raise Cancelled()
-                self.cond.wait(0.2)
-
-    def next_turn(self) -> None:
-        with self.cond:
-            self.turn += 1
-            self.cond.notify_all()
+    reader: BucketReader
+    writer: UnitWriter

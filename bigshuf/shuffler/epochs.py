@@ -265,6 +265,12 @@ class _EpochView:
             self.done += records
             self.bytes += len(data)
 
+    def start_writeback(self, offset: int, length: int) -> None:
+        self.sink.start_writeback(self.base + offset, length)
+
+    def forget(self, offset: int, length: int) -> None:
+        self.sink.forget(self.base + offset, length)
+
     def finish(self, before_publish: Optional[Callable[[], None]] = None) -> None:
         self.stream.bytes_before += self.bytes  # published with the last epoch
         self.stream.finished += 1

@@ -47,6 +47,11 @@ class Store:
     def prefetch(self, ranges: Sequence[Tuple[int, int]]) -> None:
         """(offset, length) ranges that will be read soon (a hint; storage may start reading)."""
 
+    def cache_is_tight(self) -> bool:
+        """Can the page cache not hold this store's file and as much output (see
+        :meth:`_TempFile.cache_is_tight`)? Never for runs in RAM."""
+        return False
+
     def close(self) -> None:
         pass
 
@@ -309,6 +314,9 @@ class FileStore(Store):
             except OSError:
                 self._prefetch = False  # only a hint
 
+    def cache_is_tight(self) -> bool:
+        return self.file.cache_is_tight()
+
     def truncate(self, size: int) -> None:
         """Give back the disk space past ``size`` (a finished nested level)."""
         with self._tails_lock:
@@ -346,6 +354,9 @@ class FileRegion(Store):
 
     def prefetch(self, ranges: Sequence[Tuple[int, int]]) -> None:
         self.file.prefetch([(self.base + o, n) for o, n in ranges])
+
+    def cache_is_tight(self) -> bool:
+        return self.file.cache_is_tight()
 
     def close(self) -> None:
         if not self.closed:

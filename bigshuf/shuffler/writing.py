@@ -58,6 +58,26 @@ class _FdWriter:
         pass
 
 
+def _libc_sync_file_range():
+    """sync_file_range(2) through ctypes (Linux; ``os`` has none); None elsewhere. Looked up
+    in the running process, as store._libc_fallocate does."""
+    if not os.uname().sysname == "Linux":
+        return None
+    try:
+        import ctypes
+        f = ctypes.CDLL(None, use_errno=True).sync_file_range
+        f.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+        f.restype = ctypes.c_int
+        return f
+    except (OSError, AttributeError):
+        return None
+
+
+#: Start writeback of a range without waiting for it (SYNC_FILE_RANGE_WRITE).
+_sync_file_range = _libc_sync_file_range() if os.name == "posix" else None
+_SYNC_FILE_RANGE_WRITE = 2
+
+
 class OutputFile:
     """One destination: stdout, a caller's stream, or a path (see bigshuf.common.output for what
     happens to files, links, devices and pipes), optionally compressed by its extension."""
@@ -120,6 +140,20 @@ class OutputFile:
         except OSError as exc:
             raise describe_os_error(exc, f"writing {self.path}") from None
         self.bytes_written += len(data)
+
+    def start_writeback(self, offset: int, length: int) -> None:
+        """Hand a written range to the disk now, without waiting (a hint; files under a
+        temporary name only, never devices, pipes or stdout)."""
+        if self.positional and _sync_file_range is not None and length > 0:
+            _sync_file_range(self.fd, offset, length, _SYNC_FILE_RANGE_WRITE)  # errors: a hint
+
+    def forget(self, offset: int, length: int) -> None:
+        """Drop a written range's clean pages from the page cache (a hint, as above)."""
+        if self.positional and hasattr(os, "posix_fadvise") and length > 0:
+            try:
+                os.posix_fadvise(self.fd, offset, length, os.POSIX_FADV_DONTNEED)
+            except OSError:
+                pass
 
     def finish(self) -> None:
         """Flush the compressor; a file still has its temporary name."""
@@ -395,6 +429,14 @@ class Sink:
         with self.lock:
             self.done += records
             self.files[0].records += records
+
+    def start_writeback(self, offset: int, length: int) -> None:
+        """See :meth:`OutputFile.start_writeback` (positional sinks; stream offsets)."""
+        self.files[0].start_writeback(len(self.header) + offset, length)
+
+    def forget(self, offset: int, length: int) -> None:
+        """See :meth:`OutputFile.forget` (positional sinks; stream offsets)."""
+        self.files[0].forget(len(self.header) + offset, length)
 
     def write(self, data: np.ndarray, records: int) -> None:
         """Append the next ``records`` whole records of the stream, in order."""

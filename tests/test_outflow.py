@@ -13,7 +13,7 @@ from bigshuf.common.progress import Progress
 from bigshuf.common.randomness import Streams
 from bigshuf.shuffler import store as store_mod
 from bigshuf.shuffler.engine import Cancelled, Engine
-from bigshuf.shuffler.outflow import UnitWriter, WriteBehind
+from bigshuf.shuffler.outflow import ReadAhead, UnitWriter, WriteBehind
 from bigshuf.shuffler.plan import plan
 from bigshuf.shuffler.records import RecordReader
 from bigshuf.shuffler.scatter import KeyRange
@@ -182,3 +182,27 @@ def test_the_writer_unit_takes_the_scatter_readers_place_in_the_budget():
     assert geo.writer_units * geo.unit_bytes <= geo.block_bytes
     assert geo.fixed_bytes() + geo.max_workers * geo.worker_bytes <= geo.memory
     assert np.isfinite(geo.fixed_bytes())
+
+
+def test_read_ahead_asks_units_in_order_within_the_window_of_the_readers():
+    from types import SimpleNamespace
+    units = [SimpleNamespace(out_offset=10 * k, nbytes=10) for k in range(8)]
+    asked = []
+    seen = threading.Event()
+    frontier = [0]
+
+    def ask(u):
+        # never more than the window (25 bytes) past the furthest unit being read
+        assert u.out_offset < frontier[0] + 25
+        asked.append(u.out_offset)
+        if len(asked) == 3:
+            seen.set()
+
+    ahead = ReadAhead(units, ask, 25, lambda: False)
+    seen.wait(5)  # units at 0, 10, 20 start within 25 bytes of offset 0 ...
+    assert asked == [0, 10, 20]
+    frontier[0] = 50
+    ahead.reading(40, 10)  # ... then the rest, once a worker reads the unit at 40
+    ahead.thread.join(5)
+    assert asked == [0, 10, 20, 30, 40, 50, 60, 70]
+    ahead.stop()

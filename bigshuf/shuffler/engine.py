@@ -15,12 +15,21 @@ from typing import Any, Callable, Iterator, List, Optional, Set
 
 import numpy as np
 
+from bigshuf.common.container import memory_view
 from bigshuf.common.progress import Progress
 from bigshuf.common.randomness import Streams
 from bigshuf.shuffler.buffers import BufferPool
 from bigshuf.shuffler.gather import BucketReader, Piece, Unit, order_unit, plan_units
 from bigshuf.shuffler.heap import roomy_heap
-from bigshuf.shuffler.outflow import LAG_UNITS, Cancelled, UnitWriter, WriteBehind
+from bigshuf.shuffler.outflow import (
+    AHEAD_SHARE,
+    AHEAD_UNITS,
+    LAG_UNITS,
+    Cancelled,
+    ReadAhead,
+    UnitWriter,
+    WriteBehind,
+)
 from bigshuf.shuffler.plan import Geometry
 from bigshuf.shuffler.records import Block
 from bigshuf.shuffler.scatter import KEY_BYTES, KeyRange, partition
@@ -38,8 +47,6 @@ from bigshuf.shuffler.writing import Sink
 
 #: Blocks smaller than this are scattered by the main thread itself (no hand-off to a worker).
 INLINE_BYTES = 64 << 10
-#: Gather units whose pieces are asked for ahead of the one being handed to a worker.
-PREFETCH_UNITS = 1
 #: Seconds the cleanup waits for workers that do not stop (blocked writing to a stalled reader).
 STUCK_WAIT = 0.5
 
@@ -267,12 +274,28 @@ class Engine:
         writer = UnitWriter(lambda item: self._write_unit(sink, base_offset, behind, *item),
                             geo.writer_units, self.stopping)
         self.writers.add(writer)
+        ahead = self._read_ahead(level.store, reader, units)
         try:
-            self._hand_out(level, reader, units, _GatherJob(reader, writer), sink, base_offset)
+            self._hand_out(level, reader, units, _GatherJob(reader, writer, ahead), sink,
+                           base_offset)
             writer.finish()
         finally:
+            if ahead is not None:
+                ahead.stop(STUCK_WAIT)
             writer.stop(STUCK_WAIT)
             self.writers.discard(writer)
+
+    def _read_ahead(self, store: Store, reader: BucketReader, units: List[Unit]
+                    ) -> Optional[ReadAhead]:
+        """The thread asking for the units' pieces ahead of the workers, when the temporary
+        file cannot stay in the page cache (else nothing to ask); its window is a share of
+        the page cache's room, between one and AHEAD_UNITS units."""
+        if not store.cache_is_tight():
+            return None
+        u = self.geo.unit_bytes
+        window = max(u, min(AHEAD_UNITS * u, memory_view().cacheable // AHEAD_SHARE))
+        return ReadAhead([x for x in units if not x.oversized],
+                         lambda x: reader.prefetch(x.first, x.last), window, self.stopping)
 
     def _hand_out(self, level: Level, reader: BucketReader, units: List[Unit], job: "_GatherJob",
                   sink: Sink, base_offset: int) -> None:
@@ -282,12 +305,6 @@ class Engine:
             self.check()
             if sink.full:
                 break
-            # The next units' pieces are read ahead while this one waits for a worker
-            # (a hint: only when the temporary file cannot stay in the page cache).
-            first_ahead = 0 if i == 0 else i + PREFETCH_UNITS
-            for ahead in units[first_ahead:i + PREFETCH_UNITS + 1]:
-                if not ahead.oversized:
-                    reader.prefetch(ahead.first, ahead.last)
             if unit.oversized:
                 pending = self.wait_some(pending, 1)
                 job.writer.drain()  # the units before it are written (a stream takes them in turn)
@@ -306,6 +323,8 @@ class Engine:
         buf = self.pool.get()[:unit.nbytes]
         scratch = self.pool.get()  # the keys and the sort's packed keys: a quarter each at most
         keys = scratch[:8 * unit.records].view(np.uint64)
+        if job.ahead is not None:
+            job.ahead.reading(unit.out_offset, unit.nbytes)
         job.reader.read(unit.first, unit.last, buf, keys, last_use=True)
         out = self.pool.get()[:unit.nbytes]
         self.check()
@@ -384,3 +403,4 @@ class _GatherJob:
 
     reader: BucketReader
     writer: UnitWriter
+    ahead: Optional[ReadAhead]

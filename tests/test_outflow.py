@@ -206,3 +206,19 @@ def test_read_ahead_asks_units_in_order_within_the_window_of_the_readers():
     ahead.thread.join(5)
     assert asked == [0, 10, 20, 30, 40, 50, 60, 70]
     ahead.stop()
+
+
+@pytest.mark.parametrize("tight", [True, False])
+def test_the_temp_file_hands_its_runs_to_the_disk_once_the_cache_is_tight(tmp_path, monkeypatch,
+                                                                          tight):
+    monkeypatch.setattr(store_mod, "LOOK_EVERY", 1000)
+    monkeypatch.setattr(store_mod._TempFile, "cache_is_tight", lambda self: tight)
+    started = []
+    monkeypatch.setattr(store_mod._TempFile, "start_writeback",
+                        lambda self, o, n: started.append((o, n)))
+    fs = store_mod.FileStore(str(tmp_path))
+    for k in range(5):
+        fs.write(400 * k, np.zeros(400, dtype=np.uint8))
+    fs.close()
+    # tight: nothing until 1000 bytes were written, then all so far, then each run
+    assert started == ([(0, 1200), (1200, 400), (1600, 400)] if tight else [])

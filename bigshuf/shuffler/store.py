@@ -22,7 +22,7 @@ import numpy as np
 
 from bigshuf.common.container import IN_MEMORY_FS, filesystem_type, memory_view, temp_growth_watch
 from bigshuf.common.errors import BigshufError, describe_os_error
-from bigshuf.common.output import pwrite_all
+from bigshuf.common.output import pwrite_all, start_writeback
 from bigshuf.common.space import free_bytes
 from bigshuf.common.tempdir import temp_directory, temp_write_error, unlinked_temp_fd
 
@@ -193,6 +193,10 @@ class _TempFile:
         if _fallocate is not None and length > 0:
             _fallocate(self.fd, _PUNCH_HOLE | _KEEP_SIZE, offset, length)
 
+    def start_writeback(self, offset: int, length: int) -> None:
+        """Start writing a range to the disk now (see common.output.start_writeback)."""
+        start_writeback(self.fd, offset, length)
+
     def will_need(self, offset: int, length: int) -> None:
         """Start reading a range into the page cache, without waiting for it."""
         if hasattr(os, "posix_fadvise") and length > 0:
@@ -250,6 +254,8 @@ class FileStore(Store):
         self._drop: Optional[bool] = None  # decided when the gather first discards
         self._prefetch: Optional[bool] = None  # decided when the gather first prefetches
         self._since_look = 0
+        self._behind = False  # written runs go to the disk at once (a tight page cache)
+        self._since_behind = 0
 
     @property
     def fd(self) -> int:
@@ -260,6 +266,23 @@ class FileStore(Store):
             self.file.write(offset, data)
         except OSError as exc:
             raise temp_write_error(exc, self.directory) from None
+        self._write_behind(offset, len(data))
+
+    def _write_behind(self, offset: int, length: int) -> None:
+        """Once the page cache cannot hold the file (looked at every LOOK_EVERY bytes until
+        then), each written range is handed to the disk at once, and so is everything before
+        it the first time: a memory cgroup's reclaim then finds clean pages or pages on their
+        way, not dirty ones it must wait for."""
+        if not self._behind:
+            self._since_behind += length
+            if self._since_behind < LOOK_EVERY:
+                return
+            self._since_behind = 0
+            if not self.file.cache_is_tight():
+                return
+            self._behind = True
+            length, offset = offset + length, 0
+        self.file.start_writeback(offset, length)
 
     def read_into(self, offset: int, views: Sequence[np.ndarray]) -> None:
         try:

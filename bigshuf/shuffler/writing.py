@@ -31,6 +31,7 @@ from bigshuf.common.output import (
     publishing,
     pwrite_all,
     same_file,
+    start_writeback,
     write_all,
 )
 from bigshuf.shuffler.plan import shard_share
@@ -56,26 +57,6 @@ class _FdWriter:
 
     def flush(self) -> None:
         pass
-
-
-def _libc_sync_file_range():
-    """sync_file_range(2) through ctypes (Linux; ``os`` has none); None elsewhere. Looked up
-    in the running process, as store._libc_fallocate does."""
-    if not os.uname().sysname == "Linux":
-        return None
-    try:
-        import ctypes
-        f = ctypes.CDLL(None, use_errno=True).sync_file_range
-        f.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-        f.restype = ctypes.c_int
-        return f
-    except (OSError, AttributeError):
-        return None
-
-
-#: Start writeback of a range without waiting for it (SYNC_FILE_RANGE_WRITE).
-_sync_file_range = _libc_sync_file_range() if os.name == "posix" else None
-_SYNC_FILE_RANGE_WRITE = 2
 
 
 class OutputFile:
@@ -144,8 +125,8 @@ class OutputFile:
     def start_writeback(self, offset: int, length: int) -> None:
         """Hand a written range to the disk now, without waiting (a hint; files under a
         temporary name only, never devices, pipes or stdout)."""
-        if self.positional and _sync_file_range is not None and length > 0:
-            _sync_file_range(self.fd, offset, length, _SYNC_FILE_RANGE_WRITE)  # errors: a hint
+        if self.positional:
+            start_writeback(self.fd, offset, length)
 
     def forget(self, offset: int, length: int) -> None:
         """Drop a written range's clean pages from the page cache (a hint, as above)."""

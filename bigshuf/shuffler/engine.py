@@ -47,6 +47,8 @@ from bigshuf.shuffler.writing import Sink
 
 #: Blocks smaller than this are scattered by the main thread itself (no hand-off to a worker).
 INLINE_BYTES = 64 << 10
+#: Consumed temp pages are dropped by the read-ahead thread, not by the worker that read them.
+DISCARD_ASIDE = True
 #: Seconds the cleanup waits for workers that do not stop (blocked writing to a stalled reader).
 STUCK_WAIT = 0.5
 
@@ -323,9 +325,13 @@ class Engine:
         buf = self.pool.get()[:unit.nbytes]
         scratch = self.pool.get()  # the keys and the sort's packed keys: a quarter each at most
         keys = scratch[:8 * unit.records].view(np.uint64)
-        if job.ahead is not None:
-            job.ahead.reading(unit.out_offset, unit.nbytes)
-        job.reader.read(unit.first, unit.last, buf, keys, last_use=True)
+        ahead = job.ahead
+        if ahead is not None:
+            ahead.reading(unit.out_offset, unit.nbytes)
+        aside = ahead if DISCARD_ASIDE else None
+        job.reader.read(unit.first, unit.last, buf, keys, last_use=aside is None)
+        if aside is not None:
+            aside.later(lambda: job.reader.discard(unit.first, unit.last))
         out = self.pool.get()[:unit.nbytes]
         self.check()
         n = order_unit(buf, unit.nbytes, keys, self.sep, out, scratch[8 * unit.records:])

@@ -188,7 +188,7 @@ def test_read_ahead_asks_units_in_order_within_the_window_of_the_readers():
     from types import SimpleNamespace
     units = [SimpleNamespace(out_offset=10 * k, nbytes=10) for k in range(8)]
     asked = []
-    seen = threading.Event()
+    seen, all_asked = threading.Event(), threading.Event()
     frontier = [0]
 
     def ask(u):
@@ -197,13 +197,15 @@ def test_read_ahead_asks_units_in_order_within_the_window_of_the_readers():
         asked.append(u.out_offset)
         if len(asked) == 3:
             seen.set()
+        if len(asked) == 8:
+            all_asked.set()
 
     ahead = ReadAhead(units, ask, 25, lambda: False)
     seen.wait(5)  # units at 0, 10, 20 start within 25 bytes of offset 0 ...
     assert asked == [0, 10, 20]
     frontier[0] = 50
     ahead.reading(40, 10)  # ... then the rest, once a worker reads the unit at 40
-    ahead.thread.join(5)
+    assert all_asked.wait(5)
     assert asked == [0, 10, 20, 30, 40, 50, 60, 70]
     ahead.stop()
 

@@ -224,14 +224,3 @@ def test_the_temp_file_hands_its_runs_to_the_disk_once_the_cache_is_tight(tmp_pa
     fs.close()
     # tight: nothing until 1000 bytes were written, then all so far, then each run
     assert started == ([(0, 1200), (1200, 400), (1600, 400)] if tight else [])
-
-
-def test_read_ahead_runs_chores_on_its_thread():
-    done = threading.Event()
-    ran = []
-    ahead = ReadAhead([], lambda u: None, 1, lambda: False)
-    ahead.later(lambda: ran.append(threading.current_thread().name))
-    ahead.later(done.set)
-    assert done.wait(5)
-    ahead.stop()
-    assert ran == ["bigshuf-readahead"] and not ahead.thread.is_alive()

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, List, Optional, Set
 import numpy as np
 
 from bigshuf.common.container import memory_view
+from bigshuf.common.output import TIGHT_WRITE_PIECE
 from bigshuf.common.progress import Progress
 from bigshuf.common.randomness import Streams
 from bigshuf.shuffler.buffers import BufferPool
@@ -47,8 +48,6 @@ from bigshuf.shuffler.writing import Sink
 
 #: Blocks smaller than this are scattered by the main thread itself (no hand-off to a worker).
 INLINE_BYTES = 64 << 10
-#: Consumed temp pages are dropped by the read-ahead thread, not by the worker that read them.
-DISCARD_ASIDE = True
 #: Seconds the cleanup waits for workers that do not stop (blocked writing to a stalled reader).
 STUCK_WAIT = 0.5
 
@@ -273,10 +272,10 @@ class Engine:
         behind = None
         if sink.positional and level.store.cache_is_tight():
             behind = WriteBehind(sink.start_writeback, sink.forget, LAG_UNITS * geo.unit_bytes)
+        ahead = self._read_ahead(level.store, reader, units)
         writer = UnitWriter(lambda item: self._write_unit(sink, base_offset, behind, *item),
                             geo.writer_units, self.stopping)
         self.writers.add(writer)
-        ahead = self._read_ahead(level.store, reader, units)
         try:
             self._hand_out(level, reader, units, _GatherJob(reader, writer, ahead), sink,
                            base_offset)
@@ -325,13 +324,9 @@ class Engine:
         buf = self.pool.get()[:unit.nbytes]
         scratch = self.pool.get()  # the keys and the sort's packed keys: a quarter each at most
         keys = scratch[:8 * unit.records].view(np.uint64)
-        ahead = job.ahead
-        if ahead is not None:
-            ahead.reading(unit.out_offset, unit.nbytes)
-        aside = ahead if DISCARD_ASIDE else None
-        job.reader.read(unit.first, unit.last, buf, keys, last_use=aside is None)
-        if aside is not None:
-            aside.later(lambda: job.reader.discard(unit.first, unit.last))
+        if job.ahead is not None:
+            job.ahead.reading(unit.out_offset, unit.nbytes)
+        job.reader.read(unit.first, unit.last, buf, keys, last_use=True)
         out = self.pool.get()[:unit.nbytes]
         self.check()
         n = order_unit(buf, unit.nbytes, keys, self.sep, out, scratch[8 * unit.records:])
@@ -345,7 +340,9 @@ class Engine:
         """The writer thread's part: one sorted unit to the sink (at its offset, or appended:
         units come in order), then its buffer back to the pool."""
         if sink.positional:
-            sink.write_at(base_offset + unit.out_offset, out, n)
+            # a tight page cache: the whole unit in one call (see TIGHT_WRITE_PIECE)
+            sink.write_at(base_offset + unit.out_offset, out, n,
+                          TIGHT_WRITE_PIECE if behind is not None else 0)
             if behind is not None:
                 behind.written(base_offset + unit.out_offset, unit.nbytes)
         else:

@@ -259,8 +259,8 @@ class _EpochView:
         self.done += take
         self.bytes += len(data)
 
-    def write_at(self, offset: int, data: np.ndarray, records: int) -> None:
-        self.sink.write_at(self.base + offset, data, records)
+    def write_at(self, offset: int, data: np.ndarray, records: int, piece: int = 0) -> None:
+        self.sink.write_at(self.base + offset, data, records, piece)
         with self.lock:
             self.done += records
             self.bytes += len(data)

@@ -169,7 +169,6 @@ class ReadAhead:
         self.stopping = stopping
         self.frontier = 0   # stream offset where the furthest unit being read ends
         self.stopped = False
-        self.chores: List[Callable[[], None]] = []   # see later()
         self.cond = threading.Condition()
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread.start()
@@ -181,13 +180,6 @@ class ReadAhead:
                 self.frontier = out_offset + nbytes
                 self.cond.notify_all()
 
-    def later(self, chore: Callable[[], None]) -> None:
-        """Run ``chore`` on this thread (a hint's work, e.g. dropping consumed pages, taken
-        off a worker's path), before the next ask; those left when it stops are dropped."""
-        with self.cond:
-            self.chores.append(chore)
-            self.cond.notify_all()
-
     def stop(self, timeout: Optional[float] = None) -> None:
         with self.cond:
             self.stopped = True
@@ -195,23 +187,15 @@ class ReadAhead:
         self.thread.join(timeout)
 
     def _run(self) -> None:
-        units = iter(self.units)
-        unit = next(units, None)
-        while True:
+        for unit in self.units:
             with self.cond:
-                while not self.chores and not self._over() and (
-                        unit is None or unit.out_offset >= self.frontier + self.window):
+                while unit.out_offset >= self.frontier + self.window and not self._over():
                     self.cond.wait(POLL)
                 if self._over():
                     return
-                chores, self.chores = self.chores, []
             try:
-                for chore in chores:
-                    chore()
-                if unit is not None and unit.out_offset < self.frontier + self.window:
-                    self.ask(unit)
-                    unit = next(units, None)
-            except Exception:  # noqa: BLE001 - hints: the reads themselves report errors
+                self.ask(unit)
+            except Exception:  # noqa: BLE001 - a hint: the reads themselves report errors
                 return
 
     def _over(self) -> bool:

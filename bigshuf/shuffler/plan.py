@@ -42,8 +42,8 @@ INITIAL_BUCKETS = 4096
 MIN_AVG_RECORD = 32
 INDEX_BYTES_PER_ENTRY = 32
 #: Sorted units the gather's writer holds: the one it writes. A worker with the next unit
-#: waits for it (measured: the writes are the gather's bottleneck in a tight cgroup, so a
-#: longer queue would only hold memory).
+#: waits for it (a queue of two more measured no faster in a 1 GiB cgroup: 6.7 and 7.6 s
+#: against 7.3 and 7.9 s, inside the noise, and it would cost a unit of the budget).
 WRITER_UNITS = 1
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from bigshuf.common.container import IN_MEMORY_FS, filesystem_type, memory_view, temp_growth_watch
 from bigshuf.common.errors import BigshufError, describe_os_error
-from bigshuf.common.output import pwrite_all, start_writeback
+from bigshuf.common.output import TIGHT_WRITE_PIECE, pwrite_all, start_writeback
 from bigshuf.common.space import free_bytes
 from bigshuf.common.tempdir import temp_directory, temp_write_error, unlinked_temp_fd
 
@@ -145,14 +145,14 @@ class _TempFile:
         self.watch = temp_growth_watch(directory)  # a tmpfs file inside a memory cgroup
         self.in_ram = filesystem_type(directory) in IN_MEMORY_FS
 
-    def write(self, offset: int, data: np.ndarray) -> None:
+    def write(self, offset: int, data: np.ndarray, piece: int = 0) -> None:
         # One writer at a time: the kernel serialises buffered writes to a file anyway, and a
         # second writer would spin on the inode lock, burning CPU another worker could use
         # (9% of all CPU in a profile of two concurrent writers).
         with self.lock:
             if self.watch is not None:
                 self.watch.guard(len(data))
-            pwrite_all(self.fd, data, offset)
+            pwrite_all(self.fd, data, offset, piece)
 
     def readv(self, offset: int, mvs: List[memoryview]) -> None:
         for i in range(0, len(mvs), IOV_MAX):
@@ -263,7 +263,8 @@ class FileStore(Store):
 
     def write(self, offset: int, data: np.ndarray) -> None:
         try:
-            self.file.write(offset, data)
+            # big writes once the page cache is tight (see TIGHT_WRITE_PIECE)
+            self.file.write(offset, data, TIGHT_WRITE_PIECE if self._behind else 0)
         except OSError as exc:
             raise temp_write_error(exc, self.directory) from None
         self._write_behind(offset, len(data))

@@ -114,10 +114,11 @@ class OutputFile:
             raise describe_os_error(exc, f"writing {self.path or 'standard output'}") from None
         self.bytes_written += len(data)
 
-    def write_at(self, offset: int, data: np.ndarray) -> None:
+    def write_at(self, offset: int, data: np.ndarray, piece: int = 0) -> None:
+        """Write ``data`` at ``offset``, ``piece`` bytes a call (see common.output.pwrite_all)."""
         try:
             with self._write_lock:  # see FileStore.write: one writer at a time is faster
-                pwrite_all(self.fd, data, offset)
+                pwrite_all(self.fd, data, offset, piece)
         except OSError as exc:
             raise describe_os_error(exc, f"writing {self.path}") from None
         self.bytes_written += len(data)
@@ -403,10 +404,10 @@ class Sink:
     def full(self) -> bool:
         return self.done >= self.records_out
 
-    def write_at(self, offset: int, data: np.ndarray, records: int) -> None:
+    def write_at(self, offset: int, data: np.ndarray, records: int, piece: int = 0) -> None:
         """Positional write of whole records (single plain file); ``offset`` is in the shuffled
-        stream, the header is accounted for here."""
-        self.files[0].write_at(len(self.header) + offset, data)
+        stream, the header is accounted for here; ``piece``: bytes a write call."""
+        self.files[0].write_at(len(self.header) + offset, data, piece)
         with self.lock:
             self.done += records
             self.files[0].records += records

@@ -224,3 +224,19 @@ def test_the_temp_file_hands_its_runs_to_the_disk_once_the_cache_is_tight(tmp_pa
     fs.close()
     # tight: nothing until 1000 bytes were written, then all so far, then each run
     assert started == ([(0, 1200), (1200, 400), (1600, 400)] if tight else [])
+
+
+def test_a_tight_cache_writes_runs_and_units_in_big_calls(tmp_path, monkeypatch):
+    """Large folios: in a tight cgroup, whole runs and units per write call (issue 21)."""
+    from bigshuf.common import output
+    monkeypatch.setattr(store_mod, "LOOK_EVERY", 1000)
+    monkeypatch.setattr(store_mod._TempFile, "cache_is_tight", lambda self: True)
+    calls = []
+    real = output.os.pwrite
+    monkeypatch.setattr(output.os, "pwrite", lambda fd, b, o: (calls.append(len(b)), real(fd, b, o))[1])
+    fs = store_mod.FileStore(str(tmp_path))
+    for k in range(3):
+        fs.write(200_000 * k, np.zeros(200_000, dtype=np.uint8))
+    fs.close()
+    # before the first look (1000 bytes): 64 KiB calls; then one call a run
+    assert calls == [65536, 65536, 65536, 200_000 - 3 * 65536, 200_000, 200_000]

@@ -240,3 +240,23 @@ def test_a_tight_cache_writes_runs_and_units_in_big_calls(tmp_path, monkeypatch)
     fs.close()
     # before the first look (1000 bytes): 64 KiB calls; then one call a run
     assert calls == [65536, 65536, 65536, 200_000 - 3 * 65536, 200_000, 200_000]
+
+
+@pytest.mark.parametrize("tight", [False, True])
+def test_a_file_with_oversized_buckets_is_written_whatever_the_cache(tmp_path, monkeypatch, tight):
+    """With room in the page cache the workers write a file's units themselves; an oversized
+    bucket gathered one level down must not wait for the (idle) writer."""
+    lines = _lines()
+    src = tmp_path / "in.txt"
+    src.write_bytes(lines)
+    expected = b"".join(_gather(tmp_path, src, lambda e, r: ListSink(), buckets=2).parts)
+    monkeypatch.setattr(store_mod._TempFile, "cache_is_tight", lambda self: tight)
+    out = tmp_path / "out.txt"
+
+    def file_sink(engine, reader):
+        sink = Sink(str(out), 10, len(lines.splitlines()))
+        sink.open()
+        return sink
+
+    _gather(tmp_path, src, file_sink, buckets=2).finish()
+    assert out.read_bytes() == expected

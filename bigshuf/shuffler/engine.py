@@ -313,10 +313,12 @@ class Engine:
                 break
             if unit.oversized:
                 pending = self.wait_some(pending, 1)
-                job.writer.drain()  # the units before it are written (a stream takes them in turn)
+                if not job.direct:  # the units before it are written (a stream takes them in turn)
+                    job.writer.drain()
                 self.rescatter(level.store, reader.pieces(unit.first), level.keys.child(unit.first),
                                sink, base_offset + unit.out_offset, level.depth + 1)
-                job.writer.put(i, None)
+                if not job.direct:
+                    job.writer.put(i, None)
                 continue
             pending = self.wait_some(pending, self.workers)
             pending.append(self.submit(self._gather_unit, job, i, unit))

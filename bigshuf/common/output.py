@@ -587,15 +587,54 @@ def write_json(dest: Optional[str], obj: Any) -> None:
 #: time (32 KiB: 0.155 s, syscall overhead; 128 KiB-1 MiB: bimodal again). Measured with
 #: scripts/bench_write.py.
 WRITE_PIECE = 64 << 10
+#: Bytes per write call where the page cache is tight (a memory cgroup that cannot hold the temp
+#: file and the output): there the large folios of big writes win, each page charged, written
+#: back, dropped and reclaimed costing the kernel less. In a 1 GiB cgroup, gathering 2.7 GB, the
+#: output's pwrite took 0.8 s in 32 MiB calls against 2.2 s in 64 KiB calls, and the scatter's
+#: temp file writes 1.0-1.3 s against 2.1 s (issue 21).
+TIGHT_WRITE_PIECE = 64 << 20
 
 
-def pwrite_all(fd: int, data: Any, offset: int) -> None:
-    """``pwrite`` until every byte of ``data`` is written at ``offset``, WRITE_PIECE at a time."""
+def pwrite_all(fd: int, data: Any, offset: int, piece: int = 0) -> None:
+    """``pwrite`` until every byte of ``data`` is written at ``offset``, ``piece`` (default
+    WRITE_PIECE) at a time."""
+    piece = piece or WRITE_PIECE
     view = memoryview(data).cast("B")
     while len(view):
-        n = os.pwrite(fd, view[:WRITE_PIECE], offset)
+        n = os.pwrite(fd, view[:piece], offset)
         view = view[n:]
         offset += n
+
+
+def _libc_sync_file_range():
+    """sync_file_range(2) through ctypes (Linux; ``os`` has none), looked up in the running
+    process; None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+        f = ctypes.CDLL(None, use_errno=True).sync_file_range
+        f.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+        f.restype = ctypes.c_int
+        return f
+    except (OSError, AttributeError):
+        return None
+
+
+_sync_file_range: Any = False  # looked up on first use (ctypes costs start-up time)
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing a range's dirty pages to the disk, without waiting (a hint: errors are
+    ignored). In a memory cgroup whose page cache is tight, reclaim then finds the pages clean
+    or on their way instead of stalling on dirty ones (v1 cgroups start no writeback of their
+    own before the host's dirty limits)."""
+    global _sync_file_range
+    if _sync_file_range is False:
+        _sync_file_range = _libc_sync_file_range()
+    if _sync_file_range is not None and length > 0:
+        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
 def write_all(fd: int, data: Any) -> None:

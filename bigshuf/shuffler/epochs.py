@@ -310,11 +310,17 @@ class _EpochView:
         self.done += take
         self.bytes += len(data)
 
-    def write_at(self, offset: int, data: np.ndarray, records: int) -> None:
-        self.sink.write_at(self.base + offset, data, records)
+    def write_at(self, offset: int, data: np.ndarray, records: int, piece: int = 0) -> None:
+        self.sink.write_at(self.base + offset, data, records, piece)
         with self.lock:
             self.done += records
             self.bytes += len(data)
+
+    def start_writeback(self, offset: int, length: int) -> None:
+        self.sink.start_writeback(self.base + offset, length)
+
+    def forget(self, offset: int, length: int) -> None:
+        self.sink.forget(self.base + offset, length)
 
     def finish(self, before_publish: Optional[Callable[[], None]] = None) -> None:
         self.stream.bytes_before += self.bytes  # published with the last epoch

@@ -107,12 +107,17 @@ class BucketReader:
         read_buckets(self.store, self.key_start[:, cols], KEY_BYTES * self.piece_records[:, cols],
                      keys.view(np.uint8))
         if last_use:
-            for start, size in ((self.piece_start, self.piece_bytes),
-                                (self.key_start, KEY_BYTES * self.piece_records)):
-                spans = size[:, cols].sum(axis=1)
-                for r in np.flatnonzero(spans):
-                    self.store.discard(int(start[r, first]), int(spans[r]))
+            self.discard(first, last)
         return starts
+
+    def discard(self, first: int, last: int) -> None:
+        """Buckets first..last-1 and their keys were read for the last time: the store may
+        free them (per run, one range of records and one of keys)."""
+        for start, size in ((self.piece_start, self.piece_bytes),
+                            (self.key_start, KEY_BYTES * self.piece_records)):
+            spans = size[:, first:last].sum(axis=1)
+            for r in np.flatnonzero(spans):
+                self.store.discard(int(start[r, first]), int(spans[r]))
 
     def prefetch(self, first: int, last: int) -> None:
         """Tell the store that buckets first..last-1 and their keys are read next: per run,

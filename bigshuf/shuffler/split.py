@@ -140,7 +140,7 @@ class SplitSink(Sink):
             self.done += take
             self._advance()
 
-    def write_at(self, offset: int, data: np.ndarray, records: int) -> None:
+    def write_at(self, offset: int, data: np.ndarray, records: int, piece: int = 0) -> None:
         raise AssertionError("SplitSink takes sequential writes only")
 
     def finish(self, before_publish: Optional[Callable[[], None]] = None) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 
 from bigshuf.common.container import IN_MEMORY_FS, filesystem_type, memory_view, temp_growth_watch
 from bigshuf.common.errors import BigshufError, describe_os_error
-from bigshuf.common.output import pwrite_all
+from bigshuf.common.output import TIGHT_WRITE_PIECE, pwrite_all, start_writeback
 from bigshuf.common.space import free_bytes
 from bigshuf.common.tempdir import temp_directory, temp_write_error, unlinked_temp_fd
 
@@ -46,6 +46,11 @@ class Store:
 
     def prefetch(self, ranges: Sequence[Tuple[int, int]]) -> None:
         """(offset, length) ranges that will be read soon (a hint; storage may start reading)."""
+
+    def cache_is_tight(self) -> bool:
+        """Can the page cache not hold this store's file and as much output (see
+        :meth:`_TempFile.cache_is_tight`)? Never for runs in RAM."""
+        return False
 
     def close(self) -> None:
         pass
@@ -140,14 +145,14 @@ class _TempFile:
         self.watch = temp_growth_watch(directory)  # a tmpfs file inside a memory cgroup
         self.in_ram = filesystem_type(directory) in IN_MEMORY_FS
 
-    def write(self, offset: int, data: np.ndarray) -> None:
+    def write(self, offset: int, data: np.ndarray, piece: int = 0) -> None:
         # One writer at a time: the kernel serialises buffered writes to a file anyway, and a
         # second writer would spin on the inode lock, burning CPU another worker could use
         # (9% of all CPU in a profile of two concurrent writers).
         with self.lock:
             if self.watch is not None:
                 self.watch.guard(len(data))
-            pwrite_all(self.fd, data, offset)
+            pwrite_all(self.fd, data, offset, piece)
 
     def readv(self, offset: int, mvs: List[memoryview]) -> None:
         for i in range(0, len(mvs), IOV_MAX):
@@ -187,6 +192,10 @@ class _TempFile:
         """Free the pages (page cache and disk) of a range that will not be read again."""
         if _fallocate is not None and length > 0:
             _fallocate(self.fd, _PUNCH_HOLE | _KEEP_SIZE, offset, length)
+
+    def start_writeback(self, offset: int, length: int) -> None:
+        """Start writing a range to the disk now (see common.output.start_writeback)."""
+        start_writeback(self.fd, offset, length)
 
     def will_need(self, offset: int, length: int) -> None:
         """Start reading a range into the page cache, without waiting for it."""
@@ -245,6 +254,8 @@ class FileStore(Store):
         self._drop: Optional[bool] = None  # decided when the gather first discards
         self._prefetch: Optional[bool] = None  # decided when the gather first prefetches
         self._since_look = 0
+        self._behind = False  # written runs go to the disk at once (a tight page cache)
+        self._since_behind = 0
 
     @property
     def fd(self) -> int:
@@ -252,9 +263,27 @@ class FileStore(Store):
 
     def write(self, offset: int, data: np.ndarray) -> None:
         try:
-            self.file.write(offset, data)
+            # big writes once the page cache is tight (see TIGHT_WRITE_PIECE)
+            self.file.write(offset, data, TIGHT_WRITE_PIECE if self._behind else 0)
         except OSError as exc:
             raise temp_write_error(exc, self.directory) from None
+        self._write_behind(offset, len(data))
+
+    def _write_behind(self, offset: int, length: int) -> None:
+        """Once the page cache cannot hold the file (looked at every LOOK_EVERY bytes until
+        then), each written range is handed to the disk at once, and so is everything before
+        it the first time: a memory cgroup's reclaim then finds clean pages or pages on their
+        way, not dirty ones it must wait for."""
+        if not self._behind:
+            self._since_behind += length
+            if self._since_behind < LOOK_EVERY:
+                return
+            self._since_behind = 0
+            if not self.file.cache_is_tight():
+                return
+            self._behind = True
+            length, offset = offset + length, 0
+        self.file.start_writeback(offset, length)
 
     def read_into(self, offset: int, views: Sequence[np.ndarray]) -> None:
         try:
@@ -309,6 +338,9 @@ class FileStore(Store):
             except OSError:
                 self._prefetch = False  # only a hint
 
+    def cache_is_tight(self) -> bool:
+        return self.file.cache_is_tight()
+
     def truncate(self, size: int) -> None:
         """Give back the disk space past ``size`` (a finished nested level)."""
         with self._tails_lock:
@@ -346,6 +378,9 @@ class FileRegion(Store):
 
     def prefetch(self, ranges: Sequence[Tuple[int, int]]) -> None:
         self.file.prefetch([(self.base + o, n) for o, n in ranges])
+
+    def cache_is_tight(self) -> bool:
+        return self.file.cache_is_tight()
 
     def close(self) -> None:
         if not self.closed:

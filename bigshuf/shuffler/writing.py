@@ -32,6 +32,7 @@ from bigshuf.common.output import (
     publishing,
     pwrite_all,
     same_file,
+    start_writeback,
     write_all,
 )
 from bigshuf.shuffler.plan import shard_share
@@ -121,15 +122,30 @@ class OutputFile:
             raise describe_os_error(exc, f"writing {self.path or 'standard output'}") from None
         self.bytes_written += len(data)
 
-    def write_at(self, offset: int, data: np.ndarray) -> None:
+    def write_at(self, offset: int, data: np.ndarray, piece: int = 0) -> None:
+        """Write ``data`` at ``offset``, ``piece`` bytes a call (see common.output.pwrite_all)."""
         try:
             with self._write_lock:  # see FileStore.write: one writer at a time is faster
                 if self.watch is not None:
                     self.watch.guard(len(data))
-                pwrite_all(self.fd, data, offset)
+                pwrite_all(self.fd, data, offset, piece)
         except OSError as exc:
             raise describe_os_error(exc, f"writing {self.path}") from None
         self.bytes_written += len(data)
+
+    def start_writeback(self, offset: int, length: int) -> None:
+        """Hand a written range to the disk now, without waiting (a hint; files under a
+        temporary name only, never devices, pipes or stdout)."""
+        if self.positional:
+            start_writeback(self.fd, offset, length)
+
+    def forget(self, offset: int, length: int) -> None:
+        """Drop a written range's clean pages from the page cache (a hint, as above)."""
+        if self.positional and hasattr(os, "posix_fadvise") and length > 0:
+            try:
+                os.posix_fadvise(self.fd, offset, length, os.POSIX_FADV_DONTNEED)
+            except OSError:
+                pass
 
     def finish(self) -> None:
         """Flush the compressor; a file still has its temporary name."""
@@ -398,13 +414,21 @@ class Sink:
     def full(self) -> bool:
         return self.done >= self.records_out
 
-    def write_at(self, offset: int, data: np.ndarray, records: int) -> None:
+    def write_at(self, offset: int, data: np.ndarray, records: int, piece: int = 0) -> None:
         """Positional write of whole records (single plain file); ``offset`` is in the shuffled
-        stream, the header is accounted for here."""
-        self.files[0].write_at(len(self.header) + offset, data)
+        stream, the header is accounted for here; ``piece``: bytes a write call."""
+        self.files[0].write_at(len(self.header) + offset, data, piece)
         with self.lock:
             self.done += records
             self.files[0].records += records
+
+    def start_writeback(self, offset: int, length: int) -> None:
+        """See :meth:`OutputFile.start_writeback` (positional sinks; stream offsets)."""
+        self.files[0].start_writeback(len(self.header) + offset, length)
+
+    def forget(self, offset: int, length: int) -> None:
+        """See :meth:`OutputFile.forget` (positional sinks; stream offsets)."""
+        self.files[0].forget(len(self.header) + offset, length)
 
     def write(self, data: np.ndarray, records: int) -> None:
         """Append the next ``records`` whole records of the stream, in order."""

@@ -606,19 +606,29 @@ def pwrite_all(fd: int, data: Any, offset: int, piece: int = 0) -> None:
         offset += n
 
 
+def libc_function(name: str, argtypes: List[Any], restype: Any) -> Any:
+    """A libc function through ctypes (``os`` lacks some Linux calls), with its C types and
+    errno kept; None where it does not exist. Looked up in the running process (``CDLL(None)``,
+    which has libc loaded), else in libc.so.6: ``ctypes.util.find_library`` would fork
+    ``ldconfig``, a second ~30 MB process in the tree that the memory benchmark counts."""
+    import ctypes
+    for lib in (None, "libc.so.6"):
+        try:
+            f = getattr(ctypes.CDLL(lib, use_errno=True), name)
+        except (OSError, AttributeError):
+            continue
+        f.argtypes, f.restype = argtypes, restype
+        return f
+    return None
+
+
 def _libc_sync_file_range():
-    """sync_file_range(2) through ctypes (Linux; ``os`` has none), looked up in the running
-    process; None elsewhere."""
+    """sync_file_range(2) (Linux only); None elsewhere."""
     if not sys.platform.startswith("linux"):
         return None
-    try:
-        import ctypes
-        f = ctypes.CDLL(None, use_errno=True).sync_file_range
-        f.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-        f.restype = ctypes.c_int
-        return f
-    except (OSError, AttributeError):
-        return None
+    import ctypes
+    return libc_function("sync_file_range", [ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
+                                             ctypes.c_uint], ctypes.c_int)
 
 
 _sync_file_range: Any = False  # looked up on first use (ctypes costs start-up time)

@@ -22,7 +22,7 @@ import numpy as np
 
 from bigshuf.common.container import IN_MEMORY_FS, filesystem_type, memory_view, temp_growth_watch
 from bigshuf.common.errors import BigshufError, describe_os_error
-from bigshuf.common.output import TIGHT_WRITE_PIECE, pwrite_all, start_writeback
+from bigshuf.common.output import TIGHT_WRITE_PIECE, libc_function, pwrite_all, start_writeback
 from bigshuf.common.space import free_bytes
 from bigshuf.common.tempdir import temp_directory, temp_write_error, unlinked_temp_fd
 
@@ -104,22 +104,10 @@ class MemoryStore(Store):
 
 
 def _libc_fallocate():
-    """fallocate(2) through ctypes (os has no hole punching); None where unavailable.
-
-    The symbol is looked up in the running process (``CDLL(None)``), which has libc loaded:
-    ``ctypes.util.find_library`` forks ``ldconfig``, a second ~30 MB process in the tree that
-    the memory benchmark counts (69 MiB at ``--memory 1M``, over its 65 MiB bound)."""
-    try:
-        import ctypes
-        try:
-            f = ctypes.CDLL(None, use_errno=True).fallocate
-        except (OSError, AttributeError):
-            f = ctypes.CDLL("libc.so.6", use_errno=True).fallocate
-        f.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-        f.restype = ctypes.c_int
-        return f
-    except (OSError, AttributeError):
-        return None
+    """fallocate(2) through ctypes (os has no hole punching); None where unavailable."""
+    import ctypes
+    return libc_function("fallocate", [ctypes.c_int, ctypes.c_int, ctypes.c_int64,
+                                       ctypes.c_int64], ctypes.c_int)
 
 
 _fallocate = _libc_fallocate() if os.name == "posix" else None
